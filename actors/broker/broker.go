@@ -1,0 +1,95 @@
+// Package broker is the broker actor: the only owner of the AMQP connection.
+// It accepts events into the durable outbox (Outbox, in state_dir), assigns
+// their sequence, publishes them to the topic exchange over TLS with
+// publisher confirms, and deletes them only once RabbitMQ confirmed them.
+//
+// Notification contract: the actor sends a *messages.BrokerStatus to
+// Options.Status whenever the connection opens, fails, is lost, or is
+// blocked or unblocked by a resource alarm.
+//
+// The mailbox never waits on the network or the disk: commits, dialing,
+// publishing and confirms run in the pipeline's goroutines (pipeline.go)
+// and report back as messages.
+package broker
+
+import (
+	"context"
+	"path/filepath"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/polar/observerd/messages"
+)
+
+// Actor is the broker actor.
+type Actor struct {
+	opts   Options
+	outbox *Outbox
+	pipe   *pipeline
+}
+
+// GetStats asks the broker for its OutboxStats.
+type GetStats struct{}
+
+// New returns the broker actor.
+func New(opts Options) *Actor {
+	return &Actor{opts: opts}
+}
+
+// Props for the broker. Its children are goroutines, not actors: it
+// supervises nothing, and is supervised by the supervisor (restart with
+// backoff; a broker that cannot open its outbox keeps failing and
+// escalates).
+func Props(opts Options) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
+}
+
+// Receive handles the actor's messages.
+func (a *Actor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Stopping:
+		a.stop(a.opts.DrainTimeout)
+	case *actor.Restarting:
+		// What was committed stays in the outbox for the next incarnation.
+		a.stop(0)
+	case *messages.Publish:
+		a.pipe.Accept(msg.Event)
+	case *GetStats:
+		ctx.Respond(a.outbox.Stats())
+	}
+}
+
+func (a *Actor) start(ctx actor.Context) {
+	ob, err := OpenOutbox(filepath.Join(a.opts.StateDir, "outbox"))
+	if err != nil {
+		// Supervised: restarted with backoff, escalated if it persists.
+		panic(err)
+	}
+	a.outbox = ob
+	root, status := ctx.ActorSystem().Root, a.opts.Status
+	a.pipe = startPipeline(&a.opts, ob, func(s messages.BrokerStatus) {
+		if status != nil {
+			root.Send(status, &s)
+		}
+	})
+	st := ob.Stats()
+	a.opts.Log.Info().Int("outbox_events", st.Events).Uint64("last_sequence", st.LastSequence).Msg("broker started")
+}
+
+func (a *Actor) stop(drain time.Duration) {
+	if a.pipe == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	a.pipe.Close(dctx)
+	st := a.outbox.Stats()
+	if err := a.outbox.Close(); err != nil {
+		a.opts.Log.Error().Err(err).Msg("broker stop")
+	}
+	a.opts.Log.Info().Int("outbox_events", st.Events).Msg("broker stopped")
+	a.pipe = nil
+}

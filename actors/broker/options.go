@@ -1,0 +1,62 @@
+package broker
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/polar/observerd/configs"
+)
+
+// Options configure the broker actor.
+type Options struct {
+	Node     string
+	StateDir string
+	// URLs are tried in order at every (re)connect.
+	URLs          []string
+	TLS           *tls.Config
+	External      bool   // SASL EXTERNAL with the client certificate
+	Password      string // for PLAIN; the user comes from the URL
+	Exchange      string
+	JSON          bool // protojson bodies instead of protobuf
+	ConfirmWindow int
+	Heartbeat     time.Duration
+	Queues        []configs.Queue
+	// DrainTimeout bounds how long a stop waits for outstanding confirms.
+	DrainTimeout time.Duration
+	// Status receives a *messages.BrokerStatus on every connection change.
+	Status *actor.PID
+	Log    zerolog.Logger
+}
+
+// OptionsFrom builds Options from a validated daemon config; it reads the
+// password and the TLS files.
+func OptionsFrom(cfg *configs.Config, status *actor.PID, log zerolog.Logger) (Options, error) {
+	tlsCfg, err := cfg.Broker.ClientTLS()
+	if err != nil {
+		return Options{}, fmt.Errorf("broker options: %w", err)
+	}
+	pw, err := cfg.Password()
+	if err != nil {
+		return Options{}, fmt.Errorf("broker options: %w", err)
+	}
+	return Options{
+		Node:          cfg.Node,
+		StateDir:      cfg.StateDir,
+		URLs:          cfg.Broker.URLs,
+		TLS:           tlsCfg,
+		External:      cfg.Broker.Auth == "external",
+		Password:      pw,
+		Exchange:      cfg.Broker.Exchange,
+		JSON:          cfg.Broker.Encoding == "json",
+		ConfirmWindow: cfg.Broker.ConfirmWindow,
+		Heartbeat:     time.Duration(cfg.Broker.Heartbeat),
+		Queues:        cfg.Broker.Queues,
+		DrainTimeout:  8 * time.Second,
+		Status:        status,
+		Log:           log,
+	}, nil
+}

@@ -1,0 +1,196 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/polar/observerd/messages"
+)
+
+// pipeline moves events from Accept to RabbitMQ off the actor's mailbox:
+//
+//	Accept -> pending (memory) -> committer: Append, one fsync per group
+//	       -> publisher: read the outbox in sequence order, publish with
+//	          deferred confirms, at most ConfirmWindow outstanding
+//	       -> confirmer: in order; ack -> Delete; nack or return -> retry
+//
+// The publisher owns the connection: it dials, declares the topology,
+// publishes, and on any loss reconnects with capped exponential backoff and
+// republishes everything still in the outbox.
+type pipeline struct {
+	o      *Options
+	outbox *Outbox
+	log    zerolog.Logger
+	status func(messages.BrokerStatus)
+
+	mu      sync.Mutex
+	pending []*messages.Event
+	closed  bool
+	retries map[uint64]time.Time // returned or nacked: sequence -> not before
+
+	commitWake  chan struct{} // cap 1: pending has events
+	publishWake chan struct{} // cap 1: the outbox has new events
+	committed   chan struct{} // closed when the committer has drained and stopped
+
+	cancel    context.CancelFunc
+	published chan struct{} // closed when the publisher has stopped
+
+	connMu sync.Mutex
+	conn   *connection
+}
+
+func startPipeline(o *Options, outbox *Outbox, status func(messages.BrokerStatus)) *pipeline {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pipeline{
+		o:           o,
+		outbox:      outbox,
+		log:         o.Log,
+		status:      status,
+		retries:     map[uint64]time.Time{},
+		commitWake:  make(chan struct{}, 1),
+		publishWake: make(chan struct{}, 1),
+		committed:   make(chan struct{}),
+		cancel:      cancel,
+		published:   make(chan struct{}),
+	}
+	go p.commitLoop()
+	go p.publishLoop(ctx)
+	return p
+}
+
+// Accept queues ev for the outbox; it never blocks.
+func (p *pipeline) Accept(ev *messages.Event) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.log.Error().Str("event", ev.Id).Str("type", ev.Type).Msg("event after broker stop, not accepted")
+		return
+	}
+	p.pending = append(p.pending, ev)
+	p.mu.Unlock()
+	wake(p.commitWake)
+}
+
+func wake(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// commitLoop appends whatever is pending in one transaction per turn: while
+// one fsync runs, the next group gathers.
+func (p *pipeline) commitLoop() {
+	defer close(p.committed)
+	for range p.commitWake {
+		for {
+			p.mu.Lock()
+			batch, closed := p.pending, p.closed
+			p.pending = nil
+			p.mu.Unlock()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			for err := p.outbox.Append(batch); err != nil; err = p.outbox.Append(batch) {
+				// A full or failing disk: keep the events in memory and
+				// retry rather than drop them.
+				p.log.Error().Err(err).Int("events", len(batch)).Msg("outbox append failed, retrying")
+				time.Sleep(time.Second)
+			}
+			wake(p.publishWake)
+		}
+	}
+}
+
+// Close stops accepting, commits what is pending, waits for the outbox to
+// be confirmed empty until ctx ends, then stops the publisher and closes
+// the connection (forcibly if it is blocked).
+func (p *pipeline) Close(ctx context.Context) {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	close(p.commitWake)
+	<-p.committed
+	wake(p.publishWake)
+
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for p.outbox.Stats().Events > 0 && p.connected() {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	p.cancel()
+	p.connMu.Lock()
+	if p.conn != nil {
+		p.conn.forceClose()
+	}
+	p.connMu.Unlock()
+	<-p.published
+}
+
+func (p *pipeline) connected() bool {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	return p.conn != nil && !p.conn.IsClosed()
+}
+
+// reconnectBackoff is the delay before the n-th reconnect (n >= 1): capped
+// exponential from 100 ms to 30 s with full jitter.
+func reconnectBackoff(n int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	d = min(d, 30*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (p *pipeline) publishLoop(ctx context.Context) {
+	defer close(p.published)
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		conn, err := dial(ctx, p.o)
+		if err == nil {
+			attempt = 0
+			p.setConn(conn)
+			p.log.Info().Str("url", conn.url).Msg("broker connected")
+			err = p.session(ctx, conn)
+			p.setConn(nil)
+			conn.close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		url := ""
+		if conn != nil {
+			url = conn.url
+		}
+		p.status(messages.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
+		delay := reconnectBackoff(max(attempt, 1))
+		p.log.Warn().Err(err).Dur("retry_in", delay).Msg("broker connection failed")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (p *pipeline) setConn(c *connection) {
+	p.connMu.Lock()
+	p.conn = c
+	p.connMu.Unlock()
+}
+
+var errConnectionClosed = errors.New("connection closed")

@@ -1,0 +1,278 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/polar/observerd/messages"
+)
+
+// inflight is one published, not yet confirmed event.
+type inflight struct {
+	seq uint64
+	id  string
+	dc  *amqp.DeferredConfirmation
+}
+
+// session publishes over one connection until it fails or ctx ends. Every
+// event still in the outbox is published again from the start: after a
+// reconnect nothing tells which of the previous session's outstanding
+// events were confirmed, so at most ConfirmWindow duplicates per failure.
+func (p *pipeline) session(ctx context.Context, conn *connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		return fmt.Errorf("enable publisher confirms: %w", err)
+	}
+	if err := declare(ch, p.o); err != nil {
+		return err
+	}
+	// Buffered to the window: amqp091-go delivers returns from its reader
+	// goroutine, which must never wait on us.
+	returns := ch.NotifyReturn(make(chan amqp.Return, p.o.ConfirmWindow))
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	// Blocking notifications are read by their own goroutine: amqp091-go
+	// sends them from its reader goroutine and would stall the whole
+	// connection (heartbeats included) if nobody read.
+	var blocked atomic.Bool
+	unblocked := make(chan struct{}, 1)
+	go func(notes <-chan amqp.Blocking) {
+		for b := range notes {
+			blocked.Store(b.Active)
+			p.onBlocking(b, conn.url)
+			if !b.Active {
+				wake(unblocked)
+			}
+		}
+	}(conn.NotifyBlocked(make(chan amqp.Blocking, 1)))
+
+	p.mu.Lock()
+	clear(p.retries)
+	p.mu.Unlock()
+	p.status(messages.BrokerStatus{Connected: true, URL: conn.url, Since: time.Now()})
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	window := make(chan inflight, p.o.ConfirmWindow)
+	confirmed := make(chan struct{})
+	go func() {
+		defer close(confirmed)
+		p.confirmLoop(sctx, window, returns)
+	}()
+	defer func() { cancel(); <-confirmed }()
+
+	var cursor uint64
+	for {
+		if blocked.Load() {
+			// A blocked connection stops reading: publishing now would
+			// block inside amqp091-go, beyond the reach of ctx.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case e := <-closed:
+				return closedErr(e)
+			case <-unblocked:
+			}
+			continue
+		}
+		batch, err := p.due()
+		if err == nil && len(batch) == 0 {
+			batch, err = p.outbox.After(cursor, p.o.ConfirmWindow)
+		}
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case e := <-closed:
+				return closedErr(e)
+			case <-unblocked:
+			case <-p.publishWake:
+			case <-time.After(p.nextRetry()):
+			}
+			continue
+		}
+		for _, ev := range batch {
+			msg, err := p.publishing(ev)
+			if err != nil {
+				return err
+			}
+			dc, err := ch.PublishWithDeferredConfirmWithContext(sctx, p.o.Exchange,
+				messages.RoutingKey(ev.Type, ev.Node), true, false, msg)
+			if err != nil {
+				return fmt.Errorf("publish event %d: %w", ev.Sequence, err)
+			}
+			select {
+			case window <- inflight{seq: ev.Sequence, id: ev.Id, dc: dc}:
+			case e := <-closed:
+				return closedErr(e)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			cursor = max(cursor, ev.Sequence)
+		}
+	}
+}
+
+func closedErr(e *amqp.Error) error {
+	if e == nil {
+		return errConnectionClosed
+	}
+	return fmt.Errorf("%w: %v", errConnectionClosed, e)
+}
+
+func (p *pipeline) onBlocking(b amqp.Blocking, url string) {
+	if b.Active {
+		p.log.Warn().Str("reason", b.Reason).Msg("broker blocked publishing (resource alarm)")
+	} else {
+		p.log.Info().Msg("broker unblocked publishing")
+	}
+	p.status(messages.BrokerStatus{Connected: true, Blocked: b.Active, URL: url, Since: time.Now(), LastError: b.Reason})
+}
+
+// confirmLoop waits for confirms in publish order. A return arrives before
+// the ack of the same message (RabbitMQ sends basic.return first, and
+// amqp091-go hands it over before it reads the ack), so draining returns
+// when an ack is seen is enough to know whether it was routed.
+func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, returns <-chan amqp.Return) {
+	returned := map[string]bool{}
+	var acked []uint64
+	flush := func() {
+		if len(acked) == 0 {
+			return
+		}
+		if err := p.outbox.Delete(acked); err != nil {
+			// The events stay and go again: a duplicate, not a loss.
+			p.log.Error().Err(err).Msg("outbox delete failed")
+		}
+		acked = acked[:0]
+	}
+	defer flush()
+	for {
+		var it inflight
+		select {
+		case it = <-window:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-it.dc.Done():
+		case <-ctx.Done():
+			return
+		}
+		for drained := false; !drained; {
+			select {
+			case r := <-returns:
+				returned[r.MessageId] = true
+				p.log.Warn().Str("event", r.MessageId).Str("routing_key", r.RoutingKey).Str("reason", r.ReplyText).
+					Msg("event returned unroutable, kept in the outbox and retried")
+			default:
+				drained = true
+			}
+		}
+		if it.dc.Acked() && !returned[it.id] {
+			acked = append(acked, it.seq)
+		} else {
+			delete(returned, it.id)
+			p.retryLater(it.seq)
+		}
+		if len(window) == 0 || len(acked) >= 256 {
+			flush()
+		}
+	}
+}
+
+// retryDelay is how long a returned or nacked event waits before it goes
+// again: long enough not to spin on a missing binding, short enough that a
+// binding added by an operator takes effect quickly.
+const retryDelay = 2 * time.Second
+
+func (p *pipeline) retryLater(seq uint64) {
+	p.mu.Lock()
+	p.retries[seq] = time.Now().Add(retryDelay)
+	p.mu.Unlock()
+}
+
+// due returns the retried events whose time has come.
+func (p *pipeline) due() ([]*messages.Event, error) {
+	now := time.Now()
+	var seqs []uint64
+	p.mu.Lock()
+	for s, t := range p.retries {
+		if !t.After(now) {
+			seqs = append(seqs, s)
+			delete(p.retries, s)
+		}
+	}
+	p.mu.Unlock()
+	var out []*messages.Event
+	for _, s := range seqs {
+		ev, err := p.outbox.Get(s)
+		if err != nil {
+			return nil, err
+		}
+		if ev != nil {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// nextRetry is how long until the earliest retry is due (an hour when none).
+func (p *pipeline) nextRetry() time.Duration {
+	next := time.Hour
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.retries {
+		next = min(next, time.Until(t))
+	}
+	return max(next, time.Millisecond)
+}
+
+// publishing maps an event onto AMQP properties and CloudEvents
+// binary-mode headers (DESIGN.md, "AMQP mapping").
+func (p *pipeline) publishing(ev *messages.Event) (amqp.Publishing, error) {
+	contentType := "application/protobuf"
+	var body []byte
+	var err error
+	if p.o.JSON {
+		contentType = "application/json"
+		body, err = protojson.Marshal(ev)
+	} else {
+		body, err = proto.Marshal(ev)
+	}
+	if err != nil {
+		return amqp.Publishing{}, fmt.Errorf("encode event %d: %w", ev.Sequence, err)
+	}
+	t := ev.GetTime().AsTime()
+	return amqp.Publishing{
+		Headers: amqp.Table{
+			"cloudEvents:specversion": "1.0",
+			"cloudEvents:id":          ev.Id,
+			"cloudEvents:source":      ev.Source,
+			"cloudEvents:type":        ev.Type,
+			"cloudEvents:time":        t.Format(time.RFC3339Nano),
+			"cloudEvents:subject":     ev.Subject,
+			"cloudEvents:sequence":    strconv.FormatUint(ev.Sequence, 10),
+		},
+		ContentType:   contentType,
+		DeliveryMode:  amqp.Persistent,
+		CorrelationId: ev.CorrelationId,
+		MessageId:     ev.Id,
+		Timestamp:     t,
+		Type:          ev.Type,
+		AppId:         "observerd",
+		Body:          body,
+	}, nil
+}

@@ -1,0 +1,187 @@
+package observer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
+)
+
+// httpCheck is the `http` kind: one request to the policy's target, its
+// status checked against expect_status, its body (capped) optionally
+// matched and mined for values by JSON pointer.
+type httpCheck struct {
+	spec   *policy.HTTP
+	url    string
+	client *http.Client
+	shared *Shared
+	match  *regexp.Regexp
+}
+
+func newHTTPCheck(s *Spec) (*httpCheck, error) {
+	h := s.Observer.HTTP
+	if h == nil {
+		return nil, errors.New("http observer without an http section")
+	}
+	c := &httpCheck{
+		spec:   h,
+		url:    strings.TrimSuffix(s.Policy.Spec.Target.URL, "/") + h.Path,
+		shared: s.Shared,
+	}
+	if h.BodyMatch != "" {
+		re, err := regexp.Compile(h.BodyMatch)
+		if err != nil {
+			return nil, fmt.Errorf("compile body_match: %w", err)
+		}
+		c.match = re
+	}
+	// A client per observer sharing the policy's transport, so that the
+	// redirect policy is the observer's own while connections are pooled.
+	client := *s.Shared.client
+	client.CheckRedirect = s.Shared.checkRedirect(h.FollowRedirects, h.MaxRedirects)
+	c.client = &client
+	return c, nil
+}
+
+func (c *httpCheck) run(ctx context.Context) *messages.Event {
+	ev := messages.NewEvent(messages.TypeObservationHTTP)
+	obs := &messages.HttpObservation{Url: c.url, Method: c.method()}
+	ev.Data = &messages.Event_Http{Http: obs}
+
+	release, err := c.shared.acquire(ctx)
+	if err != nil {
+		fail(ctx, obs, err)
+		return ev
+	}
+	defer release()
+
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, obs.Method, c.url, nil)
+	if err != nil {
+		fail(ctx, obs, err)
+		return ev
+	}
+	for k, v := range c.spec.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		obs.Latency = durationpb.New(time.Since(start))
+		fail(ctx, obs, err)
+		return ev
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.spec.MaxBodyBytes)))
+	obs.Latency = durationpb.New(time.Since(start))
+	obs.StatusCode = int32(resp.StatusCode)
+	obs.BodyBytes = int64(len(body))
+	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		obs.TlsNotAfter = timestamppb.New(resp.TLS.PeerCertificates[0].NotAfter)
+	}
+	if err != nil {
+		fail(ctx, obs, fmt.Errorf("read body: %w", err))
+		return ev
+	}
+	obs.Result = messages.Result_RESULT_OK
+	if !slices.Contains(c.expected(), resp.StatusCode) {
+		obs.Result = messages.Result_RESULT_FAILED
+		obs.Error = fmt.Sprintf("status %d, expected %v", resp.StatusCode, c.expected())
+	}
+	if c.match != nil {
+		obs.BodyMatched = c.match.Match(body)
+		if !obs.BodyMatched && obs.Result == messages.Result_RESULT_OK {
+			obs.Result = messages.Result_RESULT_FAILED
+			obs.Error = fmt.Sprintf("body does not match %q", c.spec.BodyMatch)
+		}
+	}
+	if len(c.spec.Extract) > 0 {
+		obs.Values = extract(body, c.spec.Extract)
+	}
+	return ev
+}
+
+func (c *httpCheck) method() string {
+	if c.spec.Method == "" {
+		return http.MethodGet
+	}
+	return c.spec.Method
+}
+
+func (c *httpCheck) expected() []int {
+	if len(c.spec.ExpectStatus) == 0 {
+		return []int{http.StatusOK}
+	}
+	return c.spec.ExpectStatus
+}
+
+// fail records err, as a timeout when the run's deadline passed.
+func fail(ctx context.Context, obs *messages.HttpObservation, err error) {
+	obs.Error = err.Error()
+	obs.Result = messages.Result_RESULT_ERROR
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		obs.Result = messages.Result_RESULT_TIMEOUT
+	}
+}
+
+// extract returns the values at the given RFC 6901 JSON pointers of a JSON
+// body, as strings (JSON text for objects and arrays); absent ones are left
+// out.
+func extract(body []byte, pointers []string) map[string]string {
+	var doc any
+	if json.Unmarshal(body, &doc) != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, p := range pointers {
+		if v, ok := lookup(doc, p); ok {
+			switch x := v.(type) {
+			case string:
+				out[p] = x
+			default:
+				b, _ := json.Marshal(x)
+				out[p] = string(b)
+			}
+		}
+	}
+	return out
+}
+
+func lookup(doc any, pointer string) (any, bool) {
+	if pointer == "" {
+		return doc, true
+	}
+	cur := doc
+	for _, tok := range strings.Split(pointer, "/")[1:] {
+		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+		switch node := cur.(type) {
+		case map[string]any:
+			v, ok := node[tok]
+			if !ok {
+				return nil, false
+			}
+			cur = v
+		case []any:
+			i, err := strconv.Atoi(tok)
+			if err != nil || i < 0 || i >= len(node) {
+				return nil, false
+			}
+			cur = node[i]
+		default:
+			return nil, false
+		}
+	}
+	return cur, true
+}

@@ -1,0 +1,174 @@
+// Package supervisor is the top of the tree: it starts the second-level
+// actors in order (broker first, so that nothing emitted at start-up is
+// lost; admin last, so that it never reports on actors that do not exist),
+// stops them in reverse order with poison pills (so that every event queued
+// before the stop reaches the broker, which drains its confirms last), and
+// restarts a failed child with backoff. A child that fails beyond its
+// intensity (supervision.Managers) escalates: the supervisor stops the tree
+// in order and calls Options.Exit with the error, and the daemon exits
+// non-zero so that systemd restarts it.
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/messages"
+)
+
+// Name is the supervisor's name under the root; the names of its children
+// follow. They are fixed so that every actor's PID is known before it is
+// spawned (PID), which lets siblings refer to each other.
+const (
+	Name          = "supervisor"
+	Broker        = "broker"
+	StateManager  = "state-manager"
+	TaskManager   = "task-manager"
+	PolicyManager = "policy-manager"
+	Admin         = "admin"
+)
+
+// PID returns the PID the supervisor's child named child will have.
+func PID(sys *actor.ActorSystem, child string) *actor.PID {
+	return actor.NewPID(sys.Address(), Name+"/"+child)
+}
+
+// Child is one second-level actor.
+type Child struct {
+	Name  string
+	Props *actor.Props
+}
+
+// Options configure the supervisor.
+type Options struct {
+	Version string
+	// Children in start order.
+	Children []Child
+	// Supervision of the children; zero means supervision.Managers.
+	Supervision supervision.Policy
+	// Exit is called once the supervisor has stopped: with nil after a
+	// requested stop, with the cause after an escalation.
+	Exit func(error)
+	Log  zerolog.Logger
+}
+
+// Actor is the supervisor.
+type Actor struct {
+	opts     Options
+	strategy *supervision.Strategy
+	self     *actor.PID
+	root     *actor.RootContext
+	state    *actor.PID
+	children []*actor.PID
+	fatal    error
+}
+
+type (
+	childFailed    struct{ f supervision.Failure }
+	childRestarted struct{ f supervision.Failure }
+	childGaveUp    struct{ f supervision.Failure }
+)
+
+// New returns the supervisor.
+func New(opts Options) *Actor {
+	if opts.Supervision == (supervision.Policy{}) {
+		opts.Supervision = supervision.Managers
+	}
+	a := &Actor{opts: opts}
+	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
+		Failed:    func(f supervision.Failure) { a.root.Send(a.self, &childFailed{f}) },
+		Restarted: func(f supervision.Failure) { a.root.Send(a.self, &childRestarted{f}) },
+		GaveUp:    func(f supervision.Failure) { a.root.Send(a.self, &childGaveUp{f}) },
+	})
+	return a
+}
+
+// Props for the supervisor, to be spawned from the root as Name.
+func Props(opts Options) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
+}
+
+// HandleFailure makes the actor its children's strategy (see actors/task).
+func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
+	a.strategy.HandleFailure(sys, sup, child, rs, reason, msg)
+}
+
+// Receive handles the actor's messages.
+func (a *Actor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Stopping:
+		a.stopChildren(ctx)
+	case *actor.Stopped:
+		if a.opts.Exit != nil {
+			a.opts.Exit(a.fatal)
+		}
+	case *childFailed:
+		a.lifecycle(ctx, messages.TypeObserverFailed, msg.f)
+	case *childRestarted:
+		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f)
+	case *childGaveUp:
+		a.fatal = fmt.Errorf("%s failed %d times within %s: %w", msg.f.Child.Id, msg.f.Failures, msg.f.Window, msg.f.Reason)
+		a.opts.Log.Error().Err(a.fatal).Msg("escalating: stopping the daemon")
+		ctx.Stop(ctx.Self())
+	}
+}
+
+func (a *Actor) start(ctx actor.Context) {
+	a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
+	a.state = PID(ctx.ActorSystem(), StateManager)
+	for _, c := range a.opts.Children {
+		pid, err := ctx.SpawnNamed(c.Props, c.Name)
+		if err != nil {
+			a.fatal = fmt.Errorf("start %s: %w", c.Name, err)
+			ctx.Stop(ctx.Self())
+			return
+		}
+		a.children = append(a.children, pid)
+	}
+	a.daemon(ctx, messages.TypeDaemonStarted, "")
+}
+
+// stopChildren stops the children in reverse start order, each after
+// everything already in its mailbox.
+func (a *Actor) stopChildren(ctx actor.Context) {
+	a.strategy.Stop()
+	reason := "stop requested"
+	if a.fatal != nil {
+		reason = a.fatal.Error()
+	}
+	a.daemon(ctx, messages.TypeDaemonStopping, reason)
+	for i := len(a.children) - 1; i >= 0; i-- {
+		pid := a.children[i]
+		// protoactor's futures give up after 10 s: the broker drains its
+		// confirms within less (broker.Options.DrainTimeout).
+		if err := ctx.PoisonFuture(pid).Wait(); err != nil && !errors.Is(err, actor.ErrDeadLetter) {
+			a.opts.Log.Error().Err(err).Str("actor", pid.Id).Msg("stop child")
+		}
+	}
+}
+
+func (a *Actor) daemon(ctx actor.Context, typ, reason string) {
+	ev := messages.NewEvent(typ)
+	ev.Data = &messages.Event_Daemon{Daemon: &messages.DaemonLifecycle{Version: a.opts.Version, Pid: int32(os.Getpid()), Reason: reason}}
+	ctx.Send(a.state, &messages.Emit{Path: Name, Event: ev})
+}
+
+func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) {
+	name := f.Child.Id[len(Name)+1:]
+	a.opts.Log.Warn().Str("actor", name).Int("failures", f.Failures).Dur("backoff", f.Backoff).Err(f.Reason).Msg(typ)
+	ev := messages.NewEvent(typ)
+	ev.Severity = messages.Severity_SEVERITY_HIGH
+	ev.Data = &messages.Event_Observer{Observer: &messages.ObserverLifecycle{
+		Actor: name, Reason: f.Reason.Error(), Failures: int32(f.Failures),
+		Backoff: durationpb.New(f.Backoff), Window: durationpb.New(f.Window),
+	}}
+	ctx.Send(a.state, &messages.Emit{Path: name, Event: ev})
+}

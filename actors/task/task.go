@@ -1,0 +1,253 @@
+// Package task is the task-manager actor: it turns policies into running
+// observers, one child per policy observer, named observer/<policy>/<name>.
+// It changes only what changed: an unchanged observer keeps running (and
+// keeps its schedule), a changed one is replaced, a removed one stops.
+//
+// It supervises its observers with actors/supervision's Observers policy:
+// a failed observer restarts after a capped exponential backoff and is
+// quarantined at its 5th failure within 60 s, until its policy changes or a
+// messages.Resume arrives. Every failure, restart and quarantine is an
+// event.
+package task
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/polar/observerd/actors/observer"
+	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
+)
+
+// Options configure the task-manager.
+type Options struct {
+	// State receives the observers' events.
+	State *actor.PID
+	// Allowed is what observers may reach (redirects are re-checked).
+	Allowed *configs.AllowList
+	// Supervision of the observers; zero means supervision.Observers.
+	Supervision supervision.Policy
+	Log         zerolog.Logger
+}
+
+// Actor is the task-manager.
+type Actor struct {
+	opts     Options
+	strategy *supervision.Strategy
+	self     *actor.PID
+	root     *actor.RootContext
+	policies map[string]*running
+	// children maps a child's PID id to its policy and observer name; kept
+	// after a quarantine so that its events can still be attributed.
+	children map[string]ref
+}
+
+type ref struct{ policy, observer string }
+
+// running is one policy being observed.
+type running struct {
+	policy      *policy.Policy
+	correlation string
+	shared      *observer.Shared
+	children    map[string]*actor.PID // observer name -> child
+	quarantined map[string]bool
+}
+
+// childFailed, childRestarted and childGaveUp carry the strategy's
+// callbacks back into the mailbox.
+type (
+	childFailed    struct{ f supervision.Failure }
+	childRestarted struct{ f supervision.Failure }
+	childGaveUp    struct{ f supervision.Failure }
+)
+
+// New returns the task-manager.
+func New(opts Options) *Actor {
+	if opts.Supervision == (supervision.Policy{}) {
+		opts.Supervision = supervision.Observers
+	}
+	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}}
+	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
+		Failed:    func(f supervision.Failure) { a.root.Send(a.self, &childFailed{f}) },
+		Restarted: func(f supervision.Failure) { a.root.Send(a.self, &childRestarted{f}) },
+		GaveUp:    func(f supervision.Failure) { a.root.Send(a.self, &childGaveUp{f}) },
+	})
+	return a
+}
+
+// Props for the task-manager.
+func Props(opts Options) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
+}
+
+// HandleFailure makes the actor its children's supervisor strategy
+// (protoactor uses an actor's own HandleFailure when it has one), so that
+// the strategy's callbacks can reach this actor's mailbox.
+func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
+	a.strategy.HandleFailure(sys, sup, child, rs, reason, msg)
+}
+
+// Receive handles the actor's messages.
+func (a *Actor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
+	case *actor.Stopping:
+		// protoactor stops the children after this; their observer.stopped
+		// events reach the state-manager before the supervisor stops it.
+		a.strategy.Stop()
+		for _, r := range a.policies {
+			r.shared.Close()
+		}
+	case *messages.ApplyPolicy:
+		a.apply(ctx, msg)
+	case *messages.RemovePolicy:
+		if r, ok := a.policies[msg.Name]; ok {
+			for name := range r.children {
+				a.stopChild(ctx, r, name)
+			}
+			r.shared.Close()
+			delete(a.policies, msg.Name)
+		}
+	case *messages.Resume:
+		a.resume(ctx, msg)
+	case *childFailed:
+		a.lifecycle(ctx, messages.TypeObserverFailed, msg.f)
+	case *childRestarted:
+		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f)
+	case *childGaveUp:
+		if ref, ok := a.children[msg.f.Child.Id]; ok {
+			if r := a.policies[ref.policy]; r != nil && r.children[ref.observer].Equal(msg.f.Child) {
+				delete(r.children, ref.observer)
+				r.quarantined[ref.observer] = true
+			}
+		}
+		a.lifecycle(ctx, messages.TypeObserverQuarantined, msg.f)
+	}
+}
+
+// apply starts, replaces and stops observers so that what runs matches p.
+func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
+	p := msg.Policy
+	r, ok := a.policies[p.Metadata.Name]
+	if !ok {
+		r = &running{children: map[string]*actor.PID{}, quarantined: map[string]bool{}}
+		a.policies[p.Metadata.Name] = r
+	}
+	var change policy.Change
+	if r.policy == nil {
+		for _, o := range p.Spec.Observers {
+			change.Added = append(change.Added, o.Name)
+		}
+	} else {
+		change = policy.Diff(r.policy, p)
+	}
+	if r.shared == nil || change.TargetOrLimitsChanged {
+		if r.shared != nil {
+			r.shared.Close()
+		}
+		r.shared = observer.NewShared(p, a.opts.Allowed)
+	}
+	for _, name := range append(change.Removed, change.Updated...) {
+		a.stopChild(ctx, r, name)
+	}
+	r.policy, r.correlation = p, msg.EventID
+	// A policy change also retries its quarantined observers.
+	start := append(change.Added, change.Updated...)
+	for name := range r.quarantined {
+		if _, ok := p.ObserverByName(name); ok {
+			start = append(start, name)
+		}
+	}
+	clear(r.quarantined)
+	for _, name := range start {
+		a.startChild(ctx, r, name)
+	}
+}
+
+func (a *Actor) resume(ctx actor.Context, msg *messages.Resume) {
+	r, ok := a.policies[msg.Policy]
+	if !ok || !r.quarantined[msg.Observer] {
+		a.opts.Log.Warn().Str("policy", msg.Policy).Str("observer", msg.Observer).Msg("resume: not quarantined")
+		return
+	}
+	delete(r.quarantined, msg.Observer)
+	a.startChild(ctx, r, msg.Observer)
+}
+
+func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
+	o, ok := r.policy.ObserverByName(name)
+	if !ok || r.children[name] != nil {
+		return
+	}
+	spec := observer.Spec{
+		Policy:        r.policy,
+		Observer:      o,
+		CorrelationID: r.correlation,
+		Shared:        r.shared,
+		State:         a.opts.State,
+		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
+	}
+	pid, err := ctx.SpawnNamed(observer.Props(spec), spec.Path())
+	if err != nil {
+		a.opts.Log.Error().Err(err).Str("observer", spec.Path()).Msg("start observer")
+		return
+	}
+	r.children[name] = pid
+	a.children[pid.Id] = ref{policy: r.policy.Metadata.Name, observer: name}
+}
+
+// stopChild stops an observer and waits until it is gone, so that a
+// replacement can take its name.
+func (a *Actor) stopChild(ctx actor.Context, r *running, name string) {
+	delete(r.quarantined, name)
+	pid, ok := r.children[name]
+	if !ok {
+		return
+	}
+	delete(r.children, name)
+	delete(a.children, pid.Id)
+	a.strategy.Forget(pid)
+	if err := ctx.StopFuture(pid).Wait(); err != nil {
+		a.opts.Log.Error().Err(err).Str("observer", pid.Id).Msg("stop observer")
+	}
+}
+
+func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) {
+	ref, ok := a.children[f.Child.Id]
+	r := a.policies[ref.policy]
+	if !ok || r == nil {
+		return // stopped on purpose meanwhile
+	}
+	name := ref.observer
+	o, _ := r.policy.ObserverByName(name)
+	payload := &messages.ObserverLifecycle{
+		Reason:   firstLine(f.Reason),
+		Failures: int32(f.Failures),
+		Window:   durationpb.New(f.Window),
+	}
+	if f.Backoff > 0 {
+		payload.Backoff = durationpb.New(f.Backoff)
+	}
+	log := a.opts.Log.Warn()
+	if typ == messages.TypeObserverRestarted {
+		log = a.opts.Log.Info()
+	}
+	log.Str("observer", r.policy.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
+		Str("reason", f.Reason.Error()).Msg(typ)
+	ev := observer.LifecycleEvent(typ, r.policy, o, r.correlation, payload)
+	ctx.Send(a.opts.State, &messages.Emit{Path: "observer/" + r.policy.Metadata.Name + "/" + name, Event: ev})
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}

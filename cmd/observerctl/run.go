@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+const (
+	exitOK       = 0
+	exitProblems = 1
+	exitUsage    = 2
+)
+
+const usage = `usage: observerctl COMMAND [ARGS]
+
+commands:
+  tail --config FILE [--bind KEY]... [--queue NAME] [--json]
+                          print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
+  policy validate FILE... validate policy files offline (file:line: message per problem)
+
+Run "observerctl COMMAND --help" for a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "tail":
+		return tail(ctx, args[1:], stdout, stderr)
+	case "policy":
+		if len(args) > 1 && args[1] == "validate" {
+			return validate(args[2:], stdout, stderr)
+		}
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "observerctl: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}

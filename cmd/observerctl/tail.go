@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
+)
+
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+// tail consumes events and prints them one per line, with a warning line
+// for every sequence gap and duplicate id it sees.
+func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "/etc/observerd/observerd.yaml", "daemon config `file`: its broker URLs, TLS settings, password and exchange are used")
+	var binds stringsFlag
+	fs.Var(&binds, "bind", "routing key pattern to bind (repeatable; default #)")
+	queue := fs.String("queue", "", "consume this existing queue instead of a temporary one")
+	asJSON := fs.Bool("json", false, "print each event as protojson")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, err := configs.Load(*configPath)
+	if err != nil {
+		for _, p := range configs.ProblemsOf(err) {
+			fmt.Fprintln(stderr, p.Error())
+		}
+		return exitProblems
+	}
+	if len(binds) == 0 {
+		binds = stringsFlag{"#"}
+	}
+	conn, err := dialBroker(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "observerctl tail: %v\n", err)
+		return exitProblems
+	}
+	defer conn.Close()
+	deliveries, err := subscribe(conn, cfg.Broker.Exchange, *queue, binds)
+	if err != nil {
+		fmt.Fprintf(stderr, "observerctl tail: %v\n", err)
+		return exitProblems
+	}
+	t := newTracker()
+	for {
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case d, ok := <-deliveries:
+			if !ok {
+				fmt.Fprintln(stderr, "observerctl tail: connection lost")
+				return exitProblems
+			}
+			ev, err := decode(d)
+			if err != nil {
+				fmt.Fprintf(stderr, "undecodable message %s: %v\n", d.MessageId, err)
+				continue
+			}
+			for _, w := range t.see(ev) {
+				fmt.Fprintln(stdout, w)
+			}
+			if *asJSON {
+				b, _ := protojson.Marshal(ev)
+				fmt.Fprintln(stdout, string(b))
+			} else {
+				fmt.Fprintln(stdout, line(ev))
+			}
+		}
+	}
+}
+
+func dialBroker(cfg *configs.Config) (*amqp.Connection, error) {
+	tlsCfg, err := cfg.Broker.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	pw, err := cfg.Password()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, u := range cfg.Broker.URLs {
+		uri, err := amqp.ParseURI(u)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c := amqp.Config{TLSClientConfig: tlsCfg.Clone(), Properties: amqp.NewConnectionProperties()}
+		c.Properties.SetClientConnectionName("observerctl tail")
+		if cfg.Broker.Auth == "external" {
+			c.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
+		} else {
+			c.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: uri.Username, Password: pw}}
+		}
+		conn, err := amqp.DialConfig(u, c)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("connect %s: %w", configs.RedactURL(u), err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+func subscribe(conn *amqp.Connection, exchange, queue string, binds []string) (<-chan amqp.Delivery, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	if queue == "" {
+		if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return nil, fmt.Errorf("declare exchange %q: %w", exchange, err)
+		}
+		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		if err != nil {
+			return nil, fmt.Errorf("declare temporary queue: %w", err)
+		}
+		queue = q.Name
+		for _, b := range binds {
+			if err := ch.QueueBind(queue, b, exchange, false, nil); err != nil {
+				return nil, fmt.Errorf("bind %q: %w", b, err)
+			}
+		}
+	}
+	d, err := ch.Consume(queue, "observerctl-tail", true, queue == "", false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("consume %q: %w", queue, err)
+	}
+	return d, nil
+}
+
+func decode(d amqp.Delivery) (*messages.Event, error) {
+	ev := &messages.Event{}
+	if d.ContentType == "application/json" {
+		return ev, protojson.Unmarshal(d.Body, ev)
+	}
+	return ev, proto.Unmarshal(d.Body, ev)
+}
+
+// tracker remembers, per node, the sequences and ids seen.
+type tracker struct {
+	last map[string]uint64
+	ids  map[string]bool
+}
+
+func newTracker() *tracker { return &tracker{last: map[string]uint64{}, ids: map[string]bool{}} }
+
+// see returns the warnings that ev raises.
+func (t *tracker) see(ev *messages.Event) []string {
+	var out []string
+	if t.ids[ev.Id] {
+		out = append(out, fmt.Sprintf("!! duplicate id %s (sequence %d)", ev.Id, ev.Sequence))
+	}
+	t.ids[ev.Id] = true
+	last, seen := t.last[ev.Node]
+	if seen && ev.Sequence > last+1 {
+		out = append(out, fmt.Sprintf("!! gap on %s: sequences %d..%d missing", ev.Node, last+1, ev.Sequence-1))
+	}
+	if ev.Sequence > last {
+		t.last[ev.Node] = ev.Sequence
+	}
+	return out
+}
+
+// line is the one-line rendering of an event.
+func line(ev *messages.Event) string {
+	return fmt.Sprintf("%s %6d %-22s %-10s %-12s %s",
+		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev))
+}
+
+func summary(ev *messages.Event) string {
+	switch d := ev.Data.(type) {
+	case *messages.Event_Http:
+		h := d.Http
+		return fmt.Sprintf("%s %s -> %d %s in %s %s", h.Method, h.Url, h.StatusCode, result(h.Result), h.Latency.AsDuration().Round(time.Microsecond), h.Error)
+	case *messages.Event_StateChange:
+		s := d.StateChange
+		return fmt.Sprintf("%s: %s -> %s", s.Observer, state(s.OldState), state(s.NewState))
+	case *messages.Event_PolicyOutcome:
+		p := d.PolicyOutcome
+		if p.Reason != "" {
+			return fmt.Sprintf("%s %s", p.File, strings.ReplaceAll(p.Reason, "\n", "; "))
+		}
+		return fmt.Sprintf("%s revision %s added=%v updated=%v removed=%v", p.Name, p.Revision, p.Added, p.Updated, p.Removed)
+	case *messages.Event_Observer:
+		o := d.Observer
+		return strings.TrimSpace(fmt.Sprintf("%s %s", o.Actor, o.Reason))
+	case *messages.Event_Daemon:
+		return fmt.Sprintf("version %s pid %d %s", d.Daemon.Version, d.Daemon.Pid, d.Daemon.Reason)
+	}
+	return ""
+}
+
+func result(r messages.Result) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))
+}
+
+func state(s messages.ObserverState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "OBSERVER_STATE_"))
+}

@@ -1,0 +1,27 @@
+// Command observerd is the observer daemon: it observes the service beside
+// it as its policies say and publishes every observation and every change
+// of its own life to RabbitMQ over TLS.
+//
+//	observerd --config /etc/observerd/observerd.yaml
+//	observerd --check-config --config observerd.yaml
+//
+// Exit codes: 0 after a clean stop (SIGTERM, SIGINT); 1 when an actor of
+// the tree failed beyond its intensity or the daemon could not start; 2 for
+// an invalid configuration or usage (--check-config: 1 when it found
+// problems). Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the
+// config and applies the log level (other changes need a restart, and the
+// log says which).
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"reflect"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/polar/observerd/actors"
+	"github.com/polar/observerd/actors/admin"
+	"github.com/polar/observerd/actors/broker"
+	policymgr "github.com/polar/observerd/actors/policy"
+	"github.com/polar/observerd/actors/state"
+	"github.com/polar/observerd/actors/supervisor"
+	"github.com/polar/observerd/actors/task"
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/policy"
+)
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2
+)
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("observerd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "/etc/observerd/observerd.yaml", "the daemon config `file`")
+	check := fs.Bool("check-config", false, "validate the config, every policy and every referenced plugin, print each problem, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "observerd: unexpected arguments %q (secrets and settings go in the config file)\n", fs.Args())
+		return exitConfig
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "observerd", version)
+		return exitOK
+	}
+
+	cfg, err := configs.Load(*configPath)
+	if *check {
+		return checkConfig(cfg, err, stdout, stderr)
+	}
+	if err != nil {
+		printProblems(stderr, err)
+		return exitConfig
+	}
+	log := newLogger(cfg, stderr)
+	return daemon(ctx, cfg, *configPath, log)
+}
+
+// checkConfig is --check-config: every problem of the config and of the
+// policies, one per line, file:line first.
+func checkConfig(cfg *configs.Config, cfgErr error, stdout, stderr io.Writer) int {
+	if cfgErr != nil {
+		printProblems(stderr, cfgErr)
+		return exitFailed
+	}
+	policies, err := policy.LoadDir(cfg.PolicyDir, policyEnv(cfg))
+	if err != nil {
+		printProblems(stderr, err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d policies in %s)\n", cfg.File, len(policies), cfg.PolicyDir)
+	return exitOK
+}
+
+func printProblems(w io.Writer, err error) {
+	for _, p := range configs.ProblemsOf(err) {
+		fmt.Fprintln(w, p.Error())
+	}
+}
+
+func policyEnv(cfg *configs.Config) policy.Env {
+	return policy.Env{Allowed: cfg.Targets(), PluginDir: cfg.PluginDir}
+}
+
+func newLogger(cfg *configs.Config, stderr io.Writer) zerolog.Logger {
+	var w io.Writer = stderr
+	if cfg.Log.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.RFC3339}
+	}
+	setLevel(cfg.Log.Level)
+	return zerolog.New(w).With().Timestamp().Str("node", cfg.Node).Logger()
+}
+
+// setLevel applies a level globally, which is what lets SIGHUP change it
+// in every child logger at once.
+func setLevel(level string) {
+	l, err := zerolog.ParseLevel(level)
+	if err != nil {
+		l = zerolog.InfoLevel
+	}
+	zerolog.SetGlobalLevel(l)
+}
+
+// daemon runs the actor tree until ctx ends or the tree escalates.
+func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zerolog.Logger) int {
+	sys := actors.NewSystem(log)
+	defer sys.Shutdown()
+	pid := func(name string) *actor.PID { return supervisor.PID(sys, name) }
+	actorLog := func(name string) zerolog.Logger { return log.With().Str("actor", name).Logger() }
+
+	brokerOpts, err := broker.OptionsFrom(cfg, pid(supervisor.StateManager), actorLog(supervisor.Broker))
+	if err != nil {
+		log.Error().Err(err).Msg("observerd cannot start")
+		return exitConfig
+	}
+	children := []supervisor.Child{
+		{Name: supervisor.Broker, Props: broker.Props(brokerOpts)},
+		{Name: supervisor.StateManager, Props: state.Props(state.Options{
+			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Log: actorLog(supervisor.StateManager),
+		})},
+		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
+			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Log: actorLog(supervisor.TaskManager),
+		})},
+		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
+			Dir: cfg.PolicyDir, Env: policyEnv(cfg),
+			Task: pid(supervisor.TaskManager), State: pid(supervisor.StateManager), Log: actorLog(supervisor.PolicyManager),
+		})},
+	}
+	if cfg.Admin.Listen != "" {
+		children = append(children, supervisor.Child{Name: supervisor.Admin, Props: admin.Props(admin.Options{
+			Listen: cfg.Admin.Listen, State: pid(supervisor.StateManager), Log: actorLog(supervisor.Admin),
+		})})
+	}
+
+	exited := make(chan error, 1)
+	sup, err := sys.Root.SpawnNamed(supervisor.Props(supervisor.Options{
+		Version:  version,
+		Children: children,
+		Exit:     func(err error) { exited <- err },
+		Log:      actorLog(supervisor.Name),
+	}), supervisor.Name)
+	if err != nil {
+		log.Error().Err(err).Msg("observerd cannot start")
+		return exitFailed
+	}
+	log.Info().Str("version", version).Str("config", configPath).Str("state_dir", cfg.StateDir).
+		Strs("broker_urls", redacted(cfg.Broker.URLs)).Msg("observerd started")
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			reload(configPath, cfg, log)
+		case <-ctx.Done():
+			log.Info().Msg("stopping: draining in-flight events")
+			sys.Root.Stop(sup)
+			return exitCode(<-exited, log)
+		case err := <-exited:
+			return exitCode(err, log)
+		}
+	}
+}
+
+func exitCode(err error, log zerolog.Logger) int {
+	if err != nil {
+		log.Error().Err(err).Msg("observerd stopped after an escalation")
+		return exitFailed
+	}
+	log.Info().Msg("observerd stopped")
+	return exitOK
+}
+
+// reload re-reads the config on SIGHUP and applies the log level; every
+// other changed setting is named as needing a restart.
+func reload(path string, running *configs.Config, log zerolog.Logger) {
+	cfg, err := configs.Load(path)
+	if err != nil {
+		var lines []string
+		for _, p := range configs.ProblemsOf(err) {
+			lines = append(lines, p.Error())
+		}
+		log.Error().Strs("problems", lines).Msg("SIGHUP: config invalid, nothing changed")
+		return
+	}
+	setLevel(cfg.Log.Level)
+	running.Log.Level = cfg.Log.Level
+	next := *cfg
+	next.Log, next.File = running.Log, running.File
+	if !reflect.DeepEqual(next, *running) {
+		log.Warn().Msg("SIGHUP: log level applied; other changed settings need a restart")
+		return
+	}
+	log.Info().Str("level", cfg.Log.Level).Msg("SIGHUP: config re-read")
+}
+
+func redacted(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = configs.RedactURL(u)
+	}
+	return out
+}

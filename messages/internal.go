@@ -1,0 +1,191 @@
+package messages
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/polar/observerd/policy"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Event types of the contract (DESIGN.md, "Wire format").
+const (
+	TypeObservationHTTP       = "observation.http"
+	TypeObservationPrometheus = "observation.prometheus"
+	TypeObservationTCP        = "observation.tcp"
+	TypeObservationProcess    = "observation.process"
+	TypeObservationPlugin     = "observation.plugin"
+	TypeStateChanged          = "state.changed"
+	TypePolicyApplied         = "policy.applied"
+	TypePolicyRejected        = "policy.rejected"
+	TypePolicyRemoved         = "policy.removed"
+	TypeObserverStarted       = "observer.started"
+	TypeObserverStopped       = "observer.stopped"
+	TypeObserverFailed        = "observer.failed"
+	TypeObserverRestarted     = "observer.restarted"
+	TypeObserverQuarantined   = "observer.quarantined"
+	TypeOutboxOverflow        = "outbox.overflow"
+	TypeDaemonStarted         = "daemon.started"
+	TypeDaemonStopping        = "daemon.stopping"
+	TypeCommandResult         = "command.result"
+)
+
+// NewEvent returns an event of the given type with a fresh UUIDv7 id, the
+// current time, and the category and severity that the type implies. The
+// state-manager stamps node, source and provenance; the broker's outbox
+// assigns the sequence when it accepts the event.
+func NewEvent(typ string) *Event {
+	return &Event{
+		Id:       uuid.Must(uuid.NewV7()).String(),
+		Type:     typ,
+		Time:     timestamppb.Now(),
+		Category: CategoryOf(typ),
+		Severity: Severity_SEVERITY_INFO,
+	}
+}
+
+// CategoryOf maps an event type to its category.
+func CategoryOf(typ string) Category {
+	switch {
+	case strings.HasPrefix(typ, "observation."):
+		return Category_CATEGORY_OBSERVATION
+	case strings.HasPrefix(typ, "state."):
+		return Category_CATEGORY_STATE
+	case strings.HasPrefix(typ, "command."):
+		return Category_CATEGORY_ACTION
+	default:
+		return Category_CATEGORY_SYSTEM
+	}
+}
+
+// RoutingKey is the AMQP routing key of an event: `<type>.<node>` with the
+// dots of the node name replaced by `_`, so that topic bindings such as
+// `observation.#` or `*.*.web-1` stay unambiguous.
+func RoutingKey(typ, node string) string {
+	return typ + "." + strings.ReplaceAll(node, ".", "_")
+}
+
+// Source is the CloudEvents source of an event emitted by the actor at path
+// (e.g. "observer/web/health") on node.
+func Source(node, path string) string {
+	return fmt.Sprintf("observerd://%s/%s", node, path)
+}
+
+// Emit asks the state-manager to publish Event. Path is the emitting actor's
+// path relative to the daemon ("observer/web/health", "policy-manager"); the
+// state-manager turns it into the event's source and stamps the node and
+// provenance. Observations also update the observer's state.
+type Emit struct {
+	Path  string
+	Event *Event
+}
+
+// Publish hands a complete event to the broker, which accepts it into the
+// outbox (assigning its sequence) and delivers it at least once.
+type Publish struct {
+	Event *Event
+}
+
+// BrokerStatus is what the broker tells the state-manager whenever its
+// connection changes.
+type BrokerStatus struct {
+	Connected bool `json:"connected"`
+	Blocked   bool `json:"blocked"`
+	// URL is the redacted URL of the current or last attempted connection.
+	URL   string    `json:"url"`
+	Since time.Time `json:"since"`
+	// LastError is why the last connection attempt failed or the connection
+	// was lost, or the alarm that blocks it; empty otherwise.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// PoliciesLoaded tells the state-manager that the policy-manager has loaded
+// policy_dir at least once (a readiness condition).
+type PoliciesLoaded struct {
+	Applied  []string
+	Rejected []string
+}
+
+// GetState asks the state-manager for a Snapshot.
+type GetState struct{}
+
+// ResultOf returns the result carried by an observation event.
+func ResultOf(ev *Event) (Result, bool) {
+	switch d := ev.Data.(type) {
+	case *Event_Http:
+		return d.Http.GetResult(), true
+	case *Event_Prometheus:
+		return d.Prometheus.GetResult(), true
+	case *Event_Tcp:
+		return d.Tcp.GetResult(), true
+	case *Event_Process:
+		return d.Process.GetResult(), true
+	case *Event_Plugin:
+		return Result_RESULT_OK, true
+	}
+	return Result_RESULT_UNSPECIFIED, false
+}
+
+// Snapshot is the state-manager's view of the daemon, served as /v1/state
+// and used by /readyz.
+type Snapshot struct {
+	Node           string             `json:"node"`
+	Broker         BrokerStatus       `json:"broker"`
+	PoliciesLoaded bool               `json:"policies_loaded"`
+	Policies       []string           `json:"policies"`
+	Rejected       []string           `json:"rejected,omitempty"`
+	Observers      []ObserverSnapshot `json:"observers"`
+	// EventsEmitted counts the events handed to the broker since start.
+	EventsEmitted uint64 `json:"events_emitted"`
+}
+
+// ObserverSnapshot is one observer in a Snapshot.
+type ObserverSnapshot struct {
+	Path                string    `json:"path"`
+	Kind                string    `json:"kind"`
+	State               string    `json:"state"`
+	LastResult          string    `json:"last_result"`
+	LastTime            time.Time `json:"last_time"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	Observations        uint64    `json:"observations"`
+}
+
+// Ready reports whether the daemon is ready, and why not.
+func (s *Snapshot) Ready() (bool, []string) {
+	var why []string
+	if !s.Broker.Connected {
+		reason := "broker not connected"
+		if s.Broker.LastError != "" {
+			reason += ": " + s.Broker.LastError
+		}
+		why = append(why, reason)
+	} else if s.Broker.Blocked {
+		why = append(why, "broker blocked publishing: "+s.Broker.LastError)
+	}
+	if !s.PoliciesLoaded {
+		why = append(why, "policies not loaded yet")
+	}
+	return len(why) == 0, why
+}
+
+// ApplyPolicy tells the task-manager to run Policy (new or changed).
+// EventID is the policy.applied event: the correlation of everything the
+// observers it starts will emit.
+type ApplyPolicy struct {
+	Policy  *policy.Policy
+	EventID string
+}
+
+// RemovePolicy tells the task-manager to stop every observer of a policy.
+type RemovePolicy struct {
+	Name    string
+	EventID string
+}
+
+// Resume tells the task-manager to restart a quarantined observer.
+type Resume struct {
+	Policy   string
+	Observer string
+}

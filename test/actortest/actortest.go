@@ -1,0 +1,156 @@
+// Package actortest helps the actors' unit tests: a fresh actor system per
+// test, and a Recorder actor that stands in for a sibling (the
+// state-manager, the broker, the task-manager) and records what it is sent,
+// so that tests assert on messages with a deadline instead of sleeping.
+package actortest
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/actors"
+	"github.com/polar/observerd/messages"
+)
+
+// Wait is how long assertions wait for a message.
+const Wait = 10 * time.Second
+
+// System returns a fresh actor system, shut down when the test ends, whose
+// logs go to the test log.
+func System(t testing.TB) *actor.ActorSystem {
+	t.Helper()
+	sys := actors.NewSystem(Logger(t))
+	t.Cleanup(sys.Shutdown)
+	return sys
+}
+
+// Logger writes to the test log.
+func Logger(t testing.TB) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+}
+
+// Recorder records every user message it receives. Respond, when set,
+// answers requests.
+type Recorder struct {
+	PID *actor.PID
+
+	mu       sync.Mutex
+	messages []any
+	respond  func(msg any) any
+}
+
+// NewRecorder spawns a recorder named name under the root (name may contain
+// slashes, so that it can take the PID a sibling expects, e.g.
+// "supervisor/state-manager").
+func NewRecorder(t testing.TB, sys *actor.ActorSystem, name string) *Recorder {
+	t.Helper()
+	r := &Recorder{}
+	pid, err := sys.Root.SpawnNamed(actor.PropsFromFunc(r.receive), name)
+	require.NoError(t, err)
+	r.PID = pid
+	return r
+}
+
+// Respond sets the function answering requests (nil answers nothing).
+func (r *Recorder) Respond(f func(msg any) any) {
+	r.mu.Lock()
+	r.respond = f
+	r.mu.Unlock()
+}
+
+func (r *Recorder) receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case actor.SystemMessage, actor.AutoReceiveMessage:
+		return
+	default:
+		r.mu.Lock()
+		r.messages = append(r.messages, msg)
+		respond := r.respond
+		r.mu.Unlock()
+		if respond != nil && ctx.Sender() != nil {
+			if answer := respond(msg); answer != nil {
+				ctx.Respond(answer)
+			}
+		}
+	}
+}
+
+// Messages returns a copy of what was received so far.
+func (r *Recorder) Messages() []any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.messages)
+}
+
+// Events returns the events received so far, from Emit and Publish
+// messages, in order.
+func (r *Recorder) Events() []*messages.Event {
+	var out []*messages.Event
+	for _, m := range r.Messages() {
+		switch m := m.(type) {
+		case *messages.Emit:
+			out = append(out, m.Event)
+		case *messages.Publish:
+			out = append(out, m.Event)
+		}
+	}
+	return out
+}
+
+// EventsOf returns the received events of type typ.
+func (r *Recorder) EventsOf(typ string) []*messages.Event {
+	var out []*messages.Event
+	for _, ev := range r.Events() {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// WaitEvent waits until an event of type typ satisfying match (nil: any)
+// arrived, and returns the first one.
+func (r *Recorder) WaitEvent(t testing.TB, typ string, match func(*messages.Event) bool) *messages.Event {
+	t.Helper()
+	var found *messages.Event
+	require.Eventually(t, func() bool {
+		for _, ev := range r.EventsOf(typ) {
+			if match == nil || match(ev) {
+				found = ev
+				return true
+			}
+		}
+		return false
+	}, Wait, 10*time.Millisecond, "no %s event arrived; got %v", typ, types(r.Events()))
+	return found
+}
+
+// WaitMessage waits until a message satisfying match arrived.
+func WaitMessage[T any](t testing.TB, r *Recorder, match func(T) bool) T {
+	t.Helper()
+	var found T
+	require.Eventually(t, func() bool {
+		for _, m := range r.Messages() {
+			if v, ok := m.(T); ok && (match == nil || match(v)) {
+				found = v
+				return true
+			}
+		}
+		return false
+	}, Wait, 10*time.Millisecond, "no matching %T arrived", found)
+	return found
+}
+
+func types(evs []*messages.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.Type
+	}
+	return out
+}

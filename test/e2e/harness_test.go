@@ -1,0 +1,307 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/rabbitmq"
+)
+
+var (
+	node *rabbitmq.Node
+	bin  string // directory holding observerd and observable
+)
+
+const (
+	wait = 30 * time.Second
+	tick = 20 * time.Millisecond
+)
+
+func TestMain(m *testing.M) {
+	bin = os.Getenv("OBSERVERD_BIN")
+	if bin == "" {
+		// `go test` on its own: build the binaries this test runs.
+		dir, err := os.MkdirTemp("", "observerd-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(dir)
+		out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/polar/observerd/cmd/observerd", "github.com/polar/observerd/cmd/observable").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		bin = dir
+	}
+	rabbitmq.Main(m, &node)
+}
+
+func randomName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a child process whose output is kept for assertions.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(filepath.Join(bin, name), args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	require.NoError(t, p.cmd.Start())
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// exitCode waits for the process to exit and returns its code.
+func (p *proc) exitCode(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("process did not exit within %s; output:\n%s", within, p.out.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig))
+}
+
+// startObservable runs bin/observable on a free port and returns its URL.
+func startObservable(t *testing.T) string {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	start(t, "observable", "--listen", "127.0.0.1:0", "--ready-file", ready)
+	var addr []byte
+	require.Eventually(t, func() bool {
+		var err error
+		addr, err = os.ReadFile(ready)
+		return err == nil && len(addr) > 0
+	}, wait, tick, "observable did not become ready")
+	return "http://" + strings.TrimSpace(string(addr))
+}
+
+// daemon is one observerd set-up: its files, its exchange and queue.
+type daemon struct {
+	dir, config, admin, exchange, queue, node string
+}
+
+type daemonOption func(*daemonConfig)
+
+type daemonConfig struct {
+	brokerTLS string // the broker.tls mapping
+	admin     string
+}
+
+func withTLS(tls string) daemonOption { return func(c *daemonConfig) { c.brokerTLS = tls } }
+func withAdmin(a string) daemonOption { return func(c *daemonConfig) { c.admin = a } }
+
+// newDaemon writes a config and a policy directory. The policy observes
+// target every 200 ms.
+func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
+	t.Helper()
+	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
+	c := daemonConfig{brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), admin: freeAddr(t)}
+	for _, o := range opts {
+		o(&c)
+	}
+	d.admin = c.admin
+	require.NoError(t, os.MkdirAll(filepath.Join(d.dir, "policies"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(d.dir, "plugins"), 0o755))
+	d.config = filepath.Join(d.dir, "observerd.yaml")
+	cfg := fmt.Sprintf(`node: %s
+policy_dir: %s
+plugin_dir: %s
+state_dir: %s
+log: {level: debug, format: json}
+admin: {listen: %q}
+broker:
+  urls: [%q]
+  password_file: %s
+  tls: %s
+  exchange: %s
+  confirm_window: 64
+  queues:
+    - {name: %s, bindings: ["#"]}
+`, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
+		c.admin, node.URL(), node.PasswordFile, c.brokerTLS, d.exchange, d.queue)
+	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
+	if target != "" {
+		pol := fmt.Sprintf(`apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: web}
+spec:
+  target: {name: web, url: %q}
+  limits: {max_requests_per_second: 50, max_concurrent_requests: 2}
+  observers:
+    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}
+`, target)
+		require.NoError(t, os.WriteFile(filepath.Join(d.dir, "policies", "web.yaml"), []byte(pol), 0o644))
+	}
+	return d
+}
+
+func (d *daemon) start(t *testing.T) *proc {
+	t.Helper()
+	return start(t, "observerd", "--config", d.config)
+}
+
+// readyz returns /readyz's status code and body ("" when unreachable).
+func (d *daemon) readyz() (int, string) {
+	resp, err := http.Get("http://" + d.admin + "/readyz")
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+// consumer is an independent consumer of the daemon's queue.
+type consumer struct {
+	mu         sync.Mutex
+	deliveries []amqp.Delivery
+	events     []*messages.Event
+}
+
+// consume declares the daemon's queue (as the daemon will: durable quorum,
+// bound to everything) and collects what arrives until the test ends.
+func (d *daemon) consume(t *testing.T) *consumer {
+	t.Helper()
+	conn, err := node.Dial()
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, ch.ExchangeDeclare(d.exchange, amqp.ExchangeTopic, true, false, false, false, nil))
+	_, err = ch.QueueDeclare(d.queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(d.queue, "#", d.exchange, false, nil))
+	dels, err := ch.Consume(d.queue, "", true, false, false, false, nil)
+	require.NoError(t, err)
+	c := &consumer{}
+	go func() {
+		for del := range dels {
+			ev := &messages.Event{}
+			if proto.Unmarshal(del.Body, ev) != nil {
+				ev = nil
+			}
+			c.mu.Lock()
+			c.deliveries = append(c.deliveries, del)
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *consumer) snapshot() ([]amqp.Delivery, []*messages.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]amqp.Delivery(nil), c.deliveries...), append([]*messages.Event(nil), c.events...)
+}
+
+// waitFor waits until an event of type typ arrived and returns it with
+// its delivery.
+func (c *consumer) waitFor(t *testing.T, typ string) (amqp.Delivery, *messages.Event) {
+	t.Helper()
+	var del amqp.Delivery
+	var ev *messages.Event
+	require.Eventually(t, func() bool {
+		ds, evs := c.snapshot()
+		for i, e := range evs {
+			if e != nil && e.Type == typ {
+				del, ev = ds[i], e
+				return true
+			}
+		}
+		return false
+	}, wait, tick, "no %s event arrived", typ)
+	return del, ev
+}
+
+func (c *consumer) ofType(typ string) []*messages.Event {
+	_, evs := c.snapshot()
+	var out []*messages.Event
+	for _, e := range evs {
+		if e != nil && e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// freeAddrHeld returns a loopback address that stays taken until the test
+// ends.
+func freeAddrHeld(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
