@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
@@ -51,7 +52,7 @@ func OpenOutbox(dir string) (*Outbox, error) {
 	// instead of a hang on the file lock.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open outbox %s: locked by another process (is another observerd using this state_dir?)", path)
 		}
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)

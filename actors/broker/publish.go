@@ -202,6 +202,9 @@ func (p *pipeline) retryLater(seq uint64) {
 	p.mu.Lock()
 	p.retries[seq] = time.Now().Add(retryDelay)
 	p.mu.Unlock()
+	// The publisher may be waiting with a timer computed before this retry
+	// existed: wake it to compute again.
+	wake(p.publishWake)
 }
 
 // due returns the retried events whose time has come.

@@ -1,0 +1,164 @@
+//go:build integration
+
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/rabbitmq"
+)
+
+var node *rabbitmq.Node
+
+func TestMain(m *testing.M) { rabbitmq.Main(m, &node) }
+
+const wait = 20 * time.Second
+
+type fixture struct {
+	sys    *actor.ActorSystem
+	opts   Options
+	status *actortest.Recorder
+	events chan *messages.Event
+}
+
+// newFixture returns broker options for the test node with a fresh
+// exchange, and a consumer bound to it with bindings (none: unroutable).
+func newFixture(t *testing.T, bindings ...string) *fixture {
+	t.Helper()
+	sys := actortest.System(t)
+	f := &fixture{sys: sys, status: actortest.NewRecorder(t, sys, "status"), events: make(chan *messages.Event, 10000)}
+	exchange := "broker-test." + t.Name()
+	f.opts = Options{
+		Node: "broker.test", StateDir: t.TempDir(), URLs: []string{node.URL()}, TLS: node.TLSConfig(),
+		Password: node.Password, Exchange: exchange, ConfirmWindow: 16, Heartbeat: 10 * time.Second,
+		DrainTimeout: 5 * time.Second, Status: f.status.PID, Log: actortest.Logger(t),
+	}
+	if len(bindings) > 0 {
+		f.opts.Queues = []configs.Queue{{Name: "q-" + t.Name(), Type: "classic", Bindings: bindings}}
+	}
+	return f
+}
+
+// start spawns the broker actor, stopped (drained) when the test ends.
+func (f *fixture) start(t *testing.T) *actor.PID {
+	t.Helper()
+	pid, err := f.sys.Root.SpawnNamed(Props(f.opts), "broker")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.sys.Root.PoisonFuture(pid).Wait() })
+	return pid
+}
+
+func (f *fixture) stats(t *testing.T, pid *actor.PID) OutboxStats {
+	t.Helper()
+	st, err := f.sys.Root.RequestFuture(pid, &GetStats{}, time.Second).Result()
+	require.NoError(t, err)
+	return st.(OutboxStats)
+}
+
+// consume declares the fixture's queue and forwards decoded events.
+func (f *fixture) consume(t *testing.T) {
+	t.Helper()
+	conn, err := node.Dial()
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, declare(ch, &f.opts))
+	dels, err := ch.Consume(f.opts.Queues[0].Name, "", true, false, false, false, nil)
+	require.NoError(t, err)
+	go func() {
+		for d := range dels {
+			ev := &messages.Event{}
+			if proto.Unmarshal(d.Body, ev) == nil {
+				f.events <- ev
+			}
+		}
+	}()
+}
+
+func (f *fixture) receive(t *testing.T, n int) []*messages.Event {
+	t.Helper()
+	var out []*messages.Event
+	deadline := time.After(wait)
+	for len(out) < n {
+		select {
+		case ev := <-f.events:
+			out = append(out, ev)
+		case <-deadline:
+			t.Fatalf("received %d of %d events", len(out), n)
+		}
+	}
+	return out
+}
+
+func TestPublishesEveryEventInSequenceAndEmptiesTheOutbox(t *testing.T) {
+	f := newFixture(t, "#")
+	f.consume(t)
+	pid := f.start(t)
+
+	const n = 500
+	sent := events(n)
+	for _, ev := range sent {
+		ev.Node = f.opts.Node
+		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+	}
+	got := f.receive(t, n)
+	for i, ev := range got {
+		assert.Equal(t, uint64(i+1), ev.Sequence)
+		assert.Equal(t, sent[i].Id, ev.Id)
+	}
+	require.Eventually(t, func() bool { return f.stats(t, pid).Events == 0 }, wait, 10*time.Millisecond,
+		"confirmed events leave the outbox")
+	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
+}
+
+func TestUnroutableEventsStayInTheOutboxUntilRoutable(t *testing.T) {
+	f := newFixture(t) // no queue: every event is returned
+	pid := f.start(t)
+	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
+
+	sent := events(5)
+	for _, ev := range sent {
+		ev.Node = f.opts.Node
+		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+	}
+	stats := func() OutboxStats { return f.stats(t, pid) }
+	require.Eventually(t, func() bool { return stats().LastSequence == 5 }, wait, 10*time.Millisecond)
+	// Returned events are acked by RabbitMQ too: they must not count as
+	// delivered. Binding a queue later delivers them on retry.
+	f.opts.Queues = []configs.Queue{{Name: "late-" + t.Name(), Type: "classic", Bindings: []string{"#"}}}
+	assert.Equal(t, 5, stats().Events, "returned events are not deleted")
+	f.consume(t)
+	got := f.receive(t, 5)
+	seen := map[uint64]bool{}
+	for _, ev := range got {
+		seen[ev.Sequence] = true
+	}
+	assert.Len(t, seen, 5)
+	require.Eventually(t, func() bool { return stats().Events == 0 }, wait, 10*time.Millisecond)
+}
+
+func TestDialTriesURLsInOrder(t *testing.T) {
+	f := newFixture(t)
+	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/", node.URL()}
+	conn, err := dial(t.Context(), &f.opts)
+	require.NoError(t, err)
+	defer conn.close()
+	assert.Equal(t, configs.RedactURL(node.URL()), conn.url)
+
+	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/"}
+	_, err = dial(t.Context(), &f.opts)
+	require.ErrorContains(t, err, "127.0.0.1:1")
+	var amqpErr *amqp.Error
+	assert.NotErrorAs(t, err, &amqpErr)
+}

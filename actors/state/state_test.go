@@ -1,0 +1,388 @@
+package state_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/actors/state"
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/actortest"
+)
+
+const (
+	node    = "node-1.example"
+	version = "1.2.3"
+	path    = "observer/web/health"
+)
+
+type fixture struct {
+	sys    *actor.ActorSystem
+	broker *actortest.Recorder
+	pid    *actor.PID
+}
+
+func setup(t *testing.T, downAfter int) *fixture {
+	t.Helper()
+	sys, log := system(t)
+	f := &fixture{sys: sys, broker: actortest.NewRecorder(t, sys, "broker")}
+	f.pid = sys.Root.Spawn(state.Props(state.Options{Node: node, Version: version, Broker: f.broker.PID, DownAfter: downAfter, Log: log}))
+	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })
+	return f
+}
+
+func (f *fixture) emit(path string, ev *messages.Event) {
+	f.sys.Root.Send(f.pid, &messages.Emit{Path: path, Event: ev})
+}
+
+func (f *fixture) snapshot(t *testing.T) *messages.Snapshot {
+	t.Helper()
+	res, err := f.sys.Root.RequestFuture(f.pid, &messages.GetState{}, actortest.Wait).Result()
+	require.NoError(t, err)
+	s, ok := res.(*messages.Snapshot)
+	require.True(t, ok, "GetState answered %T", res)
+	return s
+}
+
+// published waits until n events were published to the broker.
+func (f *fixture) published(t *testing.T, n int) []*messages.Event {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.broker.Events()) >= n }, actortest.Wait, 5*time.Millisecond,
+		"want %d published events", n)
+	for _, m := range f.broker.Messages() {
+		_, ok := m.(*messages.Publish)
+		require.True(t, ok, "the broker was sent a %T", m)
+	}
+	return f.broker.Events()
+}
+
+func observation(result messages.Result, subject, correlation string) *messages.Event {
+	ev := messages.NewEvent(messages.TypeObservationHTTP)
+	ev.Subject = subject
+	ev.CorrelationId = correlation
+	ev.Policy = &messages.PolicyRef{Name: "web", Revision: "abc123"}
+	ev.Data = &messages.Event_Http{Http: &messages.HttpObservation{Url: "http://127.0.0.1/healthz", Result: result}}
+	return ev
+}
+
+func TestEmitStampsAndPublishes(t *testing.T) {
+	tests := []struct {
+		name        string
+		path        string
+		subject     string
+		wantSubject string
+		wantSource  string
+	}{
+		{"observation with a subject", path, "web", "web", "observerd://node-1.example/observer/web/health"},
+		{"subject defaults to the node", "policy-manager", "", node, "observerd://node-1.example/policy-manager"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t, 0)
+			ev := observation(messages.Result_RESULT_OK, tc.subject, "corr-1")
+			when := ev.Time.AsTime()
+			before := time.Now()
+			f.emit(tc.path, ev)
+
+			got := f.published(t, 1)[0]
+			assert.Equal(t, ev.Id, got.Id, "the event keeps its id")
+			assert.Equal(t, messages.TypeObservationHTTP, got.Type)
+			assert.Equal(t, node, got.Node)
+			assert.Equal(t, tc.wantSource, got.Source)
+			assert.Equal(t, tc.wantSubject, got.Subject)
+			assert.Equal(t, when, got.Time.AsTime(), "the event's own time is kept")
+			assert.Equal(t, "corr-1", got.CorrelationId)
+			assert.Zero(t, got.Sequence, "the broker assigns the sequence")
+			require.Len(t, got.Provenance, 1)
+			hop := got.Provenance[0]
+			assert.Equal(t, "observerd", hop.Service)
+			assert.Equal(t, version, hop.Version)
+			assert.Equal(t, node, hop.Node)
+			assert.WithinRange(t, hop.Time.AsTime(), before.Add(-time.Second), time.Now().Add(time.Second))
+		})
+	}
+}
+
+func TestEmitSetsAMissingTime(t *testing.T) {
+	f := setup(t, 0)
+	ev := messages.NewEvent(messages.TypePolicyApplied)
+	ev.Time = nil
+	before := time.Now()
+	f.emit("policy-manager", ev)
+	got := f.published(t, 1)[0]
+	require.NotNil(t, got.Time)
+	assert.WithinRange(t, got.Time.AsTime(), before.Add(-time.Second), time.Now().Add(time.Second))
+}
+
+func stateChanges(evs []*messages.Event) []*messages.Event {
+	var out []*messages.Event
+	for _, ev := range evs {
+		if ev.Type == messages.TypeStateChanged {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func TestTransitions(t *testing.T) {
+	const (
+		ok      = messages.Result_RESULT_OK
+		failed  = messages.Result_RESULT_FAILED
+		timeout = messages.Result_RESULT_TIMEOUT
+		errored = messages.Result_RESULT_ERROR
+
+		unknown  = messages.ObserverState_OBSERVER_STATE_UNKNOWN
+		up       = messages.ObserverState_OBSERVER_STATE_UP
+		degraded = messages.ObserverState_OBSERVER_STATE_DEGRADED
+		down     = messages.ObserverState_OBSERVER_STATE_DOWN
+	)
+	type change struct {
+		cause    int // index of the causing observation
+		old, new messages.ObserverState
+		failures int32
+		severity messages.Severity
+	}
+	tests := []struct {
+		name      string
+		downAfter int
+		results   []messages.Result
+		want      []change
+	}{
+		{
+			name:      "up, degraded, down at DownAfter, up again",
+			downAfter: 3,
+			results:   []messages.Result{ok, ok, failed, timeout, errored, failed, ok, ok},
+			want: []change{
+				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO},
+				{2, up, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
+				{4, degraded, down, 3, messages.Severity_SEVERITY_HIGH},
+				{6, down, up, 0, messages.Severity_SEVERITY_INFO},
+			},
+		},
+		{
+			name:      "default DownAfter is 3",
+			downAfter: 0,
+			results:   []messages.Result{failed, failed, failed},
+			want: []change{
+				{0, unknown, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
+				{2, degraded, down, 3, messages.Severity_SEVERITY_HIGH},
+			},
+		},
+		{
+			name:      "a success resets the failure count",
+			downAfter: 2,
+			results:   []messages.Result{failed, ok, failed, ok},
+			want: []change{
+				{0, unknown, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
+				{1, degraded, up, 0, messages.Severity_SEVERITY_INFO},
+				{2, up, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
+				{3, degraded, up, 0, messages.Severity_SEVERITY_INFO},
+			},
+		},
+		{
+			name:      "DownAfter 1 goes down at once",
+			downAfter: 1,
+			results:   []messages.Result{ok, failed, failed},
+			want: []change{
+				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO},
+				{1, up, down, 1, messages.Severity_SEVERITY_HIGH},
+			},
+		},
+		{
+			name:      "no change, no event",
+			downAfter: 3,
+			results:   []messages.Result{ok, ok, ok, ok},
+			want: []change{
+				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t, tc.downAfter)
+			var sent []*messages.Event
+			for i, r := range tc.results {
+				ev := observation(r, "web", "corr-"+string(rune('a'+i)))
+				sent = append(sent, ev)
+				f.emit(path, ev)
+			}
+			// A sentinel after the observations: once it is published,
+			// everything they caused was published before it.
+			f.emit("policy-manager", messages.NewEvent(messages.TypePolicyApplied))
+			f.broker.WaitEvent(t, messages.TypePolicyApplied, nil)
+
+			all := f.broker.Events()
+			changes := stateChanges(all)
+			require.Len(t, changes, len(tc.want), "state.changed events")
+			for i, w := range tc.want {
+				ev := changes[i]
+				cause := sent[w.cause]
+				sc := ev.GetStateChange()
+				require.NotNil(t, sc)
+				assert.Equal(t, w.old, sc.OldState, "change %d", i)
+				assert.Equal(t, w.new, sc.NewState, "change %d", i)
+				assert.Equal(t, w.failures, sc.ConsecutiveFailures, "change %d", i)
+				assert.Equal(t, tc.results[w.cause], sc.LastResult, "change %d", i)
+				assert.Equal(t, path, sc.Observer, "change %d", i)
+				assert.Equal(t, w.severity, ev.Severity, "change %d", i)
+				assert.Equal(t, cause.Id, ev.CausationId, "change %d is caused by observation %d", i, w.cause)
+				assert.Equal(t, cause.CorrelationId, ev.CorrelationId, "change %d copies the correlation", i)
+				assert.Equal(t, messages.Category_CATEGORY_STATE, ev.Category)
+				assert.Equal(t, "web", ev.Subject)
+				assert.Equal(t, "web", ev.GetPolicy().GetName())
+				assert.Equal(t, node, ev.Node)
+				assert.Equal(t, messages.Source(node, path), ev.Source)
+				require.Len(t, ev.Provenance, 1)
+				assert.NotEqual(t, cause.Id, ev.Id)
+			}
+			// Each change is published right after its observation.
+			for i, ev := range all {
+				if ev.Type == messages.TypeStateChanged {
+					require.Positive(t, i)
+					assert.Equal(t, all[i-1].Id, ev.CausationId, "a state.changed follows its observation")
+				}
+			}
+		})
+	}
+}
+
+func TestGetStateSnapshot(t *testing.T) {
+	f := setup(t, 3)
+	started := messages.NewEvent(messages.TypeObserverStarted)
+	started.Data = &messages.Event_Observer{Observer: &messages.ObserverLifecycle{Actor: "observer/web/metrics", Observer: "metrics", Kind: "prometheus"}}
+	f.emit("observer/web/metrics", started)
+	f.emit(path, observation(messages.Result_RESULT_OK, "web", ""))
+	f.emit(path, observation(messages.Result_RESULT_FAILED, "web", ""))
+	last := observation(messages.Result_RESULT_TIMEOUT, "web", "")
+	f.emit(path, last)
+
+	s := f.snapshot(t)
+	assert.Equal(t, node, s.Node)
+	require.Len(t, s.Observers, 2)
+	// Sorted by path.
+	health, metrics := s.Observers[0], s.Observers[1]
+	assert.Equal(t, messages.ObserverSnapshot{Path: "observer/web/metrics", Kind: "prometheus", State: "unknown", LastResult: "unspecified"}, metrics)
+	assert.Equal(t, path, health.Path)
+	assert.Equal(t, "http", health.Kind)
+	assert.Equal(t, "degraded", health.State)
+	assert.Equal(t, "timeout", health.LastResult)
+	assert.Equal(t, 2, health.ConsecutiveFailures)
+	assert.Equal(t, uint64(3), health.Observations)
+	assert.True(t, last.Time.AsTime().Equal(health.LastTime), "LastTime is the last observation's time")
+	// 1 observer.started + 3 observations + 2 state.changed.
+	assert.Equal(t, uint64(6), s.EventsEmitted)
+
+	// A stopped observer leaves the state.
+	stopped := messages.NewEvent(messages.TypeObserverStopped)
+	f.emit("observer/web/metrics", stopped)
+	s = f.snapshot(t)
+	require.Len(t, s.Observers, 1)
+	assert.Equal(t, path, s.Observers[0].Path)
+
+	// So does a quarantined one.
+	f.emit(path, messages.NewEvent(messages.TypeObserverQuarantined))
+	assert.Empty(t, f.snapshot(t).Observers)
+}
+
+func TestGetStateSnapshotIsACopy(t *testing.T) {
+	f := setup(t, 3)
+	f.sys.Root.Send(f.pid, &messages.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"/p/bad.yaml"}})
+	s := f.snapshot(t)
+	require.Equal(t, []string{"web"}, s.Policies)
+	s.Policies[0] = "changed"
+	s.Rejected[0] = "changed"
+	again := f.snapshot(t)
+	assert.Equal(t, []string{"web"}, again.Policies)
+	assert.Equal(t, []string{"/p/bad.yaml"}, again.Rejected)
+}
+
+func TestReadiness(t *testing.T) {
+	tests := []struct {
+		name    string
+		send    []any
+		ready   bool
+		reasons []string
+	}{
+		{
+			name:    "nothing known yet",
+			ready:   false,
+			reasons: []string{"broker not connected", "policies not loaded yet"},
+		},
+		{
+			name:    "broker failed to connect",
+			send:    []any{&messages.BrokerStatus{Connected: false, URL: "amqps://observer@localhost:5671/", LastError: "dial tcp 127.0.0.1:5671: connect: connection refused"}},
+			ready:   false,
+			reasons: []string{"broker not connected: dial tcp 127.0.0.1:5671: connect: connection refused", "policies not loaded yet"},
+		},
+		{
+			name:    "broker connected, policies not loaded",
+			send:    []any{&messages.BrokerStatus{Connected: true}},
+			ready:   false,
+			reasons: []string{"policies not loaded yet"},
+		},
+		{
+			name:    "policies loaded, broker not connected",
+			send:    []any{&messages.PoliciesLoaded{Applied: []string{"web"}}},
+			ready:   false,
+			reasons: []string{"broker not connected"},
+		},
+		{
+			name:    "broker blocked",
+			send:    []any{&messages.BrokerStatus{Connected: true, Blocked: true, LastError: "low on memory"}, &messages.PoliciesLoaded{}},
+			ready:   false,
+			reasons: []string{"broker blocked publishing: low on memory"},
+		},
+		{
+			name:  "connected and loaded",
+			send:  []any{&messages.BrokerStatus{Connected: true}, &messages.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"bad.yaml"}}},
+			ready: true,
+		},
+		{
+			name:  "loaded with every policy rejected is still ready",
+			send:  []any{&messages.BrokerStatus{Connected: true}, &messages.PoliciesLoaded{Rejected: []string{"bad.yaml"}}},
+			ready: true,
+		},
+		{
+			name:    "the latest broker status wins",
+			send:    []any{&messages.PoliciesLoaded{}, &messages.BrokerStatus{Connected: true}, &messages.BrokerStatus{Connected: false, LastError: "connection lost"}},
+			ready:   false,
+			reasons: []string{"broker not connected: connection lost"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t, 3)
+			for _, m := range tc.send {
+				f.sys.Root.Send(f.pid, m)
+			}
+			s := f.snapshot(t)
+			ready, reasons := s.Ready()
+			assert.Equal(t, tc.ready, ready)
+			assert.Equal(t, tc.reasons, reasons)
+			for _, m := range tc.send {
+				if m, ok := m.(*messages.PoliciesLoaded); ok {
+					assert.True(t, s.PoliciesLoaded)
+					assert.Equal(t, m.Applied, s.Policies)
+					assert.Equal(t, m.Rejected, s.Rejected)
+				}
+			}
+			if b := lastBroker(tc.send); b != nil {
+				assert.Equal(t, *b, s.Broker, "the snapshot holds the last broker status")
+			}
+			assert.Empty(t, f.broker.Messages(), "status messages are not events")
+		})
+	}
+}
+
+func lastBroker(msgs []any) *messages.BrokerStatus {
+	var b *messages.BrokerStatus
+	for _, m := range msgs {
+		if s, ok := m.(*messages.BrokerStatus); ok {
+			b = s
+		}
+	}
+	return b
+}

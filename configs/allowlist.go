@@ -1,0 +1,138 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// AllowList is the set of hosts that policies may observe
+// (allowed_targets): CIDR prefixes, single addresses and exact host names.
+// It is what stops a policy file from turning the daemon into a scanner of
+// the network it sits in.
+type AllowList struct {
+	entries  []string
+	prefixes []netip.Prefix
+	names    map[string]bool
+}
+
+var hostLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ParseAllowList parses allowed_targets entries: a CIDR ("10.0.0.0/8"), an
+// address ("10.1.2.3", "::1") or a host name ("db.internal"). It returns
+// the list of the valid entries and, for each invalid one, a *Problem whose
+// path is allowed_targets[i].
+func ParseAllowList(entries []string) (*AllowList, error) {
+	a := &AllowList{names: map[string]bool{}}
+	var problems []*Problem
+	for i, raw := range entries {
+		prefix, name, err := parseAllowEntry(raw)
+		if err != nil {
+			problems = append(problems, &Problem{Path: fmt.Sprintf("allowed_targets[%d]", i), Message: err.Error()})
+			continue
+		}
+		a.entries = append(a.entries, raw)
+		if name != "" {
+			a.names[name] = true
+		} else {
+			a.prefixes = append(a.prefixes, prefix)
+		}
+	}
+	return a, Join(problems)
+}
+
+// parseAllowEntry returns either a prefix or a normalised host name.
+func parseAllowEntry(raw string) (netip.Prefix, string, error) {
+	s := strings.TrimSpace(raw)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, "", fmt.Errorf("invalid CIDR %q", raw)
+		}
+		if p != p.Masked() {
+			return netip.Prefix{}, "", fmt.Errorf("CIDR %q has host bits set; did you mean %s?", raw, p.Masked())
+		}
+		return p, "", nil
+	}
+	if addr, err := netip.ParseAddr(s); err == nil {
+		if addr.Zone() != "" {
+			return netip.Prefix{}, "", fmt.Errorf("address %q has a zone; zones are not supported", raw)
+		}
+		return netip.PrefixFrom(addr, addr.BitLen()), "", nil
+	}
+	name, err := hostName(s)
+	if err != nil {
+		return netip.Prefix{}, "", fmt.Errorf("%q is neither a CIDR, an IP address nor a host name: %w", raw, err)
+	}
+	return netip.Prefix{}, name, nil
+}
+
+// hostName validates a DNS host name and returns it lower-cased without a
+// trailing dot.
+func hostName(s string) (string, error) {
+	name := strings.TrimSuffix(strings.ToLower(s), ".")
+	if name == "" {
+		return "", errors.New("empty host name")
+	}
+	if len(name) > 253 {
+		return "", errors.New("host name longer than 253 characters")
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if !hostLabel.MatchString(label) {
+			return "", fmt.Errorf("invalid host name label %q", label)
+		}
+	}
+	return name, nil
+}
+
+// AllowsHost reports whether a policy may target host: an IP literal
+// (brackets allowed) inside one of the prefixes, or a host name listed
+// exactly (case-insensitive). "localhost" is allowed when 127.0.0.1 or ::1
+// is. A listed name trusts whatever it resolves to; for a name that is not
+// listed, the dialer must check every resolved address with AllowsIP.
+func (a *AllowList) AllowsHost(host string) bool {
+	if a == nil {
+		return false
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if addr, err := netip.ParseAddr(host); err == nil {
+		return a.allowsAddr(addr)
+	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
+	if a.names[name] {
+		return true
+	}
+	return name == "localhost" && (a.allowsAddr(netip.AddrFrom4([4]byte{127, 0, 0, 1})) || a.allowsAddr(netip.IPv6Loopback()))
+}
+
+// AllowsIP reports whether ip lies inside one of the prefixes. It is the
+// dial-time check of resolved addresses, so that a name that resolves (or
+// is rebound) off the list is still refused.
+func (a *AllowList) AllowsIP(ip net.IP) bool {
+	addr, ok := netip.AddrFromSlice(ip)
+	return ok && a.allowsAddr(addr)
+}
+
+func (a *AllowList) allowsAddr(addr netip.Addr) bool {
+	if a == nil {
+		return false
+	}
+	addr = addr.Unmap().WithZone("")
+	for _, p := range a.prefixes {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// String lists the entries as written, for messages: [127.0.0.0/8 ::1/128].
+func (a *AllowList) String() string {
+	if a == nil {
+		return "[]"
+	}
+	return "[" + strings.Join(a.entries, " ") + "]"
+}

@@ -1,0 +1,340 @@
+package configs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func (b *Broker) validate(r *Report) {
+	if len(b.URLs) == 0 {
+		r.Addf("broker.urls", "at least one URL is required")
+	}
+	for i, raw := range b.URLs {
+		for _, msg := range b.urlProblems(raw) {
+			r.Addf(fmt.Sprintf("broker.urls[%d]", i), "%s", msg)
+		}
+	}
+
+	oneOf(r, "broker.auth", b.Auth, "plain", "external")
+	t := &b.TLS
+	if b.Auth == "external" && (t.CertFile == "" || t.KeyFile == "") {
+		r.Addf("broker.auth", "external authentication uses a client certificate: set broker.tls.cert_file and broker.tls.key_file")
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		r.Addf("broker.tls.key_file", "required when broker.tls.cert_file is set")
+	case t.KeyFile != "" && t.CertFile == "":
+		r.Addf("broker.tls.cert_file", "required when broker.tls.key_file is set")
+	}
+	readable := map[string]bool{}
+	for _, f := range []struct{ path, file string }{
+		{"broker.password_file", b.PasswordFile},
+		{"broker.tls.ca_file", t.CAFile},
+		{"broker.tls.cert_file", t.CertFile},
+		{"broker.tls.key_file", t.KeyFile},
+	} {
+		if f.file == "" {
+			continue
+		}
+		if err := checkReadable(f.file); err != nil {
+			r.Addf(f.path, "%v", err)
+			continue
+		}
+		readable[f.path] = true
+	}
+	if readable["broker.tls.ca_file"] {
+		if _, err := loadCA(t.CAFile); err != nil {
+			r.Addf("broker.tls.ca_file", "%v", err)
+		}
+	}
+	if readable["broker.tls.cert_file"] && readable["broker.tls.key_file"] {
+		if _, err := t.clientCertificate(); err != nil {
+			r.Addf("broker.tls.cert_file", "%v", err)
+		}
+	}
+	if _, err := tlsVersion(t.MinVersion); err != nil {
+		r.Addf("broker.tls.min_version", "%v", err)
+	}
+	if t.ServerName != "" {
+		if _, err := netip.ParseAddr(t.ServerName); err != nil {
+			if _, err := hostName(t.ServerName); err != nil {
+				r.Addf("broker.tls.server_name", "%v", err)
+			}
+		}
+	}
+
+	checkAMQPName(r, "broker.exchange", b.Exchange)
+	oneOf(r, "broker.encoding", b.Encoding, "protobuf", "json")
+	if b.ConfirmWindow < 1 || b.ConfirmWindow > 65535 {
+		r.Addf("broker.confirm_window", "must be between 1 and 65535, got %d", b.ConfirmWindow)
+	}
+	// Heartbeats are what detect a broker that vanished without closing the
+	// connection, so they cannot be disabled; AMQP counts them in seconds.
+	switch h := time.Duration(b.Heartbeat); {
+	case h < time.Second:
+		r.Addf("broker.heartbeat", "must be at least 1s (heartbeats detect a dead connection and cannot be disabled), got %s", b.Heartbeat)
+	case h%time.Second != 0:
+		r.Addf("broker.heartbeat", "AMQP counts heartbeats in whole seconds, got %s", b.Heartbeat)
+	case h > 65535*time.Second:
+		r.Addf("broker.heartbeat", "must be at most 65535s, got %s", b.Heartbeat)
+	}
+
+	first := map[string]int{}
+	for i, q := range b.Queues {
+		path := fmt.Sprintf("broker.queues[%d]", i)
+		checkAMQPName(r, path+".name", q.Name)
+		if j, dup := first[q.Name]; dup && q.Name != "" {
+			r.Addf(path+".name", "duplicate queue name %q; first at %s", q.Name, r.doc.Where(fmt.Sprintf("broker.queues[%d].name", j)))
+		} else {
+			first[q.Name] = i
+		}
+		oneOf(r, path+".type", q.Type, "quorum", "classic")
+		for j, pattern := range q.Bindings {
+			if err := checkTopicPattern(pattern); err != nil {
+				r.Addf(fmt.Sprintf("%s.bindings[%d]", path, j), "%v", err)
+			}
+		}
+	}
+}
+
+// urlProblems lists what is wrong with one broker URL. Messages show the
+// URL redacted: the config file may be readable by fewer people than logs.
+func (b *Broker) urlProblems(raw string) []string {
+	shown := RedactURL(raw)
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, password included
+		}
+		return []string{fmt.Sprintf("invalid URL %s: %v", shown, err)}
+	}
+	var out []string
+	switch u.Scheme {
+	case "amqps":
+	case "amqp":
+		if !b.AllowInsecure {
+			out = append(out, "amqp:// is not encrypted: the password and every event would cross the network in plaintext; "+
+				"use amqps://, or set broker.allow_insecure: true to accept that")
+		}
+	default:
+		out = append(out, fmt.Sprintf("unsupported scheme %q in %s; use amqps:// (or amqp:// with broker.allow_insecure: true)", u.Scheme, shown))
+	}
+	if u.Hostname() == "" {
+		out = append(out, fmt.Sprintf("no host in %s", shown))
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			out = append(out, fmt.Sprintf("invalid port %q in %s", port, shown))
+		}
+	}
+	if _, has := u.User.Password(); has {
+		out = append(out, fmt.Sprintf("%s holds a password; secrets go in broker.password_file or the %s environment variable, never in the config", shown, PasswordEnv))
+	}
+	if u.RawQuery != "" {
+		out = append(out, "query parameters are not supported; use the broker.* keys (tls, heartbeat, auth)")
+	}
+	if len(out) == 0 {
+		if _, err := amqp.ParseURI(raw); err != nil {
+			out = append(out, fmt.Sprintf("invalid AMQP URL %s: %v", shown, err))
+		}
+	}
+	return out
+}
+
+// RedactURL returns the URL with its password replaced by "xxxxx", safe for
+// logs and messages; a URL without a password comes back unchanged. A URL
+// that does not parse, or parses ambiguously (an "@" after the host), is
+// still redacted: everything between "user:" and the last "@" goes.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err == nil && u.Opaque == "" && !strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
+		if _, has := u.User.Password(); !has {
+			return raw
+		}
+		return u.Redacted()
+	}
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		_, rest, _ = strings.Cut(raw, ":") // opaque form, scheme:user:pass@host
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	prefix := raw[:len(raw)-len(rest)]
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if !hasPassword {
+		return raw
+	}
+	return prefix + user + ":xxxxx" + rest[at:]
+}
+
+// checkLoopback accepts a host:port on a loopback address: the admin
+// endpoint has no authentication, so it must not be reachable from the
+// network.
+func checkLoopback(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: want host:port, like 127.0.0.1:9464", hostport)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("invalid port %q in %q", port, hostport)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if addr, err := netip.ParseAddr(host); err == nil && addr.IsLoopback() {
+		return nil
+	}
+	if host == "" {
+		return fmt.Errorf("%q listens on every interface; the admin endpoint has no authentication: use 127.0.0.1, [::1] or localhost", hostport)
+	}
+	return fmt.Errorf("%q is not a loopback address; the admin endpoint has no authentication: use 127.0.0.1, [::1] or localhost", host)
+}
+
+var amqpName = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+
+// checkAMQPName checks an exchange or queue name against AMQP 0-9-1's
+// charset, and the amq. prefix the broker reserves for itself.
+func checkAMQPName(r *Report, path, name string) {
+	switch {
+	case name == "":
+		r.Addf(path, "must not be empty")
+	case !amqpName.MatchString(name):
+		r.Addf(path, "invalid name %q: use up to 255 letters, digits, '-', '_', '.' and ':'", name)
+	case strings.HasPrefix(name, "amq."):
+		r.Addf(path, "invalid name %q: names starting with amq. are reserved by the broker", name)
+	}
+}
+
+// checkTopicPattern checks a binding pattern of a topic exchange: words
+// separated by dots, where * (one word) and # (any words) stand alone.
+func checkTopicPattern(pattern string) error {
+	if pattern == "" {
+		return errors.New("empty topic pattern")
+	}
+	if len(pattern) > 255 {
+		return fmt.Errorf("topic pattern longer than 255 bytes")
+	}
+	for word := range strings.SplitSeq(pattern, ".") {
+		if word == "" {
+			return fmt.Errorf("invalid topic pattern %q: empty word (two dots in a row, or a dot at an end)", pattern)
+		}
+		if word != "*" && word != "#" && strings.ContainsAny(word, "*#") {
+			return fmt.Errorf("invalid topic pattern %q: * and # must stand alone between dots, as in observation.* or observation.#", pattern)
+		}
+	}
+	return nil
+}
+
+// checkReadable tells apart a missing, unreadable and directory path, and
+// names it, since the key alone does not say which file the daemon tried.
+func checkReadable(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot read %s: %v", file, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return fmt.Errorf("%s is a directory, not a file", file)
+	}
+	return nil
+}
+
+// Password returns the broker password: the content of
+// broker.password_file (trailing newlines trimmed), else the
+// OBSERVERD_AMQP_PASSWORD environment variable, else "".
+func (c *Config) Password() (string, error) {
+	if f := c.Broker.PasswordFile; f != "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("read broker.password_file: %w", err)
+		}
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	return os.Getenv(PasswordEnv), nil
+}
+
+// ClientTLS builds the TLS client configuration of the broker connection:
+// RootCAs from tls.ca_file (the system pool when empty), the client
+// certificate when cert_file and key_file are set, MinVersion from
+// min_version. It never skips verification.
+//
+// ServerName is tls.server_name; when that is empty it stays empty and
+// amqp091-go's DialConfig sets it to the host of the URL being dialled, in
+// place on the config it is given. So build a fresh config (or Clone) for
+// every dial: reused across a failover, it would verify the second broker
+// against the first one's name.
+func (b *Broker) ClientTLS() (*tls.Config, error) {
+	version, err := tlsVersion(b.TLS.MinVersion)
+	if err != nil {
+		return nil, fmt.Errorf("configure broker tls: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: version, ServerName: b.TLS.ServerName}
+	if b.TLS.CAFile != "" {
+		cfg.RootCAs, err = loadCA(b.TLS.CAFile)
+	} else {
+		cfg.RootCAs, err = x509.SystemCertPool()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("configure broker tls: %w", err)
+	}
+	if b.TLS.CertFile != "" || b.TLS.KeyFile != "" {
+		cert, err := b.TLS.clientCertificate()
+		if err != nil {
+			return nil, fmt.Errorf("configure broker tls: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+func (t *TLS) clientCertificate() (tls.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("load client certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	return cert, nil
+}
+
+func loadCA(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("no PEM certificate found in %s", file)
+	}
+	return pool, nil
+}
+
+func tlsVersion(v string) (uint16, error) {
+	switch v {
+	case "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	case "1.0", "1.1":
+		return 0, fmt.Errorf("TLS %s is obsolete and insecure (RFC 8996); use \"1.2\" or \"1.3\"", v)
+	}
+	return 0, fmt.Errorf("unknown TLS version %q; use \"1.2\" or \"1.3\"", v)
+}

@@ -1,0 +1,232 @@
+// Package configs loads and validates the daemon configuration
+// (observerd.yaml, see DESIGN.md), and holds the strict YAML decoding that
+// package policy shares: unknown keys, wrong types and bad values are all
+// reported at once, each with file:line:col and its key path.
+//
+// Relative paths in the config (policy_dir, plugin_dir, state_dir and the
+// broker's password and TLS files) are resolved against the directory of
+// the config file, as nats-server and telegraf users expect, so that the
+// daemon behaves the same whatever its working directory.
+package configs
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Config is the daemon configuration.
+type Config struct {
+	File           string   `yaml:"-"`               // path it was loaded from
+	Node           string   `yaml:"node"`            // default: os.Hostname()
+	PolicyDir      string   `yaml:"policy_dir"`      // default /etc/observerd/policies.d
+	PluginDir      string   `yaml:"plugin_dir"`      // default /usr/lib/observerd/plugins
+	StateDir       string   `yaml:"state_dir"`       // default /var/lib/observerd
+	AllowedTargets []string `yaml:"allowed_targets"` // default ["127.0.0.0/8", "::1/128"]
+	Log            Log      `yaml:"log"`
+	Admin          Admin    `yaml:"admin"`
+	Broker         Broker   `yaml:"broker"`
+	Outbox         Outbox   `yaml:"outbox"`
+
+	doc *Document // where each key was written, for validation messages
+}
+
+// Log configures the daemon's logs.
+type Log struct {
+	Level  string `yaml:"level"`  // trace | debug | info (default) | warn | error
+	Format string `yaml:"format"` // json (default) | console
+}
+
+// Admin configures the admin HTTP endpoint.
+type Admin struct {
+	Listen string `yaml:"listen"` // loopback host:port, default 127.0.0.1:9464; "" disables
+}
+
+// Broker configures the RabbitMQ connection.
+type Broker struct {
+	URLs          []string `yaml:"urls"`           // tried in order; default ["amqps://observer@localhost:5671/"]
+	AllowInsecure bool     `yaml:"allow_insecure"` // permits amqp:// (no TLS)
+	PasswordFile  string   `yaml:"password_file"`  // else env OBSERVERD_AMQP_PASSWORD
+	Auth          string   `yaml:"auth"`           // plain (default) | external (client certificate)
+	TLS           TLS      `yaml:"tls"`
+	Exchange      string   `yaml:"exchange"`       // default polar.events
+	Encoding      string   `yaml:"encoding"`       // protobuf (default) | json
+	ConfirmWindow int      `yaml:"confirm_window"` // unconfirmed publishes in flight, 1..65535, default 256
+	Heartbeat     Duration `yaml:"heartbeat"`      // whole seconds, 1s..65535s, default 10s
+	Queues        []Queue  `yaml:"queues"`         // declared (durable) at every connect
+}
+
+// TLS configures the client side of the broker's TLS.
+type TLS struct {
+	CAFile     string `yaml:"ca_file"`     // PEM roots; "" uses the system pool
+	CertFile   string `yaml:"cert_file"`   // client certificate (PEM), with key_file
+	KeyFile    string `yaml:"key_file"`    // its private key (PEM)
+	ServerName string `yaml:"server_name"` // name to verify; "" means each URL's host
+	MinVersion string `yaml:"min_version"` // "1.2" (default) | "1.3"
+}
+
+// Queue is a queue declared at connect, with its bindings to the exchange,
+// so that events are kept even before the first consumer starts.
+type Queue struct {
+	Name     string   `yaml:"name"`
+	Type     string   `yaml:"type"`     // quorum (default) | classic
+	Bindings []string `yaml:"bindings"` // topic patterns, such as observation.#
+}
+
+// SetDefaults gives a queue written in the config its default type.
+func (q *Queue) SetDefaults() { q.Type = "quorum" }
+
+// Outbox bounds the on-disk outbox.
+type Outbox struct {
+	MaxBytes ByteSize `yaml:"max_bytes"` // at least 1MiB, default 1GiB
+	WhenFull string   `yaml:"when_full"` // drop_oldest (default) | block
+}
+
+// PasswordEnv is the environment variable holding the broker password when
+// broker.password_file is not set.
+const PasswordEnv = "OBSERVERD_AMQP_PASSWORD"
+
+// maxConfigSize caps what Load reads, so that pointing --config at a device
+// or a huge file fails fast instead of filling memory.
+const maxConfigSize = 1 << 20
+
+// Default returns the configuration used for every key the file leaves out.
+func Default() *Config {
+	c := &Config{
+		PolicyDir:      "/etc/observerd/policies.d",
+		PluginDir:      "/usr/lib/observerd/plugins",
+		StateDir:       "/var/lib/observerd",
+		AllowedTargets: []string{"127.0.0.0/8", "::1/128"},
+		Log:            Log{Level: "info", Format: "json"},
+		Admin:          Admin{Listen: "127.0.0.1:9464"},
+		Broker: Broker{
+			URLs:          []string{"amqps://observer@localhost:5671/"},
+			Auth:          "plain",
+			TLS:           TLS{MinVersion: "1.2"},
+			Exchange:      "polar.events",
+			Encoding:      "protobuf",
+			ConfirmWindow: 256,
+			Heartbeat:     Duration(10 * time.Second),
+		},
+		Outbox: Outbox{MaxBytes: GiB, WhenFull: "drop_oldest"},
+	}
+	c.Node, _ = os.Hostname() // when unknown, Validate asks for node
+	return c
+}
+
+// Load reads the config file at path, decodes it strictly, applies defaults
+// and validates it. The error lists every problem, each with file:line:col
+// and key path (see ProblemsOf).
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, &Problem{File: path, Message: fmt.Sprintf("the file is larger than %s; this is not a config file", ByteSize(maxConfigSize))}
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load from bytes; file names the source in problems and anchors
+// relative paths (when empty, they stay relative to the working directory).
+func Parse(file string, data []byte) (*Config, error) {
+	c := Default()
+	doc, err := DecodeStrict(file, data, c)
+	if doc == nil {
+		return nil, err
+	}
+	c.File, c.doc = file, doc
+	if c.Node == "" { // node: "" means the default, as in DESIGN.md
+		c.Node, _ = os.Hostname()
+	}
+	if err := c.resolvePaths(); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// resolvePaths makes relative paths relative to the config file.
+func (c *Config) resolvePaths() error {
+	if c.File == "" {
+		return nil
+	}
+	base, err := filepath.Abs(filepath.Dir(c.File))
+	if err != nil {
+		return fmt.Errorf("resolve paths of %s: %w", c.File, err)
+	}
+	for _, p := range []*string{&c.PolicyDir, &c.PluginDir, &c.StateDir,
+		&c.Broker.PasswordFile, &c.Broker.TLS.CAFile, &c.Broker.TLS.CertFile, &c.Broker.TLS.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	return nil
+}
+
+// Targets is the parsed allowed_targets; entries that do not parse are left
+// out (Validate reports them).
+func (c *Config) Targets() *AllowList {
+	a, _ := ParseAllowList(c.AllowedTargets)
+	return a
+}
+
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,253}$`)
+
+// Validate checks the whole config and returns every problem at once
+// (joined *Problem errors, positioned when the config came from a file).
+func (c *Config) Validate() error {
+	r := c.doc.Report()
+	switch {
+	case c.Node == "":
+		r.Addf("node", "the host name is unknown; set node")
+	case !nodeName.MatchString(c.Node):
+		r.Addf("node", "invalid node name %q: use up to 253 letters, digits, '-', '_' and '.'", c.Node)
+	}
+	for _, dir := range []struct{ path, value string }{
+		{"policy_dir", c.PolicyDir}, {"plugin_dir", c.PluginDir}, {"state_dir", c.StateDir},
+	} {
+		if dir.value == "" {
+			r.Addf(dir.path, "must not be empty")
+		}
+	}
+	_, err := ParseAllowList(c.AllowedTargets)
+	for _, p := range ProblemsOf(err) {
+		r.Addf(p.Path, "%s", p.Message)
+	}
+	oneOf(r, "log.level", c.Log.Level, "trace", "debug", "info", "warn", "error")
+	oneOf(r, "log.format", c.Log.Format, "json", "console")
+	if c.Admin.Listen != "" {
+		if err := checkLoopback(c.Admin.Listen); err != nil {
+			r.Addf("admin.listen", "%v", err)
+		}
+	}
+	c.Broker.validate(r)
+	if c.Outbox.MaxBytes < MiB {
+		r.Addf("outbox.max_bytes", "must be at least 1MiB, got %s", c.Outbox.MaxBytes)
+	}
+	oneOf(r, "outbox.when_full", c.Outbox.WhenFull, "drop_oldest", "block")
+	return r.Err()
+}
+
+// oneOf checks an enumerated value.
+func oneOf(r *Report, path, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	r.Addf(path, "unknown value %q; use one of: %s", value, strings.Join(allowed, ", "))
+}

@@ -1,0 +1,738 @@
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Limits of the strict decoder. They keep a hostile or broken file from
+// costing more than a bounded amount of time and output.
+const (
+	// MaxDepth is how deeply mappings and lists may nest; real documents
+	// use fewer than ten levels.
+	MaxDepth = 100
+	// MaxProblems is where decoding stops reporting: past it, the file is
+	// most likely not the kind of document expected at all.
+	MaxProblems = 100
+)
+
+// Defaulter is implemented (on the pointer) by types that fill in their
+// defaults. The decoder calls SetDefaults on every struct it allocates (list
+// elements, pointer sections) before overlaying the document onto it, so an
+// absent key keeps its default while an explicit zero stays visible to
+// validation. The top-level value is the caller's to prepare.
+type Defaulter interface {
+	SetDefaults()
+}
+
+// Document records where each key path of a decoded file is, so that
+// validation, which runs on the Go values, can still point at file:line:col.
+type Document struct {
+	File     string
+	at       map[string]place
+	problems []*Problem
+	broken   map[string]bool
+}
+
+type place struct {
+	line, column       int // the value
+	keyLine, keyColumn int // the key naming it; zero for list elements
+}
+
+// Has reports whether path was written in the document (a key with a null
+// value counts as written).
+func (d *Document) Has(path string) bool {
+	if d == nil {
+		return false
+	}
+	_, ok := d.at[path]
+	return ok
+}
+
+// Line is the line of the value at path, or 0 when the path is absent.
+func (d *Document) Line(path string) int {
+	if d == nil {
+		return 0
+	}
+	return d.at[path].line
+}
+
+// Where names where path is for a message about another place, such as a
+// duplicate's first occurrence: "line 12:5", or the path itself when the
+// position is unknown.
+func (d *Document) Where(path string) string {
+	if d == nil {
+		return path
+	}
+	if at, ok := d.at[path]; ok && at.line > 0 {
+		return fmt.Sprintf("line %d:%d", at.line, at.column)
+	}
+	return path
+}
+
+// Problemf makes a problem at path. When the path is not in the document
+// (a missing key), it points at the key of the nearest enclosing mapping
+// that is, which is where the operator has to add it.
+func (d *Document) Problemf(path, format string, args ...any) *Problem {
+	p := &Problem{Path: path, Message: fmt.Sprintf(format, args...)}
+	if d == nil {
+		return p
+	}
+	p.File = d.File
+	if at, ok := d.at[path]; ok {
+		p.Line, p.Column = at.line, at.column
+		return p
+	}
+	for parent := path; parent != ""; {
+		parent = parentPath(parent)
+		if at, ok := d.at[parent]; ok {
+			p.Line, p.Column = at.keyLine, at.keyColumn
+			if p.Line == 0 {
+				p.Line, p.Column = at.line, at.column
+			}
+			return p
+		}
+	}
+	return p
+}
+
+// Broken reports whether path, or a path enclosing it, already failed to
+// decode. Validation skips such paths: a value that did not decode has no
+// meaningful Go value to check, and a second message would only be noise.
+func (d *Document) Broken(path string) bool {
+	if d == nil {
+		return false
+	}
+	for p := path; p != ""; p = parentPath(p) {
+		if d.broken[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// Err is the decoding problems joined, or nil.
+func (d *Document) Err() error {
+	if d == nil {
+		return nil
+	}
+	return Join(d.problems)
+}
+
+// Report starts a list of problems for validating the decoded value, seeded
+// with the decoding problems so that one error holds everything wrong with
+// the file. A nil Document gives problems without positions, for values
+// built in code.
+func (d *Document) Report() *Report {
+	r := &Report{doc: d}
+	if d != nil {
+		r.problems = slices.Clone(d.problems)
+	}
+	return r
+}
+
+// Report collects the problems of one document.
+type Report struct {
+	doc      *Document
+	problems []*Problem
+}
+
+// Addf records a problem at path, unless the path already failed to decode.
+func (r *Report) Addf(path, format string, args ...any) {
+	if r.doc.Broken(path) {
+		return
+	}
+	r.problems = append(r.problems, r.doc.Problemf(path, format, args...))
+}
+
+// Err is every problem recorded, sorted and joined, or nil.
+func (r *Report) Err() error { return Join(r.problems) }
+
+// DecodeStrict decodes one YAML document into out, which must be a non-nil
+// pointer to a struct (prefilled with defaults). It reports every problem
+// rather than the first: unknown keys (with a suggestion), wrong types, bad
+// durations and byte sizes, duplicate keys, excessive aliasing. Each problem
+// carries file:line:col and the key path, such as broker.tls.min_version or
+// spec.observers[2].interval.
+//
+// When the file cannot be decoded at all (not UTF-8 text, a YAML syntax
+// error, empty, not a mapping, several documents, nested too deeply) the
+// Document is nil. Otherwise the Document is returned, with the problems in
+// the error too, so that the caller can go on validating and report
+// decoding and validation problems together.
+//
+// Null values ("key:" or "key: null") leave the default in place.
+func DecodeStrict(file string, data []byte, out any) (*Document, error) {
+	v := reflect.ValueOf(out)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return nil, fmt.Errorf("decode %s: want a non-nil pointer to a struct, got %T", file, out)
+	}
+	root, nodes, err := parseDocument(file, data)
+	if err != nil {
+		return nil, err
+	}
+	doc := &Document{File: file, at: map[string]place{}, broken: map[string]bool{}}
+	d := &decoder{
+		doc: doc,
+		// Aliases may repeat parts of the document, but not blow it up: a
+		// "billion laughs" file runs out of budget after a few thousand
+		// nodes instead of expanding to gigabytes.
+		budget: 4*nodes + 10_000,
+		active: map[*yaml.Node]bool{},
+	}
+	doc.at[""] = place{line: root.Line, column: root.Column}
+	d.value(root, v.Elem(), "", nil)
+	return doc, doc.Err()
+}
+
+// parseDocument checks that data is one YAML document whose root is a
+// mapping, and returns the root with the number of nodes it holds.
+func parseDocument(file string, data []byte) (*yaml.Node, int, error) {
+	fatal := func(line int, format string, args ...any) error {
+		return &Problem{File: file, Line: line, Message: fmt.Sprintf(format, args...)}
+	}
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		return nil, 0, fatal(lineAt(data, i), "not a text file: it contains a NUL byte")
+	}
+	if !utf8.Valid(data) {
+		i := 0
+		for i < len(data) {
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			i += size
+		}
+		return nil, 0, fatal(lineAt(data, i), "not a text file: it is not valid UTF-8")
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, 0, fatal(0, "the document is empty")
+		}
+		return nil, 0, syntaxProblem(file, err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		return nil, 0, fatal(next.Line, "a second YAML document starts here; a file holds exactly one")
+	case !errors.Is(err, io.EOF):
+		return nil, 0, syntaxProblem(file, err)
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		return nil, 0, fatal(0, "the document is empty")
+	}
+	nodes, deep := measure(root, 1)
+	if deep != nil {
+		return nil, 0, &Problem{File: file, Line: deep.Line, Column: deep.Column,
+			Message: fmt.Sprintf("the document nests deeper than %d levels", MaxDepth)}
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, 0, &Problem{File: file, Line: root.Line, Column: root.Column,
+			Message: "the document must be a mapping of keys to values, not " + describe(root)}
+	}
+	return root, nodes, nil
+}
+
+// measure counts the nodes of a tree without following aliases, and returns
+// the first node deeper than MaxDepth, if any.
+func measure(n *yaml.Node, depth int) (int, *yaml.Node) {
+	if depth > MaxDepth {
+		return 0, n
+	}
+	count := 1
+	for _, c := range n.Content {
+		k, deep := measure(c, depth+1)
+		if deep != nil {
+			return 0, deep
+		}
+		count += k
+	}
+	return count, nil
+}
+
+var yamlErrLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+
+// parserProblems are the messages of go-yaml's parser, as opposed to its
+// scanner. go-yaml numbers the lines of parser errors from 0 (see
+// go-yaml/yaml#205), and leaves the line out when that is 0.
+var parserProblems = []string{
+	"did not find expected node content",
+	"did not find expected key",
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"did not find expected '-' indicator",
+	"did not find expected ',' or '}'",
+	"did not find expected ',' or ']'",
+	"found undefined tag handle",
+	"found incompatible YAML document",
+	"found duplicate %YAML directive",
+	"found duplicate %TAG directive",
+}
+
+// syntaxProblem turns a go-yaml parse error ("yaml: line 3: ...") into a
+// Problem carrying the (1-based) line.
+func syntaxProblem(file string, err error) *Problem {
+	msg := err.Error()
+	p := &Problem{File: file}
+	if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
+		p.Line, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	}
+	if slices.Contains(parserProblems, msg) {
+		p.Line++
+	}
+	p.Message = "invalid YAML: " + msg
+	return p
+}
+
+func lineAt(data []byte, offset int) int { return bytes.Count(data[:offset], []byte("\n")) + 1 }
+
+// decoder walks a yaml.Node tree and a Go value together.
+type decoder struct {
+	doc     *Document
+	budget  int
+	active  map[*yaml.Node]bool // anchors being expanded, to catch self-reference
+	stopped bool
+}
+
+type nodeUnmarshaler interface {
+	UnmarshalYAML(*yaml.Node) error
+}
+
+var nodeUnmarshalerType = reflect.TypeFor[nodeUnmarshaler]()
+
+func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	if d.stopped {
+		return
+	}
+	d.doc.broken[path] = true
+	if len(d.doc.problems) >= MaxProblems {
+		d.doc.problems = append(d.doc.problems, &Problem{File: d.doc.File, Line: n.Line, Column: n.Column,
+			Message: fmt.Sprintf("more than %d problems; stopped looking", MaxProblems)})
+		d.stopped = true
+		return
+	}
+	d.doc.problems = append(d.doc.problems, &Problem{File: d.doc.File, Line: n.Line, Column: n.Column,
+		Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// spend accounts for one decoded node; false once the budget is gone.
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	if d.stopped {
+		return false
+	}
+	d.budget--
+	if d.budget < 0 {
+		d.fail(n, path, "the document expands too much through aliases")
+		d.stopped = true
+		return false
+	}
+	return true
+}
+
+// deref follows an alias. Anchored nodes are marked while they are being
+// decoded, so that an alias inside its own anchor is reported instead of
+// recursing; it returns nil (after reporting) then. release must be called
+// when done with the target.
+func (d *decoder) deref(n *yaml.Node, path string) (target *yaml.Node, release func()) {
+	target = n
+	if n.Kind == yaml.AliasNode {
+		target = n.Alias
+		if d.active[target] {
+			d.fail(n, path, "alias *%s refers to itself", n.Value)
+			return nil, nil
+		}
+	}
+	if target.Anchor == "" {
+		return target, func() {}
+	}
+	d.active[target] = true
+	return target, func() { delete(d.active, target) }
+}
+
+// value decodes n into v. key is the mapping key naming it, nil for list
+// elements and the root. It records where the value is, so that
+// validation can point at it; an alias is recorded where it is used.
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, key *yaml.Node) {
+	if !d.spend(n, path) {
+		return
+	}
+	if path != "" {
+		at := place{line: n.Line, column: n.Column}
+		if key != nil {
+			at.keyLine, at.keyColumn = key.Line, key.Column
+		}
+		d.doc.at[path] = at
+	}
+	n, release := d.deref(n, path)
+	if n == nil {
+		return
+	}
+	defer release()
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return
+	}
+	d.into(n, v, path)
+}
+
+// into decodes a non-null, non-alias node into v.
+func (d *decoder) into(n *yaml.Node, v reflect.Value, path string) {
+	if v.CanAddr() && v.Addr().Type().Implements(nodeUnmarshalerType) {
+		if err := v.Addr().Interface().(nodeUnmarshaler).UnmarshalYAML(n); err != nil {
+			d.fail(n, path, "%s", err.Error())
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			fresh := reflect.New(v.Type().Elem())
+			setDefaults(fresh)
+			v.Set(fresh)
+		}
+		d.into(n, v.Elem(), path)
+	case reflect.Struct:
+		d.structure(n, v, path)
+	case reflect.Map:
+		d.mapping(n, v, path)
+	case reflect.Slice:
+		d.list(n, v, path)
+	case reflect.Interface:
+		if x, ok := d.generic(n, path); ok {
+			v.Set(reflect.ValueOf(&x).Elem())
+		}
+	default:
+		d.scalar(n, v, path)
+	}
+}
+
+func setDefaults(ptr reflect.Value) {
+	if def, ok := ptr.Interface().(Defaulter); ok {
+		def.SetDefaults()
+	}
+}
+
+// entry is one key: value pair of a mapping, after merge keys are applied.
+type entry struct{ key, value *yaml.Node }
+
+// entries lists the pairs of a mapping node, reporting duplicate and
+// non-scalar keys, and applying "<<: *anchor" merges (explicit keys win,
+// then earlier merged mappings win over later ones, as YAML specifies).
+func (d *decoder) entries(n *yaml.Node, path string) []entry {
+	var out, merged []entry
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content) && !d.stopped; i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			merged = append(merged, d.merge(val, path)...)
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			d.fail(k, path, "a key must be a plain value, not %s", describe(k))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			d.fail(k, PathKey(path, k.Value), "duplicate key %q (first at line %d:%d)", k.Value, first.Line, first.Column)
+			continue
+		}
+		seen[k.Value] = k
+		out = append(out, entry{k, val})
+	}
+	for _, e := range merged {
+		if _, ok := seen[e.key.Value]; !ok {
+			seen[e.key.Value] = e.key
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (d *decoder) merge(val *yaml.Node, path string) []entry {
+	if !d.spend(val, path) {
+		return nil
+	}
+	target, release := d.deref(val, path)
+	if target == nil {
+		return nil
+	}
+	defer release()
+	switch target.Kind {
+	case yaml.MappingNode:
+		return d.entries(target, path)
+	case yaml.SequenceNode:
+		var out []entry
+		for _, item := range target.Content {
+			if item.Kind != yaml.AliasNode || item.Alias.Kind != yaml.MappingNode {
+				d.fail(item, path, "a merge (<<) list must hold aliases of mappings, not %s", describe(item))
+				continue
+			}
+			out = append(out, d.merge(item, path)...)
+		}
+		return out
+	}
+	d.fail(val, path, "a merge (<<) takes a mapping or a list of mappings, not %s", describe(target))
+	return nil
+}
+
+func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "expected a mapping of keys, got %s", describe(n))
+		return
+	}
+	fields := yamlFields(v.Type())
+	for _, e := range d.entries(n, path) {
+		i, ok := fields[e.key.Value]
+		if !ok {
+			d.fail(e.key, PathKey(path, e.key.Value), "unknown key %q%s", e.key.Value, suggest(e.key.Value, fields))
+			continue
+		}
+		d.value(e.value, v.Field(i), PathKey(path, e.key.Value), e.key)
+	}
+}
+
+// yamlFields maps the YAML names of a struct's fields to their index, the
+// way go-yaml names them: the tag name, else the lower-cased field name.
+func yamlFields(t reflect.Type) map[string]int {
+	fields := map[string]int{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = strings.ToLower(f.Name)
+		}
+		fields[name] = i
+	}
+	return fields
+}
+
+// suggest names the closest known key, or lists them all when none is close.
+func suggest(key string, fields map[string]int) string {
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	best, bestDist := "", 3
+	for _, name := range names {
+		if dist := editDistance(strings.ToLower(key), name); dist < bestDist {
+			best, bestDist = name, dist
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return "; valid keys: " + strings.Join(names, ", ")
+}
+
+// editDistance is the Levenshtein distance, for short keys.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "expected a mapping, got %s", describe(n))
+		return
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		panic("configs: only maps with string keys are supported, got " + v.Type().String())
+	}
+	m := reflect.MakeMap(v.Type())
+	for _, e := range d.entries(n, path) {
+		elem := reflect.New(v.Type().Elem())
+		setDefaults(elem)
+		p := PathKey(path, e.key.Value)
+		before := len(d.doc.problems)
+		d.value(e.value, elem.Elem(), p, e.key)
+		if len(d.doc.problems) == before {
+			m.SetMapIndex(reflect.ValueOf(e.key.Value).Convert(v.Type().Key()), elem.Elem())
+		}
+	}
+	v.Set(m)
+}
+
+func (d *decoder) list(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.SequenceNode {
+		d.fail(n, path, "expected a list, got %s", describe(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		setDefaults(s.Index(i).Addr())
+		d.value(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i), nil)
+	}
+	v.Set(s)
+}
+
+// generic decodes an untyped value (such as a plugin's free-form config)
+// into the JSON-compatible shapes: map[string]any, []any, string, bool,
+// int, float64. It is walked here rather than by go-yaml so that aliases
+// are budgeted and positions kept like everywhere else.
+func (d *decoder) generic(n *yaml.Node, path string) (any, bool) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for _, e := range d.entries(n, path) {
+			var x any
+			d.value(e.value, reflect.ValueOf(&x).Elem(), PathKey(path, e.key.Value), e.key)
+			m[e.key.Value] = x
+		}
+		return m, true
+	case yaml.SequenceNode:
+		s := make([]any, len(n.Content))
+		for i, item := range n.Content {
+			d.value(item, reflect.ValueOf(&s[i]).Elem(), fmt.Sprintf("%s[%d]", path, i), nil)
+		}
+		return s, true
+	}
+	var x any
+	if err := n.Decode(&x); err != nil {
+		d.fail(n, path, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, false
+	}
+	if f, ok := x.(float64); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
+		d.fail(n, path, "%s cannot be represented in JSON", n.Value)
+		return nil, false
+	}
+	return x, true
+}
+
+func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
+	want := map[reflect.Kind]string{reflect.String: "a string", reflect.Bool: "true or false",
+		reflect.Float32: "a number", reflect.Float64: "a number"}[v.Kind()]
+	if want == "" {
+		want = "an integer"
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.fail(n, path, "expected %s, got %s", want, describe(n))
+		return
+	}
+	tag := n.ShortTag()
+	ok := false
+	switch v.Kind() {
+	case reflect.String:
+		// Any scalar reads as its text, so that min_version: 1.2 means "1.2".
+		if tag != "!!binary" {
+			v.SetString(n.Value)
+			ok = true
+		}
+	case reflect.Bool:
+		var b bool
+		if ok = tag == "!!bool" && n.Decode(&b) == nil; ok {
+			v.SetBool(b)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		var i int64
+		if ok = tag == "!!int" && n.Decode(&i) == nil; ok {
+			if v.OverflowInt(i) {
+				d.fail(n, path, "%s is out of range", n.Value)
+				return
+			}
+			v.SetInt(i)
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		var u uint64
+		if ok = tag == "!!int" && n.Decode(&u) == nil; ok {
+			if v.OverflowUint(u) {
+				d.fail(n, path, "%s is out of range", n.Value)
+				return
+			}
+			v.SetUint(u)
+		}
+	case reflect.Float32, reflect.Float64:
+		var f float64
+		if ok = (tag == "!!int" || tag == "!!float") && n.Decode(&f) == nil; ok {
+			v.SetFloat(f)
+		}
+	default:
+		panic("configs: unsupported field type " + v.Type().String())
+	}
+	if !ok {
+		d.fail(n, path, "expected %s, got %s", want, describe(n))
+	}
+}
+
+// describe names what a node is, for "expected X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias (*" + n.Value + ")"
+	}
+	const maxShown = 40
+	value := n.Value
+	if len(value) > maxShown {
+		value = value[:maxShown] + "..."
+	}
+	return strconv.Quote(value)
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// PathKey appends a key to a key path the way problems name it: a.b for
+// plain keys, a["x.y"] otherwise.
+func PathKey(path, key string) string {
+	if !plainKey.MatchString(key) {
+		return path + "[" + strconv.Quote(key) + "]"
+	}
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// parentPath strips the last element of a key path built by PathKey.
+func parentPath(path string) string {
+	if strings.HasSuffix(path, `"]`) {
+		// A quoted key may itself hold brackets: find the opening that
+		// makes the rest a valid quoted string.
+		for i := strings.LastIndex(path, `["`); i >= 0; i = strings.LastIndex(path[:i], `["`) {
+			if _, err := strconv.Unquote(path[i+1 : len(path)-1]); err == nil {
+				return path[:i]
+			}
+		}
+	}
+	if i := strings.LastIndexAny(path, ".["); i >= 0 {
+		return path[:i]
+	}
+	return ""
+}

@@ -1,0 +1,200 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sample exercises every shape the strict decoder supports.
+type sample struct {
+	Name    string            `yaml:"name"`
+	Count   int8              `yaml:"count"`
+	Ratio   float64           `yaml:"ratio"`
+	On      bool              `yaml:"on"`
+	Every   Duration          `yaml:"every"`
+	Size    ByteSize          `yaml:"size"`
+	Tags    []string          `yaml:"tags"`
+	Labels  map[string]string `yaml:"labels"`
+	Items   []item            `yaml:"items"`
+	Section *item             `yaml:"section"`
+	Free    map[string]any    `yaml:"free"`
+	Ignored string            `yaml:"-"`
+	Untag   string
+}
+
+type item struct {
+	ID   string `yaml:"id"`
+	Kind string `yaml:"kind"`
+}
+
+// SetDefaults shows that allocated elements get their defaults first.
+func (i *item) SetDefaults() { i.Kind = "default" }
+
+func TestDecodeStrictShapes(t *testing.T) {
+	var s sample
+	doc, err := DecodeStrict("s.yaml", []byte(`
+name: n
+count: -8
+ratio: 3
+on: true
+every: 1m30s
+size: 1.5KiB
+tags: [a, b]
+labels: {x.y: "1", plain: two}
+items: [{id: a}, {id: b, kind: custom}]
+section: {id: s}
+free: {n: 1, f: 1.5, s: text, l: [1, {a: b}], "no": null, t: true}
+untag: u
+`), &s)
+	require.NoError(t, err)
+	assert.Equal(t, sample{
+		Name: "n", Count: -8, Ratio: 3, On: true, Every: Duration(90 * time.Second), Size: 1536,
+		Tags: []string{"a", "b"}, Labels: map[string]string{"x.y": "1", "plain": "two"},
+		Items:   []item{{ID: "a", Kind: "default"}, {ID: "b", Kind: "custom"}},
+		Section: &item{ID: "s", Kind: "default"},
+		Free:    map[string]any{"n": 1, "f": 1.5, "s": "text", "l": []any{1, map[string]any{"a": "b"}}, "no": nil, "t": true},
+		Untag:   "u",
+	}, s)
+	assert.True(t, doc.Has("labels[\"x.y\"]"))
+	assert.True(t, doc.Has("free.l[1].a"))
+	assert.Equal(t, 10, doc.Line("items[0]"))
+	assert.Equal(t, "line 10:9", doc.Where("items[0]"))
+	assert.Equal(t, "nowhere", doc.Where("nowhere"))
+}
+
+func TestDecodeStrictProblems(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"types", "name: {a: 1}\ncount: 300\nratio: x\non: 1\ntags: a\nlabels: [a]\nitems: {id: a}\nsection: [1]\nfree: 5", []string{
+			`s.yaml:1:7: name: expected a string, got a mapping`,
+			`s.yaml:2:8: count: 300 is out of range`,
+			`s.yaml:3:8: ratio: expected a number, got "x"`,
+			`s.yaml:4:5: on: expected true or false, got "1"`,
+			`s.yaml:5:7: tags: expected a list, got "a"`,
+			`s.yaml:6:9: labels: expected a mapping, got a list`,
+			`s.yaml:7:8: items: expected a list, got a mapping`,
+			`s.yaml:8:10: section: expected a mapping of keys, got a list`,
+			`s.yaml:9:7: free: expected a mapping, got "5"`}},
+		{"quoted number is a string", `count: "5"`, []string{`s.yaml:1:8: count: expected an integer, got "5"`}},
+		{"ignored field is unknown", "ignored: x", []string{`s.yaml:1:1: ignored: unknown key "ignored"; valid keys: count, every, free, items, labels, name, on, ratio, section, size, tags, untag`}},
+		{"non-scalar key", "? [a]\n: b", []string{`s.yaml:1:3: a key must be a plain value, not a list`}},
+		{"duplicate in a map", "labels: {a: 1, a: 2}", []string{`s.yaml:1:16: labels.a: duplicate key "a" (first at line 1:10)`}},
+		{"duplicate in a list element", "items:\n- id: a\n  id: b", []string{`s.yaml:3:3: items[0].id: duplicate key "id" (first at line 2:3)`}},
+		{"self-referencing alias", "free: &a {x: *a}", []string{`s.yaml:1:14: free.x: alias *a refers to itself`}},
+		{"JSON cannot hold infinity", "free: {x: .inf}", []string{`s.yaml:1:11: free.x: .inf cannot be represented in JSON`}},
+		{"bad merge", "section: {<<: 5}", []string{`s.yaml:1:15: section: a merge (<<) takes a mapping or a list of mappings, not "5"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s sample
+			doc, err := DecodeStrict("s.yaml", []byte(tt.yaml), &s)
+			require.NotNil(t, doc)
+			assert.Equal(t, tt.want, lines(err, ""))
+		})
+	}
+}
+
+func TestDecodeStrictAliasesAndMerges(t *testing.T) {
+	var s sample
+	_, err := DecodeStrict("s.yaml", []byte(`
+labels: &common {a: "1", b: "2"}
+free: {copy: *common}
+items:
+  - &base {id: x, kind: k}
+  - {<<: *base, id: y}
+  - {<<: [*base], kind: z}
+`), &s)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"copy": map[string]any{"a": "1", "b": "2"}}, s.Free)
+	assert.Equal(t, []item{{"x", "k"}, {"y", "k"}, {"x", "z"}}, s.Items)
+}
+
+func TestDecodeStrictBillionLaughs(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("free:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
+	for i := 1; i < 10; i++ {
+		fmt.Fprintf(&b, "  l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	start := time.Now()
+	var s sample
+	_, err := DecodeStrict("s.yaml", []byte(b.String()), &s)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	problems := ProblemsOf(err)
+	require.Len(t, problems, 1)
+	assert.Equal(t, "the document expands too much through aliases", problems[0].Message)
+}
+
+func TestDecodeStrictLimits(t *testing.T) {
+	deep := "free: " + strings.Repeat("[", MaxDepth+5) + strings.Repeat("]", MaxDepth+5)
+	var s sample
+	doc, err := DecodeStrict("s.yaml", []byte(deep), &s)
+	assert.Nil(t, doc)
+	assert.EqualError(t, err, fmt.Sprintf("s.yaml:1:%d: the document nests deeper than %d levels", 6+MaxDepth, MaxDepth))
+
+	// go-yaml's own limit stops a pathological nesting early, without a hang.
+	start := time.Now()
+	_, err = DecodeStrict("s.yaml", []byte("free: "+strings.Repeat("[", 500_000)), &s)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	assert.ErrorContains(t, err, "exceeded max depth")
+
+	many := strings.Repeat("x: 1\n", 2*MaxProblems)
+	_, err = DecodeStrict("s.yaml", []byte(strings.ReplaceAll(many, "x", "k")), &s)
+	problems := ProblemsOf(err)
+	require.Len(t, problems, MaxProblems+1)
+	assert.Equal(t, fmt.Sprintf("more than %d problems; stopped looking", MaxProblems), problems[MaxProblems].Message)
+}
+
+func TestDecodeStrictWantsAStructPointer(t *testing.T) {
+	var s sample
+	_, err := DecodeStrict("s.yaml", []byte("name: x"), s)
+	assert.EqualError(t, err, "decode s.yaml: want a non-nil pointer to a struct, got configs.sample")
+}
+
+func TestProblemFormat(t *testing.T) {
+	tests := []struct {
+		p    Problem
+		want string
+	}{
+		{Problem{File: "f.yaml", Line: 3, Column: 5, Path: "a.b", Message: "bad"}, "f.yaml:3:5: a.b: bad"},
+		{Problem{File: "f.yaml", Line: 3, Message: "bad"}, "f.yaml:3: bad"},
+		{Problem{File: "f.yaml", Message: "bad"}, "f.yaml: bad"},
+		{Problem{Path: "a", Message: "bad"}, "a: bad"},
+		{Problem{Line: 2, Column: 1, Message: "bad"}, "2:1: bad"},
+		{Problem{Message: "bad"}, "bad"},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, tt.p.Error())
+	}
+}
+
+func TestProblemsOfAndJoin(t *testing.T) {
+	assert.Nil(t, ProblemsOf(nil))
+	assert.NoError(t, Join(nil))
+	a := &Problem{File: "b.yaml", Line: 1, Message: "a"}
+	b := &Problem{File: "a.yaml", Line: 9, Message: "b"}
+	c := &Problem{File: "a.yaml", Line: 2, Message: "c"}
+	err := errors.Join(Join([]*Problem{a, b, c}), fmt.Errorf("wrapped: %w", a), errors.New("plain"))
+	got := ProblemsOf(err)
+	assert.Equal(t, []*Problem{c, b, a, a, {Message: "plain"}}, got)
+	var p *Problem
+	assert.True(t, errors.As(err, &p))
+}
+
+func TestPathHelpers(t *testing.T) {
+	assert.Equal(t, "a.b", PathKey("a", "b"))
+	assert.Equal(t, `a["x.y"]`, PathKey("a", "x.y"))
+	assert.Equal(t, "b", PathKey("", "b"))
+	for path, parent := range map[string]string{
+		"a.b": "a", "a[2]": "a", `a["x.y"]`: "a", `a["x[1]"]`: "a", "a": "", `a.b["p.q"].c`: `a.b["p.q"]`,
+	} {
+		assert.Equal(t, parent, parentPath(path), path)
+	}
+}

@@ -1,0 +1,208 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/polar/observerd/configs"
+)
+
+// Parse decodes a policy strictly, applies its defaults, validates it
+// against env and computes its Revision. The error lists every problem of
+// the file (joined *configs.Problem, see configs.ProblemsOf), each with
+// file:line:col and key path such as spec.observers[2].interval.
+func Parse(file string, data []byte, env Env) (*Policy, error) {
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(file, int64(len(data)))
+	}
+	p := &Policy{}
+	p.SetDefaults()
+	doc, err := configs.DecodeStrict(file, data, p)
+	if doc == nil {
+		return nil, err
+	}
+	p.File, p.doc = file, doc
+	p.complete()
+	r := doc.Report()
+	p.validate(r, env)
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	p.normalize()
+	p.Revision, err = p.revision()
+	if err != nil {
+		return nil, fmt.Errorf("parse policy %s: %w", file, err)
+	}
+	return p, nil
+}
+
+// ParseFile reads and parses one policy file, following symlinks (a
+// Kubernetes ConfigMap mounts name.yaml -> ..data/name.yaml) and refusing
+// anything but a regular file of at most MaxFileSize.
+func ParseFile(file string, env Env) (*Policy, error) {
+	problem := func(format string, args ...any) error {
+		return &configs.Problem{File: file, Message: fmt.Sprintf(format, args...)}
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, problem("cannot read the file: %v", unwrapPath(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, problem("cannot read the file: %v", unwrapPath(err))
+	}
+	if !st.Mode().IsRegular() {
+		return nil, problem("not a regular file")
+	}
+	if st.Size() > MaxFileSize {
+		return nil, tooLarge(file, st.Size())
+	}
+	// The limit holds even if the file grows between Stat and ReadAll.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, problem("cannot read the file: %v", unwrapPath(err))
+	}
+	return Parse(file, data, env)
+}
+
+func tooLarge(file string, size int64) error {
+	return &configs.Problem{File: file,
+		Message: fmt.Sprintf("the file has %d bytes; a policy may have at most %d (%s)", size, MaxFileSize, configs.ByteSize(MaxFileSize))}
+}
+
+// unwrapPath drops the path from an *fs.PathError: problems name the file
+// already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// LoadDir parses every *.yaml and *.yml file of dir (not its
+// subdirectories), skipping dot-files (such as the ..data entries of a
+// Kubernetes ConfigMap mount) and following symlinks. Policy names must be
+// unique across files: of two files with the same name, the one sorting
+// first by file name is kept, and the other is rejected with a problem that
+// names both. It returns the valid policies, sorted by file name, and the
+// problems of all the rejected files joined.
+func LoadDir(dir string, env Env) ([]*Policy, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	var (
+		policies []*Policy
+		problems []*configs.Problem
+		byName   = map[string]*Policy{}
+	)
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || (filepath.Ext(name) != ".yaml" && filepath.Ext(name) != ".yml") {
+			continue
+		}
+		p, err := ParseFile(filepath.Join(dir, name), env)
+		if err != nil {
+			problems = append(problems, configs.ProblemsOf(err)...)
+			continue
+		}
+		if first, dup := byName[p.Metadata.Name]; dup {
+			problems = append(problems, p.doc.Problemf("metadata.name", "policy name %q is already used by %s:%d",
+				p.Metadata.Name, first.File, first.doc.Line("metadata.name")))
+			continue
+		}
+		byName[p.Metadata.Name] = p
+		policies = append(policies, p)
+	}
+	return policies, configs.Join(problems)
+}
+
+// complete applies the defaults that depend on other values, and records
+// each observer's line.
+func (p *Policy) complete() {
+	targetHostPort := ""
+	if u, err := url.Parse(p.Spec.Target.URL); err == nil && u.Hostname() != "" {
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		targetHostPort = net.JoinHostPort(u.Hostname(), port)
+	}
+	for i := range p.Spec.Observers {
+		o := &p.Spec.Observers[i]
+		path := fmt.Sprintf("spec.observers[%d]", i)
+		o.Line = p.doc.Line(path)
+		if !p.doc.Has(path+".timeout") && o.Interval > 0 {
+			o.Timeout = min(configs.Duration(time.Second), o.Interval/2)
+		}
+		if o.WASM != nil && !p.doc.Has(path+".wasm.timeout") {
+			o.WASM.Timeout = configs.Duration(time.Second)
+			if o.Timeout > 0 {
+				o.WASM.Timeout = min(o.WASM.Timeout, o.Timeout)
+			}
+		}
+		if o.TCP != nil && !p.doc.Has(path+".tcp.address") {
+			o.TCP.Address = targetHostPort
+		}
+	}
+}
+
+// normalize gives values that mean the same one spelling, after validation
+// (whose messages name the keys as written), so that the revision does not
+// depend on the spelling.
+func (p *Policy) normalize() {
+	for i := range p.Spec.Observers {
+		o := &p.Spec.Observers[i]
+		if o.HTTP != nil {
+			o.HTTP.Extract = nilIfEmptySlice(o.HTTP.Extract)
+			headers := make(map[string]string, len(o.HTTP.Headers))
+			for name, value := range o.HTTP.Headers {
+				headers[http.CanonicalHeaderKey(name)] = value
+			}
+			o.HTTP.Headers = nilIfEmpty(headers)
+		}
+		if o.Prometheus != nil {
+			o.Prometheus.Include = nilIfEmptySlice(o.Prometheus.Include)
+			o.Prometheus.Exclude = nilIfEmptySlice(o.Prometheus.Exclude)
+			o.Prometheus.MatchLabels = nilIfEmpty(o.Prometheus.MatchLabels)
+		}
+		if o.WASM != nil {
+			o.WASM.SHA256 = strings.ToLower(o.WASM.SHA256)
+			o.WASM.Config = nilIfEmpty(o.WASM.Config)
+		}
+	}
+}
+
+// checkPort accepts a decimal port 1..65535.
+func checkPort(port string) error {
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("invalid port %q", port)
+	}
+	return nil
+}
+
+func nilIfEmpty[M ~map[string]V, V any](m M) M {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+func nilIfEmptySlice[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}

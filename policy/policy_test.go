@@ -1,0 +1,285 @@
+package policy
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/configs"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*/expected.txt")
+
+// testEnv allows loopback and web.internal, with the plugins of testdata.
+func testEnv(t *testing.T) Env {
+	t.Helper()
+	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8", "::1/128", "web.internal"})
+	require.NoError(t, err)
+	return Env{Allowed: allowed, PluginDir: "testdata/plugins"}
+}
+
+// render is what a golden file holds: the problems one per line, or the
+// revision and the parsed policy with its defaults.
+func render(t *testing.T, p *Policy, err error) string {
+	t.Helper()
+	if err != nil {
+		var b strings.Builder
+		for _, problem := range configs.ProblemsOf(err) {
+			b.WriteString(problem.Error())
+			b.WriteByte('\n')
+		}
+		return b.String()
+	}
+	out, err := json.MarshalIndent(p, "", "  ")
+	require.NoError(t, err)
+	return fmt.Sprintf("OK revision %s\n%s\n", p.Revision, out)
+}
+
+// TestGolden parses each testdata/<case>/input.yaml and compares the outcome
+// with testdata/<case>/expected.txt (go test -update rewrites them).
+func TestGolden(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*/input.yaml")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(cases), 40)
+	bad := 0
+	for _, input := range cases {
+		dir := filepath.Dir(input)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			start := time.Now()
+			p, err := ParseFile(input, testEnv(t))
+			assert.Less(t, time.Since(start), 2*time.Second, "parsing must stay fast whatever the input")
+			if err != nil {
+				bad++
+			}
+			assert.Equal(t, strings.HasPrefix(filepath.Base(dir), "good-"), err == nil, "cases named good-* must parse, others must not")
+			got := render(t, p, err)
+			expected := filepath.Join(dir, "expected.txt")
+			if *update {
+				require.NoError(t, os.WriteFile(expected, []byte(got), 0o644))
+			}
+			want, err := os.ReadFile(expected)
+			require.NoError(t, err, "run go test -update to create it")
+			assert.Equal(t, string(want), got)
+		})
+	}
+	assert.GreaterOrEqual(t, bad, 25)
+}
+
+func TestSamplePolicyParses(t *testing.T) {
+	p, err := ParseFile("../configs/policies/web.yaml", Env{Allowed: configs.Default().Targets(), PluginDir: ""})
+	require.NoError(t, err)
+	assert.Equal(t, "web", p.Metadata.Name)
+	assert.Equal(t, Target{Name: "web", URL: "http://127.0.0.1:8080"}, p.Spec.Target)
+	var kinds []string
+	for _, o := range p.Spec.Observers {
+		kinds = append(kinds, o.Kind+"/"+o.Interval.String())
+	}
+	assert.Equal(t, []string{"http/2s", "http/5s"}, kinds)
+	health, ok := p.ObserverByName("health")
+	require.True(t, ok)
+	assert.Equal(t, "/healthz", health.HTTP.Path)
+	assert.Equal(t, 16, health.Line)
+	_, ok = p.ObserverByName("nope")
+	assert.False(t, ok)
+}
+
+func TestFileSizeLimit(t *testing.T) {
+	huge := []byte("# " + strings.Repeat("x", MaxFileSize) + "\n")
+	_, err := Parse("huge.yaml", huge, Env{})
+	assert.EqualError(t, err, fmt.Sprintf("huge.yaml: the file has %d bytes; a policy may have at most 1048576 (1MiB)", len(huge)))
+
+	file := filepath.Join(t.TempDir(), "huge.yaml")
+	require.NoError(t, os.WriteFile(file, huge, 0o600))
+	start := time.Now()
+	_, err = ParseFile(file, Env{})
+	assert.EqualError(t, err, fmt.Sprintf("%s: the file has %d bytes; a policy may have at most 1048576 (1MiB)", file, len(huge)))
+	assert.Less(t, time.Since(start), time.Second)
+}
+
+func TestParseFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	_, err := ParseFile(filepath.Join(dir, "none.yaml"), Env{})
+	assert.EqualError(t, err, filepath.Join(dir, "none.yaml")+": cannot read the file: no such file or directory")
+	_, err = ParseFile(dir, Env{})
+	assert.EqualError(t, err, dir+": not a regular file")
+}
+
+const base = `apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: web}
+spec:
+  target: {name: web, url: "http://127.0.0.1:8080"}
+  observers:
+    - {name: health, kind: http, interval: 5s, http: {path: /healthz, headers: {Accept: text/plain}}}
+    - {name: port, kind: tcp, interval: 10s, tcp: {}}
+    - {name: plug, kind: wasm, interval: 10s, wasm: {module: backlog.wasm, config: {threshold: 100, names: [a, b]}}}
+`
+
+func mustParse(t *testing.T, doc string) *Policy {
+	t.Helper()
+	p, err := Parse("p.yaml", []byte(doc), Env{})
+	require.NoError(t, err, doc)
+	return p
+}
+
+func TestRevisionStability(t *testing.T) {
+	rev := mustParse(t, base).Revision
+	require.Len(t, rev, RevisionLength)
+
+	same := map[string]string{
+		"block style, comments, key order": `# the web service
+kind: ObservationPolicy   # the kind
+apiVersion: observer.polar/v1
+spec:
+  observers:
+    - name: health
+      interval: 5s
+      kind: http
+      http:
+        headers:
+          accept: text/plain   # header names are case-insensitive
+        path: /healthz
+    - tcp: {}
+      kind: tcp
+      name: port
+      interval: 10s
+    - name: plug
+      kind: wasm
+      interval: 10s
+      wasm:
+        config: {names: [a, b], threshold: 100}
+        module: backlog.wasm
+  target:
+    url: http://127.0.0.1:8080
+    name: web
+metadata:
+  name: web
+`,
+		"explicit defaults": strings.NewReplacer(
+			"metadata: {name: web}", "metadata: {name: web}\n",
+			`url: "http://127.0.0.1:8080"}`, `url: "http://127.0.0.1:8080"}`+"\n  limits: {max_requests_per_second: 10, max_concurrent_requests: 2}",
+			"interval: 5s, http: {path: /healthz,", "interval: 5s, timeout: 1s, http: {method: GET, expect_status: [200], max_body_bytes: 64KiB, max_redirects: 3, follow_redirects: false, extract: [], path: /healthz,",
+			"tcp: {}", `timeout: 1000ms, tcp: {address: "127.0.0.1:8080"}`,
+			"module: backlog.wasm,", "module: backlog.wasm, memory_limit: 32MiB, timeout: 1s, sha256: '',",
+		).Replace(base),
+		"observers reordered": strings.Join(func() []string {
+			l := strings.Split(strings.TrimSuffix(base, "\n"), "\n")
+			l[6], l[8] = l[8], l[6]
+			return l
+		}(), "\n"),
+	}
+	for name, doc := range same {
+		assert.Equal(t, rev, mustParse(t, doc).Revision, name)
+	}
+
+	changed := map[string][2]string{
+		"interval":         {"interval: 5s", "interval: 6s"},
+		"path":             {"/healthz", "/health"},
+		"header value":     {"text/plain", "text/html"},
+		"target url":       {"127.0.0.1:8080", "127.0.0.1:8081"},
+		"target name":      {"target: {name: web", "target: {name: www"},
+		"policy name":      {"metadata: {name: web}", "metadata: {name: www}"},
+		"limits":           {`url: "http://127.0.0.1:8080"}`, `url: "http://127.0.0.1:8080"}` + "\n  limits: {max_requests_per_second: 5}"},
+		"plugin config":    {"threshold: 100", "threshold: 101"},
+		"plugin list":      {"[a, b]", "[b, a]"},
+		"observer renamed": {"name: port", "name: socket"},
+		"timeout":          {"kind: tcp, interval: 10s,", "kind: tcp, interval: 10s, timeout: 2s,"},
+	}
+	for name, c := range changed {
+		require.Contains(t, base, c[0], name)
+		assert.NotEqual(t, rev, mustParse(t, strings.Replace(base, c[0], c[1], 1)).Revision, name)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	old := mustParse(t, base)
+	edit := func(from, to string) *Policy {
+		require.Contains(t, base, from)
+		return mustParse(t, strings.Replace(base, from, to, 1))
+	}
+	tests := []struct {
+		name string
+		new  *Policy
+		want Change
+	}{
+		{"identical", mustParse(t, base), Change{}},
+		{"reordered and reformatted", mustParse(t, strings.Replace(base,
+			"    - {name: health, kind: http, interval: 5s, http: {path: /healthz, headers: {Accept: text/plain}}}\n    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n",
+			"    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n    - name: health\n      kind: http\n      interval: 5s\n      http: {path: /healthz, headers: {accept: text/plain}}\n", 1)), Change{}},
+		{"update", edit("interval: 5s", "interval: 6s"), Change{Updated: []string{"health"}}},
+		{"update plugin config", edit("threshold: 100", "threshold: 7"), Change{Updated: []string{"plug"}}},
+		{"add", mustParse(t, base+"    - {name: extra, kind: tcp, interval: 3s, tcp: {}}\n"), Change{Added: []string{"extra"}}},
+		{"remove", edit("    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n", ""), Change{Removed: []string{"port"}}},
+		{"rename is remove plus add", edit("name: port", "name: socket"), Change{Added: []string{"socket"}, Removed: []string{"port"}}},
+		{"target change restarts all", edit("127.0.0.1:8080", "127.0.0.1:9090"),
+			Change{Updated: []string{"health", "plug", "port"}, TargetOrLimitsChanged: true}},
+		{"limits change restarts all but the added", mustParse(t, strings.Replace(base+"    - {name: extra, kind: tcp, interval: 3s, tcp: {}}\n",
+			"metadata: {name: web}", "metadata: {name: web}\n", 1)+"  limits: {max_concurrent_requests: 1}\n"),
+			Change{Added: []string{"extra"}, Updated: []string{"health", "plug", "port"}, TargetOrLimitsChanged: true}},
+		{"policy renamed", edit("metadata: {name: web}", "metadata: {name: www}"),
+			Change{Added: []string{"health", "plug", "port"}, Removed: []string{"health", "plug", "port"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Diff(old, tt.new)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.want.IsZero(), got.IsZero())
+		})
+	}
+	assert.Equal(t, Change{Added: []string{"health", "plug", "port"}}, Diff(nil, old))
+	assert.Equal(t, Change{Removed: []string{"health", "plug", "port"}}, Diff(old, nil))
+	assert.True(t, Diff(nil, nil).IsZero())
+}
+
+func TestDefaults(t *testing.T) {
+	p := mustParse(t, `apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: web}
+spec:
+  target: {name: web, url: "https://localhost"}
+  observers:
+    - {name: slow, kind: tcp, interval: 1m, tcp: {}}
+    - {name: fast, kind: tcp, interval: 1s, tcp: {address: "[::1]:22"}}
+    - {name: faster, kind: wasm, interval: 300ms, wasm: {module: x.wasm}}
+    - {name: capped, kind: wasm, interval: 10s, timeout: 400ms, wasm: {module: x.wasm}}
+`)
+	assert.Equal(t, Limits{MaxRequestsPerSecond: 10, MaxConcurrentRequests: 2}, p.Spec.Limits)
+	obs := p.Spec.Observers
+	assert.Equal(t, configs.Duration(time.Second), obs[0].Timeout)
+	assert.Equal(t, "localhost:443", obs[0].TCP.Address, "from the target URL and its scheme")
+	assert.Equal(t, configs.Duration(500*time.Millisecond), obs[1].Timeout, "half the interval")
+	assert.Equal(t, "[::1]:22", obs[1].TCP.Address)
+	assert.Equal(t, configs.Duration(150*time.Millisecond), obs[2].Timeout)
+	assert.Equal(t, configs.Duration(150*time.Millisecond), obs[2].WASM.Timeout, "capped at the observer's timeout")
+	assert.Equal(t, 32*configs.MiB, obs[2].WASM.MemoryLimit)
+	assert.Equal(t, configs.Duration(400*time.Millisecond), obs[3].WASM.Timeout)
+}
+
+func TestNilAllowedMeansLoopback(t *testing.T) {
+	doc := strings.Replace(base, "127.0.0.1:8080", "192.168.1.1:8080", 1)
+	_, err := Parse("p.yaml", []byte(doc), Env{})
+	assert.EqualError(t, err, `p.yaml:5:28: spec.target.url: host "192.168.1.1" is not in allowed_targets [127.0.0.0/8 ::1/128]`)
+}
+
+func TestMetricFilter(t *testing.T) {
+	keep, err := (&Prometheus{Include: []string{"http_.*", "up"}, Exclude: []string{".*_bucket"}}).MetricFilter()
+	require.NoError(t, err)
+	for name, want := range map[string]bool{
+		"http_requests_total": true, "up": true, "backup": false, "http_duration_bucket": false, "go_goroutines": false,
+	} {
+		assert.Equal(t, want, keep(name), name)
+	}
+	all, err := (&Prometheus{}).MetricFilter()
+	require.NoError(t, err)
+	assert.True(t, all("anything"))
+	_, err = (&Prometheus{Exclude: []string{"("}}).MetricFilter()
+	assert.ErrorContains(t, err, `compile metric pattern "(": `)
+}

@@ -1,0 +1,135 @@
+// Command demo is `make run`: it starts a private RabbitMQ node with TLS
+// (test/rabbitmq), the demo observable service on 127.0.0.1:8080 flapping
+// every 20 s, observerd with the example policies of configs/policies, and
+// `observerctl tail` printing every event as it arrives. Ctrl-C stops
+// everything it started.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/polar/observerd/test/rabbitmq"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	bin := fs.String("bin", "bin", "directory of the built binaries")
+	dir := fs.String("dir", ".run", "working directory for the broker, the config and the state")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := demo(ctx, *bin, *dir, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func demo(ctx context.Context, bin, dir string, stdout, stderr io.Writer) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("clean %s: %w", dir, err)
+	}
+	fmt.Fprintln(stderr, "demo: starting RabbitMQ with TLS ...")
+	node, err := rabbitmq.Start(ctx, rabbitmq.Options{Dir: filepath.Join(dir, "rabbitmq")})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	logs, err := os.Create(filepath.Join(dir, "observerd.log"))
+	if err != nil {
+		return err
+	}
+	defer logs.Close()
+
+	observable := exec.Command(filepath.Join(bin, "observable"), "--listen", "127.0.0.1:8080", "--mode", "flap", "--flap-period", "20s",
+		"--pid-file", filepath.Join(dir, "observable.pid"))
+	observable.Stderr = logs
+	if err := observable.Start(); err != nil {
+		return fmt.Errorf("start observable: %w", err)
+	}
+	defer stopProcess(observable)
+
+	policies, err := filepath.Abs("configs/policies")
+	if err != nil {
+		return err
+	}
+	config := filepath.Join(dir, "observerd.yaml")
+	cfg := fmt.Sprintf(`# written by make run
+node: demo
+policy_dir: %s
+plugin_dir: %s
+state_dir: %s
+log: {level: info, format: json}
+admin: {listen: "127.0.0.1:9464"}
+broker:
+  urls: [%q]
+  password_file: %s
+  tls: {ca_file: %s}
+  queues:
+    - {name: demo.events, bindings: ["#"]}
+`, policies, filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), node.URL(), node.PasswordFile, node.CAFile)
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	daemon := exec.Command(filepath.Join(bin, "observerd"), "--config", config)
+	daemon.Stdout, daemon.Stderr = logs, logs
+	if err := daemon.Start(); err != nil {
+		return fmt.Errorf("start observerd: %w", err)
+	}
+	defer stopProcess(daemon)
+
+	fmt.Fprintf(stderr, "demo: observerd running (logs: %s, admin: http://127.0.0.1:9464/readyz); the demo service flaps every 20 s. Ctrl-C stops everything.\n\n",
+		logs.Name())
+	tail := exec.Command(filepath.Join(bin, "observerctl"), "tail", "--config", config)
+	tail.Stdout, tail.Stderr = stdout, stderr
+	if err := tail.Start(); err != nil {
+		return fmt.Errorf("start observerctl tail: %w", err)
+	}
+	defer stopProcess(tail)
+
+	exited := make(chan error, 1)
+	go func() { exited <- daemon.Wait() }()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(stderr, "\ndemo: stopping ...")
+		return nil
+	case err := <-exited:
+		return fmt.Errorf("observerd exited: %v (see %s)", err, logs.Name())
+	}
+}
+
+// stopProcess asks a process to stop and kills it if it has not within 15 s.
+func stopProcess(cmd *exec.Cmd) {
+	if cmd.Process == nil || cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+	}
+}
+
