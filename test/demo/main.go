@@ -132,4 +132,3 @@ func stopProcess(cmd *exec.Cmd) {
 		_ = cmd.Process.Kill()
 	}
 }
-
