@@ -83,7 +83,7 @@ func (a *Actor) load(ctx actor.Context, msg *loaded) {
 		done.Applied = append(done.Applied, p.Metadata.Name)
 		a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy applied")
 	}
-	for file, probs := range byFile(msg.err) {
+	for file, probs := range byFile(msg.err, a.opts.Dir) {
 		ev := messages.NewEvent(messages.TypePolicyRejected)
 		ev.Severity = messages.Severity_SEVERITY_MEDIUM
 		reasons := make([]string, 0, len(probs))
@@ -101,13 +101,17 @@ func (a *Actor) load(ctx actor.Context, msg *loaded) {
 	ctx.Send(a.opts.State, &done)
 }
 
-// byFile groups the problems of a load by file, in line order.
-func byFile(err error) map[string][]*configs.Problem {
+// byFile groups the problems of a load by file, in line order; a problem
+// with no file (the directory itself cannot be read) goes under dir.
+func byFile(err error, dir string) map[string][]*configs.Problem {
 	if err == nil {
 		return nil
 	}
 	out := map[string][]*configs.Problem{}
 	for _, p := range configs.ProblemsOf(err) {
+		if p.File == "" {
+			p.File = dir
+		}
 		out[p.File] = append(out[p.File], p)
 	}
 	for _, ps := range out {

@@ -151,10 +151,12 @@ func (s *Strategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, chi
 		s.mu.Lock()
 		delete(s.timers, child.Id)
 		s.mu.Unlock()
-		sup.RestartChildren(child)
+		// Reported before the restart so that a new failure of the
+		// restarted child cannot be reported ahead of it.
 		if s.cb.Restarted != nil {
 			s.cb.Restarted(f)
 		}
+		sup.RestartChildren(child)
 	})
 	s.mu.Unlock()
 }
@@ -172,14 +174,20 @@ func (s *Strategy) Forget(child *actor.PID) {
 	}
 }
 
-// Stop cancels every pending restart; for a supervisor that is stopping.
-func (s *Strategy) Stop() {
+// Stop cancels every pending restart, for a supervisor that is stopping,
+// and returns the ids of the children whose restart it cancelled: their
+// mailboxes stay suspended, so they only take system messages (a stop, not
+// a poison pill).
+func (s *Strategy) Stop() (suspended map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	suspended = map[string]bool{}
 	for id, t := range s.timers {
 		t.Stop()
 		delete(s.timers, id)
+		suspended[id] = true
 	}
+	return suspended
 }
 
 // AsError turns a panic value into an error, keeping errors as they are.

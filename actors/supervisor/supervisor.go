@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -125,13 +127,22 @@ func (a *Actor) start(ctx actor.Context) {
 	a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
 	a.state = PID(ctx.ActorSystem(), StateManager)
 	for _, c := range a.opts.Children {
-		pid, err := ctx.SpawnNamed(c.Props, c.Name)
+		started := make(chan struct{})
+		pid, err := ctx.SpawnNamed(c.Props.Clone(actor.WithReceiverMiddleware(signalStarted(started))), c.Name)
 		if err != nil {
 			a.fatal = fmt.Errorf("start %s: %w", c.Name, err)
 			ctx.Stop(ctx.Self())
 			return
 		}
 		a.children = append(a.children, pid)
+		// The next child starts once this one has (the broker's outbox is
+		// open before anything can emit); one that fails to start is
+		// restarted with backoff while the others go on.
+		select {
+		case <-started:
+		case <-time.After(startTimeout):
+			a.opts.Log.Warn().Str("actor", c.Name).Dur("after", startTimeout).Msg("child slow to start, starting the next")
+		}
 	}
 	a.daemon(ctx, messages.TypeDaemonStarted, "")
 }
@@ -139,7 +150,7 @@ func (a *Actor) start(ctx actor.Context) {
 // stopChildren stops the children in reverse start order, each after
 // everything already in its mailbox.
 func (a *Actor) stopChildren(ctx actor.Context) {
-	a.strategy.Stop()
+	suspended := a.strategy.Stop()
 	reason := "stop requested"
 	if a.fatal != nil {
 		reason = a.fatal.Error()
@@ -149,8 +160,29 @@ func (a *Actor) stopChildren(ctx actor.Context) {
 		pid := a.children[i]
 		// protoactor's futures give up after 10 s: the broker drains its
 		// confirms within less (broker.Options.DrainTimeout).
-		if err := ctx.PoisonFuture(pid).Wait(); err != nil && !errors.Is(err, actor.ErrDeadLetter) {
+		stop := ctx.PoisonFuture
+		if suspended[pid.Id] {
+			stop = ctx.StopFuture // awaiting a restart: it would never read a poison pill
+		}
+		if err := stop(pid).Wait(); err != nil && !errors.Is(err, actor.ErrDeadLetter) {
 			a.opts.Log.Error().Err(err).Str("actor", pid.Id).Msg("stop child")
+		}
+	}
+}
+
+// startTimeout bounds the wait for one child's start.
+const startTimeout = 5 * time.Second
+
+// signalStarted closes started once the actor has handled its first
+// Started message, whether the handler returned or panicked.
+func signalStarted(started chan struct{}) actor.ReceiverMiddleware {
+	var once sync.Once
+	return func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+			if _, ok := env.Message.(*actor.Started); ok {
+				defer once.Do(func() { close(started) })
+			}
+			next(ctx, env)
 		}
 	}
 }

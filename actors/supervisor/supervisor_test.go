@@ -296,3 +296,45 @@ func TestSpawnFailureExits(t *testing.T) {
 	assert.Equal(t, []string{"first"}, j.with("started "))
 	assert.Equal(t, []string{"first"}, j.with("stopping "))
 }
+
+func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
+	// A child waiting for its restart (mailbox suspended) when the daemon
+	// is asked to stop must not hold the stop up: the supervisor cancels
+	// the restart and stops it at once.
+	sys, log := system(t)
+	state := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
+	j := &journal{}
+	type boom struct{}
+	failing := actor.PropsFromFunc(func(ctx actor.Context) {
+		switch ctx.Message().(type) {
+		case *actor.Started:
+			j.add("started failing")
+		case *boom:
+			panic("boom")
+		}
+	})
+	ex := newExits()
+	// Not spawn: its cleanup would wait for the stop this test is about.
+	pid, err := sys.Root.SpawnNamed(supervisor.Props(supervisor.Options{
+		Children:    []supervisor.Child{{Name: "steady", Props: recording(j, "steady")}, {Name: "failing", Props: failing}},
+		Supervision: supervision.Policy{MinBackoff: time.Minute, MaxBackoff: time.Minute, GiveUpAt: 5, Window: time.Minute},
+		Exit:        ex.exit,
+		Log:         log,
+	}), supervisor.Name)
+	require.NoError(t, err)
+	t.Cleanup(func() { sys.Root.Stop(pid) })
+	require.Eventually(t, func() bool { return len(j.with("started ")) == 2 }, actortest.Wait, 5*time.Millisecond)
+	sys.Root.Send(supervisor.PID(sys, "failing"), &boom{})
+	state.WaitEvent(t, messages.TypeObserverFailed, nil) // now in its minute of backoff
+
+	start := time.Now()
+	sys.Root.Stop(pid)
+	select {
+	case err := <-ex.ch:
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), 2*time.Second)
+	case <-time.After(2 * time.Second):
+		t.Fatal("Exit was not called within 2s of the stop: the supervisor waits for a child whose mailbox is suspended")
+	}
+	assert.Equal(t, []string{"steady"}, j.with("stopping "))
+}

@@ -11,6 +11,8 @@
 package task
 
 import (
+	"fmt"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -40,12 +42,18 @@ type Actor struct {
 	self     *actor.PID
 	root     *actor.RootContext
 	policies map[string]*running
-	// children maps a child's PID id to its policy and observer name; kept
-	// after a quarantine so that its events can still be attributed.
-	children map[string]ref
+	// children maps a child's PID id to what it was spawned for, so that
+	// its failures are reported with its own policy revision and
+	// correlation even after a newer version replaced it.
+	children   map[string]ref
+	generation uint64
 }
 
-type ref struct{ policy, observer string }
+type ref struct {
+	policy      *policy.Policy
+	observer    string
+	correlation string
+}
 
 // running is one policy being observed.
 type running struct {
@@ -57,11 +65,22 @@ type running struct {
 }
 
 // childFailed, childRestarted and childGaveUp carry the strategy's
-// callbacks back into the mailbox.
+// callbacks back into the mailbox. Failed and GaveUp run on this actor's
+// goroutine (inside HandleFailure), so they capture what the child was
+// spawned for at the moment it failed, before a policy change can replace
+// it.
 type (
-	childFailed    struct{ f supervision.Failure }
+	childFailed struct {
+		f   supervision.Failure
+		ref ref
+		ok  bool
+	}
 	childRestarted struct{ f supervision.Failure }
-	childGaveUp    struct{ f supervision.Failure }
+	childGaveUp    struct {
+		f   supervision.Failure
+		ref ref
+		ok  bool
+	}
 )
 
 // New returns the task-manager.
@@ -71,9 +90,15 @@ func New(opts Options) *Actor {
 	}
 	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}}
 	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
-		Failed:    func(f supervision.Failure) { a.root.Send(a.self, &childFailed{f}) },
+		Failed: func(f supervision.Failure) {
+			r, ok := a.children[f.Child.Id]
+			a.root.Send(a.self, &childFailed{f, r, ok})
+		},
 		Restarted: func(f supervision.Failure) { a.root.Send(a.self, &childRestarted{f}) },
-		GaveUp:    func(f supervision.Failure) { a.root.Send(a.self, &childGaveUp{f}) },
+		GaveUp: func(f supervision.Failure) {
+			r, ok := a.children[f.Child.Id]
+			a.root.Send(a.self, &childGaveUp{f, r, ok})
+		},
 	})
 	return a
 }
@@ -115,17 +140,23 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *messages.Resume:
 		a.resume(ctx, msg)
 	case *childFailed:
-		a.lifecycle(ctx, messages.TypeObserverFailed, msg.f)
-	case *childRestarted:
-		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f)
-	case *childGaveUp:
-		if ref, ok := a.children[msg.f.Child.Id]; ok {
-			if r := a.policies[ref.policy]; r != nil && r.children[ref.observer].Equal(msg.f.Child) {
-				delete(r.children, ref.observer)
-				r.quarantined[ref.observer] = true
-			}
+		if msg.ok {
+			a.lifecycle(ctx, messages.TypeObserverFailed, msg.f, msg.ref)
 		}
-		a.lifecycle(ctx, messages.TypeObserverQuarantined, msg.f)
+	case *childRestarted:
+		if ref, ok := a.children[msg.f.Child.Id]; ok {
+			a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f, ref)
+		}
+	case *childGaveUp:
+		if !msg.ok {
+			return
+		}
+		if r := a.policies[msg.ref.policy.Metadata.Name]; r != nil && r.children[msg.ref.observer].Equal(msg.f.Child) {
+			delete(r.children, msg.ref.observer)
+			r.quarantined[msg.ref.observer] = true
+		}
+		delete(a.children, msg.f.Child.Id) // gone for good
+		a.lifecycle(ctx, messages.TypeObserverQuarantined, msg.f, msg.ref)
 	}
 }
 
@@ -191,13 +222,17 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		State:         a.opts.State,
 		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
 	}
-	pid, err := ctx.SpawnNamed(observer.Props(spec), spec.Path())
+	// Each incarnation gets its own actor name, so that a late failure of
+	// a replaced observer can never be taken for its replacement's. The
+	// event source is spec.Path(), not the actor name.
+	a.generation++
+	pid, err := ctx.SpawnNamed(observer.Props(spec), fmt.Sprintf("%s#%d", spec.Path(), a.generation))
 	if err != nil {
 		a.opts.Log.Error().Err(err).Str("observer", spec.Path()).Msg("start observer")
 		return
 	}
 	r.children[name] = pid
-	a.children[pid.Id] = ref{policy: r.policy.Metadata.Name, observer: name}
+	a.children[pid.Id] = ref{policy: r.policy, observer: name, correlation: r.correlation}
 }
 
 // stopChild stops an observer and waits until it is gone, so that a
@@ -216,14 +251,9 @@ func (a *Actor) stopChild(ctx actor.Context, r *running, name string) {
 	}
 }
 
-func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) {
-	ref, ok := a.children[f.Child.Id]
-	r := a.policies[ref.policy]
-	if !ok || r == nil {
-		return // stopped on purpose meanwhile
-	}
-	name := ref.observer
-	o, _ := r.policy.ObserverByName(name)
+func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure, ref ref) {
+	p, name := ref.policy, ref.observer
+	o, _ := p.ObserverByName(name)
 	payload := &messages.ObserverLifecycle{
 		Reason:   firstLine(f.Reason),
 		Failures: int32(f.Failures),
@@ -236,10 +266,10 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) 
 	if typ == messages.TypeObserverRestarted {
 		log = a.opts.Log.Info()
 	}
-	log.Str("observer", r.policy.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
+	log.Str("observer", p.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
 		Str("reason", f.Reason.Error()).Msg(typ)
-	ev := observer.LifecycleEvent(typ, r.policy, o, r.correlation, payload)
-	ctx.Send(a.opts.State, &messages.Emit{Path: "observer/" + r.policy.Metadata.Name + "/" + name, Event: ev})
+	ev := observer.LifecycleEvent(typ, p, o, ref.correlation, payload)
+	ctx.Send(a.opts.State, &messages.Emit{Path: "observer/" + p.Metadata.Name + "/" + name, Event: ev})
 }
 
 func firstLine(err error) string {

@@ -6,6 +6,7 @@ package actortest
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,9 +31,33 @@ func System(t testing.TB) *actor.ActorSystem {
 	return sys
 }
 
-// Logger writes to the test log.
+// Logger writes to the test log until the test ends, and drops what
+// goroutines still log after that (testing panics on a late Log, and an
+// actor's goroutines may outlive the test by a moment).
 func Logger(t testing.TB) zerolog.Logger {
-	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Helper()
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
 
 // Recorder records every user message it receives. Respond, when set,

@@ -173,6 +173,20 @@ func TestTLSNegatives(t *testing.T) {
 	}
 }
 
+// TestExternalAuth: with auth: external the daemon logs in with its
+// client certificate and delivers as with a password.
+func TestExternalAuth(t *testing.T) {
+	target := startObservable(t)
+	d := newDaemon(t, target, withExternalAuth())
+	c := d.consume(t)
+	p := d.start(t)
+	_, obs := c.waitFor(t, messages.TypeObservationHTTP)
+	assert.Equal(t, messages.Result_RESULT_OK, obs.GetHttp().GetResult())
+	require.Eventually(t, func() bool { code, _ := d.readyz(); return code == 200 }, wait, tick)
+	p.signal(t, syscall.SIGTERM)
+	require.Equal(t, 0, p.exitCode(t, 20*time.Second))
+}
+
 // TestEscalationExitsNonZero: an actor that keeps failing (the admin
 // actor, its port taken) escalates, and the daemon exits non-zero.
 func TestEscalationExitsNonZero(t *testing.T) {

@@ -154,18 +154,28 @@ type daemonOption func(*daemonConfig)
 
 type daemonConfig struct {
 	brokerTLS string // the broker.tls mapping
+	auth      string
 	admin     string
 }
 
 func withTLS(tls string) daemonOption { return func(c *daemonConfig) { c.brokerTLS = tls } }
 func withAdmin(a string) daemonOption { return func(c *daemonConfig) { c.admin = a } }
 
+// withExternalAuth logs in with the harness's client certificate (SASL
+// EXTERNAL) instead of a password.
+func withExternalAuth() daemonOption {
+	return func(c *daemonConfig) {
+		c.auth = "external"
+		c.brokerTLS = fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q}", node.CAFile, node.CertFile, node.KeyFile)
+	}
+}
+
 // newDaemon writes a config and a policy directory. The policy observes
 // target every 200 ms.
 func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	t.Helper()
 	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
-	c := daemonConfig{brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), admin: freeAddr(t)}
+	c := daemonConfig{brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t)}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -181,6 +191,7 @@ log: {level: debug, format: json}
 admin: {listen: %q}
 broker:
   urls: [%q]
+  auth: %s
   password_file: %s
   tls: %s
   exchange: %s
@@ -188,7 +199,7 @@ broker:
   queues:
     - {name: %s, bindings: ["#"]}
 `, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		c.admin, node.URL(), node.PasswordFile, c.brokerTLS, d.exchange, d.queue)
+		c.admin, node.URL(), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	if target != "" {
 		pol := fmt.Sprintf(`apiVersion: observer.polar/v1

@@ -15,6 +15,10 @@ import (
 // runtime) is found on this machine.
 var ErrNotInstalled = errors.New("rabbitmq-server not found: run `make test`, which installs it")
 
+// debianHomes is where Debian's rabbitmq-server package unpacks the server;
+// a variable so that a test can pretend it is not installed.
+var debianHomes = "/usr/lib/rabbitmq/lib/rabbitmq_server-*"
+
 // install locates the pieces of a RabbitMQ installation the harness runs.
 type install struct {
 	home    string // RABBITMQ_HOME: holds sbin/, plugins/ and escript/
@@ -31,7 +35,7 @@ type install struct {
 // and send output to /var/log/rabbitmq, none of which a private node wants.
 func findInstall() (install, error) {
 	var homes []string
-	debian, _ := filepath.Glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*")
+	debian, _ := filepath.Glob(debianHomes)
 	// The highest version sorts last; prefer it if several are unpacked.
 	sort.Sort(sort.Reverse(sort.StringSlice(debian)))
 	homes = append(homes, debian...)

@@ -27,6 +27,12 @@
 // rabbitmq.conf) and persists across Stop/Kill and Restart. A client
 // certificate with CN=observer logs in as the same user over EXTERNAL.
 //
+// Stop is graceful, Kill is a crash (SIGKILL), Restart boots the same node
+// again on the same port with the same data. Settings changed at run time
+// through Ctl, such as `set_vm_memory_high_watermark 0` to raise a memory
+// alarm, are not persistent: a Restart returns to the configured defaults,
+// and a test that changes them must restore them for the tests after it.
+//
 // A package that needs a broker uses Main from its TestMain:
 //
 //	var node *rabbitmq.Node

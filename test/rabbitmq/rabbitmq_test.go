@@ -380,3 +380,14 @@ func TestStartInGivenDirKeepsIt(t *testing.T) {
 	require.NoError(t, n.Close())
 	require.FileExists(t, filepath.Join(dir, "log", "node.log"))
 }
+
+func TestStartWithoutRabbitMQ(t *testing.T) {
+	saved := debianHomes
+	debianHomes = filepath.Join(t.TempDir(), "rabbitmq_server-*")
+	t.Cleanup(func() { debianHomes = saved })
+	t.Setenv("PATH", t.TempDir())
+
+	_, err := Start(context.Background(), Options{})
+	require.ErrorIs(t, err, ErrNotInstalled)
+	require.EqualError(t, err, "rabbitmq-server not found: run `make test`, which installs it")
+}

@@ -1,0 +1,422 @@
+package task_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/task"
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
+	"github.com/polar/observerd/test/actortest"
+)
+
+const taskName = "task-manager"
+
+func allowList(t *testing.T) *configs.AllowList {
+	t.Helper()
+	a, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	require.NoError(t, err)
+	return a
+}
+
+// parse builds policy name targeting url with the given observers (YAML
+// list items indented by four spaces).
+func parse(t *testing.T, name, url, observers string) *policy.Policy {
+	t.Helper()
+	doc := fmt.Sprintf(`apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: %s}
+spec:
+  target: {name: %s-target, url: %q}
+  limits: {max_requests_per_second: 1000, max_concurrent_requests: 4}
+  observers:
+%s`, name, name, url, observers)
+	p, err := policy.Parse(name+".yaml", []byte(doc), policy.Env{Allowed: allowList(t)})
+	require.NoError(t, err, "policy:\n%s", doc)
+	return p
+}
+
+type fixture struct {
+	sys   *actor.ActorSystem
+	state *actortest.Recorder
+	task  *actor.PID
+	url   string
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(srv.Close)
+	sys, log := system(t)
+	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL}
+	fast := supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
+	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: f.state.PID, Allowed: allowList(t), Supervision: fast, Log: log}), taskName)
+	require.NoError(t, err)
+	f.task = pid
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	return f
+}
+
+func (f *fixture) apply(p *policy.Policy, eventID string) {
+	f.sys.Root.Send(f.task, &messages.ApplyPolicy{Policy: p, EventID: eventID})
+}
+
+// process returns the running process of observer path (nil when none).
+// Each incarnation of an observer is named path#<generation>: a replaced
+// observer is a new process under a new name.
+func (f *fixture) process(path string) actor.Process {
+	if path == "" {
+		p, _ := f.sys.ProcessRegistry.GetLocal(taskName)
+		return p
+	}
+	var found actor.Process
+	for gen := 1; gen <= 1000; gen++ {
+		if p, ok := f.sys.ProcessRegistry.GetLocal(fmt.Sprintf("%s/%s#%d", taskName, path, gen)); ok {
+			found = p
+		}
+	}
+	return found
+}
+
+// lifecycle returns the observer.* events of type typ, by actor path.
+func (f *fixture) lifecycle(typ string) []string {
+	var out []string
+	for _, ev := range f.state.EventsOf(typ) {
+		out = append(out, ev.GetObserver().GetActor())
+	}
+	return out
+}
+
+func (f *fixture) waitLifecycle(t *testing.T, typ string, paths ...string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.lifecycle(typ)) == len(paths) },
+		actortest.Wait, 5*time.Millisecond, "want %s for %v, got %v", typ, paths, f.lifecycle(typ))
+	assert.ElementsMatch(t, paths, f.lifecycle(typ), typ)
+}
+
+// waitObservation waits for an observation from path satisfying match.
+func (f *fixture) waitObservation(t *testing.T, path string, match func(*messages.Event) bool) *messages.Event {
+	t.Helper()
+	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool {
+		return e.Path == path && e.Event.Type == messages.TypeObservationHTTP && (match == nil || match(e.Event))
+	})
+	return e.Event
+}
+
+// sync waits until the task-manager has handled everything sent to it so
+// far: it handles its mailbox in order, so once the observer of a marker
+// policy sent after those messages has started, they were handled.
+func (f *fixture) sync(t *testing.T) {
+	t.Helper()
+	marker := parse(t, "zz-marker", f.url, "    - {name: m, kind: http, interval: 1h, http: {}}\n")
+	id := fmt.Sprintf("marker-%d", time.Now().UnixNano())
+	f.apply(marker, id)
+	f.state.WaitEvent(t, messages.TypeObserverStarted, func(ev *messages.Event) bool { return ev.CorrelationId == id })
+}
+
+const twoObservers = `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+    - {name: b, kind: http, interval: 20ms, http: {path: /b}}
+`
+
+func TestApplyPolicyStartsObservers(t *testing.T) {
+	f := setup(t)
+	p := parse(t, "web", f.url, twoObservers)
+	f.apply(p, "evt-1")
+
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+	for _, ev := range f.state.EventsOf(messages.TypeObserverStarted) {
+		assert.Equal(t, "evt-1", ev.CorrelationId)
+		assert.Equal(t, "http", ev.GetObserver().GetKind())
+		assert.Equal(t, p.Revision, ev.GetPolicy().GetRevision())
+	}
+	for _, path := range []string{"observer/web/a", "observer/web/b"} {
+		ev := f.waitObservation(t, path, nil)
+		assert.Equal(t, "evt-1", ev.CorrelationId, "observations are correlated with the ApplyPolicy event")
+		assert.Equal(t, "web-target", ev.Subject)
+		assert.Equal(t, messages.Result_RESULT_OK, ev.GetHttp().GetResult(), ev.GetHttp().GetError())
+		assert.NotNil(t, f.process(path), "%s is a child of the task-manager", path)
+	}
+	assert.Equal(t, f.url+"/a", f.waitObservation(t, "observer/web/a", nil).GetHttp().GetUrl())
+}
+
+func TestApplyChangedPolicyRestartsOnlyWhatChanged(t *testing.T) {
+	f := setup(t)
+	p1 := parse(t, "web", f.url, twoObservers)
+	f.apply(p1, "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+	f.waitObservation(t, "observer/web/a", nil)
+	f.waitObservation(t, "observer/web/b", nil)
+	procA, procB := f.process("observer/web/a"), f.process("observer/web/b")
+	require.NotNil(t, procA)
+	require.NotNil(t, procB)
+
+	// a's interval changes, b stays as it was.
+	p2 := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 25ms, http: {path: /a}}
+    - {name: b, kind: http, interval: 20ms, http: {path: /b}}
+`)
+	require.NotEqual(t, p1.Revision, p2.Revision)
+	f.apply(p2, "evt-2")
+
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
+	f.state.WaitEvent(t, messages.TypeObserverStarted, func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+	f.sync(t)
+
+	assert.ElementsMatch(t, []string{"observer/web/a", "observer/web/b", "observer/web/a", "observer/zz-marker/m"}, f.lifecycle(messages.TypeObserverStarted))
+	assert.Equal(t, []string{"observer/web/a"}, f.lifecycle(messages.TypeObserverStopped), "only the changed observer stopped")
+	restarted := f.state.EventsOf(messages.TypeObserverStarted)
+	for _, ev := range restarted {
+		if ev.GetObserver().GetActor() == "observer/web/a" && ev.CorrelationId == "evt-2" {
+			assert.Equal(t, p2.Revision, ev.GetPolicy().GetRevision())
+		}
+	}
+
+	assert.NotSame(t, procA, f.process("observer/web/a"), "the changed observer is a new process")
+	assert.NotNil(t, f.process("observer/web/a"))
+	assert.Same(t, procB, f.process("observer/web/b"), "the unchanged observer kept running")
+
+	// The new a reports under the new policy.
+	ev := f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+	assert.Equal(t, p2.Revision, ev.GetPolicy().GetRevision())
+	// b keeps observing.
+	n := len(observationsOf(f.state, "observer/web/b"))
+	require.Eventually(t, func() bool { return len(observationsOf(f.state, "observer/web/b")) > n }, actortest.Wait, 5*time.Millisecond)
+}
+
+func TestApplySamePolicyAgainChangesNothing(t *testing.T) {
+	f := setup(t)
+	p := parse(t, "web", f.url, twoObservers)
+	f.apply(p, "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+	procA := f.process("observer/web/a")
+
+	f.apply(parse(t, "web", f.url, twoObservers), "evt-2")
+	f.sync(t)
+	assert.Empty(t, f.lifecycle(messages.TypeObserverStopped))
+	assert.Len(t, f.lifecycle(messages.TypeObserverStarted), 3, "a, b and the marker")
+	assert.Same(t, procA, f.process("observer/web/a"))
+}
+
+func TestApplyPolicyAddsAndRemovesObservers(t *testing.T) {
+	f := setup(t)
+	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+
+	f.apply(parse(t, "web", f.url, `    - {name: b, kind: http, interval: 20ms, http: {path: /b}}
+    - {name: c, kind: http, interval: 20ms, http: {path: /c}}
+`), "evt-2")
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b", "observer/web/c")
+	assert.Eventually(t, func() bool { return f.process("observer/web/a") == nil }, actortest.Wait, 5*time.Millisecond)
+	assert.NotNil(t, f.process("observer/web/c"))
+}
+
+func TestRemovePolicyStopsAll(t *testing.T) {
+	f := setup(t)
+	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+
+	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "web", EventID: "evt-rm"})
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a", "observer/web/b")
+	assert.Nil(t, f.process("observer/web/a"))
+	assert.Nil(t, f.process("observer/web/b"))
+
+	// Removing an unknown policy is harmless, and the policy can come back.
+	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "nope"})
+	f.apply(parse(t, "web", f.url, twoObservers), "evt-3")
+	require.Eventually(t, func() bool { return len(f.lifecycle(messages.TypeObserverStarted)) == 4 }, actortest.Wait, 5*time.Millisecond)
+	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-3" })
+}
+
+func TestUnsupportedKindIsQuarantined(t *testing.T) {
+	f := setup(t)
+	p := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+`)
+	f.apply(p, "evt-1")
+
+	q := f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
+	o := q.GetObserver()
+	assert.Equal(t, "observer/web/port", o.GetActor())
+	assert.Equal(t, "port", o.GetObserver())
+	assert.Equal(t, "tcp", o.GetKind())
+	assert.Contains(t, o.GetReason(), `kind "tcp" is not supported yet`)
+	assert.Equal(t, int32(1), o.GetFailures(), "quarantined at once, not after GiveUpAt failures")
+	assert.Equal(t, "evt-1", q.CorrelationId)
+	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, q.Severity)
+	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == q.Id })
+	assert.Equal(t, "observer/web/port", e.Path)
+	assert.Empty(t, f.state.EventsOf(messages.TypeObserverFailed), "a permanent failure is not retried")
+	assert.Empty(t, f.state.EventsOf(messages.TypeObserverRestarted))
+
+	// The task-manager keeps working: the http observer observes, and a
+	// new policy starts.
+	f.waitObservation(t, "observer/web/a", nil)
+	f.apply(parse(t, "other", f.url, "    - {name: x, kind: http, interval: 20ms, http: {}}\n"), "evt-2")
+	f.waitObservation(t, "observer/other/x", nil)
+	assert.Nil(t, f.process("observer/web/port"), "the quarantined observer is not running")
+}
+
+func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
+	f := setup(t)
+	observers := `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+`
+	f.apply(parse(t, "web", f.url, observers), "evt-1")
+	f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
+
+	// Resume retries it (and, kind tcp still unsupported, it is quarantined
+	// again).
+	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "port"})
+	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypeObserverQuarantined)) == 2 },
+		actortest.Wait, 5*time.Millisecond, "Resume did not retry the quarantined observer")
+
+	// So does a change of its policy, even one that leaves it as it was.
+	f.apply(parse(t, "web", f.url, `    - {name: a, kind: http, interval: 30ms, http: {path: /a}}
+    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+`), "evt-2")
+	q := f.state.WaitEvent(t, messages.TypeObserverQuarantined, func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+	assert.Equal(t, "observer/web/port", q.GetObserver().GetActor())
+}
+
+func TestResumeOfARunningObserverIsHarmless(t *testing.T) {
+	f := setup(t)
+	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+	procA := f.process("observer/web/a")
+
+	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "a"})
+	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "nope"})
+	f.sys.Root.Send(f.task, &messages.Resume{Policy: "nope", Observer: "a"})
+	f.sync(t)
+
+	assert.Same(t, procA, f.process("observer/web/a"), "Resume restarted a running observer")
+	assert.Empty(t, f.lifecycle(messages.TypeObserverStopped))
+	assert.Len(t, f.lifecycle(messages.TypeObserverStarted), 3, "a, b and the marker")
+	n := len(observationsOf(f.state, "observer/web/a"))
+	require.Eventually(t, func() bool { return len(observationsOf(f.state, "observer/web/a")) > n }, actortest.Wait, 5*time.Millisecond)
+}
+
+func TestStoppingTheTaskManagerStopsItsObservers(t *testing.T) {
+	f := setup(t)
+	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
+	require.NoError(t, f.sys.Root.StopFuture(f.task).Wait())
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a", "observer/web/b")
+}
+
+func TestPolicyChangeRightAfterAPermanentFailure(t *testing.T) {
+	// A policy change that replaces an observer whose (permanent) failure
+	// the task-manager has not handled yet: the stale failure must neither
+	// take the replacement's place nor bring the task-manager down.
+	f := setup(t)
+	p1 := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+`)
+	p2 := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+    - {name: port, kind: tcp, interval: 30ms, tcp: {}}
+`)
+	f.hold(t, func() {
+		f.apply(p1, "evt-1")
+		f.apply(p2, "evt-2") // queued before the task-manager hears of port's failure
+	})
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a")
+	procA := f.process("observer/web/a")
+	f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
+	if !assert.Eventually(t, func() bool {
+		for _, ev := range f.state.EventsOf(messages.TypeObserverQuarantined) {
+			if ev.CorrelationId == "evt-2" {
+				return true
+			}
+		}
+		return false
+	},
+		2*time.Second, 5*time.Millisecond, "the second version of port was not quarantined (did the task-manager fail?)") {
+		t.Fatalf("lifecycle events: %v", f.describe())
+	}
+
+	// The task-manager is still the same actor with the same state: a was
+	// never stopped, and it still runs what it ran.
+	f.sync(t)
+	assert.Empty(t, f.lifecycle(messages.TypeObserverStopped), "the task-manager failed and lost its observers")
+	assert.Same(t, procA, f.process("observer/web/a"))
+	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "web"})
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
+}
+
+func TestPolicyChangeReplacingAFailedObserverKeepsTheReplacement(t *testing.T) {
+	// port is broken in the first version (kind tcp is not supported) and
+	// fixed in the second (kind http), which arrives before the task-manager
+	// hears of the first one's failure. The replacement must stay tracked:
+	// removing the policy stops it.
+	f := setup(t)
+	p1 := parse(t, "web", f.url, `    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+`)
+	p2 := parse(t, "web", f.url, `    - {name: port, kind: http, interval: 20ms, http: {path: /port}}
+`)
+	f.hold(t, func() {
+		f.apply(p1, "evt-1")
+		f.apply(p2, "evt-2") // queued before the task-manager hears of port's failure
+	})
+	if !assert.Eventually(t, func() bool {
+		for _, ev := range observationsOf(f.state, "observer/web/port") {
+			if ev.CorrelationId == "evt-2" {
+				return true
+			}
+		}
+		return false
+	}, 2*time.Second, 5*time.Millisecond, "the fixed version of port does not observe") {
+		t.Fatalf("lifecycle events: %v", f.describe())
+	}
+	f.sync(t)
+	for _, q := range f.state.EventsOf(messages.TypeObserverQuarantined) {
+		assert.Equal(t, "tcp", q.GetObserver().GetKind(), "a quarantine is reported for the broken version only")
+		assert.Equal(t, "evt-1", q.CorrelationId, "a quarantine is reported for the broken version only")
+	}
+
+	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "web"})
+	require.Eventually(t, func() bool { return f.process("observer/web/port") == nil }, 2*time.Second, 5*time.Millisecond,
+		"the replacement observer was orphaned: RemovePolicy did not stop it")
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/port")
+}
+
+// hold suspends the task-manager's mailbox while send runs, so that what
+// send sends is queued before the task-manager handles any of it.
+func (f *fixture) hold(t *testing.T, send func()) {
+	t.Helper()
+	proc := f.process("")
+	require.NotNil(t, proc)
+	proc.SendSystemMessage(f.task, &actor.SuspendMailbox{})
+	send()
+	proc.SendSystemMessage(f.task, &actor.ResumeMailbox{})
+}
+
+// describe lists the lifecycle events received, for failure messages.
+func (f *fixture) describe() []string {
+	var out []string
+	for _, ev := range f.state.Events() {
+		if o := ev.GetObserver(); o != nil {
+			out = append(out, fmt.Sprintf("%s %s kind=%s correlation=%s", ev.Type, o.GetActor(), o.GetKind(), ev.CorrelationId))
+		}
+	}
+	return out
+}
+
+func observationsOf(r *actortest.Recorder, path string) []*messages.Event {
+	var out []*messages.Event
+	for _, m := range r.Messages() {
+		if e, ok := m.(*messages.Emit); ok && e.Path == path && e.Event.Type == messages.TypeObservationHTTP {
+			out = append(out, e.Event)
+		}
+	}
+	return out
+}
