@@ -41,7 +41,7 @@ type fixture struct {
 // state-manager; answer says whether it answers GetState (with f.snap).
 func setup(t *testing.T, answer bool) *fixture {
 	t.Helper()
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager")}
 	f.snap.Store(&messages.Snapshot{Node: "node-1"})
 	if answer {
@@ -202,7 +202,7 @@ func TestStopClosesTheServer(t *testing.T) {
 
 func TestListenFailureFailsTheActor(t *testing.T) {
 	// The port is taken: the actor fails at start, under supervision.
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })

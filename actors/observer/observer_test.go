@@ -65,7 +65,7 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	return &fixture{sys: sys, log: log, state: actortest.NewRecorder(t, sys, "state-manager")}
 }
 
@@ -602,7 +602,7 @@ func TestUnsupportedKindIsPermanent(t *testing.T) {
 
 	// Spawned, it fails at start with a *supervision.Permanent, so that its
 	// supervisor gives up at once.
-	sys, _ := system(t)
+	sys, _ := actortest.SystemAndLogger(t)
 	gaveUp := make(chan supervision.Failure, 1)
 	strategy := supervision.New(supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 5, Window: time.Minute},
 		supervision.Callbacks{GaveUp: func(f supervision.Failure) { gaveUp <- f }})

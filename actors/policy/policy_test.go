@@ -59,7 +59,7 @@ type fixture struct {
 
 func setup(t *testing.T, files map[string]string) *fixture {
 	t.Helper()
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{
 		sys:   sys,
 		dir:   t.TempDir(),
@@ -193,7 +193,7 @@ func TestEmptyDirIsLoaded(t *testing.T) {
 func TestMissingDirIsReportedAndStillLoaded(t *testing.T) {
 	// A policy_dir that cannot be read is a problem to report, and the
 	// load still ends (readiness must not hang on it).
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	state := actortest.NewRecorder(t, sys, "state-manager")
 	task := actortest.NewRecorder(t, sys, "task-manager")
 	dir := filepath.Join(t.TempDir(), "missing")

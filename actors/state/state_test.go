@@ -27,7 +27,7 @@ type fixture struct {
 
 func setup(t *testing.T, downAfter int) *fixture {
 	t.Helper()
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, broker: actortest.NewRecorder(t, sys, "broker")}
 	f.pid = sys.Root.Spawn(state.Props(state.Options{Node: node, Version: version, Broker: f.broker.PID, DownAfter: downAfter, Log: log}))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })

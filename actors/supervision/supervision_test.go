@@ -184,7 +184,7 @@ type childStarted struct{}
 // reports each start to another.
 func setup(t *testing.T, p supervision.Policy) *fixture {
 	t.Helper()
-	sys, _ := system(t)
+	sys, _ := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, calls: &calls{}}
 	f.strategy = supervision.New(p, f.calls.callbacks())
 	f.pings = actortest.NewRecorder(t, sys, "pings")

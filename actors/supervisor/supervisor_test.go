@@ -82,7 +82,7 @@ func spawn(t *testing.T, sys *actor.ActorSystem, opts supervisor.Options) *actor
 }
 
 func TestPID(t *testing.T) {
-	sys, _ := system(t)
+	sys, _ := actortest.SystemAndLogger(t)
 	pid := supervisor.PID(sys, supervisor.Broker)
 	assert.Equal(t, "supervisor/broker", pid.Id)
 	assert.Equal(t, sys.Address(), pid.Address)
@@ -128,7 +128,7 @@ func lifecycleChildren(j *journal, events *actortest.Recorder, slow time.Duratio
 }
 
 func TestSpawnsChildrenInOrder(t *testing.T) {
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	j := &journal{}
 	events := actortest.NewRecorder(t, sys, "events")
 	names, children := lifecycleChildren(j, events, 0)
@@ -150,7 +150,7 @@ func TestStartsChildrenInOrder(t *testing.T) {
 	// Each child is started (its Started handled) before the next: the
 	// broker first, so that nothing emitted at start-up is lost, the admin
 	// last, so that it never reports on actors that do not exist.
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	j := &journal{}
 	events := actortest.NewRecorder(t, sys, "events")
 	names, children := lifecycleChildren(j, events, 200*time.Millisecond)
@@ -161,7 +161,7 @@ func TestStartsChildrenInOrder(t *testing.T) {
 }
 
 func TestStopsChildrenInReverseOrder(t *testing.T) {
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	j := &journal{}
 	events := actortest.NewRecorder(t, sys, "events")
 	names, children := lifecycleChildren(j, events, 0)
@@ -191,7 +191,7 @@ func TestStopsChildrenInReverseOrder(t *testing.T) {
 func TestStopLetsChildrenDrainTheirMailboxes(t *testing.T) {
 	// Children stop with poison pills: what was sent to a child before the
 	// stop is handled before it stops.
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	j := &journal{}
 	type work struct{ n int }
 	release := make(chan struct{})
@@ -221,7 +221,7 @@ func TestStopLetsChildrenDrainTheirMailboxes(t *testing.T) {
 }
 
 func TestEscalatesAChildFailingBeyondItsIntensity(t *testing.T) {
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	state := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
 	j := &journal{}
 	flaky := actor.PropsFromFunc(func(ctx actor.Context) {
@@ -281,7 +281,7 @@ func TestEscalatesAChildFailingBeyondItsIntensity(t *testing.T) {
 func TestSpawnFailureExits(t *testing.T) {
 	// A child whose name is taken cannot start: the supervisor stops and
 	// exits with the cause.
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	actortest.NewRecorder(t, sys, supervisor.Name+"/taken")
 	j := &journal{}
 	ex := newExits()
@@ -301,7 +301,7 @@ func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
 	// A child waiting for its restart (mailbox suspended) when the daemon
 	// is asked to stop must not hold the stop up: the supervisor cancels
 	// the restart and stops it at once.
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	state := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
 	j := &journal{}
 	type boom struct{}

@@ -57,7 +57,7 @@ func setup(t *testing.T) *fixture {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	t.Cleanup(srv.Close)
-	sys, log := system(t)
+	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL}
 	fast := supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
 	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: f.state.PID, Allowed: allowList(t), Supervision: fast, Log: log}), taskName)

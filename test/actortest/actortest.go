@@ -179,3 +179,10 @@ func types(evs []*messages.Event) []string {
 	}
 	return out
 }
+
+// SystemAndLogger returns System(t) and Logger(t): a fresh actor system and
+// a logger for the actors' Options.Log.
+func SystemAndLogger(t testing.TB) (*actor.ActorSystem, zerolog.Logger) {
+	t.Helper()
+	return System(t), Logger(t)
+}
