@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -139,6 +140,10 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load from bytes; file names the source in problems and anchors
 // relative paths (when empty, they stay relative to the working directory).
+//
+// When the document decodes but does not validate, Parse returns the config
+// together with the problems, so that a checker can go on (--check-config
+// checks the policies too); nothing may run with such a config.
 func Parse(file string, data []byte) (*Config, error) {
 	c := Default()
 	doc, err := DecodeStrict(file, data, c)
@@ -153,7 +158,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return c, err
 	}
 	return c, nil
 }
@@ -229,4 +234,32 @@ func oneOf(r *Report, path, value string, allowed ...string) {
 		}
 	}
 	r.Addf(path, "unknown value %q; use one of: %s", value, strings.Join(allowed, ", "))
+}
+
+// Changes returns the key paths (e.g. "log.level", "broker.urls") whose
+// values differ between c and next, for telling an operator what a reload
+// changed.
+func (c *Config) Changes(next *Config) []string {
+	return changes("", reflect.ValueOf(*c), reflect.ValueOf(*next))
+}
+
+// changes walks the yaml-tagged fields of two structs of one type; nested
+// config sections are compared key by key, everything else as a value.
+func changes(prefix string, a, b reflect.Value) []string {
+	var out []string
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		fa, fb := a.Field(i), b.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type.NumField() > 0 && f.Type.Field(0).Tag.Get("yaml") != "" {
+			out = append(out, changes(prefix+key+".", fa, fb)...)
+		} else if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			out = append(out, prefix+key)
+		}
+	}
+	return out
 }

@@ -463,3 +463,36 @@ func TestTargets(t *testing.T) {
 	assert.False(t, a.AllowsHost("127.0.0.1"))
 	assert.Equal(t, "[10.0.0.0/8 db.internal]", a.String())
 }
+
+func TestChanges(t *testing.T) {
+	base := "node: n1\nlog: {level: info}\nbroker:\n  confirm_window: 10\n  tls: {min_version: \"1.2\"}\n"
+	tests := []struct {
+		name, next string
+		want       []string
+	}{
+		{"same document", base, nil},
+		{"comment and order only", "# c\nbroker:\n  tls: {min_version: \"1.2\"}\n  confirm_window: 10\nlog: {level: info}\nnode: n1\n", nil},
+		{"log level", "node: n1\nlog: {level: debug}\nbroker:\n  confirm_window: 10\n  tls: {min_version: \"1.2\"}\n", []string{"log.level"}},
+		{"nested and top level", "node: n2\nlog: {level: info}\nbroker:\n  confirm_window: 11\n  tls: {min_version: \"1.3\"}\n",
+			[]string{"node", "broker.tls.min_version", "broker.confirm_window"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := Parse("t.yaml", []byte(base))
+			require.NoError(t, err)
+			b, err := Parse("t.yaml", []byte(tt.next))
+			require.NoError(t, err)
+			assert.ElementsMatch(t, tt.want, a.Changes(b))
+		})
+	}
+}
+
+func TestParseReturnsTheConfigWithItsProblems(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("policy_dir: /p\nbroker: {confirm_window: 0}\n"))
+	require.Error(t, err)
+	require.NotNil(t, c, "a checker can go on with the policies")
+	assert.Equal(t, "/p", c.PolicyDir)
+	c, err = Parse("t.yaml", []byte("\x00\x01 not yaml"))
+	require.Error(t, err)
+	assert.Nil(t, c)
+}

@@ -3,12 +3,12 @@ package broker
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/messages"
 )
 
@@ -146,16 +146,9 @@ func (p *pipeline) connected() bool {
 	return p.conn != nil && !p.conn.IsClosed()
 }
 
-// reconnectBackoff is the delay before the n-th reconnect (n >= 1): capped
-// exponential from 100 ms to 30 s with full jitter.
-func reconnectBackoff(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < n && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 30*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
+// reconnect paces reconnection attempts like restarts: capped exponential
+// backoff from 100 ms to 30 s with jitter.
+var reconnect = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second}
 
 func (p *pipeline) publishLoop(ctx context.Context) {
 	defer close(p.published)
@@ -177,7 +170,7 @@ func (p *pipeline) publishLoop(ctx context.Context) {
 			url = conn.url
 		}
 		p.status(messages.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
-		delay := reconnectBackoff(max(attempt, 1))
+		delay := reconnect.Backoff(max(attempt, 1))
 		p.log.Warn().Err(err).Dur("retry_in", delay).Msg("broker connection failed")
 		select {
 		case <-ctx.Done():

@@ -39,7 +39,12 @@ type Spec struct {
 // Path is the observer's actor path relative to the daemon, which is also
 // its event source: observer/<policy>/<name>.
 func (s *Spec) Path() string {
-	return "observer/" + s.Policy.Metadata.Name + "/" + s.Observer.Name
+	return PathOf(s.Policy.Metadata.Name, s.Observer.Name)
+}
+
+// PathOf is the path of observer name of policy pol.
+func PathOf(pol, name string) string {
+	return "observer/" + pol + "/" + name
 }
 
 // check runs one observation and returns its event (type and payload set).
@@ -171,7 +176,7 @@ func LifecycleEvent(typ string, p *policy.Policy, o policy.Observer, correlation
 	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
 	ev.CorrelationId = correlation
 	ev.CausationId = correlation
-	payload.Actor = "observer/" + p.Metadata.Name + "/" + o.Name
+	payload.Actor = PathOf(p.Metadata.Name, o.Name)
 	payload.Observer = o.Name
 	payload.Kind = o.Kind
 	switch typ {

@@ -269,7 +269,7 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure, 
 	log.Str("observer", p.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
 		Str("reason", f.Reason.Error()).Msg(typ)
 	ev := observer.LifecycleEvent(typ, p, o, ref.correlation, payload)
-	ctx.Send(a.opts.State, &messages.Emit{Path: "observer/" + p.Metadata.Name + "/" + name, Event: ev})
+	ctx.Send(a.opts.State, &messages.Emit{Path: observer.PathOf(p.Metadata.Name, name), Event: ev})
 }
 
 func firstLine(err error) string {

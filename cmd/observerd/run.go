@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"reflect"
 	"syscall"
 	"time"
 
@@ -69,11 +68,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func checkConfig(cfg *configs.Config, cfgErr error, stdout, stderr io.Writer) int {
 	if cfgErr != nil {
 		printProblems(stderr, cfgErr)
-		return exitFailed
 	}
+	if cfg == nil {
+		return exitFailed // not even a config document: nothing else to check
+	}
+	// Policies are checked even when the config has problems, so that one
+	// run lists everything; allowed_targets and plugin_dir are as written.
 	policies, err := policy.LoadDir(cfg.PolicyDir, policyEnv(cfg))
 	if err != nil {
 		printProblems(stderr, err)
+	}
+	if cfgErr != nil || err != nil {
 		return exitFailed
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d policies in %s)\n", cfg.File, len(policies), cfg.PolicyDir)
@@ -192,15 +197,20 @@ func reload(path string, running *configs.Config, log zerolog.Logger) {
 		log.Error().Strs("problems", lines).Msg("SIGHUP: config invalid, nothing changed")
 		return
 	}
-	setLevel(cfg.Log.Level)
-	running.Log.Level = cfg.Log.Level
-	next := *cfg
-	next.Log, next.File = running.Log, running.File
-	if !reflect.DeepEqual(next, *running) {
-		log.Warn().Msg("SIGHUP: log level applied; other changed settings need a restart")
-		return
+	var restart []string
+	for _, key := range running.Changes(cfg) {
+		if key == "log.level" {
+			setLevel(cfg.Log.Level)
+			running.Log.Level = cfg.Log.Level
+			continue
+		}
+		restart = append(restart, key)
 	}
-	log.Info().Str("level", cfg.Log.Level).Msg("SIGHUP: config re-read")
+	e := log.Info()
+	if len(restart) > 0 {
+		e = log.Warn().Strs("need_restart", restart)
+	}
+	e.Str("level", running.Log.Level).Msg("SIGHUP: config re-read, log level applied")
 }
 
 func redacted(urls []string) []string {

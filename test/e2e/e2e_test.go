@@ -216,6 +216,29 @@ func TestCheckConfig(t *testing.T) {
 	out := p.out.String()
 	assert.Contains(t, out, d.config+":")
 	assert.Contains(t, out, "bogus_key")
+	assert.Contains(t, out, bad+":5:", "the policies are checked even when the config has problems")
+	assert.Contains(t, out, bad+":7:")
+}
+
+// TestSIGHUPAppliesTheLogLevel: SIGHUP re-reads the config, applies the
+// new log level without a restart and names what needs one.
+func TestSIGHUPAppliesTheLogLevel(t *testing.T) {
+	d := newDaemon(t, startObservable(t))
+	cfg := string(mustRead(t, d.config))
+	require.NoError(t, os.WriteFile(d.config, []byte(strings.Replace(cfg, "level: debug", "level: info", 1)), 0o600))
+	p := d.start(t)
+	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), "broker connected") }, wait, tick)
+	assert.NotContains(t, p.out.String(), `"level":"debug"`)
+
+	cfg = strings.Replace(cfg, "confirm_window: 64", "confirm_window: 32", 1)
+	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
+	p.signal(t, syscall.SIGHUP)
+	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), "SIGHUP: config re-read") }, wait, tick)
+	assert.Contains(t, p.out.String(), `"need_restart":["broker.confirm_window"]`)
+	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), `"level":"debug"`) }, wait, tick,
+		"debug lines appear without a restart")
+	p.signal(t, syscall.SIGTERM)
+	require.Equal(t, 0, p.exitCode(t, 20*time.Second))
 }
 
 func mustRead(t *testing.T, path string) []byte {
