@@ -3,6 +3,7 @@ package messages
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,21 @@ func RoutingKey(typ, node string) string {
 // (e.g. "observer/web/health") on node.
 func Source(node, path string) string {
 	return fmt.Sprintf("observerd://%s/%s", node, path)
+}
+
+// Stamp completes the envelope of ev emitted at path on node: node, source,
+// a subject when none (the node), a time when none, and a provenance hop.
+func Stamp(ev *Event, node, version, path string) {
+	now := timestamppb.Now()
+	ev.Node = node
+	ev.Source = Source(node, path)
+	if ev.Subject == "" {
+		ev.Subject = node
+	}
+	if ev.Time == nil {
+		ev.Time = now
+	}
+	ev.Provenance = append(ev.Provenance, &Hop{Service: "observerd", Version: version, Node: node, Time: now})
 }
 
 // Emit asks the state-manager to publish Event. Path is the emitting actor's
@@ -189,3 +205,19 @@ type Resume struct {
 	Policy   string
 	Observer string
 }
+
+// Gate is the broker's backpressure signal to the observers: closed while
+// the outbox is full with outbox.when_full: block. Observers skip their
+// turns while it is closed instead of producing events that would grow
+// memory. A nil *Gate is always open.
+type Gate struct{ closed atomic.Bool }
+
+// Close closes or opens the gate.
+func (g *Gate) Close(closed bool) {
+	if g != nil {
+		g.closed.Store(closed)
+	}
+}
+
+// Closed reports whether the gate is closed.
+func (g *Gate) Closed() bool { return g != nil && g.closed.Load() }

@@ -3,9 +3,12 @@
 // their sequence, publishes them to the topic exchange over TLS with
 // publisher confirms, and deletes them only once RabbitMQ confirmed them.
 //
-// Notification contract: the actor sends a *messages.BrokerStatus to
-// Options.Status whenever the connection opens, fails, is lost, or is
-// blocked or unblocked by a resource alarm.
+// Notification contract: the actor sends to Options.State a
+// *messages.BrokerStatus whenever the connection opens, fails, is lost, or
+// is blocked or unblocked by a resource alarm. Events that drop_oldest
+// drops are reported by outbox.overflow events that the broker appends
+// itself (at most one per contiguous range per second, and the rest at
+// stop), naming first and last sequence exactly.
 //
 // The mailbox never waits on the network or the disk: commits, dialing,
 // publishing and confirms run in the pipeline's goroutines (pipeline.go)
@@ -14,6 +17,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"time"
 
@@ -63,16 +67,19 @@ func (a *Actor) Receive(ctx actor.Context) {
 }
 
 func (a *Actor) start(ctx actor.Context) {
-	ob, err := OpenOutbox(filepath.Join(a.opts.StateDir, "outbox"))
-	if err != nil {
+	ob, err := OpenOutbox(filepath.Join(a.opts.StateDir, "outbox"), a.opts.Limit)
+	switch {
+	case errors.Is(err, ErrMovedAside):
+		a.opts.Log.Error().Err(err).Msg("outbox unreadable: its events are lost; starting a new one")
+	case err != nil:
 		// Supervised: restarted with backoff, escalated if it persists.
 		panic(err)
 	}
 	a.outbox = ob
-	root, status := ctx.ActorSystem().Root, a.opts.Status
+	root, state := ctx.ActorSystem().Root, a.opts.State
 	a.pipe = startPipeline(&a.opts, ob, func(s messages.BrokerStatus) {
-		if status != nil {
-			root.Send(status, &s)
+		if state != nil {
+			root.Send(state, &s)
 		}
 	})
 	st := ob.Stats()

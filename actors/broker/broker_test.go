@@ -41,7 +41,7 @@ func newFixture(t *testing.T, bindings ...string) *fixture {
 	f.opts = Options{
 		Node: "broker.test", StateDir: t.TempDir(), URLs: []string{node.URL()}, TLS: node.TLSConfig(),
 		Password: node.Password, Exchange: exchange, ConfirmWindow: 16, Heartbeat: 10 * time.Second,
-		DrainTimeout: 5 * time.Second, Status: f.status.PID, Log: actortest.Logger(t),
+		DrainTimeout: 5 * time.Second, State: f.status.PID, Log: actortest.Logger(t),
 	}
 	if len(bindings) > 0 {
 		f.opts.Queues = []configs.Queue{{Name: "q-" + t.Name(), Type: "classic", Bindings: bindings}}

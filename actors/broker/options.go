@@ -9,11 +9,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
 )
 
 // Options configure the broker actor.
 type Options struct {
 	Node     string
+	Version  string // for the provenance of the broker's own events
 	StateDir string
 	// URLs are tried in order at every (re)connect.
 	URLs          []string
@@ -25,16 +27,20 @@ type Options struct {
 	ConfirmWindow int
 	Heartbeat     time.Duration
 	Queues        []configs.Queue
+	// Limit bounds the outbox (outbox.max_bytes, outbox.when_full).
+	Limit Limit
+	// Gate is closed while a when_full: block outbox is full.
+	Gate *messages.Gate
 	// DrainTimeout bounds how long a stop waits for outstanding confirms.
 	DrainTimeout time.Duration
-	// Status receives a *messages.BrokerStatus on every connection change.
-	Status *actor.PID
-	Log    zerolog.Logger
+	// State receives a *messages.BrokerStatus on every connection change.
+	State *actor.PID
+	Log   zerolog.Logger
 }
 
 // OptionsFrom builds Options from a validated daemon config; it reads the
 // password and the TLS files.
-func OptionsFrom(cfg *configs.Config, status *actor.PID, log zerolog.Logger) (Options, error) {
+func OptionsFrom(cfg *configs.Config, version string, state *actor.PID, gate *messages.Gate, log zerolog.Logger) (Options, error) {
 	tlsCfg, err := cfg.Broker.ClientTLS()
 	if err != nil {
 		return Options{}, fmt.Errorf("broker options: %w", err)
@@ -45,6 +51,7 @@ func OptionsFrom(cfg *configs.Config, status *actor.PID, log zerolog.Logger) (Op
 	}
 	return Options{
 		Node:          cfg.Node,
+		Version:       version,
 		StateDir:      cfg.StateDir,
 		URLs:          cfg.Broker.URLs,
 		TLS:           tlsCfg,
@@ -55,8 +62,10 @@ func OptionsFrom(cfg *configs.Config, status *actor.PID, log zerolog.Logger) (Op
 		ConfirmWindow: cfg.Broker.ConfirmWindow,
 		Heartbeat:     time.Duration(cfg.Broker.Heartbeat),
 		Queues:        cfg.Broker.Queues,
+		Limit:         Limit{MaxBytes: int64(cfg.Outbox.MaxBytes), DropOldest: cfg.Outbox.WhenFull != "block"},
+		Gate:          gate,
 		DrainTimeout:  8 * time.Second,
-		Status:        status,
+		State:         state,
 		Log:           log,
 	}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
@@ -24,7 +25,8 @@ import (
 // two meta pages (a torn write leaves the previous commit intact), ordered
 // keys for replay in sequence order, and no cgo.
 type Outbox struct {
-	db *bolt.DB
+	db    *bolt.DB
+	limit Limit
 
 	// mu guards the counters and serializes the writers that change them
 	// (bbolt serializes write transactions anyway).
@@ -36,6 +38,24 @@ type Outbox struct {
 	bytes  int64
 }
 
+// Limit bounds the outbox.
+type Limit struct {
+	// MaxBytes bounds the stored events' bytes (0: unbounded). bbolt's file
+	// is larger by its page overhead and reuses freed pages.
+	MaxBytes int64
+	// DropOldest makes Append drop the oldest events to stay within
+	// MaxBytes; otherwise Append keeps everything and Full tells the
+	// producers to hold back (outbox.when_full: block).
+	DropOldest bool
+}
+
+// Dropped is one contiguous range of events dropped to make room.
+type Dropped struct {
+	First, Last uint64
+	Events      uint64
+	Bytes       uint64
+}
+
 var (
 	bucketEvents = []byte("events")
 	bucketMeta   = []byte("meta")
@@ -43,22 +63,22 @@ var (
 )
 
 // OpenOutbox opens (or creates) the outbox in dir, which is created 0700.
-func OpenOutbox(dir string) (*Outbox, error) {
+// A file that bbolt cannot open (corrupt beyond its own recovery, which
+// already survives torn writes) is moved aside and a new one started, so
+// that a damaged disk is reported, not a crash loop.
+func OpenOutbox(dir string, limit Limit) (*Outbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
 	path := filepath.Join(dir, "outbox.db")
 	// The timeout turns a second daemon on the same state_dir into an error
 	// instead of a hang on the file lock.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("open outbox %s: locked by another process (is another observerd using this state_dir?)", path)
-		}
-		return nil, fmt.Errorf("open outbox %s: %w", path, err)
+	db, openErr := openBolt(path)
+	if db == nil {
+		return nil, openErr
 	}
-	o := &Outbox{db: db}
-	err = db.Update(func(tx *bolt.Tx) error {
+	o := &Outbox{db: db, limit: limit}
+	err := db.Update(func(tx *bolt.Tx) error {
 		evs, err := tx.CreateBucketIfNotExists(bucketEvents)
 		if err != nil {
 			return err
@@ -80,15 +100,45 @@ func OpenOutbox(dir string) (*Outbox, error) {
 		db.Close()
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
-	return o, nil
+	return o, openErr // nil, or ErrMovedAside with a usable new outbox
+}
+
+// ErrMovedAside wraps the error of an outbox file that could not be opened
+// and was renamed; the returned Outbox is a new, empty one.
+var ErrMovedAside = errors.New("outbox file moved aside")
+
+func openBolt(path string) (*bolt.DB, error) {
+	// The timeout turns a second daemon on the same state_dir into an error
+	// instead of a hang on the file lock.
+	opts := &bolt.Options{Timeout: 2 * time.Second}
+	db, err := bolt.Open(path, 0o600, opts)
+	if err == nil {
+		return db, nil
+	}
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open outbox %s: locked by another process (is another observerd using this state_dir?)", path)
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return nil, fmt.Errorf("open outbox %s: %w (and moving it aside failed: %v)", path, err, rerr)
+	}
+	db, err2 := bolt.Open(path, 0o600, opts)
+	if err2 != nil {
+		return nil, fmt.Errorf("open outbox %s: %w", path, err2)
+	}
+	return db, fmt.Errorf("open outbox %s: %w to %s: %w", path, ErrMovedAside, aside, err)
 }
 
 // Append assigns the next sequences to evs and commits them in one
-// transaction (one fsync for the whole group).
-func (o *Outbox) Append(evs []*messages.Event) error {
+// transaction (one fsync for the whole group). With Limit.DropOldest it
+// drops, in the same transaction, the oldest events that keep(seq) does
+// not protect until the outbox fits in Limit.MaxBytes, and returns what
+// it dropped.
+func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dropped, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	last, events, bytes := o.last, o.events, o.bytes
+	var dropped []Dropped
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		for _, ev := range evs {
@@ -104,6 +154,17 @@ func (o *Outbox) Append(evs []*messages.Event) error {
 			events++
 			bytes += int64(len(data))
 		}
+		if o.limit.DropOldest && o.limit.MaxBytes > 0 && bytes > o.limit.MaxBytes {
+			var err error
+			dropped, err = dropOldest(b, bytes-o.limit.MaxBytes, keep)
+			if err != nil {
+				return err
+			}
+			for _, d := range dropped {
+				events -= int(d.Events)
+				bytes -= int64(d.Bytes)
+			}
+		}
 		return tx.Bucket(bucketMeta).Put(keyLastSeq, seqKey(last))
 	})
 	if err != nil {
@@ -111,10 +172,94 @@ func (o *Outbox) Append(evs []*messages.Event) error {
 		for _, ev := range evs {
 			ev.Sequence = 0
 		}
-		return fmt.Errorf("append to outbox: %w", err)
+		return nil, fmt.Errorf("append to outbox: %w", err)
 	}
 	o.last, o.events, o.bytes = last, events, bytes
-	return nil
+	return dropped, nil
+}
+
+// dropOldest deletes the oldest events not protected by keep until at
+// least need bytes are freed, and returns the contiguous ranges dropped.
+// outbox.overflow events are never dropped: during a long outage they would
+// age into the oldest and take the report of a loss with them.
+func dropOldest(b *bolt.Bucket, need int64, keep func(uint64) bool) ([]Dropped, error) {
+	var victims [][]byte
+	var out []Dropped
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && need > 0; k, v = c.Next() {
+		seq := binary.BigEndian.Uint64(k)
+		if keep != nil && keep(seq) || isOverflow(v) {
+			continue
+		}
+		victims = append(victims, k)
+		need -= int64(len(v))
+		if n := len(out); n > 0 && out[n-1].Last == seq-1 {
+			out[n-1].Last = seq
+			out[n-1].Events++
+			out[n-1].Bytes += uint64(len(v))
+		} else {
+			out = append(out, Dropped{First: seq, Last: seq, Events: 1, Bytes: uint64(len(v))})
+		}
+	}
+	// Deleting while iterating would move bbolt's cursor; delete after.
+	for _, k := range victims {
+		if err := b.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// isOverflow tells whether a stored event is an outbox.overflow report,
+// reading only its type field (Event.type, field 2) off the wire.
+func isOverflow(v []byte) bool {
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return false
+		}
+		v = v[n:]
+		if num == 2 && typ == protowire.BytesType {
+			b, _ := protowire.ConsumeBytes(v)
+			return string(b) == messages.TypeOutboxOverflow
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, v); n < 0 {
+			return false
+		}
+		v = v[n:]
+	}
+	return false
+}
+
+// Claim calls mark for each event of evs still in the outbox and returns
+// those. It holds the writers' lock, so a concurrent Append drops an event
+// either before (Claim leaves it out) or not at all (mark, through Append's
+// keep, protects it).
+func (o *Outbox) Claim(evs []*messages.Event, mark func(seq uint64)) ([]*messages.Event, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	kept := evs[:0]
+	err := o.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		for _, ev := range evs {
+			if b.Get(seqKey(ev.Sequence)) != nil {
+				mark(ev.Sequence)
+				kept = append(kept, ev)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return kept, nil
+}
+
+// Full reports whether the outbox holds Limit.MaxBytes or more.
+func (o *Outbox) Full() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.limit.MaxBytes > 0 && o.bytes >= o.limit.MaxBytes
 }
 
 // After returns up to max events with a sequence above seq, in order.

@@ -1,6 +1,9 @@
 package broker
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,32 +22,35 @@ func events(n int) []*messages.Event {
 
 func TestOutboxAssignsSequencesThatSurviveReopen(t *testing.T) {
 	dir := t.TempDir()
-	o, err := OpenOutbox(dir)
+	o, err := OpenOutbox(dir, Limit{})
 	require.NoError(t, err)
 	first := events(3)
-	require.NoError(t, o.Append(first))
+	_, err = o.Append(first, nil)
+	require.NoError(t, err)
 	for i, ev := range first {
 		assert.Equal(t, uint64(i+1), ev.Sequence)
 	}
 	require.NoError(t, o.Delete([]uint64{1, 2, 3}))
 	require.NoError(t, o.Close())
 
-	o, err = OpenOutbox(dir)
+	o, err = OpenOutbox(dir, Limit{})
 	require.NoError(t, err)
 	defer o.Close()
 	assert.Equal(t, OutboxStats{LastSequence: 3}, o.Stats(), "an empty outbox still remembers the last sequence")
 	next := events(2)
-	require.NoError(t, o.Append(next))
+	_, err = o.Append(next, nil)
+	require.NoError(t, err)
 	assert.Equal(t, uint64(4), next[0].Sequence, "sequences are never reused")
 	assert.Equal(t, uint64(5), next[1].Sequence)
 }
 
 func TestOutboxReplaysInOrderAndCountsExactly(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir())
+	o, err := OpenOutbox(t.TempDir(), Limit{})
 	require.NoError(t, err)
 	defer o.Close()
 	evs := events(10)
-	require.NoError(t, o.Append(evs))
+	_, err = o.Append(evs, nil)
+	require.NoError(t, err)
 	st := o.Stats()
 	assert.Equal(t, 10, st.Events)
 	assert.Positive(t, st.Bytes)
@@ -73,9 +79,108 @@ func TestOutboxReplaysInOrderAndCountsExactly(t *testing.T) {
 
 func TestOutboxIsExclusive(t *testing.T) {
 	dir := t.TempDir()
-	o, err := OpenOutbox(dir)
+	o, err := OpenOutbox(dir, Limit{})
 	require.NoError(t, err)
 	defer o.Close()
-	_, err = OpenOutbox(dir)
+	_, err = OpenOutbox(dir, Limit{})
 	require.ErrorContains(t, err, "locked by another process")
+}
+
+func TestOutboxDropOldestDropsExactRangesAndSparesInflight(t *testing.T) {
+	o, err := OpenOutbox(t.TempDir(), Limit{})
+	require.NoError(t, err)
+	evs := events(10)
+	_, err = o.Append(evs, nil)
+	require.NoError(t, err)
+	per := o.Stats().Bytes / 10 // events of one size
+	require.NoError(t, o.Close())
+
+	dir := t.TempDir()
+	o, err = OpenOutbox(dir, Limit{MaxBytes: 6 * per, DropOldest: true})
+	require.NoError(t, err)
+	defer o.Close()
+	dropped, err := o.Append(events(6), nil)
+	require.NoError(t, err)
+	assert.Empty(t, dropped, "at the limit, nothing dropped")
+
+	// Sequence 2 is in flight: it is never dropped, so the drops are the
+	// ranges around it.
+	inflight := func(seq uint64) bool { return seq == 2 }
+	dropped, err = o.Append(events(3), inflight)
+	require.NoError(t, err)
+	assert.Equal(t, []Dropped{
+		{First: 1, Last: 1, Events: 1, Bytes: uint64(per)},
+		{First: 3, Last: 4, Events: 2, Bytes: uint64(2 * per)},
+	}, dropped)
+	st := o.Stats()
+	assert.Equal(t, 6, st.Events)
+	assert.LessOrEqual(t, st.Bytes, 6*per)
+	got, err := o.After(0, 100)
+	require.NoError(t, err)
+	var seqs []uint64
+	for _, ev := range got {
+		seqs = append(seqs, ev.Sequence)
+	}
+	assert.Equal(t, []uint64{2, 5, 6, 7, 8, 9}, seqs)
+}
+
+func TestOutboxBlockKeepsEverythingAndSaysFull(t *testing.T) {
+	o, err := OpenOutbox(t.TempDir(), Limit{MaxBytes: 1})
+	require.NoError(t, err)
+	defer o.Close()
+	assert.False(t, o.Full())
+	dropped, err := o.Append(events(3), nil)
+	require.NoError(t, err)
+	assert.Empty(t, dropped)
+	assert.Equal(t, 3, o.Stats().Events)
+	assert.True(t, o.Full())
+	require.NoError(t, o.Delete([]uint64{1, 2, 3}))
+	assert.False(t, o.Full())
+}
+
+func TestCorruptOutboxIsMovedAsideNotACrashLoop(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "outbox.db")
+	require.NoError(t, os.WriteFile(path, bytes.Repeat([]byte("garbage!"), 4096), 0o600))
+	o, err := OpenOutbox(dir, Limit{})
+	require.ErrorIs(t, err, ErrMovedAside)
+	require.NotNil(t, o, "a new outbox to go on with")
+	defer o.Close()
+	_, err = o.Append(events(1), nil)
+	require.NoError(t, err)
+	aside, _ := filepath.Glob(path + ".corrupt-*")
+	assert.Len(t, aside, 1, "the damaged file is kept for inspection")
+}
+
+func TestOutboxNeverDropsOverflowReports(t *testing.T) {
+	o, err := OpenOutbox(t.TempDir(), Limit{MaxBytes: 1, DropOldest: true})
+	require.NoError(t, err)
+	defer o.Close()
+	report := messages.NewEvent(messages.TypeOutboxOverflow)
+	_, err = o.Append([]*messages.Event{report}, nil)
+	require.NoError(t, err)
+	dropped, err := o.Append(events(2), nil)
+	require.NoError(t, err)
+	require.NotEmpty(t, dropped)
+	for _, d := range dropped {
+		assert.NotContains(t, []uint64{d.First, d.Last}, report.Sequence)
+	}
+	ev, err := o.Get(report.Sequence)
+	require.NoError(t, err)
+	require.NotNil(t, ev, "the report stays")
+}
+
+func TestOutboxClaimLeavesOutWhatIsGone(t *testing.T) {
+	o, err := OpenOutbox(t.TempDir(), Limit{})
+	require.NoError(t, err)
+	defer o.Close()
+	evs := events(3)
+	_, err = o.Append(evs, nil)
+	require.NoError(t, err)
+	require.NoError(t, o.Delete([]uint64{2}))
+	var marked []uint64
+	kept, err := o.Claim(evs, func(s uint64) { marked = append(marked, s) })
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{1, 3}, marked)
+	assert.Len(t, kept, 2)
 }

@@ -28,10 +28,13 @@ type pipeline struct {
 	log    zerolog.Logger
 	status func(messages.BrokerStatus)
 
-	mu      sync.Mutex
-	pending []*messages.Event
-	closed  bool
-	retries map[uint64]time.Time // returned or nacked: sequence -> not before
+	mu       sync.Mutex
+	pending  []*messages.Event
+	closed   bool
+	retries  map[uint64]time.Time // returned or nacked: sequence -> not before
+	inflight map[uint64]bool      // published, not yet confirmed: never dropped
+	drops    []Dropped            // dropped, not reported yet
+	reporter *time.Timer          // pending report of drops
 
 	commitWake  chan struct{} // cap 1: pending has events
 	publishWake chan struct{} // cap 1: the outbox has new events
@@ -52,6 +55,7 @@ func startPipeline(o *Options, outbox *Outbox, status func(messages.BrokerStatus
 		log:         o.Log,
 		status:      status,
 		retries:     map[uint64]time.Time{},
+		inflight:    map[uint64]bool{},
 		commitWake:  make(chan struct{}, 1),
 		publishWake: make(chan struct{}, 1),
 		committed:   make(chan struct{}),
@@ -99,14 +103,84 @@ func (p *pipeline) commitLoop() {
 				}
 				break
 			}
-			for err := p.outbox.Append(batch); err != nil; err = p.outbox.Append(batch) {
+			dropped, err := p.outbox.Append(batch, p.isInflight)
+			for err != nil {
 				// A full or failing disk: keep the events in memory and
 				// retry rather than drop them.
 				p.log.Error().Err(err).Int("events", len(batch)).Msg("outbox append failed, retrying")
 				time.Sleep(time.Second)
+				dropped, err = p.outbox.Append(batch, p.isInflight)
 			}
+			p.dropped(dropped)
+			p.gate()
 			wake(p.publishWake)
 		}
+	}
+}
+
+// overflowReportDelay gathers drops into few outbox.overflow events: each
+// report is an event too, and takes outbox space while it is full.
+const overflowReportDelay = time.Second
+
+// dropped records drops, merging contiguous ranges, and schedules their
+// report.
+func (p *pipeline) dropped(ds []Dropped) {
+	if len(ds) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range ds {
+		if n := len(p.drops); n > 0 && p.drops[n-1].Last+1 == d.First {
+			last := &p.drops[n-1]
+			last.Last, last.Events, last.Bytes = d.Last, last.Events+d.Events, last.Bytes+d.Bytes
+		} else {
+			p.drops = append(p.drops, d)
+		}
+	}
+	if p.reporter == nil {
+		p.reporter = time.AfterFunc(overflowReportDelay, p.reportDrops)
+	}
+}
+
+// reportDrops turns the recorded drops into outbox.overflow events and
+// accepts them like any other event.
+func (p *pipeline) reportDrops() {
+	for _, ev := range p.takeDrops() {
+		p.Accept(ev)
+	}
+}
+
+func (p *pipeline) takeDrops() []*messages.Event {
+	p.mu.Lock()
+	ds := p.drops
+	p.drops, p.reporter = nil, nil
+	p.mu.Unlock()
+	evs := make([]*messages.Event, 0, len(ds))
+	for _, d := range ds {
+		p.log.Error().Uint64("first_sequence", d.First).Uint64("last_sequence", d.Last).
+			Uint64("events", d.Events).Msg("outbox full: oldest events dropped")
+		ev := messages.NewEvent(messages.TypeOutboxOverflow)
+		ev.Severity = messages.Severity_SEVERITY_HIGH
+		ev.Data = &messages.Event_OutboxOverflow{OutboxOverflow: &messages.OutboxOverflow{
+			FirstSequence: d.First, LastSequence: d.Last, DroppedEvents: d.Events, DroppedBytes: d.Bytes, Policy: "drop_oldest",
+		}}
+		messages.Stamp(ev, p.o.Node, p.o.Version, "broker")
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func (p *pipeline) isInflight(seq uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inflight[seq]
+}
+
+// gate closes the observers' gate while a when_full: block outbox is full.
+func (p *pipeline) gate() {
+	if !p.outbox.limit.DropOldest {
+		p.o.Gate.Close(p.outbox.Full())
 	}
 }
 
@@ -117,8 +191,22 @@ func (p *pipeline) Close(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
+	p.mu.Lock()
+	if p.reporter != nil {
+		p.reporter.Stop()
+	}
+	p.mu.Unlock()
 	close(p.commitWake)
 	<-p.committed
+	// Drops not reported yet are reported now, straight into the outbox
+	// (the committer has stopped): a stop must not hide a loss.
+	if evs := p.takeDrops(); len(evs) > 0 {
+		// Nothing may be dropped for them: that loss would go unreported.
+		keepAll := func(uint64) bool { return true }
+		if _, err := p.outbox.Append(evs, keepAll); err != nil {
+			p.log.Error().Err(err).Msg("report dropped events")
+		}
+	}
 	wake(p.publishWake)
 
 	tick := time.NewTicker(20 * time.Millisecond)

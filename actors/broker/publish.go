@@ -14,7 +14,7 @@ import (
 	"github.com/polar/observerd/messages"
 )
 
-// inflight is one published, not yet confirmed event.
+// inflight is one published, not yet confirmed event of this session.
 type inflight struct {
 	seq uint64
 	id  string
@@ -55,6 +55,9 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 		}
 	}(conn.NotifyBlocked(make(chan amqp.Blocking, 1)))
 
+	// Retries are moot: everything goes again from the start. The in-flight
+	// set is kept: an event published on a lost connection may have been
+	// delivered, so it stays protected from drop_oldest until confirmed.
 	p.mu.Lock()
 	clear(p.retries)
 	p.mu.Unlock()
@@ -87,6 +90,9 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 		batch, err := p.due()
 		if err == nil && len(batch) == 0 {
 			batch, err = p.outbox.After(cursor, p.o.ConfirmWindow)
+		}
+		if err == nil {
+			batch, err = p.outbox.Claim(batch, p.markInflight)
 		}
 		if err != nil {
 			return err
@@ -125,6 +131,15 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 	}
 }
 
+// markInflight protects seq from drop_oldest while it is published and
+// unconfirmed: an event that a consumer receives is never one that an
+// outbox.overflow reports dropped.
+func (p *pipeline) markInflight(seq uint64) {
+	p.mu.Lock()
+	p.inflight[seq] = true
+	p.mu.Unlock()
+}
+
 func closedErr(e *amqp.Error) error {
 	if e == nil {
 		return errConnectionClosed
@@ -156,7 +171,13 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 			// The events stay and go again: a duplicate, not a loss.
 			p.log.Error().Err(err).Msg("outbox delete failed")
 		}
+		p.mu.Lock()
+		for _, seq := range acked {
+			delete(p.inflight, seq)
+		}
+		p.mu.Unlock()
 		acked = acked[:0]
+		p.gate()
 	}
 	defer flush()
 	for {
@@ -173,7 +194,13 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 		}
 		for drained := false; !drained; {
 			select {
-			case r := <-returns:
+			case r, ok := <-returns:
+				if !ok {
+					// The connection is gone (amqp091-go closes the
+					// channel): what is unconfirmed goes again on the
+					// next one.
+					return
+				}
 				returned[r.MessageId] = true
 				p.log.Warn().Str("event", r.MessageId).Str("routing_key", r.RoutingKey).Str("reason", r.ReplyText).
 					Msg("event returned unroutable, kept in the outbox and retried")
@@ -181,6 +208,10 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 				drained = true
 			}
 		}
+		// Only an ack, once the event is deleted, ends its protection from
+		// drop_oldest: amqp091-go also nacks every outstanding confirm
+		// when the connection closes, and such an event may well have
+		// been delivered.
 		if it.dc.Acked() && !returned[it.id] {
 			acked = append(acked, it.seq)
 		} else {

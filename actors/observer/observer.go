@@ -31,6 +31,8 @@ type Spec struct {
 	CorrelationID string
 	// Shared is the policy's shared limits and HTTP client.
 	Shared *Shared
+	// Gate, while closed, makes the observer skip its turns.
+	Gate *messages.Gate
 	// State receives the observer's events.
 	State *actor.PID
 	Log   zerolog.Logger
@@ -111,6 +113,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *actor.Restarting:
 		a.halt()
 	case *tick:
+		if a.spec.Gate.Closed() {
+			a.skip("outbox full (when_full: block)")
+			a.schedule(ctx, a.interval())
+			return
+		}
 		a.run(ctx)
 	case *ran:
 		a.cancel()
@@ -119,6 +126,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.schedule(ctx, a.interval()+jitter(a.interval()/10)-a.interval()/20)
 	case *crashed:
 		panic(msg.err)
+	}
+}
+
+// skip counts a skipped turn; the log says so for the first and then every
+// hundredth, so that a long stretch of skips does not flood it.
+func (a *Actor) skip(why string) {
+	a.skipped++
+	if a.skipped%100 == 1 {
+		a.spec.Log.Warn().Uint64("skipped", a.skipped).Str("reason", why).Msg("observation turn skipped")
 	}
 }
 
@@ -142,8 +158,7 @@ func (a *Actor) halt() {
 // run starts one observation off the mailbox, unless one is in flight.
 func (a *Actor) run(ctx actor.Context) {
 	if a.cancel != nil {
-		a.skipped++
-		a.spec.Log.Warn().Uint64("skipped", a.skipped).Msg("previous observation still running, turn skipped")
+		a.skip("previous observation still running")
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), a.timeout())

@@ -622,3 +622,34 @@ func TestUnsupportedKindIsPermanent(t *testing.T) {
 		t.Fatal("the supervisor did not give up on the broken observer")
 	}
 }
+
+// TestClosedGateSkipsTurns: while the broker's gate is closed (outbox full
+// with when_full: block) an observer sends nothing; an ungated observer of
+// the same policy is the clock that proves turns went by.
+func TestClosedGateSkipsTurns(t *testing.T) {
+	f := setup(t)
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	p := parse(t, srv.URL, "{max_requests_per_second: 1000, max_concurrent_requests: 4}", `    - {name: gated, kind: http, interval: 10ms, timeout: 5ms, http: {path: /gated}}
+    - {name: clock, kind: http, interval: 10ms, timeout: 5ms, http: {path: /clock}}
+`)
+	shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"))
+	t.Cleanup(shared.Close)
+	gate := &messages.Gate{}
+	gate.Close(true)
+	for _, name := range []string{"gated", "clock"} {
+		o, _ := p.ObserverByName(name)
+		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Log: f.log}
+		if name == "gated" {
+			spec.Gate = gate
+		}
+		pid, err := f.sys.Root.SpawnNamed(observer.Props(spec), spec.Path())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = f.sys.Root.StopFuture(pid).Wait() })
+	}
+	require.Eventually(t, func() bool { return len(f.observations("observer/web/clock")) >= 10 }, actortest.Wait, 5*time.Millisecond)
+	assert.Empty(t, f.observations("observer/web/gated"), "a closed gate sends nothing")
+
+	gate.Close(false)
+	require.Eventually(t, func() bool { return len(f.observations("observer/web/gated")) >= 3 }, actortest.Wait, 5*time.Millisecond,
+		"turns resume when the gate opens")
+}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/messages"
 )
@@ -101,16 +100,7 @@ func (a *Actor) emit(ctx actor.Context, path string, ev *messages.Event) {
 }
 
 func (a *Actor) stamp(path string, ev *messages.Event) {
-	now := timestamppb.Now()
-	ev.Node = a.opts.Node
-	ev.Source = messages.Source(a.opts.Node, path)
-	if ev.Subject == "" {
-		ev.Subject = a.opts.Node
-	}
-	if ev.Time == nil {
-		ev.Time = now
-	}
-	ev.Provenance = append(ev.Provenance, &messages.Hop{Service: "observerd", Version: a.opts.Version, Node: a.opts.Node, Time: now})
+	messages.Stamp(ev, a.opts.Node, a.opts.Version, path)
 }
 
 func (a *Actor) publish(ctx actor.Context, ev *messages.Event) {

@@ -30,6 +30,9 @@ type Options struct {
 	State *actor.PID
 	// Allowed is what observers may reach (redirects are re-checked).
 	Allowed *configs.AllowList
+	// Gate, when closed, makes observers skip their turns (the outbox is
+	// full with when_full: block).
+	Gate *messages.Gate
 	// Supervision of the observers; zero means supervision.Observers.
 	Supervision supervision.Policy
 	Log         zerolog.Logger
@@ -219,6 +222,7 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		Observer:      o,
 		CorrelationID: r.correlation,
 		Shared:        r.shared,
+		Gate:          a.opts.Gate,
 		State:         a.opts.State,
 		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
 	}

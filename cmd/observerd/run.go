@@ -21,6 +21,7 @@ import (
 	"github.com/polar/observerd/actors/supervisor"
 	"github.com/polar/observerd/actors/task"
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
 
@@ -121,7 +122,8 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 	pid := func(name string) *actor.PID { return supervisor.PID(sys, name) }
 	actorLog := func(name string) zerolog.Logger { return log.With().Str("actor", name).Logger() }
 
-	brokerOpts, err := broker.OptionsFrom(cfg, pid(supervisor.StateManager), actorLog(supervisor.Broker))
+	gate := &messages.Gate{}
+	brokerOpts, err := broker.OptionsFrom(cfg, version, pid(supervisor.StateManager), gate, actorLog(supervisor.Broker))
 	if err != nil {
 		log.Error().Err(err).Msg("observerd cannot start")
 		return exitConfig
@@ -132,7 +134,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Log: actorLog(supervisor.StateManager),
 		})},
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
-			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Log: actorLog(supervisor.TaskManager),
+			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate, Log: actorLog(supervisor.TaskManager),
 		})},
 		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg),

@@ -156,6 +156,26 @@ type daemonConfig struct {
 	brokerTLS string // the broker.tls mapping
 	auth      string
 	admin     string
+	urls      []string
+	outbox    string // the outbox mapping
+	observers string // the policy's observers list
+}
+
+// withURLs sets broker.urls.
+func withURLs(urls ...string) daemonOption { return func(c *daemonConfig) { c.urls = urls } }
+
+// withOutbox sets the outbox mapping, e.g. "{max_bytes: 1MiB}".
+func withOutbox(o string) daemonOption { return func(c *daemonConfig) { c.outbox = o } }
+
+// withLoad makes the policy stream: n http observers every 20 ms, a few
+// hundred events per second in all.
+func withLoad(n int) daemonOption {
+	return func(c *daemonConfig) {
+		c.observers = ""
+		for i := range n {
+			c.observers += fmt.Sprintf("    - {name: h%d, kind: http, interval: 20ms, timeout: 15ms, http: {path: /healthz}}\n", i)
+		}
+	}
 }
 
 func withTLS(tls string) daemonOption { return func(c *daemonConfig) { c.brokerTLS = tls } }
@@ -175,7 +195,11 @@ func withExternalAuth() daemonOption {
 func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	t.Helper()
 	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
-	c := daemonConfig{brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t)}
+	c := daemonConfig{
+		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
+		urls: []string{node.URL()}, outbox: "{}",
+		observers: "    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}\n",
+	}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -189,8 +213,9 @@ plugin_dir: %s
 state_dir: %s
 log: {level: debug, format: json}
 admin: {listen: %q}
+outbox: %s
 broker:
-  urls: [%q]
+  urls: %s
   auth: %s
   password_file: %s
   tls: %s
@@ -199,7 +224,7 @@ broker:
   queues:
     - {name: %s, bindings: ["#"]}
 `, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		c.admin, node.URL(), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue)
+		c.admin, c.outbox, yamlList(c.urls), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	if target != "" {
 		pol := fmt.Sprintf(`apiVersion: observer.polar/v1
@@ -207,10 +232,9 @@ kind: ObservationPolicy
 metadata: {name: web}
 spec:
   target: {name: web, url: %q}
-  limits: {max_requests_per_second: 50, max_concurrent_requests: 2}
+  limits: {max_requests_per_second: 2000, max_concurrent_requests: 8}
   observers:
-    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}
-`, target)
+%s`, target, c.observers)
 		require.NoError(t, os.WriteFile(filepath.Join(d.dir, "policies", "web.yaml"), []byte(pol), 0o644))
 	}
 	return d
@@ -316,3 +340,110 @@ func freeAddrHeld(t *testing.T) string {
 	t.Cleanup(func() { ln.Close() })
 	return ln.Addr().String()
 }
+
+func yamlList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// declare declares the daemon's queue (as the daemon will) so that it
+// keeps every event from the first one, without consuming.
+func (d *daemon) declare(t *testing.T) {
+	t.Helper()
+	conn, err := node.Dial()
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, ch.ExchangeDeclare(d.exchange, amqp.ExchangeTopic, true, false, false, false, nil))
+	_, err = ch.QueueDeclare(d.queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(d.queue, "#", d.exchange, false, nil))
+}
+
+// queued returns how many events wait in the daemon's queue (-1 while the
+// broker cannot say).
+func (d *daemon) queued() int {
+	conn, err := node.Dial()
+	if err != nil {
+		return -1
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return -1
+	}
+	q, err := ch.QueueDeclarePassive(d.queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	if err != nil {
+		return -1
+	}
+	return q.Messages
+}
+
+// drain consumes every event in the daemon's queue.
+func (d *daemon) drain(t *testing.T) []*messages.Event {
+	t.Helper()
+	n := d.queued()
+	require.GreaterOrEqual(t, n, 0)
+	conn, err := node.Dial()
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, ch.Qos(1000, 0, false))
+	dels, err := ch.Consume(d.queue, "", true, false, false, false, nil)
+	require.NoError(t, err)
+	out := make([]*messages.Event, 0, n)
+	timeout := time.After(wait)
+	for len(out) < n {
+		select {
+		case del := <-dels:
+			ev := &messages.Event{}
+			require.NoError(t, proto.Unmarshal(del.Body, ev))
+			out = append(out, ev)
+		case <-timeout:
+			t.Fatalf("drained %d of %d events", len(out), n)
+		}
+	}
+	return out
+}
+
+// delivery is what a consumer saw: every sequence, how often.
+type delivery struct {
+	seen     map[uint64]int
+	max      uint64
+	dups     int
+	overflow [][2]uint64 // ranges reported by outbox.overflow
+}
+
+func deliveryOf(evs []*messages.Event) delivery {
+	d := delivery{seen: map[uint64]int{}}
+	for _, ev := range evs {
+		d.seen[ev.Sequence]++
+		if d.seen[ev.Sequence] > 1 {
+			d.dups++
+		}
+		d.max = max(d.max, ev.Sequence)
+		if o := ev.GetOutboxOverflow(); o != nil && d.seen[ev.Sequence] == 1 {
+			d.overflow = append(d.overflow, [2]uint64{o.FirstSequence, o.LastSequence})
+		}
+	}
+	return d
+}
+
+// missing returns the sequences in 1..max that never arrived.
+func (d delivery) missing() []uint64 {
+	var out []uint64
+	for s := uint64(1); s <= d.max; s++ {
+		if d.seen[s] == 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// logCount counts occurrences of s in the process output.
+func (p *proc) logCount(s string) int { return strings.Count(p.out.String(), s) }
