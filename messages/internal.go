@@ -115,6 +115,9 @@ type BrokerStatus struct {
 	// LastError is why the last connection attempt failed or the connection
 	// was lost, or the alarm that blocks it; empty otherwise.
 	LastError string `json:"last_error,omitempty"`
+	// Unroutable is set while events that RabbitMQ returned (no queue
+	// bound to their routing key) wait in the outbox for a retry.
+	Unroutable bool `json:"unroutable,omitempty"`
 }
 
 // PoliciesLoaded tells the state-manager that the policy-manager has loaded
@@ -179,6 +182,9 @@ func (s *Snapshot) Ready() (bool, []string) {
 		why = append(why, reason)
 	} else if s.Broker.Blocked {
 		why = append(why, "broker blocked publishing: "+s.Broker.LastError)
+	}
+	if s.Broker.Unroutable {
+		why = append(why, "events returned unroutable (no queue bound to their routing key): kept in the outbox and retried")
 	}
 	if !s.PoliciesLoaded {
 		why = append(why, "policies not loaded yet")

@@ -138,6 +138,7 @@ func TestUnroutableEventsStayInTheOutboxUntilRoutable(t *testing.T) {
 	// delivered. Binding a queue later delivers them on retry.
 	f.opts.Queues = []configs.Queue{{Name: "late-" + t.Name(), Type: "classic", Bindings: []string{"#"}}}
 	assert.Equal(t, 5, stats().Events, "returned events are not deleted")
+	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected && s.Unroutable })
 	f.consume(t)
 	got := f.receive(t, 5)
 	seen := map[uint64]bool{}
@@ -146,6 +147,15 @@ func TestUnroutableEventsStayInTheOutboxUntilRoutable(t *testing.T) {
 	}
 	assert.Len(t, seen, 5)
 	require.Eventually(t, func() bool { return stats().Events == 0 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		var last *messages.BrokerStatus
+		for _, m := range f.status.Messages() {
+			if s, ok := m.(*messages.BrokerStatus); ok {
+				last = s
+			}
+		}
+		return last != nil && last.Connected && !last.Unroutable
+	}, wait, 10*time.Millisecond, "the latest status clears unroutable once delivered")
 }
 
 func TestDialTriesURLsInOrder(t *testing.T) {

@@ -27,6 +27,8 @@ type pipeline struct {
 	outbox *Outbox
 	log    zerolog.Logger
 	status func(messages.BrokerStatus)
+	// last is the status last reported; guarded by mu.
+	last messages.BrokerStatus
 
 	mu       sync.Mutex
 	pending  []*messages.Event
@@ -47,13 +49,13 @@ type pipeline struct {
 	conn   *connection
 }
 
-func startPipeline(o *Options, outbox *Outbox, status func(messages.BrokerStatus)) *pipeline {
+func startPipeline(o *Options, outbox *Outbox, report func(messages.BrokerStatus)) *pipeline {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pipeline{
 		o:           o,
 		outbox:      outbox,
 		log:         o.Log,
-		status:      status,
+		status:      report,
 		retries:     map[uint64]time.Time{},
 		inflight:    map[uint64]bool{},
 		commitWake:  make(chan struct{}, 1),
@@ -171,6 +173,27 @@ func (p *pipeline) takeDrops() []*messages.Event {
 	return evs
 }
 
+// setStatus reports a connection change, keeping the unroutable count.
+func (p *pipeline) setStatus(s messages.BrokerStatus) {
+	p.mu.Lock()
+	s.Unroutable = len(p.retries) > 0
+	p.last = s
+	p.mu.Unlock()
+	p.status(s)
+}
+
+// unroutableChanged reports whether events wait for a retry when that
+// changes (not at every return: that would flood). Called with mu held.
+func (p *pipeline) unroutableChanged(before int) {
+	if (before == 0) == (len(p.retries) == 0) {
+		return
+	}
+	s := p.last
+	s.Unroutable = len(p.retries) > 0
+	p.last = s
+	go p.status(s)
+}
+
 func (p *pipeline) isInflight(seq uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -257,7 +280,7 @@ func (p *pipeline) publishLoop(ctx context.Context) {
 		if conn != nil {
 			url = conn.url
 		}
-		p.status(messages.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
+		p.setStatus(messages.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
 		delay := reconnect.Backoff(max(attempt, 1))
 		p.log.Warn().Err(err).Dur("retry_in", delay).Msg("broker connection failed")
 		select {

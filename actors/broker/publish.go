@@ -59,9 +59,11 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 	// set is kept: an event published on a lost connection may have been
 	// delivered, so it stays protected from drop_oldest until confirmed.
 	p.mu.Lock()
+	before := len(p.retries)
 	clear(p.retries)
+	p.unroutableChanged(before)
 	p.mu.Unlock()
-	p.status(messages.BrokerStatus{Connected: true, URL: conn.url, Since: time.Now()})
+	p.setStatus(messages.BrokerStatus{Connected: true, URL: conn.url, Since: time.Now()})
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -153,7 +155,7 @@ func (p *pipeline) onBlocking(b amqp.Blocking, url string) {
 	} else {
 		p.log.Info().Msg("broker unblocked publishing")
 	}
-	p.status(messages.BrokerStatus{Connected: true, Blocked: b.Active, URL: url, Since: time.Now(), LastError: b.Reason})
+	p.setStatus(messages.BrokerStatus{Connected: true, Blocked: b.Active, URL: url, Since: time.Now(), LastError: b.Reason})
 }
 
 // confirmLoop waits for confirms in publish order. A return arrives before
@@ -172,9 +174,12 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 			p.log.Error().Err(err).Msg("outbox delete failed")
 		}
 		p.mu.Lock()
+		before := len(p.retries)
 		for _, seq := range acked {
 			delete(p.inflight, seq)
+			delete(p.retries, seq)
 		}
+		p.unroutableChanged(before)
 		p.mu.Unlock()
 		acked = acked[:0]
 		p.gate()
@@ -231,7 +236,9 @@ const retryDelay = 2 * time.Second
 
 func (p *pipeline) retryLater(seq uint64) {
 	p.mu.Lock()
+	before := len(p.retries)
 	p.retries[seq] = time.Now().Add(retryDelay)
+	p.unroutableChanged(before)
 	p.mu.Unlock()
 	// The publisher may be waiting with a timer computed before this retry
 	// existed: wake it to compute again.
@@ -246,7 +253,9 @@ func (p *pipeline) due() ([]*messages.Event, error) {
 	for s, t := range p.retries {
 		if !t.After(now) {
 			seqs = append(seqs, s)
-			delete(p.retries, s)
+			// Counted as unroutable until acked; published again now, so
+			// not due again unless returned again (retryLater).
+			p.retries[s] = now.Add(time.Hour)
 		}
 	}
 	p.mu.Unlock()
