@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -197,4 +198,30 @@ func portOf(t *testing.T, addr string) string {
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	return port
+}
+
+// TestFaultStopWhileBlocked: a SIGTERM while a memory alarm blocks
+// publishing stops within the drain deadline (a blocked connection must not
+// hang the stop); the events still unconfirmed go at the next start.
+func TestFaultStopWhileBlocked(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, p := streaming(t)
+	d.waitQueued(t, 300)
+	_, err := node.Ctl(ctx, "set_vm_memory_high_watermark", "0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = node.Ctl(context.Background(), "set_vm_memory_high_watermark", "0.4") })
+	require.Eventually(t, func() bool { _, body := d.readyz(); return strings.Contains(body, "blocked") }, wait, tick)
+
+	start := time.Now()
+	p.signal(t, syscall.SIGTERM)
+	require.Equal(t, 0, p.exitCode(t, 20*time.Second))
+	t.Logf("stopped in %s while blocked", time.Since(start).Round(time.Millisecond))
+
+	_, err = node.Ctl(ctx, "set_vm_memory_high_watermark", "0.4")
+	require.NoError(t, err)
+	p = d.start(t)
+	before := d.queued()
+	d.waitQueued(t, before+300)
+	stopAndCheck(t, d, p, 1)
 }
