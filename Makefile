@@ -67,6 +67,10 @@ lint: ## go vet, gofmt and staticcheck (pinned in go.mod)
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) tool staticcheck -tags integration ./...
 
+.PHONY: bench
+bench: deps build ## measure the broker actor against baselines on a private TLS RabbitMQ (~3 min; BENCH_FLAGS=--quick ~1 min), write docs/benchmarks.md
+	$(GO) run ./test/bench --out docs/benchmarks.md $(BENCH_FLAGS)
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf $(BIN)

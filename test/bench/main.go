@@ -1,0 +1,290 @@
+// Command bench is `make bench`: it measures the broker actor
+// (actors/broker: outbox with fsync group commit, publish over TLS,
+// publisher confirms, delete) against plain baselines measured in the same
+// run on the same machine, prints a table of figures and ratios, and writes
+// it with a description of the machine into docs/benchmarks.md.
+//
+// It starts its own private RabbitMQ node with TLS (test/rabbitmq) and runs
+// the broker actor inside this process, in a fresh actor system. Rows:
+//
+//  1. pipeline throughput: N events through the broker actor until the
+//     outbox is empty (all confirmed), against a plain amqp091-go publisher
+//     with the same window of deferred confirms, the same message shape and
+//     its own quorum queue; each run alternated, the median reported;
+//  2. outage recovery: a steady producer, the broker stopped for a while
+//     and restarted; the time from Restart returning to an empty outbox,
+//     against the raw publisher confirming as many events into an empty
+//     broker;
+//  3. memory: the RSS of this process sampled during a long outage at a
+//     steady rate, against the RSS before the outage;
+//
+// and, for context, the outbox's fsync group commit: Append throughput
+// with 1, 16 and 256 events per transaction.
+//
+// Nothing here asserts on time: these are measurements, not tests.
+//
+//	go run ./test/bench --quick            # about a minute
+//	go run ./test/bench --out docs/benchmarks.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/polar/observerd/actors"
+	"github.com/polar/observerd/test/rabbitmq"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// config is what the flags set.
+type config struct {
+	quick      bool
+	events     int
+	runs       int
+	window     int
+	rate       int
+	warmup     time.Duration
+	outage     time.Duration
+	memOutage  time.Duration
+	groupTime  time.Duration
+	out        string
+	dir        string
+	logLevel   string
+	cpuProfile string
+	rows       map[string]bool
+	rowsString string
+}
+
+// Defaults are sized so that a full `make bench` stays under about four
+// minutes on a 2-core machine, RabbitMQ's boots included; --quick keeps the
+// same shape with smaller numbers for a check in about a minute.
+const (
+	defaultEvents    = 20000
+	quickEvents      = 3000
+	defaultOutage    = 30 * time.Second
+	quickOutage      = 5 * time.Second
+	defaultMemOutage = 60 * time.Second
+	quickMemOutage   = 10 * time.Second
+	defaultGroupTime = 2 * time.Second
+	quickGroupTime   = 500 * time.Millisecond
+)
+
+var allRows = []string{"throughput", "outage", "memory", "groupcommit"}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&c.quick, "quick", false, "shorter runs (fewer events, shorter outages); explicit flags still win")
+	fs.IntVar(&c.events, "events", defaultEvents, "events per throughput run (--quick: 3000)")
+	fs.IntVar(&c.runs, "runs", 3, "throughput runs per side, alternated; the median is reported")
+	fs.IntVar(&c.window, "window", 256, "confirm window of the broker actor and of the baseline publisher")
+	fs.IntVar(&c.rate, "rate", 500, "events per second of the steady producer (outage and memory rows)")
+	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "steady production before an outage starts")
+	fs.DurationVar(&c.outage, "outage", defaultOutage, "how long the broker is down in the outage row (--quick: 5s)")
+	fs.DurationVar(&c.memOutage, "mem-outage", defaultMemOutage, "how long the broker is down in the memory row (--quick: 10s)")
+	fs.DurationVar(&c.groupTime, "group-time", defaultGroupTime, "time per group size in the group commit row (--quick: 500ms)")
+	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
+	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
+	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")
+	fs.StringVar(&c.rowsString, "rows", strings.Join(allRows, ","), "rows to run, comma separated: "+strings.Join(allRows, ", "))
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.quick {
+		if !set["events"] {
+			c.events = quickEvents
+		}
+		if !set["outage"] {
+			c.outage = quickOutage
+		}
+		if !set["mem-outage"] {
+			c.memOutage = quickMemOutage
+		}
+		if !set["group-time"] {
+			c.groupTime = quickGroupTime
+		}
+	}
+	c.rows = map[string]bool{}
+	for r := range strings.SplitSeq(c.rowsString, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		known := false
+		for _, a := range allRows {
+			known = known || a == r
+		}
+		if !known {
+			return c, fmt.Errorf("unknown row %q (known: %s)", r, strings.Join(allRows, ", "))
+		}
+		c.rows[r] = true
+	}
+	switch {
+	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1:
+		return c, errors.New("--events, --runs, --window and --rate must be positive")
+	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0:
+		return c, errors.New("--outage, --mem-outage and --group-time must be positive")
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	if err := bench(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// env is what every row needs.
+type env struct {
+	cfg      config
+	node     *rabbitmq.Node
+	sys      *actor.ActorSystem
+	log      zerolog.Logger
+	work     string // state dirs of the outboxes
+	progress io.Writer
+	// freshTxID is the bbolt transaction id of a freshly opened, empty
+	// outbox, so that a run's write transactions can be counted.
+	freshTxID int
+	names     int
+}
+
+func (e *env) say(format string, args ...any) {
+	fmt.Fprintf(e.progress, "bench: "+format+"\n", args...)
+}
+
+// name returns a name unique in this run, so that no run ever sees the
+// exchange, queue or actor of another.
+func (e *env) name(kind string) string {
+	e.names++
+	return fmt.Sprintf("bench.%s.%d", kind, e.names)
+}
+
+func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	began := time.Now()
+	level, err := zerolog.ParseLevel(cfg.logLevel)
+	if err != nil {
+		return fmt.Errorf("parse --log-level: %w", err)
+	}
+	// Colours only for a terminal: make's output is often kept in a file.
+	color := false
+	if f, ok := stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil {
+			color = st.Mode()&os.ModeCharDevice != 0
+		}
+	}
+	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !color}).
+		Level(level).With().Timestamp().Logger()
+
+	work := cfg.dir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "observerd-bench-"); err != nil {
+			return fmt.Errorf("create work dir: %w", err)
+		}
+		defer os.RemoveAll(work)
+	} else if err := os.MkdirAll(work, 0o700); err != nil {
+		return fmt.Errorf("create work dir: %w", err)
+	}
+
+	e := &env{cfg: cfg, log: log, work: work, progress: stderr}
+	e.say("starting a private RabbitMQ node with TLS ...")
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	// The node's own directory stays inside work so that --dir keeps
+	// everything of a run in one place.
+	node, err := rabbitmq.Start(startCtx, rabbitmq.Options{Dir: work + "/rabbitmq"})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := node.Close(); err != nil {
+			e.say("close rabbitmq: %v", err)
+		}
+	}()
+	e.node = node
+	e.sys = actors.NewSystem(log)
+	defer e.sys.Shutdown()
+	if e.freshTxID, err = freshTxID(work); err != nil {
+		return err
+	}
+
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("create cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	mach := describeMachine(ctx, node)
+	res := &results{cfg: cfg, machine: mach}
+	if cfg.rows["groupcommit"] {
+		// First, while nothing else runs: it measures the disk alone.
+		e.say("group commit: outbox Append with 1, 16 and 256 events per transaction")
+		if res.group, err = e.groupCommit(ctx); err != nil {
+			return fmt.Errorf("group commit: %w", err)
+		}
+	}
+	if cfg.rows["throughput"] {
+		if res.throughput, err = e.throughput(ctx); err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+	}
+	if cfg.rows["outage"] {
+		if res.outage, err = e.outageRecovery(ctx); err != nil {
+			return fmt.Errorf("outage recovery: %w", err)
+		}
+	}
+	if cfg.rows["memory"] {
+		if res.memory, err = e.memory(ctx); err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
+	}
+	res.took = time.Since(began)
+	res.machine.loadEnd = loadAvg()
+	report := res.markdown()
+	fmt.Fprintln(stdout, report)
+	if cfg.out != "" {
+		if err := writeDoc(cfg.out, report); err != nil {
+			return err
+		}
+		e.say("wrote %s", cfg.out)
+	}
+	return nil
+}

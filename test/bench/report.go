@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type results struct {
+	cfg        config
+	machine    machine
+	took       time.Duration
+	group      []groupResult
+	throughput *throughputResult
+	outage     *outageResult
+	memory     *memoryResult
+}
+
+// markdown renders the results: a summary table (one line per row, each
+// against its baseline) and the details behind each line.
+func (r *results) markdown() string {
+	var b strings.Builder
+	m := r.machine
+	fmt.Fprintf(&b, "Measured on %s with `go run ./test/bench %s` (%s in all).\n\n",
+		m.date.Format("2006-01-02 15:04 MST"), r.cfg.flags(), r.took.Round(time.Second))
+	b.WriteString("| machine | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| CPU | %s, %d cores |\n", m.cpu, m.cores)
+	fmt.Fprintf(&b, "| memory | %s |\n", m.memory)
+	fmt.Fprintf(&b, "| kernel | %s |\n", orUnknown(m.kernel))
+	fmt.Fprintf(&b, "| Go | %s |\n", m.goVer)
+	fmt.Fprintf(&b, "| RabbitMQ | %s, %s, one node on loopback, TLS |\n", orUnknown(m.rabbitmq), orUnknown(m.erlang))
+	fmt.Fprintf(&b, "| observerd source | %s |\n", orUnknown(m.revision))
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", orUnknown(m.loadStart), orUnknown(m.loadEnd))
+	b.WriteString("\n")
+
+	b.WriteString("| # | measurement | observerd (broker actor) | baseline | ratio |\n|---|---|---|---|---|\n")
+	if t := r.throughput; t != nil {
+		a, raw := median(t.actor), median(t.raw)
+		fmt.Fprintf(&b, "| 1 | pipeline throughput, events/s, median of %d | %s | %s (amqp091-go, confirms, window %d) | **%s** actor/baseline (goal ≥ 0.9) |\n",
+			len(t.actor), thousands(a), thousands(raw), r.cfg.window, ratio(a, raw))
+	}
+	if o := r.outage; o != nil {
+		fmt.Fprintf(&b, "| 2 | outage recovery: Restart returned → outbox empty | %s (%s events waiting after a %s outage; reconnected after %s) | %s (raw publisher, as many events, empty broker) | **%s** recovery/baseline |\n",
+			secs(o.recovery), thousands(float64(o.accumulated)), whole(o.outage), secs(o.reconnect), secs(o.baseline.took),
+			ratio(o.recovery.Seconds(), o.baseline.took.Seconds()))
+	}
+	if mr := r.memory; mr != nil && len(mr.samples) > 0 {
+		first, last := mr.samples[0], mr.samples[len(mr.samples)-1]
+		fmt.Fprintf(&b, "| 3 | memory: RSS growth from 25 %% to 100 %% of a %s outage | %s (%s → %s), of which anonymous %s and file-backed %s; %s events waiting at the end | %s RSS before the outage (anonymous %s) | **%s** RSS at 100 %%/before (anonymous: %s) |\n",
+			whole(mr.outage), signedMiB(int64(last.proc.rss)-int64(first.proc.rss)), mib(first.proc.rss), mib(last.proc.rss),
+			signedMiB(int64(last.proc.anon)-int64(first.proc.anon)), signedMiB(int64(last.proc.file)-int64(first.proc.file)),
+			thousands(float64(last.outbox)), mib(mr.before.proc.rss), mib(mr.before.proc.anon),
+			ratio(float64(last.proc.rss), float64(mr.before.proc.rss)), ratio(float64(last.proc.anon), float64(mr.before.proc.anon)))
+	}
+	if len(r.group) >= 2 {
+		one, top := r.group[0], r.group[len(r.group)-1]
+		fmt.Fprintf(&b, "| – | fsync group commit: outbox Append, events/s | %s (%d per transaction) | %s (1 per transaction) | **%s×** |\n",
+			thousands(top.eventsPerSecond()), top.size, thousands(one.eventsPerSecond()),
+			strconv.FormatFloat(top.eventsPerSecond()/one.eventsPerSecond(), 'f', 0, 64))
+	}
+
+	if t := r.throughput; t != nil {
+		b.WriteString("\n#### 1. Pipeline throughput, every run\n\n")
+		fmt.Fprintf(&b, "%s events per run, %d-byte protobuf bodies plus CloudEvents headers, persistent, mandatory, "+
+			"one fresh durable quorum queue bound `#` per run (deleted afterwards). Runs alternate, swapping which side goes first.\n\n",
+			thousands(float64(r.cfg.events)), t.actor[0].bytes)
+		b.WriteString("| run | broker actor, events/s | its outbox write transactions (events per transaction) | its CPU per event | baseline, events/s | baseline CPU per event | ratio |\n|---|---|---|---|---|---|---|\n")
+		for i := range t.actor {
+			a, raw := t.actor[i], t.raw[i]
+			fmt.Fprintf(&b, "| %d | %s (%s) | %s (%.1f) | %.0f µs | %s (%s) | %.0f µs | %s |\n", i+1,
+				thousands(a.rate()), secs(a.took), thousands(float64(a.commits)), perCommit(a), a.cpuPerEvent(),
+				thousands(raw.rate()), secs(raw.took), raw.cpuPerEvent(), ratio(a.rate(), raw.rate()))
+		}
+		b.WriteString("\nCPU per event is this process's user and system time over the timed run divided by its events " +
+			"(the baseline's messages are prepared before its timing starts; the actor encodes, stores and reads back inside it).\n")
+	}
+	if o := r.outage; o != nil {
+		b.WriteString("\n#### 2. Outage recovery, timeline\n\n")
+		fmt.Fprintf(&b, "| step | |\n|---|---|\n")
+		fmt.Fprintf(&b, "| steady producer | %d events/s into the broker actor, %s before the stop |\n", r.cfg.rate, whole(r.cfg.warmup))
+		fmt.Fprintf(&b, "| graceful stop of the node (`node.Stop`) | %s |\n", secs(o.stopTook))
+		fmt.Fprintf(&b, "| outage, Stop called → Restart called | %s |\n", secs(o.outage))
+		fmt.Fprintf(&b, "| boot (`node.Restart` until it accepts clients) | %s |\n", secs(o.restartTook))
+		fmt.Fprintf(&b, "| events produced from Stop to Restart returned | %s |\n", thousands(float64(o.produced)))
+		fmt.Fprintf(&b, "| events in the outbox when Restart returned | %s |\n", thousands(float64(o.accumulated)))
+		fmt.Fprintf(&b, "| actor reconnected, after Restart returned | %s |\n", secs(o.reconnect))
+		fmt.Fprintf(&b, "| outbox empty, after Restart returned | **%s** (of which %s after the reconnect) |\n",
+			secs(o.recovery), secs(o.recovery-max(0, o.reconnect)))
+		runs := make([]string, len(o.baselines))
+		for i, m := range o.baselines {
+			runs[i] = secs(m.took)
+		}
+		fmt.Fprintf(&b, "| baseline: raw publisher, %s events, empty broker (runs: %s) | median %s (%s events/s) |\n",
+			thousands(float64(o.baseline.events)), strings.Join(runs, ", "), secs(o.baseline.took), thousands(o.baseline.rate()))
+		fmt.Fprintf(&b, "| drain after the reconnect / baseline | %s |\n",
+			ratio((o.recovery-max(0, o.reconnect)).Seconds(), o.baseline.took.Seconds()))
+		fmt.Fprintf(&b, "| outbox write transactions in the whole row | %s |\n", thousands(float64(o.commits)))
+	}
+	if mr := r.memory; mr != nil {
+		b.WriteString("\n#### 3. Memory during the outage\n\n")
+		fmt.Fprintf(&b, "Producer at %d events/s throughout; RSS of this process (broker actor, producer and measuring code together) from /proc/self/status.\n\n", r.cfg.rate)
+		b.WriteString("| point | into the outage | VmRSS | RssAnon | RssFile | Go heap in use | outbox events | outbox bytes |\n|---|---|---|---|---|---|---|---|\n")
+		row := func(name string, s memSample) {
+			at := "–"
+			if s.fraction > 0 {
+				at = secs(s.at)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, at, mib(s.proc.rss), mib(s.proc.anon), mib(s.proc.file),
+				mib(s.heap), thousands(float64(s.outbox)), mib(uint64(s.outboxB)))
+		}
+		row("before (baseline)", mr.before)
+		for _, s := range mr.samples {
+			row(fmt.Sprintf("%.0f %%", s.fraction*100), s)
+		}
+		fmt.Fprintf(&b, "\nPeak VmRSS during the outage (sampled every 100 ms): %s. VmHWM of the process at the end (whole run, throughput rows included): %s. "+
+			"Events produced from Stop to Restart returned: %s; the actor reconnected %s and the outbox was empty %s after Restart returned; %s outbox write transactions in the row.\n",
+			mib(mr.peakRSS), mib(mr.hwm), thousands(float64(mr.produced)), secs(mr.reconnect), secs(mr.drain), thousands(float64(mr.commits)))
+	}
+	if len(r.group) > 0 {
+		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")
+		fmt.Fprintf(&b, "`broker.OpenOutbox` + `Append` in a loop for %s per size, no actor, no network.\n\n", whole(r.cfg.groupTime))
+		b.WriteString("| events per Append | transactions | events/s | time per transaction |\n|---|---|---|---|\n")
+		for _, g := range r.group {
+			fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", g.size, thousands(float64(g.commits)), thousands(g.eventsPerSecond()),
+				g.commitLatency().Round(10*time.Microsecond))
+		}
+	}
+	return b.String()
+}
+
+// flags renders the settings of the run as the flags that reproduce it.
+func (c config) flags() string {
+	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s",
+		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func secs(d time.Duration) string {
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+// whole renders a configured duration for prose: "30 s", "500 ms".
+func whole(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%g s", d.Round(100*time.Millisecond).Seconds())
+}
+
+func signedMiB(delta int64) string {
+	return fmt.Sprintf("%+.1f MiB", float64(delta)/(1<<20))
+}
+
+// thousands formats a count or a rate rounded to an integer, with thin
+// separators so that large figures stay readable in the table.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(math.Round(v)), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}
+
+// The generated part of docs/benchmarks.md sits between these markers; the
+// prose around them is written by hand and kept.
+const (
+	beginMarker = "<!-- bench:begin: generated by `make bench`, edits inside are overwritten -->"
+	endMarker   = "<!-- bench:end -->"
+)
+
+// writeDoc puts report between the markers of path, creating the file (or
+// the markers, at its end) when missing.
+func writeDoc(path, report string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	section := []byte(beginMarker + "\n\n" + report + "\n" + endMarker)
+	var out []byte
+	begin, end := bytes.Index(old, []byte(beginMarker)), bytes.Index(old, []byte(endMarker))
+	switch {
+	case begin >= 0 && end > begin:
+		out = append(out, old[:begin]...)
+		out = append(out, section...)
+		out = append(out, old[end+len(endMarker):]...)
+	case len(old) == 0:
+		out = append([]byte("# Benchmarks\n\nRun `make bench`.\n\n"), section...)
+		out = append(out, '\n')
+	default:
+		out = append(bytes.TrimRight(old, "\n"), "\n\n"...)
+		out = append(out, section...)
+		out = append(out, '\n')
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
