@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,14 +29,17 @@ type Outbox struct {
 	db    *bolt.DB
 	limit Limit
 
-	// mu guards the counters and serializes the writers that change them
-	// (bbolt serializes write transactions anyway).
+	// mu serializes the writers (bbolt does anyway) and Claim against
+	// drops; it is held across a commit's fsync.
 	mu sync.Mutex
 	// last is the last assigned sequence; persisted in the same commit as
-	// the events that used it, so a sequence is never reused.
+	// the events that used it, so a sequence is never reused. Written
+	// under mu; the counters are also published to stats for readers that
+	// must not wait for a commit (the actor's mailbox).
 	last   uint64
 	events int
 	bytes  int64
+	stats  atomic.Pointer[OutboxStats]
 }
 
 // Limit bounds the outbox.
@@ -100,6 +104,7 @@ func OpenOutbox(dir string, limit Limit) (*Outbox, error) {
 		db.Close()
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
+	o.publish()
 	return o, openErr // nil, or ErrMovedAside with a usable new outbox
 }
 
@@ -135,12 +140,29 @@ func openBolt(path string) (*bolt.DB, error) {
 // not protect until the outbox fits in Limit.MaxBytes, and returns what
 // it dropped.
 func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dropped, error) {
+	return o.Commit(evs, nil, keep)
+}
+
+// Commit appends evs (as Append) and deletes the confirmed events del in
+// one transaction: one fsync for both, which is what keeps a steady stream
+// at one commit per group instead of two.
+func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	last, events, bytes := o.last, o.events, o.bytes
 	var dropped []Dropped
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
+		for _, s := range del {
+			k := seqKey(s)
+			if v := b.Get(k); v != nil {
+				events--
+				bytes -= int64(len(v))
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
 		for _, ev := range evs {
 			last++
 			ev.Sequence = last
@@ -172,9 +194,10 @@ func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dr
 		for _, ev := range evs {
 			ev.Sequence = 0
 		}
-		return nil, fmt.Errorf("append to outbox: %w", err)
+		return nil, fmt.Errorf("commit to outbox: %w", err)
 	}
 	o.last, o.events, o.bytes = last, events, bytes
+	o.publish()
 	return dropped, nil
 }
 
@@ -235,16 +258,16 @@ func isOverflow(v []byte) bool {
 // those. It holds the writers' lock, so a concurrent Append drops an event
 // either before (Claim leaves it out) or not at all (mark, through Append's
 // keep, protects it).
-func (o *Outbox) Claim(evs []*messages.Event, mark func(seq uint64)) ([]*messages.Event, error) {
+func (o *Outbox) Claim(rs []Record, mark func(seq uint64)) ([]Record, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	kept := evs[:0]
+	kept := rs[:0]
 	err := o.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
-		for _, ev := range evs {
-			if b.Get(seqKey(ev.Sequence)) != nil {
-				mark(ev.Sequence)
-				kept = append(kept, ev)
+		for _, r := range rs {
+			if b.Get(seqKey(r.Event.Sequence)) != nil {
+				mark(r.Event.Sequence)
+				kept = append(kept, r)
 			}
 		}
 		return nil
@@ -257,14 +280,19 @@ func (o *Outbox) Claim(evs []*messages.Event, mark func(seq uint64)) ([]*message
 
 // Full reports whether the outbox holds Limit.MaxBytes or more.
 func (o *Outbox) Full() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.limit.MaxBytes > 0 && o.bytes >= o.limit.MaxBytes
+	return o.limit.MaxBytes > 0 && o.Stats().Bytes >= o.limit.MaxBytes
+}
+
+// Record is a stored event with its stored bytes, which are its protobuf
+// encoding: publishing them saves encoding the event again.
+type Record struct {
+	Event *messages.Event
+	Raw   []byte
 }
 
 // After returns up to max events with a sequence above seq, in order.
-func (o *Outbox) After(seq uint64, max int) ([]*messages.Event, error) {
-	var out []*messages.Event
+func (o *Outbox) After(seq uint64, max int) ([]Record, error) {
+	var out []Record
 	err := o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(seqKey(seq + 1)); k != nil && len(out) < max; k, v = c.Next() {
@@ -272,7 +300,8 @@ func (o *Outbox) After(seq uint64, max int) ([]*messages.Event, error) {
 			if err := proto.Unmarshal(v, ev); err != nil {
 				return fmt.Errorf("decode event %d: %w", binary.BigEndian.Uint64(k), err)
 			}
-			out = append(out, ev)
+			// v is only valid inside the transaction.
+			out = append(out, Record{Event: ev, Raw: append([]byte(nil), v...)})
 		}
 		return nil
 	})
@@ -282,39 +311,19 @@ func (o *Outbox) After(seq uint64, max int) ([]*messages.Event, error) {
 	return out, nil
 }
 
-// Get returns the event with sequence seq, or nil when it is not there.
-func (o *Outbox) Get(seq uint64) (*messages.Event, error) {
-	evs, err := o.After(seq-1, 1)
-	if err != nil || len(evs) == 0 || evs[0].Sequence != seq {
+// Get returns the record with sequence seq, or nil when it is not there.
+func (o *Outbox) Get(seq uint64) (*Record, error) {
+	rs, err := o.After(seq-1, 1)
+	if err != nil || len(rs) == 0 || rs[0].Event.Sequence != seq {
 		return nil, err
 	}
-	return evs[0], nil
+	return &rs[0], nil
 }
 
 // Delete removes confirmed events; deleting an absent one is not an error.
 func (o *Outbox) Delete(seqs []uint64) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	events, bytes := o.events, o.bytes
-	err := o.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents)
-		for _, s := range seqs {
-			k := seqKey(s)
-			if v := b.Get(k); v != nil {
-				events--
-				bytes -= int64(len(v))
-				if err := b.Delete(k); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("delete from outbox: %w", err)
-	}
-	o.events, o.bytes = events, bytes
-	return nil
+	_, err := o.Commit(nil, seqs, nil)
+	return err
 }
 
 // OutboxStats are the outbox's counters.
@@ -324,11 +333,16 @@ type OutboxStats struct {
 	LastSequence uint64
 }
 
-// Stats returns the outbox's counters.
+// Stats returns the outbox's counters as of the last commit; it never
+// waits for a commit in progress.
 func (o *Outbox) Stats() OutboxStats {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return OutboxStats{Events: o.events, Bytes: o.bytes, LastSequence: o.last}
+	return *o.stats.Load()
+}
+
+// publish makes the counters visible to Stats; called under mu (or before
+// the outbox is shared).
+func (o *Outbox) publish() {
+	o.stats.Store(&OutboxStats{Events: o.events, Bytes: o.bytes, LastSequence: o.last})
 }
 
 // Close closes the file.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
 )
@@ -58,14 +59,17 @@ func TestOutboxReplaysInOrderAndCountsExactly(t *testing.T) {
 	got, err := o.After(0, 4)
 	require.NoError(t, err)
 	require.Len(t, got, 4)
-	for i, ev := range got {
-		assert.Equal(t, evs[i].Id, ev.Id)
-		assert.Equal(t, uint64(i+1), ev.Sequence)
+	for i, r := range got {
+		assert.Equal(t, evs[i].Id, r.Event.Id)
+		assert.Equal(t, uint64(i+1), r.Event.Sequence)
+		want, err := proto.Marshal(r.Event)
+		require.NoError(t, err)
+		assert.Equal(t, want, r.Raw, "the stored bytes are the event's encoding")
 	}
 	got, err = o.After(8, 100)
 	require.NoError(t, err)
 	require.Len(t, got, 2)
-	assert.Equal(t, uint64(9), got[0].Sequence)
+	assert.Equal(t, uint64(9), got[0].Event.Sequence)
 
 	require.NoError(t, o.Delete([]uint64{2, 4, 4, 99}))
 	assert.Equal(t, 8, o.Stats().Events, "deleting twice or deleting an absent event counts once")
@@ -74,7 +78,24 @@ func TestOutboxReplaysInOrderAndCountsExactly(t *testing.T) {
 	assert.Nil(t, ev)
 	ev, err = o.Get(5)
 	require.NoError(t, err)
-	assert.Equal(t, evs[4].Id, ev.Id)
+	assert.Equal(t, evs[4].Id, ev.Event.Id)
+}
+
+func TestCommitAppendsAndDeletesInOneTransaction(t *testing.T) {
+	o, err := OpenOutbox(t.TempDir(), Limit{})
+	require.NoError(t, err)
+	defer o.Close()
+	_, err = o.Append(events(3), nil)
+	require.NoError(t, err)
+	_, err = o.Commit(events(2), []uint64{1, 2}, nil)
+	require.NoError(t, err)
+	st := o.Stats()
+	assert.Equal(t, 3, st.Events)
+	assert.Equal(t, uint64(5), st.LastSequence)
+	got, err := o.After(0, 10)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	assert.Equal(t, uint64(3), got[0].Event.Sequence)
 }
 
 func TestOutboxIsExclusive(t *testing.T) {
@@ -118,8 +139,8 @@ func TestOutboxDropOldestDropsExactRangesAndSparesInflight(t *testing.T) {
 	got, err := o.After(0, 100)
 	require.NoError(t, err)
 	var seqs []uint64
-	for _, ev := range got {
-		seqs = append(seqs, ev.Sequence)
+	for _, r := range got {
+		seqs = append(seqs, r.Event.Sequence)
 	}
 	assert.Equal(t, []uint64{2, 5, 6, 7, 8, 9}, seqs)
 }
@@ -178,8 +199,11 @@ func TestOutboxClaimLeavesOutWhatIsGone(t *testing.T) {
 	_, err = o.Append(evs, nil)
 	require.NoError(t, err)
 	require.NoError(t, o.Delete([]uint64{2}))
+	all, err := o.After(0, 10)
+	require.NoError(t, err)
+	all = append(all, Record{Event: evs[1]}) // deleted meanwhile
 	var marked []uint64
-	kept, err := o.Claim(evs, func(s uint64) { marked = append(marked, s) })
+	kept, err := o.Claim(all, func(s uint64) { marked = append(marked, s) })
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 3}, marked)
 	assert.Len(t, kept, 2)

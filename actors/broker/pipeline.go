@@ -32,6 +32,7 @@ type pipeline struct {
 
 	mu       sync.Mutex
 	pending  []*messages.Event
+	deletes  []uint64 // confirmed, for the committer's next transaction
 	closed   bool
 	retries  map[uint64]time.Time // returned or nacked: sequence -> not before
 	inflight map[uint64]bool      // published, not yet confirmed: never dropped
@@ -78,8 +79,8 @@ func (p *pipeline) Accept(ev *messages.Event) {
 		return
 	}
 	p.pending = append(p.pending, ev)
+	wake(p.commitWake) // under mu: Close closes the channel under mu
 	p.mu.Unlock()
-	wake(p.commitWake)
 }
 
 func wake(c chan struct{}) {
@@ -96,28 +97,67 @@ func (p *pipeline) commitLoop() {
 	for range p.commitWake {
 		for {
 			p.mu.Lock()
-			batch, closed := p.pending, p.closed
-			p.pending = nil
+			batch, del, closed := p.pending, p.deletes, p.closed
+			p.pending, p.deletes = nil, nil
 			p.mu.Unlock()
-			if len(batch) == 0 {
+			if len(batch) == 0 && len(del) == 0 {
 				if closed {
 					return
 				}
 				break
 			}
-			dropped, err := p.outbox.Append(batch, p.isInflight)
+			dropped, err := p.outbox.Commit(batch, del, p.isInflight)
 			for err != nil {
 				// A full or failing disk: keep the events in memory and
 				// retry rather than drop them.
-				p.log.Error().Err(err).Int("events", len(batch)).Msg("outbox append failed, retrying")
+				p.log.Error().Err(err).Int("events", len(batch)).Msg("outbox commit failed, retrying")
 				time.Sleep(time.Second)
-				dropped, err = p.outbox.Append(batch, p.isInflight)
+				dropped, err = p.outbox.Commit(batch, del, p.isInflight)
 			}
+			p.deleted(del)
 			p.dropped(dropped)
 			p.gate()
-			wake(p.publishWake)
+			if len(batch) > 0 {
+				wake(p.publishWake)
+			}
 		}
 	}
+}
+
+// deleteLater hands confirmed events to the committer, which deletes them
+// in its next transaction together with the new events; after a stop began
+// they are deleted at once.
+func (p *pipeline) deleteLater(seqs []uint64) {
+	p.mu.Lock()
+	if !p.closed {
+		p.deletes = append(p.deletes, seqs...)
+		wake(p.commitWake) // under mu: Close closes the channel under mu
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if err := p.outbox.Delete(seqs); err != nil {
+		// The events stay and go again: a duplicate, not a loss.
+		p.log.Error().Err(err).Msg("outbox delete failed")
+	}
+	p.deleted(seqs)
+	p.gate()
+}
+
+// deleted ends the protection from drop_oldest of events now deleted, and
+// their wait for a retry.
+func (p *pipeline) deleted(seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	before := len(p.retries)
+	for _, seq := range seqs {
+		delete(p.inflight, seq)
+		delete(p.retries, seq)
+	}
+	p.unroutableChanged(before)
+	p.mu.Unlock()
 }
 
 // overflowReportDelay gathers drops into few outbox.overflow events: each
@@ -213,13 +253,11 @@ func (p *pipeline) gate() {
 func (p *pipeline) Close(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
-	p.mu.Unlock()
-	p.mu.Lock()
 	if p.reporter != nil {
 		p.reporter.Stop()
 	}
-	p.mu.Unlock()
 	close(p.commitWake)
+	p.mu.Unlock()
 	<-p.committed
 	// Drops not reported yet are reported now, straight into the outbox
 	// (the committer has stopped): a stop must not hide a loss.
@@ -257,9 +295,12 @@ func (p *pipeline) connected() bool {
 	return p.conn != nil && !p.conn.IsClosed()
 }
 
-// reconnect paces reconnection attempts like restarts: capped exponential
-// backoff from 100 ms to 30 s with jitter.
-var reconnect = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second}
+// reconnect paces reconnection attempts: capped exponential backoff with
+// jitter from 100 ms to 5 s. The cap is lower than for restarts because a
+// failed dial costs the broker little, and every second of delay after the
+// broker is back is a second of events waiting (make bench measured up to
+// 24 s of idle delay with a 30 s cap).
+var reconnect = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
 
 func (p *pipeline) publishLoop(ctx context.Context) {
 	defer close(p.published)

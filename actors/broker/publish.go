@@ -9,7 +9,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
 )
@@ -111,8 +110,9 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 			}
 			continue
 		}
-		for _, ev := range batch {
-			msg, err := p.publishing(ev)
+		for _, rec := range batch {
+			ev := rec.Event
+			msg, err := p.publishing(rec)
 			if err != nil {
 				return err
 			}
@@ -166,23 +166,10 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 	returned := map[string]bool{}
 	var acked []uint64
 	flush := func() {
-		if len(acked) == 0 {
-			return
+		if len(acked) > 0 {
+			p.deleteLater(acked)
+			acked = nil
 		}
-		if err := p.outbox.Delete(acked); err != nil {
-			// The events stay and go again: a duplicate, not a loss.
-			p.log.Error().Err(err).Msg("outbox delete failed")
-		}
-		p.mu.Lock()
-		before := len(p.retries)
-		for _, seq := range acked {
-			delete(p.inflight, seq)
-			delete(p.retries, seq)
-		}
-		p.unroutableChanged(before)
-		p.mu.Unlock()
-		acked = acked[:0]
-		p.gate()
 	}
 	defer flush()
 	for {
@@ -246,7 +233,7 @@ func (p *pipeline) retryLater(seq uint64) {
 }
 
 // due returns the retried events whose time has come.
-func (p *pipeline) due() ([]*messages.Event, error) {
+func (p *pipeline) due() ([]Record, error) {
 	now := time.Now()
 	var seqs []uint64
 	p.mu.Lock()
@@ -259,14 +246,14 @@ func (p *pipeline) due() ([]*messages.Event, error) {
 		}
 	}
 	p.mu.Unlock()
-	var out []*messages.Event
+	var out []Record
 	for _, s := range seqs {
-		ev, err := p.outbox.Get(s)
+		r, err := p.outbox.Get(s)
 		if err != nil {
 			return nil, err
 		}
-		if ev != nil {
-			out = append(out, ev)
+		if r != nil {
+			out = append(out, *r)
 		}
 	}
 	return out, nil
@@ -285,18 +272,15 @@ func (p *pipeline) nextRetry() time.Duration {
 
 // publishing maps an event onto AMQP properties and CloudEvents
 // binary-mode headers (DESIGN.md, "AMQP mapping").
-func (p *pipeline) publishing(ev *messages.Event) (amqp.Publishing, error) {
-	contentType := "application/protobuf"
-	var body []byte
-	var err error
+func (p *pipeline) publishing(rec Record) (amqp.Publishing, error) {
+	ev := rec.Event
+	contentType, body := "application/protobuf", rec.Raw // stored as published
 	if p.o.JSON {
+		var err error
 		contentType = "application/json"
-		body, err = protojson.Marshal(ev)
-	} else {
-		body, err = proto.Marshal(ev)
-	}
-	if err != nil {
-		return amqp.Publishing{}, fmt.Errorf("encode event %d: %w", ev.Sequence, err)
+		if body, err = protojson.Marshal(ev); err != nil {
+			return amqp.Publishing{}, fmt.Errorf("encode event %d: %w", ev.Sequence, err)
+		}
 	}
 	t := ev.GetTime().AsTime()
 	return amqp.Publishing{
