@@ -270,18 +270,24 @@ func (p *pipeline) nextRetry() time.Duration {
 	return max(next, time.Millisecond)
 }
 
-// publishing maps an event onto AMQP properties and CloudEvents
-// binary-mode headers (DESIGN.md, "AMQP mapping").
+// publishing is the AMQP message for a stored record: its stored bytes as
+// the body, or protojson with broker.encoding: json.
 func (p *pipeline) publishing(rec Record) (amqp.Publishing, error) {
-	ev := rec.Event
-	contentType, body := "application/protobuf", rec.Raw // stored as published
-	if p.o.JSON {
-		var err error
-		contentType = "application/json"
-		if body, err = protojson.Marshal(ev); err != nil {
-			return amqp.Publishing{}, fmt.Errorf("encode event %d: %w", ev.Sequence, err)
-		}
+	if !p.o.JSON {
+		return Publishing(rec.Event, rec.Raw, "application/protobuf"), nil
 	}
+	body, err := protojson.Marshal(rec.Event)
+	if err != nil {
+		return amqp.Publishing{}, fmt.Errorf("encode event %d: %w", rec.Event.Sequence, err)
+	}
+	return Publishing(rec.Event, body, "application/json"), nil
+}
+
+// Publishing maps an event with its encoded body onto the AMQP properties
+// and CloudEvents binary-mode headers of DESIGN.md's "AMQP mapping". It is
+// exported so that a baseline (test/bench) sends exactly what the broker
+// sends.
+func Publishing(ev *messages.Event, body []byte, contentType string) amqp.Publishing {
 	t := ev.GetTime().AsTime()
 	return amqp.Publishing{
 		Headers: amqp.Table{
@@ -301,5 +307,5 @@ func (p *pipeline) publishing(rec Record) (amqp.Publishing, error) {
 		Type:          ev.Type,
 		AppId:         "observerd",
 		Body:          body,
-	}, nil
+	}
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strconv"
 	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/polar/observerd/actors/broker"
 	"github.com/polar/observerd/messages"
 )
 
@@ -70,34 +70,15 @@ func (e *env) deleteTopology(exchange, queue string) error {
 	return nil
 }
 
-// publishing builds the AMQP message the broker actor sends for ev (the
-// properties and CloudEvents headers of DESIGN.md's AMQP mapping), so that
-// the baseline moves messages of the same size and shape.
+// publishing builds the AMQP message the broker actor sends for ev, with
+// the broker's own mapping, so that the baseline moves messages of the same
+// size and shape.
 func publishing(ev *messages.Event) (amqp.Publishing, error) {
 	body, err := proto.Marshal(ev)
 	if err != nil {
 		return amqp.Publishing{}, fmt.Errorf("encode event: %w", err)
 	}
-	t := ev.GetTime().AsTime()
-	return amqp.Publishing{
-		Headers: amqp.Table{
-			"cloudEvents:specversion": "1.0",
-			"cloudEvents:id":          ev.Id,
-			"cloudEvents:source":      ev.Source,
-			"cloudEvents:type":        ev.Type,
-			"cloudEvents:time":        t.Format(time.RFC3339Nano),
-			"cloudEvents:subject":     ev.Subject,
-			"cloudEvents:sequence":    strconv.FormatUint(ev.Sequence, 10),
-		},
-		ContentType:   "application/protobuf",
-		DeliveryMode:  amqp.Persistent,
-		CorrelationId: ev.CorrelationId,
-		MessageId:     ev.Id,
-		Timestamp:     t,
-		Type:          ev.Type,
-		AppId:         "observerd",
-		Body:          body,
-	}, nil
+	return broker.Publishing(ev, body, "application/protobuf"), nil
 }
 
 // rawPublish is the baseline: a plain amqp091-go publisher with publisher
