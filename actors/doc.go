@@ -12,7 +12,8 @@
 //	    ├── state-manager          actors/state: the state struct, event envelopes, transitions
 //	    ├── task-manager           actors/task: policies -> observer children
 //	    │   └── observer/<policy>/<name> ...   actors/observer: one per policy observer
-//	    ├── policy-manager         actors/policy: loads policy_dir, validates, tells task-manager
+//	    ├── policy-manager         actors/policy: watches policy_dir, debounces, diffs, tells task-manager
+//	    │   └── parser/<file>#<n> ...  one short-lived child per changed file (a crash rejects that file)
 //	    └── admin                  actors/admin: loopback HTTP /healthz /readyz
 //
 // Every supervising actor uses actors/supervision: capped exponential backoff
@@ -20,7 +21,12 @@
 // up (an observer is quarantined; a manager escalates and the daemon exits).
 //
 // Flow of one observation: observer -> state-manager (envelope, state) ->
-// broker (outbox, publish, confirm, delete). Flow of a policy: policy-manager
-// -> task-manager (spawn/stop observers) and policy.applied/policy.rejected
-// via state-manager -> broker.
+// broker (outbox, publish, confirm, delete). Flow of a policy change: file
+// event -> policy-manager (debounce, parser child, validate, diff against
+// what runs) -> task-manager (one ApplyPolicy or RemovePolicy: start,
+// restart or stop exactly the observers that changed), and
+// policy.applied/rejected/removed via state-manager -> broker. When the
+// task-manager restarts (with no observers), the supervisor tells the
+// policy-manager to task it again (messages.Resync); a restarted
+// policy-manager asks the task-manager what runs before it diffs.
 package actors

@@ -7,8 +7,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/polar/observerd/policy"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/polar/observerd/policy"
 )
 
 // Event types of the contract (DESIGN.md, "Wire format").
@@ -96,6 +97,9 @@ func Stamp(ev *Event, node, version, path string) {
 type Emit struct {
 	Path  string
 	Event *Event
+	// Observer is the spec behind an observation: its thresholds and
+	// interval drive the observer's state. Nil means the defaults.
+	Observer *policy.Observer
 }
 
 // Publish hands a complete event to the broker, which accepts it into the
@@ -120,8 +124,9 @@ type BrokerStatus struct {
 	Unroutable bool `json:"unroutable,omitempty"`
 }
 
-// PoliciesLoaded tells the state-manager that the policy-manager has loaded
-// policy_dir at least once (a readiness condition).
+// PoliciesLoaded tells the state-manager which policies run and which files
+// are rejected, after the policy-manager's first load of policy_dir (a
+// readiness condition) and after every reload.
 type PoliciesLoaded struct {
 	Applied  []string
 	Rejected []string
@@ -190,26 +195,6 @@ func (s *Snapshot) Ready() (bool, []string) {
 		why = append(why, "policies not loaded yet")
 	}
 	return len(why) == 0, why
-}
-
-// ApplyPolicy tells the task-manager to run Policy (new or changed).
-// EventID is the policy.applied event: the correlation of everything the
-// observers it starts will emit.
-type ApplyPolicy struct {
-	Policy  *policy.Policy
-	EventID string
-}
-
-// RemovePolicy tells the task-manager to stop every observer of a policy.
-type RemovePolicy struct {
-	Name    string
-	EventID string
-}
-
-// Resume tells the task-manager to restart a quarantined observer.
-type Resume struct {
-	Policy   string
-	Observer string
 }
 
 // Gate is the broker's backpressure signal to the observers: closed while

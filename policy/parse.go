@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/polar/observerd/configs"
@@ -46,14 +47,26 @@ func Parse(file string, data []byte, env Env) (*Policy, error) {
 	return p, nil
 }
 
-// ParseFile reads and parses one policy file, following symlinks (a
-// Kubernetes ConfigMap mounts name.yaml -> ..data/name.yaml) and refusing
-// anything but a regular file of at most MaxFileSize.
+// ParseFile reads and parses one policy file (see ReadFile).
 func ParseFile(file string, env Env) (*Policy, error) {
+	data, err := ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(file, data, env)
+}
+
+// ReadFile reads one policy file, following symlinks (a Kubernetes
+// ConfigMap mounts name.yaml -> ..data/name.yaml) and refusing anything but
+// a regular file of at most MaxFileSize. Its error is a *configs.Problem
+// naming the file.
+func ReadFile(file string) ([]byte, error) {
 	problem := func(format string, args ...any) error {
 		return &configs.Problem{File: file, Message: fmt.Sprintf(format, args...)}
 	}
-	f, err := os.Open(file)
+	// O_NONBLOCK: opening a FIFO named like a policy must not hang; for a
+	// regular file it changes nothing.
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, problem("cannot read the file: %v", unwrapPath(err))
 	}
@@ -73,7 +86,10 @@ func ParseFile(file string, env Env) (*Policy, error) {
 	if err != nil {
 		return nil, problem("cannot read the file: %v", unwrapPath(err))
 	}
-	return Parse(file, data, env)
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(file, int64(len(data)))
+	}
+	return data, nil
 }
 
 func tooLarge(file string, size int64) error {
@@ -110,7 +126,7 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 	)
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") || (filepath.Ext(name) != ".yaml" && filepath.Ext(name) != ".yml") {
+		if !IsPolicyFile(name) {
 			continue
 		}
 		p, err := ParseFile(filepath.Join(dir, name), env)
@@ -119,14 +135,28 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 			continue
 		}
 		if first, dup := byName[p.Metadata.Name]; dup {
-			problems = append(problems, p.doc.Problemf("metadata.name", "policy name %q is already used by %s:%d",
-				p.Metadata.Name, first.File, first.doc.Line("metadata.name")))
+			problems = append(problems, p.DuplicateOf(first))
 			continue
 		}
 		byName[p.Metadata.Name] = p
 		policies = append(policies, p)
 	}
 	return policies, configs.Join(problems)
+}
+
+// IsPolicyFile reports whether a directory entry named name is a policy
+// file: *.yaml or *.yml, not a dot-file (editors' swap files, the ..data
+// entries of a Kubernetes ConfigMap mount).
+func IsPolicyFile(name string) bool {
+	ext := filepath.Ext(name)
+	return !strings.HasPrefix(name, ".") && (ext == ".yaml" || ext == ".yml")
+}
+
+// DuplicateOf is the problem of p declaring the name of first, a policy of
+// another file that keeps it.
+func (p *Policy) DuplicateOf(first *Policy) *configs.Problem {
+	return p.doc.Problemf("metadata.name", "policy name %q is already used by %s:%d",
+		p.Metadata.Name, first.File, first.doc.Line("metadata.name"))
 }
 
 // complete applies the defaults that depend on other values, and records

@@ -90,12 +90,32 @@ type Observer struct {
 	// Timeout bounds one observation; default 1s, or half the interval when
 	// the interval is 2s or less, so that it always ends before the next.
 	Timeout    configs.Duration `yaml:"timeout"`
+	Thresholds Thresholds       `yaml:"thresholds"`
 	HTTP       *HTTP            `yaml:"http"`
 	Prometheus *Prometheus      `yaml:"prometheus"`
 	TCP        *TCP             `yaml:"tcp"`
 	Process    *Process         `yaml:"process"`
 	WASM       *WASM            `yaml:"wasm"`
 	Line       int              `yaml:"-"` // line of this observer in File
+}
+
+// SetDefaults sets the default thresholds.
+func (o *Observer) SetDefaults() { o.Thresholds.SetDefaults() }
+
+// Thresholds turn an observer's results into its state: DownAfter
+// consecutive failures make it down, UpAfter consecutive successes bring it
+// back up. Fewer failures leave it up (their count is in every
+// state.changed and in the state snapshot); the state-manager also damps
+// flapping (see actors/state).
+type Thresholds struct {
+	DownAfter int `yaml:"down_after"` // default 3, 1..100
+	UpAfter   int `yaml:"up_after"`   // default 1, 1..100
+}
+
+// SetDefaults sets down after 3 failures, up after 1 success.
+func (t *Thresholds) SetDefaults() {
+	t.DownAfter = 3
+	t.UpAfter = 1
 }
 
 // HTTP requests a path of the target and checks the answer.

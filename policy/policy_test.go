@@ -211,6 +211,7 @@ func TestDiff(t *testing.T) {
 		want Change
 	}{
 		{"identical", mustParse(t, base), Change{}},
+		{"comments and blank lines only", mustParse(t, "# edited by ops\n\n"+strings.ReplaceAll(base, "\n", "   \n")+"\n# end\n"), Change{}},
 		{"reordered and reformatted", mustParse(t, strings.Replace(base,
 			"    - {name: health, kind: http, interval: 5s, http: {path: /healthz, headers: {Accept: text/plain}}}\n    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n",
 			"    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n    - name: health\n      kind: http\n      interval: 5s\n      http: {path: /healthz, headers: {accept: text/plain}}\n", 1)), Change{}},
@@ -282,4 +283,30 @@ func TestMetricFilter(t *testing.T) {
 	assert.True(t, all("anything"))
 	_, err = (&Prometheus{Exclude: []string{"("}}).MetricFilter()
 	assert.ErrorContains(t, err, `compile metric pattern "(": `)
+}
+
+// TestGoldenDirs loads each testdata/<case>/policies directory as the
+// daemon loads policy_dir and compares the outcome with
+// testdata/<case>/expected.txt: the policies kept, then the problems.
+func TestGoldenDirs(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*/policies")
+	require.NoError(t, err)
+	require.NotEmpty(t, cases)
+	for _, dir := range cases {
+		t.Run(filepath.Base(filepath.Dir(dir)), func(t *testing.T) {
+			ps, err := LoadDir(dir, testEnv(t))
+			var b strings.Builder
+			for _, p := range ps {
+				fmt.Fprintf(&b, "OK %s: policy %s revision %s\n", p.File, p.Metadata.Name, p.Revision)
+			}
+			b.WriteString(render(t, nil, err))
+			expected := filepath.Join(filepath.Dir(dir), "expected.txt")
+			if *update {
+				require.NoError(t, os.WriteFile(expected, []byte(b.String()), 0o644))
+			}
+			want, err := os.ReadFile(expected)
+			require.NoError(t, err, "run go test -update to create it")
+			assert.Equal(t, string(want), b.String())
+		})
+	}
 }

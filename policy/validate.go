@@ -98,6 +98,10 @@ func (p *Policy) validate(r *configs.Report, env Env) {
 	}
 }
 
+// maxThreshold bounds thresholds.down_after and up_after: beyond it an
+// observer would take hours to change state at common intervals.
+const maxThreshold = 100
+
 func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.AllowList, o *Observer, path string, targetOK bool) {
 	switch {
 	case !p.doc.Has(path + ".interval"):
@@ -112,6 +116,14 @@ func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.A
 		}
 	case o.Interval > 0 && o.Timeout >= o.Interval:
 		r.Addf(path+".timeout", "must be shorter than the interval (%s), got %s", o.Interval, o.Timeout)
+	}
+	for _, t := range []struct {
+		key string
+		n   int
+	}{{"down_after", o.Thresholds.DownAfter}, {"up_after", o.Thresholds.UpAfter}} {
+		if t.n < 1 || t.n > maxThreshold {
+			r.Addf(path+".thresholds."+t.key, "must be between 1 and %d, got %d", maxThreshold, t.n)
+		}
 	}
 
 	sections := []struct {

@@ -31,14 +31,21 @@ type Actor struct {
 	opts   Options
 	outbox *Outbox
 	pipe   *pipeline
+	// limit is the outbox's bound, shared by the actor's incarnations so
+	// that a SetLimit outlives a restart.
+	limit *Limit
 }
 
 // GetStats asks the broker for its OutboxStats.
 type GetStats struct{}
 
+// SetLimit changes the outbox's bound (outbox.max_bytes, when_full) while
+// the broker runs.
+type SetLimit struct{ Limit Limit }
+
 // New returns the broker actor.
 func New(opts Options) *Actor {
-	return &Actor{opts: opts}
+	return &Actor{opts: opts, limit: &opts.Limit}
 }
 
 // Props for the broker. Its children are goroutines, not actors: it
@@ -46,7 +53,12 @@ func New(opts Options) *Actor {
 // backoff; a broker that cannot open its outbox keeps failing and
 // escalates).
 func Props(opts Options) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
+	limit := &opts.Limit
+	return actor.PropsFromProducer(func() actor.Actor {
+		a := New(opts)
+		a.limit = limit
+		return a
+	})
 }
 
 // Receive handles the actor's messages.
@@ -63,11 +75,16 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.pipe.Accept(msg.Event)
 	case *GetStats:
 		ctx.Respond(a.outbox.Stats())
+	case *SetLimit:
+		*a.limit = msg.Limit
+		a.outbox.SetLimit(msg.Limit)
+		a.pipe.gate()
+		a.opts.Log.Info().Int64("max_bytes", msg.Limit.MaxBytes).Bool("drop_oldest", msg.Limit.DropOldest).Msg("outbox limit changed")
 	}
 }
 
 func (a *Actor) start(ctx actor.Context) {
-	ob, err := OpenOutbox(filepath.Join(a.opts.StateDir, "outbox"), a.opts.Limit)
+	ob, err := OpenOutbox(filepath.Join(a.opts.StateDir, "outbox"), *a.limit)
 	switch {
 	case errors.Is(err, ErrMovedAside):
 		a.opts.Log.Error().Err(err).Msg("outbox unreadable: its events are lost; starting a new one")

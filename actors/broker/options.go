@@ -62,10 +62,15 @@ func OptionsFrom(cfg *configs.Config, version string, state *actor.PID, gate *me
 		ConfirmWindow: cfg.Broker.ConfirmWindow,
 		Heartbeat:     time.Duration(cfg.Broker.Heartbeat),
 		Queues:        cfg.Broker.Queues,
-		Limit:         Limit{MaxBytes: int64(cfg.Outbox.MaxBytes), DropOldest: cfg.Outbox.WhenFull != "block"},
+		Limit:         LimitOf(cfg.Outbox),
 		Gate:          gate,
 		DrainTimeout:  8 * time.Second,
 		State:         state,
 		Log:           log,
 	}, nil
+}
+
+// LimitOf is the outbox bound of the daemon config's outbox section.
+func LimitOf(o configs.Outbox) Limit {
+	return Limit{MaxBytes: int64(o.MaxBytes), DropOldest: o.WhenFull != "block"}
 }

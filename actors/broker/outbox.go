@@ -280,7 +280,24 @@ func (o *Outbox) Claim(rs []Record, mark func(seq uint64)) ([]Record, error) {
 
 // Full reports whether the outbox holds Limit.MaxBytes or more.
 func (o *Outbox) Full() bool {
-	return o.limit.MaxBytes > 0 && o.Stats().Bytes >= o.limit.MaxBytes
+	l := o.Limit()
+	return l.MaxBytes > 0 && o.Stats().Bytes >= l.MaxBytes
+}
+
+// Limit returns the outbox's bound.
+func (o *Outbox) Limit() Limit {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.limit
+}
+
+// SetLimit changes the outbox's bound while it runs (SIGHUP). A smaller
+// max_bytes with drop_oldest drops at the next commit, and is reported as
+// any drop is.
+func (o *Outbox) SetLimit(l Limit) {
+	o.mu.Lock()
+	o.limit = l
+	o.mu.Unlock()
 }
 
 // Record is a stored event with its stored bytes, which are its protobuf

@@ -208,3 +208,25 @@ func TestOutboxClaimLeavesOutWhatIsGone(t *testing.T) {
 	assert.Equal(t, []uint64{1, 3}, marked)
 	assert.Len(t, kept, 2)
 }
+
+func TestOutboxSetLimitAppliesAtTheNextCommit(t *testing.T) {
+	o, err := OpenOutbox(t.TempDir(), Limit{MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	defer o.Close()
+	_, err = o.Append(events(4), nil)
+	require.NoError(t, err)
+	per := o.Stats().Bytes / 4
+	assert.False(t, o.Full())
+
+	// Blocking at a bound already passed: full, nothing dropped.
+	o.SetLimit(Limit{MaxBytes: 2 * per})
+	assert.Equal(t, Limit{MaxBytes: 2 * per}, o.Limit())
+	assert.True(t, o.Full())
+
+	// drop_oldest at that bound: the next commit drops down to it.
+	o.SetLimit(Limit{MaxBytes: 2 * per, DropOldest: true})
+	dropped, err := o.Append(events(1), nil)
+	require.NoError(t, err)
+	assert.Equal(t, []Dropped{{First: 1, Last: 3, Events: 3, Bytes: uint64(3 * per)}}, dropped)
+	assert.Equal(t, 2, o.Stats().Events)
+}

@@ -240,11 +240,10 @@ func (p *pipeline) isInflight(seq uint64) bool {
 	return p.inflight[seq]
 }
 
-// gate closes the observers' gate while a when_full: block outbox is full.
+// gate closes the observers' gate while a when_full: block outbox is full,
+// and opens it otherwise (also when the limit changed to drop_oldest).
 func (p *pipeline) gate() {
-	if !p.outbox.limit.DropOldest {
-		p.o.Gate.Close(p.outbox.Full())
-	}
+	p.o.Gate.Close(!p.outbox.Limit().DropOldest && p.outbox.Full())
 }
 
 // Close stops accepting, commits what is pending, waits for the outbox to

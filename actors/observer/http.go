@@ -5,16 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
-
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -48,11 +43,7 @@ func newHTTPCheck(s *Spec) (*httpCheck, error) {
 		}
 		c.match = re
 	}
-	// A client per observer sharing the policy's transport, so that the
-	// redirect policy is the observer's own while connections are pooled.
-	client := *s.Shared.client
-	client.CheckRedirect = s.Shared.checkRedirect(h.FollowRedirects, h.MaxRedirects)
-	c.client = &client
+	c.client = s.Shared.clientFor(h.FollowRedirects, h.MaxRedirects)
 	return c, nil
 }
 
@@ -61,54 +52,35 @@ func (c *httpCheck) run(ctx context.Context) *messages.Event {
 	obs := &messages.HttpObservation{Url: c.url, Method: c.method()}
 	ev.Data = &messages.Event_Http{Http: obs}
 
-	release, err := c.shared.acquire(ctx)
-	if err != nil {
-		fail(ctx, obs, err)
-		return ev
-	}
-	defer release()
-
-	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, obs.Method, c.url, nil)
 	if err != nil {
-		fail(ctx, obs, err)
+		obs.Result, obs.Error = failure(ctx, err)
 		return ev
 	}
 	for k, v := range c.spec.Headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := c.client.Do(req)
+	a, err := c.shared.fetch(ctx, c.client, req, int64(c.spec.MaxBodyBytes))
+	obs.Latency, obs.TlsNotAfter = a.latency, a.tlsNotAfter
+	obs.StatusCode, obs.BodyBytes = int32(a.status), int64(len(a.body))
 	if err != nil {
-		obs.Latency = durationpb.New(time.Since(start))
-		fail(ctx, obs, err)
-		return ev
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.spec.MaxBodyBytes)))
-	obs.Latency = durationpb.New(time.Since(start))
-	obs.StatusCode = int32(resp.StatusCode)
-	obs.BodyBytes = int64(len(body))
-	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
-		obs.TlsNotAfter = timestamppb.New(resp.TLS.PeerCertificates[0].NotAfter)
-	}
-	if err != nil {
-		fail(ctx, obs, fmt.Errorf("read body: %w", err))
+		obs.Result, obs.Error = failure(ctx, err)
 		return ev
 	}
 	obs.Result = messages.Result_RESULT_OK
-	if !slices.Contains(c.expected(), resp.StatusCode) {
+	if !slices.Contains(c.expected(), a.status) {
 		obs.Result = messages.Result_RESULT_FAILED
-		obs.Error = fmt.Sprintf("status %d, expected %v", resp.StatusCode, c.expected())
+		obs.Error = fmt.Sprintf("status %d, expected %v", a.status, c.expected())
 	}
 	if c.match != nil {
-		obs.BodyMatched = c.match.Match(body)
+		obs.BodyMatched = c.match.Match(a.body)
 		if !obs.BodyMatched && obs.Result == messages.Result_RESULT_OK {
 			obs.Result = messages.Result_RESULT_FAILED
 			obs.Error = fmt.Sprintf("body does not match %q", c.spec.BodyMatch)
 		}
 	}
 	if len(c.spec.Extract) > 0 {
-		obs.Values = extract(body, c.spec.Extract)
+		obs.Values = extract(a.body, c.spec.Extract)
 	}
 	return ev
 }
@@ -125,15 +97,6 @@ func (c *httpCheck) expected() []int {
 		return []int{http.StatusOK}
 	}
 	return c.spec.ExpectStatus
-}
-
-// fail records err, as a timeout when the run's deadline passed.
-func fail(ctx context.Context, obs *messages.HttpObservation, err error) {
-	obs.Error = err.Error()
-	obs.Result = messages.Result_RESULT_ERROR
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		obs.Result = messages.Result_RESULT_TIMEOUT
-	}
 }
 
 // extract returns the values at the given RFC 6901 JSON pointers of a JSON

@@ -1,7 +1,8 @@
 // Package observer is the observer actor: one per observer of a policy,
 // child of the task-manager. It runs its check on a schedule (interval with
-// jitter, never two runs at once, a hard timeout per run) off its mailbox,
-// and sends each observation to the state-manager as a messages.Emit.
+// jitter, never two runs at once, a hard timeout per run, backoff while the
+// target fails) off its mailbox, and sends each observation to the
+// state-manager as a messages.Emit.
 //
 // A check that panics, in the mailbox or in its goroutine, fails the actor:
 // the task-manager restarts it with backoff and quarantines it when it keeps
@@ -59,12 +60,42 @@ type Actor struct {
 	spec  Spec
 	check check
 
-	timer   *time.Timer
-	cancel  context.CancelFunc // of the run in flight, nil when idle
-	skipped uint64
+	timer  *time.Timer
+	turn   uint64             // generation of the pending timer: ticks of stopped ones are stale
+	due    time.Time          // when the pending turn is due
+	cancel context.CancelFunc // of the run in flight, nil when idle
+	stats  Stats
 }
 
-type tick struct{}
+// ObserveNow asks an observer for an observation at once. It is skipped
+// (and counted) while an observation is in flight or the gate is closed;
+// otherwise the next scheduled turn comes one delay after it.
+type ObserveNow struct{}
+
+// GetStats asks an observer for its Stats.
+type GetStats struct{}
+
+// Stats is how an observer's turns went.
+type Stats struct {
+	Observations uint64
+	// Skipped counts turns not run: the gate was closed, or an
+	// observation was still in flight.
+	Skipped uint64
+	// Late counts turns that started more than lateAfter after they were
+	// due: the daemon is too busy to keep the schedule.
+	Late uint64
+	// Failures is the number of consecutive non-OK results.
+	Failures int
+	// Delay is the delay before the next turn, stretched by backoff, and
+	// before jitter.
+	Delay time.Duration
+}
+
+// maxBackoff caps the backoff of a failing target, so that the end of an
+// outage is seen within a minute (for intervals under a minute).
+const maxBackoff = time.Minute
+
+type tick struct{ turn uint64 }
 
 type ran struct{ ev *messages.Event }
 
@@ -93,8 +124,14 @@ func Props(spec Spec) *actor.Props {
 
 func newCheck(spec *Spec) (check, error) {
 	switch spec.Observer.Kind {
-	case "http":
+	case policy.KindHTTP:
 		return newHTTPCheck(spec)
+	case policy.KindPrometheus:
+		return newPrometheusCheck(spec)
+	case policy.KindTCP:
+		return newTCPCheck(spec)
+	case policy.KindProcess:
+		return newProcessCheck(spec)
 	}
 	return nil, fmt.Errorf("observer %s: kind %q is not supported yet", spec.Path(), spec.Observer.Kind)
 }
@@ -113,53 +150,108 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *actor.Restarting:
 		a.halt()
 	case *tick:
-		if a.spec.Gate.Closed() {
-			a.skip("outbox full (when_full: block)")
-			a.schedule(ctx, a.interval())
-			return
+		if msg.turn != a.turn {
+			return // its timer was stopped after it fired
 		}
-		a.run(ctx)
+		if late := time.Since(a.due); late > a.lateAfter() {
+			a.tally(&a.stats.Late, "observation turn late", fmt.Sprintf("started %s after it was due", late.Round(time.Millisecond)))
+		}
+		if !a.run(ctx) {
+			a.schedule(ctx, a.delay())
+		}
+	case *ObserveNow:
+		if a.run(ctx) {
+			// The next turn is scheduled when this observation ends.
+			a.stopTimer()
+		}
 	case *ran:
+		if a.cancel == nil {
+			return // a run of the actor's previous incarnation, before a restart
+		}
 		a.cancel()
 		a.cancel = nil
 		a.observed(ctx, msg.ev)
-		a.schedule(ctx, a.interval()+jitter(a.interval()/10)-a.interval()/20)
+		d := a.delay()
+		a.schedule(ctx, d-d/20+jitter(d/10))
+	case *GetStats:
+		s := a.stats
+		s.Delay = a.delay()
+		ctx.Respond(&s)
 	case *crashed:
 		panic(msg.err)
 	}
 }
 
-// skip counts a skipped turn; the log says so for the first and then every
-// hundredth, so that a long stretch of skips does not flood it.
-func (a *Actor) skip(why string) {
-	a.skipped++
-	if a.skipped%100 == 1 {
-		a.spec.Log.Warn().Uint64("skipped", a.skipped).Str("reason", why).Msg("observation turn skipped")
+// tally counts a skipped or late turn in n; the log says so for the first
+// and then every hundredth, so that a long stretch does not flood it.
+func (a *Actor) tally(n *uint64, msg, why string) {
+	*n++
+	if *n%100 == 1 {
+		a.spec.Log.Warn().Uint64("count", *n).Str("reason", why).Msg(msg)
 	}
 }
 
 func (a *Actor) interval() time.Duration { return time.Duration(a.spec.Observer.Interval) }
 func (a *Actor) timeout() time.Duration  { return time.Duration(a.spec.Observer.Timeout) }
 
-func (a *Actor) schedule(ctx actor.Context, d time.Duration) {
-	root, self := ctx.ActorSystem().Root, ctx.Self()
-	a.timer = time.AfterFunc(d, func() { root.Send(self, &tick{}) })
+// delay is the delay before the next turn. While the target fails it is
+// stretched, so that a sick service is not hammered: after n consecutive
+// non-OK results, the interval times 2^(n-1) (a single failure costs no
+// delay), capped at 4 times the interval or maxBackoff, whichever is lower,
+// and never below the interval. One OK result returns to the interval.
+func (a *Actor) delay() time.Duration {
+	interval := a.interval()
+	ceiling := max(interval, min(4*interval, maxBackoff))
+	d := interval
+	for range a.stats.Failures - 1 {
+		if d *= 2; d >= ceiling {
+			return ceiling
+		}
+	}
+	return d
 }
 
-func (a *Actor) halt() {
+// lateAfter is how long after it was due a turn may start before it counts
+// as late: a tenth of the interval, between 10 ms (timer and scheduling
+// noise) and 1 s.
+func (a *Actor) lateAfter() time.Duration {
+	return min(max(a.interval()/10, 10*time.Millisecond), time.Second)
+}
+
+// schedule replaces the pending turn, if any, with one in d.
+func (a *Actor) schedule(ctx actor.Context, d time.Duration) {
+	a.stopTimer()
+	root, self, turn := ctx.ActorSystem().Root, ctx.Self(), a.turn
+	a.due = time.Now().Add(d)
+	a.timer = time.AfterFunc(d, func() { root.Send(self, &tick{turn: turn}) })
+}
+
+// stopTimer cancels the pending turn; a tick of it already in the mailbox
+// is recognised as stale by its generation.
+func (a *Actor) stopTimer() {
 	if a.timer != nil {
 		a.timer.Stop()
 	}
+	a.turn++
+}
+
+func (a *Actor) halt() {
+	a.stopTimer()
 	if a.cancel != nil {
 		a.cancel()
 	}
 }
 
-// run starts one observation off the mailbox, unless one is in flight.
-func (a *Actor) run(ctx actor.Context) {
-	if a.cancel != nil {
-		a.skip("previous observation still running")
-		return
+// run starts one observation off the mailbox, unless the gate is closed or
+// one is in flight; it reports whether it did.
+func (a *Actor) run(ctx actor.Context) bool {
+	switch {
+	case a.spec.Gate.Closed():
+		a.tally(&a.stats.Skipped, "observation turn skipped", "outbox full (when_full: block)")
+		return false
+	case a.cancel != nil:
+		a.tally(&a.stats.Skipped, "observation turn skipped", "previous observation still running")
+		return false
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), a.timeout())
 	a.cancel = cancel
@@ -168,15 +260,23 @@ func (a *Actor) run(ctx actor.Context) {
 		defer supervision.Recover(func(err error) { root.Send(self, &crashed{err: err}) })
 		root.Send(self, &ran{ev: a.check.run(rctx)})
 	}()
+	return true
 }
 
-// observed fills in the observation's envelope and sends it on.
+// observed counts the observation's result, fills in its envelope and
+// sends it on.
 func (a *Actor) observed(ctx actor.Context, ev *messages.Event) {
+	a.stats.Observations++
+	if r, _ := messages.ResultOf(ev); r == messages.Result_RESULT_OK {
+		a.stats.Failures = 0
+	} else {
+		a.stats.Failures++
+	}
 	ev.Subject = a.spec.Policy.Spec.Target.Name
 	ev.Policy = &messages.PolicyRef{Name: a.spec.Policy.Metadata.Name, Revision: a.spec.Policy.Revision}
 	ev.CorrelationId = a.spec.CorrelationID
 	ev.CausationId = a.spec.CorrelationID
-	ctx.Send(a.spec.State, &messages.Emit{Path: a.spec.Path(), Event: ev})
+	ctx.Send(a.spec.State, &messages.Emit{Path: a.spec.Path(), Event: ev, Observer: &a.spec.Observer})
 }
 
 func (a *Actor) lifecycle(ctx actor.Context, typ, reason string) {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/supervision"
@@ -98,12 +101,28 @@ func (f *fixture) observations(path string) []*messages.Event {
 	return out
 }
 
-// waitObservations waits for n observations in all.
+// waitObservations waits for n http observations in all.
 func (f *fixture) waitObservations(t *testing.T, n int) []*messages.Event {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypeObservationHTTP)) >= n },
-		actortest.Wait, 5*time.Millisecond, "want %d observations", n)
-	return f.state.EventsOf(messages.TypeObservationHTTP)
+	return f.waitEvents(t, messages.TypeObservationHTTP, n)
+}
+
+// waitEvents waits for n events of type typ in all, and returns them all.
+func (f *fixture) waitEvents(t *testing.T, typ string, n int) []*messages.Event {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.state.EventsOf(typ)) >= n },
+		actortest.Wait, 5*time.Millisecond, "want %d %s events", n, typ)
+	return f.state.EventsOf(typ)
+}
+
+// stats asks the observer at pid for its counters.
+func (f *fixture) stats(t *testing.T, pid *actor.PID) *observer.Stats {
+	t.Helper()
+	res, err := f.sys.Root.RequestFuture(pid, &observer.GetStats{}, actortest.Wait).Result()
+	require.NoError(t, err)
+	s, ok := res.(*observer.Stats)
+	require.True(t, ok, "answer %T", res)
+	return s
 }
 
 // server is an httptest server counting the requests per path.
@@ -132,6 +151,16 @@ func (s *server) requests(path string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.count[path]
+}
+
+// closedAddr is a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
 }
 
 func TestSpecPath(t *testing.T) {
@@ -179,6 +208,9 @@ func TestHTTPObservationOK(t *testing.T) {
 	assert.NotEmpty(t, ev.Id)
 	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == ev.Id })
 	assert.Equal(t, "observer/web/health", e.Path)
+	require.NotNil(t, e.Observer, "the spec goes along, for the state-manager's thresholds")
+	assert.Equal(t, policy.Thresholds{DownAfter: 3, UpAfter: 1}, e.Observer.Thresholds)
+	assert.Equal(t, configs.Duration(50*time.Millisecond), e.Observer.Interval)
 
 	// It keeps observing on its schedule, each observation a new event.
 	evs := f.waitObservations(t, 3)
@@ -280,12 +312,7 @@ func TestHTTPResults(t *testing.T) {
 
 func TestHTTPConnectionRefusedIsAnError(t *testing.T) {
 	f := setup(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-
-	p := parse(t, "http://"+addr, "", "    - {name: check, kind: http, interval: 1s, http: {}}\n")
+	p := parse(t, "http://"+closedAddr(t), "", "    - {name: check, kind: http, interval: 1s, http: {}}\n")
 	f.start(t, p, "check")
 	obs := f.waitObservations(t, 1)[0].GetHttp()
 	assert.Equal(t, messages.Result_RESULT_ERROR, obs.Result)
@@ -594,11 +621,11 @@ func TestLifecycleEvent(t *testing.T) {
 }
 
 func TestUnsupportedKindIsPermanent(t *testing.T) {
-	p := parse(t, "http://127.0.0.1:1", "", "    - {name: port, kind: tcp, interval: 1s, tcp: {}}\n")
+	p := parse(t, "http://127.0.0.1:1", "", "    - {name: plugin, kind: wasm, interval: 1s, wasm: {module: backlog.wasm}}\n")
 	spec := observer.Spec{Policy: p, Observer: p.Spec.Observers[0]}
 	_, err := observer.New(spec)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `kind "tcp" is not supported yet`)
+	assert.Contains(t, err.Error(), `kind "wasm" is not supported yet`)
 
 	// Spawned, it fails at start with a *supervision.Permanent, so that its
 	// supervisor gives up at once.
@@ -652,4 +679,218 @@ func TestClosedGateSkipsTurns(t *testing.T) {
 	gate.Close(false)
 	require.Eventually(t, func() bool { return len(f.observations("observer/web/gated")) >= 3 }, actortest.Wait, 5*time.Millisecond,
 		"turns resume when the gate opens")
+}
+
+// TestBackoffWhileFailing: consecutive failures stretch the delay between
+// turns (1x, 2x, then 4x the interval at most), and one OK result brings
+// the interval back.
+func TestBackoffWhileFailing(t *testing.T) {
+	f := setup(t)
+	var (
+		healthy atomic.Bool
+		mu      sync.Mutex
+		arrived []time.Time
+	)
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		arrived = append(arrived, time.Now())
+		mu.Unlock()
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	const interval = 40 * time.Millisecond
+	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 40ms, timeout: 20ms, http: {}}\n")
+	pid := f.start(t, p, "check")[0]
+
+	f.waitObservations(t, 5)
+	// Each gap is the delay after that many failures, less at most 5%
+	// of jitter; the run itself only adds to it.
+	mu.Lock()
+	times := slices.Clone(arrived[:5])
+	mu.Unlock()
+	for i, factor := range []time.Duration{1, 2, 4, 4} {
+		gap := times[i+1].Sub(times[i])
+		assert.GreaterOrEqual(t, gap, factor*interval*95/100, "gap after %d failures", i+1)
+	}
+	s := f.stats(t, pid)
+	assert.GreaterOrEqual(t, s.Failures, 5)
+	assert.Equal(t, 4*interval, s.Delay, "capped at 4 intervals")
+
+	healthy.Store(true)
+	require.Eventually(t, func() bool {
+		evs := f.state.EventsOf(messages.TypeObservationHTTP)
+		return evs[len(evs)-1].GetHttp().Result == messages.Result_RESULT_OK
+	}, actortest.Wait, 5*time.Millisecond)
+	s = f.stats(t, pid)
+	assert.Zero(t, s.Failures)
+	assert.Equal(t, interval, s.Delay, "one OK result ends the backoff")
+}
+
+// TestBackoffCeiling drives failures with ObserveNow (the intervals are
+// too long to wait for) and checks the delay each count of failures gives.
+func TestBackoffCeiling(t *testing.T) {
+	tests := []struct {
+		interval string
+		want     []time.Duration // the delay after 1, 2, ... failures
+	}{
+		// 4 intervals is below a minute: the ceiling.
+		{"10s", []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 40 * time.Second}},
+		// A minute is below 4 intervals: the ceiling.
+		{"20s", []time.Duration{20 * time.Second, 40 * time.Second, time.Minute, time.Minute}},
+		// Never below the interval.
+		{"2m", []time.Duration{2 * time.Minute, 2 * time.Minute}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.interval, func(t *testing.T) {
+			f := setup(t)
+			p := parse(t, "http://"+closedAddr(t), "", fmt.Sprintf("    - {name: check, kind: http, interval: %s, http: {}}\n", tc.interval))
+			pid := f.start(t, p, "check")[0]
+			for i, want := range tc.want {
+				f.sys.Root.Send(pid, &observer.ObserveNow{})
+				f.waitObservations(t, i+1)
+				s := f.stats(t, pid)
+				require.Equal(t, uint64(i+1), s.Observations)
+				assert.Equal(t, i+1, s.Failures)
+				assert.Equal(t, want, s.Delay, "after %d failures", i+1)
+			}
+		})
+	}
+}
+
+func TestObserveNow(t *testing.T) {
+	f := setup(t)
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	// An hour apart, the scheduled turns cannot account for two
+	// observations: both are asked for.
+	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 1h, http: {}}\n")
+	pid := f.start(t, p, "check")[0]
+	for n := 1; n <= 2; n++ {
+		f.sys.Root.Send(pid, &observer.ObserveNow{})
+		obs := f.waitObservations(t, n)[n-1].GetHttp()
+		assert.Equal(t, messages.Result_RESULT_OK, obs.Result, obs.Error)
+	}
+	s := f.stats(t, pid)
+	assert.Equal(t, uint64(2), s.Observations)
+	assert.Zero(t, s.Skipped)
+	assert.Equal(t, 2, srv.requests("/"))
+	assert.Equal(t, time.Hour, s.Delay, "the schedule goes on")
+}
+
+func TestObserveNowWhileInFlightIsSkipped(t *testing.T) {
+	f := setup(t)
+	release := make(chan struct{})
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 1h, timeout: 30s, http: {}}\n")
+	pid := f.start(t, p, "check")[0]
+
+	f.sys.Root.Send(pid, &observer.ObserveNow{})
+	require.Eventually(t, func() bool { return srv.total.Load() == 1 }, actortest.Wait, time.Millisecond, "no request in flight")
+	f.sys.Root.Send(pid, &observer.ObserveNow{})
+	s := f.stats(t, pid)
+	assert.Equal(t, uint64(1), s.Skipped, "asked while an observation was in flight")
+	assert.Zero(t, s.Observations)
+
+	close(release)
+	obs := f.waitObservations(t, 1)[0].GetHttp()
+	assert.Equal(t, messages.Result_RESULT_OK, obs.Result, obs.Error)
+	assert.Equal(t, int64(1), srv.total.Load(), "the skipped turn sent nothing")
+}
+
+// TestLateTurnsAreCounted holds the observer's mailbox past a due turn:
+// the turn starts late, and is counted so.
+func TestLateTurnsAreCounted(t *testing.T) {
+	f := setup(t)
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 20ms, http: {}}\n")
+	pid := f.start(t, p, "check")[0]
+	f.waitObservations(t, 1)
+
+	proc, ok := f.sys.ProcessRegistry.Get(pid)
+	require.True(t, ok)
+	proc.SendSystemMessage(pid, &actor.SuspendMailbox{})
+	// Not a synchronisation: the mailbox must stay held for longer than an
+	// interval plus the tolerance (10 ms here) for a turn to be late.
+	<-time.After(100 * time.Millisecond)
+	proc.SendSystemMessage(pid, &actor.ResumeMailbox{})
+
+	require.Eventually(t, func() bool { return f.stats(t, pid).Late >= 1 }, actortest.Wait, 5*time.Millisecond)
+	n := len(f.state.EventsOf(messages.TypeObservationHTTP))
+	f.waitObservations(t, n+1) // and the schedule goes on
+}
+
+// TestUnansweringServiceBlocksNothing: while its observations hang on a
+// service that never answers, an observer still serves its mailbox, stops
+// at once, and leaves no goroutine behind.
+func TestUnansweringServiceBlocksNothing(t *testing.T) {
+	// Registered first, so that it runs last: after the observers, the
+	// shared client, the servers and the actor system are gone.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, before,
+			// protoactor's dead-letter log throttle: a one-second timer
+			// of the actor system's that ends on its own.
+			goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+	})
+
+	f := setup(t)
+	silent := newListener(t) // accepts, never answers
+	p := parse(t, "http://"+silent.Addr().String(), "{max_requests_per_second: 100, max_concurrent_requests: 4}", fmt.Sprintf(`    - {name: health, kind: http, interval: 1h, timeout: 30s, http: {}}
+    - {name: metrics, kind: prometheus, interval: 1h, timeout: 30s, prometheus: {}}
+    - {name: port, kind: tcp, interval: 1h, timeout: 30s, tcp: {address: %q}}
+`, unresponsive(t)))
+	pids := f.start(t, p, "health", "metrics", "port")
+	for _, pid := range pids {
+		f.sys.Root.Send(pid, &observer.ObserveNow{})
+	}
+	require.Eventually(t, func() bool { return silent.accepted.Load() == 2 }, actortest.Wait, time.Millisecond,
+		"the http and prometheus requests are in flight")
+
+	for _, pid := range pids {
+		f.sys.Root.Send(pid, &observer.ObserveNow{})
+		start := time.Now()
+		s := f.stats(t, pid)
+		assert.Less(t, time.Since(start), time.Second, "the mailbox is served while the observation hangs")
+		assert.Equal(t, uint64(1), s.Skipped, "the observation is still in flight")
+		assert.Zero(t, s.Observations)
+	}
+	for _, pid := range pids {
+		start := time.Now()
+		require.NoError(t, f.sys.Root.StopFuture(pid).Wait())
+		assert.Less(t, time.Since(start), time.Second, "stopping waits for no observation")
+	}
+	assert.Empty(t, f.state.EventsOf(messages.TypeObservationHTTP), "an abandoned observation is not reported")
+}
+
+// TestExamplePolicies parses every sample policy of configs/examples (the
+// ones docs/observers/ show), so that they cannot rot: each is valid, has
+// observers of the kind it is named after, and each of its observers can
+// run.
+func TestExamplePolicies(t *testing.T) {
+	files, err := filepath.Glob("../../configs/examples/*.yaml")
+	require.NoError(t, err)
+	var kinds []string
+	for _, file := range files {
+		kind := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		kinds = append(kinds, kind)
+		t.Run(kind, func(t *testing.T) {
+			p, err := policy.ParseFile(file, policy.Env{})
+			require.NoError(t, err)
+			shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"))
+			t.Cleanup(shared.Close)
+			require.NotEmpty(t, p.Spec.Observers)
+			for _, o := range p.Spec.Observers {
+				assert.Equal(t, kind, o.Kind, "observer %s", o.Name)
+				_, err := observer.New(observer.Spec{Policy: p, Observer: o, Shared: shared})
+				assert.NoError(t, err, "observer %s", o.Name)
+			}
+		})
+	}
+	assert.ElementsMatch(t, []string{policy.KindHTTP, policy.KindPrometheus, policy.KindTCP, policy.KindProcess}, kinds,
+		"one sample policy per built-in kind")
 }

@@ -3,12 +3,15 @@ package observer
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/policy"
@@ -62,6 +65,57 @@ func (s *Shared) acquire(ctx context.Context) (release func(), err error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("wait for concurrency limit: %w", ctx.Err())
 	}
+}
+
+// clientFor returns a client of its own for one observer, sharing the
+// policy's transport, so that the redirect policy is the observer's own
+// while connections are pooled.
+func (s *Shared) clientFor(followRedirects bool, maxRedirects int) *http.Client {
+	client := *s.client
+	client.CheckRedirect = s.checkRedirect(followRedirects, maxRedirects)
+	return &client
+}
+
+// answer is what one HTTP exchange with the target produced.
+type answer struct {
+	status int    // 0 when no response arrived
+	body   []byte // up to the cap given to fetch
+	// latency runs from sending the request to the end of the (capped)
+	// body or to the error; nil when no request was sent.
+	latency     *durationpb.Duration
+	tlsNotAfter *timestamppb.Timestamp // leaf certificate expiry, for https
+}
+
+// fetch sends req with client once it holds a token and a slot of the
+// policy's limits, and reads the body up to limit bytes. The slot is held
+// until the body is read, so that max_concurrent_requests bounds what the
+// service is busy answering. On error the answer holds what arrived before
+// it.
+func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Request, limit int64) (answer, error) {
+	var a answer
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return a, err
+	}
+	defer release()
+
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		a.latency = durationpb.New(time.Since(start))
+		return a, err
+	}
+	defer resp.Body.Close()
+	a.body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
+	a.latency = durationpb.New(time.Since(start))
+	a.status = resp.StatusCode
+	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		a.tlsNotAfter = timestamppb.New(resp.TLS.PeerCertificates[0].NotAfter)
+	}
+	if err != nil {
+		return a, fmt.Errorf("read body: %w", err)
+	}
+	return a, nil
 }
 
 // checkRedirect re-checks every redirect against allowed_targets, and

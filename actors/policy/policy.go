@@ -1,18 +1,51 @@
-// Package policy is the policy-manager actor: it loads every policy in
-// policy_dir, tells the task-manager to run the good ones
-// (messages.ApplyPolicy, correlated with their policy.applied event) and
-// publishes policy.rejected, with the file, line and reason, for each bad
-// file. Loading runs off the mailbox and reports back as a message.
+// Package policy is the policy-manager actor: it watches policy_dir, parses
+// every changed file in a short-lived parser child, and retasks the
+// task-manager with the difference between what runs and what the files
+// now say.
+//
+// A change goes through these steps:
+//
+//   - The watcher (fsnotify, on the directory) reports the names of
+//     changed policy files; a swapped ..data link of a Kubernetes ConfigMap
+//     mount or an overflow of the kernel's queue makes every file be read
+//     again. A rescan of the directory every Options.Rescan is the safety
+//     net; when the watch cannot be set up (inotify limits), polling every
+//     Options.Poll takes its place.
+//   - Changes are debounced: a round starts once the directory has been
+//     quiet for Options.Debounce, or Options.MaxDelay after the first
+//     change of a continuous stream. One round runs at a time.
+//   - A round spawns one parser per changed file (parser/<file>#<n>). A
+//     parser reads its file until it is stable, parses and validates it,
+//     reports and stops; a parser that crashes rejects its file only. A
+//     file that fails must stay unchanged for Options.Settle to be
+//     rejected: one rewritten in place is empty or half written for a
+//     moment, and is read again in the next round instead.
+//   - When every parser has reported, the results are applied in file name
+//     order: rejections first keep the last good version of the file
+//     running (policy.rejected, once per distinct content); valid
+//     policies whose revision changed are diffed against what runs and
+//     sent to the task-manager as one messages.ApplyPolicy each
+//     (policy.applied, whose id is the correlation of everything the
+//     started observers emit); policies whose file went away, or whose
+//     file now declares another name, are removed (policy.removed). A
+//     policy name belongs to the file that declared it first; another file
+//     declaring it is rejected until the name is free again.
+//
+// After every round the state-manager receives a messages.PoliciesLoaded
+// (the first one makes the daemon ready).
 package policy
 
 import (
+	"fmt"
+	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
-	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	policydoc "github.com/polar/observerd/policy"
@@ -21,28 +54,119 @@ import (
 // Path is the policy-manager's actor path, the source of its events.
 const Path = "policy-manager"
 
+// Defaults of Options.
+const (
+	DefaultDebounce = 100 * time.Millisecond
+	DefaultSettle   = 100 * time.Millisecond
+	DefaultMaxDelay = time.Second
+	DefaultRescan   = 30 * time.Second
+	DefaultPoll     = 2 * time.Second
+	// maxRoundTime bounds a round whose parser hangs (a file on a stuck
+	// network mount): its file is rejected and the next round can start.
+	maxRoundTime = 10 * time.Second
+)
+
 // Options configure the policy-manager.
 type Options struct {
 	Dir string
 	Env policydoc.Env
 	// Task receives ApplyPolicy and RemovePolicy; State receives events.
 	Task, State *actor.PID
-	Log         zerolog.Logger
+	// Debounce, MaxDelay, Rescan and Poll: see the package doc. Settle
+	// is how long a file that fails must stay unchanged before it is
+	// rejected. Zero means the Default.
+	Debounce, MaxDelay, Settle, Rescan, Poll time.Duration
+	Log                                      zerolog.Logger
+
+	parse parseFunc // policydoc.Parse; tests make it crash
 }
 
 // Actor is the policy-manager.
 type Actor struct {
 	opts Options
+	self *actor.PID
+	root *actor.RootContext
+
+	watcher *watcher // nil while polling
+	// files is what the last read of each policy file found.
+	files map[string]*file
+	// running is what the task-manager runs, by policy name.
+	running map[string]*current
+	// conflicts are files rejected because another file holds their
+	// policy name; they are read again when a name is freed.
+	conflicts map[string]bool
+	// dirProblem is why the directory cannot be listed, reported once.
+	dirProblem string
+
+	dirty      map[string]bool
+	firstDirty time.Time
+	debounce   *time.Timer
+	rescanning *time.Timer
+	timerGen   uint64
+
+	round      *round
+	roundGen   uint64
+	flushAgain bool // a flush came while a round was in flight
+	parsers    uint64
+	loaded     bool
 }
 
-type loaded struct {
-	policies []*policydoc.Policy
-	err      error
+// file is the last read of a policy file.
+type file struct {
+	key fileKey
+	// rejection is the reason and content of the last policy.rejected of
+	// this file, so that reading the same bad content again (a rescan)
+	// does not repeat it; empty while the file is good.
+	rejection string
 }
+
+// current is a policy the task-manager runs.
+type current struct {
+	policy *policydoc.Policy
+	file   string
+	// eventID is the policy.applied event that last tasked its observers.
+	eventID string
+}
+
+// round is one batch of parsers.
+type round struct {
+	gen     uint64
+	pending map[string]string // parser PID id -> file name
+	results map[string]*parsed
+	timer   *time.Timer
+}
+
+// Internal messages.
+type (
+	flush        struct{ gen uint64 }
+	rescanTick   struct{ gen uint64 }
+	roundTimeout struct{ gen uint64 }
+)
 
 // New returns the policy-manager.
 func New(opts Options) *Actor {
-	return &Actor{opts: opts}
+	opts.Debounce = orDefault(opts.Debounce, DefaultDebounce)
+	opts.MaxDelay = orDefault(opts.MaxDelay, DefaultMaxDelay)
+	opts.Settle = orDefault(opts.Settle, DefaultSettle)
+	opts.Rescan = orDefault(opts.Rescan, DefaultRescan)
+	opts.Poll = orDefault(opts.Poll, DefaultPoll)
+	if opts.parse == nil {
+		opts.parse = policydoc.Parse
+	}
+	return &Actor{
+		opts:      opts,
+		files:     map[string]*file{},
+		running:   map[string]*current{},
+		conflicts: map[string]bool{},
+		dirty:     map[string]bool{},
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // Props for the policy-manager.
@@ -50,72 +174,409 @@ func Props(opts Options) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
 }
 
+// HandleFailure makes the actor its parsers' supervisor (protoactor uses an
+// actor's own HandleFailure when it has one): a crashed parser is stopped
+// and its file rejected with the reason, nothing else is touched.
+func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
+	sup.StopChildren(child)
+	if a.round != nil {
+		if name, ok := a.round.pending[child.Id]; ok {
+			sys.Root.Send(a.self, unreadable(child.Id, a.opts.Dir, name, fmt.Sprintf("the parser crashed: %v", reason)))
+		}
+	}
+}
+
 // Receive handles the actor's messages.
 func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		root, self := ctx.ActorSystem().Root, ctx.Self()
-		go func() {
-			defer supervision.Recover(func(err error) { root.Send(self, &loaded{err: err}) })
-			ps, err := policydoc.LoadDir(a.opts.Dir, a.opts.Env)
-			root.Send(self, &loaded{policies: ps, err: err})
-		}()
-	case *loaded:
-		a.load(ctx, msg)
+		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
+		// Diff against what really runs: after a restart of this actor
+		// the task-manager still runs what the previous one applied.
+		ctx.ReenterAfter(ctx.RequestFuture(a.opts.Task, &messages.GetRunning{}, 5*time.Second), func(res any, err error) {
+			a.seed(res, err)
+			a.startWatching()
+			a.scan(true)
+		})
+	case *actor.Stopping, *actor.Restarting:
+		a.watcher.close()
+		a.timerGen++
+		for _, t := range []*time.Timer{a.debounce, a.rescanning} {
+			if t != nil {
+				t.Stop()
+			}
+		}
+		if a.round != nil {
+			a.round.timer.Stop()
+		}
+	case *changed:
+		a.mark(msg.name)
+	case *rescan:
+		a.scan(true)
+	case *watchFailed:
+		a.opts.Log.Error().Err(msg.err).Dur("poll", a.opts.Poll).Msg("policy_dir watch failed: polling instead")
+		a.watcher.close()
+		a.watcher = nil
+		a.scan(true)
+	case *scanned:
+		a.scanned(ctx, msg)
+	case *rescanTick:
+		if msg.gen == a.timerGen {
+			if a.watcher == nil {
+				a.startWatching()
+			}
+			a.scan(false)
+		}
+	case *flush:
+		if msg.gen == a.timerGen {
+			a.flush(ctx)
+		}
+	case *parsed:
+		a.parsed(ctx, msg)
+	case *roundTimeout:
+		if a.round != nil && a.round.gen == msg.gen {
+			for id, name := range a.round.pending {
+				a.round.results[name] = unreadable(id, a.opts.Dir, name, fmt.Sprintf("reading the file took longer than %s", maxRoundTime))
+				ctx.Stop(actor.NewPID(ctx.Self().Address, id))
+			}
+			clear(a.round.pending)
+			a.finish(ctx)
+		}
+	case *messages.Resync:
+		for _, name := range slices.Sorted(maps.Keys(a.running)) {
+			cur := a.running[name]
+			ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: cur.policy, Change: policydoc.Diff(nil, cur.policy), EventID: cur.eventID})
+		}
 	}
 }
 
-func (a *Actor) load(ctx actor.Context, msg *loaded) {
+// seed takes what the task-manager runs as the state to diff against. The
+// files are read next, and a policy whose file is gone is then removed.
+func (a *Actor) seed(res any, err error) {
+	r, ok := res.(*messages.Running)
+	if err != nil || !ok {
+		a.opts.Log.Warn().Err(err).Msg("cannot ask the task-manager what runs: assuming nothing")
+		return
+	}
+	for _, rp := range r.Policies {
+		a.running[rp.Policy.Metadata.Name] = &current{policy: rp.Policy, file: filepath.Base(rp.Policy.File), eventID: rp.EventID}
+		a.files[filepath.Base(rp.Policy.File)] = &file{}
+	}
+}
+
+func (a *Actor) startWatching() {
+	w, err := watch(a.opts.Dir, func(m any) { a.root.Send(a.self, m) })
+	switch {
+	case err != nil && a.watcher == nil && !a.loaded:
+		a.opts.Log.Error().Err(err).Dur("poll", a.opts.Poll).Msg("cannot watch policy_dir: polling instead")
+	case err == nil && a.loaded:
+		a.opts.Log.Info().Str("dir", a.opts.Dir).Msg("watching policy_dir again")
+	}
+	a.watcher = w
+}
+
+// scan lists the directory off the mailbox; force reads every file again.
+func (a *Actor) scan(force bool) {
+	root, self, dir := a.root, a.self, a.opts.Dir
+	go func() { root.Send(self, scan(dir, force)) }()
+}
+
+// scanned marks what the listing shows to have changed, and schedules the
+// next scan: the safety-net rescan, or polling while there is no watch.
+func (a *Actor) scanned(ctx actor.Context, s *scanned) {
+	defer func() {
+		period := a.opts.Rescan
+		if a.watcher == nil {
+			period = a.opts.Poll
+		}
+		if a.rescanning != nil {
+			a.rescanning.Stop()
+		}
+		gen := a.timerGen
+		a.rescanning = time.AfterFunc(period, func() { a.root.Send(a.self, &rescanTick{gen: gen}) })
+	}()
+	if s.err != nil {
+		// Reported once: what runs keeps running, and the next scan
+		// tries again.
+		if reason := s.err.Error(); reason != a.dirProblem {
+			a.dirProblem = reason
+			a.publishRejection(ctx, a.opts.Dir, []*configs.Problem{{File: a.opts.Dir, Message: reason}}, nil)
+			a.finishLoad()
+		}
+		return
+	}
+	if a.dirProblem != "" {
+		a.dirProblem = ""
+		a.opts.Log.Info().Str("dir", a.opts.Dir).Msg("policy_dir readable again")
+	}
+	for name, key := range s.keys {
+		// A rejected file is read again at every scan: what it lacked
+		// (a plugin, a free name) may be there now.
+		if f, ok := a.files[name]; s.force || !ok || f.key != key || f.rejection != "" {
+			a.mark(name)
+		}
+	}
+	for name := range a.files {
+		if _, ok := s.keys[name]; !ok {
+			a.mark(name)
+		}
+	}
+	if !a.loaded && len(a.dirty) == 0 {
+		a.finishLoad() // an empty directory
+	}
+}
+
+// mark records a changed file and (re)arms the debounce.
+func (a *Actor) mark(name string) {
+	now := time.Now()
+	if len(a.dirty) == 0 {
+		a.firstDirty = now
+	}
+	a.dirty[name] = true
+	at := now.Add(a.opts.Debounce)
+	if latest := a.firstDirty.Add(a.opts.MaxDelay); latest.Before(at) {
+		at = latest
+	}
+	if a.debounce != nil {
+		a.debounce.Stop()
+	}
+	gen := a.timerGen
+	a.debounce = time.AfterFunc(time.Until(at), func() { a.root.Send(a.self, &flush{gen: gen}) })
+}
+
+// flush starts a round with the dirty files, unless one is in flight.
+func (a *Actor) flush(ctx actor.Context) {
+	if a.round != nil {
+		a.flushAgain = true
+		return
+	}
+	if len(a.dirty) == 0 {
+		return
+	}
+	// Files waiting for a name are read in every round, so that the round
+	// that frees a name hands it over at once (an update, not a removal
+	// and an addition).
+	for name := range a.conflicts {
+		a.dirty[name] = true
+	}
+	a.roundGen++
+	r := &round{gen: a.roundGen, pending: map[string]string{}, results: map[string]*parsed{}}
+	a.round = r
+	for _, name := range slices.Sorted(maps.Keys(a.dirty)) {
+		a.parsers++
+		props := actor.PropsFromProducer(func() actor.Actor {
+			return &parser{path: filepath.Join(a.opts.Dir, name), env: a.opts.Env, parse: a.opts.parse, settle: a.opts.Settle}
+		})
+		pid, err := ctx.SpawnNamed(props, fmt.Sprintf("parser/%s#%d", name, a.parsers))
+		if err != nil {
+			r.results[name] = unreadable("", a.opts.Dir, name, fmt.Sprintf("cannot start a parser: %v", err))
+			continue
+		}
+		r.pending[pid.Id] = name
+	}
+	clear(a.dirty)
+	gen := r.gen
+	r.timer = time.AfterFunc(maxRoundTime, func() { a.root.Send(a.self, &roundTimeout{gen: gen}) })
+	if len(r.pending) == 0 {
+		a.finish(ctx)
+	}
+}
+
+func (a *Actor) parsed(ctx actor.Context, p *parsed) {
+	r := a.round
+	if r == nil {
+		return
+	}
+	if _, ok := r.pending[p.id]; !ok {
+		return // a parser that reported after its round timed out
+	}
+	delete(r.pending, p.id)
+	r.results[p.name] = p
+	if len(r.pending) == 0 {
+		a.finish(ctx)
+	}
+}
+
+// finish applies a round's results in file name order.
+func (a *Actor) finish(ctx actor.Context) {
+	r := a.round
+	r.timer.Stop()
+	a.round = nil
+	names := slices.Sorted(maps.Keys(r.results))
+
+	// Who runs from which file, and which names the round frees.
+	owner := map[string]*current{}
+	for _, cur := range a.running {
+		owner[cur.file] = cur
+	}
+	vacated := map[string]*current{}
+	for _, name := range names {
+		res, cur := r.results[name], owner[name]
+		switch {
+		case res.unstable:
+			a.mark(name)
+		case res.gone:
+			delete(a.files, name)
+			delete(a.conflicts, name)
+			if cur != nil {
+				vacated[cur.policy.Metadata.Name] = cur
+			}
+		case res.err != nil:
+			a.reject(ctx, name, res, cur, configs.ProblemsOf(res.err))
+		}
+	}
+	var claims []string
+	claimed := map[string]*policydoc.Policy{} // by name, in this round
+	for _, name := range names {
+		res := r.results[name]
+		if res.policy == nil {
+			continue
+		}
+		pname := res.policy.Metadata.Name
+		holder := claimed[pname]
+		if cur := a.running[pname]; holder == nil && cur != nil && cur.file != name && vacated[pname] == nil {
+			holder = cur.policy
+		}
+		if holder != nil {
+			a.conflicts[name] = true
+			a.reject(ctx, name, res, owner[name], []*configs.Problem{res.policy.DuplicateOf(holder)})
+			continue
+		}
+		claimed[pname] = res.policy
+		delete(vacated, pname)
+		delete(a.conflicts, name)
+		if cur := owner[name]; cur != nil && cur.policy.Metadata.Name != pname {
+			// The file now declares another name: the old one goes.
+			vacated[cur.policy.Metadata.Name] = cur
+		}
+		claims = append(claims, name)
+	}
+	// What goes stops before what comes starts.
+	for _, pname := range slices.Sorted(maps.Keys(vacated)) {
+		a.remove(ctx, vacated[pname])
+	}
+	for _, name := range claims {
+		a.apply(ctx, name, r.results[name])
+	}
+	if len(vacated) > 0 && len(a.conflicts) > 0 {
+		// A name freed by a rename within a file: the files that wanted
+		// it get another chance.
+		for name := range a.conflicts {
+			a.mark(name)
+		}
+	}
+	a.finishLoad()
+	if a.flushAgain {
+		a.flushAgain = false
+		a.flush(ctx)
+	}
+}
+
+// apply runs a valid policy read from file name.
+func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
+	p := res.policy
+	f := a.files[name]
+	wasRejected := f != nil && f.rejection != ""
+	a.files[name] = &file{key: res.key}
+	cur := a.running[p.Metadata.Name]
+	var old *policydoc.Policy
+	if cur != nil {
+		old = cur.policy
+		if old.Revision == p.Revision {
+			cur.file, cur.policy = name, p
+			if !wasRejected {
+				// Same meaning (a comment, a reordering, a moved file).
+				a.opts.Log.Debug().Str("policy", p.Metadata.Name).Str("file", p.File).Msg("policy unchanged")
+				return
+			}
+		}
+	}
+	change := policydoc.Diff(old, p)
+	ev := messages.NewEvent(messages.TypePolicyApplied)
+	ev.Subject = p.Spec.Target.Name
+	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
+	outcome := &messages.PolicyOutcome{
+		Name: p.Metadata.Name, Revision: p.Revision, File: p.File,
+		Added: change.Added, Updated: change.Updated, Removed: change.Removed,
+	}
+	if old != nil {
+		outcome.PreviousRevision = old.Revision
+	}
+	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
+	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
+	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).
+		Strs("added", change.Added).Strs("updated", change.Updated).Strs("removed", change.Removed).Msg("policy applied")
+	if old != nil && old.Revision == p.Revision {
+		return // the file is good again, and says what already runs
+	}
+	ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: p, Change: change, EventID: ev.Id})
+	a.running[p.Metadata.Name] = &current{policy: p, file: name, eventID: ev.Id}
+}
+
+// reject records a rejected read of file name and publishes it, once per
+// distinct content and reason. What runs from the file keeps running.
+func (a *Actor) reject(ctx actor.Context, name string, res *parsed, cur *current, probs []*configs.Problem) {
+	slices.SortStableFunc(probs, func(x, y *configs.Problem) int { return x.Line - y.Line })
+	key := fmt.Sprintf("%x\n%s", res.hash, configs.Join(probs))
+	if f := a.files[name]; f != nil && f.rejection == key {
+		f.key = res.key
+		return
+	}
+	a.files[name] = &file{key: res.key, rejection: key}
+	a.publishRejection(ctx, filepath.Join(a.opts.Dir, name), probs, cur)
+}
+
+// publishRejection emits policy.rejected for file, naming the revision
+// that stays in force (cur, when the file had a good version).
+func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*configs.Problem, cur *current) {
+	reasons := make([]string, 0, len(probs))
+	for _, p := range probs {
+		reasons = append(reasons, p.Error())
+	}
+	first := probs[0]
+	outcome := &messages.PolicyOutcome{
+		File: file, Line: int32(first.Line), Column: int32(first.Column), Reason: strings.Join(reasons, "\n"),
+	}
+	ev := messages.NewEvent(messages.TypePolicyRejected)
+	ev.Severity = messages.Severity_SEVERITY_MEDIUM
+	if cur != nil {
+		outcome.Name, outcome.PreviousRevision = cur.policy.Metadata.Name, cur.policy.Revision
+		ev.Policy = &messages.PolicyRef{Name: cur.policy.Metadata.Name, Revision: cur.policy.Revision}
+		ev.Subject = cur.policy.Spec.Target.Name
+	}
+	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
+	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
+	a.opts.Log.Error().Str("file", file).Str("kept_revision", outcome.PreviousRevision).Strs("problems", reasons).Msg("policy rejected")
+}
+
+// remove stops a policy whose file went away or now declares another name.
+func (a *Actor) remove(ctx actor.Context, cur *current) {
+	p := cur.policy
+	ev := messages.NewEvent(messages.TypePolicyRemoved)
+	ev.Subject = p.Spec.Target.Name
+	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
+	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
+		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policydoc.Diff(p, nil).Removed,
+	}}
+	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
+	ctx.Send(a.opts.Task, &messages.RemovePolicy{Name: p.Metadata.Name, EventID: ev.Id})
+	delete(a.running, p.Metadata.Name)
+	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy removed")
+}
+
+// finishLoad tells the state-manager what runs and what is rejected.
+func (a *Actor) finishLoad() {
+	a.loaded = true
 	var done messages.PoliciesLoaded
-	for _, p := range msg.policies {
-		ev := messages.NewEvent(messages.TypePolicyApplied)
-		ev.Subject = p.Spec.Target.Name
-		ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
-		added := make([]string, 0, len(p.Spec.Observers))
-		for _, o := range p.Spec.Observers {
-			added = append(added, o.Name)
+	done.Applied = slices.Sorted(maps.Keys(a.running))
+	for name, f := range a.files {
+		if f.rejection != "" {
+			done.Rejected = append(done.Rejected, filepath.Join(a.opts.Dir, name))
 		}
-		ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
-			Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Added: added,
-		}}
-		ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
-		ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: p, EventID: ev.Id})
-		done.Applied = append(done.Applied, p.Metadata.Name)
-		a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy applied")
 	}
-	for file, probs := range byFile(msg.err, a.opts.Dir) {
-		ev := messages.NewEvent(messages.TypePolicyRejected)
-		ev.Severity = messages.Severity_SEVERITY_MEDIUM
-		reasons := make([]string, 0, len(probs))
-		for _, p := range probs {
-			reasons = append(reasons, p.Error())
-		}
-		first := probs[0]
-		ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
-			File: file, Line: int32(first.Line), Column: int32(first.Column), Reason: strings.Join(reasons, "\n"),
-		}}
-		ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
-		done.Rejected = append(done.Rejected, file)
-		a.opts.Log.Error().Str("file", file).Strs("problems", reasons).Msg("policy rejected")
+	if a.dirProblem != "" {
+		done.Rejected = append(done.Rejected, a.opts.Dir)
 	}
-	ctx.Send(a.opts.State, &done)
-}
-
-// byFile groups the problems of a load by file, in line order; a problem
-// with no file (the directory itself cannot be read) goes under dir.
-func byFile(err error, dir string) map[string][]*configs.Problem {
-	if err == nil {
-		return nil
-	}
-	out := map[string][]*configs.Problem{}
-	for _, p := range configs.ProblemsOf(err) {
-		if p.File == "" {
-			p.File = dir
-		}
-		out[p.File] = append(out[p.File], p)
-	}
-	for _, ps := range out {
-		slices.SortStableFunc(ps, func(x, y *configs.Problem) int { return x.Line - y.Line })
-	}
-	return out
+	slices.Sort(done.Rejected)
+	a.root.Send(a.opts.State, &done)
 }

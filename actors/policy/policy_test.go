@@ -1,31 +1,39 @@
-package policy_test
+package policy
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/fsnotify/fsnotify"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	policymanager "github.com/polar/observerd/actors/policy"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
-	"github.com/polar/observerd/policy"
+	policydoc "github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
 
-const good = `apiVersion: observer.polar/v1
+// named is a valid policy: name, target port and health interval vary.
+func named(name string, port int, interval string) string {
+	return fmt.Sprintf(`apiVersion: observer.polar/v1
 kind: ObservationPolicy
-metadata: {name: web}
+metadata: {name: %s}
 spec:
-  target: {name: web-target, url: "http://127.0.0.1:8080"}
+  target: {name: %s-target, url: "http://127.0.0.1:%d"}
   observers:
-    - {name: health, kind: http, interval: 5s, http: {path: /healthz}}
+    - {name: health, kind: http, interval: %s, http: {path: /healthz}}
     - {name: status, kind: http, interval: 10s, http: {path: /status}}
-`
+`, name, name, port, interval)
+}
+
+var good = named("web", 8080, "5s")
 
 // bad has one problem, on line 7: a negative interval.
 const bad = `apiVersion: observer.polar/v1
@@ -55,59 +63,134 @@ type fixture struct {
 	dir   string
 	state *actortest.Recorder
 	task  *actortest.Recorder
+	pid   *actor.PID
+	env   policydoc.Env
 }
 
-func setup(t *testing.T, files map[string]string) *fixture {
+// setup writes files into a fresh directory and starts a policy-manager on
+// it, with short timers; opts adjusts its options.
+func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
+	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	require.NoError(t, err)
 	f := &fixture{
 		sys:   sys,
 		dir:   t.TempDir(),
 		state: actortest.NewRecorder(t, sys, "state-manager"),
 		task:  actortest.NewRecorder(t, sys, "task-manager"),
+		env:   policydoc.Env{Allowed: allowed},
 	}
+	f.task.Respond(func(msg any) any {
+		if _, ok := msg.(*messages.GetRunning); ok {
+			return &messages.Running{}
+		}
+		return nil
+	})
 	for name, text := range files {
-		require.NoError(t, os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o600))
+		f.write(t, name, text)
 	}
-	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
-	require.NoError(t, err)
-	pid := sys.Root.Spawn(policymanager.Props(policymanager.Options{
-		Dir: f.dir, Env: policy.Env{Allowed: allowed}, Task: f.task.PID, State: f.state.PID, Log: log,
-	}))
-	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	o := Options{Dir: f.dir, Env: f.env, Task: f.task.PID, State: f.state.PID, Log: log,
+		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f.pid = sys.Root.Spawn(Props(o))
+	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })
 	return f
 }
 
-func (f *fixture) loaded(t *testing.T) *messages.PoliciesLoaded {
+func (f *fixture) write(t *testing.T, name, text string) {
 	t.Helper()
-	return actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	require.NoError(t, os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o600))
+}
+
+// loads returns how many PoliciesLoaded arrived: one per round.
+func (f *fixture) loads() int {
+	n := 0
+	for _, m := range f.state.Messages() {
+		if _, ok := m.(*messages.PoliciesLoaded); ok {
+			n++
+		}
+	}
+	return n
+}
+
+// round waits for the next round after change, and returns its
+// PoliciesLoaded.
+func (f *fixture) round(t *testing.T, change func()) *messages.PoliciesLoaded {
+	t.Helper()
+	before := f.loads()
+	change()
+	var last *messages.PoliciesLoaded
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, m := range f.state.Messages() {
+			if l, ok := m.(*messages.PoliciesLoaded); ok {
+				n++
+				last = l
+			}
+		}
+		return n > before
+	}, actortest.Wait, 5*time.Millisecond, "no round after the change")
+	return last
+}
+
+// applies returns the ApplyPolicy and RemovePolicy messages the
+// task-manager got.
+func (f *fixture) changes() []any {
+	var out []any
+	for _, m := range f.task.Messages() {
+		switch m.(type) {
+		case *messages.ApplyPolicy, *messages.RemovePolicy:
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (f *fixture) waitChanges(t *testing.T, n int) []any {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.changes()) >= n }, actortest.Wait, 5*time.Millisecond,
+		"the task-manager got %d changes, want %d", len(f.changes()), n)
+	return f.changes()
+}
+
+func revisionOf(t *testing.T, name, text string) string {
+	t.Helper()
+	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	require.NoError(t, err)
+	p, err := policydoc.Parse(name, []byte(text), policydoc.Env{Allowed: allowed})
+	require.NoError(t, err)
+	return p.Revision
 }
 
 func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	f := setup(t, map[string]string{"web.yaml": good, "broken.yaml": bad, "notes.txt": "not a policy", ".hidden.yaml": bad})
-	done := f.loaded(t)
+	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
 
 	// policy.applied, then ApplyPolicy correlated with it.
 	applied := f.state.WaitEvent(t, messages.TypePolicyApplied, nil)
 	out := applied.GetPolicyOutcome()
 	require.NotNil(t, out)
 	assert.Equal(t, "web", out.Name)
-	assert.Len(t, out.Revision, policy.RevisionLength)
+	assert.Equal(t, revisionOf(t, "web.yaml", good), out.Revision)
+	assert.Empty(t, out.PreviousRevision)
 	assert.Equal(t, filepath.Join(f.dir, "web.yaml"), out.File)
 	assert.Equal(t, []string{"health", "status"}, out.Added)
 	assert.Equal(t, "web-target", applied.Subject)
 	assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: out.Revision}, applied.Policy)
 	assert.Equal(t, messages.Category_CATEGORY_SYSTEM, applied.Category)
 	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == applied.Id })
-	assert.Equal(t, policymanager.Path, e.Path)
+	assert.Equal(t, Path, e.Path)
 
-	apply := actortest.WaitMessage[*messages.ApplyPolicy](t, f.task, nil)
+	changes := f.waitChanges(t, 1)
+	require.Len(t, changes, 1, "only the good policy is applied")
+	apply := changes[0].(*messages.ApplyPolicy)
 	assert.Equal(t, applied.Id, apply.EventID, "ApplyPolicy carries the policy.applied event's id")
-	require.NotNil(t, apply.Policy)
 	assert.Equal(t, "web", apply.Policy.Metadata.Name)
 	assert.Equal(t, out.Revision, apply.Policy.Revision)
-	assert.Len(t, apply.Policy.Spec.Observers, 2)
-	assert.Len(t, f.task.Messages(), 1, "only the good policy is applied")
+	assert.Equal(t, policydoc.Change{Added: []string{"health", "status"}}, apply.Change)
 
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	ro := rejected.GetPolicyOutcome()
@@ -117,6 +200,7 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	assert.Positive(t, ro.Column)
 	assert.Contains(t, ro.Reason, "interval")
 	assert.Contains(t, ro.Reason, "must be greater than 0")
+	assert.Empty(t, ro.PreviousRevision, "no good version of the file ever ran")
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, rejected.Severity)
 	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "dot-files and other extensions are skipped")
 
@@ -131,63 +215,249 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 
 func TestRejectedFileListsEveryProblemFirstLineFirst(t *testing.T) {
 	f := setup(t, map[string]string{"twice.yaml": badTwice})
-	done := f.loaded(t)
+	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
 	assert.Empty(t, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "twice.yaml")}, done.Rejected)
-	assert.Empty(t, f.task.Messages())
+	assert.Empty(t, f.changes())
 
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	ro := rejected.GetPolicyOutcome()
 	assert.Equal(t, int32(5), ro.Line, "the first problem's line")
 	assert.Contains(t, ro.Reason, "allowed_targets")
 	assert.Contains(t, ro.Reason, "interval")
-	assert.Contains(t, ro.Reason, ":5:")
-	assert.Contains(t, ro.Reason, ":9:")
+	assert.Less(t, strings.Index(ro.Reason, ":5:"), strings.Index(ro.Reason, ":9:"))
 }
 
-func TestSeveralPolicies(t *testing.T) {
-	other := `apiVersion: observer.polar/v1
-kind: ObservationPolicy
-metadata: {name: db}
-spec:
-  target: {name: db-target, url: "http://127.0.0.1:5432"}
-  observers:
-    - {name: port, kind: tcp, interval: 5s, tcp: {}}
-`
-	dup := `apiVersion: observer.polar/v1
-kind: ObservationPolicy
-metadata: {name: web}
-spec:
-  target: {name: web-target, url: "http://127.0.0.1:9090"}
-  observers:
-    - {name: health, kind: http, interval: 5s, http: {}}
-`
-	f := setup(t, map[string]string{"a-web.yaml": good, "b-db.yml": other, "c-dup.yaml": dup})
-	done := f.loaded(t)
-	assert.Equal(t, []string{"web", "db"}, done.Applied, "in file name order")
+func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
+	f := setup(t, map[string]string{"a-web.yaml": good, "b-db.yml": named("db", 5432, "5s"), "c-dup.yaml": named("web", 9090, "5s")})
+	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	assert.Equal(t, []string{"db", "web"}, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "c-dup.yaml")}, done.Rejected, "a duplicate policy name is rejected")
 
 	applied := f.state.EventsOf(messages.TypePolicyApplied)
 	require.Len(t, applied, 2)
-	require.Eventually(t, func() bool { return len(f.task.Messages()) == 2 }, actortest.Wait, 5*time.Millisecond)
-	for i, m := range f.task.Messages() {
-		apply, ok := m.(*messages.ApplyPolicy)
-		require.True(t, ok, "%T", m)
+	changes := f.waitChanges(t, 2)
+	for i, m := range changes {
+		apply := m.(*messages.ApplyPolicy)
 		assert.Equal(t, applied[i].Id, apply.EventID)
-		assert.Equal(t, applied[i].GetPolicyOutcome().GetName(), apply.Policy.Metadata.Name)
+		assert.Equal(t, applied[i].GetPolicyOutcome().GetName(), apply.Policy.Metadata.Name, "in file name order")
 	}
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
-	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), "already used")
+	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), `policy name "web" is already used by `+filepath.Join(f.dir, "a-web.yaml")+":3")
 	assert.Equal(t, int32(3), rejected.GetPolicyOutcome().GetLine())
+
+	// Deleting a-web.yaml frees the name: c-dup.yaml takes it over, as an
+	// update of the running policy (its target changed).
+	f.round(t, func() { require.NoError(t, os.Remove(filepath.Join(f.dir, "a-web.yaml"))) })
+	changes = f.waitChanges(t, 3)
+	apply := changes[2].(*messages.ApplyPolicy)
+	assert.Equal(t, filepath.Join(f.dir, "c-dup.yaml"), apply.Policy.File)
+	assert.Equal(t, []string{"health", "status"}, apply.Change.Updated)
+	assert.True(t, apply.Change.TargetOrLimitsChanged)
+	assert.Empty(t, f.state.EventsOf(messages.TypePolicyRemoved), "the name never stopped running")
 }
 
-func TestEmptyDirIsLoaded(t *testing.T) {
+func TestHotReload(t *testing.T) {
+	f := setup(t, map[string]string{"web.yaml": good})
+	f.waitChanges(t, 1)
+	first := f.state.WaitEvent(t, messages.TypePolicyApplied, nil)
+
+	t.Run("in-place overwrite updates only the changed observer", func(t *testing.T) {
+		next := named("web", 8080, "3s")
+		f.round(t, func() { f.write(t, "web.yaml", next) })
+		apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+		assert.Equal(t, policydoc.Change{Updated: []string{"health"}}, apply.Change)
+		assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
+		ev := f.state.WaitEvent(t, messages.TypePolicyApplied, func(e *messages.Event) bool { return e.Id == apply.EventID })
+		out := ev.GetPolicyOutcome()
+		assert.Equal(t, []string{"health"}, out.Updated)
+		assert.Empty(t, out.Added)
+		assert.Empty(t, out.Removed)
+		assert.Equal(t, first.GetPolicyOutcome().Revision, out.PreviousRevision)
+	})
+
+	t.Run("a comment and reordering change nothing", func(t *testing.T) {
+		before := len(f.state.Events())
+		reordered := strings.Replace(named("web", 8080, "3s"),
+			"    - {name: health, kind: http, interval: 3s, http: {path: /healthz}}\n    - {name: status, kind: http, interval: 10s, http: {path: /status}}\n",
+			"    - {name: status, kind: http, interval: 10s, http: {path: /status}}   # the slow one\n    - {name: health, kind: http, interval: 3s, http: {path: /healthz}}\n", 1)
+		require.NotEqual(t, named("web", 8080, "3s"), reordered)
+		f.round(t, func() { f.write(t, "web.yaml", "# edited\n"+reordered) })
+		assert.Len(t, f.changes(), 2)
+		assert.Len(t, f.state.Events(), before)
+	})
+
+	t.Run("a bad overwrite keeps the last good version", func(t *testing.T) {
+		running := revisionOf(t, "web.yaml", named("web", 8080, "3s"))
+		f.round(t, func() { f.write(t, "web.yaml", strings.Replace(good, "interval: 5s", "interval: soon", 1)) })
+		ev := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+		out := ev.GetPolicyOutcome()
+		assert.Equal(t, int32(7), out.Line)
+		assert.Contains(t, out.Reason, `"soon"`)
+		assert.Equal(t, "web", out.Name)
+		assert.Equal(t, running, out.PreviousRevision, "the revision still in force")
+		assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: running}, ev.Policy)
+		assert.Len(t, f.changes(), 2, "nothing stopped")
+
+		// The same bad content read again (a rescan) is not reported again.
+		f.round(t, func() { f.sys.Root.Send(f.pid, &rescan{}) })
+		assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1)
+	})
+
+	t.Run("the fixed file is applied", func(t *testing.T) {
+		fixed := named("web", 8080, "4s")
+		f.round(t, func() { f.write(t, "web.yaml", fixed) })
+		apply := f.waitChanges(t, 3)[2].(*messages.ApplyPolicy)
+		assert.Equal(t, revisionOf(t, "web.yaml", fixed), apply.Policy.Revision)
+		assert.Equal(t, policydoc.Change{Updated: []string{"health"}}, apply.Change)
+	})
+
+	t.Run("an editor's rename-save is one change", func(t *testing.T) {
+		saved := named("web", 8080, "6s")
+		f.round(t, func() {
+			tmp := filepath.Join(f.dir, ".web.yaml.swp")
+			require.NoError(t, os.WriteFile(tmp, []byte(saved), 0o600))
+			require.NoError(t, os.Rename(filepath.Join(f.dir, "web.yaml"), filepath.Join(f.dir, "web.yaml~")))
+			require.NoError(t, os.Rename(tmp, filepath.Join(f.dir, "web.yaml")))
+			require.NoError(t, os.Remove(filepath.Join(f.dir, "web.yaml~")))
+		})
+		changes := f.waitChanges(t, 4)
+		assert.Len(t, changes, 4)
+		assert.Equal(t, revisionOf(t, "web.yaml", saved), changes[3].(*messages.ApplyPolicy).Policy.Revision)
+		assert.Empty(t, f.state.EventsOf(messages.TypePolicyRemoved))
+	})
+
+	t.Run("a renamed policy is removed, then added", func(t *testing.T) {
+		f.round(t, func() { f.write(t, "web.yaml", named("www", 8080, "6s")) })
+		changes := f.waitChanges(t, 6)
+		remove := changes[4].(*messages.RemovePolicy)
+		assert.Equal(t, "web", remove.Name)
+		apply := changes[5].(*messages.ApplyPolicy)
+		assert.Equal(t, "www", apply.Policy.Metadata.Name)
+		assert.Equal(t, []string{"health", "status"}, apply.Change.Added)
+		removed := f.state.WaitEvent(t, messages.TypePolicyRemoved, nil)
+		assert.Equal(t, removed.Id, remove.EventID)
+		assert.Equal(t, []string{"health", "status"}, removed.GetPolicyOutcome().Removed)
+	})
+
+	t.Run("a deleted file stops its policy", func(t *testing.T) {
+		done := f.round(t, func() { require.NoError(t, os.Remove(filepath.Join(f.dir, "web.yaml"))) })
+		changes := f.waitChanges(t, 7)
+		assert.Equal(t, "www", changes[6].(*messages.RemovePolicy).Name)
+		assert.Empty(t, done.Applied)
+		assert.Empty(t, done.Rejected)
+	})
+}
+
+func TestPartialWriteIsNeverApplied(t *testing.T) {
+	f := setup(t, map[string]string{"web.yaml": good})
+	f.waitChanges(t, 1)
+
+	next := named("web", 8080, "2s")
+	half := len(next) * 2 / 3 // cuts the health observer's line
+	var w *os.File
+	f.round(t, func() {
+		var err error
+		w, err = os.OpenFile(filepath.Join(f.dir, "web.yaml"), os.O_WRONLY|os.O_TRUNC, 0)
+		require.NoError(t, err)
+		_, err = w.WriteString(next[:half])
+		require.NoError(t, err)
+	})
+	defer w.Close()
+	assert.Len(t, f.changes(), 1, "the half-written file is not applied")
+	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	assert.Equal(t, revisionOf(t, "web.yaml", good), rejected.GetPolicyOutcome().PreviousRevision)
+
+	f.round(t, func() {
+		_, err := w.WriteString(next[half:])
+		require.NoError(t, err)
+	})
+	apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+	assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
+}
+
+func TestConfigMapSymlinkSwap(t *testing.T) {
+	// The layout of a Kubernetes ConfigMap volume: web.yaml ->
+	// ..data/web.yaml, ..data -> ..<timestamp>, swapped atomically.
 	f := setup(t, nil)
-	done := f.loaded(t)
-	assert.Empty(t, done.Applied)
-	assert.Empty(t, done.Rejected)
-	assert.Empty(t, f.state.Events())
-	assert.Empty(t, f.task.Messages())
+	actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	version := func(name, text string) {
+		require.NoError(t, os.Mkdir(filepath.Join(f.dir, name), 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(f.dir, name, "web.yaml"), []byte(text), 0o600))
+		require.NoError(t, os.Symlink(name, filepath.Join(f.dir, "..data_tmp")))
+		require.NoError(t, os.Rename(filepath.Join(f.dir, "..data_tmp"), filepath.Join(f.dir, "..data")))
+	}
+	f.round(t, func() {
+		version("..2026_11_23_10_00_00.1", good)
+		require.NoError(t, os.Symlink("..data/web.yaml", filepath.Join(f.dir, "web.yaml")))
+	})
+	first := f.waitChanges(t, 1)[0].(*messages.ApplyPolicy)
+	assert.Equal(t, revisionOf(t, "web.yaml", good), first.Policy.Revision)
+
+	next := named("web", 8080, "1s")
+	f.round(t, func() {
+		version("..2026_11_23_10_05_00.2", next)
+		require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "..2026_11_23_10_00_00.1")))
+	})
+	apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+	assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
+	assert.Equal(t, []string{"health"}, apply.Change.Updated)
+	assert.Empty(t, f.state.EventsOf(messages.TypePolicyRejected))
+}
+
+func TestBurstIsDebounced(t *testing.T) {
+	f := setup(t, map[string]string{"web.yaml": good})
+	f.waitChanges(t, 1)
+	const writes = 1000
+	var last string
+	for i := range writes {
+		last = named("web", 8080, fmt.Sprintf("%dms", 1000+i))
+		f.write(t, "web.yaml", last)
+	}
+	want := revisionOf(t, "web.yaml", last)
+	require.Eventually(t, func() bool {
+		changes := f.changes()
+		a, ok := changes[len(changes)-1].(*messages.ApplyPolicy)
+		return ok && a.Policy.Revision == want
+	}, actortest.Wait, 5*time.Millisecond, "the last write is applied")
+	applied := len(f.changes()) - 1
+	t.Logf("%d writes, %d applied changes", writes, applied)
+	assert.Less(t, applied, writes/10, "bursts are debounced")
+	for _, ev := range f.state.EventsOf(messages.TypePolicyRejected) {
+		t.Errorf("a complete write was rejected: %s", ev.GetPolicyOutcome().Reason)
+	}
+}
+
+func TestParserCrashRejectsThatFileOnly(t *testing.T) {
+	f := setup(t, map[string]string{"web.yaml": good, "crash.yaml": named("db", 5432, "5s")}, func(o *Options) {
+		o.parse = func(file string, data []byte, env policydoc.Env) (*policydoc.Policy, error) {
+			if strings.HasSuffix(file, "crash.yaml") {
+				panic("boom")
+			}
+			return policydoc.Parse(file, data, env)
+		}
+	})
+	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	assert.Equal(t, []string{"web"}, done.Applied)
+	assert.Equal(t, []string{filepath.Join(f.dir, "crash.yaml")}, done.Rejected)
+	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	assert.Equal(t, "the parser crashed: boom", rejected.GetPolicyOutcome().Reason[len(filepath.Join(f.dir, "crash.yaml"))+2:])
+
+	// The manager goes on: the next change is applied.
+	f.round(t, func() { f.write(t, "web.yaml", named("web", 8080, "7s")) })
+	f.waitChanges(t, 2)
+}
+
+func TestWatchFailureFallsBackToPolling(t *testing.T) {
+	newWatcher = func() (*fsnotify.Watcher, error) { return nil, syscall.EMFILE }
+	t.Cleanup(func() { newWatcher = fsnotify.NewWatcher })
+	f := setup(t, nil, func(o *Options) { o.Poll = 50 * time.Millisecond })
+	actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	f.write(t, "web.yaml", good)
+	apply := f.waitChanges(t, 1)[0].(*messages.ApplyPolicy)
+	assert.Equal(t, revisionOf(t, "web.yaml", good), apply.Policy.Revision)
+	assert.Contains(t, explainWatchError(syscall.EMFILE).Error(), "fs.inotify.max_user_instances")
+	assert.Contains(t, explainWatchError(syscall.ENOSPC).Error(), "fs.inotify.max_user_watches")
 }
 
 func TestMissingDirIsReportedAndStillLoaded(t *testing.T) {
@@ -196,17 +466,94 @@ func TestMissingDirIsReportedAndStillLoaded(t *testing.T) {
 	sys, log := actortest.SystemAndLogger(t)
 	state := actortest.NewRecorder(t, sys, "state-manager")
 	task := actortest.NewRecorder(t, sys, "task-manager")
+	task.Respond(func(any) any { return &messages.Running{} })
 	dir := filepath.Join(t.TempDir(), "missing")
-	pid := sys.Root.Spawn(policymanager.Props(policymanager.Options{
-		Dir: dir, Task: task.PID, State: state.PID, Log: log,
-	}))
+	pid := sys.Root.Spawn(Props(Options{Dir: dir, Task: task.PID, State: state.PID, Log: log, Poll: 20 * time.Millisecond}))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, state, nil)
 	assert.Empty(t, done.Applied)
-	assert.Empty(t, task.Messages())
+	assert.Equal(t, []string{dir}, done.Rejected)
 	rejected := state.WaitEvent(t, messages.TypePolicyRejected, nil)
-	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), "missing")
-	// policy.rejected names what was rejected; here, the directory.
-	assert.Equal(t, dir, rejected.GetPolicyOutcome().GetFile(), "policy.rejected names no file")
-	assert.NotContains(t, done.Rejected, "", "PoliciesLoaded.Rejected lists an empty file name")
+	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), "no such file or directory")
+	assert.Equal(t, dir, rejected.GetPolicyOutcome().GetFile(), "policy.rejected names the directory")
+
+	// Created later, it is picked up.
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(good), 0o600))
+	actortest.WaitMessage[*messages.ApplyPolicy](t, task, nil)
+	assert.Len(t, state.EventsOf(messages.TypePolicyRejected), 1, "the directory's problem is reported once")
+}
+
+func TestRestartedManagerDiffsAgainstWhatRuns(t *testing.T) {
+	// The task-manager runs web (from web.yaml) and old (whose file is
+	// gone): a fresh policy-manager keeps web as it is and removes old.
+	f := setup(t, nil)
+	actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	require.NoError(t, f.sys.Root.StopFuture(f.pid).Wait())
+	f.write(t, "web.yaml", good)
+	web, err := policydoc.ParseFile(filepath.Join(f.dir, "web.yaml"), f.env)
+	require.NoError(t, err)
+	old, err := policydoc.Parse(filepath.Join(f.dir, "old.yaml"), []byte(named("old", 8081, "5s")), f.env)
+	require.NoError(t, err)
+	f.task.Respond(func(msg any) any {
+		return &messages.Running{Policies: []messages.RunningPolicy{{Policy: web, EventID: "e-web"}, {Policy: old, EventID: "e-old"}}}
+	})
+	before := len(f.state.Messages())
+	pid := f.sys.Root.Spawn(Props(Options{Dir: f.dir, Env: f.env, Task: f.task.PID, State: f.state.PID, Log: actortest.Logger(t), Debounce: 20 * time.Millisecond}))
+	t.Cleanup(func() { _ = f.sys.Root.StopFuture(pid).Wait() })
+
+	remove := f.waitChanges(t, 1)[0].(*messages.RemovePolicy)
+	assert.Equal(t, "old", remove.Name)
+	require.Eventually(t, func() bool { return f.loads() >= 2 }, actortest.Wait, 5*time.Millisecond)
+	var types []string
+	for _, m := range f.state.Messages()[before:] {
+		if e, ok := m.(*messages.Emit); ok {
+			types = append(types, e.Event.Type)
+		}
+	}
+	assert.Equal(t, []string{messages.TypePolicyRemoved}, types, "web runs unchanged: no event")
+
+	// Resync: the task-manager restarted empty and gets web again, with
+	// the correlation of the event that tasked it.
+	f.sys.Root.Send(pid, &messages.Resync{})
+	apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+	assert.Equal(t, "e-web", apply.EventID)
+	assert.Equal(t, []string{"health", "status"}, apply.Change.Added)
+}
+
+func TestFilesThatAreNotPoliciesAreRejected(t *testing.T) {
+	f := setup(t, map[string]string{"web.yaml": good}, func(o *Options) {
+		dir := o.Dir
+		require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "pipe.yaml"), 0o600))
+		require.NoError(t, os.Symlink("gone.yaml.orig", filepath.Join(dir, "dangling.yaml")))
+		require.NoError(t, os.Mkdir(filepath.Join(dir, "dir.yaml"), 0o700))
+	})
+	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	assert.Equal(t, []string{"web"}, done.Applied)
+	var reasons []string
+	for _, ev := range f.state.EventsOf(messages.TypePolicyRejected) {
+		reasons = append(reasons, ev.GetPolicyOutcome().Reason)
+	}
+	assert.ElementsMatch(t, []string{
+		filepath.Join(f.dir, "pipe.yaml") + ": not a regular file",
+		filepath.Join(f.dir, "dir.yaml") + ": not a regular file",
+		filepath.Join(f.dir, "dangling.yaml") + ": cannot read the file: no such file or directory",
+	}, reasons, "a FIFO does not hang the parser; a dangling symlink is a mistake, not a removal")
+}
+
+func TestRejectedFilesAreReadAgainAtEveryScan(t *testing.T) {
+	// The plugin a policy needs is installed after the policy: the
+	// periodic scan reads the rejected file again and applies it.
+	plugins := t.TempDir()
+	wasm := strings.Replace(good, "kind: http, interval: 10s, http: {path: /status}", "kind: wasm, interval: 10s, wasm: {module: late.wasm}", 1)
+	f := setup(t, map[string]string{"web.yaml": wasm}, func(o *Options) {
+		o.Env.PluginDir = plugins
+		o.Rescan = 50 * time.Millisecond
+	})
+	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	assert.Contains(t, rejected.GetPolicyOutcome().Reason, "plugin late.wasm not found")
+	require.NoError(t, os.WriteFile(filepath.Join(plugins, "late.wasm"), []byte("\x00asm"), 0o600))
+	apply := f.waitChanges(t, 1)[0].(*messages.ApplyPolicy)
+	assert.Equal(t, "web", apply.Policy.Metadata.Name)
+	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "the unchanged rejection was not repeated")
 }

@@ -4,13 +4,18 @@
 // source, provenance), detects state transitions from observations, and
 // hands every event to the broker.
 //
-// Transitions: an observer starts "unknown"; an OK observation makes it
-// "up"; a failed one makes it "degraded", and DownAfter consecutive
-// failures make it "down". Every transition is a state.changed event whose
-// causation_id is the observation that caused it.
+// States: an observer starts "unknown". Its first OK observation makes it
+// "up"; thresholds.down_after consecutive failures make it "down" (fewer
+// leave it as it is: one failed check is not an outage), and
+// thresholds.up_after consecutive successes bring it back "up". Flapping
+// is damped: an observer that goes up or down FlapTransitions times within
+// FlapIntervals of its intervals is "degraded" instead, one event, until
+// it has held one state for that long. Every transition is a state.changed
+// event whose causation_id is the observation that caused it.
 package state
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 )
 
 // Options configure the state-manager.
@@ -27,9 +33,7 @@ type Options struct {
 	Version string
 	// Broker receives a *messages.Publish per event.
 	Broker *actor.PID
-	// DownAfter consecutive failures make an observer down (default 3).
-	DownAfter int
-	Log       zerolog.Logger
+	Log    zerolog.Logger
 }
 
 // Actor is the state-manager.
@@ -41,18 +45,33 @@ type Actor struct {
 
 type observer struct {
 	kind         string
-	state        messages.ObserverState
+	state        messages.ObserverState // as published
 	last         messages.Result
 	lastTime     time.Time
 	failures     int
+	successes    int
 	observations uint64
+	// held is the state the thresholds give, which state shows unless
+	// the observer is flapping; flips are the times held changed between
+	// up and down within the flap window.
+	held  messages.ObserverState
+	flips []time.Time
 }
+
+func newObserver(kind string) *observer {
+	unknown := messages.ObserverState_OBSERVER_STATE_UNKNOWN
+	return &observer{kind: kind, state: unknown, held: unknown}
+}
+
+// Flap damping: FlapTransitions changes between up and down within
+// FlapIntervals intervals of the observer make it degraded.
+const (
+	FlapTransitions = 4
+	FlapIntervals   = 20
+)
 
 // New returns the state-manager.
 func New(opts Options) *Actor {
-	if opts.DownAfter <= 0 {
-		opts.DownAfter = 3
-	}
 	return &Actor{opts: opts, observers: map[string]*observer{}, snap: messages.Snapshot{Node: opts.Node}}
 }
 
@@ -67,7 +86,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.opts.Log.Debug().Msg("state-manager started")
 	case *messages.Emit:
-		a.emit(ctx, msg.Path, msg.Event)
+		a.emit(ctx, msg)
 	case *messages.BrokerStatus:
 		a.snap.Broker = *msg
 	case *messages.PoliciesLoaded:
@@ -81,18 +100,19 @@ func (a *Actor) Receive(ctx actor.Context) {
 
 // emit completes ev's envelope, updates the state it implies and hands it
 // (and any transition it causes) to the broker.
-func (a *Actor) emit(ctx actor.Context, path string, ev *messages.Event) {
+func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
+	path, ev := msg.Path, msg.Event
 	a.stamp(path, ev)
 	a.publish(ctx, ev)
 	switch {
 	case ev.Category == messages.Category_CATEGORY_OBSERVATION:
-		if change := a.observe(path, ev); change != nil {
+		if change := a.observe(path, ev, msg.Observer); change != nil {
 			a.stamp(path, change)
 			a.publish(ctx, change)
 		}
 	case ev.Type == messages.TypeObserverStarted:
 		if _, ok := a.observers[path]; !ok {
-			a.observers[path] = &observer{kind: ev.GetObserver().GetKind(), state: messages.ObserverState_OBSERVER_STATE_UNKNOWN}
+			a.observers[path] = newObserver(ev.GetObserver().GetKind())
 		}
 	case ev.Type == messages.TypeObserverStopped, ev.Type == messages.TypeObserverQuarantined:
 		delete(a.observers, path)
@@ -110,25 +130,49 @@ func (a *Actor) publish(ctx actor.Context, ev *messages.Event) {
 
 // observe records an observation and returns the state.changed event it
 // causes, if any.
-func (a *Actor) observe(path string, ev *messages.Event) *messages.Event {
+func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) *messages.Event {
+	rules := rulesOf(spec)
 	res, _ := messages.ResultOf(ev)
 	o, ok := a.observers[path]
 	if !ok {
-		o = &observer{state: messages.ObserverState_OBSERVER_STATE_UNKNOWN}
+		o = newObserver("")
 		a.observers[path] = o
 	}
+	now := ev.Time.AsTime()
 	o.kind = strings.TrimPrefix(ev.Type, "observation.")
-	o.last, o.lastTime = res, ev.Time.AsTime()
+	o.last, o.lastTime = res, now
 	o.observations++
-	next := messages.ObserverState_OBSERVER_STATE_UP
 	if res == messages.Result_RESULT_OK {
-		o.failures = 0
+		o.failures, o.successes = 0, o.successes+1
 	} else {
-		o.failures++
+		o.failures, o.successes = o.failures+1, 0
+	}
+
+	held := o.held
+	switch {
+	case res == messages.Result_RESULT_OK && (held != messages.ObserverState_OBSERVER_STATE_DOWN || o.successes >= rules.UpAfter):
+		held = messages.ObserverState_OBSERVER_STATE_UP
+	case res != messages.Result_RESULT_OK && o.failures >= rules.DownAfter:
+		held = messages.ObserverState_OBSERVER_STATE_DOWN
+	}
+	if held != o.held && o.held != messages.ObserverState_OBSERVER_STATE_UNKNOWN {
+		o.flips = append(o.flips, now)
+	}
+	o.held = held
+	window := FlapIntervals * rules.interval
+	o.flips = slices.DeleteFunc(o.flips, func(t time.Time) bool { return now.Sub(t) > window })
+
+	next, reason := held, ""
+	flapping := len(o.flips) >= FlapTransitions ||
+		(o.state == messages.ObserverState_OBSERVER_STATE_DEGRADED && len(o.flips) > 0)
+	switch {
+	case flapping:
 		next = messages.ObserverState_OBSERVER_STATE_DEGRADED
-		if o.failures >= a.opts.DownAfter {
-			next = messages.ObserverState_OBSERVER_STATE_DOWN
-		}
+		reason = fmt.Sprintf("flapping: %d changes between up and down within %s", len(o.flips), window)
+	case next == messages.ObserverState_OBSERVER_STATE_DOWN:
+		reason = fmt.Sprintf("%d consecutive failures (down_after %d)", o.failures, rules.DownAfter)
+	case o.state == messages.ObserverState_OBSERVER_STATE_DEGRADED:
+		reason = fmt.Sprintf("stable for %s", window)
 	}
 	if next == o.state {
 		return nil
@@ -145,10 +189,32 @@ func (a *Actor) observe(path string, ev *messages.Event) *messages.Event {
 		NewState:            next,
 		ConsecutiveFailures: int32(o.failures),
 		LastResult:          res,
+		Reason:              reason,
 	}}
 	o.state = next
 	return change
 }
+
+// rules are the thresholds and interval of an observer's spec, or the
+// defaults.
+type rules struct {
+	policy.Thresholds
+	interval time.Duration
+}
+
+func rulesOf(spec *policy.Observer) rules {
+	if spec == nil {
+		var r rules
+		r.SetDefaults()
+		r.interval = DefaultInterval
+		return r
+	}
+	return rules{Thresholds: spec.Thresholds, interval: time.Duration(spec.Interval)}
+}
+
+// DefaultInterval stands in for the interval of an observation whose spec
+// is unknown, for the flap window.
+const DefaultInterval = 10 * time.Second
 
 func severityOf(s messages.ObserverState) messages.Severity {
 	switch s {

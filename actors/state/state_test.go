@@ -1,15 +1,19 @@
 package state_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/actors/state"
+	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -25,11 +29,11 @@ type fixture struct {
 	pid    *actor.PID
 }
 
-func setup(t *testing.T, downAfter int) *fixture {
+func setup(t *testing.T) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, broker: actortest.NewRecorder(t, sys, "broker")}
-	f.pid = sys.Root.Spawn(state.Props(state.Options{Node: node, Version: version, Broker: f.broker.PID, DownAfter: downAfter, Log: log}))
+	f.pid = sys.Root.Spawn(state.Props(state.Options{Node: node, Version: version, Broker: f.broker.PID, Log: log}))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })
 	return f
 }
@@ -81,7 +85,7 @@ func TestEmitStampsAndPublishes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := setup(t, 0)
+			f := setup(t)
 			ev := observation(messages.Result_RESULT_OK, tc.subject, "corr-1")
 			when := ev.Time.AsTime()
 			before := time.Now()
@@ -107,7 +111,7 @@ func TestEmitStampsAndPublishes(t *testing.T) {
 }
 
 func TestEmitSetsAMissingTime(t *testing.T) {
-	f := setup(t, 0)
+	f := setup(t)
 	ev := messages.NewEvent(messages.TypePolicyApplied)
 	ev.Time = nil
 	before := time.Now()
@@ -144,70 +148,85 @@ func TestTransitions(t *testing.T) {
 		old, new messages.ObserverState
 		failures int32
 		severity messages.Severity
+		reason   string
+	}
+	flapping := []messages.Result{ok, failed, ok, failed, ok, failed, ok, failed}
+	stable := make([]messages.Result, state.FlapIntervals+2)
+	for i := range stable {
+		stable[i] = ok
 	}
 	tests := []struct {
-		name      string
-		downAfter int
-		results   []messages.Result
-		want      []change
+		name       string
+		thresholds *policy.Thresholds // nil: no spec, the defaults
+		results    []messages.Result
+		want       []change
 	}{
 		{
-			name:      "up, degraded, down at DownAfter, up again",
-			downAfter: 3,
-			results:   []messages.Result{ok, ok, failed, timeout, errored, failed, ok, ok},
+			name:    "up, down at down_after, up again: two changes after the first",
+			results: []messages.Result{ok, ok, failed, timeout, errored, failed, ok, ok},
 			want: []change{
-				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO},
-				{2, up, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
-				{4, degraded, down, 3, messages.Severity_SEVERITY_HIGH},
-				{6, down, up, 0, messages.Severity_SEVERITY_INFO},
+				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO, ""},
+				{4, up, down, 3, messages.Severity_SEVERITY_HIGH, "3 consecutive failures (down_after 3)"},
+				{6, down, up, 0, messages.Severity_SEVERITY_INFO, ""},
 			},
 		},
 		{
-			name:      "default DownAfter is 3",
-			downAfter: 0,
-			results:   []messages.Result{failed, failed, failed},
+			name:    "fewer failures than down_after change nothing",
+			results: []messages.Result{ok, failed, failed, ok, failed, failed, ok},
+			want:    []change{{0, unknown, up, 0, messages.Severity_SEVERITY_INFO, ""}},
+		},
+		{
+			name:    "unknown until down_after failures",
+			results: []messages.Result{failed, failed, failed},
+			want:    []change{{2, unknown, down, 3, messages.Severity_SEVERITY_HIGH, "3 consecutive failures (down_after 3)"}},
+		},
+		{
+			name:       "down_after 1 goes down at once, up_after 2 needs two successes",
+			thresholds: &policy.Thresholds{DownAfter: 1, UpAfter: 2},
+			results:    []messages.Result{ok, failed, ok, ok, ok},
 			want: []change{
-				{0, unknown, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
-				{2, degraded, down, 3, messages.Severity_SEVERITY_HIGH},
+				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO, ""},
+				{1, up, down, 1, messages.Severity_SEVERITY_HIGH, "1 consecutive failures (down_after 1)"},
+				{3, down, up, 0, messages.Severity_SEVERITY_INFO, ""},
 			},
 		},
 		{
-			name:      "a success resets the failure count",
-			downAfter: 2,
-			results:   []messages.Result{failed, ok, failed, ok},
+			name:       "flapping is damped into degraded until stable for the window",
+			thresholds: &policy.Thresholds{DownAfter: 1, UpAfter: 1},
+			results:    append(append(flapping, stable...), failed),
 			want: []change{
-				{0, unknown, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
-				{1, degraded, up, 0, messages.Severity_SEVERITY_INFO},
-				{2, up, degraded, 1, messages.Severity_SEVERITY_MEDIUM},
-				{3, degraded, up, 0, messages.Severity_SEVERITY_INFO},
+				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO, ""},
+				{1, up, down, 1, messages.Severity_SEVERITY_HIGH, "1 consecutive failures (down_after 1)"},
+				{2, down, up, 0, messages.Severity_SEVERITY_INFO, ""},
+				{3, up, down, 1, messages.Severity_SEVERITY_HIGH, "1 consecutive failures (down_after 1)"},
+				{4, down, degraded, 0, messages.Severity_SEVERITY_MEDIUM, "flapping: 4 changes between up and down within 20s"},
+				// The last flip is the first success after the flapping, at
+				// 8; 21 s later it is out of the 20 s window.
+				{len(flapping) + state.FlapIntervals + 1, degraded, up, 0, messages.Severity_SEVERITY_INFO, "stable for 20s"},
+				{len(flapping) + len(stable), up, down, 1, messages.Severity_SEVERITY_HIGH, "1 consecutive failures (down_after 1)"},
 			},
 		},
 		{
-			name:      "DownAfter 1 goes down at once",
-			downAfter: 1,
-			results:   []messages.Result{ok, failed, failed},
-			want: []change{
-				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO},
-				{1, up, down, 1, messages.Severity_SEVERITY_HIGH},
-			},
-		},
-		{
-			name:      "no change, no event",
-			downAfter: 3,
-			results:   []messages.Result{ok, ok, ok, ok},
-			want: []change{
-				{0, unknown, up, 0, messages.Severity_SEVERITY_INFO},
-			},
+			name:    "no change, no event",
+			results: []messages.Result{ok, ok, ok, ok},
+			want:    []change{{0, unknown, up, 0, messages.Severity_SEVERITY_INFO, ""}},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := setup(t, tc.downAfter)
+			f := setup(t)
+			var spec *policy.Observer
+			if tc.thresholds != nil {
+				spec = &policy.Observer{Name: "health", Interval: configs.Duration(time.Second), Thresholds: *tc.thresholds}
+			}
+			// One observation a second, as the spec's interval says.
+			start := time.Now()
 			var sent []*messages.Event
 			for i, r := range tc.results {
-				ev := observation(r, "web", "corr-"+string(rune('a'+i)))
+				ev := observation(r, "web", "corr-"+strconv.Itoa(i))
+				ev.Time = timestamppb.New(start.Add(time.Duration(i) * time.Second))
 				sent = append(sent, ev)
-				f.emit(path, ev)
+				f.sys.Root.Send(f.pid, &messages.Emit{Path: path, Event: ev, Observer: spec})
 			}
 			// A sentinel after the observations: once it is published,
 			// everything they caused was published before it.
@@ -225,6 +244,7 @@ func TestTransitions(t *testing.T) {
 				assert.Equal(t, w.old, sc.OldState, "change %d", i)
 				assert.Equal(t, w.new, sc.NewState, "change %d", i)
 				assert.Equal(t, w.failures, sc.ConsecutiveFailures, "change %d", i)
+				assert.Equal(t, w.reason, sc.Reason, "change %d", i)
 				assert.Equal(t, tc.results[w.cause], sc.LastResult, "change %d", i)
 				assert.Equal(t, path, sc.Observer, "change %d", i)
 				assert.Equal(t, w.severity, ev.Severity, "change %d", i)
@@ -250,7 +270,7 @@ func TestTransitions(t *testing.T) {
 }
 
 func TestGetStateSnapshot(t *testing.T) {
-	f := setup(t, 3)
+	f := setup(t)
 	started := messages.NewEvent(messages.TypeObserverStarted)
 	started.Data = &messages.Event_Observer{Observer: &messages.ObserverLifecycle{Actor: "observer/web/metrics", Observer: "metrics", Kind: "prometheus"}}
 	f.emit("observer/web/metrics", started)
@@ -267,13 +287,13 @@ func TestGetStateSnapshot(t *testing.T) {
 	assert.Equal(t, messages.ObserverSnapshot{Path: "observer/web/metrics", Kind: "prometheus", State: "unknown", LastResult: "unspecified"}, metrics)
 	assert.Equal(t, path, health.Path)
 	assert.Equal(t, "http", health.Kind)
-	assert.Equal(t, "degraded", health.State)
+	assert.Equal(t, "up", health.State, "two failures are below down_after")
 	assert.Equal(t, "timeout", health.LastResult)
 	assert.Equal(t, 2, health.ConsecutiveFailures)
 	assert.Equal(t, uint64(3), health.Observations)
 	assert.True(t, last.Time.AsTime().Equal(health.LastTime), "LastTime is the last observation's time")
-	// 1 observer.started + 3 observations + 2 state.changed.
-	assert.Equal(t, uint64(6), s.EventsEmitted)
+	// 1 observer.started + 3 observations + 1 state.changed.
+	assert.Equal(t, uint64(5), s.EventsEmitted)
 
 	// A stopped observer leaves the state.
 	stopped := messages.NewEvent(messages.TypeObserverStopped)
@@ -288,7 +308,7 @@ func TestGetStateSnapshot(t *testing.T) {
 }
 
 func TestGetStateSnapshotIsACopy(t *testing.T) {
-	f := setup(t, 3)
+	f := setup(t)
 	f.sys.Root.Send(f.pid, &messages.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"/p/bad.yaml"}})
 	s := f.snapshot(t)
 	require.Equal(t, []string{"web"}, s.Policies)
@@ -354,7 +374,7 @@ func TestReadiness(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := setup(t, 3)
+			f := setup(t)
 			for _, m := range tc.send {
 				f.sys.Root.Send(f.pid, m)
 			}

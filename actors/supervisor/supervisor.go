@@ -116,6 +116,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.lifecycle(ctx, messages.TypeObserverFailed, msg.f)
 	case *childRestarted:
 		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f)
+		if msg.f.Child.Equal(PID(ctx.ActorSystem(), TaskManager)) {
+			// The task-manager restarts with no observers: the
+			// policy-manager tasks it again with what is in force.
+			ctx.Send(PID(ctx.ActorSystem(), PolicyManager), &messages.Resync{})
+		}
 	case *childGaveUp:
 		a.fatal = fmt.Errorf("%s failed %d times within %s: %w", msg.f.Child.Id, msg.f.Failures, msg.f.Window, msg.f.Reason)
 		a.opts.Log.Error().Err(a.fatal).Msg("escalating: stopping the daemon")

@@ -338,3 +338,31 @@ func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
 	}
 	assert.Equal(t, []string{"steady"}, j.with("stopping "))
 }
+
+func TestRestartedTaskManagerIsResynced(t *testing.T) {
+	// The task-manager restarts with no observers: the policy-manager is
+	// told to task it again.
+	sys, log := actortest.SystemAndLogger(t)
+	actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
+	policyManager := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.PolicyManager)
+	j := &journal{}
+	task := actor.PropsFromFunc(func(ctx actor.Context) {
+		switch ctx.Message().(type) {
+		case *actor.Started:
+			j.add("started task")
+		case string:
+			panic(errors.New("task-manager bug"))
+		}
+	})
+	spawn(t, sys, supervisor.Options{
+		Children:    []supervisor.Child{{Name: supervisor.TaskManager, Props: task}},
+		Supervision: supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute},
+		Log:         log,
+	})
+	require.Eventually(t, func() bool { return len(j.with("started ")) == 1 }, actortest.Wait, 5*time.Millisecond)
+	assert.Empty(t, policyManager.Messages())
+
+	sys.Root.Send(supervisor.PID(sys, supervisor.TaskManager), "crash")
+	actortest.WaitMessage[*messages.Resync](t, policyManager, nil)
+	require.Eventually(t, func() bool { return len(j.with("started ")) == 2 }, actortest.Wait, 5*time.Millisecond, "the task-manager restarted")
+}

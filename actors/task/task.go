@@ -1,7 +1,12 @@
 // Package task is the task-manager actor: it turns policies into running
 // observers, one child per policy observer, named observer/<policy>/<name>.
-// It changes only what changed: an unchanged observer keeps running (and
-// keeps its schedule), a changed one is replaced, a removed one stops.
+// It changes only what the policy-manager's change message names: an
+// unchanged observer keeps running (and keeps its schedule), a changed one
+// is replaced, a removed one stops.
+//
+// Configuration messages from inside the daemon (messages.Pause, Resume,
+// ObserveNow) act on one observer; sent as requests they are answered with
+// a messages.CommandDone.
 //
 // It supervises its observers with actors/supervision's Observers policy:
 // a failed observer restarts after a capped exponential backoff and is
@@ -65,6 +70,7 @@ type running struct {
 	shared      *observer.Shared
 	children    map[string]*actor.PID // observer name -> child
 	quarantined map[string]bool
+	paused      map[string]bool
 }
 
 // childFailed, childRestarted and childGaveUp carry the strategy's
@@ -140,8 +146,18 @@ func (a *Actor) Receive(ctx actor.Context) {
 			r.shared.Close()
 			delete(a.policies, msg.Name)
 		}
+	case *messages.GetRunning:
+		var out messages.Running
+		for _, r := range a.policies {
+			out.Policies = append(out.Policies, messages.RunningPolicy{Policy: r.policy, EventID: r.correlation})
+		}
+		ctx.Respond(&out)
+	case *messages.Pause:
+		a.done(ctx, a.pause(ctx, msg))
 	case *messages.Resume:
-		a.resume(ctx, msg)
+		a.done(ctx, a.resume(ctx, msg))
+	case *messages.ObserveNow:
+		a.done(ctx, a.observeNow(ctx, msg))
 	case *childFailed:
 		if msg.ok {
 			a.lifecycle(ctx, messages.TypeObserverFailed, msg.f, msg.ref)
@@ -163,21 +179,13 @@ func (a *Actor) Receive(ctx actor.Context) {
 	}
 }
 
-// apply starts, replaces and stops observers so that what runs matches p.
+// apply starts, replaces and stops the observers that msg.Change names.
 func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
-	p := msg.Policy
+	p, change := msg.Policy, msg.Change
 	r, ok := a.policies[p.Metadata.Name]
 	if !ok {
-		r = &running{children: map[string]*actor.PID{}, quarantined: map[string]bool{}}
+		r = &running{children: map[string]*actor.PID{}, quarantined: map[string]bool{}, paused: map[string]bool{}}
 		a.policies[p.Metadata.Name] = r
-	}
-	var change policy.Change
-	if r.policy == nil {
-		for _, o := range p.Spec.Observers {
-			change.Added = append(change.Added, o.Name)
-		}
-	} else {
-		change = policy.Diff(r.policy, p)
 	}
 	if r.shared == nil || change.TargetOrLimitsChanged {
 		if r.shared != nil {
@@ -185,16 +193,18 @@ func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
 		}
 		r.shared = observer.NewShared(p, a.opts.Allowed)
 	}
-	for _, name := range append(change.Removed, change.Updated...) {
+	for _, name := range change.Removed {
+		a.stopChild(ctx, r, name)
+		delete(r.paused, name)
+	}
+	for _, name := range change.Updated {
 		a.stopChild(ctx, r, name)
 	}
 	r.policy, r.correlation = p, msg.EventID
 	// A policy change also retries its quarantined observers.
 	start := append(change.Added, change.Updated...)
 	for name := range r.quarantined {
-		if _, ok := p.ObserverByName(name); ok {
-			start = append(start, name)
-		}
+		start = append(start, name)
 	}
 	clear(r.quarantined)
 	for _, name := range start {
@@ -202,19 +212,69 @@ func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
 	}
 }
 
-func (a *Actor) resume(ctx actor.Context, msg *messages.Resume) {
-	r, ok := a.policies[msg.Policy]
-	if !ok || !r.quarantined[msg.Observer] {
-		a.opts.Log.Warn().Str("policy", msg.Policy).Str("observer", msg.Observer).Msg("resume: not quarantined")
-		return
+// lookup finds the running policy of an observer, for a configuration message.
+func (a *Actor) lookup(pol, name string) (*running, error) {
+	r, ok := a.policies[pol]
+	if !ok {
+		return nil, fmt.Errorf("no policy %q is running", pol)
 	}
+	if _, ok := r.policy.ObserverByName(name); !ok {
+		return nil, fmt.Errorf("policy %q has no observer %q", pol, name)
+	}
+	return r, nil
+}
+
+func (a *Actor) pause(ctx actor.Context, msg *messages.Pause) error {
+	r, err := a.lookup(msg.Policy, msg.Observer)
+	if err != nil {
+		return fmt.Errorf("pause: %w", err)
+	}
+	if r.paused[msg.Observer] {
+		return nil
+	}
+	a.stopChild(ctx, r, msg.Observer)
+	r.paused[msg.Observer] = true
+	a.opts.Log.Info().Str("observer", observer.PathOf(msg.Policy, msg.Observer)).Msg("observer paused")
+	return nil
+}
+
+func (a *Actor) resume(ctx actor.Context, msg *messages.Resume) error {
+	r, err := a.lookup(msg.Policy, msg.Observer)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	if !r.paused[msg.Observer] && !r.quarantined[msg.Observer] {
+		return fmt.Errorf("resume: observer %s is neither paused nor quarantined", observer.PathOf(msg.Policy, msg.Observer))
+	}
+	delete(r.paused, msg.Observer)
 	delete(r.quarantined, msg.Observer)
 	a.startChild(ctx, r, msg.Observer)
+	return nil
+}
+
+func (a *Actor) observeNow(ctx actor.Context, msg *messages.ObserveNow) error {
+	r, err := a.lookup(msg.Policy, msg.Observer)
+	if err != nil {
+		return fmt.Errorf("observe now: %w", err)
+	}
+	pid, ok := r.children[msg.Observer]
+	if !ok {
+		return fmt.Errorf("observe now: observer %s is paused or quarantined", observer.PathOf(msg.Policy, msg.Observer))
+	}
+	ctx.Send(pid, &observer.ObserveNow{})
+	return nil
+}
+
+// done answers a configuration message sent as a request.
+func (a *Actor) done(ctx actor.Context, err error) {
+	if ctx.Sender() != nil {
+		ctx.Respond(&messages.CommandDone{Err: err})
+	}
 }
 
 func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 	o, ok := r.policy.ObserverByName(name)
-	if !ok || r.children[name] != nil {
+	if !ok || r.children[name] != nil || r.paused[name] {
 		return
 	}
 	spec := observer.Spec{

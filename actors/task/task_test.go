@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,9 @@ type fixture struct {
 	state *actortest.Recorder
 	task  *actor.PID
 	url   string
+	// applied is the last version applied of each policy, to diff the
+	// next one against, as the policy-manager does.
+	applied map[string]*policy.Policy
 }
 
 func setup(t *testing.T) *fixture {
@@ -58,7 +62,7 @@ func setup(t *testing.T) *fixture {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	t.Cleanup(srv.Close)
 	sys, log := actortest.SystemAndLogger(t)
-	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL}
+	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL, applied: map[string]*policy.Policy{}}
 	fast := supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
 	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: f.state.PID, Allowed: allowList(t), Supervision: fast, Log: log}), taskName)
 	require.NoError(t, err)
@@ -68,7 +72,14 @@ func setup(t *testing.T) *fixture {
 }
 
 func (f *fixture) apply(p *policy.Policy, eventID string) {
-	f.sys.Root.Send(f.task, &messages.ApplyPolicy{Policy: p, EventID: eventID})
+	change := policy.Diff(f.applied[p.Metadata.Name], p)
+	f.applied[p.Metadata.Name] = p
+	f.sys.Root.Send(f.task, &messages.ApplyPolicy{Policy: p, Change: change, EventID: eventID})
+}
+
+func (f *fixture) remove(name, eventID string) {
+	delete(f.applied, name)
+	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: name, EventID: eventID})
 }
 
 // process returns the running process of observer path (nil when none).
@@ -225,13 +236,13 @@ func TestRemovePolicyStopsAll(t *testing.T) {
 	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 
-	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "web", EventID: "evt-rm"})
+	f.remove("web", "evt-rm")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a", "observer/web/b")
 	assert.Nil(t, f.process("observer/web/a"))
 	assert.Nil(t, f.process("observer/web/b"))
 
 	// Removing an unknown policy is harmless, and the policy can come back.
-	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "nope"})
+	f.remove("nope", "")
 	f.apply(parse(t, "web", f.url, twoObservers), "evt-3")
 	require.Eventually(t, func() bool { return len(f.lifecycle(messages.TypeObserverStarted)) == 4 }, actortest.Wait, 5*time.Millisecond)
 	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-3" })
@@ -240,7 +251,7 @@ func TestRemovePolicyStopsAll(t *testing.T) {
 func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	f := setup(t)
 	p := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
-    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+    - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `)
 	f.apply(p, "evt-1")
 
@@ -248,8 +259,8 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	o := q.GetObserver()
 	assert.Equal(t, "observer/web/port", o.GetActor())
 	assert.Equal(t, "port", o.GetObserver())
-	assert.Equal(t, "tcp", o.GetKind())
-	assert.Contains(t, o.GetReason(), `kind "tcp" is not supported yet`)
+	assert.Equal(t, "wasm", o.GetKind())
+	assert.Contains(t, o.GetReason(), `kind "wasm" is not supported yet`)
 	assert.Equal(t, int32(1), o.GetFailures(), "quarantined at once, not after GiveUpAt failures")
 	assert.Equal(t, "evt-1", q.CorrelationId)
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, q.Severity)
@@ -269,12 +280,12 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
 	f := setup(t)
 	observers := `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
-    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+    - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `
 	f.apply(parse(t, "web", f.url, observers), "evt-1")
 	f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
 
-	// Resume retries it (and, kind tcp still unsupported, it is quarantined
+	// Resume retries it (and, kind wasm still unsupported, it is quarantined
 	// again).
 	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "port"})
 	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypeObserverQuarantined)) == 2 },
@@ -282,7 +293,7 @@ func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
 
 	// So does a change of its policy, even one that leaves it as it was.
 	f.apply(parse(t, "web", f.url, `    - {name: a, kind: http, interval: 30ms, http: {path: /a}}
-    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+    - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `), "evt-2")
 	q := f.state.WaitEvent(t, messages.TypeObserverQuarantined, func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
 	assert.Equal(t, "observer/web/port", q.GetObserver().GetActor())
@@ -320,10 +331,10 @@ func TestPolicyChangeRightAfterAPermanentFailure(t *testing.T) {
 	// take the replacement's place nor bring the task-manager down.
 	f := setup(t)
 	p1 := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
-    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+    - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `)
 	p2 := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
-    - {name: port, kind: tcp, interval: 30ms, tcp: {}}
+    - {name: port, kind: wasm, interval: 30ms, wasm: {module: port.wasm}}
 `)
 	f.hold(t, func() {
 		f.apply(p1, "evt-1")
@@ -349,17 +360,17 @@ func TestPolicyChangeRightAfterAPermanentFailure(t *testing.T) {
 	f.sync(t)
 	assert.Empty(t, f.lifecycle(messages.TypeObserverStopped), "the task-manager failed and lost its observers")
 	assert.Same(t, procA, f.process("observer/web/a"))
-	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "web"})
+	f.remove("web", "")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
 }
 
 func TestPolicyChangeReplacingAFailedObserverKeepsTheReplacement(t *testing.T) {
-	// port is broken in the first version (kind tcp is not supported) and
+	// port is broken in the first version (kind wasm is not supported yet) and
 	// fixed in the second (kind http), which arrives before the task-manager
 	// hears of the first one's failure. The replacement must stay tracked:
 	// removing the policy stops it.
 	f := setup(t)
-	p1 := parse(t, "web", f.url, `    - {name: port, kind: tcp, interval: 20ms, tcp: {}}
+	p1 := parse(t, "web", f.url, `    - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `)
 	p2 := parse(t, "web", f.url, `    - {name: port, kind: http, interval: 20ms, http: {path: /port}}
 `)
@@ -379,11 +390,11 @@ func TestPolicyChangeReplacingAFailedObserverKeepsTheReplacement(t *testing.T) {
 	}
 	f.sync(t)
 	for _, q := range f.state.EventsOf(messages.TypeObserverQuarantined) {
-		assert.Equal(t, "tcp", q.GetObserver().GetKind(), "a quarantine is reported for the broken version only")
+		assert.Equal(t, "wasm", q.GetObserver().GetKind(), "a quarantine is reported for the broken version only")
 		assert.Equal(t, "evt-1", q.CorrelationId, "a quarantine is reported for the broken version only")
 	}
 
-	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: "web"})
+	f.remove("web", "")
 	require.Eventually(t, func() bool { return f.process("observer/web/port") == nil }, 2*time.Second, 5*time.Millisecond,
 		"the replacement observer was orphaned: RemovePolicy did not stop it")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/port")
@@ -419,4 +430,62 @@ func observationsOf(r *actortest.Recorder, path string) []*messages.Event {
 		}
 	}
 	return out
+}
+
+func TestConfigurationMessages(t *testing.T) {
+	f := setup(t)
+	observers := `    - {name: slow, kind: http, interval: 1h, http: {path: /slow}}
+    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+`
+	f.apply(parse(t, "web", f.url, observers), "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/slow", "observer/web/a")
+	ask := func(msg any) error {
+		t.Helper()
+		res, err := f.sys.Root.RequestFuture(f.task, msg, actortest.Wait).Result()
+		require.NoError(t, err)
+		return res.(*messages.CommandDone).Err
+	}
+
+	// An hourly observer observes at once when asked.
+	require.NoError(t, ask(&messages.ObserveNow{Policy: "web", Observer: "slow"}))
+	f.waitObservation(t, "observer/web/slow", nil)
+
+	for _, tc := range []struct {
+		msg  any
+		want string
+	}{
+		{&messages.ObserveNow{Policy: "nope", Observer: "slow"}, `observe now: no policy "nope" is running`},
+		{&messages.Pause{Policy: "web", Observer: "nope"}, `pause: policy "web" has no observer "nope"`},
+		{&messages.Resume{Policy: "web", Observer: "a"}, "resume: observer observer/web/a is neither paused nor quarantined"},
+	} {
+		assert.EqualError(t, ask(tc.msg), tc.want)
+	}
+
+	// A paused observer stops, and stays paused when its policy changes.
+	require.NoError(t, ask(&messages.Pause{Policy: "web", Observer: "a"}))
+	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
+	assert.Nil(t, f.process("observer/web/a"))
+	assert.EqualError(t, ask(&messages.ObserveNow{Policy: "web", Observer: "a"}), "observe now: observer observer/web/a is paused or quarantined")
+	updated := parse(t, "web", f.url, strings.Replace(observers, "interval: 20ms", "interval: 30ms", 1))
+	f.apply(updated, "evt-2")
+	f.sync(t)
+	assert.Nil(t, f.process("observer/web/a"), "a paused observer stays paused when its policy changes")
+	assert.NotNil(t, f.process("observer/web/slow"), "the other observer keeps running")
+
+	// Resume starts it with its policy's current version.
+	require.NoError(t, ask(&messages.Resume{Policy: "web", Observer: "a"}))
+	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+
+	// GetRunning tells what runs, with the event that last tasked it.
+	res, err := f.sys.Root.RequestFuture(f.task, &messages.GetRunning{}, actortest.Wait).Result()
+	require.NoError(t, err)
+	var web *messages.RunningPolicy
+	for _, rp := range res.(*messages.Running).Policies {
+		if rp.Policy.Metadata.Name == "web" {
+			web = &rp
+		}
+	}
+	require.NotNil(t, web)
+	assert.Equal(t, "evt-2", web.EventID)
+	assert.Equal(t, updated.Revision, web.Policy.Revision)
 }

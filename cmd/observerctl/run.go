@@ -17,7 +17,8 @@ const usage = `usage: observerctl COMMAND [ARGS]
 commands:
   tail --config FILE [--bind KEY]... [--queue NAME] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
-  policy validate FILE... validate policy files offline (file:line: message per problem)
+  policy validate [--config FILE] FILE|DIR...
+                          validate policies offline as the daemon does (file:line:col: message per problem)
 
 Run "observerctl COMMAND --help" for a command's flags.
 `

@@ -10,7 +10,9 @@ import (
 	"github.com/polar/observerd/policy"
 )
 
-// validate is `policy validate`: the daemon's own validation, offline.
+// validate is `policy validate FILE|DIR...`: the daemon's own validation,
+// offline. Each problem is printed as file:line:col: message; the exit
+// code is 1 on any problem.
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("policy validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -19,7 +21,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: observerctl policy validate [--config FILE] FILE...")
+		fmt.Fprintln(stderr, "usage: observerctl policy validate [--config FILE] FILE|DIR...")
 		return exitUsage
 	}
 	cfg := configs.Default()
@@ -37,20 +39,40 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if *configPath == "" {
 		env.PluginDir = "" // no daemon config: plugin presence is not checked
 	}
-	code := exitOK
-	for _, file := range fs.Args() {
-		data, err := os.ReadFile(file)
-		if err == nil {
+	// Policy names must be unique across what is validated together, as
+	// across policy_dir: the first one given keeps its name.
+	var (
+		problems []*configs.Problem
+		byName   = map[string]*policy.Policy{}
+	)
+	for _, arg := range fs.Args() {
+		var (
+			ps  []*policy.Policy
+			err error
+		)
+		if st, statErr := os.Stat(arg); statErr == nil && st.IsDir() {
+			ps, err = policy.LoadDir(arg, env) // as the daemon reads policy_dir
+		} else {
 			var p *policy.Policy
-			if p, err = policy.Parse(file, data, env); err == nil {
-				fmt.Fprintf(stdout, "%s: ok (policy %s, revision %s)\n", file, p.Metadata.Name, p.Revision)
-				continue
+			if p, err = policy.ParseFile(arg, env); p != nil {
+				ps = []*policy.Policy{p}
 			}
 		}
-		for _, p := range configs.ProblemsOf(err) {
-			fmt.Fprintln(stderr, p.Error())
+		problems = append(problems, configs.ProblemsOf(err)...)
+		for _, p := range ps {
+			if first, dup := byName[p.Metadata.Name]; dup {
+				problems = append(problems, p.DuplicateOf(first))
+				continue
+			}
+			byName[p.Metadata.Name] = p
+			fmt.Fprintf(stdout, "%s: ok (policy %s, revision %s)\n", p.File, p.Metadata.Name, p.Revision)
 		}
-		code = exitProblems
 	}
-	return code
+	for _, p := range problems {
+		fmt.Fprintln(stderr, p.Error())
+	}
+	if len(problems) > 0 {
+		return exitProblems
+	}
+	return exitOK
 }

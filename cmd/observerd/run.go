@@ -167,7 +167,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 	for {
 		select {
 		case <-hup:
-			reload(configPath, cfg, log)
+			reload(configPath, cfg, sys, log)
 		case <-ctx.Done():
 			log.Info().Msg("stopping: draining in-flight events")
 			sys.Root.Stop(sup)
@@ -187,9 +187,10 @@ func exitCode(err error, log zerolog.Logger) int {
 	return exitOK
 }
 
-// reload re-reads the config on SIGHUP and applies the log level; every
-// other changed setting is named as needing a restart.
-func reload(path string, running *configs.Config, log zerolog.Logger) {
+// reload re-reads the config on SIGHUP and applies what can change live:
+// the log level and the outbox's bound. Every other changed setting is
+// named as needing a restart.
+func reload(path string, running *configs.Config, sys *actor.ActorSystem, log zerolog.Logger) {
 	cfg, err := configs.Load(path)
 	if err != nil {
 		var lines []string
@@ -199,20 +200,28 @@ func reload(path string, running *configs.Config, log zerolog.Logger) {
 		log.Error().Strs("problems", lines).Msg("SIGHUP: config invalid, nothing changed")
 		return
 	}
-	var restart []string
+	var applied, restart []string
 	for _, key := range running.Changes(cfg) {
-		if key == "log.level" {
+		switch key {
+		case "log.level":
 			setLevel(cfg.Log.Level)
 			running.Log.Level = cfg.Log.Level
+		case "outbox.max_bytes", "outbox.when_full":
+			if running.Outbox != cfg.Outbox {
+				running.Outbox = cfg.Outbox
+				sys.Root.Send(supervisor.PID(sys, supervisor.Broker), &broker.SetLimit{Limit: broker.LimitOf(cfg.Outbox)})
+			}
+		default:
+			restart = append(restart, key)
 			continue
 		}
-		restart = append(restart, key)
+		applied = append(applied, key)
 	}
 	e := log.Info()
 	if len(restart) > 0 {
 		e = log.Warn().Strs("need_restart", restart)
 	}
-	e.Str("level", running.Log.Level).Msg("SIGHUP: config re-read, log level applied")
+	e.Strs("applied", applied).Str("level", running.Log.Level).Msg("SIGHUP: config re-read")
 }
 
 func redacted(urls []string) []string {

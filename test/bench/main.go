@@ -17,6 +17,16 @@
 //     broker;
 //  3. memory: the RSS of this process sampled during a long outage at a
 //     steady rate, against the RSS before the outage;
+//  4. policy reload latency: bin/observerd running, 100 changed versions
+//     of a policy renamed into its policy_dir, each timed from the rename
+//     to the observer.started event of the new version (p50, p99), against
+//     a bare fsnotify watcher seeing the same renames;
+//  5. a burst of 1,000 in-place writes of a policy: the daemon's CPU until
+//     the last version runs, against the writer's own CPU;
+//  6. service overhead: bin/observable's throughput under a load generator
+//     while bin/observerd observes it with all four built-in kinds at short
+//     intervals, against its throughput alone, alternated; with the
+//     daemon's CPU and RSS;
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -64,6 +74,7 @@ type config struct {
 	outage     time.Duration
 	memOutage  time.Duration
 	groupTime  time.Duration
+	loadTime   time.Duration
 	out        string
 	dir        string
 	logLevel   string
@@ -84,9 +95,11 @@ const (
 	quickMemOutage   = 10 * time.Second
 	defaultGroupTime = 2 * time.Second
 	quickGroupTime   = 500 * time.Millisecond
+	defaultLoadTime  = 5 * time.Second
+	quickLoadTime    = 2 * time.Second
 )
 
-var allRows = []string{"throughput", "outage", "memory", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -101,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.outage, "outage", defaultOutage, "how long the broker is down in the outage row (--quick: 5s)")
 	fs.DurationVar(&c.memOutage, "mem-outage", defaultMemOutage, "how long the broker is down in the memory row (--quick: 10s)")
 	fs.DurationVar(&c.groupTime, "group-time", defaultGroupTime, "time per group size in the group commit row (--quick: 500ms)")
+	fs.DurationVar(&c.loadTime, "load-time", defaultLoadTime, "time per load run in the overhead row (--quick: 2s)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -127,6 +141,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["group-time"] {
 			c.groupTime = quickGroupTime
 		}
+		if !set["load-time"] {
+			c.loadTime = quickLoadTime
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -146,8 +163,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1:
 		return c, errors.New("--events, --runs, --window and --rate must be positive")
-	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0:
-		return c, errors.New("--outage, --mem-outage and --group-time must be positive")
+	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0:
+		return c, errors.New("--outage, --mem-outage, --group-time and --load-time must be positive")
 	}
 	return c, nil
 }
@@ -180,6 +197,8 @@ type env struct {
 	// outbox, so that a run's write transactions can be counted.
 	freshTxID int
 	names     int
+	// pinning places the processes the bench starts (overhead row).
+	pinning pinning
 }
 
 func (e *env) say(format string, args ...any) {
@@ -274,6 +293,16 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["memory"] {
 		if res.memory, err = e.memory(ctx); err != nil {
 			return fmt.Errorf("memory: %w", err)
+		}
+	}
+	if cfg.rows["reload"] {
+		if res.reload, err = e.reload(ctx); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
+	if cfg.rows["overhead"] {
+		if res.overhead, err = e.overhead(ctx); err != nil {
+			return fmt.Errorf("overhead: %w", err)
 		}
 	}
 	res.took = time.Since(began)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,8 @@ type results struct {
 	throughput *throughputResult
 	outage     *outageResult
 	memory     *memoryResult
+	reload     *reloadResult
+	overhead   *overheadResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -57,6 +60,19 @@ func (r *results) markdown() string {
 			signedMiB(int64(last.proc.anon)-int64(first.proc.anon)), signedMiB(int64(last.proc.file)-int64(first.proc.file)),
 			thousands(float64(last.outbox)), mib(mr.before.proc.rss), mib(mr.before.proc.anon),
 			ratio(float64(last.proc.rss), float64(mr.before.proc.rss)), ratio(float64(last.proc.anon), float64(mr.before.proc.anon)))
+	}
+	if rl := r.reload; rl != nil {
+		fmt.Fprintf(&b, "| 4 | policy reload: rename into policy_dir → first event of the new observer, p50 / p99 of %d | %s / %s (debounce 100 ms included) | %s / %s (fsnotify alone) | **p99 %s** (goal ≤ 250 ms) |\n",
+			len(rl.latencies), ms(percentile(rl.latencies, 50)), ms(percentile(rl.latencies, 99)),
+			ms(percentile(rl.baseline, 50)), ms(percentile(rl.baseline, 99)), ms(percentile(rl.latencies, 99)))
+		bu := rl.burst
+		fmt.Fprintf(&b, "| 5 | a burst of %s in-place writes of a policy: daemon CPU until the last version runs | %s CPU over %s (%d policy.applied) | %s CPU of the writer writing them | **%s** daemon/writer |\n",
+			thousands(float64(bu.writes)), ms(bu.cpu), secs(bu.took), bu.applied, ms(bu.writeCPU), ratio(bu.cpu.Seconds(), bu.writeCPU.Seconds()))
+	}
+	if o := r.overhead; o != nil {
+		obs, alone := medianLoad(o.observed), medianLoad(o.alone)
+		fmt.Fprintf(&b, "| 6 | service overhead: bin/observable's requests/s under load, median of %d | %s observed by all four kinds (observerd: %s of a core, RSS %s) | %s alone | **%s** observed/alone (goal ≥ 0.99) |\n",
+			len(o.observed), thousands(obs), cpuShare(o.observed), mib(maxRSS(o.observed)), thousands(alone), ratio(obs, alone))
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -122,6 +138,39 @@ func (r *results) markdown() string {
 			"Events produced from Stop to Restart returned: %s; the actor reconnected %s and the outbox was empty %s after Restart returned; %s outbox write transactions in the row.\n",
 			mib(mr.peakRSS), mib(mr.hwm), thousands(float64(mr.produced)), secs(mr.reconnect), secs(mr.drain), thousands(float64(mr.commits)))
 	}
+	if rl := r.reload; rl != nil {
+		b.WriteString("\n#### 4 and 5. Policy reload\n\n")
+		b.WriteString("bin/observerd against the same node; a policy with one http observer; each change renames a new version " +
+			"(another interval) into policy_dir, waits for its observer.started event on a queue, and takes the event's own time " +
+			"minus the time of the rename (publishing is not counted). The daemon's defaults: debounce 100 ms, at most 1 s under a stream.\n\n")
+		b.WriteString("| latency | min | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n")
+		for _, row := range []struct {
+			name string
+			ds   []time.Duration
+		}{{"rename → observer.started", rl.latencies}, {"rename → fsnotify event (baseline)", rl.baseline}} {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", row.name, ms(slices.Min(row.ds)), ms(percentile(row.ds, 50)),
+				ms(percentile(row.ds, 90)), ms(percentile(row.ds, 99)), ms(slices.Max(row.ds)))
+		}
+		bu := rl.burst
+		fmt.Fprintf(&b, "\nBurst: %s `os.WriteFile`s of the policy in place (truncate and write), as fast as this process can "+
+			"(its own CPU for them: %s); the last version's observer started %s after the first write; the daemon applied %d version(s) "+
+			"and spent %s CPU, against %s over as long a quiet period right after (CPU times have the kernel's 10 ms tick).\n",
+			thousands(float64(bu.writes)), ms(bu.writeCPU), secs(bu.took), bu.applied, ms(bu.cpu), ms(bu.idleCPU))
+	}
+	if o := r.overhead; o != nil {
+		b.WriteString("\n#### 6. Service overhead, every run\n\n")
+		fmt.Fprintf(&b, "bin/observable on loopback; the load generator (this process) keeps %d keep-alive connections busy with `GET /api/status` "+
+			"for %s per run. Observed: bin/observerd with one policy of five observers (http /healthz every 100 ms, http /api/status every 250 ms, "+
+			"prometheus /metrics every 500 ms, tcp every 250 ms, process by pid file every 250 ms: 24 observations and events a second), "+
+			"started before the run and stopped after it; its events are published to the node. Runs alternate, swapping which side goes first.\n\n",
+			loadWorkers, whole(r.cfg.loadTime))
+		b.WriteString("| run | alone, requests/s | observed, requests/s | ratio | observerd CPU over the run | observerd RSS |\n|---|---|---|---|---|---|\n")
+		for i := range o.observed {
+			a, w := o.alone[i], o.observed[i]
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s (%s of a core) | %s |\n", i+1, thousands(a.rate()), thousands(w.rate()),
+				ratio(w.rate(), a.rate()), ms(w.daemonCPU), percent(w.daemonCPU.Seconds()/w.took.Seconds()), mib(w.daemonRSS))
+		}
+	}
 	if len(r.group) > 0 {
 		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")
 		fmt.Fprintf(&b, "`broker.OpenOutbox` + `Append` in a loop for %s per size, no actor, no network.\n\n", whole(r.cfg.groupTime))
@@ -136,9 +185,39 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s",
-		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime)
+	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s",
+		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime)
 }
+
+func medianLoad(runs []loadRun) float64 {
+	rates := make([]float64, len(runs))
+	for i, r := range runs {
+		rates[i] = r.rate()
+	}
+	slices.Sort(rates)
+	return rates[len(rates)/2]
+}
+
+// cpuShare is the daemon's CPU over all observed runs as a share of one
+// core.
+func cpuShare(runs []loadRun) string {
+	var cpu, wall time.Duration
+	for _, r := range runs {
+		cpu += r.daemonCPU
+		wall += r.took
+	}
+	return percent(cpu.Seconds() / wall.Seconds())
+}
+
+func maxRSS(runs []loadRun) uint64 {
+	var m uint64
+	for _, r := range runs {
+		m = max(m, r.daemonRSS)
+	}
+	return m
+}
+
+func percent(f float64) string { return fmt.Sprintf("%.1f %%", f*100) }
 
 func orUnknown(s string) string {
 	if s == "" {

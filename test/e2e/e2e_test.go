@@ -221,9 +221,10 @@ func TestCheckConfig(t *testing.T) {
 }
 
 // TestSIGHUPAppliesTheLogLevel: SIGHUP re-reads the config, applies the
-// new log level without a restart and names what needs one.
+// new log level and outbox bound without a restart and names what needs
+// one.
 func TestSIGHUPAppliesTheLogLevel(t *testing.T) {
-	d := newDaemon(t, startObservable(t))
+	d := newDaemon(t, startObservable(t), withOutbox("{max_bytes: 64MiB}"))
 	cfg := string(mustRead(t, d.config))
 	require.NoError(t, os.WriteFile(d.config, []byte(strings.Replace(cfg, "level: debug", "level: info", 1)), 0o600))
 	p := d.start(t)
@@ -231,10 +232,15 @@ func TestSIGHUPAppliesTheLogLevel(t *testing.T) {
 	assert.NotContains(t, p.out.String(), `"level":"debug"`)
 
 	cfg = strings.Replace(cfg, "confirm_window: 64", "confirm_window: 32", 1)
+	cfg = strings.Replace(cfg, "outbox: {max_bytes: 64MiB}", "outbox: {max_bytes: 32MiB, when_full: block}", 1)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	p.signal(t, syscall.SIGHUP)
 	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), "SIGHUP: config re-read") }, wait, tick)
 	assert.Contains(t, p.out.String(), `"need_restart":["broker.confirm_window"]`)
+	assert.Contains(t, p.out.String(), `"applied":["log.level","outbox.max_bytes","outbox.when_full"]`)
+	require.Eventually(t, func() bool {
+		return strings.Contains(p.out.String(), `"max_bytes":33554432,"drop_oldest":false,`)
+	}, wait, tick, "the broker applies the new bound")
 	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), `"level":"debug"`) }, wait, tick,
 		"debug lines appear without a restart")
 	p.signal(t, syscall.SIGTERM)

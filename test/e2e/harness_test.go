@@ -134,15 +134,23 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 // startObservable runs bin/observable on a free port and returns its URL.
 func startObservable(t *testing.T) string {
 	t.Helper()
+	_, addr := runObservable(t, "127.0.0.1:0")
+	return "http://" + addr
+}
+
+// runObservable starts bin/observable listening on listen (port 0: a free
+// one) with extra flags, and returns it with the address it listens on.
+func runObservable(t *testing.T, listen string, extra ...string) (*proc, string) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	start(t, "observable", "--listen", "127.0.0.1:0", "--ready-file", ready)
+	p := start(t, "observable", append([]string{"--listen", listen, "--ready-file", ready}, extra...)...)
 	var addr []byte
 	require.Eventually(t, func() bool {
 		var err error
 		addr, err = os.ReadFile(ready)
 		return err == nil && len(addr) > 0
 	}, wait, tick, "observable did not become ready")
-	return "http://" + strings.TrimSpace(string(addr))
+	return p, strings.TrimSpace(string(addr))
 }
 
 // daemon is one observerd set-up: its files, its exchange and queue.
@@ -177,6 +185,10 @@ func withLoad(n int) daemonOption {
 		}
 	}
 }
+
+// withObservers sets the policy's observers list (YAML list items indented
+// by four spaces).
+func withObservers(list string) daemonOption { return func(c *daemonConfig) { c.observers = list } }
 
 func withTLS(tls string) daemonOption { return func(c *daemonConfig) { c.brokerTLS = tls } }
 func withAdmin(a string) daemonOption { return func(c *daemonConfig) { c.admin = a } }

@@ -1,0 +1,356 @@
+package observer_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/actortest"
+)
+
+// program copies sleep(1) to a fresh file called name, so that the
+// processes a test starts are the only ones of that name on the machine.
+func program(t *testing.T, name string) string {
+	t.Helper()
+	src, err := exec.LookPath("sleep")
+	require.NoError(t, err)
+	in, err := os.Open(src)
+	require.NoError(t, err)
+	defer in.Close()
+	path := filepath.Join(t.TempDir(), name)
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
+	require.NoError(t, err)
+	_, err = io.Copy(out, in)
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
+	return path
+}
+
+// uniqueName is prefix plus random hex, for process names no other
+// process has.
+func uniqueName(prefix string) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// child is a process the test started.
+type child struct {
+	cmd     *exec.Cmd
+	started time.Time
+}
+
+// spawn starts path with args; the test's end kills and reaps it.
+func spawn(t *testing.T, path string, args ...string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(path, args...), started: time.Now()}
+	require.NoError(t, c.cmd.Start())
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	})
+	return c
+}
+
+func (c *child) pid() int32 { return int32(c.cmd.Process.Pid) }
+
+// stop kills the child and reaps it: it is gone from /proc.
+func (c *child) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, c.cmd.Process.Kill())
+	_ = c.cmd.Wait() // "signal: killed", as asked
+}
+
+// state is the child's state letter in /proc/<pid>/stat.
+func (c *child) state() string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.pid()))
+	if err != nil {
+		return ""
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return fields[0]
+}
+
+// fds counts the child's open file descriptors: stdin, stdout, stderr and
+// whatever the test process inherited without close-on-exec.
+func (c *child) fds(t *testing.T) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.pid()))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(entries), 3)
+	return int64(len(entries))
+}
+
+func writePIDFile(t *testing.T, path string, pid int32) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(strconv.Itoa(int(pid))+"\n"), 0o644))
+}
+
+// processObservations returns the process observations received so far.
+func (f *fixture) processObservations() []*messages.ProcessObservation {
+	var out []*messages.ProcessObservation
+	for _, ev := range f.state.EventsOf(messages.TypeObservationProcess) {
+		out = append(out, ev.GetProcess())
+	}
+	return out
+}
+
+// waitProcess waits for a process observation, after the first `after`
+// ones, for which match holds.
+func (f *fixture) waitProcess(t *testing.T, after int, match func(*messages.ProcessObservation) bool) (*messages.ProcessObservation, int) {
+	t.Helper()
+	var found *messages.ProcessObservation
+	var at int
+	require.Eventually(t, func() bool {
+		obs := f.processObservations()
+		for i := after; i < len(obs); i++ {
+			if match(obs[i]) {
+				found, at = obs[i], i
+				return true
+			}
+		}
+		return false
+	}, actortest.Wait, 5*time.Millisecond, "no matching process observation")
+	return found, at
+}
+
+func TestProcessByPIDFile(t *testing.T) {
+	f := setup(t)
+	name := uniqueName("svc-")
+	bin := program(t, name)
+	pidFile := filepath.Join(t.TempDir(), "svc.pid")
+	first := spawn(t, bin, "600")
+	writePIDFile(t, pidFile, first.pid())
+
+	p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 30ms, process: {pid_file: %q}}\n", pidFile))
+	f.start(t, p, "proc")
+
+	ev := f.waitEvents(t, messages.TypeObservationProcess, 1)[0]
+	assert.Equal(t, messages.TypeObservationProcess, ev.Type)
+	assert.Equal(t, messages.Category_CATEGORY_OBSERVATION, ev.Category)
+	assert.Equal(t, "web-target", ev.Subject)
+	assert.Equal(t, correlation, ev.CorrelationId)
+	obs := ev.GetProcess()
+	require.NotNil(t, obs)
+	assert.Equal(t, messages.Result_RESULT_OK, obs.Result, obs.Error)
+	assert.Empty(t, obs.Error)
+	assert.Equal(t, first.pid(), obs.Pid)
+	assert.Equal(t, name, obs.Name, "the process's comm")
+	assert.GreaterOrEqual(t, obs.CpuSeconds, 0.0)
+	assert.Less(t, obs.CpuSeconds, 1.0, "sleep does not work")
+	assert.Positive(t, obs.RssBytes)
+	assert.Less(t, obs.RssBytes, uint64(100<<20))
+	assert.Equal(t, first.fds(t), obs.OpenFds)
+	assert.Equal(t, int64(1), obs.Threads)
+	// The kernel's boot time is in whole seconds: the start time is as
+	// precise as that.
+	assert.WithinDuration(t, first.started, obs.StartTime.AsTime(), 2*time.Second)
+	assert.False(t, obs.Restarted, "the first observation has nothing to compare with")
+
+	// The same process again: same start time, not restarted.
+	again, at := f.waitProcess(t, 1, func(*messages.ProcessObservation) bool { return true })
+	assert.Equal(t, messages.Result_RESULT_OK, again.Result, again.Error)
+	assert.Equal(t, first.pid(), again.Pid)
+	assert.True(t, obs.StartTime.AsTime().Equal(again.StartTime.AsTime()))
+	assert.False(t, again.Restarted)
+
+	// Stopped: the pid file names a process that is gone.
+	first.stop(t)
+	gone, at := f.waitProcess(t, at+1, func(o *messages.ProcessObservation) bool { return o.Result != messages.Result_RESULT_OK })
+	assert.Equal(t, messages.Result_RESULT_FAILED, gone.Result)
+	assert.Equal(t, fmt.Sprintf("find process %d of pid file %s: not running", first.pid(), pidFile), gone.Error)
+	assert.Equal(t, first.pid(), gone.Pid, "the pid of the pid file")
+	assert.False(t, gone.Restarted)
+	assert.Zero(t, gone.RssBytes)
+
+	// Started again, under another pid: restarted, once.
+	second := spawn(t, bin, "600")
+	writePIDFile(t, pidFile, second.pid())
+	back, at := f.waitProcess(t, at+1, func(o *messages.ProcessObservation) bool { return o.Result == messages.Result_RESULT_OK })
+	assert.Equal(t, second.pid(), back.Pid)
+	assert.True(t, back.Restarted, "a new pid is a restart")
+	assert.False(t, back.StartTime.AsTime().Before(obs.StartTime.AsTime()))
+	next, _ := f.waitProcess(t, at+1, func(*messages.ProcessObservation) bool { return true })
+	assert.Equal(t, messages.Result_RESULT_OK, next.Result, next.Error)
+	assert.False(t, next.Restarted, "restarted is said once")
+}
+
+// TestProcessCPUSeconds: a busy service's CPU time shows, user and
+// system together.
+func TestProcessCPUSeconds(t *testing.T) {
+	f := setup(t)
+	busy := spawn(t, "/bin/sh", "-c", "while :; do :; done")
+	pidFile := filepath.Join(t.TempDir(), "busy.pid")
+	writePIDFile(t, pidFile, busy.pid())
+	p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 20ms, process: {pid_file: %q}}\n", pidFile))
+	f.start(t, p, "proc")
+
+	first, _ := f.waitProcess(t, 0, func(*messages.ProcessObservation) bool { return true })
+	require.Equal(t, messages.Result_RESULT_OK, first.Result, first.Error)
+	later, _ := f.waitProcess(t, 0, func(o *messages.ProcessObservation) bool { return o.CpuSeconds >= first.CpuSeconds+0.2 })
+	assert.Equal(t, messages.Result_RESULT_OK, later.Result, later.Error)
+	assert.Equal(t, busy.pid(), later.Pid)
+	assert.Equal(t, "sh", later.Name)
+	assert.False(t, later.Restarted)
+}
+
+func TestProcessResults(t *testing.T) {
+	tests := []struct {
+		name    string
+		process func(t *testing.T) (section string, pid int32)
+		result  messages.Result
+		err     string // {file} stands for the pid file, {pid} for the pid
+	}{
+		{
+			name: "running",
+			process: func(t *testing.T) (string, int32) {
+				pidFile := filepath.Join(t.TempDir(), "svc.pid")
+				c := spawn(t, program(t, uniqueName("svc-")), "600")
+				writePIDFile(t, pidFile, c.pid())
+				return fmt.Sprintf("{pid_file: %q}", pidFile), c.pid()
+			},
+			result: messages.Result_RESULT_OK,
+		},
+		{
+			// SIGSTOPped, the process is still there: the observation
+			// reports it, and the other kinds see it hang.
+			name: "suspended",
+			process: func(t *testing.T) (string, int32) {
+				pidFile := filepath.Join(t.TempDir(), "svc.pid")
+				c := spawn(t, program(t, uniqueName("svc-")), "600")
+				// Asleep (S), it is past its start-up: stopped before, it
+				// might not have a page of its own yet.
+				require.Eventually(t, func() bool { return c.state() == "S" }, actortest.Wait, time.Millisecond)
+				require.NoError(t, c.cmd.Process.Signal(syscall.SIGSTOP))
+				require.Eventually(t, func() bool { return c.state() == "T" }, actortest.Wait, time.Millisecond)
+				writePIDFile(t, pidFile, c.pid())
+				return fmt.Sprintf("{pid_file: %q}", pidFile), c.pid()
+			},
+			result: messages.Result_RESULT_OK,
+		},
+		{
+			name: "no pid file",
+			process: func(t *testing.T) (string, int32) {
+				return fmt.Sprintf("{pid_file: %q}", filepath.Join(t.TempDir(), "svc.pid")), 0
+			},
+			result: messages.Result_RESULT_FAILED,
+			err:    "read pid file: open {file}: no such file or directory: not running",
+		},
+		{
+			name: "a pid file without a pid",
+			process: func(t *testing.T) (string, int32) {
+				pidFile := filepath.Join(t.TempDir(), "svc.pid")
+				require.NoError(t, os.WriteFile(pidFile, []byte("starting\n"), 0o644))
+				return fmt.Sprintf("{pid_file: %q}", pidFile), 0
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    `read pid file {file}: "starting" is not a pid`,
+		},
+		{
+			name: "the process of the pid file is gone",
+			process: func(t *testing.T) (string, int32) {
+				pidFile := filepath.Join(t.TempDir(), "svc.pid")
+				c := spawn(t, program(t, uniqueName("svc-")), "600")
+				c.stop(t)
+				writePIDFile(t, pidFile, c.pid())
+				return fmt.Sprintf("{pid_file: %q}", pidFile), c.pid()
+			},
+			result: messages.Result_RESULT_FAILED,
+			err:    "find process {pid} of pid file {file}: not running",
+		},
+		{
+			name: "the process exited and is not reaped yet",
+			process: func(t *testing.T) (string, int32) {
+				pidFile := filepath.Join(t.TempDir(), "svc.pid")
+				c := spawn(t, program(t, uniqueName("svc-")), "600")
+				require.NoError(t, c.cmd.Process.Kill())
+				require.Eventually(t, func() bool { return c.state() == "Z" }, actortest.Wait, time.Millisecond)
+				writePIDFile(t, pidFile, c.pid())
+				return fmt.Sprintf("{pid_file: %q}", pidFile), c.pid()
+			},
+			result: messages.Result_RESULT_FAILED,
+			err:    "find process {pid} of pid file {file}: exited: not running",
+		},
+		{
+			name: "no process of that name",
+			process: func(*testing.T) (string, int32) {
+				return "{name: no-such-process-here}", 0
+			},
+			result: messages.Result_RESULT_FAILED,
+			err:    "find process named no-such-process-here: not running",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			section, pid := tc.process(t)
+			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 1s, process: %s}\n", section))
+			f.start(t, p, "proc")
+			obs := f.waitEvents(t, messages.TypeObservationProcess, 1)[0].GetProcess()
+			assert.Equal(t, tc.result, obs.Result, obs.Error)
+			assert.Equal(t, pid, obs.Pid)
+			if tc.err == "" {
+				assert.Empty(t, obs.Error)
+				assert.Positive(t, obs.RssBytes)
+				assert.NotNil(t, obs.StartTime)
+				return
+			}
+			want := strings.NewReplacer("{file}", p.Spec.Observers[0].Process.PIDFile, "{pid}", strconv.Itoa(int(pid))).Replace(tc.err)
+			assert.Equal(t, want, obs.Error)
+			assert.Zero(t, obs.RssBytes)
+			assert.Nil(t, obs.StartTime)
+		})
+	}
+}
+
+func TestProcessByName(t *testing.T) {
+	tests := []struct {
+		name string
+		prog string
+	}{
+		{"by comm", uniqueName("svc-")},
+		// The kernel truncates comm to 15 bytes: a longer name is found
+		// by argv[0].
+		{"by argv[0] when comm is truncated", uniqueName("observerd-test-service-")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			bin := program(t, tc.prog)
+			oldest := spawn(t, bin, "600")
+			// Started a clock tick (10 ms) later, so that the start times
+			// differ.
+			require.Eventually(t, func() bool { return time.Since(oldest.started) > 20*time.Millisecond }, actortest.Wait, time.Millisecond)
+			younger := spawn(t, bin, "600")
+			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 200ms, process: {name: %q}}\n", tc.prog))
+			f.start(t, p, "proc")
+
+			obs, at := f.waitProcess(t, 0, func(*messages.ProcessObservation) bool { return true })
+			assert.Equal(t, messages.Result_RESULT_OK, obs.Result, obs.Error)
+			assert.Equal(t, oldest.pid(), obs.Pid, "the oldest of the processes of that name")
+			assert.Equal(t, tc.prog[:min(15, len(tc.prog))], obs.Name)
+			assert.Positive(t, obs.RssBytes)
+			assert.False(t, obs.Restarted)
+
+			// The oldest goes: the other one is now the process, a restart.
+			oldest.stop(t)
+			next, _ := f.waitProcess(t, at+1, func(o *messages.ProcessObservation) bool { return o.Pid != oldest.pid() })
+			assert.Equal(t, messages.Result_RESULT_OK, next.Result, next.Error)
+			assert.Equal(t, younger.pid(), next.Pid)
+			assert.True(t, next.Restarted)
+		})
+	}
+}

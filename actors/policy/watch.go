@@ -1,0 +1,158 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	policydoc "github.com/polar/observerd/policy"
+)
+
+// The watcher's reports to the policy-manager.
+type (
+	// changed: a policy file was created, written, renamed, removed or
+	// had its mode changed.
+	changed struct{ name string }
+	// rescan: something may have changed many files at once (the ..data
+	// link of a Kubernetes ConfigMap mount was swapped, or the kernel's
+	// event queue overflowed): every file is read again.
+	rescan struct{}
+	// watchFailed: the watch ended; the policy-manager falls back to
+	// polling the directory.
+	watchFailed struct{ err error }
+)
+
+// newWatcher is fsnotify.NewWatcher; tests replace it to simulate the
+// kernel's inotify limits.
+var newWatcher = fsnotify.NewWatcher
+
+// watcher forwards the events of one directory (not of its files, so that
+// rename-saves and files created later are seen) as messages.
+type watcher struct {
+	w *fsnotify.Watcher
+}
+
+// watch starts watching dir; send receives changed, rescan and
+// watchFailed. After watchFailed nothing more is sent.
+func watch(dir string, send func(any)) (*watcher, error) {
+	w, err := newWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", dir, explainWatchError(err))
+	}
+	if err := w.Add(dir); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("watch %s: %w", dir, explainWatchError(err))
+	}
+	go func() {
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				name := filepath.Base(ev.Name)
+				switch {
+				case filepath.Clean(ev.Name) == filepath.Clean(dir):
+					send(&watchFailed{err: fmt.Errorf("watch %s: the directory was removed or renamed", dir)})
+					return
+				case strings.HasPrefix(name, ".."):
+					// Kubernetes swaps ..data to point at a new ..<timestamp>
+					// directory; every name.yaml -> ..data/name.yaml may
+					// have changed at once.
+					send(&rescan{})
+				case policydoc.IsPolicyFile(name):
+					send(&changed{name: name})
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				if errors.Is(err, fsnotify.ErrEventOverflow) {
+					send(&rescan{})
+					continue
+				}
+				send(&watchFailed{err: fmt.Errorf("watch %s: %w", dir, err)})
+				return
+			}
+		}
+	}()
+	return &watcher{w: w}, nil
+}
+
+// close ends the watch; the goroutine ends with it.
+func (w *watcher) close() {
+	if w != nil {
+		_ = w.w.Close()
+	}
+}
+
+// explainWatchError names the kernel limit behind an inotify error, so that
+// the operator knows which sysctl to raise.
+func explainWatchError(err error) error {
+	switch {
+	case errors.Is(err, syscall.EMFILE):
+		return fmt.Errorf("%w (too many inotify instances: raise fs.inotify.max_user_instances)", err)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%w (too many inotify watches: raise fs.inotify.max_user_watches)", err)
+	}
+	return err
+}
+
+// fileKey identifies a version of a file for the rescan: a file whose key
+// did not change is not read again.
+type fileKey struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+	dev   uint64
+}
+
+// keyOf is the key of a file, following symlinks (a swapped ConfigMap link
+// points at another inode).
+func keyOf(fi os.FileInfo) fileKey {
+	k := fileKey{size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.ino, k.dev = st.Ino, uint64(st.Dev)
+	}
+	return k
+}
+
+// scanned is the result of listing the directory: the key of every policy
+// file in it.
+type scanned struct {
+	keys  map[string]fileKey
+	force bool // read every file again, whatever its key
+	err   error
+}
+
+// scan lists dir off the mailbox.
+func scan(dir string, force bool) *scanned {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return &scanned{force: force, err: fmt.Errorf("scan %s: %w", dir, err)}
+	}
+	out := &scanned{keys: map[string]fileKey{}, force: force}
+	for _, e := range entries {
+		if !policydoc.IsPolicyFile(e.Name()) {
+			continue
+		}
+		// A file that vanished since ReadDir is left out, as removed; a
+		// dangling symlink is kept (by the link's own key), so that its
+		// parser reports it.
+		path := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(path)
+		if err != nil {
+			fi, err = os.Lstat(path)
+		}
+		if err == nil {
+			out.keys[e.Name()] = keyOf(fi)
+		}
+	}
+	return out
+}
