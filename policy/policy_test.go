@@ -82,7 +82,7 @@ func TestSamplePolicyParses(t *testing.T) {
 	for _, o := range p.Spec.Observers {
 		kinds = append(kinds, o.Kind+"/"+o.Interval.String())
 	}
-	assert.Equal(t, []string{"http/2s", "http/5s"}, kinds)
+	assert.Equal(t, []string{"http/2s", "http/5s", "prometheus/10s", "tcp/5s", "process/5s"}, kinds, "every built-in kind")
 	health, ok := p.ObserverByName("health")
 	require.True(t, ok)
 	assert.Equal(t, "/healthz", health.HTTP.Path)

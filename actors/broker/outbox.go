@@ -26,8 +26,10 @@ import (
 // two meta pages (a torn write leaves the previous commit intact), ordered
 // keys for replay in sequence order, and no cgo.
 type Outbox struct {
-	db    *bolt.DB
-	limit Limit
+	db *bolt.DB
+	// limit is read without mu, so that asking whether the outbox is
+	// full never waits for a commit's fsync.
+	limit atomic.Pointer[Limit]
 
 	// mu serializes the writers (bbolt does anyway) and Claim against
 	// drops; it is held across a commit's fsync.
@@ -81,7 +83,8 @@ func OpenOutbox(dir string, limit Limit) (*Outbox, error) {
 	if db == nil {
 		return nil, openErr
 	}
-	o := &Outbox{db: db, limit: limit}
+	o := &Outbox{db: db}
+	o.limit.Store(&limit)
 	err := db.Update(func(tx *bolt.Tx) error {
 		evs, err := tx.CreateBucketIfNotExists(bucketEvents)
 		if err != nil {
@@ -176,9 +179,9 @@ func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 			events++
 			bytes += int64(len(data))
 		}
-		if o.limit.DropOldest && o.limit.MaxBytes > 0 && bytes > o.limit.MaxBytes {
+		if l := o.Limit(); l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
 			var err error
-			dropped, err = dropOldest(b, bytes-o.limit.MaxBytes, keep)
+			dropped, err = dropOldest(b, bytes-l.MaxBytes, keep)
 			if err != nil {
 				return err
 			}
@@ -285,20 +288,12 @@ func (o *Outbox) Full() bool {
 }
 
 // Limit returns the outbox's bound.
-func (o *Outbox) Limit() Limit {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.limit
-}
+func (o *Outbox) Limit() Limit { return *o.limit.Load() }
 
 // SetLimit changes the outbox's bound while it runs (SIGHUP). A smaller
 // max_bytes with drop_oldest drops at the next commit, and is reported as
 // any drop is.
-func (o *Outbox) SetLimit(l Limit) {
-	o.mu.Lock()
-	o.limit = l
-	o.mu.Unlock()
-}
+func (o *Outbox) SetLimit(l Limit) { o.limit.Store(&l) }
 
 // Record is a stored event with its stored bytes, which are its protobuf
 // encoding: publishing them saves encoding the event again.

@@ -24,9 +24,9 @@
 //  5. a burst of 1,000 in-place writes of a policy: the daemon's CPU until
 //     the last version runs, against the writer's own CPU;
 //  6. service overhead: bin/observable's throughput under a load generator
-//     while bin/observerd observes it with all four built-in kinds at short
-//     intervals, against its throughput alone, alternated; with the
-//     daemon's CPU and RSS;
+//     while bin/observerd observes it with all four built-in kinds, against
+//     its throughput with the daemon frozen, in alternating segments; with
+//     the daemon's CPU and RSS;
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -65,22 +65,25 @@ func main() {
 
 // config is what the flags set.
 type config struct {
-	quick      bool
-	events     int
-	runs       int
-	window     int
-	rate       int
-	warmup     time.Duration
-	outage     time.Duration
-	memOutage  time.Duration
-	groupTime  time.Duration
-	loadTime   time.Duration
-	out        string
-	dir        string
-	logLevel   string
-	cpuProfile string
-	rows       map[string]bool
-	rowsString string
+	quick     bool
+	events    int
+	runs      int
+	window    int
+	rate      int
+	warmup    time.Duration
+	outage    time.Duration
+	memOutage time.Duration
+	groupTime time.Duration
+	loadTime  time.Duration
+	pairs     int
+	// overheadInterval is the overhead row's observers' interval.
+	overheadInterval time.Duration
+	out              string
+	dir              string
+	logLevel         string
+	cpuProfile       string
+	rows             map[string]bool
+	rowsString       string
 }
 
 // Defaults are sized so that a full `make bench` stays under about four
@@ -95,8 +98,10 @@ const (
 	quickMemOutage   = 10 * time.Second
 	defaultGroupTime = 2 * time.Second
 	quickGroupTime   = 500 * time.Millisecond
-	defaultLoadTime  = 5 * time.Second
-	quickLoadTime    = 2 * time.Second
+	defaultLoadTime  = time.Second
+	quickLoadTime    = 500 * time.Millisecond
+	defaultPairs     = 20
+	quickPairs       = 6
 )
 
 var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "groupcommit"}
@@ -114,7 +119,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.outage, "outage", defaultOutage, "how long the broker is down in the outage row (--quick: 5s)")
 	fs.DurationVar(&c.memOutage, "mem-outage", defaultMemOutage, "how long the broker is down in the memory row (--quick: 10s)")
 	fs.DurationVar(&c.groupTime, "group-time", defaultGroupTime, "time per group size in the group commit row (--quick: 500ms)")
-	fs.DurationVar(&c.loadTime, "load-time", defaultLoadTime, "time per load run in the overhead row (--quick: 2s)")
+	fs.DurationVar(&c.loadTime, "load-time", defaultLoadTime, "time per load segment in the overhead row (--quick: 500ms)")
+	fs.IntVar(&c.pairs, "pairs", defaultPairs, "alone/observed segment pairs in the overhead row (--quick: 6)")
+	fs.DurationVar(&c.overheadInterval, "overhead-interval", time.Second, "interval of the overhead row's five observers")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -144,6 +151,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["load-time"] {
 			c.loadTime = quickLoadTime
 		}
+		if !set["pairs"] {
+			c.pairs = quickPairs
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -161,10 +171,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.rows[r] = true
 	}
 	switch {
-	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1:
-		return c, errors.New("--events, --runs, --window and --rate must be positive")
-	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0:
-		return c, errors.New("--outage, --mem-outage, --group-time and --load-time must be positive")
+	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1, c.pairs < 1:
+		return c, errors.New("--events, --runs, --window, --rate and --pairs must be positive")
+	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0:
+		return c, errors.New("--outage, --mem-outage, --group-time, --load-time and --overhead-interval must be positive")
 	}
 	return c, nil
 }

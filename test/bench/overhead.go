@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/procfs"
@@ -19,49 +20,61 @@ import (
 
 // overheadResult is row 6: what observing costs the observed service.
 type overheadResult struct {
-	observed, alone []loadRun
+	pairs []loadPair
+	// The daemon over the observed segments: its CPU, and its RSS at the
+	// end.
+	daemonCPU  time.Duration
+	daemonRSS  uint64
+	observedIn time.Duration
+	interval   time.Duration
 }
 
-// loadRun is one timed run of the load generator against bin/observable.
+// loadPair is one alone segment and one observed segment, back to back.
+type loadPair struct{ alone, observed loadRun }
+
+func (p loadPair) ratio() float64 { return p.observed.rate() / p.alone.rate() }
+
+// loadRun is one timed segment of the load generator against
+// bin/observable.
 type loadRun struct {
 	requests int64
 	took     time.Duration
-	// The service's CPU over the run: near a full CPU, it is saturated
-	// and the run measures what the daemon takes from it.
+	// The service's CPU over the segment: near a full CPU, the service is
+	// saturated and the segment measures what the daemon takes from it.
 	serviceCPU time.Duration
-	// Of the daemon, in the observed runs: its CPU over the run and its
-	// RSS at the end.
-	daemonCPU time.Duration
-	daemonRSS uint64
 }
 
 func (l loadRun) rate() float64 { return float64(l.requests) / l.took.Seconds() }
 
+func (l loadRun) serviceShare() float64 { return l.serviceCPU.Seconds() / l.took.Seconds() }
+
 // loadWorkers is how many keep-alive connections the load generator keeps
-// busy: enough to saturate bin/observable on a small machine.
+// busy: enough to saturate bin/observable's CPU.
 const loadWorkers = 8
 
-// overheadPolicy observes target with all four built-in kinds at short
-// intervals (24 observations a second in all).
-func overheadPolicy(target, pidFile string) string {
+// overheadPolicy observes target with all four built-in kinds, five
+// observers every interval.
+func overheadPolicy(target, pidFile string, interval time.Duration) string {
 	return fmt.Sprintf(`apiVersion: observer.polar/v1
 kind: ObservationPolicy
 metadata: {name: web}
 spec:
-  target: {name: observable, url: %q}
+  target: {name: observable, url: %[1]q}
   limits: {max_requests_per_second: 50, max_concurrent_requests: 4}
   observers:
-    - {name: health, kind: http, interval: 100ms, timeout: 50ms, http: {path: /healthz}}
-    - {name: status, kind: http, interval: 250ms, timeout: 100ms, http: {path: /api/status, extract: [/status, /backlog]}}
-    - {name: metrics, kind: prometheus, interval: 500ms, timeout: 200ms, prometheus: {path: /metrics}}
-    - {name: port, kind: tcp, interval: 250ms, timeout: 100ms, tcp: {}}
-    - {name: proc, kind: process, interval: 250ms, timeout: 100ms, process: {pid_file: %q}}
-`, target, pidFile)
+    - {name: health, kind: http, interval: %[3]s, http: {path: /healthz}}
+    - {name: status, kind: http, interval: %[3]s, http: {path: /api/status, extract: [/status, /backlog]}}
+    - {name: metrics, kind: prometheus, interval: %[3]s, prometheus: {path: /metrics}}
+    - {name: port, kind: tcp, interval: %[3]s, tcp: {}}
+    - {name: proc, kind: process, interval: %[3]s, process: {pid_file: %[2]q}}
+`, target, pidFile, interval)
 }
 
-// overhead runs bin/observable under a load generator, alternately alone
-// and observed by bin/observerd with every kind, and compares the
-// service's throughput.
+// overhead runs bin/observable under a load generator while bin/observerd
+// observes it, in segments alternately with the daemon frozen (SIGSTOP:
+// the service alone) and running (SIGCONT: observed), so that both sides
+// see the same machine a second apart. The result is the ratio of the
+// observed segments' requests per second to the alone segments'.
 func (e *env) overhead(ctx context.Context) (*overheadResult, error) {
 	nodePID, err := e.nodePID()
 	if err != nil {
@@ -93,94 +106,91 @@ func (e *env) overhead(ctx context.Context) (*overheadResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read service process: %w", err)
 	}
-	load := func() (loadRun, error) { return measureLoad(ctx, target, service, e.cfg.loadTime) }
-	res := &overheadResult{}
-	e.say("overhead: warm-up, %s of load (not counted)", whole(e.cfg.loadTime))
-	if _, err := load(); err != nil {
-		return nil, err
-	}
-	for i := range e.cfg.runs {
-		alone := func() error {
-			r, err := load()
-			if err != nil {
-				return err
-			}
-			res.alone = append(res.alone, r)
-			e.say("overhead %d/%d: alone    %.0f requests/s (service %s of a CPU)", i+1, e.cfg.runs, r.rate(), percent(r.serviceShare()))
-			return nil
-		}
-		observed := func() error {
-			r, err := e.observedLoad(ctx, target, pidFile, load)
-			if err != nil {
-				return err
-			}
-			res.observed = append(res.observed, r)
-			e.say("overhead %d/%d: observed %.0f requests/s (service %s of a CPU; observerd: %s CPU, RSS %s)", i+1, e.cfg.runs, r.rate(),
-				percent(r.serviceShare()), ms(r.daemonCPU), mib(r.daemonRSS))
-			return nil
-		}
-		first, second := alone, observed
-		if i%2 == 1 {
-			first, second = observed, alone
-		}
-		if err := first(); err != nil {
-			return nil, err
-		}
-		if err := second(); err != nil {
-			return nil, err
-		}
-	}
-	return res, nil
-}
-
-// observedLoad starts the daemon, waits for its five observers, and runs
-// the load while it observes.
-func (e *env) observedLoad(ctx context.Context, target, pidFile string, load func() (loadRun, error)) (loadRun, error) {
-	policy := overheadPolicy(target, pidFile)
+	res := &overheadResult{interval: e.cfg.overheadInterval}
+	policy := overheadPolicy(target, pidFile, res.interval)
 	d, err := e.startDaemon(ctx, policy)
 	if err != nil {
-		return loadRun{}, err
+		return nil, err
 	}
 	defer d.close()
 	for range 5 {
 		if _, err := d.waitStarted(ctx, policy); err != nil {
-			return loadRun{}, err
+			return nil, err
 		}
 	}
-	proc, err := procfs.NewProc(d.cmd.Process.Pid)
+	daemon, err := procfs.NewProc(d.cmd.Process.Pid)
 	if err != nil {
-		return loadRun{}, fmt.Errorf("read daemon process: %w", err)
+		return nil, fmt.Errorf("read daemon process: %w", err)
 	}
-	before, err := proc.Stat()
-	if err != nil {
-		return loadRun{}, fmt.Errorf("read daemon cpu: %w", err)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: loadWorkers, Proxy: nil}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	segment := func(observed bool) (loadRun, error) {
+		sig := syscall.SIGSTOP
+		if observed {
+			sig = syscall.SIGCONT
+		}
+		if err := d.cmd.Process.Signal(sig); err != nil {
+			return loadRun{}, fmt.Errorf("signal observerd: %w", err)
+		}
+		before, err := daemon.Stat()
+		if err != nil {
+			return loadRun{}, fmt.Errorf("read daemon cpu: %w", err)
+		}
+		r, err := measureLoad(ctx, client, target, service, e.cfg.loadTime)
+		if err != nil || !observed {
+			return r, err
+		}
+		after, err := daemon.Stat()
+		if err != nil {
+			return r, fmt.Errorf("read daemon cpu: %w", err)
+		}
+		res.daemonCPU += cpuOf(after) - cpuOf(before)
+		res.daemonRSS = uint64(after.ResidentMemory())
+		res.observedIn += r.took
+		return r, nil
 	}
-	r, err := load()
-	if err != nil {
-		return r, err
+	defer func() { _ = d.cmd.Process.Signal(syscall.SIGCONT) }() // a frozen daemon cannot stop
+	e.say("overhead: warm-up, %s of load each way (not counted)", whole(e.cfg.loadTime))
+	for _, observed := range []bool{false, true} {
+		if _, err := segment(observed); err != nil {
+			return nil, err
+		}
 	}
-	after, err := proc.Stat()
-	if err != nil {
-		return r, fmt.Errorf("read daemon cpu: %w", err)
+	e.say("overhead: %d pairs of %s segments, alone (observerd frozen) and observed (every %s by five observers)",
+		e.cfg.pairs, whole(e.cfg.loadTime), whole(res.interval))
+	for i := range e.cfg.pairs {
+		var p loadPair
+		// Which side goes first alternates, so that a drift of the machine
+		// does not always favour the same one.
+		for _, observed := range []bool{i%2 == 1, i%2 == 0} {
+			r, err := segment(observed)
+			if err != nil {
+				return nil, err
+			}
+			if observed {
+				p.observed = r
+			} else {
+				p.alone = r
+			}
+		}
+		res.pairs = append(res.pairs, p)
 	}
-	r.daemonCPU = cpuOf(after) - cpuOf(before)
-	r.daemonRSS = uint64(after.ResidentMemory())
-	return r, nil
+	e.say("overhead: observed/alone %s; observerd %s of a core, RSS %s", ratio(sumRate(res.pairs, true), sumRate(res.pairs, false)),
+		percent(res.daemonCPU.Seconds()/res.observedIn.Seconds()), mib(res.daemonRSS))
+	return res, nil
 }
 
 func cpuOf(st procfs.ProcStat) time.Duration {
 	return time.Duration(st.CPUTime() * float64(time.Second))
 }
 
-func (l loadRun) serviceShare() float64 { return l.serviceCPU.Seconds() / l.took.Seconds() }
-
 // measureLoad runs the load generator for d and the service's CPU over it.
-func measureLoad(ctx context.Context, target string, service procfs.Proc, d time.Duration) (loadRun, error) {
+func measureLoad(ctx context.Context, client *http.Client, target string, service procfs.Proc, d time.Duration) (loadRun, error) {
 	before, err := service.Stat()
 	if err != nil {
 		return loadRun{}, fmt.Errorf("read service cpu: %w", err)
 	}
-	r, err := generateLoad(ctx, target, d)
+	r, err := generateLoad(ctx, client, target, d)
 	if err != nil {
 		return r, err
 	}
@@ -194,9 +204,7 @@ func measureLoad(ctx context.Context, target string, service procfs.Proc, d time
 
 // generateLoad keeps loadWorkers keep-alive connections busy with GET
 // /api/status for d and counts the answers.
-func generateLoad(ctx context.Context, target string, d time.Duration) (loadRun, error) {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: loadWorkers, Proxy: nil}, Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
+func generateLoad(ctx context.Context, client *http.Client, target string, d time.Duration) (loadRun, error) {
 	lctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var (

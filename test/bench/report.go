@@ -70,9 +70,12 @@ func (r *results) markdown() string {
 			thousands(float64(bu.writes)), ms(bu.cpu), secs(bu.took), bu.applied, ms(bu.writeCPU), ratio(bu.cpu.Seconds(), bu.writeCPU.Seconds()))
 	}
 	if o := r.overhead; o != nil {
-		obs, alone := medianLoad(o.observed), medianLoad(o.alone)
-		fmt.Fprintf(&b, "| 6 | service overhead: bin/observable's requests/s under load, median of %d | %s observed by all four kinds (observerd: %s of a core, RSS %s) | %s alone | **%s** observed/alone (goal ≥ 0.99) |\n",
-			len(o.observed), thousands(obs), cpuShare(o.observed), mib(maxRSS(o.observed)), thousands(alone), ratio(obs, alone))
+		obs, alone := sumRate(o.pairs, true), sumRate(o.pairs, false)
+		share := o.daemonCPU.Seconds() / o.observedIn.Seconds()
+		q1, q2, q3 := quartiles(o.pairs)
+		fmt.Fprintf(&b, "| 6 | service overhead: bin/observable's requests/s under load, %d pairs of %s segments | %s observed by five observers of all four kinds every %s (observerd: %s of the service's core, RSS %s) | %s alone (observerd frozen) | **%s** observed/alone (pairs: median %.3f, quartiles %.3f–%.3f); %.3f = 1 − observerd's share of the core (goal ≥ 0.99) |\n",
+			len(o.pairs), whole(r.cfg.loadTime), thousands(obs), whole(o.interval), percent(share),
+			mib(o.daemonRSS), thousands(alone), ratio(obs, alone), q2, q1, q3, 1-share)
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -158,18 +161,22 @@ func (r *results) markdown() string {
 			thousands(float64(bu.writes)), ms(bu.writeCPU), secs(bu.took), bu.applied, ms(bu.cpu), ms(bu.idleCPU))
 	}
 	if o := r.overhead; o != nil {
-		b.WriteString("\n#### 6. Service overhead, every run\n\n")
-		fmt.Fprintf(&b, "bin/observable on loopback; the load generator (this process) keeps %d keep-alive connections busy with `GET /api/status` "+
-			"for %s per run. Observed: bin/observerd with one policy of five observers (http /healthz every 100 ms, http /api/status every 250 ms, "+
-			"prometheus /metrics every 500 ms, tcp every 250 ms, process by pid file every 250 ms: 24 observations and events a second), "+
-			"started before the run and stopped after it; its events are published to the node. Runs alternate, swapping which side goes first.\n\n",
-			loadWorkers, whole(r.cfg.loadTime))
-		b.WriteString("| run | alone, requests/s | observed, requests/s | ratio | observerd CPU over the run | observerd RSS |\n|---|---|---|---|---|---|\n")
-		for i := range o.observed {
-			a, w := o.alone[i], o.observed[i]
-			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s (%s of a core) | %s |\n", i+1, thousands(a.rate()), thousands(w.rate()),
-				ratio(w.rate(), a.rate()), ms(w.daemonCPU), percent(w.daemonCPU.Seconds()/w.took.Seconds()), mib(w.daemonRSS))
+		b.WriteString("\n#### 6. Service overhead, every pair\n\n")
+		fmt.Fprintf(&b, "bin/observable on loopback; the load generator (this process) keeps %d keep-alive connections busy with `GET /api/status`. "+
+			"bin/observerd observes it with one policy of five observers every %s (http /healthz, http /api/status with two JSON values, "+
+			"prometheus /metrics, tcp, process by pid file), its events published to the node and consumed. Segments of %s alternate between "+
+			"the daemon frozen (SIGSTOP: the service alone) and running (SIGCONT: observed), swapping which comes first in each pair. "+
+			"Where the machine has two CPUs or more, the service and observerd share CPU 0, as they share a host; the load generator and "+
+			"RabbitMQ, remote in a deployment, run on the others.\n\n", loadWorkers, whole(o.interval), whole(r.cfg.loadTime))
+		b.WriteString("| pair | alone, requests/s | its service CPU | observed, requests/s | its service CPU | observed/alone |\n|---|---|---|---|---|---|\n")
+		for i, p := range o.pairs {
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %.3f |\n", i+1, thousands(p.alone.rate()), percent(p.alone.serviceShare()),
+				thousands(p.observed.rate()), percent(p.observed.serviceShare()), p.ratio())
 		}
+		fmt.Fprintf(&b, "\nobserverd over the observed segments: %s CPU in %s (%s of a core); RSS %s at the end. "+
+			"The pairs' spread is this machine's noise (the service's throughput moves by several per cent from one second to the next "+
+			"with nothing changed); the daemon's CPU is the steadier measure of what it takes from a saturated service on its core.\n",
+			ms(o.daemonCPU), secs(o.observedIn), percent(o.daemonCPU.Seconds()/o.observedIn.Seconds()), mib(o.daemonRSS))
 	}
 	if len(r.group) > 0 {
 		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")
@@ -185,36 +192,35 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s",
-		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime)
+	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s",
+		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval)
 }
 
-func medianLoad(runs []loadRun) float64 {
-	rates := make([]float64, len(runs))
-	for i, r := range runs {
-		rates[i] = r.rate()
+// quartiles of the pairs' observed/alone ratios.
+func quartiles(pairs []loadPair) (q1, q2, q3 float64) {
+	rs := make([]float64, len(pairs))
+	for i, p := range pairs {
+		rs[i] = p.ratio()
 	}
-	slices.Sort(rates)
-	return rates[len(rates)/2]
+	slices.Sort(rs)
+	at := func(f float64) float64 { return rs[int(f*float64(len(rs)-1)+0.5)] }
+	return at(0.25), at(0.5), at(0.75)
 }
 
-// cpuShare is the daemon's CPU over all observed runs as a share of one
-// core.
-func cpuShare(runs []loadRun) string {
-	var cpu, wall time.Duration
-	for _, r := range runs {
-		cpu += r.daemonCPU
-		wall += r.took
+// sumRate is the requests per second over all the pairs' observed (or
+// alone) segments.
+func sumRate(pairs []loadPair, observed bool) float64 {
+	var n int64
+	var took time.Duration
+	for _, p := range pairs {
+		r := p.alone
+		if observed {
+			r = p.observed
+		}
+		n += r.requests
+		took += r.took
 	}
-	return percent(cpu.Seconds() / wall.Seconds())
-}
-
-func maxRSS(runs []loadRun) uint64 {
-	var m uint64
-	for _, r := range runs {
-		m = max(m, r.daemonRSS)
-	}
-	return m
+	return float64(n) / took.Seconds()
 }
 
 func percent(f float64) string { return fmt.Sprintf("%.1f %%", f*100) }
