@@ -12,6 +12,10 @@ BIN      := bin
 PROTOS   := $(wildcard proto/polar/observer/v1/*.proto)
 APT_PKGS := rabbitmq-server protobuf-compiler libprotobuf-dev
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
+# make install: DESTDIR stages (packaging), PREFIX places binaries, unit and plugins.
+DESTDIR  ?=
+PREFIX   ?= /usr/local
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
 
 .PHONY: help
 help: ## list the targets
@@ -70,6 +74,32 @@ lint: ## go vet, gofmt and staticcheck (pinned in go.mod)
 .PHONY: bench
 bench: deps build ## measure the broker actor against baselines on a private TLS RabbitMQ (~3 min; BENCH_FLAGS=--quick ~1 min), write docs/benchmarks.md
 	$(GO) run ./test/bench --out docs/benchmarks.md $(BENCH_FLAGS)
+
+.PHONY: install
+install: $(if $(and $(wildcard $(BIN)/observerd),$(wildcard $(BIN)/observerctl)),,build) ## install observerd, observerctl, the systemd unit and the example config (DESTDIR, PREFIX=/usr/local; never overwrites /etc/observerd/observerd.yaml)
+	install -D -m 0755 $(BIN)/observerd $(DESTDIR)$(PREFIX)/bin/observerd
+	install -D -m 0755 $(BIN)/observerctl $(DESTDIR)$(PREFIX)/bin/observerctl
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	sed -e 's|/usr/bin/observerd|$(PREFIX)/bin/observerd|' -e 's|/usr/share/doc/observerd|$(PREFIX)/share/doc/observerd|' \
+		configs/observerd.service > $$tmp/observerd.service && \
+	install -D -m 0644 $$tmp/observerd.service $(DESTDIR)$(UNITDIR)/observerd.service && \
+	printf 'u observerd - "observerd host-local observer" /var/lib/observerd /usr/sbin/nologin\n' > $$tmp/observerd.conf && \
+	install -D -m 0644 $$tmp/observerd.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/observerd.conf && \
+	sed 's|/usr/lib/observerd/plugins|$(PREFIX)/lib/observerd/plugins|' configs/observerd.example.yaml > $$tmp/observerd.yaml && \
+	install -D -m 0644 $$tmp/observerd.yaml $(DESTDIR)$(PREFIX)/share/observerd/observerd.example.yaml && \
+	if [ -e $(DESTDIR)/etc/observerd/observerd.yaml ]; then \
+		echo "kept $(DESTDIR)/etc/observerd/observerd.yaml (the new example is $(DESTDIR)$(PREFIX)/share/observerd/observerd.example.yaml)"; \
+	else \
+		install -D -m 0644 $$tmp/observerd.yaml $(DESTDIR)/etc/observerd/observerd.yaml; \
+	fi
+	install -d -m 0755 $(DESTDIR)/etc/observerd/policies.d $(DESTDIR)$(PREFIX)/lib/observerd/plugins
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/observerd README.md docs/*.md
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/observerd/observers docs/observers/*.md
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/observerd/rabbitmq configs/rabbitmq/*
+	@for f in $(wildcard $(BIN)/plugins/*.wasm); do \
+		echo "install -m 0644 $$f $(DESTDIR)$(PREFIX)/lib/observerd/plugins/"; \
+		install -m 0644 $$f $(DESTDIR)$(PREFIX)/lib/observerd/plugins/ || exit 1; \
+	done
 
 .PHONY: clean
 clean: ## remove build output

@@ -155,25 +155,70 @@ func ResultOf(ev *Event) (Result, bool) {
 // Snapshot is the state-manager's view of the daemon, served as /v1/state
 // and used by /readyz.
 type Snapshot struct {
-	Node           string             `json:"node"`
-	Broker         BrokerStatus       `json:"broker"`
-	PoliciesLoaded bool               `json:"policies_loaded"`
-	Policies       []string           `json:"policies"`
-	Rejected       []string           `json:"rejected,omitempty"`
-	Observers      []ObserverSnapshot `json:"observers"`
+	Node           string       `json:"node"`
+	Version        string       `json:"version"`
+	Started        time.Time    `json:"started"`
+	Broker         BrokerStatus `json:"broker"`
+	PoliciesLoaded bool         `json:"policies_loaded"`
+	Policies       []string     `json:"policies"`
+	Rejected       []string     `json:"rejected,omitempty"`
+	// Actors are the daemon's own actors (the supervisor's children),
+	// in start order.
+	Actors    []ActorSnapshot    `json:"actors"`
+	Observers []ObserverSnapshot `json:"observers"`
 	// EventsEmitted counts the events handed to the broker since start.
 	EventsEmitted uint64 `json:"events_emitted"`
+	// Outbox is filled in by the admin from the broker (nil when the
+	// broker did not answer).
+	Outbox *OutboxSnapshot `json:"outbox,omitempty"`
+}
+
+// Actor and observer statuses in a Snapshot.
+const (
+	StatusRunning     = "running"
+	StatusRestarting  = "restarting" // failed, waiting out its backoff
+	StatusQuarantined = "quarantined"
+	StatusPaused      = "paused"
+)
+
+// StopReasonPaused is the reason of an observer.stopped for a pause.
+const StopReasonPaused = "paused"
+
+// ActorSnapshot is one of the daemon's own actors in a Snapshot.
+type ActorSnapshot struct {
+	Path      string    `json:"path"`
+	Status    string    `json:"status"`
+	Failures  int       `json:"failures"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	LastTime  time.Time `json:"last_failure,omitzero"`
 }
 
 // ObserverSnapshot is one observer in a Snapshot.
 type ObserverSnapshot struct {
-	Path                string    `json:"path"`
-	Kind                string    `json:"kind"`
-	State               string    `json:"state"`
+	Path     string `json:"path"`
+	Policy   string `json:"policy"`
+	Revision string `json:"revision"`
+	Kind     string `json:"kind"`
+	// State is the health its results give: unknown, up, degraded, down.
+	State string `json:"state"`
+	// Status, Failures, Restarts and LastError are the actor's (its
+	// failures are crashes, not failed observations).
+	Status              string    `json:"status"`
+	Failures            int       `json:"failures"`
+	Restarts            int       `json:"restarts"`
+	LastError           string    `json:"last_error,omitempty"`
 	LastResult          string    `json:"last_result"`
 	LastTime            time.Time `json:"last_time"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	Observations        uint64    `json:"observations"`
+}
+
+// OutboxSnapshot is the broker's outbox in a Snapshot.
+type OutboxSnapshot struct {
+	Events       int    `json:"events"`
+	Bytes        int64  `json:"bytes"`
+	LastSequence uint64 `json:"last_sequence"`
 }
 
 // Ready reports whether the daemon is ready, and why not.

@@ -201,6 +201,11 @@ type Env struct {
 	// PluginDir is where wasm modules are looked up; "" skips the presence
 	// and checksum checks (for validating a policy away from its host).
 	PluginDir string
+	// CheckPlugin, when set, validates a present module against the
+	// plugin ABI (exports, imports, version); its error is the problem.
+	// The policy package knows nothing of WebAssembly: the daemon passes
+	// its plugin host's check.
+	CheckPlugin func(path string) error
 }
 
 func (e Env) allowed() *configs.AllowList {

@@ -310,3 +310,27 @@ func TestGoldenDirs(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckPluginProblems(t *testing.T) {
+	env := testEnv(t)
+	var checked []string
+	env.CheckPlugin = func(path string) error {
+		checked = append(checked, path)
+		if strings.HasSuffix(path, "backlog.wasm") {
+			return fmt.Errorf("plugin backlog.wasm: imports %q, which the host does not offer", "env.socket")
+		}
+		return nil
+	}
+	_, err := Parse("web.yaml", []byte(`apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: web}
+spec:
+  target: {name: web, url: "http://127.0.0.1:8080"}
+  observers:
+    - {name: plug, kind: wasm, interval: 10s, wasm: {module: backlog.wasm}}
+    - {name: gone, kind: wasm, interval: 10s, wasm: {module: missing.wasm}}
+`), env)
+	assert.EqualError(t, err, `web.yaml:7:62: spec.observers[0].wasm.module: plugin backlog.wasm: imports "env.socket", which the host does not offer
+web.yaml:8:62: spec.observers[1].wasm.module: plugin missing.wasm not found in plugin_dir testdata/plugins`)
+	assert.Equal(t, []string{"testdata/plugins/backlog.wasm"}, checked, "only present modules are checked")
+}

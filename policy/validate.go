@@ -409,6 +409,10 @@ func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout
 			r.Addf(path+".module", "cannot read plugin %s: %v", w.Module, err)
 		case w.SHA256 != "" && shaOK && !strings.EqualFold(sum, w.SHA256):
 			r.Addf(path+".sha256", "plugin %s has sha256 %s, not %s", w.Module, sum, w.SHA256)
+		case env.CheckPlugin != nil:
+			if err := env.CheckPlugin(filepath.Join(env.PluginDir, w.Module)); err != nil {
+				r.Addf(path+".module", "%v", err)
+			}
 		}
 	}
 	switch {

@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net"
@@ -10,10 +11,14 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/admin"
+	"github.com/polar/observerd/actors/broker"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
@@ -41,9 +46,22 @@ type fixture struct {
 // state-manager; answer says whether it answers GetState (with f.snap).
 func setup(t *testing.T, answer bool) *fixture {
 	t.Helper()
+	return setupWithMetrics(t, answer, nil)
+}
+
+// setupWithMetrics is setup with a Gatherer for /metrics.
+func setupWithMetrics(t *testing.T, answer bool, metrics prometheus.Gatherer) *fixture {
+	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager")}
 	f.snap.Store(&messages.Snapshot{Node: "node-1"})
+	brokerStub := actortest.NewRecorder(t, sys, "broker")
+	brokerStub.Respond(func(msg any) any {
+		if _, ok := msg.(*broker.GetStats); ok {
+			return outboxStats
+		}
+		return nil
+	})
 	if answer {
 		f.state.Respond(func(msg any) any {
 			if _, ok := msg.(*messages.GetState); ok {
@@ -55,7 +73,7 @@ func setup(t *testing.T, answer bool) *fixture {
 	}
 	addr := freeAddr(t)
 	f.base = "http://" + addr
-	f.pid = sys.Root.Spawn(admin.Props(admin.Options{Listen: addr, State: f.state.PID, Log: log}))
+	f.pid = sys.Root.Spawn(admin.Props(admin.Options{Listen: addr, State: f.state.PID, Broker: brokerStub.PID, Metrics: metrics, Log: log}))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })
 	// Poll until the server is up.
 	require.Eventually(t, func() bool {
@@ -70,6 +88,9 @@ func setup(t *testing.T, answer bool) *fixture {
 }
 
 var client = &http.Client{Timeout: actortest.Wait}
+
+// outboxStats is what the broker stub answers.
+var outboxStats = broker.OutboxStats{Events: 3, Bytes: 900, LastSequence: 77}
 
 func get(t *testing.T, url string) (int, http.Header, []byte) {
 	t.Helper()
@@ -138,12 +159,14 @@ func TestState(t *testing.T) {
 	assert.Equal(t, "application/json", header.Get("Content-Type"))
 	var got messages.Snapshot
 	require.NoError(t, json.Unmarshal(body, &got), "not JSON: %s", body)
-	assert.Equal(t, *f.snap.Load(), got)
+	want := *f.snap.Load()
+	want.Outbox = &messages.OutboxSnapshot{Events: 3, Bytes: 900, LastSequence: 77}
+	assert.Equal(t, want, got, "the state-manager's snapshot with the broker's outbox")
 
 	// The documented field names.
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal(body, &raw))
-	for _, key := range []string{"node", "broker", "policies_loaded", "policies", "observers", "events_emitted"} {
+	for _, key := range []string{"node", "broker", "policies_loaded", "policies", "observers", "events_emitted", "outbox"} {
 		assert.Contains(t, raw, key)
 	}
 	observers, ok := raw["observers"].([]any)
@@ -164,6 +187,33 @@ func TestUnknownPathAndMethod(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "observerd_test_events_total", Help: "test"}, []string{"type"})
+	reg.MustRegister(events)
+	events.WithLabelValues("observation.http").Add(3)
+	// A state-manager that does not answer does not hold /metrics up.
+	f := setupWithMetrics(t, false, reg)
+
+	code, header, body := get(t, f.base+"/metrics")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, header.Get("Content-Type"), "text/plain")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	require.NoError(t, err, string(body))
+	require.Contains(t, families, "observerd_test_events_total")
+	m := families["observerd_test_events_total"].GetMetric()
+	require.Len(t, m, 1)
+	assert.Equal(t, "observation.http", m[0].GetLabel()[0].GetValue())
+	assert.Equal(t, 3.0, m[0].GetCounter().GetValue())
+}
+
+func TestMetricsWithoutGathererIsNotFound(t *testing.T) {
+	f := setup(t, true)
+	code, _, _ := get(t, f.base+"/metrics")
+	assert.Equal(t, http.StatusNotFound, code)
 }
 
 func TestStateManagerNotAnswering(t *testing.T) {
@@ -223,4 +273,38 @@ func TestListenFailureFailsTheActor(t *testing.T) {
 	case <-time.After(actortest.Wait):
 		t.Fatal("the admin actor did not fail")
 	}
+}
+
+func TestListenMovesTheServer(t *testing.T) {
+	f := setup(t, true)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+
+	// An address that cannot be listened on leaves the old one serving.
+	res, err := f.sys.Root.RequestFuture(f.pid, &admin.Listen{Addr: taken.Addr().String()}, actortest.Wait).Result()
+	require.NoError(t, err)
+	assert.ErrorContains(t, res.(*admin.Listened).Err, "address already in use")
+	code, _, _ := get(t, f.base+"/healthz")
+	assert.Equal(t, http.StatusOK, code)
+
+	moved := freeAddr(t)
+	f.sys.Root.Send(f.pid, &admin.Listen{Addr: moved})
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + moved + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, actortest.Wait, 5*time.Millisecond, "serving on the new address")
+	_, err = client.Get(f.base + "/healthz")
+	assert.Error(t, err, "the old address is closed")
+
+	// "" stops serving.
+	f.sys.Root.Send(f.pid, &admin.Listen{Addr: ""})
+	require.Eventually(t, func() bool {
+		_, err := client.Get("http://" + moved + "/healthz")
+		return err != nil
+	}, actortest.Wait, 5*time.Millisecond, "still serving")
 }

@@ -34,6 +34,9 @@ type Actor struct {
 	// limit is the outbox's bound, shared by the actor's incarnations so
 	// that a SetLimit outlives a restart.
 	limit *Limit
+	// metrics are shared by the incarnations too: registered once, they
+	// keep counting across restarts.
+	metrics *metrics
 }
 
 // GetStats asks the broker for its OutboxStats.
@@ -45,19 +48,19 @@ type SetLimit struct{ Limit Limit }
 
 // New returns the broker actor.
 func New(opts Options) *Actor {
-	return &Actor{opts: opts, limit: &opts.Limit}
+	return &Actor{opts: opts, limit: &opts.Limit, metrics: newMetrics(opts.Metrics, opts.Log)}
 }
 
 // Props for the broker. Its children are goroutines, not actors: it
 // supervises nothing, and is supervised by the supervisor (restart with
 // backoff; a broker that cannot open its outbox keeps failing and
-// escalates).
+// escalates). Every incarnation is a copy of one Actor made here, so that
+// they share its limit and its metrics, registered once.
 func Props(opts Options) *actor.Props {
-	limit := &opts.Limit
+	shared := New(opts)
 	return actor.PropsFromProducer(func() actor.Actor {
-		a := New(opts)
-		a.limit = limit
-		return a
+		a := *shared
+		return &a
 	})
 }
 
@@ -93,8 +96,9 @@ func (a *Actor) start(ctx actor.Context) {
 		panic(err)
 	}
 	a.outbox = ob
+	a.metrics.outbox.Store(ob)
 	root, state := ctx.ActorSystem().Root, a.opts.State
-	a.pipe = startPipeline(&a.opts, ob, func(s messages.BrokerStatus) {
+	a.pipe = startPipeline(&a.opts, ob, a.metrics, func(s messages.BrokerStatus) {
 		if state != nil {
 			root.Send(state, &s)
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/configs"
@@ -35,7 +36,10 @@ type Options struct {
 	DrainTimeout time.Duration
 	// State receives a *messages.BrokerStatus on every connection change.
 	State *actor.PID
-	Log   zerolog.Logger
+	// Metrics registers the broker's metrics (nil: counted, not exported).
+	// Props registers them once, for all of the actor's incarnations.
+	Metrics prometheus.Registerer
+	Log     zerolog.Logger
 }
 
 // OptionsFrom builds Options from a validated daemon config; it reads the

@@ -23,10 +23,11 @@ import (
 // publishes, and on any loss reconnects with capped exponential backoff and
 // republishes everything still in the outbox.
 type pipeline struct {
-	o      *Options
-	outbox *Outbox
-	log    zerolog.Logger
-	status func(messages.BrokerStatus)
+	o       *Options
+	outbox  *Outbox
+	metrics *metrics
+	log     zerolog.Logger
+	status  func(messages.BrokerStatus)
 	// last is the status last reported; guarded by mu.
 	last messages.BrokerStatus
 
@@ -50,11 +51,12 @@ type pipeline struct {
 	conn   *connection
 }
 
-func startPipeline(o *Options, outbox *Outbox, report func(messages.BrokerStatus)) *pipeline {
+func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.BrokerStatus)) *pipeline {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pipeline{
 		o:           o,
 		outbox:      outbox,
+		metrics:     m,
 		log:         o.Log,
 		status:      report,
 		retries:     map[uint64]time.Time{},
@@ -114,6 +116,7 @@ func (p *pipeline) commitLoop() {
 				time.Sleep(time.Second)
 				dropped, err = p.outbox.Commit(batch, del, p.isInflight)
 			}
+			p.metrics.accept(batch)
 			p.deleted(del)
 			p.dropped(dropped)
 			p.gate()
@@ -170,6 +173,7 @@ func (p *pipeline) dropped(ds []Dropped) {
 	if len(ds) == 0 {
 		return
 	}
+	p.metrics.drop(ds)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, d := range ds {
@@ -219,6 +223,7 @@ func (p *pipeline) setStatus(s messages.BrokerStatus) {
 	s.Unroutable = len(p.retries) > 0
 	p.last = s
 	p.mu.Unlock()
+	p.metrics.status(s)
 	p.status(s)
 }
 
@@ -265,6 +270,8 @@ func (p *pipeline) Close(ctx context.Context) {
 		keepAll := func(uint64) bool { return true }
 		if _, err := p.outbox.Append(evs, keepAll); err != nil {
 			p.log.Error().Err(err).Msg("report dropped events")
+		} else {
+			p.metrics.accept(evs)
 		}
 	}
 	wake(p.publishWake)
@@ -303,10 +310,13 @@ var reconnect = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackof
 
 func (p *pipeline) publishLoop(ctx context.Context) {
 	defer close(p.published)
+	// A stop reports no status, but leaves no connection either.
+	defer p.metrics.status(messages.BrokerStatus{})
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		conn, err := dial(ctx, p.o)
 		if err == nil {
 			attempt = 0
+			p.metrics.opened()
 			p.setConn(conn)
 			p.log.Info().Str("url", conn.url).Msg("broker connected")
 			err = p.session(ctx, conn)

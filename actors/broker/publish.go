@@ -18,6 +18,7 @@ type inflight struct {
 	seq uint64
 	id  string
 	dc  *amqp.DeferredConfirmation
+	at  time.Time // published, for the confirm latency
 }
 
 // session publishes over one connection until it fails or ctx ends. Every
@@ -116,13 +117,15 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 			if err != nil {
 				return err
 			}
+			at := time.Now()
 			dc, err := ch.PublishWithDeferredConfirmWithContext(sctx, p.o.Exchange,
 				messages.RoutingKey(ev.Type, ev.Node), true, false, msg)
 			if err != nil {
 				return fmt.Errorf("publish event %d: %w", ev.Sequence, err)
 			}
+			p.metrics.published.Inc()
 			select {
-			case window <- inflight{seq: ev.Sequence, id: ev.Id, dc: dc}:
+			case window <- inflight{seq: ev.Sequence, id: ev.Id, dc: dc, at: at}:
 			case e := <-closed:
 				return closedErr(e)
 			case <-ctx.Done():
@@ -204,7 +207,9 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 		// drop_oldest: amqp091-go also nacks every outstanding confirm
 		// when the connection closes, and such an event may well have
 		// been delivered.
-		if it.dc.Acked() && !returned[it.id] {
+		ack := it.dc.Acked()
+		p.metrics.settle(ack, returned[it.id], time.Since(it.at))
+		if ack && !returned[it.id] {
 			acked = append(acked, it.seq)
 		} else {
 			delete(returned, it.id)

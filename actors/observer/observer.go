@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -36,7 +37,37 @@ type Spec struct {
 	Gate *messages.Gate
 	// State receives the observer's events.
 	State *actor.PID
-	Log   zerolog.Logger
+	// Stop, set by the task-manager before it stops the observer, says
+	// why in its observer.stopped event (nil: "stopped").
+	Stop *StopNote
+	Log  zerolog.Logger
+}
+
+// StopNote is why an observer is stopped and the event that caused it. The
+// task-manager writes it before stopping the actor, which reads it while
+// stopping: the stop's system message orders the two.
+type StopNote struct {
+	mu                sync.Mutex
+	reason, causation string
+}
+
+// Set records why the observer is about to be stopped.
+func (n *StopNote) Set(reason, causation string) {
+	n.mu.Lock()
+	n.reason, n.causation = reason, causation
+	n.mu.Unlock()
+}
+
+func (n *StopNote) get() (reason, causation string) {
+	if n == nil {
+		return "stopped", ""
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.reason == "" {
+		return "stopped", n.causation
+	}
+	return n.reason, n.causation
 }
 
 // Path is the observer's actor path relative to the daemon, which is also
@@ -146,7 +177,12 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.schedule(ctx, jitter(a.interval()/10))
 	case *actor.Stopping:
 		a.halt()
-		a.lifecycle(ctx, messages.TypeObserverStopped, "stopped")
+		reason, causation := a.spec.Stop.get()
+		ev := LifecycleEvent(messages.TypeObserverStopped, a.spec.Policy, a.spec.Observer, a.spec.CorrelationID, &messages.ObserverLifecycle{Reason: reason})
+		if causation != "" {
+			ev.CausationId = causation
+		}
+		ctx.Send(a.spec.State, &messages.Emit{Path: a.spec.Path(), Event: ev})
 	case *actor.Restarting:
 		a.halt()
 	case *tick:

@@ -15,12 +15,14 @@
 package state
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/messages"
@@ -33,24 +35,56 @@ type Options struct {
 	Version string
 	// Broker receives a *messages.Publish per event.
 	Broker *actor.PID
-	Log    zerolog.Logger
+	// Actors are the daemon's own actors, in start order, as the snapshot
+	// lists them.
+	Actors []string
+	// Metrics registers the state-manager's metrics (nil: none).
+	Metrics prometheus.Registerer
+	Log     zerolog.Logger
 }
 
 // Actor is the state-manager.
 type Actor struct {
 	opts      Options
+	metrics   *metrics
 	observers map[string]*observer
+	actors    map[string]*lifecycle // the daemon's own, by path
 	snap      messages.Snapshot
 }
 
+// lifecycle is what the failure events say of an actor.
+type lifecycle struct {
+	status    string
+	failures  int
+	restarts  int
+	lastError string
+	lastTime  time.Time
+}
+
+// record applies an observer.* event about the actor.
+func (l *lifecycle) record(ev *messages.Event) {
+	switch ev.Type {
+	case messages.TypeObserverFailed:
+		l.status, l.failures = messages.StatusRestarting, l.failures+1
+		l.lastError, l.lastTime = ev.GetObserver().GetReason(), ev.Time.AsTime()
+	case messages.TypeObserverRestarted:
+		l.status, l.restarts = messages.StatusRunning, l.restarts+1
+	case messages.TypeObserverQuarantined:
+		l.status = messages.StatusQuarantined
+		l.lastError, l.lastTime = ev.GetObserver().GetReason(), ev.Time.AsTime()
+	}
+}
+
 type observer struct {
-	kind         string
-	state        messages.ObserverState // as published
-	last         messages.Result
-	lastTime     time.Time
-	failures     int
-	successes    int
-	observations uint64
+	lifecycle
+	policy, revision string
+	kind             string
+	state            messages.ObserverState // as published
+	last             messages.Result
+	lastTime         time.Time
+	failedInARow     int // consecutive non-OK results
+	okInARow         int // consecutive OK results
+	observations     uint64
 	// held is the state the thresholds give, which state shows unless
 	// the observer is flapping; flips are the times held changed between
 	// up and down within the flap window.
@@ -58,9 +92,13 @@ type observer struct {
 	flips []time.Time
 }
 
-func newObserver(kind string) *observer {
+func newObserver(kind string, ref *messages.PolicyRef) *observer {
 	unknown := messages.ObserverState_OBSERVER_STATE_UNKNOWN
-	return &observer{kind: kind, state: unknown, held: unknown}
+	return &observer{
+		lifecycle: lifecycle{status: messages.StatusRunning},
+		policy:    ref.GetName(), revision: ref.GetRevision(),
+		kind: kind, state: unknown, held: unknown,
+	}
 }
 
 // Flap damping: FlapTransitions changes between up and down within
@@ -72,12 +110,26 @@ const (
 
 // New returns the state-manager.
 func New(opts Options) *Actor {
-	return &Actor{opts: opts, observers: map[string]*observer{}, snap: messages.Snapshot{Node: opts.Node}}
+	return newActor(opts, newMetrics(opts.Metrics))
 }
 
-// Props for the state-manager; it has no children.
+func newActor(opts Options, m *metrics) *Actor {
+	a := &Actor{
+		opts: opts, metrics: m,
+		observers: map[string]*observer{}, actors: map[string]*lifecycle{},
+		snap: messages.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
+	}
+	for _, name := range opts.Actors {
+		a.actors[name] = &lifecycle{status: messages.StatusRunning}
+	}
+	return a
+}
+
+// Props for the state-manager; it has no children. Its metrics are
+// registered once and shared by its incarnations.
 func Props(opts Options) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
+	m := newMetrics(opts.Metrics)
+	return actor.PropsFromProducer(func() actor.Actor { return newActor(opts, m) })
 }
 
 // Receive handles the actor's messages.
@@ -103,19 +155,40 @@ func (a *Actor) Receive(ctx actor.Context) {
 func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
 	path, ev := msg.Path, msg.Event
 	a.stamp(path, ev)
-	a.publish(ctx, ev)
-	switch {
-	case ev.Category == messages.Category_CATEGORY_OBSERVATION:
+	a.publish(ctx, path, ev)
+	switch ev.Type {
+	case messages.TypeObserverStarted:
+		// A fresh incarnation (a new version, or a resume) is running;
+		// what its predecessors went through stays counted.
+		if o, ok := a.observers[path]; ok {
+			o.status = messages.StatusRunning
+			o.policy, o.revision = ev.Policy.GetName(), ev.Policy.GetRevision()
+		} else {
+			a.observers[path] = newObserver(ev.GetObserver().GetKind(), ev.Policy)
+		}
+	case messages.TypeObserverStopped:
+		// A paused observer stays listed, as paused, until it resumes.
+		if o, ok := a.observers[path]; ok && ev.GetObserver().GetReason() == messages.StopReasonPaused {
+			o.status = messages.StatusPaused
+		} else {
+			delete(a.observers, path)
+		}
+	case messages.TypeObserverFailed, messages.TypeObserverRestarted, messages.TypeObserverQuarantined:
+		if o, ok := a.observers[path]; ok {
+			o.record(ev)
+		} else if l, ok := a.actors[path]; ok {
+			l.record(ev)
+		} else if !strings.HasPrefix(path, "observer/") {
+			l := &lifecycle{}
+			l.record(ev)
+			a.actors[path] = l
+		}
+	}
+	if ev.Category == messages.Category_CATEGORY_OBSERVATION {
 		if change := a.observe(path, ev, msg.Observer); change != nil {
 			a.stamp(path, change)
-			a.publish(ctx, change)
+			a.publish(ctx, path, change)
 		}
-	case ev.Type == messages.TypeObserverStarted:
-		if _, ok := a.observers[path]; !ok {
-			a.observers[path] = newObserver(ev.GetObserver().GetKind())
-		}
-	case ev.Type == messages.TypeObserverStopped, ev.Type == messages.TypeObserverQuarantined:
-		delete(a.observers, path)
 	}
 }
 
@@ -123,8 +196,9 @@ func (a *Actor) stamp(path string, ev *messages.Event) {
 	messages.Stamp(ev, a.opts.Node, a.opts.Version, path)
 }
 
-func (a *Actor) publish(ctx actor.Context, ev *messages.Event) {
+func (a *Actor) publish(ctx actor.Context, path string, ev *messages.Event) {
 	a.snap.EventsEmitted++
+	a.metrics.count(path, ev)
 	ctx.Send(a.opts.Broker, &messages.Publish{Event: ev})
 }
 
@@ -135,7 +209,7 @@ func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) 
 	res, _ := messages.ResultOf(ev)
 	o, ok := a.observers[path]
 	if !ok {
-		o = newObserver("")
+		o = newObserver("", ev.Policy)
 		a.observers[path] = o
 	}
 	now := ev.Time.AsTime()
@@ -143,16 +217,16 @@ func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) 
 	o.last, o.lastTime = res, now
 	o.observations++
 	if res == messages.Result_RESULT_OK {
-		o.failures, o.successes = 0, o.successes+1
+		o.failedInARow, o.okInARow = 0, o.okInARow+1
 	} else {
-		o.failures, o.successes = o.failures+1, 0
+		o.failedInARow, o.okInARow = o.failedInARow+1, 0
 	}
 
 	held := o.held
 	switch {
-	case res == messages.Result_RESULT_OK && (held != messages.ObserverState_OBSERVER_STATE_DOWN || o.successes >= rules.UpAfter):
+	case res == messages.Result_RESULT_OK && (held != messages.ObserverState_OBSERVER_STATE_DOWN || o.okInARow >= rules.UpAfter):
 		held = messages.ObserverState_OBSERVER_STATE_UP
-	case res != messages.Result_RESULT_OK && o.failures >= rules.DownAfter:
+	case res != messages.Result_RESULT_OK && o.failedInARow >= rules.DownAfter:
 		held = messages.ObserverState_OBSERVER_STATE_DOWN
 	}
 	if held != o.held && o.held != messages.ObserverState_OBSERVER_STATE_UNKNOWN {
@@ -170,7 +244,7 @@ func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) 
 		next = messages.ObserverState_OBSERVER_STATE_DEGRADED
 		reason = fmt.Sprintf("flapping: %d changes between up and down within %s", len(o.flips), window)
 	case next == messages.ObserverState_OBSERVER_STATE_DOWN:
-		reason = fmt.Sprintf("%d consecutive failures (down_after %d)", o.failures, rules.DownAfter)
+		reason = fmt.Sprintf("%d consecutive failures (down_after %d)", o.failedInARow, rules.DownAfter)
 	case o.state == messages.ObserverState_OBSERVER_STATE_DEGRADED:
 		reason = fmt.Sprintf("stable for %s", window)
 	}
@@ -187,7 +261,7 @@ func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) 
 		Observer:            path,
 		OldState:            o.state,
 		NewState:            next,
-		ConsecutiveFailures: int32(o.failures),
+		ConsecutiveFailures: int32(o.failedInARow),
 		LastResult:          res,
 		Reason:              reason,
 	}}
@@ -231,15 +305,38 @@ func (a *Actor) snapshot() *messages.Snapshot {
 	s := a.snap
 	s.Policies = slices.Clone(a.snap.Policies)
 	s.Rejected = slices.Clone(a.snap.Rejected)
+	s.Actors = make([]messages.ActorSnapshot, 0, len(a.actors))
+	for path, l := range a.actors {
+		s.Actors = append(s.Actors, messages.ActorSnapshot{
+			Path: path, Status: l.status, Failures: l.failures, Restarts: l.restarts, LastError: l.lastError, LastTime: l.lastTime,
+		})
+	}
+	// Start order: Options.Actors first, others (seen only through their
+	// events) after, by path.
+	order := func(path string) int {
+		if i := slices.Index(a.opts.Actors, path); i >= 0 {
+			return i
+		}
+		return len(a.opts.Actors)
+	}
+	slices.SortFunc(s.Actors, func(x, y messages.ActorSnapshot) int {
+		return cmp.Or(cmp.Compare(order(x.Path), order(y.Path)), strings.Compare(x.Path, y.Path))
+	})
 	s.Observers = make([]messages.ObserverSnapshot, 0, len(a.observers))
 	for path, o := range a.observers {
 		s.Observers = append(s.Observers, messages.ObserverSnapshot{
 			Path:                path,
+			Policy:              o.policy,
+			Revision:            o.revision,
 			Kind:                o.kind,
 			State:               stateName(o.state),
+			Status:              o.status,
+			Failures:            o.failures,
+			Restarts:            o.restarts,
+			LastError:           o.lastError,
 			LastResult:          resultName(o.last),
 			LastTime:            o.lastTime,
-			ConsecutiveFailures: o.failures,
+			ConsecutiveFailures: o.failedInARow,
 			Observations:        o.observations,
 		})
 	}

@@ -1,13 +1,16 @@
 package state_test
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/actors/state"
@@ -284,7 +287,7 @@ func TestGetStateSnapshot(t *testing.T) {
 	require.Len(t, s.Observers, 2)
 	// Sorted by path.
 	health, metrics := s.Observers[0], s.Observers[1]
-	assert.Equal(t, messages.ObserverSnapshot{Path: "observer/web/metrics", Kind: "prometheus", State: "unknown", LastResult: "unspecified"}, metrics)
+	assert.Equal(t, messages.ObserverSnapshot{Path: "observer/web/metrics", Kind: "prometheus", State: "unknown", Status: "running", LastResult: "unspecified"}, metrics)
 	assert.Equal(t, path, health.Path)
 	assert.Equal(t, "http", health.Kind)
 	assert.Equal(t, "up", health.State, "two failures are below down_after")
@@ -302,9 +305,102 @@ func TestGetStateSnapshot(t *testing.T) {
 	require.Len(t, s.Observers, 1)
 	assert.Equal(t, path, s.Observers[0].Path)
 
-	// So does a quarantined one.
-	f.emit(path, messages.NewEvent(messages.TypeObserverQuarantined))
-	assert.Empty(t, f.snapshot(t).Observers)
+	// A paused one stays, and says so.
+	paused := lifecycleOf(messages.TypeObserverStopped, path, messages.StopReasonPaused)
+	f.emit(path, paused)
+	s = f.snapshot(t)
+	require.Len(t, s.Observers, 1)
+	assert.Equal(t, "paused", s.Observers[0].Status)
+
+	// A quarantined one stays, and says so.
+	q := messages.NewEvent(messages.TypeObserverQuarantined)
+	q.Data = &messages.Event_Observer{Observer: &messages.ObserverLifecycle{Actor: path, Reason: "boom"}}
+	f.emit(path, q)
+	s = f.snapshot(t)
+	require.Len(t, s.Observers, 1)
+	assert.Equal(t, "quarantined", s.Observers[0].Status)
+	assert.Equal(t, "boom", s.Observers[0].LastError)
+}
+
+// lifecycleOf is an observer.* event of actor.
+func lifecycleOf(typ, actor, reason string) *messages.Event {
+	ev := messages.NewEvent(typ)
+	ev.Policy = &messages.PolicyRef{Name: "web", Revision: "r1"}
+	ev.Data = &messages.Event_Observer{Observer: &messages.ObserverLifecycle{Actor: actor, Kind: "http", Reason: reason}}
+	return ev
+}
+
+func TestLifecyclesAndMetrics(t *testing.T) {
+	sys, log := actortest.SystemAndLogger(t)
+	broker := actortest.NewRecorder(t, sys, "broker")
+	reg := prometheus.NewRegistry()
+	pid := sys.Root.Spawn(state.Props(state.Options{Node: node, Version: version, Broker: broker.PID, Log: log,
+		Actors: []string{"broker", "state-manager", "task-manager"}, Metrics: reg}))
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	f := &fixture{sys: sys, broker: broker, pid: pid}
+
+	f.emit(path, lifecycleOf(messages.TypeObserverStarted, path, ""))
+	ok := observation(messages.Result_RESULT_OK, "web", "")
+	ok.GetHttp().Latency = durationpb.New(20 * time.Millisecond)
+	f.emit(path, ok)
+	f.emit(path, lifecycleOf(messages.TypeObserverFailed, path, "panic: boom"))
+	f.emit("task-manager", lifecycleOf(messages.TypeObserverFailed, "task-manager", "bug"))
+	f.emit("task-manager", lifecycleOf(messages.TypeObserverRestarted, "task-manager", "bug"))
+	f.emit("policy-manager", lifecycleOf(messages.TypeObserverFailed, "policy-manager", "disk"))
+	f.emit("policy-manager", messages.NewEvent(messages.TypePolicyApplied))
+	f.emit("policy-manager", messages.NewEvent(messages.TypePolicyRejected))
+
+	s := f.snapshot(t)
+	assert.Equal(t, version, s.Version)
+	assert.WithinDuration(t, time.Now(), s.Started, time.Minute)
+	var actors []string
+	for _, a := range s.Actors {
+		actors = append(actors, fmt.Sprintf("%s %s %d/%d %s", a.Path, a.Status, a.Failures, a.Restarts, a.LastError))
+	}
+	assert.Equal(t, []string{
+		"broker running 0/0 ",
+		"state-manager running 0/0 ",
+		"task-manager running 1/1 bug",
+		"policy-manager restarting 1/0 disk",
+	}, actors, "in start order, then the others")
+	require.Len(t, s.Observers, 1)
+	o := s.Observers[0]
+	assert.Equal(t, "web", o.Policy)
+	assert.Equal(t, "r1", o.Revision)
+	assert.Equal(t, "restarting", o.Status)
+	assert.Equal(t, 1, o.Failures)
+	assert.Equal(t, "panic: boom", o.LastError)
+	assert.Equal(t, "up", o.State)
+
+	// The metrics count what the events said.
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				got[key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	assert.Equal(t, map[string]float64{
+		"observerd_observations_total,observer=" + path + ",result=ok": 1,
+		"observerd_observation_latency_seconds,kind=http":              1,
+		"observerd_state_changes_total,observer=" + path + ",state=up": 1,
+		"observerd_actor_failures_total,actor=" + path:                 1,
+		"observerd_actor_failures_total,actor=task-manager":            1,
+		"observerd_actor_failures_total,actor=policy-manager":          1,
+		"observerd_actor_restarts_total,actor=task-manager":            1,
+		"observerd_policy_reloads_total,result=applied":                1,
+		"observerd_policy_reloads_total,result=rejected":               1,
+	}, got)
 }
 
 func TestGetStateSnapshotIsACopy(t *testing.T) {

@@ -61,6 +61,7 @@ type ref struct {
 	policy      *policy.Policy
 	observer    string
 	correlation string
+	stop        *observer.StopNote
 }
 
 // running is one policy being observed.
@@ -141,7 +142,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *messages.RemovePolicy:
 		if r, ok := a.policies[msg.Name]; ok {
 			for name := range r.children {
-				a.stopChild(ctx, r, name)
+				a.stopChild(ctx, r, name, "policy removed", msg.EventID)
 			}
 			r.shared.Close()
 			delete(a.policies, msg.Name)
@@ -194,11 +195,11 @@ func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
 		r.shared = observer.NewShared(p, a.opts.Allowed)
 	}
 	for _, name := range change.Removed {
-		a.stopChild(ctx, r, name)
+		a.stopChild(ctx, r, name, "removed from its policy", msg.EventID)
 		delete(r.paused, name)
 	}
 	for _, name := range change.Updated {
-		a.stopChild(ctx, r, name)
+		a.stopChild(ctx, r, name, "replaced by a new version", msg.EventID)
 	}
 	r.policy, r.correlation = p, msg.EventID
 	// A policy change also retries its quarantined observers.
@@ -232,7 +233,7 @@ func (a *Actor) pause(ctx actor.Context, msg *messages.Pause) error {
 	if r.paused[msg.Observer] {
 		return nil
 	}
-	a.stopChild(ctx, r, msg.Observer)
+	a.stopChild(ctx, r, msg.Observer, messages.StopReasonPaused, "")
 	r.paused[msg.Observer] = true
 	a.opts.Log.Info().Str("observer", observer.PathOf(msg.Policy, msg.Observer)).Msg("observer paused")
 	return nil
@@ -284,6 +285,7 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		Shared:        r.shared,
 		Gate:          a.opts.Gate,
 		State:         a.opts.State,
+		Stop:          &observer.StopNote{},
 		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
 	}
 	// Each incarnation gets its own actor name, so that a late failure of
@@ -296,16 +298,20 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		return
 	}
 	r.children[name] = pid
-	a.children[pid.Id] = ref{policy: r.policy, observer: name, correlation: r.correlation}
+	a.children[pid.Id] = ref{policy: r.policy, observer: name, correlation: r.correlation, stop: spec.Stop}
 }
 
 // stopChild stops an observer and waits until it is gone, so that a
-// replacement can take its name.
-func (a *Actor) stopChild(ctx actor.Context, r *running, name string) {
+// replacement can take its name. reason and causation (the event that
+// caused the stop, if any) go into its observer.stopped.
+func (a *Actor) stopChild(ctx actor.Context, r *running, name, reason, causation string) {
 	delete(r.quarantined, name)
 	pid, ok := r.children[name]
 	if !ok {
 		return
+	}
+	if ref, ok := a.children[pid.Id]; ok {
+		ref.stop.Set(reason, causation)
 	}
 	delete(r.children, name)
 	delete(a.children, pid.Id)

@@ -184,6 +184,10 @@ func TestApplyChangedPolicyRestartsOnlyWhatChanged(t *testing.T) {
 
 	assert.ElementsMatch(t, []string{"observer/web/a", "observer/web/b", "observer/web/a", "observer/zz-marker/m"}, f.lifecycle(messages.TypeObserverStarted))
 	assert.Equal(t, []string{"observer/web/a"}, f.lifecycle(messages.TypeObserverStopped), "only the changed observer stopped")
+	stopped := f.state.EventsOf(messages.TypeObserverStopped)[0]
+	assert.Equal(t, "replaced by a new version", stopped.GetObserver().GetReason())
+	assert.Equal(t, "evt-2", stopped.CausationId, "caused by the change")
+	assert.Equal(t, p1.Revision, stopped.GetPolicy().GetRevision(), "the version that stopped")
 	restarted := f.state.EventsOf(messages.TypeObserverStarted)
 	for _, ev := range restarted {
 		if ev.GetObserver().GetActor() == "observer/web/a" && ev.CorrelationId == "evt-2" {
@@ -238,6 +242,11 @@ func TestRemovePolicyStopsAll(t *testing.T) {
 
 	f.remove("web", "evt-rm")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a", "observer/web/b")
+	for _, ev := range f.state.EventsOf(messages.TypeObserverStopped) {
+		assert.Equal(t, "policy removed", ev.GetObserver().GetReason())
+		assert.Equal(t, "evt-rm", ev.CausationId, "caused by the policy.removed event")
+		assert.Equal(t, "evt-1", ev.CorrelationId, "in the chain of the policy.applied that started it")
+	}
 	assert.Nil(t, f.process("observer/web/a"))
 	assert.Nil(t, f.process("observer/web/b"))
 
@@ -464,6 +473,7 @@ func TestConfigurationMessages(t *testing.T) {
 	// A paused observer stops, and stays paused when its policy changes.
 	require.NoError(t, ask(&messages.Pause{Policy: "web", Observer: "a"}))
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
+	assert.Equal(t, messages.StopReasonPaused, f.state.EventsOf(messages.TypeObserverStopped)[0].GetObserver().GetReason())
 	assert.Nil(t, f.process("observer/web/a"))
 	assert.EqualError(t, ask(&messages.ObserveNow{Policy: "web", Observer: "a"}), "observe now: observer observer/web/a is paused or quarantined")
 	updated := parse(t, "web", f.url, strings.Replace(observers, "interval: 20ms", "interval: 30ms", 1))

@@ -15,12 +15,19 @@ const (
 const usage = `usage: observerctl COMMAND [ARGS]
 
 commands:
+  status [--admin URL | --config FILE] [--json]
+                          the daemon's actors, observers, broker and outbox (exit 1 when it is not ready)
+  pause|resume|observe [--admin URL | --config FILE] POLICY/OBSERVER
+                          stop an observer until resumed; restart a paused or quarantined one; observe at once
   tail --config FILE [--bind KEY]... [--queue NAME] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
   policy validate [--config FILE] FILE|DIR...
                           validate policies offline as the daemon does (file:line:col: message per problem)
 
 Run "observerctl COMMAND --help" for a command's flags.
+
+Exit codes: 0 success; 1 a problem to report (a rejected policy, a daemon
+not ready or not reachable, a broker that refused); 2 bad usage.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -29,6 +36,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
+	case "status":
+		return status(ctx, args[1:], stdout, stderr)
+	case "pause", "resume", "observe":
+		return command(ctx, args[0], args[1:], stdout, stderr)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr)
 	case "policy":

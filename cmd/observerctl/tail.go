@@ -151,11 +151,17 @@ func decode(d amqp.Delivery) (*messages.Event, error) {
 	return ev, proto.Unmarshal(d.Body, ev)
 }
 
-// tracker remembers, per node, the sequences and ids seen.
+// tracker remembers, per node, the highest sequence seen, and the last
+// maxIDs ids (a duplicate delivered later than that goes unflagged; the
+// memory of a long tail stays bounded).
 type tracker struct {
 	last map[string]uint64
 	ids  map[string]bool
+	ring []string // the remembered ids, oldest at next
+	next int
 }
+
+const maxIDs = 1 << 16
 
 func newTracker() *tracker { return &tracker{last: map[string]uint64{}, ids: map[string]bool{}} }
 
@@ -164,8 +170,9 @@ func (t *tracker) see(ev *messages.Event) []string {
 	var out []string
 	if t.ids[ev.Id] {
 		out = append(out, fmt.Sprintf("!! duplicate id %s (sequence %d)", ev.Id, ev.Sequence))
+	} else {
+		t.remember(ev.Id)
 	}
-	t.ids[ev.Id] = true
 	last, seen := t.last[ev.Node]
 	if seen && ev.Sequence > last+1 {
 		out = append(out, fmt.Sprintf("!! gap on %s: sequences %d..%d missing", ev.Node, last+1, ev.Sequence-1))
@@ -174,6 +181,17 @@ func (t *tracker) see(ev *messages.Event) []string {
 		t.last[ev.Node] = ev.Sequence
 	}
 	return out
+}
+
+func (t *tracker) remember(id string) {
+	if len(t.ring) < maxIDs {
+		t.ring = append(t.ring, id)
+	} else {
+		delete(t.ids, t.ring[t.next])
+		t.ring[t.next] = id
+		t.next = (t.next + 1) % maxIDs
+	}
+	t.ids[id] = true
 }
 
 // line is the one-line rendering of an event.
@@ -187,6 +205,17 @@ func summary(ev *messages.Event) string {
 	case *messages.Event_Http:
 		h := d.Http
 		return fmt.Sprintf("%s %s -> %d %s in %s %s", h.Method, h.Url, h.StatusCode, result(h.Result), h.Latency.AsDuration().Round(time.Microsecond), h.Error)
+	case *messages.Event_Prometheus:
+		p := d.Prometheus
+		return fmt.Sprintf("%s %s %d samples (%d dropped) in %s %s", p.Url, result(p.Result), len(p.Samples), p.SamplesDropped,
+			p.Latency.AsDuration().Round(time.Microsecond), p.Error)
+	case *messages.Event_Tcp:
+		c := d.Tcp
+		return fmt.Sprintf("%s %s in %s %s", c.Address, result(c.Result), c.ConnectLatency.AsDuration().Round(time.Microsecond), c.Error)
+	case *messages.Event_Process:
+		p := d.Process
+		return fmt.Sprintf("pid %d %s %s cpu %.2fs rss %s fds %d threads %d restarted=%t %s", p.Pid, p.Name, result(p.Result),
+			p.CpuSeconds, configs.ByteSize(p.RssBytes), p.OpenFds, p.Threads, p.Restarted, p.Error)
 	case *messages.Event_StateChange:
 		s := d.StateChange
 		return fmt.Sprintf("%s: %s -> %s", s.Observer, state(s.OldState), state(s.NewState))

@@ -6,10 +6,11 @@
 //	observerd --check-config --config observerd.yaml
 //
 // Exit codes: 0 after a clean stop (SIGTERM, SIGINT); 1 when an actor of
-// the tree failed beyond its intensity or the daemon could not start; 2 for
-// an invalid configuration or usage (--check-config: 1 when it found
-// problems). Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the
-// config and applies the log level (other changes need a restart, and the
+// the tree failed beyond its intensity (escalation), or --check-config found
+// problems; 2 for an invalid configuration, unreadable TLS or password
+// files, or bad usage. Signals: SIGTERM/SIGINT drain and stop; SIGHUP
+// re-reads the config and applies log.level, outbox.max_bytes,
+// outbox.when_full and admin.listen (other changes need a restart, and the
 // log says which).
 package main
 

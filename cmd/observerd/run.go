@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors"
@@ -128,10 +130,13 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 		log.Error().Err(err).Msg("observerd cannot start")
 		return exitConfig
 	}
+	metrics := newRegistry()
+	brokerOpts.Metrics = metrics
 	children := []supervisor.Child{
 		{Name: supervisor.Broker, Props: broker.Props(brokerOpts)},
 		{Name: supervisor.StateManager, Props: state.Props(state.Options{
-			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Log: actorLog(supervisor.StateManager),
+			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Metrics: metrics, Log: actorLog(supervisor.StateManager),
+			Actors: []string{supervisor.Broker, supervisor.StateManager, supervisor.TaskManager, supervisor.PolicyManager, supervisor.Admin},
 		})},
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
 			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate, Log: actorLog(supervisor.TaskManager),
@@ -140,11 +145,12 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg),
 			Task: pid(supervisor.TaskManager), State: pid(supervisor.StateManager), Log: actorLog(supervisor.PolicyManager),
 		})},
-	}
-	if cfg.Admin.Listen != "" {
-		children = append(children, supervisor.Child{Name: supervisor.Admin, Props: admin.Props(admin.Options{
-			Listen: cfg.Admin.Listen, State: pid(supervisor.StateManager), Log: actorLog(supervisor.Admin),
-		})})
+		// Started even with admin.listen "", serving nothing, so that a
+		// SIGHUP can give it an address.
+		{Name: supervisor.Admin, Props: admin.Props(admin.Options{
+			Listen: cfg.Admin.Listen, State: pid(supervisor.StateManager), Broker: pid(supervisor.Broker), Task: pid(supervisor.TaskManager),
+			Metrics: metrics, Log: actorLog(supervisor.Admin),
+		})},
 	}
 
 	exited := make(chan error, 1)
@@ -178,6 +184,16 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 	}
 }
 
+// newRegistry is the daemon's own registry, not the global default one: the
+// actors register into what they are given, so that tests can run several
+// daemons' actor trees in one process. It carries the Go runtime's and the
+// process's metrics.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
 func exitCode(err error, log zerolog.Logger) int {
 	if err != nil {
 		log.Error().Err(err).Msg("observerd stopped after an escalation")
@@ -188,8 +204,8 @@ func exitCode(err error, log zerolog.Logger) int {
 }
 
 // reload re-reads the config on SIGHUP and applies what can change live:
-// the log level and the outbox's bound. Every other changed setting is
-// named as needing a restart.
+// the log level, the outbox's bound and the admin address. Every other
+// changed setting is named as needing a restart.
 func reload(path string, running *configs.Config, sys *actor.ActorSystem, log zerolog.Logger) {
 	cfg, err := configs.Load(path)
 	if err != nil {
@@ -206,6 +222,9 @@ func reload(path string, running *configs.Config, sys *actor.ActorSystem, log ze
 		case "log.level":
 			setLevel(cfg.Log.Level)
 			running.Log.Level = cfg.Log.Level
+		case "admin.listen":
+			running.Admin.Listen = cfg.Admin.Listen
+			sys.Root.Send(supervisor.PID(sys, supervisor.Admin), &admin.Listen{Addr: cfg.Admin.Listen})
 		case "outbox.max_bytes", "outbox.when_full":
 			if running.Outbox != cfg.Outbox {
 				running.Outbox = cfg.Outbox

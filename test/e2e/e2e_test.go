@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -233,11 +235,23 @@ func TestSIGHUPAppliesTheLogLevel(t *testing.T) {
 
 	cfg = strings.Replace(cfg, "confirm_window: 64", "confirm_window: 32", 1)
 	cfg = strings.Replace(cfg, "outbox: {max_bytes: 64MiB}", "outbox: {max_bytes: 32MiB, when_full: block}", 1)
+	moved := freeAddr(t)
+	cfg = strings.Replace(cfg, fmt.Sprintf("admin: {listen: %q}", d.admin), fmt.Sprintf("admin: {listen: %q}", moved), 1)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	p.signal(t, syscall.SIGHUP)
 	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), "SIGHUP: config re-read") }, wait, tick)
 	assert.Contains(t, p.out.String(), `"need_restart":["broker.confirm_window"]`)
-	assert.Contains(t, p.out.String(), `"applied":["log.level","outbox.max_bytes","outbox.when_full"]`)
+	assert.Contains(t, p.out.String(), `"applied":["log.level","admin.listen","outbox.max_bytes","outbox.when_full"]`)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + moved + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, wait, tick, "the admin server moved to the new address")
+	_, err := http.Get("http://" + d.admin + "/healthz")
+	assert.Error(t, err, "the old admin address no longer serves")
 	require.Eventually(t, func() bool {
 		return strings.Contains(p.out.String(), `"max_bytes":33554432,"drop_oldest":false,`)
 	}, wait, tick, "the broker applies the new bound")

@@ -46,7 +46,8 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		defer os.RemoveAll(dir)
-		out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/polar/observerd/cmd/observerd", "github.com/polar/observerd/cmd/observable").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/polar/observerd/cmd/observerd", "github.com/polar/observerd/cmd/observable",
+			"github.com/polar/observerd/cmd/observerctl").CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 			os.Exit(1)

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/messages"
+)
+
+// statusTimeout bounds the request to the admin endpoint.
+const statusTimeout = 5 * time.Second
+
+// status is `status`: the daemon's /v1/state as tables, or as JSON. Exit
+// 0 when the daemon is ready, 1 when it is not or cannot be reached.
+func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", "", "admin `URL` of the daemon (default: admin.listen of --config, else http://127.0.0.1:9464)")
+	configPath := fs.String("config", "", "daemon config `file` to take admin.listen from")
+	asJSON := fs.Bool("json", false, "print the state as JSON, for scripts")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "observerctl status: unexpected arguments %v\n", fs.Args())
+		return exitUsage
+	}
+	url, err := adminURL(*admin, *configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "observerctl status: %v\n", err)
+		return exitProblems
+	}
+	raw, snap, err := fetchState(ctx, url)
+	if err != nil {
+		fmt.Fprintf(stderr, "observerctl status: %v\n", err)
+		return exitProblems
+	}
+	if *asJSON {
+		_, _ = stdout.Write(raw)
+	} else {
+		renderStatus(stdout, snap, time.Now())
+	}
+	if ready, _ := snap.Ready(); !ready {
+		return exitProblems
+	}
+	return exitOK
+}
+
+// adminURL is --admin, or the admin address of the daemon config.
+func adminURL(flagURL, configPath string) (string, error) {
+	switch {
+	case flagURL != "":
+		return strings.TrimSuffix(flagURL, "/"), nil
+	case configPath != "":
+		cfg, err := configs.Load(configPath)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", configPath, err)
+		}
+		if cfg.Admin.Listen == "" {
+			return "", fmt.Errorf("read %s: admin.listen is empty: the daemon serves no state", configPath)
+		}
+		return "http://" + cfg.Admin.Listen, nil
+	}
+	return "http://" + configs.Default().Admin.Listen, nil
+}
+
+func fetchState(ctx context.Context, url string) ([]byte, *messages.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/state", nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ask %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ask %s: %w (is observerd running, with admin.listen there?)", url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s/v1/state: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("ask %s/v1/state: %s: %s", url, resp.Status, strings.TrimSpace(string(raw)))
+	}
+	var s messages.Snapshot
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, nil, fmt.Errorf("decode %s/v1/state: %w", url, err)
+	}
+	return raw, &s, nil
+}
+
+// renderStatus prints the snapshot as a summary and two tables, ages
+// relative to now.
+func renderStatus(w io.Writer, s *messages.Snapshot, now time.Time) {
+	fmt.Fprintf(w, "observerd %s on %s, up %s\n", s.Version, s.Node, age(now, s.Started))
+	if ready, why := s.Ready(); ready {
+		fmt.Fprintln(w, "ready:     yes")
+	} else {
+		fmt.Fprintf(w, "ready:     NO: %s\n", strings.Join(why, "; "))
+	}
+	b := s.Broker
+	switch {
+	case b.Connected:
+		blocked := "no"
+		if b.Blocked {
+			blocked = "YES: " + b.LastError
+		}
+		fmt.Fprintf(w, "broker:    connected to %s since %s (%s ago); blocked: %s\n", b.URL, b.Since.Format(time.RFC3339), age(now, b.Since), blocked)
+	case b.URL == "":
+		fmt.Fprintln(w, "broker:    not connected yet")
+	default:
+		fmt.Fprintf(w, "broker:    NOT connected (last tried %s): %s\n", b.URL, b.LastError)
+	}
+	if o := s.Outbox; o != nil {
+		fmt.Fprintf(w, "outbox:    %d events, %s (last sequence %d)\n", o.Events, configs.ByteSize(o.Bytes), o.LastSequence)
+	} else {
+		fmt.Fprintln(w, "outbox:    unknown (the broker did not answer)")
+	}
+	fmt.Fprintf(w, "policies:  %s", orNone(s.Policies))
+	if len(s.Rejected) > 0 {
+		fmt.Fprintf(w, "; REJECTED: %s", strings.Join(s.Rejected, ", "))
+	}
+	fmt.Fprintf(w, "\nevents:    %d emitted\n\n", s.EventsEmitted)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTOR\tSTATUS\tFAILURES\tRESTARTS\tLAST ERROR")
+	for _, a := range s.Actors {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", a.Path, a.Status, a.Failures, a.Restarts, a.LastError)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "OBSERVER\tPOLICY\tKIND\tSTATE\tLAST RESULT\tAGE\tFAILING\tOBSERVATIONS\tSTATUS\tLAST ERROR")
+	for _, o := range s.Observers {
+		last := "-"
+		if !o.LastTime.IsZero() {
+			last = age(now, o.LastTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s@%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", o.Path, o.Policy, o.Revision, o.Kind, o.State,
+			o.LastResult, last, o.ConsecutiveFailures, o.Observations, o.Status, o.LastError)
+	}
+	_ = tw.Flush()
+}
+
+// age is how long ago t was, rounded for reading.
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
