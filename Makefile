@@ -10,6 +10,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin
 PROTOS   := $(wildcard proto/polar/observer/v1/*.proto)
+PLUGINS  := $(notdir $(wildcard wasm/examples/*))
 APT_PKGS := rabbitmq-server protobuf-compiler libprotobuf-dev
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 # make install: DESTDIR stages (packaging), PREFIX places binaries, unit and plugins.
@@ -35,8 +36,13 @@ deps: ## install what is missing: Debian's rabbitmq-server and protoc (apt-get)
 	fi
 
 .PHONY: build
-build: ## build bin/observerd, bin/observerctl, bin/observable
+build: ## build bin/observerd, bin/observerctl, bin/observable and the example plugins bin/plugins/*.wasm
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/observerd ./cmd/observerctl ./cmd/observable
+	@mkdir -p $(BIN)/plugins
+	@# One module per build: c-shared takes one main package.
+	for p in $(PLUGINS); do \
+		GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./wasm/examples/$$p || exit 1; \
+	done
 
 .PHONY: test
 test: deps proto-check lint build ## install what is missing, then run every test (unit, integration, end to end) against a private TLS RabbitMQ
@@ -67,6 +73,7 @@ proto-check: deps ## fail when messages/*.pb.go differ from what `make proto` ge
 .PHONY: lint
 lint: ## go vet, gofmt and staticcheck (pinned in go.mod)
 	$(GO) vet -tags integration ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./wasm/sdk/... ./wasm/examples/...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) tool staticcheck -tags integration ./...

@@ -12,6 +12,7 @@
 //	    ├── state-manager          actors/state: the state struct, event envelopes, transitions
 //	    ├── task-manager           actors/task: policies -> observer children
 //	    │   └── observer/<policy>/<name> ...   actors/observer: one per policy observer
+//	    │                                      (http, prometheus, tcp, process, or a plugin run by package wasm)
 //	    ├── policy-manager         actors/policy: watches policy_dir, debounces, diffs, tells task-manager
 //	    │   └── parser/<file>#<n> ...  one short-lived child per changed file (a crash rejects that file)
 //	    └── admin                  actors/admin: loopback HTTP /healthz /readyz

@@ -12,6 +12,7 @@ package observer
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
+	"github.com/polar/observerd/wasm"
 )
 
 // Spec is what an observer runs.
@@ -37,6 +39,10 @@ type Spec struct {
 	Gate *messages.Gate
 	// State receives the observer's events.
 	State *actor.PID
+	// Plugins runs the wasm kind's modules, found in PluginDir; nil
+	// refuses that kind.
+	Plugins   *wasm.Host
+	PluginDir string
 	// Stop, set by the task-manager before it stops the observer, says
 	// why in its observer.stopped event (nil: "stopped").
 	Stop *StopNote
@@ -81,9 +87,24 @@ func PathOf(pol, name string) string {
 	return "observer/" + pol + "/" + name
 }
 
-// check runs one observation and returns its event (type and payload set).
+// check makes one turn's observations (events with their type and payload
+// set). An error fails the observer (observer.failed, a restart with
+// backoff): the built-in kinds never fail, they report what they saw; a
+// plugin fails when it traps, times out, hits a limit or says so. A check
+// is made once per observer and shared by the actor's incarnations, so
+// what it keeps (a plugin's state, a process's identity) outlives a
+// restart; one that is an io.Closer is closed when the observer stops.
 type check interface {
-	run(ctx context.Context) *messages.Event
+	observe(ctx context.Context) ([]*messages.Event, error)
+}
+
+// one is a built-in kind's check: one observation per turn, no failure.
+type one struct {
+	run func(ctx context.Context) *messages.Event
+}
+
+func (o one) observe(ctx context.Context) ([]*messages.Event, error) {
+	return []*messages.Event{o.run(ctx)}, nil
 }
 
 // Actor is one observer.
@@ -128,7 +149,10 @@ const maxBackoff = time.Minute
 
 type tick struct{ turn uint64 }
 
-type ran struct{ ev *messages.Event }
+type ran struct {
+	evs []*messages.Event
+	err error
+}
 
 type crashed struct{ err error }
 
@@ -142,29 +166,45 @@ func New(spec Spec) (*Actor, error) {
 }
 
 // Props for an observer. A spec that cannot run is a permanent failure: the
-// task-manager gives up on it at once instead of restarting it.
+// task-manager gives up on it at once instead of restarting it. The check
+// is made here, once, and shared by the actor's incarnations.
 func Props(spec Spec) *actor.Props {
+	c, err := newCheck(&spec)
 	return actor.PropsFromProducer(func() actor.Actor {
-		a, err := New(spec)
 		if err != nil {
 			return &broken{err: &supervision.Permanent{Err: err}}
 		}
-		return a
+		return &Actor{spec: spec, check: c}
 	})
 }
 
 func newCheck(spec *Spec) (check, error) {
 	switch spec.Observer.Kind {
 	case policy.KindHTTP:
-		return newHTTPCheck(spec)
+		c, err := newHTTPCheck(spec)
+		return builtin(c, err)
 	case policy.KindPrometheus:
-		return newPrometheusCheck(spec)
+		c, err := newPrometheusCheck(spec)
+		return builtin(c, err)
 	case policy.KindTCP:
-		return newTCPCheck(spec)
+		c, err := newTCPCheck(spec)
+		return builtin(c, err)
 	case policy.KindProcess:
-		return newProcessCheck(spec)
+		c, err := newProcessCheck(spec)
+		return builtin(c, err)
+	case policy.KindWASM:
+		return newWASMCheck(spec)
 	}
-	return nil, fmt.Errorf("observer %s: kind %q is not supported yet", spec.Path(), spec.Observer.Kind)
+	return nil, fmt.Errorf("observer %s: kind %q is not supported", spec.Path(), spec.Observer.Kind)
+}
+
+func builtin[C interface {
+	run(context.Context) *messages.Event
+}](c C, err error) (check, error) {
+	if err != nil {
+		return nil, err
+	}
+	return one{run: c.run}, nil
 }
 
 // Receive handles the actor's messages.
@@ -177,6 +217,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.schedule(ctx, jitter(a.interval()/10))
 	case *actor.Stopping:
 		a.halt()
+		if c, ok := a.check.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				a.spec.Log.Warn().Err(err).Msg("close observer")
+			}
+		}
 		reason, causation := a.spec.Stop.get()
 		ev := LifecycleEvent(messages.TypeObserverStopped, a.spec.Policy, a.spec.Observer, a.spec.CorrelationID, &messages.ObserverLifecycle{Reason: reason})
 		if causation != "" {
@@ -206,7 +251,12 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 		a.cancel()
 		a.cancel = nil
-		a.observed(ctx, msg.ev)
+		for _, ev := range msg.evs {
+			a.observed(ctx, ev)
+		}
+		if msg.err != nil {
+			panic(msg.err) // the observer failed: its supervisor reports and restarts it
+		}
 		d := a.delay()
 		a.schedule(ctx, d-d/20+jitter(d/10))
 	case *GetStats:
@@ -294,7 +344,8 @@ func (a *Actor) run(ctx actor.Context) bool {
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	go func() {
 		defer supervision.Recover(func(err error) { root.Send(self, &crashed{err: err}) })
-		root.Send(self, &ran{ev: a.check.run(rctx)})
+		evs, err := a.check.observe(rctx)
+		root.Send(self, &ran{evs: evs, err: err})
 	}()
 	return true
 }
@@ -308,7 +359,9 @@ func (a *Actor) observed(ctx actor.Context, ev *messages.Event) {
 	} else {
 		a.stats.Failures++
 	}
-	ev.Subject = a.spec.Policy.Spec.Target.Name
+	if ev.Subject == "" {
+		ev.Subject = a.spec.Policy.Spec.Target.Name
+	}
 	ev.Policy = &messages.PolicyRef{Name: a.spec.Policy.Metadata.Name, Revision: a.spec.Policy.Revision}
 	ev.CorrelationId = a.spec.CorrelationID
 	ev.CausationId = a.spec.CorrelationID

@@ -620,12 +620,13 @@ func TestLifecycleEvent(t *testing.T) {
 	}
 }
 
-func TestUnsupportedKindIsPermanent(t *testing.T) {
+func TestObserverThatCannotStartIsPermanent(t *testing.T) {
+	// A wasm observer without a plugin host cannot run.
 	p := parse(t, "http://127.0.0.1:1", "", "    - {name: plugin, kind: wasm, interval: 1s, wasm: {module: backlog.wasm}}\n")
 	spec := observer.Spec{Policy: p, Observer: p.Spec.Observers[0]}
 	_, err := observer.New(spec)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `kind "wasm" is not supported yet`)
+	assert.Contains(t, err.Error(), "observer/web/plugin: no plugin host")
 
 	// Spawned, it fails at start with a *supervision.Permanent, so that its
 	// supervisor gives up at once.
@@ -643,7 +644,7 @@ func TestUnsupportedKindIsPermanent(t *testing.T) {
 	case f := <-gaveUp:
 		var perm *supervision.Permanent
 		require.True(t, errors.As(f.Reason, &perm), "reason %v", f.Reason)
-		assert.Contains(t, f.Reason.Error(), "not supported yet")
+		assert.Contains(t, f.Reason.Error(), "no plugin host")
 		assert.Equal(t, 1, f.Failures)
 	case <-time.After(actortest.Wait):
 		t.Fatal("the supervisor did not give up on the broken observer")

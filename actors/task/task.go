@@ -27,6 +27,7 @@ import (
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
+	"github.com/polar/observerd/wasm"
 )
 
 // Options configure the task-manager.
@@ -38,6 +39,10 @@ type Options struct {
 	// Gate, when closed, makes observers skip their turns (the outbox is
 	// full with when_full: block).
 	Gate *messages.Gate
+	// Plugins runs the wasm observers' modules, found in PluginDir; nil
+	// makes every wasm observer fail at once (quarantined).
+	Plugins   *wasm.Host
+	PluginDir string
 	// Supervision of the observers; zero means supervision.Observers.
 	Supervision supervision.Policy
 	Log         zerolog.Logger
@@ -285,6 +290,8 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		Shared:        r.shared,
 		Gate:          a.opts.Gate,
 		State:         a.opts.State,
+		Plugins:       a.opts.Plugins,
+		PluginDir:     a.opts.PluginDir,
 		Stop:          &observer.StopNote{},
 		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
 	}

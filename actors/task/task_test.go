@@ -269,7 +269,7 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	assert.Equal(t, "observer/web/port", o.GetActor())
 	assert.Equal(t, "port", o.GetObserver())
 	assert.Equal(t, "wasm", o.GetKind())
-	assert.Contains(t, o.GetReason(), `kind "wasm" is not supported yet`)
+	assert.Contains(t, o.GetReason(), "observer/web/port: no plugin host")
 	assert.Equal(t, int32(1), o.GetFailures(), "quarantined at once, not after GiveUpAt failures")
 	assert.Equal(t, "evt-1", q.CorrelationId)
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, q.Severity)
@@ -294,7 +294,7 @@ func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
 	f.apply(parse(t, "web", f.url, observers), "evt-1")
 	f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
 
-	// Resume retries it (and, kind wasm still unsupported, it is quarantined
+	// Resume retries it (and, still without a plugin host, it is quarantined
 	// again).
 	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "port"})
 	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypeObserverQuarantined)) == 2 },
@@ -374,7 +374,7 @@ func TestPolicyChangeRightAfterAPermanentFailure(t *testing.T) {
 }
 
 func TestPolicyChangeReplacingAFailedObserverKeepsTheReplacement(t *testing.T) {
-	// port is broken in the first version (kind wasm is not supported yet) and
+	// port is broken in the first version (a wasm observer without a plugin host) and
 	// fixed in the second (kind http), which arrives before the task-manager
 	// hears of the first one's failure. The replacement must stay tracked:
 	// removing the policy stops it.

@@ -21,6 +21,8 @@ commands:
                           stop an observer until resumed; restart a paused or quarantined one; observe at once
   tail --config FILE [--bind KEY]... [--queue NAME] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
+  plugin check [--target URL] [--config JSON] FILE.wasm
+                          check a plugin against ABI v1 and, with --target, run one observe call in the sandbox
   policy validate [--config FILE] FILE|DIR...
                           validate policies offline as the daemon does (file:line:col: message per problem)
 
@@ -42,6 +44,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return command(ctx, args[0], args[1:], stdout, stderr)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr)
+	case "plugin":
+		if len(args) > 1 && args[1] == "check" {
+			return pluginCheck(ctx, args[2:], stdout, stderr)
+		}
 	case "policy":
 		if len(args) > 1 && args[1] == "validate" {
 			return validate(args[2:], stdout, stderr)

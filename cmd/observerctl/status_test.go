@@ -41,7 +41,7 @@ func snapshotAt(now time.Time) *messages.Snapshot {
 			{Path: "observer/web/health", Policy: "web", Revision: "97bde5d7cf0d", Kind: "http", State: "up", Status: "running",
 				LastResult: "ok", LastTime: now.Add(-300 * time.Millisecond), Observations: 7431},
 			{Path: "observer/web/plugin", Policy: "web", Revision: "97bde5d7cf0d", Kind: "wasm", State: "unknown", Status: "quarantined",
-				Failures: 5, LastError: `kind "wasm" is not supported yet`, LastResult: "unspecified"},
+				Failures: 5, LastError: "plugin backlog.wasm: trap: wasm error: unreachable", LastResult: "unspecified"},
 		},
 		EventsEmitted: 8312,
 		Outbox:        &messages.OutboxSnapshot{Events: 12, Bytes: 4200, LastSequence: 8312},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/policy"
+	"github.com/polar/observerd/wasm"
 )
 
 // validate is `policy validate FILE|DIR...`: the daemon's own validation,
@@ -35,9 +37,17 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg = c
 	}
-	env := policy.Env{Allowed: cfg.Targets(), PluginDir: cfg.PluginDir}
-	if *configPath == "" {
-		env.PluginDir = "" // no daemon config: plugin presence is not checked
+	env := policy.Env{Allowed: cfg.Targets()}
+	if *configPath != "" {
+		// With the daemon's plugin_dir, modules are checked as the daemon
+		// checks them: present, pinned sum, ABI v1 (compiled in memory).
+		plugins, err := wasm.NewHost(context.Background(), wasm.HostOptions{})
+		if err != nil {
+			fmt.Fprintf(stderr, "observerctl policy validate: %v\n", err)
+			return exitProblems
+		}
+		defer plugins.Close(context.Background())
+		env.PluginDir, env.CheckPlugin = cfg.PluginDir, plugins.CheckFile
 	}
 	// Policy names must be unique across what is validated together, as
 	// across policy_dir: the first one given keeps its name.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
+	"github.com/polar/observerd/wasm"
 )
 
 // version is set by the build (-ldflags "-X main.version=...").
@@ -77,7 +79,14 @@ func checkConfig(cfg *configs.Config, cfgErr error, stdout, stderr io.Writer) in
 	}
 	// Policies are checked even when the config has problems, so that one
 	// run lists everything; allowed_targets and plugin_dir are as written.
-	policies, err := policy.LoadDir(cfg.PolicyDir, policyEnv(cfg))
+	// Modules are compiled in memory: a check writes nothing.
+	plugins, err := wasm.NewHost(context.Background(), wasm.HostOptions{})
+	if err != nil {
+		fmt.Fprintf(stderr, "observerd --check-config: %v\n", err)
+		return exitFailed
+	}
+	defer plugins.Close(context.Background())
+	policies, err := policy.LoadDir(cfg.PolicyDir, policyEnv(cfg, plugins))
 	if err != nil {
 		printProblems(stderr, err)
 	}
@@ -94,8 +103,10 @@ func printProblems(w io.Writer, err error) {
 	}
 }
 
-func policyEnv(cfg *configs.Config) policy.Env {
-	return policy.Env{Allowed: cfg.Targets(), PluginDir: cfg.PluginDir}
+// policyEnv is what policies are validated against: allowed_targets,
+// plugin_dir, and the plugin host's ABI check of every module.
+func policyEnv(cfg *configs.Config, plugins *wasm.Host) policy.Env {
+	return policy.Env{Allowed: cfg.Targets(), PluginDir: cfg.PluginDir, CheckPlugin: plugins.CheckFile}
 }
 
 func newLogger(cfg *configs.Config, stderr io.Writer) zerolog.Logger {
@@ -132,6 +143,16 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 	}
 	metrics := newRegistry()
 	brokerOpts.Metrics = metrics
+	plugins, err := wasm.NewHost(ctx, wasm.HostOptions{
+		CacheDir: filepath.Join(cfg.StateDir, "wasm-cache"), Log: actorLog("plugin-host"),
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("observerd cannot start")
+		return exitConfig
+	}
+	// Closed when daemon returns, which is after the tree has stopped
+	// every plugin observer.
+	defer plugins.Close(context.Background())
 	children := []supervisor.Child{
 		{Name: supervisor.Broker, Props: broker.Props(brokerOpts)},
 		{Name: supervisor.StateManager, Props: state.Props(state.Options{
@@ -139,10 +160,11 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 			Actors: []string{supervisor.Broker, supervisor.StateManager, supervisor.TaskManager, supervisor.PolicyManager, supervisor.Admin},
 		})},
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
-			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate, Log: actorLog(supervisor.TaskManager),
+			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,
+			Plugins: plugins, PluginDir: cfg.PluginDir, Log: actorLog(supervisor.TaskManager),
 		})},
 		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
-			Dir: cfg.PolicyDir, Env: policyEnv(cfg),
+			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),
 			Task: pid(supervisor.TaskManager), State: pid(supervisor.StateManager), Log: actorLog(supervisor.PolicyManager),
 		})},
 		// Started even with admin.listen "", serving nothing, so that a

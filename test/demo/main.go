@@ -73,6 +73,11 @@ func demo(ctx context.Context, bin, dir string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// The example plugins that make build puts next to the binaries.
+	plugins, err := filepath.Abs(filepath.Join(bin, "plugins"))
+	if err != nil {
+		return err
+	}
 	config := filepath.Join(dir, "observerd.yaml")
 	cfg := fmt.Sprintf(`# written by make run
 node: demo
@@ -87,7 +92,7 @@ broker:
   tls: {ca_file: %s}
   queues:
     - {name: demo.events, bindings: ["#"]}
-`, policies, filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), node.URL(), node.PasswordFile, node.CAFile)
+`, policies, plugins, filepath.Join(dir, "state"), node.URL(), node.PasswordFile, node.CAFile)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}

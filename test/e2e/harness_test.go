@@ -52,6 +52,16 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 			os.Exit(1)
 		}
+		// The example plugins, as make build puts them in bin/plugins.
+		for _, p := range []string{"status-threshold", "error-ratio", "raw-abi"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-buildmode=c-shared", "-o", dir+"/plugins/"+p+".wasm",
+				"github.com/polar/observerd/wasm/examples/"+p)
+			cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build plugin %s: %v\n%s", p, err, out)
+				os.Exit(1)
+			}
+		}
 		bin = dir
 	}
 	rabbitmq.Main(m, &node)

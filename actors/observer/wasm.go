@@ -1,0 +1,129 @@
+package observer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/wasm"
+)
+
+// wasmCheck is the `wasm` kind: a plugin module run in the plugin host's
+// sandbox (package wasm). Each turn is one polar_observe call; every
+// PluginObservation the plugin emits becomes an observation.plugin event.
+// A trap, a timeout, a limit hit or a non-zero result fails the observer.
+type wasmCheck struct {
+	plugin *wasm.Plugin
+	module string
+}
+
+func newWASMCheck(s *Spec) (*wasmCheck, error) {
+	w := s.Observer.WASM
+	switch {
+	case w == nil:
+		return nil, errors.New("wasm observer without a wasm section")
+	case s.Plugins == nil:
+		return nil, fmt.Errorf("observer %s: no plugin host", s.Path())
+	}
+	config, err := json.Marshal(w.Config)
+	if err != nil {
+		return nil, fmt.Errorf("encode wasm.config: %w", err)
+	}
+	t := s.Policy.Spec.Target
+	p, err := s.Plugins.NewPlugin(context.Background(), wasm.PluginSpec{
+		Path:        filepath.Join(s.PluginDir, w.Module),
+		SHA256:      w.SHA256,
+		Observer:    s.Observer.Name,
+		Target:      wasm.Target{Name: t.Name, URL: t.URL},
+		ConfigJSON:  config,
+		MemoryLimit: uint64(w.MemoryLimit),
+		Timeout:     time.Duration(w.Timeout),
+		HTTP:        pluginHTTP{shared: s.Shared, client: s.Shared.clientFor(false, 0)},
+		Log:         s.Log.With().Str("plugin", w.Module).Logger(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start plugin: %w", err)
+	}
+	return &wasmCheck{plugin: p, module: w.Module}, nil
+}
+
+func (c *wasmCheck) observe(ctx context.Context) ([]*messages.Event, error) {
+	start := time.Now()
+	obs, err := c.plugin.Observe(ctx, start)
+	took := durationpb.New(time.Since(start))
+	evs := make([]*messages.Event, 0, len(obs))
+	for _, o := range obs {
+		typ := messages.TypeObservationPlugin
+		if o.TypeSuffix != "" {
+			typ += "." + o.TypeSuffix
+		}
+		ev := messages.NewEvent(typ)
+		if o.Severity != messages.Severity_SEVERITY_UNSPECIFIED {
+			ev.Severity = o.Severity
+		}
+		ev.Subject = o.Subject
+		ev.Data = &messages.Event_Plugin{Plugin: &messages.PluginPayload{
+			Plugin: c.module, TypeSuffix: o.TypeSuffix, Schema: o.Schema, Payload: o.Payload, Labels: o.Labels, CallDuration: took,
+		}}
+		evs = append(evs, ev)
+	}
+	var me *wasm.ModuleError
+	if errors.As(err, &me) {
+		// Not ABI v1 after all (seen at instantiation): restarting cannot
+		// help, only a new module can.
+		err = &supervision.Permanent{Err: err}
+	}
+	return evs, err
+}
+
+// Close releases the plugin's instance and module.
+func (c *wasmCheck) Close() error { return c.plugin.Close(context.Background()) }
+
+// pluginHTTP is a plugin's http_request under its policy's limits: a token
+// and a slot per request, the slot held until the host closes the body.
+// Redirects are not followed here: the host follows them, and asks Allowed
+// about every hop.
+type pluginHTTP struct {
+	shared *Shared
+	client *http.Client
+}
+
+func (p pluginHTTP) Do(req *http.Request) (*http.Response, error) {
+	release, err := p.shared.acquire(req.Context())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+func (p pluginHTTP) Allowed(u *url.URL) error { return p.shared.checkURL(u) }
+
+// releasingBody frees a concurrency slot when its body is closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}

@@ -1,0 +1,420 @@
+package wasm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// ABIVersion is the plugin ABI the host speaks: polar_abi_version must
+// return it.
+const ABIVersion = 1
+
+// Defaults and caps of the sandbox. MemoryLimit and Timeout are per plugin
+// observer (PluginSpec); the others are per call and fixed by ABI v1.
+const (
+	DefaultMemoryLimit = 32 << 20        // bytes of linear memory
+	DefaultTimeout     = time.Second     // deadline of one call
+	MaxMemoryLimit     = 1 << 32         // what 32-bit wasm can address
+	MaxEmits           = 64              // emit calls per call
+	MaxEmitBytes       = 1 << 20         // bytes passed to emit per call
+	MaxRequests        = 8               // http_request calls per call
+	MaxRequestBytes    = 1 << 20         // an encoded HttpRequest
+	MaxBodyBytes       = 1 << 20         // a response body; the rest is cut
+	MaxRedirects       = 5               // redirects followed per request
+	MaxStateBytes      = 64 << 10        // what set_state keeps
+	MaxLogBytes        = 64 << 10        // log, stdout and stderr together per call
+	maxModuleBytes     = 64 << 20        // a module file
+	pageSize           = 64 << 10        // a wasm memory page
+	compileTimeout     = 5 * time.Minute // compiling a large module cold
+)
+
+// HostOptions configure a Host.
+type HostOptions struct {
+	// CacheDir keeps compiled modules across restarts (the daemon uses
+	// state_dir/wasm-cache). It is created with mode 0700: what it holds
+	// is executed. Empty keeps them in memory only.
+	CacheDir string
+	// Log receives the host's own messages.
+	Log zerolog.Logger
+}
+
+// Host runs plugins: one wazero runtime (the compiler where wazero has
+// one, with close-on-context-done) with WASI and the "polar" host module,
+// and the modules compiled in it, each once per content and shared by the
+// plugins that run it. A Host is safe for concurrent use.
+type Host struct {
+	log     zerolog.Logger
+	cache   wazero.CompilationCache // nil without CacheDir
+	runtime wazero.Runtime
+	// offers lists the functions a module may import, with the same
+	// signature: by module, the WASI functions wazero implements and the
+	// polar host functions.
+	offers map[string]map[string]api.FunctionDefinition
+
+	mu      sync.Mutex
+	modules map[string]*module // by sha256
+}
+
+// module is a compiled module, shared by the plugins that run it.
+type module struct {
+	sum      string        // hex sha256, its key in Host.modules
+	ready    chan struct{} // closed once compiled and validated
+	compiled wazero.CompiledModule
+	info     ModuleInfo
+	err      error
+	refs     int // guarded by Host.mu
+}
+
+// ModuleInfo is what Check found in a module.
+type ModuleInfo struct {
+	Path   string
+	SHA256 string // hex
+	Size   int    // bytes
+	// ABIVersion is what polar_abi_version returned (Check only).
+	ABIVersion int32
+	// Initialize reports whether the module exports _initialize (a WASI
+	// reactor), which the host calls once per instance.
+	Initialize bool
+	// Imports and Exports are the module's functions, "module.name" and
+	// "name", sorted.
+	Imports []string
+	Exports []string
+	// MemoryMin is the initial size of the memory; MemoryMax its declared
+	// maximum, 0 when it declares none (the plugin's limit applies).
+	MemoryMin uint64
+	MemoryMax uint64
+}
+
+// NewHost starts a host. Close it when done.
+func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
+	return newHost(ctx, opts, true)
+}
+
+// newHost lets the benchmark measure the host without close-on-context-done,
+// which the daemon never runs without (see doc.go).
+func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
+	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
+	h := &Host{log: opts.Log, modules: map[string]*module{}}
+	if opts.CacheDir != "" {
+		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create wasm cache: %w", err)
+		}
+		// MkdirAll leaves an existing directory's mode alone.
+		if err := os.Chmod(opts.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("restrict wasm cache: %w", err)
+		}
+		cache, err := wazero.NewCompilationCacheWithDir(opts.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("open wasm cache: %w", err)
+		}
+		h.cache = cache
+		cfg = cfg.WithCompilationCache(cache)
+	}
+	h.runtime = wazero.NewRuntimeWithConfig(ctx, cfg)
+	if err := h.instantiateImports(ctx); err != nil {
+		_ = h.Close(ctx)
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Host) instantiateImports(ctx context.Context) error {
+	wasi, err := wasi_snapshot_preview1.NewBuilder(h.runtime).Compile(ctx)
+	if err != nil {
+		return fmt.Errorf("compile wasi: %w", err)
+	}
+	if _, err := h.runtime.InstantiateModule(ctx, wasi, wazero.NewModuleConfig()); err != nil {
+		return fmt.Errorf("instantiate wasi: %w", err)
+	}
+	b := h.runtime.NewHostModuleBuilder(hostModule)
+	for _, f := range hostFuncs {
+		b.NewFunctionBuilder().
+			WithGoModuleFunction(f.fn, f.params, f.results).
+			WithParameterNames(f.paramNames...).
+			Export(f.name)
+	}
+	polar, err := b.Compile(ctx)
+	if err != nil {
+		return fmt.Errorf("compile %s: %w", hostModule, err)
+	}
+	if _, err := h.runtime.InstantiateModule(ctx, polar, wazero.NewModuleConfig()); err != nil {
+		return fmt.Errorf("instantiate %s: %w", hostModule, err)
+	}
+	h.offers = map[string]map[string]api.FunctionDefinition{
+		wasi_snapshot_preview1.ModuleName: wasi.ExportedFunctions(),
+		hostModule:                        polar.ExportedFunctions(),
+	}
+	return nil
+}
+
+// Close closes the runtime and every instance in it, then the cache.
+// Close the plugins first: a call still running ends with an error.
+func (h *Host) Close(ctx context.Context) error {
+	err := h.runtime.Close(ctx)
+	if h.cache != nil {
+		err = errors.Join(err, h.cache.Close(ctx))
+	}
+	if err != nil {
+		return fmt.Errorf("close wasm host: %w", err)
+	}
+	return nil
+}
+
+// Check reads, compiles and validates the module at path, then
+// instantiates it in the sandbox (default limits) to ask its ABI version.
+// Any problem is a *ModuleError that names it precisely.
+func (h *Host) Check(ctx context.Context, path string) (*ModuleInfo, error) {
+	m, err := h.acquire(ctx, path, "")
+	if err != nil {
+		return nil, err
+	}
+	defer h.release(m)
+	info := m.info
+	info.Path = path
+	if err := checkMemory(&info, DefaultMemoryLimit); err != nil {
+		return nil, err
+	}
+	c := newCall(ctx, name(path), h.log.With().Str("plugin", name(path)).Logger(), nil, nil, nil, DefaultTimeout)
+	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
+	defer cancel()
+	inst, err := h.instantiate(ctx, m, c, DefaultMemoryLimit)
+	c.flush()
+	if err != nil {
+		return nil, err
+	}
+	inst.close()
+	info.ABIVersion = ABIVersion
+	return &info, nil
+}
+
+// CheckFile is Check for a caller that wants the verdict only, as
+// policy.Env.CheckPlugin does.
+func (h *Host) CheckFile(path string) error {
+	_, err := h.Check(context.Background(), path)
+	return err
+}
+
+// acquire returns the compiled module at path, compiling and validating
+// it unless a module of the same content is already compiled. want, when
+// set, is the hex sha256 the module must have. Release it when done.
+func (h *Host) acquire(ctx context.Context, path, want string) (*module, error) {
+	plugin := name(path)
+	bin, err := readModule(path)
+	if err != nil {
+		return nil, &ModuleError{Plugin: plugin, Err: err}
+	}
+	sum := sha256.Sum256(bin)
+	hexSum := hex.EncodeToString(sum[:])
+	if want != "" && !strings.EqualFold(want, hexSum) {
+		return nil, &ModuleError{Plugin: plugin, Err: fmt.Errorf("sha256 is %s, the policy pins %s", hexSum, want)}
+	}
+
+	h.mu.Lock()
+	m, ok := h.modules[hexSum]
+	if !ok {
+		m = &module{sum: hexSum, ready: make(chan struct{})}
+		h.modules[hexSum] = m
+	}
+	m.refs++
+	h.mu.Unlock()
+
+	if !ok {
+		// Compiled off the caller's context: others may be waiting for it,
+		// and an abandoned compilation would leave them an error.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compileTimeout)
+		m.compiled, m.info, m.err = h.compile(cctx, plugin, bin)
+		cancel()
+		m.info.SHA256, m.info.Size = hexSum, len(bin)
+		close(m.ready)
+	}
+	select {
+	case <-m.ready:
+	case <-ctx.Done():
+		h.release(m)
+		return nil, fmt.Errorf("wait for compilation of plugin %s: %w", plugin, ctx.Err())
+	}
+	if m.err != nil {
+		h.release(m)
+		return nil, m.err
+	}
+	return m, nil
+}
+
+// release drops a reference to m, closing it with the last one.
+func (h *Host) release(m *module) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m.refs--; m.refs > 0 {
+		return
+	}
+	if h.modules[m.sum] == m {
+		delete(h.modules, m.sum)
+	}
+	if m.compiled != nil {
+		_ = m.compiled.Close(context.Background())
+	}
+}
+
+func readModule(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	defer f.Close()
+	bin, err := io.ReadAll(io.LimitReader(f, maxModuleBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	if len(bin) > maxModuleBytes {
+		return nil, fmt.Errorf("read module: larger than %d MiB", maxModuleBytes>>20)
+	}
+	return bin, nil
+}
+
+// compile compiles bin and validates it against ABI v1.
+func (h *Host) compile(ctx context.Context, plugin string, bin []byte) (wazero.CompiledModule, ModuleInfo, error) {
+	var info ModuleInfo
+	cm, err := h.runtime.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, info, &ModuleError{Plugin: plugin, Err: fmt.Errorf("compile: %w", err)}
+	}
+	info = describe(cm)
+	if problems := h.validate(cm); len(problems) > 0 {
+		_ = cm.Close(ctx)
+		return nil, info, &ModuleError{Plugin: plugin, Err: errors.New(strings.Join(problems, "; "))}
+	}
+	return cm, info, nil
+}
+
+func describe(cm wazero.CompiledModule) ModuleInfo {
+	var info ModuleInfo
+	for _, f := range cm.ImportedFunctions() {
+		mod, n, _ := f.Import()
+		info.Imports = append(info.Imports, mod+"."+n)
+	}
+	for n := range cm.ExportedFunctions() {
+		info.Exports = append(info.Exports, n)
+	}
+	// A module may import a function twice (Go does fd_write).
+	slices.Sort(info.Imports)
+	info.Imports = slices.Compact(info.Imports)
+	slices.Sort(info.Exports)
+	_, info.Initialize = cm.ExportedFunctions()["_initialize"]
+	if mem, ok := cm.ExportedMemories()[memoryExport]; ok {
+		info.MemoryMin = uint64(mem.Min()) * pageSize
+		if max, encoded := mem.Max(); encoded {
+			info.MemoryMax = uint64(max) * pageSize
+		}
+	}
+	return info
+}
+
+// The guest's exports (ABI v1) and their signatures.
+const (
+	memoryExport  = "memory"
+	versionExport = "polar_abi_version"
+	allocExport   = "polar_alloc"
+	observeExport = "polar_observe"
+	initExport    = "_initialize"
+)
+
+var (
+	i32      = api.ValueTypeI32
+	required = []struct {
+		name            string
+		params, results []api.ValueType
+	}{
+		{versionExport, nil, []api.ValueType{i32}},
+		{allocExport, []api.ValueType{i32}, []api.ValueType{i32}},
+		{observeExport, []api.ValueType{i32, i32}, []api.ValueType{i32}},
+	}
+)
+
+// validate lists what makes cm not an ABI v1 plugin.
+func (h *Host) validate(cm wazero.CompiledModule) []string {
+	var problems []string
+	exports := cm.ExportedFunctions()
+	for _, want := range required {
+		f, ok := exports[want.name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("does not export %s %s", want.name, signature(want.params, want.results)))
+		case !sameSignature(f, want.params, want.results):
+			problems = append(problems, fmt.Sprintf("exports %s as %s, ABI v1 wants %s",
+				want.name, signature(f.ParamTypes(), f.ResultTypes()), signature(want.params, want.results)))
+		}
+	}
+	if f, ok := exports[initExport]; ok && !sameSignature(f, nil, nil) {
+		problems = append(problems, fmt.Sprintf("exports %s as %s, WASI wants () -> ()", initExport, signature(f.ParamTypes(), f.ResultTypes())))
+	}
+	if _, ok := exports["_start"]; ok {
+		problems = append(problems, "is a WASI command (exports _start): build it as a reactor (Go: -buildmode=c-shared)")
+	}
+	if _, ok := cm.ExportedMemories()[memoryExport]; !ok {
+		problems = append(problems, `does not export its memory as "memory"`)
+	}
+	for _, m := range cm.ImportedMemories() {
+		mod, n, _ := m.Import()
+		problems = append(problems, fmt.Sprintf("imports memory %q.%q, the host offers none", mod, n))
+	}
+	for _, f := range cm.ImportedFunctions() {
+		mod, n, _ := f.Import()
+		offered, ok := h.offers[mod][n]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("imports %q.%q, which the host does not offer", mod, n))
+		case !sameSignature(f, offered.ParamTypes(), offered.ResultTypes()):
+			problems = append(problems, fmt.Sprintf("imports %q.%q as %s, the host offers %s", mod, n,
+				signature(f.ParamTypes(), f.ResultTypes()), signature(offered.ParamTypes(), offered.ResultTypes())))
+		}
+	}
+	return problems
+}
+
+func sameSignature(f api.FunctionDefinition, params, results []api.ValueType) bool {
+	return slices.Equal(f.ParamTypes(), params) && slices.Equal(f.ResultTypes(), results)
+}
+
+// signature formats a function type as "(i32, i32) -> i32".
+func signature(params, results []api.ValueType) string {
+	names := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return strings.Join(s, ", ")
+	}
+	r := names(results)
+	if len(results) != 1 {
+		r = "(" + r + ")"
+	}
+	return "(" + names(params) + ") -> " + r
+}
+
+// checkMemory refuses a module whose initial memory is over limit, which
+// could never be instantiated.
+func checkMemory(info *ModuleInfo, limit uint64) error {
+	if info.MemoryMin > limit {
+		return &ModuleError{Plugin: name(info.Path), Err: fmt.Errorf("needs %d KiB of memory to start, over its limit of %d KiB",
+			info.MemoryMin>>10, limit>>10)}
+	}
+	return nil
+}
+
+// name is how errors and logs name a plugin: its file name.
+func name(path string) string { return filepath.Base(path) }

@@ -1,0 +1,128 @@
+// Package sdk is the Go guest SDK for observerd's plugin ABI v1
+// (wasm/ABI.md): a plugin author writes one function that takes the request
+// and returns observations, and the SDK provides the module's exports, its
+// memory management and the protobuf encoding of everything that crosses
+// the boundary.
+//
+// # A complete plugin
+//
+//	// Command backlog reports the target's backlog.
+//	package main
+//
+//	import (
+//		"encoding/json"
+//		"fmt"
+//
+//		"github.com/polar/observerd/wasm/sdk"
+//	)
+//
+//	type config struct {
+//		Limit float64 `json:"limit"`
+//	}
+//
+//	func init() { sdk.Handle(observe) }
+//
+//	// main is never called: the module is a reactor, and the host calls its
+//	// exports after _initialize has run the init functions.
+//	func main() {}
+//
+//	func observe(req *sdk.Request) ([]sdk.Observation, error) {
+//		cfg := config{Limit: 100}
+//		if err := req.Config(&cfg); err != nil {
+//			return nil, err
+//		}
+//		// A sick target is an observation; an error would fail the plugin.
+//		resp, err := sdk.GetOK("/api/status")
+//		if err != nil {
+//			return []sdk.Observation{sdk.Unobservable("backlog", err)}, nil
+//		}
+//		var status struct {
+//			Backlog float64 `json:"backlog"`
+//		}
+//		if err := json.Unmarshal(resp.Body, &status); err != nil {
+//			return []sdk.Observation{sdk.Unobservable("backlog", fmt.Errorf("decode /api/status: %w", err))}, nil
+//		}
+//		sev := sdk.SeverityInfo
+//		if status.Backlog > cfg.Limit {
+//			sev = sdk.SeverityHigh
+//		}
+//		sdk.Log(sdk.LevelDebug, "backlog %v, limit %v", status.Backlog, cfg.Limit)
+//		payload, _ := json.Marshal(status)
+//		return []sdk.Observation{{
+//			TypeSuffix: "backlog",
+//			Severity:   sev,
+//			Payload:    payload,
+//			Schema:     "example.backlog.v1",
+//		}}, nil
+//	}
+//
+// Build it as a WASI preview 1 reactor:
+//
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o backlog.wasm .
+//
+// and reference it from a policy's observers:
+//
+//	observers:
+//	  - {name: backlog, kind: wasm, interval: 10s,
+//	     wasm: {module: backlog.wasm, config: {limit: 100}}}
+//
+// # What goes where
+//
+// What the host hands the plugin is on the [Request]: the observer's name,
+// the target, the configuration ([Request.Config]), the time and the state
+// saved by the previous call ([Request.State]). What the plugin tells the
+// host is a package function: [Emit], [Log], [SetState], [Get] and [Do].
+//
+// The observations the handler returns are emitted after it returns, in
+// order; when the host refuses one (a cap reached), the rest are dropped
+// and the call fails. [Emit] sends one at once, which keeps it even when
+// the handler fails afterwards. An error from the handler is logged at level error and
+// makes polar_observe return non-zero, which the daemon reports as
+// observer.failed. A panic is not recovered: the runtime prints it with its
+// stack on stderr (the daemon's log) and the call traps, so that the host
+// discards the instance, whose globals the panic may have left half
+// updated, and starts a fresh one.
+//
+// # Memory ownership
+//
+// The host never frees guest memory, and the guest never reads host memory:
+//
+//   - Before each call the host asks polar_alloc for a buffer, writes the
+//     encoded ObserveRequest into it and passes it to polar_observe. The
+//     buffer then belongs to the guest. The SDK keeps it referenced, so that
+//     the garbage collector leaves it alone, until that polar_observe
+//     returns; after that it is ordinary garbage.
+//   - [Request.ConfigJSON] and [Request.State] point into that buffer, which
+//     therefore lives as long as the plugin holds them; nothing else writes
+//     to it.
+//   - For every host function the SDK passes pointers into its own Go
+//     memory, which the host reads or writes only during that call; the
+//     slices given to [Emit], [SetState] and [Do] may be reused as soon as
+//     they return.
+//   - An HTTP response is copied by the host into a buffer the SDK sizes to
+//     the length http_request announced; [Response.Body] is the plugin's own
+//     memory.
+//
+// # Limits
+//
+// The host caps what one call may do (wasm/ABI.md has the figures): the
+// number of emits and their bytes, the size of the state, the number of
+// HTTP requests and the size of a response body (a cut body is marked
+// [Response.Truncated]), the memory of the instance and the duration of the
+// call. A cap refused by a host function is an error wrapping one of the
+// Err variables; running out of memory or time ends the call and the
+// instance.
+//
+// # Results of polar_observe
+//
+// 0 success; 1 the handler failed; 2 the request could not be decoded; 3 the
+// pointer or length was not a buffer from polar_alloc; 4 no handler was
+// registered. Every non-zero result is explained by a log line at level
+// error.
+//
+// # Testing on the host
+//
+// The package compiles for every platform, so that a plugin's own logic can
+// be tested with a plain go test. Outside GOOS=wasip1 there is no host:
+// [Emit], [Log], [SetState], [Get] and [Do] panic.
+package sdk

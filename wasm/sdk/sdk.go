@@ -1,0 +1,253 @@
+package sdk
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+)
+
+// Handler observes once: it is called for every polar_observe, and the
+// observations it returns are emitted in order after it returns.
+type Handler func(req *Request) ([]Observation, error)
+
+// handler is the plugin's Handler; one module is one plugin.
+var handler Handler
+
+// Handle registers the plugin's handler. Call it from an init function:
+// the host runs init functions (through _initialize) before its first call.
+func Handle(h Handler) { handler = h }
+
+// Request is what the host passes to one call.
+type Request struct {
+	// Observer is the observer's name in its policy.
+	Observer string
+	// Target is the policy's target.
+	Target Target
+	// ConfigJSON is the observer's wasm.config from the policy, as JSON;
+	// empty when the policy has none. Config decodes it.
+	ConfigJSON []byte
+	// Time is when the host started the call, in UTC.
+	Time time.Time
+	// State is what the plugin passed to SetState last, empty on the first
+	// call. It survives restarts of the instance.
+	State []byte
+}
+
+// Target is what a policy observes.
+type Target struct {
+	// Name is the target's name in the policy, the default subject.
+	Name string
+	// URL is the target's base URL, which relative HTTPRequest URLs
+	// resolve against.
+	URL string
+}
+
+// Config decodes the observer's configuration into v, a pointer, leaving v
+// untouched when the policy has none, so that defaults set in v before the
+// call stand. A field of the configuration that v does not have is an
+// error: a misspelt setting should fail loudly, not be ignored.
+func (r *Request) Config(v any) error {
+	if len(r.ConfigJSON) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.ConfigJSON))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode config: %w", err)
+	}
+	return nil
+}
+
+// Observation is one observation; the daemon turns it into an event of type
+// "observation.plugin.<TypeSuffix>".
+type Observation struct {
+	// TypeSuffix is appended to the event type; empty gives
+	// "observation.plugin".
+	TypeSuffix string
+	// Severity is the event's severity; the zero value leaves it to the
+	// daemon.
+	Severity Severity
+	// Subject is what the observation is about; empty means the policy's
+	// target.
+	Subject string
+	// Payload is the observation's data, opaque to the daemon.
+	Payload []byte
+	// Schema names the format of Payload, e.g. "example.backlog.v1" or
+	// "application/json".
+	Schema string
+	// Labels are free-form key-value pairs carried with the event.
+	Labels map[string]string
+}
+
+// Unobservable is the observation to return when the target could not be
+// observed (unreachable, an error status, an unreadable answer): a
+// high-severity observation of typeSuffix whose payload is
+// {"error": "..."} (schema polar.sdk.error.v1) and label result=error.
+//
+// Why not return the error? A non-zero polar_observe is a failure of the
+// plugin: the daemon restarts it with backoff and quarantines it when it
+// keeps failing. A sick target is what the plugin is there to report.
+func Unobservable(typeSuffix string, err error) Observation {
+	payload, _ := json.Marshal(map[string]string{"error": err.Error()}) // a map of strings always encodes
+	return Observation{
+		TypeSuffix: typeSuffix,
+		Severity:   SeverityHigh,
+		Payload:    payload,
+		Schema:     "polar.sdk.error.v1",
+		Labels:     map[string]string{"result": "error"},
+	}
+}
+
+// Severity is an observation's severity, as polar.observer.v1.Severity.
+type Severity int32
+
+// The severities, from the least to the most severe.
+const (
+	SeverityInfo Severity = iota + 1
+	SeverityLow
+	SeverityMedium
+	SeverityHigh
+	SeverityCritical
+)
+
+// Level is the level of a log line.
+type Level int32
+
+// The log levels of the ABI.
+const (
+	LevelDebug Level = iota
+	LevelInfo
+	LevelWarn
+	LevelError
+)
+
+// Errors of the host functions; the errors returned by Emit, SetState, Get
+// and Do wrap them.
+var (
+	// ErrInvalid: the host could not decode what was sent.
+	ErrInvalid = errors.New("rejected by the host as invalid")
+	// ErrTooManyEmits: the call reached the host's cap on emits.
+	ErrTooManyEmits = errors.New("too many emits in this call")
+	// ErrTooManyBytes: the call reached the host's cap on emitted bytes.
+	ErrTooManyBytes = errors.New("too many bytes emitted in this call")
+	// ErrStateTooLarge: the state is larger than the host keeps.
+	ErrStateTooLarge = errors.New("state too large")
+	// ErrNotAllowed: the url is not on the policy's target.
+	ErrNotAllowed = errors.New("url not allowed")
+	// ErrTooManyRequests: the call reached the host's cap on HTTP requests.
+	ErrTooManyRequests = errors.New("too many http requests in this call")
+	// ErrRequestFailed: the request got no response (refused, reset, a bad
+	// redirect...); the host logs the cause.
+	ErrRequestFailed = errors.New("request failed")
+	// ErrTimeout: the response did not come in time.
+	ErrTimeout = errors.New("request timed out")
+)
+
+// Log writes a line to the daemon's log, attributed to the observer.
+func Log(level Level, format string, args ...any) {
+	polar.log(level, fmt.Sprintf(format, args...))
+}
+
+// Emit sends one observation at once.
+func Emit(o Observation) error {
+	switch rc := polar.emit(appendObservation(nil, &o)); rc {
+	case 0:
+		return nil
+	case -1:
+		return fmt.Errorf("emit: %w", ErrInvalid)
+	case -2:
+		return fmt.Errorf("emit: %w", ErrTooManyEmits)
+	case -3:
+		return fmt.Errorf("emit: %w", ErrTooManyBytes)
+	default:
+		return fmt.Errorf("emit: unknown result %d", rc)
+	}
+}
+
+// SetState hands state to the host, which passes it back as Request.State
+// on the next call, also after a restart of the instance.
+func SetState(state []byte) error {
+	switch rc := polar.setState(state); rc {
+	case 0:
+		return nil
+	case -1:
+		return fmt.Errorf("set state of %d bytes: %w", len(state), ErrStateTooLarge)
+	default:
+		return fmt.Errorf("set state: unknown result %d", rc)
+	}
+}
+
+// host is the ABI's "polar" import module: the real imports under wasip1,
+// a fake in the tests.
+type host interface {
+	emit(observation []byte) int32
+	log(level Level, msg string)
+	setState(state []byte) int32
+	httpRequest(req []byte) int32
+	httpResponse(buf []byte) int32
+}
+
+// Results of polar_observe (documented in doc.go).
+const (
+	resultOK int32 = iota
+	resultFailed
+	resultBadRequest
+	resultBadBuffer
+	resultNoHandler
+)
+
+// maxAlloc bounds polar_alloc: a request is a few KiB of configuration plus
+// at most 64 KiB of state, so a larger size is a host bug, better answered
+// with 0 than with an out-of-memory trap.
+const maxAlloc = 16 << 20
+
+// pinned holds the buffers polar_alloc returned, by address, until
+// polar_observe has read them: the host writes into them after polar_alloc
+// returned, so nothing else keeps them alive meanwhile.
+var pinned = map[uintptr][]byte{}
+
+// alloc implements polar_alloc; 0 is the ABI's failure.
+func alloc(size int32) uintptr {
+	if size < 0 || size > maxAlloc {
+		return 0
+	}
+	// One byte more, so that a request of size 0 still has an address.
+	buf := make([]byte, size, size+1)
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(buf[:1])))
+	pinned[p] = buf
+	return p
+}
+
+// observe implements polar_observe.
+func observe(ptr uintptr, size int32) int32 {
+	buf, ok := pinned[ptr]
+	if !ok || size < 0 || int(size) > len(buf) {
+		Log(LevelError, "polar_observe: %d bytes at %#x are not a buffer from polar_alloc", size, ptr)
+		return resultBadBuffer
+	}
+	delete(pinned, ptr)
+	req, err := decodeObserveRequest(buf[:size])
+	if err != nil {
+		Log(LevelError, "polar_observe: %v", err)
+		return resultBadRequest
+	}
+	if handler == nil {
+		Log(LevelError, "polar_observe: no handler: call sdk.Handle from an init function")
+		return resultNoHandler
+	}
+	obs, err := handler(req)
+	if err != nil {
+		Log(LevelError, "observe: %v", err)
+		return resultFailed
+	}
+	for i := range obs {
+		if err := Emit(obs[i]); err != nil {
+			Log(LevelError, "observe: observation %d of %d: %v", i+1, len(obs), err)
+			return resultFailed
+		}
+	}
+	return resultOK
+}
