@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -51,6 +52,8 @@ type HostOptions struct {
 	CacheDir string
 	// Log receives the host's own messages.
 	Log zerolog.Logger
+	// Metrics registers the plugin call metrics (nil: none).
+	Metrics prometheus.Registerer
 }
 
 // Host runs plugins: one wazero runtime (the compiler where wazero has
@@ -59,6 +62,7 @@ type HostOptions struct {
 // plugins that run it. A Host is safe for concurrent use.
 type Host struct {
 	log     zerolog.Logger
+	metrics *metrics
 	cache   wazero.CompilationCache // nil without CacheDir
 	runtime wazero.Runtime
 	// offers lists the functions a module may import, with the same
@@ -109,7 +113,7 @@ func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
 // which the daemon never runs without (see doc.go).
 func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
-	h := &Host{log: opts.Log, modules: map[string]*module{}}
+	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create wasm cache: %w", err)

@@ -36,9 +36,7 @@ func TestCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			info, err := h.Check(context.Background(), tt.path)
 			if tt.wantErr != "" {
-				var me *ModuleError
-				require.ErrorAs(t, err, &me)
-				assert.Contains(t, err.Error(), tt.wantErr)
+				requireModuleError(t, err, tt.wantErr)
 				return
 			}
 			require.NoError(t, err)
@@ -53,6 +51,14 @@ func TestCheck(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	assert.Empty(t, h.modules, "checked modules are released")
+}
+
+// requireModuleError checks that err is a *ModuleError saying want.
+func requireModuleError(t *testing.T, err error, want string) {
+	t.Helper()
+	var me *ModuleError
+	require.ErrorAs(t, err, &me)
+	assert.Contains(t, err.Error(), want)
 }
 
 func TestNewPluginRefusesModule(t *testing.T) {
@@ -77,9 +83,7 @@ func TestNewPluginRefusesModule(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := h.NewPlugin(context.Background(), tt.spec)
 			if tt.wantErr != "" {
-				var me *ModuleError
-				require.ErrorAs(t, err, &me)
-				assert.Contains(t, err.Error(), tt.wantErr)
+				requireModuleError(t, err, tt.wantErr)
 				return
 			}
 			require.NoError(t, err)

@@ -134,7 +134,9 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	c := newCall(ctx, p.name, p.log, p.spec.HTTP, p.target, &p.state, p.timeout)
+	start := time.Now()
 	err := p.run(ctx, c, now)
+	p.host.metrics.calls.WithLabelValues(p.name, outcome(err)).Observe(time.Since(start).Seconds())
 	c.flush()
 	var ce *CallError
 	if err != nil && (!errors.As(err, &ce) || ce.Failure != FailureGuest) {

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/procfs"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -333,4 +336,34 @@ func TestABIViolation(t *testing.T) {
 	ce := requireFailure(t, err, FailureABI)
 	assert.Equal(t, "plugin badptr.wasm: abi violation: emit: buffer [0x7fff0000, +16) outside the guest's memory", ce.Error())
 	assert.Nil(t, p.inst)
+}
+
+func TestCallMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, err := NewHost(context.Background(), HostOptions{CacheDir: filepath.Join(testRoot, "cache"), Log: zerolog.Nop(), Metrics: reg})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, h.Close(context.Background())) })
+
+	good := newPlugin(t, h, PluginSpec{Path: guest(t, "good"), ConfigJSON: []byte("{}")})
+	trap := newPlugin(t, h, PluginSpec{Path: guest(t, "trap")})
+	for range 2 {
+		_, err := good.Observe(context.Background(), timeNow())
+		require.NoError(t, err)
+	}
+	_, err = trap.Observe(context.Background(), timeNow())
+	require.Error(t, err)
+
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	require.Len(t, families, 1)
+	assert.Equal(t, "observerd_plugin_call_duration_seconds", families[0].GetName())
+	counts := map[string]uint64{}
+	for _, m := range families[0].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		counts[labels["plugin"]+" "+labels["result"]] = m.GetHistogram().GetSampleCount()
+	}
+	assert.Equal(t, map[string]uint64{"good.wasm ok": 2, "trap.wasm trap": 1}, counts)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/supervision"
@@ -39,6 +40,8 @@ type Spec struct {
 	Gate *messages.Gate
 	// State receives the observer's events.
 	State *actor.PID
+	// Metrics counts skipped and late turns (nil: not exposed).
+	Metrics *Metrics
 	// Plugins runs the wasm kind's modules, found in PluginDir; nil
 	// refuses that kind.
 	Plugins   *wasm.Host
@@ -235,7 +238,8 @@ func (a *Actor) Receive(ctx actor.Context) {
 			return // its timer was stopped after it fired
 		}
 		if late := time.Since(a.due); late > a.lateAfter() {
-			a.tally(&a.stats.Late, "observation turn late", fmt.Sprintf("started %s after it was due", late.Round(time.Millisecond)))
+			a.tally(&a.stats.Late, a.metrics().late.WithLabelValues(a.spec.Path()), "observation turn late",
+				fmt.Sprintf("started %s after it was due", late.Round(time.Millisecond)))
 		}
 		if !a.run(ctx) {
 			a.schedule(ctx, a.delay())
@@ -270,11 +274,22 @@ func (a *Actor) Receive(ctx actor.Context) {
 
 // tally counts a skipped or late turn in n; the log says so for the first
 // and then every hundredth, so that a long stretch does not flood it.
-func (a *Actor) tally(n *uint64, msg, why string) {
+func (a *Actor) tally(n *uint64, metric prometheus.Counter, msg, why string) {
 	*n++
+	metric.Inc()
 	if *n%100 == 1 {
 		a.spec.Log.Warn().Uint64("count", *n).Str("reason", why).Msg(msg)
 	}
+}
+
+// unexposed counts the turns of observers given no Metrics (tests).
+var unexposed = NewMetrics(nil)
+
+func (a *Actor) metrics() *Metrics {
+	if a.spec.Metrics == nil {
+		return unexposed
+	}
+	return a.spec.Metrics
 }
 
 func (a *Actor) interval() time.Duration { return time.Duration(a.spec.Observer.Interval) }
@@ -333,10 +348,10 @@ func (a *Actor) halt() {
 func (a *Actor) run(ctx actor.Context) bool {
 	switch {
 	case a.spec.Gate.Closed():
-		a.tally(&a.stats.Skipped, "observation turn skipped", "outbox full (when_full: block)")
+		a.tally(&a.stats.Skipped, a.metrics().skipped.WithLabelValues(a.spec.Path(), "outbox full"), "observation turn skipped", "outbox full (when_full: block)")
 		return false
 	case a.cancel != nil:
-		a.tally(&a.stats.Skipped, "observation turn skipped", "previous observation still running")
+		a.tally(&a.stats.Skipped, a.metrics().skipped.WithLabelValues(a.spec.Path(), "still running"), "observation turn skipped", "previous observation still running")
 		return false
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), a.timeout())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -664,9 +665,11 @@ func TestClosedGateSkipsTurns(t *testing.T) {
 	t.Cleanup(shared.Close)
 	gate := &messages.Gate{}
 	gate.Close(true)
+	reg := prometheus.NewRegistry()
+	metrics := observer.NewMetrics(reg)
 	for _, name := range []string{"gated", "clock"} {
 		o, _ := p.ObserverByName(name)
-		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Log: f.log}
+		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Metrics: metrics, Log: f.log}
 		if name == "gated" {
 			spec.Gate = gate
 		}
@@ -676,6 +679,17 @@ func TestClosedGateSkipsTurns(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return len(f.observations("observer/web/clock")) >= 10 }, actortest.Wait, 5*time.Millisecond)
 	assert.Empty(t, f.observations("observer/web/gated"), "a closed gate sends nothing")
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var skipped []string
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "observerd_observer_turns_skipped_total" && m.GetCounter().GetValue() >= 5 {
+				skipped = append(skipped, m.GetLabel()[0].GetValue()+" "+m.GetLabel()[1].GetValue())
+			}
+		}
+	}
+	assert.Equal(t, []string{"observer/web/gated outbox full"}, skipped, "the skipped turns are counted, the clock's none")
 
 	gate.Close(false)
 	require.Eventually(t, func() bool { return len(f.observations("observer/web/gated")) >= 3 }, actortest.Wait, 5*time.Millisecond,

@@ -39,6 +39,9 @@ type Options struct {
 	// Gate, when closed, makes observers skip their turns (the outbox is
 	// full with when_full: block).
 	Gate *messages.Gate
+	// Metrics counts the observers' skipped and late turns (nil: not
+	// exposed).
+	Metrics *observer.Metrics
 	// Plugins runs the wasm observers' modules, found in PluginDir; nil
 	// makes every wasm observer fail at once (quarantined).
 	Plugins   *wasm.Host
@@ -290,6 +293,7 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		Shared:        r.shared,
 		Gate:          a.opts.Gate,
 		State:         a.opts.State,
+		Metrics:       a.opts.Metrics,
 		Plugins:       a.opts.Plugins,
 		PluginDir:     a.opts.PluginDir,
 		Stop:          &observer.StopNote{},

@@ -19,6 +19,7 @@ import (
 	"github.com/polar/observerd/actors"
 	"github.com/polar/observerd/actors/admin"
 	"github.com/polar/observerd/actors/broker"
+	"github.com/polar/observerd/actors/observer"
 	policymgr "github.com/polar/observerd/actors/policy"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/actors/supervisor"
@@ -144,7 +145,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 	metrics := newRegistry()
 	brokerOpts.Metrics = metrics
 	plugins, err := wasm.NewHost(ctx, wasm.HostOptions{
-		CacheDir: filepath.Join(cfg.StateDir, "wasm-cache"), Log: actorLog("plugin-host"),
+		CacheDir: filepath.Join(cfg.StateDir, "wasm-cache"), Metrics: metrics, Log: actorLog("plugin-host"),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("observerd cannot start")
@@ -161,7 +162,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 		})},
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
 			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,
-			Plugins: plugins, PluginDir: cfg.PluginDir, Log: actorLog(supervisor.TaskManager),
+			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(supervisor.TaskManager),
 		})},
 		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),

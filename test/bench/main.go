@@ -27,6 +27,13 @@
 //     while bin/observerd observes it with all four built-in kinds, against
 //     its throughput with the daemon frozen, in alternating segments; with
 //     the daemon's CPU and RSS;
+//  7. plugins, in this process: the plugin host's per-call overhead (an
+//     empty observe), the example plugin status-threshold.wasm per call
+//     against the built-in http kind doing the same (both through the
+//     observer actor, and on the host alone against a plain GET + JSON
+//     decode), the cold start of a Go plugin without and with the
+//     compilation cache, the instantiate time and the RSS per warm
+//     instance;
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -78,6 +85,7 @@ type config struct {
 	pairs     int
 	// overheadInterval is the overhead row's observers' interval.
 	overheadInterval time.Duration
+	pluginCalls      int // the plugins row's calls per side
 	out              string
 	dir              string
 	logLevel         string
@@ -104,7 +112,7 @@ const (
 	quickPairs       = 6
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -122,6 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.loadTime, "load-time", defaultLoadTime, "time per load segment in the overhead row (--quick: 500ms)")
 	fs.IntVar(&c.pairs, "pairs", defaultPairs, "alone/observed segment pairs in the overhead row (--quick: 6)")
 	fs.DurationVar(&c.overheadInterval, "overhead-interval", time.Second, "interval of the overhead row's five observers")
+	fs.IntVar(&c.pluginCalls, "plugin-calls", defaultPluginCalls, "calls per side in the plugins row's per-call comparisons, the empty observe 10 times as many (--quick: 400)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -154,6 +163,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["pairs"] {
 			c.pairs = quickPairs
 		}
+		if !set["plugin-calls"] {
+			c.pluginCalls = quickPluginCalls
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -171,8 +183,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.rows[r] = true
 	}
 	switch {
-	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1, c.pairs < 1:
-		return c, errors.New("--events, --runs, --window, --rate and --pairs must be positive")
+	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1, c.pairs < 1, c.pluginCalls < 1:
+		return c, errors.New("--events, --runs, --window, --rate, --pairs and --plugin-calls must be positive")
 	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0:
 		return c, errors.New("--outage, --mem-outage, --group-time, --load-time and --overhead-interval must be positive")
 	}
@@ -313,6 +325,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["overhead"] {
 		if res.overhead, err = e.overhead(ctx); err != nil {
 			return fmt.Errorf("overhead: %w", err)
+		}
+	}
+	if cfg.rows["plugins"] {
+		if res.plugins, err = e.plugins(ctx); err != nil {
+			return fmt.Errorf("plugins: %w", err)
 		}
 	}
 	res.took = time.Since(began)

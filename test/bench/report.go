@@ -23,6 +23,7 @@ type results struct {
 	memory     *memoryResult
 	reload     *reloadResult
 	overhead   *overheadResult
+	plugins    *pluginsResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -76,6 +77,20 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "| 6 | service overhead: bin/observable's requests/s under load, %d pairs of %s segments | %s observed by five observers of all four kinds every %s (observerd: %s of the service's core, RSS %s) | %s alone (observerd frozen) | **%s** observed/alone (pairs: median %.3f, quartiles %.3f–%.3f); %.3f = 1 − observerd's share of the core (goal ≥ 0.99) |\n",
 			len(o.pairs), whole(r.cfg.loadTime), thousands(obs), whole(o.interval), percent(share),
 			mib(o.daemonRSS), thousands(alone), ratio(obs, alone), q2, q1, q3, 1-share)
+	}
+	if p := r.plugins; p != nil {
+		fmt.Fprintf(&b, "| 7 | plugin per call: %s through the observer actor (ObserveNow → observation), median of %d rounds of %d | %s (wasm kind) | %s (http kind, `extract: [/backlog]`, same endpoint) | **%s** plugin/built-in |\n",
+			p.module, p.rounds, p.calls, us(p.actorPluginCall()), us(p.actorBuiltinCall()),
+			ratio(p.actorPluginCall().Seconds(), p.actorBuiltinCall().Seconds()))
+		fmt.Fprintf(&b, "| 7 | plugin host per-call overhead: an empty observe in a warm instance, median of %d rounds of %s | %s | %s (%s on the host alone, per call) | **%s** of the plugin's call |\n",
+			len(p.empty), thousands(float64(p.emptyCalls)), us(p.emptyCall()), us(p.hostPluginCall()), p.module,
+			percent(p.emptyCall().Seconds()/p.hostPluginCall().Seconds()))
+		fmt.Fprintf(&b, "| 7 | cold start of a Go plugin (fresh host, `Check`: compile, validate, instantiate), median of %d | %s (warm compilation cache) | %s (empty cache: compiled) | **%s** cached/compiled |\n",
+			len(p.cold), ms(medianDuration(p.warm)), ms(medianDuration(p.cold)),
+			ratio(medianDuration(p.warm).Seconds(), medianDuration(p.cold).Seconds()))
+		rss, anon := p.perInstance()
+		fmt.Fprintf(&b, "| 7 | instantiate a compiled Go plugin; RSS per warm instance (%d instances) | %s; %s (anonymous %s) | – | – |\n",
+			len(p.firstObserve), ms(p.instantiate()), signedMiB(rss), signedMiB(anon))
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -178,6 +193,52 @@ func (r *results) markdown() string {
 			"with nothing changed); the daemon's CPU is the steadier measure of what it takes from a saturated service on its core.\n",
 			ms(o.daemonCPU), secs(o.observedIn), percent(o.daemonCPU.Seconds()/o.observedIn.Seconds()), mib(o.daemonRSS))
 	}
+	if p := r.plugins; p != nil {
+		b.WriteString("\n#### 7. Plugins\n\n")
+		fmt.Fprintf(&b, "The plugin host (`wasm`) in this process, close-on-context-done on as the daemon always runs it. %s (%s KiB, the SDK) "+
+			"with `{\"threshold\": 100}` and an empty guest (`wasm/testdata/empty`, raw ABI, %s KiB, built in %s) against an httptest "+
+			"server on loopback serving a JSON status (backlog 150). Per-call figures are the mean of a round's calls in a warm instance; "+
+			"rounds alternate between the two sides after one unmeasured round each; the median round is reported.\n\n",
+			p.module, thousands(float64(p.moduleSize>>10)), thousands(float64(p.emptySize>>10)), secs(p.built))
+		b.WriteString("| per call | rounds | min | median | max |\n|---|---|---|---|---|\n")
+		for _, row := range []struct {
+			name string
+			ds   []time.Duration
+		}{
+			{"observer actor, wasm kind: " + p.module, p.actorPlugin},
+			{"observer actor, http kind: `extract: [/backlog]`", p.actorBuiltin},
+			{"host alone: `Plugin.Observe` of " + p.module, p.hostPlugin},
+			{"host alone, baseline: net/http GET + JSON decode + lookup", p.hostBaseline},
+			{"host alone: `Plugin.Observe` of the empty guest", p.empty},
+		} {
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", row.name, len(row.ds), us(slices.Min(row.ds)), us(medianDuration(row.ds)), us(slices.Max(row.ds)))
+		}
+		fmt.Fprintf(&b, "\nOn the host alone, the plugin takes **%s×** the baseline's time per call. The empty observe (encode the request, "+
+			"`polar_alloc`, write it, `polar_observe` returning 0) is %s of it: the rest is the plugin's own work, in the guest (the SDK's "+
+			"protobuf, encoding/json, the Go guest's runtime, each loop paying close-on-context-done's check) and its `http_request`.\n\n",
+			ratio(p.hostPluginCall().Seconds(), p.hostBaselineCall().Seconds()), percent(p.emptyCall().Seconds()/p.hostPluginCall().Seconds()))
+		b.WriteString("| start-up | runs | min | median | max |\n|---|---|---|---|---|\n")
+		for _, row := range []struct {
+			name string
+			ds   []time.Duration
+		}{
+			{"`NewHost` (runtime, WASI and `polar` host modules)", p.newHost},
+			{"`Check` on a fresh host, empty compilation cache", p.cold},
+			{"`Check` on a fresh host, warm compilation cache", p.warm},
+			{"`NewPlugin` of a compiled module (read and hash the file)", p.newPlugin},
+			{"its first `Observe` (instantiate, `_initialize`, one call)", p.firstObserve},
+		} {
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", row.name, len(row.ds), ms(slices.Min(row.ds)), ms(medianDuration(row.ds)), ms(slices.Max(row.ds)))
+		}
+		rss, anon := p.perInstance()
+		fmt.Fprintf(&b, "\nInstantiate ≈ first `Observe` − a warm call = %s. Memory of this process (after a GC returning what it can) "+
+			"around %d further instances kept warm after one call each: VmRSS %s → %s (RssAnon %s → %s), %s per instance "+
+			"(anonymous %s); %s after closing them (the allocator unmaps an instance's memory at once). "+
+			"Close-on-context-done costs a few µs per call and ~10x on loop-heavy guests, nothing at instantiation "+
+			"(wasm/doc.go; `go test -run '^$' -bench . ./wasm/` measures it with and without).\n",
+			ms(p.instantiate()), len(p.firstObserve), mib(p.rssBefore.rss), mib(p.rssAfter.rss), mib(p.rssBefore.anon), mib(p.rssAfter.anon),
+			signedMiB(rss), signedMiB(anon), mib(p.rssClosed.rss))
+	}
 	if len(r.group) > 0 {
 		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")
 		fmt.Fprintf(&b, "`broker.OpenOutbox` + `Append` in a loop for %s per size, no actor, no network.\n\n", whole(r.cfg.groupTime))
@@ -192,8 +253,8 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s",
-		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval)
+	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d",
+		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls)
 }
 
 // quartiles of the pairs' observed/alone ratios.

@@ -1,0 +1,38 @@
+package wasm
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the host's: every plugin call's duration, by module and
+// outcome ("ok", or the failure: "trap", "timeout", "memory limit"...).
+type metrics struct {
+	calls *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "observerd_plugin_call_duration_seconds",
+		Help: "Duration of plugin calls (polar_observe, a fresh instance's start included), by module and outcome.",
+		// From a warm call of a few microseconds to a timeout.
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"plugin", "result"})}
+	if reg != nil {
+		reg.MustRegister(m.calls)
+	}
+	return m
+}
+
+// outcome names what came of a call for the result label.
+func outcome(err error) string {
+	var ce *CallError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &ce):
+		return ce.Failure.String()
+	}
+	return "module error"
+}
