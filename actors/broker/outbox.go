@@ -179,7 +179,9 @@ func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 			events++
 			bytes += int64(len(data))
 		}
-		if l := o.Limit(); l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
+		// Only an append makes room by dropping: a commit of deletes alone
+		// (Delete) has no keep function and nobody to report drops to.
+		if l := o.Limit(); len(evs) > 0 && l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
 			var err error
 			dropped, err = dropOldest(b, bytes-l.MaxBytes, keep)
 			if err != nil {
