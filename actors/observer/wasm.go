@@ -24,8 +24,16 @@ import (
 // PluginObservation the plugin emits becomes an observation.plugin event.
 // A trap, a timeout, a limit hit or a non-zero result fails the observer.
 type wasmCheck struct {
-	plugin *wasm.Plugin
+	host   *wasm.Host
+	spec   wasm.PluginSpec
 	module string
+
+	mu sync.Mutex
+	// plugin is made at the first turn, on the observer's goroutine:
+	// compiling a module (when the cache misses) must not hold up the
+	// task-manager's mailbox. It then lives as long as the check, across
+	// restarts of the actor, and with it the plugin's state.
+	plugin *wasm.Plugin
 }
 
 func newWASMCheck(s *Spec) (*wasmCheck, error) {
@@ -41,7 +49,7 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 		return nil, fmt.Errorf("encode wasm.config: %w", err)
 	}
 	t := s.Policy.Spec.Target
-	p, err := s.Plugins.NewPlugin(context.Background(), wasm.PluginSpec{
+	return &wasmCheck{host: s.Plugins, module: w.Module, spec: wasm.PluginSpec{
 		Path:        filepath.Join(s.PluginDir, w.Module),
 		SHA256:      w.SHA256,
 		Observer:    s.Observer.Name,
@@ -51,16 +59,16 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 		Timeout:     time.Duration(w.Timeout),
 		HTTP:        pluginHTTP{shared: s.Shared, client: s.Shared.clientFor(false, 0)},
 		Log:         s.Log.With().Str("plugin", w.Module).Logger(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start plugin: %w", err)
-	}
-	return &wasmCheck{plugin: p, module: w.Module}, nil
+	}}, nil
 }
 
 func (c *wasmCheck) observe(ctx context.Context) ([]*messages.Event, error) {
+	p, err := c.start(ctx)
+	if err != nil {
+		return nil, permanentIfModule(err)
+	}
 	start := time.Now()
-	obs, err := c.plugin.Observe(ctx, start)
+	obs, err := p.Observe(ctx, start)
 	took := durationpb.New(time.Since(start))
 	evs := make([]*messages.Event, 0, len(obs))
 	for _, o := range obs {
@@ -78,17 +86,45 @@ func (c *wasmCheck) observe(ctx context.Context) ([]*messages.Event, error) {
 		}}
 		evs = append(evs, ev)
 	}
+	return evs, permanentIfModule(err)
+}
+
+// start makes the plugin at the first turn.
+func (c *wasmCheck) start(ctx context.Context) (*wasm.Plugin, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.plugin == nil {
+		// Not under the turn's deadline: a compile that the cache misses
+		// takes a second or so, once, and is not the plugin's failure.
+		p, err := c.host.NewPlugin(context.WithoutCancel(ctx), c.spec)
+		if err != nil {
+			return nil, fmt.Errorf("start plugin: %w", err)
+		}
+		c.plugin = p
+	}
+	return c.plugin, nil
+}
+
+// permanentIfModule makes a module that cannot run (missing, not the
+// pinned sum, not ABI v1 after all) a permanent failure: restarting
+// cannot help, only a new module can.
+func permanentIfModule(err error) error {
 	var me *wasm.ModuleError
 	if errors.As(err, &me) {
-		// Not ABI v1 after all (seen at instantiation): restarting cannot
-		// help, only a new module can.
-		err = &supervision.Permanent{Err: err}
+		return &supervision.Permanent{Err: err}
 	}
-	return evs, err
+	return err
 }
 
 // Close releases the plugin's instance and module.
-func (c *wasmCheck) Close() error { return c.plugin.Close(context.Background()) }
+func (c *wasmCheck) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.plugin == nil {
+		return nil
+	}
+	return c.plugin.Close(context.Background())
+}
 
 // pluginHTTP is a plugin's http_request under its policy's limits: a token
 // and a slot per request, the slot held until the host closes the body.
