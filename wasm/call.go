@@ -68,8 +68,27 @@ func (c *call) budget(n int) int {
 	return ok
 }
 
+// clip shortens a guest's string for a host warning: the guest chooses it,
+// and the log budget is for the guest's own output.
+func clip(s string) string {
+	const max = 256
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}
+
+// logRecordCost is what one log record costs the budget on top of its
+// text: a line in the daemon's log is far more than its text, and 65,536
+// one-byte records must not be 65,536 lines.
+const logRecordCost = 128
+
 // logText logs one message of the guest's, within the budget.
 func (c *call) logText(level int32, b []byte) {
+	if c.budget(logRecordCost) < logRecordCost {
+		c.dropped += len(b)
+		return
+	}
 	b = b[:c.budget(len(b))]
 	if len(b) == 0 {
 		return

@@ -193,9 +193,11 @@ func (h *Host) Check(ctx context.Context, path string) (*ModuleInfo, error) {
 	if err := checkMemory(&info, DefaultMemoryLimit); err != nil {
 		return nil, err
 	}
-	c := newCall(ctx, name(path), h.log.With().Str("plugin", name(path)).Logger(), nil, nil, nil, DefaultTimeout)
+	// The call's context carries the deadline: the host's sleeps end at
+	// it too, not only the guest's code.
 	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
 	defer cancel()
+	c := newCall(ctx, name(path), h.log.With().Str("plugin", name(path)).Logger(), nil, nil, nil, DefaultTimeout)
 	inst, err := h.instantiate(ctx, m, c, DefaultMemoryLimit)
 	c.flush()
 	if err != nil {

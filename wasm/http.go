@@ -49,16 +49,16 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 		return requestInvalid
 	}
 	if c.target == nil || c.http == nil {
-		c.log.Warn().Str("url", hr.Url).Msg("http_request: the plugin has no target")
+		c.log.Warn().Str("url", clip(hr.Url)).Msg("http_request: the plugin has no target")
 		return requestNotAllowed
 	}
 	u, err := c.resolve(hr.Url)
 	if err != nil {
-		c.log.Warn().Err(err).Msg("http_request: bad url")
+		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request: bad url")
 		return requestInvalid
 	}
 	if err := c.allowed(u); err != nil {
-		c.log.Warn().Err(err).Msg("http_request: url not allowed")
+		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request: url not allowed")
 		return requestNotAllowed
 	}
 	method := hr.Method
@@ -67,7 +67,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(hr.Body))
 	if err != nil {
-		c.log.Warn().Err(err).Msg("http_request: bad request")
+		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request: bad request")
 		return requestInvalid
 	}
 	for k, v := range hr.Headers {
@@ -83,7 +83,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	case ctx.Err() != nil:
 		return requestTimeout
 	default:
-		c.log.Warn().Err(err).Msg("http_request failed")
+		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request failed")
 		return requestFailed
 	}
 }

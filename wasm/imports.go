@@ -110,7 +110,7 @@ func (c *call) emit(mod api.Module, ptr, n uint32) int32 {
 		return emitInvalid
 	}
 	if obs.TypeSuffix != "" && !typeSuffix.MatchString(obs.TypeSuffix) {
-		c.log.Warn().Str("type_suffix", obs.TypeSuffix).Msg("emit: type_suffix is not lower-case dotted words")
+		c.log.Warn().Str("type_suffix", clip(obs.TypeSuffix)).Msg("emit: type_suffix is not lower-case dotted words")
 		return emitInvalid
 	}
 	if _, ok := messages.Severity_name[int32(obs.Severity)]; !ok {
@@ -244,9 +244,9 @@ func httpResponse(ctx context.Context, mod api.Module, stack []uint64) {
 	case int(n) < len(c.pending):
 		stack[0] = api.EncodeI32(responseShort)
 	default:
-		if !mod.Memory().Write(ptr, c.pending) {
-			panic(&abiViolation{fmt.Sprintf("http_response: buffer [%#x, +%d) outside the guest's memory", ptr, n)})
-		}
+		// The whole buffer the guest names must be its own, as for every
+		// other import, not only the bytes copied.
+		copy(read(mod, "http_response", ptr, n), c.pending)
 		stack[0] = api.EncodeI32(int32(len(c.pending)))
 	}
 }

@@ -176,6 +176,10 @@ func (p *Plugin) run(ctx context.Context, c *call, now time.Time) error {
 	switch {
 	case err != nil:
 		return err
+	case ctx.Err() != nil || inst.mod.IsClosed():
+		// The deadline closed the module as the guest returned: the
+		// call ran out of time, and the instance must not be reused.
+		return &CallError{Plugin: c.plugin, Failure: FailureTimeout, Detail: "returned at its deadline", Err: ctx.Err()}
 	case c.limit != nil:
 		return c.limit
 	case inst.mem.hitLimit():
@@ -224,6 +228,11 @@ func (h *Host) instantiate(ctx context.Context, m *module, c *call, limit uint64
 		WithNanosleep(inst.sleep).
 		WithRandSource(rand.Reader)
 	mod, err := instantiateModule(experimental.WithMemoryAllocator(ctx, allocator(limit, &inst.mem)), h.runtime, m.compiled, cfg)
+	if err != nil && inst.mem != nil {
+		// wazero does not free a memory it built for an instance that
+		// failed to start: the reservation would leak.
+		inst.mem.Free()
+	}
 	if errors.Is(err, errReserve) {
 		return nil, &CallError{Plugin: c.plugin, Failure: FailureMemory, Detail: err.Error(), Err: err}
 	}
