@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -162,8 +163,19 @@ func ageSeconds(t time.Time) float64 {
 // accept counts events committed into the outbox.
 func (m *metrics) accept(evs []*messages.Event) {
 	for _, ev := range evs {
-		m.accepted.WithLabelValues(ev.Type).Inc()
+		m.accepted.WithLabelValues(typeLabel(ev.Type)).Inc()
 	}
+}
+
+// typeLabel is the type label of an event: the types of the contract as
+// they are, a plugin's observation.plugin.<suffix> as observation.plugin,
+// because a plugin chooses its suffixes and each label value is a series
+// kept for the daemon's life.
+func typeLabel(typ string) string {
+	if strings.HasPrefix(typ, messages.TypeObservationPlugin+".") {
+		return messages.TypeObservationPlugin
+	}
+	return typ
 }
 
 // drop counts events dropped by drop_oldest.

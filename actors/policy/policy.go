@@ -41,6 +41,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -106,6 +107,7 @@ type Actor struct {
 
 	round      *round
 	roundGen   uint64
+	stopped    bool // Stopping or Restarting seen
 	flushAgain bool // a flush came while a round was in flight
 	parsers    uint64
 	loaded     bool
@@ -154,6 +156,9 @@ func New(opts Options) *Actor {
 		opts.parse = policydoc.Parse
 	}
 	return &Actor{
+		// Unique across incarnations: a timer of a previous incarnation
+		// whose message is still in the mailbox is recognised as stale.
+		timerGen:  incarnations.Add(1) << 32,
 		opts:      opts,
 		files:     map[string]*file{},
 		running:   map[string]*current{},
@@ -168,6 +173,9 @@ func orDefault(d, def time.Duration) time.Duration {
 	}
 	return d
 }
+
+// incarnations numbers the actors New makes, for their timer generations.
+var incarnations atomic.Uint64
 
 // Props for the policy-manager.
 func Props(opts Options) *actor.Props {
@@ -194,11 +202,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 		// Diff against what really runs: after a restart of this actor
 		// the task-manager still runs what the previous one applied.
 		ctx.ReenterAfter(ctx.RequestFuture(a.opts.Task, &messages.GetRunning{}, 5*time.Second), func(res any, err error) {
+			if a.stopped {
+				return // this incarnation stopped or restarted meanwhile
+			}
 			a.seed(res, err)
 			a.startWatching()
 			a.scan(true)
 		})
 	case *actor.Stopping, *actor.Restarting:
+		a.stopped = true
 		a.watcher.close()
 		a.timerGen++
 		for _, t := range []*time.Timer{a.debounce, a.rescanning} {
@@ -483,6 +495,12 @@ func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
 	if cur != nil {
 		old = cur.policy
 		if old.Revision == p.Revision {
+			if cur.file != name {
+				// A moved file: the task-manager learns where the policy
+				// now comes from (nothing restarts), so that a restarted
+				// policy-manager knows which file owns the name.
+				ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: p, EventID: cur.eventID})
+			}
 			cur.file, cur.policy = name, p
 			if !wasRejected {
 				// Same meaning (a comment, a reordering, a moved file).

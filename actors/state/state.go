@@ -78,6 +78,7 @@ func (l *lifecycle) record(ev *messages.Event) {
 type observer struct {
 	lifecycle
 	policy, revision string
+	correlation      string // of the running incarnation
 	kind             string
 	state            messages.ObserverState // as published
 	last             messages.Result
@@ -160,28 +161,49 @@ func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
 	case messages.TypeObserverStarted:
 		// A fresh incarnation (a new version, or a resume) is running;
 		// what its predecessors went through stays counted.
-		if o, ok := a.observers[path]; ok {
-			o.status = messages.StatusRunning
-			o.policy, o.revision = ev.Policy.GetName(), ev.Policy.GetRevision()
-		} else {
-			a.observers[path] = newObserver(ev.GetObserver().GetKind(), ev.Policy)
+		o, ok := a.observers[path]
+		if !ok {
+			o = newObserver(ev.GetObserver().GetKind(), ev.Policy)
+			a.observers[path] = o
 		}
+		o.status, o.correlation = messages.StatusRunning, ev.CorrelationId
+		o.policy, o.revision = ev.Policy.GetName(), ev.Policy.GetRevision()
 	case messages.TypeObserverStopped:
-		// A paused observer stays listed, as paused, until it resumes.
-		if o, ok := a.observers[path]; ok && ev.GetObserver().GetReason() == messages.StopReasonPaused {
-			o.status = messages.StatusPaused
-		} else {
+		o, ok := a.observers[path]
+		switch {
+		case !ok || ev.CorrelationId != o.correlation:
+			// A replaced incarnation stopping after its replacement
+			// started: the task-manager does not wait for stops.
+		case ev.GetObserver().GetReason() == messages.StopReasonPaused:
+			o.status = messages.StatusPaused // listed until it resumes
+		default:
 			delete(a.observers, path)
 		}
 	case messages.TypeObserverFailed, messages.TypeObserverRestarted, messages.TypeObserverQuarantined:
-		if o, ok := a.observers[path]; ok {
+		switch o, ok := a.observers[path]; {
+		case ok:
 			o.record(ev)
-		} else if l, ok := a.actors[path]; ok {
+		case strings.HasPrefix(path, "observer/"):
+			// One that never started (its spec cannot run) or that a
+			// give-up just stopped: listed with its failure.
+			o = newObserver(ev.GetObserver().GetKind(), ev.Policy)
+			o.correlation = ev.CorrelationId
+			o.record(ev)
+			a.observers[path] = o
+		default:
+			l, ok := a.actors[path]
+			if !ok {
+				l = &lifecycle{}
+				a.actors[path] = l
+			}
 			l.record(ev)
-		} else if !strings.HasPrefix(path, "observer/") {
-			l := &lifecycle{}
-			l.record(ev)
-			a.actors[path] = l
+		}
+	case messages.TypePolicyApplied, messages.TypePolicyRemoved:
+		// Observers a policy no longer has are forgotten, whatever state
+		// they were left in (a quarantined one sends no stop).
+		out := ev.GetPolicyOutcome()
+		for _, name := range out.GetRemoved() {
+			delete(a.observers, "observer/"+out.GetName()+"/"+name)
 		}
 	}
 	if ev.Category == messages.Category_CATEGORY_OBSERVATION {

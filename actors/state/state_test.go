@@ -502,3 +502,43 @@ func lastBroker(msgs []any) *messages.BrokerStatus {
 	}
 	return b
 }
+
+func TestObserverListFollowsIncarnationsAndPolicies(t *testing.T) {
+	f := setup(t)
+	withCorrelation := func(ev *messages.Event, id string) *messages.Event {
+		ev.CorrelationId = id
+		return ev
+	}
+	// A replacement (new correlation) starts before its predecessor's stop
+	// arrives: the late stop does not remove it.
+	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStarted, path, ""), "v1"))
+	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStarted, path, ""), "v2"))
+	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStopped, path, "replaced by a new version"), "v1"))
+	s := f.snapshot(t)
+	require.Len(t, s.Observers, 1, "the replacement stays listed")
+	assert.Equal(t, "running", s.Observers[0].Status)
+
+	// A quarantine after its stop (a give-up stops the child first), and
+	// one of an observer that never started, are listed.
+	other := "observer/web/broken"
+	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStopped, path, "stopped"), "v2"))
+	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverQuarantined, path, "trap"), "v2"))
+	f.emit(other, lifecycleOf(messages.TypeObserverQuarantined, other, "no plugin host"))
+	s = f.snapshot(t)
+	require.Len(t, s.Observers, 2)
+	for _, o := range s.Observers {
+		assert.Equal(t, "quarantined", o.Status, o.Path)
+		assert.Equal(t, "web", o.Policy)
+	}
+
+	// A policy change that removes one, then the policy's removal, forget
+	// them, quarantined or not.
+	applied := messages.NewEvent(messages.TypePolicyApplied)
+	applied.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{Name: "web", Removed: []string{"broken"}}}
+	f.emit("policy-manager", applied)
+	require.Len(t, f.snapshot(t).Observers, 1)
+	removed := messages.NewEvent(messages.TypePolicyRemoved)
+	removed.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{Name: "web", Removed: []string{"health"}}}
+	f.emit("policy-manager", removed)
+	assert.Empty(t, f.snapshot(t).Observers)
+}

@@ -17,6 +17,7 @@ package task
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -63,6 +64,9 @@ type Actor struct {
 	// correlation even after a newer version replaced it.
 	children   map[string]ref
 	generation uint64
+	// pauses are the paused observers, by policy (shared by the actor's
+	// incarnations, see Props).
+	pauses map[string]map[string]bool
 }
 
 type ref struct {
@@ -106,7 +110,7 @@ func New(opts Options) *Actor {
 	if opts.Supervision == (supervision.Policy{}) {
 		opts.Supervision = supervision.Observers
 	}
-	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}}
+	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}, pauses: map[string]map[string]bool{}}
 	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
 		Failed: func(f supervision.Failure) {
 			r, ok := a.children[f.Child.Id]
@@ -121,9 +125,24 @@ func New(opts Options) *Actor {
 	return a
 }
 
-// Props for the task-manager.
+// Props for the task-manager. The pauses are shared by its incarnations:
+// a restarted task-manager starts again what the policy-manager resends,
+// and a paused observer must stay paused.
 func Props(opts Options) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
+	pauses := map[string]map[string]bool{}
+	return actor.PropsFromProducer(func() actor.Actor {
+		a := New(opts)
+		a.pauses = pauses
+		return a
+	})
+}
+
+// paused is the set of paused observers of policy pol.
+func (a *Actor) paused(pol string) map[string]bool {
+	if a.pauses[pol] == nil {
+		a.pauses[pol] = map[string]bool{}
+	}
+	return a.pauses[pol]
 }
 
 // HandleFailure makes the actor its children's supervisor strategy
@@ -138,9 +157,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
-	case *actor.Stopping:
+	case *actor.Stopping, *actor.Restarting:
 		// protoactor stops the children after this; their observer.stopped
 		// events reach the state-manager before the supervisor stops it.
+		// A restart stops them too: the policy-manager resends what runs.
 		a.strategy.Stop()
 		for _, r := range a.policies {
 			r.shared.Close()
@@ -154,6 +174,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 			}
 			r.shared.Close()
 			delete(a.policies, msg.Name)
+			delete(a.pauses, msg.Name) // a policy added again starts unpaused
 		}
 	case *messages.GetRunning:
 		var out messages.Running
@@ -179,7 +200,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if !msg.ok {
 			return
 		}
-		if r := a.policies[msg.ref.policy.Metadata.Name]; r != nil && r.children[msg.ref.observer].Equal(msg.f.Child) {
+		// The child may be gone already (paused, or removed by a policy
+		// change handled between its failure and this message).
+		if r := a.policies[msg.ref.policy.Metadata.Name]; r != nil && r.children[msg.ref.observer] != nil &&
+			r.children[msg.ref.observer].Equal(msg.f.Child) {
 			delete(r.children, msg.ref.observer)
 			r.quarantined[msg.ref.observer] = true
 		}
@@ -190,11 +214,17 @@ func (a *Actor) Receive(ctx actor.Context) {
 
 // apply starts, replaces and stops the observers that msg.Change names.
 func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
-	p, change := msg.Policy, msg.Change
+	p := msg.Policy
 	r, ok := a.policies[p.Metadata.Name]
 	if !ok {
-		r = &running{children: map[string]*actor.PID{}, quarantined: map[string]bool{}, paused: map[string]bool{}}
+		r = &running{children: map[string]*actor.PID{}, quarantined: map[string]bool{}, paused: a.paused(p.Metadata.Name)}
 		a.policies[p.Metadata.Name] = r
+	}
+	// What changes is decided against what runs here: the policy-manager's
+	// view can be stale (it restarted, or could not ask).
+	change := policy.Diff(r.policy, p)
+	if !sameChange(change, msg.Change) {
+		a.opts.Log.Warn().Str("policy", p.Metadata.Name).Msg("policy-manager's change differs from what runs: applying the change against what runs")
 	}
 	if r.shared == nil || change.TargetOrLimitsChanged {
 		if r.shared != nil {
@@ -219,6 +249,11 @@ func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
 	for _, name := range start {
 		a.startChild(ctx, r, name)
 	}
+}
+
+func sameChange(x, y policy.Change) bool {
+	return slices.Equal(x.Added, y.Added) && slices.Equal(x.Updated, y.Updated) && slices.Equal(x.Removed, y.Removed) &&
+		x.TargetOrLimitsChanged == y.TargetOrLimitsChanged
 }
 
 // lookup finds the running policy of an observer, for a configuration message.
@@ -312,8 +347,7 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 	a.children[pid.Id] = ref{policy: r.policy, observer: name, correlation: r.correlation, stop: spec.Stop}
 }
 
-// stopChild stops an observer and waits until it is gone, so that a
-// replacement can take its name. reason and causation (the event that
+// stopChild stops an observer. reason and causation (the event that
 // caused the stop, if any) go into its observer.stopped.
 func (a *Actor) stopChild(ctx actor.Context, r *running, name, reason, causation string) {
 	delete(r.quarantined, name)
@@ -327,9 +361,12 @@ func (a *Actor) stopChild(ctx actor.Context, r *running, name, reason, causation
 	delete(r.children, name)
 	delete(a.children, pid.Id)
 	a.strategy.Forget(pid)
-	if err := ctx.StopFuture(pid).Wait(); err != nil {
-		a.opts.Log.Error().Err(err).Str("observer", pid.Id).Msg("stop observer")
-	}
+	// Not waited for: each incarnation has a name of its own, so its
+	// replacement can start at once, and a child that is failing or
+	// waiting out a backoff would hold this mailbox up. Its late
+	// observer.stopped carries its own correlation, which the
+	// state-manager tells from its replacement's.
+	ctx.Stop(pid)
 }
 
 func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure, ref ref) {

@@ -499,3 +499,61 @@ func TestConfigurationMessages(t *testing.T) {
 	assert.Equal(t, "evt-2", web.EventID)
 	assert.Equal(t, updated.Revision, web.Policy.Revision)
 }
+
+func TestPauseOfAnObserverThatJustFailedForGood(t *testing.T) {
+	// port cannot start (a wasm observer without a plugin host) and is
+	// paused before the task-manager hears that its supervisor gave up:
+	// the late news of a child already gone must not crash it.
+	f := setup(t)
+	f.apply(parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+    - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
+`), "evt-1")
+	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a")
+	procA := f.process("observer/web/a")
+	require.NotNil(t, procA)
+	f.sys.Root.Send(f.task, &messages.Pause{Policy: "web", Observer: "port"})
+	f.sync(t)
+	assert.Same(t, procA, f.process("observer/web/a"), "the task-manager did not fail (a restart would have replaced a)")
+}
+
+func TestPauseSurvivesARestartOfTheTaskManager(t *testing.T) {
+	sys, log := actortest.SystemAndLogger(t)
+	state := actortest.NewRecorder(t, sys, "state-manager")
+	url := setup(t).url
+	// The middleware makes the task-manager fail on a string; protoactor
+	// restarts it with the same Props, as the supervisor does.
+	props := task.Props(task.Options{State: state.PID, Allowed: allowList(t), Log: log}).
+		Clone(actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+			return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+				if _, ok := env.Message.(string); ok {
+					panic("task-manager bug")
+				}
+				next(ctx, env)
+			}
+		}))
+	pid, err := sys.Root.SpawnNamed(props, "tm")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	p := parse(t, "web", url, twoObservers)
+	started := func() int { return len(state.EventsOf(messages.TypeObserverStarted)) }
+	sys.Root.Send(pid, &messages.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
+	require.Eventually(t, func() bool { return started() == 2 }, actortest.Wait, 5*time.Millisecond)
+	res, err := sys.Root.RequestFuture(pid, &messages.Pause{Policy: "web", Observer: "a"}, actortest.Wait).Result()
+	require.NoError(t, err)
+	require.NoError(t, res.(*messages.CommandDone).Err)
+
+	// After the restart, the policy-manager resends the policy (Resync):
+	// b starts again, a stays paused.
+	sys.Root.Send(pid, "crash")
+	sys.Root.Send(pid, &messages.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
+	require.Eventually(t, func() bool { return started() == 3 }, actortest.Wait, 5*time.Millisecond)
+	res, err = sys.Root.RequestFuture(pid, &messages.GetRunning{}, actortest.Wait).Result()
+	require.NoError(t, err)
+	require.Len(t, res.(*messages.Running).Policies, 1)
+	var paths []string
+	for _, ev := range state.EventsOf(messages.TypeObserverStarted) {
+		paths = append(paths, ev.GetObserver().GetActor())
+	}
+	assert.Equal(t, "observer/web/b", paths[2], "only b started again")
+	assert.ElementsMatch(t, []string{"observer/web/a", "observer/web/b", "observer/web/b"}, paths)
+}

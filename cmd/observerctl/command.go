@@ -18,10 +18,10 @@ import (
 func command(ctx context.Context, name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", "", "admin `URL` of the daemon (default: admin.listen of --config, else http://127.0.0.1:9464)")
+	admin := fs.String("admin", "", "admin `URL` of the daemon (default: admin.listen of --config, else of /etc/observerd/observerd.yaml, else http://127.0.0.1:9464)")
 	configPath := fs.String("config", "", "daemon config `file` to take admin.listen from")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	policy, observer, ok := strings.Cut(fs.Arg(0), "/")
 	if fs.NArg() != 1 || !ok || policy == "" || observer == "" || strings.Contains(observer, "/") {

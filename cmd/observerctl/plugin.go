@@ -27,8 +27,8 @@ func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	config := fs.String("config", "{}", "the observer's wasm.config, as `JSON`")
 	observer := fs.String("observer", "check", "the observer `name` passed to the plugin")
 	timeout := fs.Duration("timeout", wasm.DefaultTimeout, "deadline of the call")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: observerctl plugin check [--target URL] [--config JSON] FILE.wasm")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,11 +24,11 @@ const statusTimeout = 5 * time.Second
 func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", "", "admin `URL` of the daemon (default: admin.listen of --config, else http://127.0.0.1:9464)")
+	admin := fs.String("admin", "", "admin `URL` of the daemon (default: admin.listen of --config, else of /etc/observerd/observerd.yaml, else http://127.0.0.1:9464)")
 	configPath := fs.String("config", "", "daemon config `file` to take admin.listen from")
 	asJSON := fs.Bool("json", false, "print the state as JSON, for scripts")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "observerctl status: unexpected arguments %v\n", fs.Args())
@@ -59,7 +60,14 @@ func adminURL(flagURL, configPath string) (string, error) {
 	switch {
 	case flagURL != "":
 		return strings.TrimSuffix(flagURL, "/"), nil
-	case configPath != "":
+	case configPath == "":
+		// As tail does: the daemon's config where it is installed.
+		if _, err := os.Stat(defaultConfig); err != nil {
+			return "http://" + configs.Default().Admin.Listen, nil
+		}
+		configPath = defaultConfig
+		fallthrough
+	default:
 		cfg, err := configs.Load(configPath)
 		if err != nil {
 			return "", fmt.Errorf("read %s: %w", configPath, err)
@@ -69,8 +77,10 @@ func adminURL(flagURL, configPath string) (string, error) {
 		}
 		return "http://" + cfg.Admin.Listen, nil
 	}
-	return "http://" + configs.Default().Admin.Listen, nil
 }
+
+// defaultConfig is where make install puts the daemon's config.
+const defaultConfig = "/etc/observerd/observerd.yaml"
 
 func fetchState(ctx context.Context, url string) ([]byte, *messages.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)

@@ -93,6 +93,8 @@ func TestStatusExitCodes(t *testing.T) {
 		{name: "unreachable", args: []string{"--admin", closed.URL}, code: exitProblems, err: "is observerd running"},
 		{name: "admin disabled in the config", args: []string{"--config", config}, code: exitProblems, err: "admin.listen is empty"},
 		{name: "stray argument", args: []string{"extra"}, code: exitUsage, err: "unexpected arguments"},
+		{name: "help", args: []string{"--help"}, code: exitOK, err: "-admin URL"},
+		{name: "bad flag", args: []string{"--bogus"}, code: exitUsage, err: "flag provided but not defined"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,13 +27,13 @@ func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "/etc/observerd/observerd.yaml", "daemon config `file`: its broker URLs, TLS settings, password and exchange are used")
+	configPath := fs.String("config", defaultConfig, "daemon config `file`: its broker URLs, TLS settings, password and exchange are used")
 	var binds stringsFlag
 	fs.Var(&binds, "bind", "routing key pattern to bind (repeatable; default #)")
-	queue := fs.String("queue", "", "consume this existing queue instead of a temporary one")
+	queue := fs.String("queue", "", "consume (and so remove the events from) this existing queue instead of a temporary one: only a queue of your own")
 	asJSON := fs.Bool("json", false, "print each event as protojson")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg, err := configs.Load(*configPath)
 	if err != nil {

@@ -19,8 +19,8 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("policy validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "daemon config `file` for allowed_targets and plugin_dir (default: the built-in defaults)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "usage: observerctl policy validate [--config FILE] FILE|DIR...")

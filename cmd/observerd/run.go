@@ -198,6 +198,9 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 		case <-hup:
 			reload(configPath, cfg, sys, log)
 		case <-ctx.Done():
+			// A second SIGTERM or SIGINT during the drain ends the process
+			// at once, as an operator pressing Ctrl-C twice expects.
+			signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 			log.Info().Msg("stopping: draining in-flight events")
 			sys.Root.Stop(sup)
 			return exitCode(<-exited, log)
@@ -246,8 +249,14 @@ func reload(path string, running *configs.Config, sys *actor.ActorSystem, log ze
 			setLevel(cfg.Log.Level)
 			running.Log.Level = cfg.Log.Level
 		case "admin.listen":
+			// Applied only when the admin could listen there: the log says
+			// so, and the next SIGHUP tries again.
+			res, err := sys.Root.RequestFuture(supervisor.PID(sys, supervisor.Admin), &admin.Listen{Addr: cfg.Admin.Listen}, 5*time.Second).Result()
+			if l, ok := res.(*admin.Listened); err != nil || !ok || l.Err != nil {
+				restart = append(restart, key)
+				continue
+			}
 			running.Admin.Listen = cfg.Admin.Listen
-			sys.Root.Send(supervisor.PID(sys, supervisor.Admin), &admin.Listen{Addr: cfg.Admin.Listen})
 		case "outbox.max_bytes", "outbox.when_full":
 			if running.Outbox != cfg.Outbox {
 				running.Outbox = cfg.Outbox
