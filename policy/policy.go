@@ -202,10 +202,11 @@ type Env struct {
 	// and checksum checks (for validating a policy away from its host).
 	PluginDir string
 	// CheckPlugin, when set, validates a present module against the
-	// plugin ABI (exports, imports, version); its error is the problem.
+	// plugin ABI (exports, imports, version) and the observer's memory
+	// limit (0: the default); its error is the problem.
 	// The policy package knows nothing of WebAssembly: the daemon passes
 	// its plugin host's check.
-	CheckPlugin func(path string) error
+	CheckPlugin func(path string, memoryLimit uint64) error
 }
 
 func (e Env) allowed() *configs.AllowList {

@@ -314,7 +314,7 @@ func TestGoldenDirs(t *testing.T) {
 func TestCheckPluginProblems(t *testing.T) {
 	env := testEnv(t)
 	var checked []string
-	env.CheckPlugin = func(path string) error {
+	env.CheckPlugin = func(path string, _ uint64) error {
 		checked = append(checked, path)
 		if strings.HasSuffix(path, "backlog.wasm") {
 			return fmt.Errorf("plugin backlog.wasm: imports %q, which the host does not offer", "env.socket")

@@ -410,7 +410,11 @@ func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout
 		case w.SHA256 != "" && shaOK && !strings.EqualFold(sum, w.SHA256):
 			r.Addf(path+".sha256", "plugin %s has sha256 %s, not %s", w.Module, sum, w.SHA256)
 		case env.CheckPlugin != nil:
-			if err := env.CheckPlugin(filepath.Join(env.PluginDir, w.Module)); err != nil {
+			limit := uint64(w.MemoryLimit)
+			if w.MemoryLimit < minWASMMemory || w.MemoryLimit > maxWASMMemory {
+				limit = 0 // reported below; checked with the default meanwhile
+			}
+			if err := env.CheckPlugin(filepath.Join(env.PluginDir, w.Module), limit); err != nil {
 				r.Addf(path+".module", "%v", err)
 			}
 		}

@@ -180,9 +180,13 @@ func (h *Host) Close(ctx context.Context) error {
 }
 
 // Check reads, compiles and validates the module at path, then
-// instantiates it in the sandbox (default limits) to ask its ABI version.
+// instantiates it in the sandbox, with memoryLimit (0: the default) and
+// the default deadline, to ask its ABI version.
 // Any problem is a *ModuleError that names it precisely.
-func (h *Host) Check(ctx context.Context, path string) (*ModuleInfo, error) {
+func (h *Host) Check(ctx context.Context, path string, memoryLimit uint64) (*ModuleInfo, error) {
+	if memoryLimit == 0 {
+		memoryLimit = DefaultMemoryLimit
+	}
 	m, err := h.acquire(ctx, path, "")
 	if err != nil {
 		return nil, err
@@ -190,7 +194,7 @@ func (h *Host) Check(ctx context.Context, path string) (*ModuleInfo, error) {
 	defer h.release(m)
 	info := m.info
 	info.Path = path
-	if err := checkMemory(&info, DefaultMemoryLimit); err != nil {
+	if err := checkMemory(&info, memoryLimit); err != nil {
 		return nil, err
 	}
 	// The call's context carries the deadline: the host's sleeps end at
@@ -198,7 +202,7 @@ func (h *Host) Check(ctx context.Context, path string) (*ModuleInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
 	defer cancel()
 	c := newCall(ctx, name(path), h.log.With().Str("plugin", name(path)).Logger(), nil, nil, nil, DefaultTimeout)
-	inst, err := h.instantiate(ctx, m, c, DefaultMemoryLimit)
+	inst, err := h.instantiate(ctx, m, c, memoryLimit)
 	c.flush()
 	if err != nil {
 		return nil, err
@@ -210,8 +214,8 @@ func (h *Host) Check(ctx context.Context, path string) (*ModuleInfo, error) {
 
 // CheckFile is Check for a caller that wants the verdict only, as
 // policy.Env.CheckPlugin does.
-func (h *Host) CheckFile(path string) error {
-	_, err := h.Check(context.Background(), path)
+func (h *Host) CheckFile(path string, memoryLimit uint64) error {
+	_, err := h.Check(context.Background(), path, memoryLimit)
 	return err
 }
 

@@ -34,7 +34,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			info, err := h.Check(context.Background(), tt.path)
+			info, err := h.Check(context.Background(), tt.path, 0)
 			if tt.wantErr != "" {
 				requireModuleError(t, err, tt.wantErr)
 				return
@@ -64,7 +64,7 @@ func requireModuleError(t *testing.T, err error, want string) {
 func TestNewPluginRefusesModule(t *testing.T) {
 	h := newTestHost(t)
 	good := guest(t, "good")
-	info, err := h.Check(context.Background(), good)
+	info, err := h.Check(context.Background(), good, 0)
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -135,7 +135,7 @@ func TestCacheDir(t *testing.T) {
 	for range 2 { // the second host finds the first one's compilation
 		h, err := NewHost(ctx, HostOptions{CacheDir: dir, Log: zerolog.Nop()})
 		require.NoError(t, err)
-		_, err = h.Check(ctx, guest(t, "empty"))
+		_, err = h.Check(ctx, guest(t, "empty"), 0)
 		require.NoError(t, err)
 		require.NoError(t, h.Close(ctx))
 	}

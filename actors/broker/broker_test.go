@@ -172,3 +172,33 @@ func TestDialTriesURLsInOrder(t *testing.T) {
 	var amqpErr *amqp.Error
 	assert.NotErrorAs(t, err, &amqpErr)
 }
+
+func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
+	// Observations are returned (only outbox.overflow is bound): a return
+	// proves an event was not delivered, so drop_oldest may take it. The
+	// outbox stays within max_bytes by dropping the oldest, as its name
+	// says, not the newest that have not been published yet.
+	f := newFixture(t, "outbox.overflow.#")
+	f.opts.Limit = Limit{MaxBytes: 16 << 10, DropOldest: true}
+	f.consume(t)
+	pid := f.start(t)
+	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
+
+	// In groups, each returned before the next is sent.
+	for i, ev := range events(600) {
+		ev.Node = f.opts.Node
+		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+		if i%50 == 49 {
+			want := uint64(i + 1)
+			require.Eventually(t, func() bool { return f.stats(t, pid).LastSequence >= want }, wait, 5*time.Millisecond)
+			actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Unroutable })
+		}
+	}
+	overflow := f.receive(t, 1)[0]
+	require.Equal(t, messages.TypeOutboxOverflow, overflow.Type)
+	assert.Equal(t, uint64(1), overflow.GetOutboxOverflow().GetFirstSequence(), "the oldest events go first")
+	st := f.stats(t, pid)
+	t.Logf("outbox: %d events, %d bytes (bound %d)", st.Events, st.Bytes, f.opts.Limit.MaxBytes)
+	assert.LessOrEqual(t, st.Bytes, f.opts.Limit.MaxBytes+int64(f.opts.ConfirmWindow+2)*1024,
+		"within the bound, but for what is in flight")
+}

@@ -27,7 +27,9 @@ type pipeline struct {
 	outbox  *Outbox
 	metrics *metrics
 	log     zerolog.Logger
-	status  func(messages.BrokerStatus)
+	// status reports to the state-manager; called with mu held, so it
+	// must not block (it sends a message).
+	status func(messages.BrokerStatus)
 	// last is the status last reported; guarded by mu.
 	last messages.BrokerStatus
 
@@ -218,11 +220,13 @@ func (p *pipeline) takeDrops() []*messages.Event {
 }
 
 // setStatus reports a connection change, keeping the unroutable count.
+// Reports are made under mu, in the order their states were computed
+// (report only sends a message: it never blocks).
 func (p *pipeline) setStatus(s messages.BrokerStatus) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	s.Unroutable = len(p.retries) > 0
 	p.last = s
-	p.mu.Unlock()
 	p.metrics.status(s)
 	p.status(s)
 }
@@ -236,7 +240,7 @@ func (p *pipeline) unroutableChanged(before int) {
 	s := p.last
 	s.Unroutable = len(p.retries) > 0
 	p.last = s
-	go p.status(s)
+	p.status(s)
 }
 
 func (p *pipeline) isInflight(seq uint64) bool {

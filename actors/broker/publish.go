@@ -36,9 +36,11 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 	if err := declare(ch, p.o); err != nil {
 		return err
 	}
-	// Buffered to the window: amqp091-go delivers returns from its reader
-	// goroutine, which must never wait on us.
-	returns := ch.NotifyReturn(make(chan amqp.Return, p.o.ConfirmWindow))
+	// Buffered beyond what can be outstanding (the window, one in the
+	// confirm loop's hands, one being published): amqp091-go delivers
+	// returns from its reader goroutine, which must never wait on us, or
+	// the acks the confirm loop waits for would never be read.
+	returns := ch.NotifyReturn(make(chan amqp.Return, p.o.ConfirmWindow+2))
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	// Blocking notifications are read by their own goroutine: amqp091-go
 	// sends them from its reader goroutine and would stall the whole
@@ -212,8 +214,8 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 		if ack && !returned[it.id] {
 			acked = append(acked, it.seq)
 		} else {
+			p.retryLater(it.seq, returned[it.id])
 			delete(returned, it.id)
-			p.retryLater(it.seq)
 		}
 		if len(window) == 0 || len(acked) >= 256 {
 			flush()
@@ -226,8 +228,14 @@ func (p *pipeline) confirmLoop(ctx context.Context, window <-chan inflight, retu
 // binding added by an operator takes effect quickly.
 const retryDelay = 2 * time.Second
 
-func (p *pipeline) retryLater(seq uint64) {
+// A returned event was certainly not delivered: it loses its protection
+// from drop_oldest (else an outbox of unroutable events would outgrow its
+// bound); a nacked one may have been, and keeps it.
+func (p *pipeline) retryLater(seq uint64, returned bool) {
 	p.mu.Lock()
+	if returned {
+		delete(p.inflight, seq)
+	}
 	before := len(p.retries)
 	p.retries[seq] = time.Now().Add(retryDelay)
 	p.unroutableChanged(before)
@@ -252,15 +260,19 @@ func (p *pipeline) due() ([]Record, error) {
 	}
 	p.mu.Unlock()
 	var out []Record
+	var gone []uint64
 	for _, s := range seqs {
 		r, err := p.outbox.Get(s)
 		if err != nil {
 			return nil, err
 		}
-		if r != nil {
-			out = append(out, *r)
+		if r == nil {
+			gone = append(gone, s) // dropped (drop_oldest) while it waited
+			continue
 		}
+		out = append(out, *r)
 	}
+	p.deleted(gone)
 	return out, nil
 }
 

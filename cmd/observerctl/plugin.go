@@ -42,7 +42,7 @@ func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitProblems
 	}
 	defer host.Close(ctx)
-	info, err := host.Check(ctx, file)
+	info, err := host.Check(ctx, file, 0)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", file, err)
 		return exitProblems

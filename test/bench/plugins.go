@@ -440,7 +440,7 @@ func checkOnFreshHost(ctx context.Context, cacheDir, path string, log zerolog.Lo
 	}
 	newHost = time.Since(start)
 	start = time.Now()
-	_, err = h.Check(ctx, path)
+	_, err = h.Check(ctx, path, 0)
 	check = time.Since(start)
 	if cerr := h.Close(context.Background()); err == nil {
 		err = cerr
