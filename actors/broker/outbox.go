@@ -171,6 +171,10 @@ func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 			ev.Sequence = last
 			data, err := proto.Marshal(ev)
 			if err != nil {
+				validUTF8(ev.ProtoReflect())
+				data, err = proto.Marshal(ev)
+			}
+			if err != nil {
 				return fmt.Errorf("marshal event %s: %w", ev.Id, err)
 			}
 			if err := b.Put(seqKey(last), data); err != nil {
