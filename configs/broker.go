@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -22,10 +23,17 @@ func (b *Broker) validate(r *Report) {
 	if len(b.URLs) == 0 {
 		r.Addf("broker.urls", "at least one URL is required")
 	}
+	schemes := map[string]bool{}
 	for i, raw := range b.URLs {
 		for _, msg := range b.urlProblems(raw) {
 			r.Addf(fmt.Sprintf("broker.urls[%d]", i), "%s", msg)
 		}
+		if u, err := url.Parse(raw); err == nil {
+			schemes[u.Scheme] = true
+		}
+	}
+	if schemes["amqps"] && schemes["amqp"] {
+		r.Addf("broker.urls", "mixes amqps:// and amqp://: a failover would silently drop TLS; use amqps:// for every node")
 	}
 
 	oneOf(r, "broker.auth", b.Auth, "plain", "external")
@@ -52,6 +60,12 @@ func (b *Broker) validate(r *Report) {
 		if err := checkReadable(f.file); err != nil {
 			r.Addf(f.path, "%v", err)
 			continue
+		}
+		if f.path == "broker.password_file" || f.path == "broker.tls.key_file" {
+			if err := checkSecretMode(f.file); err != nil {
+				r.Addf(f.path, "%v", err)
+				continue
+			}
 		}
 		readable[f.path] = true
 	}
@@ -260,20 +274,84 @@ func checkReadable(file string) error {
 }
 
 // Password returns the broker password: the content of
-// broker.password_file (trailing newlines trimmed), else the
-// OBSERVERD_AMQP_PASSWORD environment variable, else "".
-func (c *Config) Password() (string, error) {
-	if f := c.Broker.PasswordFile; f != "" {
-		data, err := os.ReadFile(f)
+// broker.password_file (trailing newlines trimmed), read afresh at every
+// call so that a rotated password needs no restart, else env (the value
+// of OBSERVERD_AMQP_PASSWORD, which the daemon takes out of its
+// environment at start: see TakePasswordEnv).
+func (b *Broker) Password(env string) (string, error) {
+	if f := b.PasswordFile; f != "" {
+		data, err := ReadSecret(f)
 		if err != nil {
 			return "", fmt.Errorf("read broker.password_file: %w", err)
 		}
 		return strings.TrimRight(string(data), "\r\n"), nil
 	}
-	return os.Getenv(PasswordEnv), nil
+	return env, nil
 }
 
-// ClientTLS builds the TLS client configuration of the broker connection:
+// TakePasswordEnv returns OBSERVERD_AMQP_PASSWORD and removes it from the
+// process's environment, so that no child process and no later reader of
+// the environment sees it.
+func TakePasswordEnv() string {
+	pw := os.Getenv(PasswordEnv)
+	os.Unsetenv(PasswordEnv)
+	return pw
+}
+
+// maxSecretSize bounds a password or key file: a secret of more is a
+// mistaken path, not a secret.
+const maxSecretSize = 64 << 10
+
+// ReadSecret reads a password or private key file, refusing one that is
+// not a regular file, is larger than 64KiB, or whose mode lets anyone but
+// its owner and group read it or anyone but its owner write it, as ssh
+// refuses such keys: a secret others can read is no longer one, and one
+// others can write lets them choose the daemon's credentials.
+func ReadSecret(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := secretMode(file, st); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSecretSize {
+		return nil, fmt.Errorf("%s is larger than %s; this is not a secret file", file, ByteSize(maxSecretSize))
+	}
+	return data, nil
+}
+
+func checkSecretMode(file string) error {
+	st, err := os.Stat(file)
+	if err != nil {
+		return err
+	}
+	return secretMode(file, st)
+}
+
+func secretMode(file string, st fs.FileInfo) error {
+	switch mode := st.Mode(); {
+	case !mode.IsRegular():
+		return fmt.Errorf("%s is not a regular file", file)
+	case mode.Perm()&0o027 != 0:
+		return fmt.Errorf("%s has mode %04o: a secret must not be writable by its group nor accessible by others (chmod 0600, or 0640 to share it with the daemon's group)",
+			file, mode.Perm())
+	}
+	return nil
+}
+
+// ClientTLS builds the TLS client configuration of the broker connection,
+// reading the CA, certificate and key files afresh (call it at every dial,
+// so that rotated files need no restart):
 // RootCAs from tls.ca_file (the system pool when empty), the client
 // certificate when cert_file and key_file are set, MinVersion from
 // min_version. It never skips verification.
@@ -308,9 +386,20 @@ func (b *Broker) ClientTLS() (*tls.Config, error) {
 }
 
 func (t *TLS) clientCertificate() (tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
+	fail := func(err error) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("load client certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	certPEM, err := os.ReadFile(t.CertFile)
+	if err != nil {
+		return fail(err)
+	}
+	keyPEM, err := ReadSecret(t.KeyFile)
+	if err != nil {
+		return fail(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fail(err)
 	}
 	return cert, nil
 }

@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,10 +31,17 @@ type Config struct {
 	PluginDir      string   `yaml:"plugin_dir"`      // default /usr/lib/observerd/plugins
 	StateDir       string   `yaml:"state_dir"`       // default /var/lib/observerd
 	AllowedTargets []string `yaml:"allowed_targets"` // default ["127.0.0.0/8", "::1/128"]
-	Log            Log      `yaml:"log"`
-	Admin          Admin    `yaml:"admin"`
-	Broker         Broker   `yaml:"broker"`
-	Outbox         Outbox   `yaml:"outbox"`
+	// AllowedPIDDirs are the directories that process observers' pid files
+	// must resolve inside (symlinks followed); default ["/run"].
+	AllowedPIDDirs []string `yaml:"allowed_pid_dirs"`
+	// AllowedProcessNames are the names process observers may look a
+	// process up by; default none.
+	AllowedProcessNames []string `yaml:"allowed_process_names"`
+	Limits              Limits   `yaml:"limits"`
+	Log                 Log      `yaml:"log"`
+	Admin               Admin    `yaml:"admin"`
+	Broker              Broker   `yaml:"broker"`
+	Outbox              Outbox   `yaml:"outbox"`
 
 	doc *Document // where each key was written, for validation messages
 }
@@ -42,10 +52,57 @@ type Log struct {
 	Format string `yaml:"format"` // json (default) | console
 }
 
-// Admin configures the admin HTTP endpoint.
+// Admin configures the admin endpoints: read-only HTTP on loopback TCP,
+// and the unix socket that also takes commands.
 type Admin struct {
 	Listen string `yaml:"listen"` // loopback host:port, default 127.0.0.1:9464; "" disables
+	// Socket is the unix socket of the admin API, commands included;
+	// default /run/observerd/admin.sock; "" disables.
+	Socket string `yaml:"socket"`
+	// SocketGroup is the group given the socket (mode 0660), by name or
+	// number; "" keeps the daemon's own group.
+	SocketGroup string `yaml:"socket_group"`
 }
+
+// Limits bound what policies may make the daemon do. They are the daemon
+// owner's, not the policy writers': a policy that asks for more is
+// rejected, and the event budget is enforced while it runs.
+type Limits struct {
+	// MinInterval is the shortest observer interval; default 1s.
+	MinInterval Duration `yaml:"min_interval"`
+	// MaxRequestsPerSecond and MaxConcurrentRequests are the highest
+	// spec.limits a policy may set; default 100 and 16.
+	MaxRequestsPerSecond  float64 `yaml:"max_requests_per_second"`
+	MaxConcurrentRequests int     `yaml:"max_concurrent_requests"`
+	// MaxEventsPerSecond is each policy's budget of observation events;
+	// the excess is dropped and reported in policy.throttled; default 100.
+	MaxEventsPerSecond float64 `yaml:"max_events_per_second"`
+	// MaxObservers is the number of observers of all policies together;
+	// default 1000.
+	MaxObservers int `yaml:"max_observers"`
+	// MaxPluginMemory is the sum of the wasm observers' memory_limit over
+	// all policies; default 1GiB.
+	MaxPluginMemory ByteSize `yaml:"max_plugin_memory"`
+	// MaxResponseBytes caps what one observation reads of an answer (an
+	// http body, a metrics page, a plugin's http response); default 16MiB.
+	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
+}
+
+// DefaultLimits are the limits of a config that sets none.
+func DefaultLimits() Limits {
+	return Limits{
+		MinInterval:           Duration(time.Second),
+		MaxRequestsPerSecond:  100,
+		MaxConcurrentRequests: 16,
+		MaxEventsPerSecond:    100,
+		MaxObservers:          1000,
+		MaxPluginMemory:       GiB,
+		MaxResponseBytes:      16 * MiB,
+	}
+}
+
+// DefaultPIDDirs is allowed_pid_dirs when the config sets none.
+var DefaultPIDDirs = []string{"/run"}
 
 // Broker configures the RabbitMQ connection.
 type Broker struct {
@@ -102,8 +159,10 @@ func Default() *Config {
 		PluginDir:      "/usr/lib/observerd/plugins",
 		StateDir:       "/var/lib/observerd",
 		AllowedTargets: []string{"127.0.0.0/8", "::1/128"},
+		AllowedPIDDirs: DefaultPIDDirs,
+		Limits:         DefaultLimits(),
 		Log:            Log{Level: "info", Format: "json"},
-		Admin:          Admin{Listen: "127.0.0.1:9464"},
+		Admin:          Admin{Listen: "127.0.0.1:9464", Socket: "/run/observerd/admin.sock"},
 		Broker: Broker{
 			URLs:          []string{"amqps://observer@localhost:5671/"},
 			Auth:          "plain",
@@ -172,8 +231,13 @@ func (c *Config) resolvePaths() error {
 	if err != nil {
 		return fmt.Errorf("resolve paths of %s: %w", c.File, err)
 	}
-	for _, p := range []*string{&c.PolicyDir, &c.PluginDir, &c.StateDir,
-		&c.Broker.PasswordFile, &c.Broker.TLS.CAFile, &c.Broker.TLS.CertFile, &c.Broker.TLS.KeyFile} {
+	paths := []*string{&c.PolicyDir, &c.PluginDir, &c.StateDir, &c.Admin.Socket,
+		&c.Broker.PasswordFile, &c.Broker.TLS.CAFile, &c.Broker.TLS.CertFile, &c.Broker.TLS.KeyFile}
+	c.AllowedPIDDirs = slices.Clone(c.AllowedPIDDirs) // not the default's backing array
+	for i := range c.AllowedPIDDirs {
+		paths = append(paths, &c.AllowedPIDDirs[i])
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -213,9 +277,25 @@ func (c *Config) Validate() error {
 	}
 	oneOf(r, "log.level", c.Log.Level, "trace", "debug", "info", "warn", "error")
 	oneOf(r, "log.format", c.Log.Format, "json", "console")
+	for i, dir := range c.AllowedPIDDirs {
+		if !filepath.IsAbs(dir) {
+			r.Addf(fmt.Sprintf("allowed_pid_dirs[%d]", i), "must be an absolute directory")
+		}
+	}
+	for i, name := range c.AllowedProcessNames {
+		if err := CheckProcessName(name); err != nil {
+			r.Addf(fmt.Sprintf("allowed_process_names[%d]", i), "%v", err)
+		}
+	}
+	c.Limits.validate(r)
 	if c.Admin.Listen != "" {
 		if err := checkLoopback(c.Admin.Listen); err != nil {
 			r.Addf("admin.listen", "%v", err)
+		}
+	}
+	if c.Admin.SocketGroup != "" {
+		if _, err := LookupGroup(c.Admin.SocketGroup); err != nil {
+			r.Addf("admin.socket_group", "%v", err)
 		}
 	}
 	c.Broker.validate(r)
@@ -262,4 +342,68 @@ func changes(prefix string, a, b reflect.Value) []string {
 		}
 	}
 	return out
+}
+
+// CheckProcessName accepts what a process observer may look a process up
+// by: a command name, as in /proc/<pid>/comm or the base name of argv[0].
+func CheckProcessName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("a process name must not be empty")
+	case len(name) > 255:
+		return fmt.Errorf("a process name has at most 255 bytes, got %d", len(name))
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("a process name holds no / and no NUL (use pid_file to point at a file)")
+	}
+	return nil
+}
+
+// LookupGroup returns the gid of a group given by name or number.
+func LookupGroup(group string) (int, error) {
+	if gid, err := strconv.Atoi(group); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("no group of that name on this host")
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("the group has a gid that is not a number")
+	}
+	return gid, nil
+}
+
+// Bounds of the limits section: past them a limit protects nothing.
+const (
+	minMinInterval = time.Millisecond
+	maxRate        = 1e6
+	maxConcurrency = 10_000
+	maxObservers   = 1_000_000
+)
+
+func (l *Limits) validate(r *Report) {
+	if time.Duration(l.MinInterval) < minMinInterval {
+		r.Addf("limits.min_interval", "must be at least %s, got %s", minMinInterval, l.MinInterval)
+	}
+	for _, rate := range []struct {
+		path string
+		v    float64
+	}{{"limits.max_requests_per_second", l.MaxRequestsPerSecond}, {"limits.max_events_per_second", l.MaxEventsPerSecond}} {
+		if !(rate.v > 0) || rate.v > maxRate {
+			r.Addf(rate.path, "must be greater than 0 and at most %g, got %g", float64(maxRate), rate.v)
+		}
+	}
+	if l.MaxConcurrentRequests < 1 || l.MaxConcurrentRequests > maxConcurrency {
+		r.Addf("limits.max_concurrent_requests", "must be between 1 and %d, got %d", maxConcurrency, l.MaxConcurrentRequests)
+	}
+	if l.MaxObservers < 1 || l.MaxObservers > maxObservers {
+		r.Addf("limits.max_observers", "must be between 1 and %d, got %d", maxObservers, l.MaxObservers)
+	}
+	if l.MaxPluginMemory < 0 {
+		r.Addf("limits.max_plugin_memory", "must not be negative, got %s", l.MaxPluginMemory)
+	}
+	if l.MaxResponseBytes < KiB || l.MaxResponseBytes > GiB {
+		r.Addf("limits.max_response_bytes", "must be between 1KiB and 1GiB, got %s", l.MaxResponseBytes)
+	}
 }

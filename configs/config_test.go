@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -52,7 +53,8 @@ func TestExampleLoadsAsDefaults(t *testing.T) {
 	c, err := Load("observerd.example.yaml")
 	require.NoError(t, err)
 	assert.Empty(t, c.Broker.Queues)
-	c.Broker.Queues = nil
+	assert.Empty(t, c.AllowedProcessNames)
+	c.Broker.Queues, c.AllowedProcessNames = nil, nil
 	c.File, c.doc = "", nil
 	assert.Equal(t, Default(), c)
 }
@@ -314,27 +316,88 @@ func TestPassword(t *testing.T) {
 	pw := filepath.Join(dir, "pw")
 	require.NoError(t, os.WriteFile(pw, []byte("s3cret\r\n"), 0o600))
 
-	t.Setenv(PasswordEnv, "from-env")
-	c := Default()
-	got, err := c.Password()
+	b := Default().Broker
+	got, err := b.Password("from-env")
 	require.NoError(t, err)
 	assert.Equal(t, "from-env", got)
 
-	c.Broker.PasswordFile = pw // the file wins over the environment
-	got, err = c.Password()
+	b.PasswordFile = pw // the file wins over the environment
+	got, err = b.Password("from-env")
 	require.NoError(t, err)
 	assert.Equal(t, "s3cret", got)
 
-	c.Broker.PasswordFile = filepath.Join(dir, "gone")
-	_, err = c.Password()
+	// Read afresh at every call: a rotated password needs no restart.
+	require.NoError(t, os.WriteFile(pw, []byte("rotated\n"), 0o600))
+	got, err = b.Password("from-env")
+	require.NoError(t, err)
+	assert.Equal(t, "rotated", got)
+
+	b.PasswordFile = filepath.Join(dir, "gone")
+	_, err = b.Password("")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "read broker.password_file: open "+filepath.Join(dir, "gone"))
 
-	t.Setenv(PasswordEnv, "")
-	c.Broker.PasswordFile = ""
-	got, err = c.Password()
+	b.PasswordFile = ""
+	got, err = b.Password("")
 	require.NoError(t, err)
 	assert.Empty(t, got)
+}
+
+func TestTakePasswordEnv(t *testing.T) {
+	t.Setenv(PasswordEnv, "from-env")
+	assert.Equal(t, "from-env", TakePasswordEnv())
+	_, set := os.LookupEnv(PasswordEnv)
+	assert.False(t, set, "the password stays in the environment")
+}
+
+func TestSecretFileModes(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o600, true}, {0o400, true}, {0o640, true}, {0o440, true},
+		{0o660, false}, {0o644, false}, {0o604, false}, {0o602, false}, {0o601, false}, {0o620, false},
+	} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			pw := filepath.Join(dir, "pw-"+tc.mode.String())
+			require.NoError(t, os.WriteFile(pw, []byte("s3cret"), 0o600))
+			require.NoError(t, os.Chmod(pw, tc.mode))
+			_, err := ReadSecret(pw)
+			c, perr := Parse("", []byte("broker: {password_file: "+pw+"}\n"))
+			if tc.ok {
+				require.NoError(t, err)
+				require.NoError(t, perr)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), pw+" has mode 0"+strings.TrimPrefix(fmt.Sprintf("%o", tc.mode.Perm()), "0"))
+			assert.NotContains(t, err.Error(), "s3cret")
+			require.Error(t, perr)
+			assert.Contains(t, perr.Error(), "broker.password_file: "+pw+" has mode")
+			assert.NotNil(t, c)
+		})
+	}
+	t.Run("not a regular file", func(t *testing.T) {
+		_, err := ReadSecret(dir)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "not a regular file")
+	})
+	t.Run("too large", func(t *testing.T) {
+		big := filepath.Join(dir, "big")
+		require.NoError(t, os.WriteFile(big, make([]byte, 65<<10), 0o600))
+		_, err := ReadSecret(big)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "larger than 64KiB")
+	})
+}
+
+func TestMixedSchemesRefused(t *testing.T) {
+	_, err := Parse("", []byte("broker: {allow_insecure: true, urls: [\"amqps://a/\", \"amqp://b/\"]}\n"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "broker.urls: mixes amqps:// and amqp://")
+	_, err = Parse("", []byte("broker: {allow_insecure: true, urls: [\"amqp://a/\", \"amqp://b/\"]}\n"))
+	require.NoError(t, err)
 }
 
 func TestSeveralProblemsAtOnce(t *testing.T) {

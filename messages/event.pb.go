@@ -190,6 +190,7 @@ type Event struct {
 	//	*Event_OutboxOverflow
 	//	*Event_Daemon
 	//	*Event_CommandResult
+	//	*Event_PolicyThrottled
 	Data          isEvent_Data `protobuf_oneof:"data"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -422,6 +423,15 @@ func (x *Event) GetCommandResult() *CommandResult {
 	return nil
 }
 
+func (x *Event) GetPolicyThrottled() *PolicyThrottled {
+	if x != nil {
+		if x, ok := x.Data.(*Event_PolicyThrottled); ok {
+			return x.PolicyThrottled
+		}
+	}
+	return nil
+}
+
 type isEvent_Data interface {
 	isEvent_Data()
 }
@@ -470,6 +480,10 @@ type Event_CommandResult struct {
 	CommandResult *CommandResult `protobuf:"bytes,30,opt,name=command_result,json=commandResult,proto3,oneof"` // command.result
 }
 
+type Event_PolicyThrottled struct {
+	PolicyThrottled *PolicyThrottled `protobuf:"bytes,31,opt,name=policy_throttled,json=policyThrottled,proto3,oneof"` // policy.throttled
+}
+
 func (*Event_Http) isEvent_Data() {}
 
 func (*Event_Prometheus) isEvent_Data() {}
@@ -491,6 +505,8 @@ func (*Event_OutboxOverflow) isEvent_Data() {}
 func (*Event_Daemon) isEvent_Data() {}
 
 func (*Event_CommandResult) isEvent_Data() {}
+
+func (*Event_PolicyThrottled) isEvent_Data() {}
 
 // Hop is one step of an event's provenance.
 type Hop struct {
@@ -709,7 +725,8 @@ var File_polar_observer_v1_event_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpolar/observer/v1/event.proto\x12\x11polar.observer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$polar/observer/v1/observations.proto\x1a!polar/observer/v1/lifecycle.proto\"\xd6\t\n" +
+	"\x1dpolar/observer/v1/event.proto\x12\x11polar.observer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$polar/observer/v1/observations.proto\x1a!polar/observer/v1/lifecycle.proto\"\xa7\n" +
+	"\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -739,7 +756,8 @@ const file_polar_observer_v1_event_proto_rawDesc = "" +
 	"\bobserver\x18\x1b \x01(\v2$.polar.observer.v1.ObserverLifecycleH\x00R\bobserver\x12L\n" +
 	"\x0foutbox_overflow\x18\x1c \x01(\v2!.polar.observer.v1.OutboxOverflowH\x00R\x0eoutboxOverflow\x12<\n" +
 	"\x06daemon\x18\x1d \x01(\v2\".polar.observer.v1.DaemonLifecycleH\x00R\x06daemon\x12I\n" +
-	"\x0ecommand_result\x18\x1e \x01(\v2 .polar.observer.v1.CommandResultH\x00R\rcommandResultB\x06\n" +
+	"\x0ecommand_result\x18\x1e \x01(\v2 .polar.observer.v1.CommandResultH\x00R\rcommandResult\x12O\n" +
+	"\x10policy_throttled\x18\x1f \x01(\v2\".polar.observer.v1.PolicyThrottledH\x00R\x0fpolicyThrottledB\x06\n" +
 	"\x04data\"}\n" +
 	"\x03Hop\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
@@ -807,7 +825,8 @@ var file_polar_observer_v1_event_proto_goTypes = []any{
 	(*OutboxOverflow)(nil),        // 15: polar.observer.v1.OutboxOverflow
 	(*DaemonLifecycle)(nil),       // 16: polar.observer.v1.DaemonLifecycle
 	(*CommandResult)(nil),         // 17: polar.observer.v1.CommandResult
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*PolicyThrottled)(nil),       // 18: polar.observer.v1.PolicyThrottled
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
 }
 var file_polar_observer_v1_event_proto_depIdxs = []int32{
 	7,  // 0: polar.observer.v1.Event.time:type_name -> google.protobuf.Timestamp
@@ -826,14 +845,15 @@ var file_polar_observer_v1_event_proto_depIdxs = []int32{
 	15, // 13: polar.observer.v1.Event.outbox_overflow:type_name -> polar.observer.v1.OutboxOverflow
 	16, // 14: polar.observer.v1.Event.daemon:type_name -> polar.observer.v1.DaemonLifecycle
 	17, // 15: polar.observer.v1.Event.command_result:type_name -> polar.observer.v1.CommandResult
-	7,  // 16: polar.observer.v1.Hop.time:type_name -> google.protobuf.Timestamp
-	6,  // 17: polar.observer.v1.PluginPayload.labels:type_name -> polar.observer.v1.PluginPayload.LabelsEntry
-	18, // 18: polar.observer.v1.PluginPayload.call_duration:type_name -> google.protobuf.Duration
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	18, // 16: polar.observer.v1.Event.policy_throttled:type_name -> polar.observer.v1.PolicyThrottled
+	7,  // 17: polar.observer.v1.Hop.time:type_name -> google.protobuf.Timestamp
+	6,  // 18: polar.observer.v1.PluginPayload.labels:type_name -> polar.observer.v1.PluginPayload.LabelsEntry
+	19, // 19: polar.observer.v1.PluginPayload.call_duration:type_name -> google.protobuf.Duration
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_polar_observer_v1_event_proto_init() }
@@ -855,6 +875,7 @@ func file_polar_observer_v1_event_proto_init() {
 		(*Event_OutboxOverflow)(nil),
 		(*Event_Daemon)(nil),
 		(*Event_CommandResult)(nil),
+		(*Event_PolicyThrottled)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

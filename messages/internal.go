@@ -23,6 +23,7 @@ const (
 	TypePolicyApplied         = "policy.applied"
 	TypePolicyRejected        = "policy.rejected"
 	TypePolicyRemoved         = "policy.removed"
+	TypePolicyThrottled       = "policy.throttled"
 	TypeObserverStarted       = "observer.started"
 	TypeObserverStopped       = "observer.stopped"
 	TypeObserverFailed        = "observer.failed"
@@ -122,6 +123,9 @@ type BrokerStatus struct {
 	// Unroutable is set while events that RabbitMQ returned (no queue
 	// bound to their routing key) wait in the outbox for a retry.
 	Unroutable bool `json:"unroutable,omitempty"`
+	// OutboxError is why the outbox cannot be written (a full or failing
+	// disk), while that lasts; events wait in a bounded memory buffer.
+	OutboxError string `json:"outbox_error,omitempty"`
 }
 
 // PoliciesLoaded tells the state-manager which policies run and which files
@@ -232,6 +236,9 @@ func (s *Snapshot) Ready() (bool, []string) {
 		why = append(why, reason)
 	} else if s.Broker.Blocked {
 		why = append(why, "broker blocked publishing: "+s.Broker.LastError)
+	}
+	if s.Broker.OutboxError != "" {
+		why = append(why, "outbox cannot be written: "+s.Broker.OutboxError)
 	}
 	if s.Broker.Unroutable {
 		why = append(why, "events returned unroutable (no queue bound to their routing key): kept in the outbox and retried")

@@ -387,15 +387,28 @@ func (x *ObserverLifecycle) GetWindow() *durationpb.Duration {
 	return nil
 }
 
-// OutboxOverflow is the payload of outbox.overflow: exactly which accepted
-// events were dropped because the outbox was full.
+// OutboxOverflow is the payload of outbox.overflow: which events were
+// dropped, and why.
+//
+// policy is why:
+//   - "drop_oldest": the outbox was full; the accepted events first_sequence
+//     to last_sequence (dropped_events of them) were dropped.
+//   - "disk_full": the outbox could not be written (no space left, or an
+//     I/O error), and dropped_events events that were never accepted were
+//     dropped from memory. They had no sequence yet: first_sequence and
+//     last_sequence are 0, and no gap shows for them.
+//   - "corrupt": the outbox file was damaged and moved aside. Events with
+//     a sequence from first_sequence to last_sequence that a consumer has
+//     not received are lost; sequences in that range were possibly never
+//     used. dropped_events and dropped_bytes are 0: the damaged file cannot
+//     say how many it held.
 type OutboxOverflow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FirstSequence uint64                 `protobuf:"varint,1,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
 	LastSequence  uint64                 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	DroppedEvents uint64                 `protobuf:"varint,3,opt,name=dropped_events,json=droppedEvents,proto3" json:"dropped_events,omitempty"`
 	DroppedBytes  uint64                 `protobuf:"varint,4,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
-	Policy        string                 `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"` // drop_oldest | block
+	Policy        string                 `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"` // drop_oldest | disk_full | corrupt
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -546,11 +559,13 @@ func (x *DaemonLifecycle) GetOutboxEvents() uint64 {
 
 // CommandResult is the payload of command.result.
 type CommandResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Command       string                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
-	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
-	Ok            bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Command string                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	Target  string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Ok      bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
+	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// Who sent the command, as the daemon verified it.
+	Caller        *Caller `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -613,6 +628,177 @@ func (x *CommandResult) GetMessage() string {
 	return ""
 }
 
+func (x *CommandResult) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+// Caller is the verified sender of a command.
+type Caller struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How the command arrived: "unix" (the admin socket).
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The peer's credentials, read from the socket (SO_PEERCRED).
+	Uid int64 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid int64 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid int64 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The user name of uid, when the host knows it.
+	User          string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_polar_observer_v1_lifecycle_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_polar_observer_v1_lifecycle_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_polar_observer_v1_lifecycle_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Caller) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *Caller) GetUid() int64 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Caller) GetGid() int64 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Caller) GetPid() int64 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Caller) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+// PolicyThrottled is the payload of policy.throttled: a policy's observers
+// produced more observations than limits.max_events_per_second allows, and
+// the excess was not published. It is sent once per window in which
+// observations were dropped; the observations still count for the
+// observers' state (state.changed).
+type PolicyThrottled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The window this report covers.
+	Window *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// Observations dropped in the window.
+	DroppedEvents uint64 `protobuf:"varint,3,opt,name=dropped_events,json=droppedEvents,proto3" json:"dropped_events,omitempty"`
+	// The budget in force: observations per second, and the burst.
+	EventsPerSecond float64 `protobuf:"fixed64,4,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	Burst           uint32  `protobuf:"varint,5,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PolicyThrottled) Reset() {
+	*x = PolicyThrottled{}
+	mi := &file_polar_observer_v1_lifecycle_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyThrottled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyThrottled) ProtoMessage() {}
+
+func (x *PolicyThrottled) ProtoReflect() protoreflect.Message {
+	mi := &file_polar_observer_v1_lifecycle_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyThrottled.ProtoReflect.Descriptor instead.
+func (*PolicyThrottled) Descriptor() ([]byte, []int) {
+	return file_polar_observer_v1_lifecycle_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PolicyThrottled) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyThrottled) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *PolicyThrottled) GetDroppedEvents() uint64 {
+	if x != nil {
+		return x.DroppedEvents
+	}
+	return 0
+}
+
+func (x *PolicyThrottled) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *PolicyThrottled) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 var File_polar_observer_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
@@ -657,12 +843,25 @@ const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1a\n" +
 	"\bpolicies\x18\x04 \x03(\tR\bpolicies\x12#\n" +
-	"\routbox_events\x18\x05 \x01(\x04R\foutboxEvents\"k\n" +
+	"\routbox_events\x18\x05 \x01(\x04R\foutboxEvents\"\x9e\x01\n" +
 	"\rCommandResult\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\tR\acommand\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage*\x98\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x121\n" +
+	"\x06caller\x18\x05 \x01(\v2\x19.polar.observer.v1.CallerR\x06caller\"l\n" +
+	"\x06Caller\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\x03R\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\x03R\x03gid\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x03R\x03pid\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\"\xc1\x01\n" +
+	"\x0fPolicyThrottled\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12%\n" +
+	"\x0edropped_events\x18\x03 \x01(\x04R\rdroppedEvents\x12*\n" +
+	"\x11events_per_second\x18\x04 \x01(\x01R\x0feventsPerSecond\x12\x14\n" +
+	"\x05burst\x18\x05 \x01(\rR\x05burst*\x98\x01\n" +
 	"\rObserverState\x12\x1e\n" +
 	"\x1aOBSERVER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16OBSERVER_STATE_UNKNOWN\x10\x01\x12\x15\n" +
@@ -683,7 +882,7 @@ func file_polar_observer_v1_lifecycle_proto_rawDescGZIP() []byte {
 }
 
 var file_polar_observer_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_polar_observer_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_polar_observer_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_polar_observer_v1_lifecycle_proto_goTypes = []any{
 	(ObserverState)(0),          // 0: polar.observer.v1.ObserverState
 	(*StateChange)(nil),         // 1: polar.observer.v1.StateChange
@@ -692,20 +891,24 @@ var file_polar_observer_v1_lifecycle_proto_goTypes = []any{
 	(*OutboxOverflow)(nil),      // 4: polar.observer.v1.OutboxOverflow
 	(*DaemonLifecycle)(nil),     // 5: polar.observer.v1.DaemonLifecycle
 	(*CommandResult)(nil),       // 6: polar.observer.v1.CommandResult
-	(Result)(0),                 // 7: polar.observer.v1.Result
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
+	(*Caller)(nil),              // 7: polar.observer.v1.Caller
+	(*PolicyThrottled)(nil),     // 8: polar.observer.v1.PolicyThrottled
+	(Result)(0),                 // 9: polar.observer.v1.Result
+	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
 }
 var file_polar_observer_v1_lifecycle_proto_depIdxs = []int32{
-	0, // 0: polar.observer.v1.StateChange.old_state:type_name -> polar.observer.v1.ObserverState
-	0, // 1: polar.observer.v1.StateChange.new_state:type_name -> polar.observer.v1.ObserverState
-	7, // 2: polar.observer.v1.StateChange.last_result:type_name -> polar.observer.v1.Result
-	8, // 3: polar.observer.v1.ObserverLifecycle.backoff:type_name -> google.protobuf.Duration
-	8, // 4: polar.observer.v1.ObserverLifecycle.window:type_name -> google.protobuf.Duration
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: polar.observer.v1.StateChange.old_state:type_name -> polar.observer.v1.ObserverState
+	0,  // 1: polar.observer.v1.StateChange.new_state:type_name -> polar.observer.v1.ObserverState
+	9,  // 2: polar.observer.v1.StateChange.last_result:type_name -> polar.observer.v1.Result
+	10, // 3: polar.observer.v1.ObserverLifecycle.backoff:type_name -> google.protobuf.Duration
+	10, // 4: polar.observer.v1.ObserverLifecycle.window:type_name -> google.protobuf.Duration
+	7,  // 5: polar.observer.v1.CommandResult.caller:type_name -> polar.observer.v1.Caller
+	10, // 6: polar.observer.v1.PolicyThrottled.window:type_name -> google.protobuf.Duration
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_polar_observer_v1_lifecycle_proto_init() }
@@ -720,7 +923,7 @@ func file_polar_observer_v1_lifecycle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_polar_observer_v1_lifecycle_proto_rawDesc), len(file_polar_observer_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -198,6 +198,12 @@ type Env struct {
 	// Allowed is the daemon's allowed_targets; nil means the default
 	// (loopback only), never "anything".
 	Allowed *configs.AllowList
+	// PIDDirs is the daemon's allowed_pid_dirs; nil means the default.
+	PIDDirs []string
+	// ProcessNames is the daemon's allowed_process_names (none by default).
+	ProcessNames []string
+	// Limits are the daemon's limits; nil means the defaults.
+	Limits *configs.Limits
 	// PluginDir is where wasm modules are looked up; "" skips the presence
 	// and checksum checks (for validating a policy away from its host).
 	PluginDir string
@@ -209,9 +215,33 @@ type Env struct {
 	CheckPlugin func(path string, memoryLimit uint64) error
 }
 
+// EnvOf is the environment of the daemon configured by cfg, without its
+// plugin check (the plugin host's, which the caller passes in).
+func EnvOf(cfg *configs.Config, checkPlugin func(path string, memoryLimit uint64) error) Env {
+	return Env{
+		Allowed: cfg.Targets(), PIDDirs: cfg.AllowedPIDDirs, ProcessNames: cfg.AllowedProcessNames,
+		Limits: &cfg.Limits, PluginDir: cfg.PluginDir, CheckPlugin: checkPlugin,
+	}
+}
+
 func (e Env) allowed() *configs.AllowList {
 	if e.Allowed != nil {
 		return e.Allowed
 	}
 	return configs.Default().Targets()
+}
+
+func (e Env) pidDirs() []string {
+	if e.PIDDirs != nil {
+		return e.PIDDirs
+	}
+	return configs.DefaultPIDDirs
+}
+
+// LimitsOf returns the daemon's limits of env, or the defaults.
+func (e Env) LimitsOf() configs.Limits {
+	if e.Limits != nil {
+		return *e.Limits
+	}
+	return configs.DefaultLimits()
 }

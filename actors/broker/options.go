@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/tls"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,7 +50,7 @@ func OptionsFrom(cfg *configs.Config, version string, state *actor.PID, gate *me
 	if err != nil {
 		return Options{}, fmt.Errorf("broker options: %w", err)
 	}
-	pw, err := cfg.Password()
+	pw, err := cfg.Broker.Password(os.Getenv(configs.PasswordEnv))
 	if err != nil {
 		return Options{}, fmt.Errorf("broker options: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -89,7 +90,7 @@ func dialBroker(cfg *configs.Config) (*amqp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	pw, err := cfg.Password()
+	pw, err := cfg.Broker.Password(os.Getenv(configs.PasswordEnv))
 	if err != nil {
 		return nil, err
 	}

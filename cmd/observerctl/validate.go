@@ -37,7 +37,8 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg = c
 	}
-	env := policy.Env{Allowed: cfg.Targets()}
+	env := policy.EnvOf(cfg, nil)
+	env.PluginDir = ""
 	if *configPath != "" {
 		// With the daemon's plugin_dir, modules are checked as the daemon
 		// checks them: present, pinned sum, ABI v1 (compiled in memory).

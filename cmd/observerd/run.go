@@ -107,7 +107,7 @@ func printProblems(w io.Writer, err error) {
 // policyEnv is what policies are validated against: allowed_targets,
 // plugin_dir, and the plugin host's ABI check of every module.
 func policyEnv(cfg *configs.Config, plugins *wasm.Host) policy.Env {
-	return policy.Env{Allowed: cfg.Targets(), PluginDir: cfg.PluginDir, CheckPlugin: plugins.CheckFile}
+	return policy.EnvOf(cfg, plugins.CheckFile)
 }
 
 func newLogger(cfg *configs.Config, stderr io.Writer) zerolog.Logger {

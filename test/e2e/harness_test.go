@@ -166,7 +166,7 @@ func runObservable(t *testing.T, listen string, extra ...string) (*proc, string)
 
 // daemon is one observerd set-up: its files, its exchange and queue.
 type daemon struct {
-	dir, config, admin, exchange, queue, node string
+	dir, config, admin, socket, exchange, queue, node string
 }
 
 type daemonOption func(*daemonConfig)
@@ -178,6 +178,8 @@ type daemonConfig struct {
 	urls      []string
 	outbox    string // the outbox mapping
 	observers string // the policy's observers list
+	limits    string // the limits mapping
+	extra     string // more top-level config keys, as YAML lines
 }
 
 // withURLs sets broker.urls.
@@ -202,6 +204,14 @@ func withLoad(n int) daemonOption {
 func withObservers(list string) daemonOption { return func(c *daemonConfig) { c.observers = list } }
 
 func withTLS(tls string) daemonOption { return func(c *daemonConfig) { c.brokerTLS = tls } }
+
+// withLimits sets the daemon's limits mapping. The default lifts them
+// far above what the tests ask for, so that only the tests of the limits
+// meet them.
+func withLimits(l string) daemonOption { return func(c *daemonConfig) { c.limits = l } }
+
+// withConfig appends top-level keys (YAML lines) to the daemon's config.
+func withConfig(extra string) daemonOption { return func(c *daemonConfig) { c.extra += extra } }
 func withAdmin(a string) daemonOption { return func(c *daemonConfig) { c.admin = a } }
 
 // withExternalAuth logs in with the harness's client certificate (SASL
@@ -221,12 +231,18 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	c := daemonConfig{
 		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
 		urls: []string{node.URL()}, outbox: "{}",
+		limits: "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
 		observers: "    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}\n",
 	}
 	for _, o := range opts {
 		o(&c)
 	}
 	d.admin = c.admin
+	// A unix socket's path has at most 107 bytes: t.TempDir() is too long.
+	sockDir, err := os.MkdirTemp("", "od")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	d.socket = filepath.Join(sockDir, "admin.sock")
 	require.NoError(t, os.MkdirAll(filepath.Join(d.dir, "policies"), 0o755))
 	require.NoError(t, os.MkdirAll(filepath.Join(d.dir, "plugins"), 0o755))
 	d.config = filepath.Join(d.dir, "observerd.yaml")
@@ -235,8 +251,9 @@ policy_dir: %s
 plugin_dir: %s
 state_dir: %s
 log: {level: debug, format: json}
-admin: {listen: %q}
+admin: {listen: %q, socket: %q}
 outbox: %s
+limits: %s
 broker:
   urls: %s
   auth: %s
@@ -246,8 +263,8 @@ broker:
   confirm_window: 64
   queues:
     - {name: %s, bindings: ["#"]}
-`, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		c.admin, c.outbox, yamlList(c.urls), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue)
+%s`, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
+		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue, c.extra)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	if target != "" {
 		pol := fmt.Sprintf(`apiVersion: observer.polar/v1
