@@ -34,6 +34,10 @@ const (
 // names become parts of event sources and AMQP routing, hence DNS-label-like.
 var name = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$`)
 
+// ValidName reports whether s is a valid policy or observer name, for
+// callers that take names from elsewhere than a policy file (commands).
+func ValidName(s string) bool { return name.MatchString(s) }
+
 func checkName(r *configs.Report, path, value string) {
 	switch {
 	case value == "":
