@@ -50,22 +50,22 @@ func parseAllowEntry(raw string) (netip.Prefix, string, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, "", fmt.Errorf("invalid CIDR %q", raw)
+			return netip.Prefix{}, "", fmt.Errorf("invalid CIDR")
 		}
 		if p != p.Masked() {
-			return netip.Prefix{}, "", fmt.Errorf("CIDR %q has host bits set; did you mean %s?", raw, p.Masked())
+			return netip.Prefix{}, "", fmt.Errorf("the CIDR has host bits set; did you mean %s?", p.Masked())
 		}
 		return p, "", nil
 	}
 	if addr, err := netip.ParseAddr(s); err == nil {
 		if addr.Zone() != "" {
-			return netip.Prefix{}, "", fmt.Errorf("address %q has a zone; zones are not supported", raw)
+			return netip.Prefix{}, "", fmt.Errorf("the address has a zone; zones are not supported")
 		}
 		return netip.PrefixFrom(addr, addr.BitLen()), "", nil
 	}
 	name, err := hostName(s)
 	if err != nil {
-		return netip.Prefix{}, "", fmt.Errorf("%q is neither a CIDR, an IP address nor a host name: %w", raw, err)
+		return netip.Prefix{}, "", fmt.Errorf("neither a CIDR, an IP address nor a host name: %w", err)
 	}
 	return netip.Prefix{}, name, nil
 }
@@ -82,7 +82,7 @@ func hostName(s string) (string, error) {
 	}
 	for label := range strings.SplitSeq(name, ".") {
 		if !hostLabel.MatchString(label) {
-			return "", fmt.Errorf("invalid host name label %q", label)
+			return "", fmt.Errorf("invalid host name label of %s", Bytes(len(label)))
 		}
 	}
 	return name, nil

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -111,7 +112,7 @@ func (b *Broker) validate(r *Report) {
 		path := fmt.Sprintf("broker.queues[%d]", i)
 		checkAMQPName(r, path+".name", q.Name)
 		if j, dup := first[q.Name]; dup && q.Name != "" {
-			r.Addf(path+".name", "duplicate queue name %q; first at %s", q.Name, r.doc.Where(fmt.Sprintf("broker.queues[%d].name", j)))
+			r.Addf(path+".name", "duplicate queue name; first at %s", r.doc.Where(fmt.Sprintf("broker.queues[%d].name", j)))
 		} else {
 			first[q.Name] = i
 		}
@@ -124,17 +125,12 @@ func (b *Broker) validate(r *Report) {
 	}
 }
 
-// urlProblems lists what is wrong with one broker URL. Messages show the
-// URL redacted: the config file may be readable by fewer people than logs.
+// urlProblems lists what is wrong with one broker URL. Messages never
+// show the URL: the key path names it, and it may hold a password.
 func (b *Broker) urlProblems(raw string) []string {
-	shown := RedactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error repeats the URL, password included
-		}
-		return []string{fmt.Sprintf("invalid URL %s: %v", shown, err)}
+		return []string{"invalid URL"}
 	}
 	var out []string
 	switch u.Scheme {
@@ -145,25 +141,25 @@ func (b *Broker) urlProblems(raw string) []string {
 				"use amqps://, or set broker.allow_insecure: true to accept that")
 		}
 	default:
-		out = append(out, fmt.Sprintf("unsupported scheme %q in %s; use amqps:// (or amqp:// with broker.allow_insecure: true)", u.Scheme, shown))
+		out = append(out, "unsupported scheme; use amqps:// (or amqp:// with broker.allow_insecure: true)")
 	}
 	if u.Hostname() == "" {
-		out = append(out, fmt.Sprintf("no host in %s", shown))
+		out = append(out, "the URL has no host")
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			out = append(out, fmt.Sprintf("invalid port %q in %s", port, shown))
+			out = append(out, "invalid port: use 1 to 65535")
 		}
 	}
 	if _, has := u.User.Password(); has {
-		out = append(out, fmt.Sprintf("%s holds a password; secrets go in broker.password_file or the %s environment variable, never in the config", shown, PasswordEnv))
+		out = append(out, fmt.Sprintf("the URL holds a password; secrets go in broker.password_file or the %s environment variable, never in the config", PasswordEnv))
 	}
 	if u.RawQuery != "" {
 		out = append(out, "query parameters are not supported; use the broker.* keys (tls, heartbeat, auth)")
 	}
 	if len(out) == 0 {
 		if _, err := amqp.ParseURI(raw); err != nil {
-			out = append(out, fmt.Sprintf("invalid AMQP URL %s: %v", shown, err))
+			out = append(out, "invalid AMQP URL")
 		}
 	}
 	return out
@@ -203,10 +199,10 @@ func RedactURL(raw string) string {
 func checkLoopback(hostport string) error {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return fmt.Errorf("invalid address %q: want host:port, like 127.0.0.1:9464", hostport)
+		return fmt.Errorf("invalid address: want host:port, like 127.0.0.1:9464")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("invalid port %q in %q", port, hostport)
+		return fmt.Errorf("invalid port: use 1 to 65535")
 	}
 	if host == "localhost" {
 		return nil
@@ -215,9 +211,9 @@ func checkLoopback(hostport string) error {
 		return nil
 	}
 	if host == "" {
-		return fmt.Errorf("%q listens on every interface; the admin endpoint has no authentication: use 127.0.0.1, [::1] or localhost", hostport)
+		return fmt.Errorf("the address listens on every interface; use 127.0.0.1, [::1] or localhost: the network must not reach the admin endpoint")
 	}
-	return fmt.Errorf("%q is not a loopback address; the admin endpoint has no authentication: use 127.0.0.1, [::1] or localhost", host)
+	return fmt.Errorf("not a loopback address; use 127.0.0.1, [::1] or localhost: the network must not reach the admin endpoint")
 }
 
 var amqpName = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
@@ -229,9 +225,9 @@ func checkAMQPName(r *Report, path, name string) {
 	case name == "":
 		r.Addf(path, "must not be empty")
 	case !amqpName.MatchString(name):
-		r.Addf(path, "invalid name %q: use up to 255 letters, digits, '-', '_', '.' and ':'", name)
+		r.Addf(path, "invalid name: use up to 255 letters, digits, '-', '_', '.' and ':'")
 	case strings.HasPrefix(name, "amq."):
-		r.Addf(path, "invalid name %q: names starting with amq. are reserved by the broker", name)
+		r.Addf(path, "invalid name: names starting with amq. are reserved by the broker")
 	}
 }
 
@@ -246,10 +242,10 @@ func checkTopicPattern(pattern string) error {
 	}
 	for word := range strings.SplitSeq(pattern, ".") {
 		if word == "" {
-			return fmt.Errorf("invalid topic pattern %q: empty word (two dots in a row, or a dot at an end)", pattern)
+			return fmt.Errorf("invalid topic pattern: empty word (two dots in a row, or a dot at an end)")
 		}
 		if word != "*" && word != "#" && strings.ContainsAny(word, "*#") {
-			return fmt.Errorf("invalid topic pattern %q: * and # must stand alone between dots, as in observation.* or observation.#", pattern)
+			return fmt.Errorf("invalid topic pattern: * and # must stand alone between dots, as in observation.* or observation.#")
 		}
 	}
 	return nil
@@ -258,7 +254,7 @@ func checkTopicPattern(pattern string) error {
 // checkReadable tells apart a missing, unreadable and directory path, and
 // names it, since the key alone does not say which file the daemon tried.
 func checkReadable(file string) error {
-	f, err := os.Open(file)
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO must not hang the check
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -308,7 +304,28 @@ const maxSecretSize = 64 << 10
 // refuses such keys: a secret others can read is no longer one, and one
 // others can write lets them choose the daemon's credentials.
 func ReadSecret(file string) ([]byte, error) {
-	f, err := os.Open(file)
+	return readFile(file, maxSecretSize, "a secret", secretMode)
+}
+
+// maxPEMSize bounds a CA bundle or certificate file (a system bundle of
+// every public root is about 200KiB).
+const maxPEMSize = 4 << 20
+
+// readPEM reads a CA bundle or a certificate: a regular file of at most
+// 4MiB, so that a path to a device or a FIFO fails instead of hanging.
+func readPEM(file string) ([]byte, error) {
+	return readFile(file, maxPEMSize, "a certificate", func(file string, st fs.FileInfo) error {
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", file)
+		}
+		return nil
+	})
+}
+
+// readFile reads a regular file of at most limit bytes that check accepts.
+// It opens without blocking, so that a FIFO cannot hold it.
+func readFile(file string, limit int64, what string, check func(string, fs.FileInfo) error) ([]byte, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -317,15 +334,15 @@ func ReadSecret(file string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := secretMode(file, st); err != nil {
+	if err := check(file, st); err != nil {
 		return nil, err
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxSecretSize {
-		return nil, fmt.Errorf("%s is larger than %s; this is not a secret file", file, ByteSize(maxSecretSize))
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %s; this is not %s file", file, ByteSize(limit), what)
 	}
 	return data, nil
 }
@@ -389,7 +406,7 @@ func (t *TLS) clientCertificate() (tls.Certificate, error) {
 	fail := func(err error) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("load client certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
 	}
-	certPEM, err := os.ReadFile(t.CertFile)
+	certPEM, err := readPEM(t.CertFile)
 	if err != nil {
 		return fail(err)
 	}
@@ -405,7 +422,7 @@ func (t *TLS) clientCertificate() (tls.Certificate, error) {
 }
 
 func loadCA(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
+	data, err := readPEM(file)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)
 	}
@@ -425,5 +442,5 @@ func tlsVersion(v string) (uint16, error) {
 	case "1.0", "1.1":
 		return 0, fmt.Errorf("TLS %s is obsolete and insecure (RFC 8996); use \"1.2\" or \"1.3\"", v)
 	}
-	return 0, fmt.Errorf("unknown TLS version %q; use \"1.2\" or \"1.3\"", v)
+	return 0, fmt.Errorf("unknown TLS version; use \"1.2\" or \"1.3\"")
 }

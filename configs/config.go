@@ -262,7 +262,7 @@ func (c *Config) Validate() error {
 	case c.Node == "":
 		r.Addf("node", "the host name is unknown; set node")
 	case !nodeName.MatchString(c.Node):
-		r.Addf("node", "invalid node name %q: use up to 253 letters, digits, '-', '_' and '.'", c.Node)
+		r.Addf("node", "invalid node name: use up to 253 letters, digits, '-', '_' and '.'")
 	}
 	for _, dir := range []struct{ path, value string }{
 		{"policy_dir", c.PolicyDir}, {"plugin_dir", c.PluginDir}, {"state_dir", c.StateDir},
@@ -313,7 +313,7 @@ func oneOf(r *Report, path, value string, allowed ...string) {
 			return
 		}
 	}
-	r.Addf(path, "unknown value %q; use one of: %s", value, strings.Join(allowed, ", "))
+	r.Addf(path, "unknown value; use one of: %s", strings.Join(allowed, ", "))
 }
 
 // Changes returns the key paths (e.g. "log.level", "broker.urls") whose

@@ -190,6 +190,7 @@ func DecodeStrict(file string, data []byte, out any) (*Document, error) {
 		// nodes instead of expanding to gigabytes.
 		budget: 4*nodes + 10_000,
 		active: map[*yaml.Node]bool{},
+		merged: map[*yaml.Node][]entry{},
 	}
 	doc.at[""] = place{line: root.Line, column: root.Column}
 	d.value(root, v.Elem(), "", nil)
@@ -293,19 +294,29 @@ func syntaxProblem(file string, err error) *Problem {
 		msg = msg[len(m[0]):]
 	}
 	if slices.Contains(parserProblems, msg) {
-		p.Line++
+		p.Line++ // a fixed text: it quotes go-yaml's grammar, not the document
+	} else {
+		msg = yamlQuoted.ReplaceAllString(msg, "…")
 	}
 	p.Message = "invalid YAML: " + msg
 	return p
 }
 
+// yamlQuoted is what the scanner's messages quote of the document (an
+// anchor's name, a character): problems never repeat the document.
+var yamlQuoted = regexp.MustCompile("'[^']*'|`[^`]*`|\"[^\"]*\"")
+
 func lineAt(data []byte, offset int) int { return bytes.Count(data[:offset], []byte("\n")) + 1 }
 
 // decoder walks a yaml.Node tree and a Go value together.
 type decoder struct {
-	doc     *Document
-	budget  int
-	active  map[*yaml.Node]bool // anchors being expanded, to catch self-reference
+	doc    *Document
+	budget int
+	active map[*yaml.Node]bool // anchors being expanded, to catch self-reference
+	// merged keeps the entries of each mapping a merge named, so that a
+	// mapping merged again and again is listed once (its copies are
+	// still charged to the budget).
+	merged  map[*yaml.Node][]entry
 	stopped bool
 }
 
@@ -331,11 +342,15 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 }
 
 // spend accounts for one decoded node; false once the budget is gone.
-func (d *decoder) spend(n *yaml.Node, path string) bool {
+func (d *decoder) spend(n *yaml.Node, path string) bool { return d.spendN(n, path, 1) }
+
+// spendN accounts for k units of work (nodes decoded, keys copied by a
+// merge); false once the budget is gone.
+func (d *decoder) spendN(n *yaml.Node, path string, k int) bool {
 	if d.stopped {
 		return false
 	}
-	d.budget--
+	d.budget -= k
 	if d.budget < 0 {
 		d.fail(n, path, "the document expands too much through aliases")
 		d.stopped = true
@@ -432,13 +447,16 @@ type entry struct{ key, value *yaml.Node }
 // entries lists the pairs of a mapping node, reporting duplicate and
 // non-scalar keys, and applying "<<: *anchor" merges (explicit keys win,
 // then earlier merged mappings win over later ones, as YAML specifies).
+// Merged pairs are added as they come, never gathered first: a mapping
+// merging many large ones costs its distinct keys, not their sum.
 func (d *decoder) entries(n *yaml.Node, path string) []entry {
-	var out, merged []entry
+	var out []entry
+	var merges []*yaml.Node
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content) && !d.stopped; i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
-			merged = append(merged, d.merge(val, path)...)
+			merges = append(merges, val)
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
@@ -446,46 +464,62 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
-			d.fail(k, PathKey(path, k.Value), "duplicate key %q (first at line %d:%d)", k.Value, first.Line, first.Column)
+			d.fail(k, PathKey(path, k.Value), "duplicate key %s (first at line %d:%d)", shownKey(k.Value), first.Line, first.Column)
 			continue
 		}
 		seen[k.Value] = k
 		out = append(out, entry{k, val})
 	}
-	for _, e := range merged {
-		if _, ok := seen[e.key.Value]; !ok {
-			seen[e.key.Value] = e.key
-			out = append(out, e)
-		}
+	for _, val := range merges {
+		d.merge(val, path, func(e entry) {
+			if _, ok := seen[e.key.Value]; !ok {
+				seen[e.key.Value] = e.key
+				out = append(out, e)
+			}
+		})
 	}
 	return out
 }
 
-func (d *decoder) merge(val *yaml.Node, path string) []entry {
+// merge hands add the pairs that the merge value val brings: those of the
+// mapping it names, or of each mapping of a list, in order.
+func (d *decoder) merge(val *yaml.Node, path string, add func(entry)) {
 	if !d.spend(val, path) {
-		return nil
+		return
 	}
 	target, release := d.deref(val, path)
 	if target == nil {
-		return nil
+		return
 	}
 	defer release()
 	switch target.Kind {
 	case yaml.MappingNode:
-		return d.entries(target, path)
+		// A merge copies every key of the mapping it names, and merges
+		// nest: charged one unit per merge, a 20 KB file of merges of
+		// merges made gigabytes of copies. Each copied key costs one.
+		es, ok := d.merged[target]
+		if !ok {
+			es = d.entries(target, path)
+			d.merged[target] = es
+		}
+		if !d.spendN(val, path, len(es)) {
+			return
+		}
+		for _, e := range es {
+			add(e)
+		}
+		return
 	case yaml.SequenceNode:
-		var out []entry
 		for _, item := range target.Content {
 			if item.Kind != yaml.AliasNode || item.Alias.Kind != yaml.MappingNode {
 				d.fail(item, path, "a merge (<<) list must hold aliases of mappings, not %s", describe(item))
 				continue
 			}
-			out = append(out, d.merge(item, path)...)
+			d.merge(item, path, add)
 		}
-		return out
+		return
 	}
 	d.fail(val, path, "a merge (<<) takes a mapping or a list of mappings, not %s", describe(target))
-	return nil
 }
 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
@@ -497,7 +531,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	for _, e := range d.entries(n, path) {
 		i, ok := fields[e.key.Value]
 		if !ok {
-			d.fail(e.key, PathKey(path, e.key.Value), "unknown key %q%s", e.key.Value, suggest(e.key.Value, fields))
+			d.fail(e.key, PathKey(path, e.key.Value), "unknown key %s%s", shownKey(e.key.Value), suggest(e.key.Value, fields))
 			continue
 		}
 		d.value(e.value, v.Field(i), PathKey(path, e.key.Value), e.key)
@@ -623,11 +657,11 @@ func (d *decoder) generic(n *yaml.Node, path string) (any, bool) {
 	}
 	var x any
 	if err := n.Decode(&x); err != nil {
-		d.fail(n, path, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		d.fail(n, path, "cannot decode %s", describe(n))
 		return nil, false
 	}
 	if f, ok := x.(float64); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
-		d.fail(n, path, "%s cannot be represented in JSON", n.Value)
+		d.fail(n, path, "infinity and NaN cannot be represented in JSON")
 		return nil, false
 	}
 	return x, true
@@ -688,7 +722,10 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-// describe names what a node is, for "expected X, got Y" messages.
+// describe names what a node is, for "expected X, got Y" messages: its
+// kind and size, never its text. A file that is rejected may be anything
+// (a symlink to a password file, a key): what it holds must not reach an
+// event or a log through a problem message.
 func describe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -696,14 +733,40 @@ func describe(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.AliasNode:
-		return "an alias (*" + n.Value + ")"
+		return "an alias"
 	}
-	const maxShown = 40
-	value := n.Value
-	if len(value) > maxShown {
-		value = value[:maxShown] + "..."
+	switch n.ShortTag() {
+	case "!!null":
+		return "null"
+	case "!!bool":
+		return "true or false"
+	case "!!int":
+		return "an integer"
+	case "!!float":
+		return "a number"
+	case "!!str":
+		return "a string of " + Bytes(len(n.Value))
 	}
-	return strconv.Quote(value)
+	return "a value of " + Bytes(len(n.Value))
+}
+
+// Bytes says how many bytes: "1 byte", "7 bytes"; for messages that give
+// a size in place of what they must not quote.
+func Bytes(n int) string {
+	if n == 1 {
+		return "1 byte"
+	}
+	return strconv.Itoa(n) + " bytes"
+}
+
+// shownKey is a mapping key as messages quote it: keys are the document's
+// structure, not its data, but a key of a file that is not a policy at all
+// can be anything, so a long or odd one is described, not quoted.
+func shownKey(key string) string {
+	if len(key) <= 64 && plainKey.MatchString(key) {
+		return strconv.Quote(key)
+	}
+	return "of " + Bytes(len(key))
 }
 
 var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

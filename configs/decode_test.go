@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/test/fuzzbudget"
 )
 
 // sample exercises every shape the strict decoder supports.
@@ -76,21 +78,21 @@ func TestDecodeStrictProblems(t *testing.T) {
 		{"types", "name: {a: 1}\ncount: 300\nratio: x\non: 1\ntags: a\nlabels: [a]\nitems: {id: a}\nsection: [1]\nfree: 5", []string{
 			`s.yaml:1:7: name: expected a string, got a mapping`,
 			`s.yaml:2:8: count: 300 is out of range`,
-			`s.yaml:3:8: ratio: expected a number, got "x"`,
-			`s.yaml:4:5: on: expected true or false, got "1"`,
-			`s.yaml:5:7: tags: expected a list, got "a"`,
+			`s.yaml:3:8: ratio: expected a number, got a string of 1 byte`,
+			`s.yaml:4:5: on: expected true or false, got an integer`,
+			`s.yaml:5:7: tags: expected a list, got a string of 1 byte`,
 			`s.yaml:6:9: labels: expected a mapping, got a list`,
 			`s.yaml:7:8: items: expected a list, got a mapping`,
 			`s.yaml:8:10: section: expected a mapping of keys, got a list`,
-			`s.yaml:9:7: free: expected a mapping, got "5"`}},
-		{"quoted number is a string", `count: "5"`, []string{`s.yaml:1:8: count: expected an integer, got "5"`}},
+			`s.yaml:9:7: free: expected a mapping, got an integer`}},
+		{"quoted number is a string", `count: "5"`, []string{`s.yaml:1:8: count: expected an integer, got a string of 1 byte`}},
 		{"ignored field is unknown", "ignored: x", []string{`s.yaml:1:1: ignored: unknown key "ignored"; valid keys: count, every, free, items, labels, name, on, ratio, section, size, tags, untag`}},
 		{"non-scalar key", "? [a]\n: b", []string{`s.yaml:1:3: a key must be a plain value, not a list`}},
 		{"duplicate in a map", "labels: {a: 1, a: 2}", []string{`s.yaml:1:16: labels.a: duplicate key "a" (first at line 1:10)`}},
 		{"duplicate in a list element", "items:\n- id: a\n  id: b", []string{`s.yaml:3:3: items[0].id: duplicate key "id" (first at line 2:3)`}},
 		{"self-referencing alias", "free: &a {x: *a}", []string{`s.yaml:1:14: free.x: alias *a refers to itself`}},
-		{"JSON cannot hold infinity", "free: {x: .inf}", []string{`s.yaml:1:11: free.x: .inf cannot be represented in JSON`}},
-		{"bad merge", "section: {<<: 5}", []string{`s.yaml:1:15: section: a merge (<<) takes a mapping or a list of mappings, not "5"`}},
+		{"JSON cannot hold infinity", "free: {x: .inf}", []string{`s.yaml:1:11: free.x: infinity and NaN cannot be represented in JSON`}},
+		{"bad merge", "section: {<<: 5}", []string{`s.yaml:1:15: section: a merge (<<) takes a mapping or a list of mappings, not an integer`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,13 +125,55 @@ func TestDecodeStrictBillionLaughs(t *testing.T) {
 	for i := 1; i < 10; i++ {
 		fmt.Fprintf(&b, "  l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
 	}
-	start := time.Now()
-	var s sample
-	_, err := DecodeStrict("s.yaml", []byte(b.String()), &s)
-	assert.Less(t, time.Since(start), 2*time.Second)
+	var err error
+	fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
+		var s sample
+		_, err = DecodeStrict("s.yaml", []byte(b.String()), &s)
+	})
 	problems := ProblemsOf(err)
 	require.Len(t, problems, 1)
 	assert.Equal(t, "the document expands too much through aliases", problems[0].Message)
+}
+
+// mergeBomb is a mapping of keys entries, then depth levels that each
+// merge the level below fan times.
+func mergeBomb(keys, fan, depth int) string {
+	var b strings.Builder
+	b.WriteString("free:\n  a0: &a0 {")
+	for i := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "k%d: 0", i)
+	}
+	b.WriteString("}\n")
+	for d := 1; d <= depth; d++ {
+		fmt.Fprintf(&b, "  a%d: &a%d {<<: [%s]}\n", d, d, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d, ", d-1), fan), ", "))
+	}
+	return b.String()
+}
+
+// Merge keys copy every key of the mapping they name, and nest. Charged
+// one unit per merge, a 19 KB file of them allocated 8.6 GB before it was
+// rejected. Each copied key is charged now: any shape of merge bomb up to
+// the size of a policy file (256KiB) is rejected within the fuzz budget.
+func TestDecodeStrictMergeBomb(t *testing.T) {
+	for _, shape := range []struct{ keys, fan, depth int }{
+		{2000, 20, 4}, {1000, 10, 3}, {200, 50, 4}, {5000, 100, 2}, {20000, 10, 1}, {20000, 40, 2}, {100, 1000, 1},
+	} {
+		doc := mergeBomb(shape.keys, shape.fan, shape.depth)
+		require.LessOrEqual(t, len(doc), 256<<10)
+		t.Run(fmt.Sprintf("%d keys, %d merges a level, %d levels (%d bytes)", shape.keys, shape.fan, shape.depth, len(doc)), func(t *testing.T) {
+			var err error
+			fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
+				var s sample
+				_, err = DecodeStrict("s.yaml", []byte(doc), &s)
+			})
+			problems := ProblemsOf(err)
+			require.Len(t, problems, 1)
+			assert.Equal(t, "the document expands too much through aliases", problems[0].Message)
+		})
+	}
 }
 
 func TestDecodeStrictLimits(t *testing.T) {
@@ -140,9 +184,9 @@ func TestDecodeStrictLimits(t *testing.T) {
 	assert.EqualError(t, err, fmt.Sprintf("s.yaml:1:%d: the document nests deeper than %d levels", 6+MaxDepth, MaxDepth))
 
 	// go-yaml's own limit stops a pathological nesting early, without a hang.
-	start := time.Now()
-	_, err = DecodeStrict("s.yaml", []byte("free: "+strings.Repeat("[", 500_000)), &s)
-	assert.Less(t, time.Since(start), 2*time.Second)
+	fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
+		_, err = DecodeStrict("s.yaml", []byte("free: "+strings.Repeat("[", 200_000)), &s)
+	})
 	assert.ErrorContains(t, err, "exceeded max depth")
 
 	many := strings.Repeat("x: 1\n", 2*MaxProblems)

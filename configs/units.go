@@ -19,7 +19,7 @@ type Duration time.Duration
 func ParseDuration(s string) (Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: use a number and a unit (ns, us, ms, s, m, h), like 250ms, 5s or 1m30s", s)
+		return 0, fmt.Errorf("invalid duration: use a number and a unit (ns, us, ms, s, m, h), like 250ms, 5s or 1m30s")
 	}
 	return Duration(d), nil
 }
@@ -80,7 +80,7 @@ var byteSizeSyntax = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$`)
 // ParseByteSize parses a size such as 32MiB, 100MB or 4096.
 func ParseByteSize(s string) (ByteSize, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("invalid byte size %q: %s", s, why)
+		return fmt.Errorf("invalid byte size: %s", why)
 	}
 	m := byteSizeSyntax.FindStringSubmatch(strings.TrimSpace(s))
 	if m == nil {
@@ -95,7 +95,7 @@ func ParseByteSize(s string) (ByteSize, error) {
 			}
 		}
 		if unit == 0 {
-			return 0, bad("unknown unit " + m[2] + "; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB")
+			return 0, bad("unknown unit; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB")
 		}
 	}
 	n, _ := new(big.Rat).SetString(m[1]) // the regexp admits only decimals

@@ -29,11 +29,11 @@ func TestParseByteSize(t *testing.T) {
 		{in: "64 KiB", want: 64 << 10},
 		{in: "1.5GiB", want: 3 << 29},
 		{in: "10B", want: 10},
-		{in: "1.5B", wantErr: `invalid byte size "1.5B": not a whole number of bytes`},
-		{in: "-1MiB", wantErr: `invalid byte size "-1MiB": use a non-negative number and a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), like 64KiB or 1GiB`},
-		{in: "MiB", wantErr: `invalid byte size "MiB": use a non-negative number and a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), like 64KiB or 1GiB`},
-		{in: "1XB", wantErr: `invalid byte size "1XB": unknown unit XB; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB`},
-		{in: "99999999TiB", wantErr: `invalid byte size "99999999TiB": too large`},
+		{in: "1.5B", wantErr: `invalid byte size: not a whole number of bytes`},
+		{in: "-1MiB", wantErr: `invalid byte size: use a non-negative number and a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), like 64KiB or 1GiB`},
+		{in: "MiB", wantErr: `invalid byte size: use a non-negative number and a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), like 64KiB or 1GiB`},
+		{in: "1XB", wantErr: `invalid byte size: unknown unit; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB`},
+		{in: "99999999TiB", wantErr: `invalid byte size: too large`},
 	}
 	for _, tt := range tests {
 		got, err := ParseByteSize(tt.in)
@@ -63,7 +63,7 @@ func TestDurationParse(t *testing.T) {
 	assert.Equal(t, Duration(90*time.Second), d)
 	assert.Equal(t, "1m30s", d.String())
 	_, err = ParseDuration("5")
-	assert.EqualError(t, err, `invalid duration "5": use a number and a unit (ns, us, ms, s, m, h), like 250ms, 5s or 1m30s`)
+	assert.EqualError(t, err, `invalid duration: use a number and a unit (ns, us, ms, s, m, h), like 250ms, 5s or 1m30s`)
 	zero, err := ParseDuration("0")
 	require.NoError(t, err)
 	assert.Zero(t, zero)

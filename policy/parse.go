@@ -56,18 +56,32 @@ func ParseFile(file string, env Env) (*Policy, error) {
 	return Parse(file, data, env)
 }
 
-// ReadFile reads one policy file, following symlinks (a Kubernetes
-// ConfigMap mounts name.yaml -> ..data/name.yaml) and refusing anything but
-// a regular file of at most MaxFileSize. Its error is a *configs.Problem
-// naming the file.
+// ReadFile reads one policy file, following the symlinks that stay inside
+// its directory (a Kubernetes ConfigMap mounts name.yaml -> ..data/name.yaml
+// -> ..2024_01_01_00_00_00.1/name.yaml, all relative and inside the
+// mount) and refusing anything but a regular file of at most MaxFileSize.
+// A file that resolves outside its directory, through a symlink that
+// leaves it or is absolute, is refused: whoever may write policy_dir must
+// not be able to make the daemon read, and echo, a file elsewhere (its
+// password file, its key). Its error is a *configs.Problem naming the file.
 func ReadFile(file string) ([]byte, error) {
 	problem := func(format string, args ...any) error {
 		return &configs.Problem{File: file, Message: fmt.Sprintf(format, args...)}
 	}
+	dir, err := os.OpenRoot(filepath.Dir(file))
+	if err != nil {
+		return nil, problem("cannot read the directory: %v", unwrapPath(err))
+	}
+	defer dir.Close()
 	// O_NONBLOCK: opening a FIFO named like a policy must not hang; for a
 	// regular file it changes nothing.
-	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
+	f, err := dir.OpenFile(filepath.Base(file), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	var errno syscall.Errno
+	switch {
+	case err != nil && !errors.As(err, &errno):
+		// os.Root's refusal to leave the directory is not an errno.
+		return nil, problem("the file resolves outside its directory (a symlink out of it, or an absolute one): refused")
+	case err != nil:
 		return nil, problem("cannot read the file: %v", unwrapPath(err))
 	}
 	defer f.Close()
@@ -112,8 +126,11 @@ func unwrapPath(err error) error {
 // Kubernetes ConfigMap mount) and following symlinks. Policy names must be
 // unique across files: of two files with the same name, the one sorting
 // first by file name is kept, and the other is rejected with a problem that
-// names both. It returns the valid policies, sorted by file name, and the
-// problems of all the rejected files joined.
+// names both. The policies together must stay within the daemon's limits
+// on observers and plugin memory: one that would go beyond is rejected
+// (CheckTotals), as the policy-manager rejects it. It returns the valid
+// policies, sorted by file name, and the problems of all the rejected
+// files joined.
 func LoadDir(dir string, env Env) ([]*Policy, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -123,6 +140,7 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 		policies []*Policy
 		problems []*configs.Problem
 		byName   = map[string]*Policy{}
+		usage    Usage
 	)
 	for _, e := range entries {
 		name := e.Name()
@@ -138,6 +156,11 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 			problems = append(problems, p.DuplicateOf(first))
 			continue
 		}
+		if prob := p.CheckTotals(usage, env.LimitsOf()); prob != nil {
+			problems = append(problems, prob)
+			continue
+		}
+		usage = usage.Add(UsageOf(p))
 		byName[p.Metadata.Name] = p
 		policies = append(policies, p)
 	}
@@ -155,8 +178,8 @@ func IsPolicyFile(name string) bool {
 // DuplicateOf is the problem of p declaring the name of first, a policy of
 // another file that keeps it.
 func (p *Policy) DuplicateOf(first *Policy) *configs.Problem {
-	return p.doc.Problemf("metadata.name", "policy name %q is already used by %s:%d",
-		p.Metadata.Name, first.File, first.doc.Line("metadata.name"))
+	return p.doc.Problemf("metadata.name", "the policy name is already used by %s:%d",
+		first.File, first.doc.Line("metadata.name"))
 }
 
 // complete applies the defaults that depend on other values, and records
@@ -218,7 +241,7 @@ func (p *Policy) normalize() {
 // checkPort accepts a decimal port 1..65535.
 func checkPort(port string) error {
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("invalid port %q", port)
+		return errors.New("invalid port: use 1 to 65535")
 	}
 	return nil
 }

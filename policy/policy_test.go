@@ -18,12 +18,16 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*/expected.txt")
 
-// testEnv allows loopback and web.internal, with the plugins of testdata.
+// testEnv allows loopback and web.internal, pid files in /run, the
+// process name nginx, with the plugins of testdata, and the default limits
+// but for intervals down to 100ms.
 func testEnv(t *testing.T) Env {
 	t.Helper()
 	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8", "::1/128", "web.internal"})
 	require.NoError(t, err)
-	return Env{Allowed: allowed, PluginDir: "testdata/plugins"}
+	limits := configs.DefaultLimits()
+	limits.MinInterval = configs.Duration(100 * time.Millisecond)
+	return Env{Allowed: allowed, ProcessNames: []string{"nginx"}, PluginDir: "testdata/plugins", Limits: &limits}
 }
 
 // render is what a golden file holds: the problems one per line, or the
@@ -74,7 +78,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestSamplePolicyParses(t *testing.T) {
-	p, err := ParseFile("../configs/policies/web.yaml", Env{Allowed: configs.Default().Targets(), PluginDir: ""})
+	p, err := ParseFile("../configs/policies/web.yaml", Env{Allowed: configs.Default().Targets(), ProcessNames: []string{"observable"}})
 	require.NoError(t, err)
 	assert.Equal(t, "web", p.Metadata.Name)
 	assert.Equal(t, Target{Name: "web", URL: "http://127.0.0.1:8080"}, p.Spec.Target)
@@ -94,13 +98,13 @@ func TestSamplePolicyParses(t *testing.T) {
 func TestFileSizeLimit(t *testing.T) {
 	huge := []byte("# " + strings.Repeat("x", MaxFileSize) + "\n")
 	_, err := Parse("huge.yaml", huge, Env{})
-	assert.EqualError(t, err, fmt.Sprintf("huge.yaml: the file has %d bytes; a policy may have at most 1048576 (1MiB)", len(huge)))
+	assert.EqualError(t, err, fmt.Sprintf("huge.yaml: the file has %d bytes; a policy may have at most 262144 (256KiB)", len(huge)))
 
 	file := filepath.Join(t.TempDir(), "huge.yaml")
 	require.NoError(t, os.WriteFile(file, huge, 0o600))
 	start := time.Now()
 	_, err = ParseFile(file, Env{})
-	assert.EqualError(t, err, fmt.Sprintf("%s: the file has %d bytes; a policy may have at most 1048576 (1MiB)", file, len(huge)))
+	assert.EqualError(t, err, fmt.Sprintf("%s: the file has %d bytes; a policy may have at most 262144 (256KiB)", file, len(huge)))
 	assert.Less(t, time.Since(start), time.Second)
 }
 
@@ -249,7 +253,7 @@ spec:
   observers:
     - {name: slow, kind: tcp, interval: 1m, tcp: {}}
     - {name: fast, kind: tcp, interval: 1s, tcp: {address: "[::1]:22"}}
-    - {name: faster, kind: wasm, interval: 300ms, wasm: {module: x.wasm}}
+    - {name: faster, kind: wasm, interval: 1500ms, wasm: {module: x.wasm}}
     - {name: capped, kind: wasm, interval: 10s, timeout: 400ms, wasm: {module: x.wasm}}
 `)
 	assert.Equal(t, Limits{MaxRequestsPerSecond: 10, MaxConcurrentRequests: 2}, p.Spec.Limits)
@@ -258,8 +262,8 @@ spec:
 	assert.Equal(t, "localhost:443", obs[0].TCP.Address, "from the target URL and its scheme")
 	assert.Equal(t, configs.Duration(500*time.Millisecond), obs[1].Timeout, "half the interval")
 	assert.Equal(t, "[::1]:22", obs[1].TCP.Address)
-	assert.Equal(t, configs.Duration(150*time.Millisecond), obs[2].Timeout)
-	assert.Equal(t, configs.Duration(150*time.Millisecond), obs[2].WASM.Timeout, "capped at the observer's timeout")
+	assert.Equal(t, configs.Duration(750*time.Millisecond), obs[2].Timeout)
+	assert.Equal(t, configs.Duration(750*time.Millisecond), obs[2].WASM.Timeout, "capped at the observer's timeout")
 	assert.Equal(t, 32*configs.MiB, obs[2].WASM.MemoryLimit)
 	assert.Equal(t, configs.Duration(400*time.Millisecond), obs[3].WASM.Timeout)
 }
@@ -267,7 +271,7 @@ spec:
 func TestNilAllowedMeansLoopback(t *testing.T) {
 	doc := strings.Replace(base, "127.0.0.1:8080", "192.168.1.1:8080", 1)
 	_, err := Parse("p.yaml", []byte(doc), Env{})
-	assert.EqualError(t, err, `p.yaml:5:28: spec.target.url: host "192.168.1.1" is not in allowed_targets [127.0.0.0/8 ::1/128]`)
+	assert.EqualError(t, err, `p.yaml:5:28: spec.target.url: the host is not in allowed_targets [127.0.0.0/8 ::1/128]`)
 }
 
 func TestMetricFilter(t *testing.T) {

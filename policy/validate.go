@@ -23,7 +23,6 @@ import (
 
 // Bounds of values that are valid in form but would harm the daemon.
 const (
-	maxBodyBytes   = 64 * configs.MiB
 	maxRedirects   = 20
 	maxSampleLimit = 1_000_000
 	minWASMMemory  = configs.MiB
@@ -43,8 +42,8 @@ func checkName(r *configs.Report, path, value string) {
 	case value == "":
 		r.Addf(path, "is required")
 	case !name.MatchString(value):
-		r.Addf(path, "invalid name %q: use up to 63 lower-case letters, digits, '-' and '_', "+
-			"beginning and ending with a letter or digit (it becomes part of event sources)", value)
+		r.Addf(path, "invalid name: use up to 63 lower-case letters, digits, '-' and '_', "+
+			"beginning and ending with a letter or digit (it becomes part of event sources)")
 	}
 }
 
@@ -58,7 +57,7 @@ func (p *Policy) validate(r *configs.Report, env Env) {
 		case "":
 			r.Addf(h.path, "is required; use %q", h.want)
 		default:
-			r.Addf(h.path, "must be %q, got %q", h.want, h.got)
+			r.Addf(h.path, "must be %q", h.want)
 		}
 	}
 	checkName(r, "metadata.name", p.Metadata.Name)
@@ -77,12 +76,23 @@ func (p *Policy) validate(r *configs.Report, env Env) {
 		targetOK = true
 	}
 
+	// The policy's limits protect the observed service; the daemon's
+	// limits cap them, so that no policy makes the daemon a load generator.
+	daemon := env.LimitsOf()
 	l := p.Spec.Limits
-	if !(l.MaxRequestsPerSecond > 0) || math.IsInf(l.MaxRequestsPerSecond, 0) {
+	switch {
+	case !(l.MaxRequestsPerSecond > 0) || math.IsInf(l.MaxRequestsPerSecond, 0):
 		r.Addf("spec.limits.max_requests_per_second", "must be a number greater than 0, got %v", l.MaxRequestsPerSecond)
+	case l.MaxRequestsPerSecond > daemon.MaxRequestsPerSecond:
+		r.Addf("spec.limits.max_requests_per_second", "must be at most %g (limits.max_requests_per_second of the daemon config), got %g",
+			daemon.MaxRequestsPerSecond, l.MaxRequestsPerSecond)
 	}
-	if l.MaxConcurrentRequests < 1 {
+	switch {
+	case l.MaxConcurrentRequests < 1:
 		r.Addf("spec.limits.max_concurrent_requests", "must be at least 1, got %d", l.MaxConcurrentRequests)
+	case l.MaxConcurrentRequests > daemon.MaxConcurrentRequests:
+		r.Addf("spec.limits.max_concurrent_requests", "must be at most %d (limits.max_concurrent_requests of the daemon config), got %d",
+			daemon.MaxConcurrentRequests, l.MaxConcurrentRequests)
 	}
 
 	if len(p.Spec.Observers) == 0 {
@@ -94,7 +104,7 @@ func (p *Policy) validate(r *configs.Report, env Env) {
 		path := fmt.Sprintf("spec.observers[%d]", i)
 		checkName(r, path+".name", o.Name)
 		if j, dup := first[o.Name]; dup && o.Name != "" {
-			r.Addf(path+".name", "duplicate observer name %q; first at %s", o.Name, p.doc.Where(fmt.Sprintf("spec.observers[%d].name", j)))
+			r.Addf(path+".name", "duplicate observer name; first at %s", p.doc.Where(fmt.Sprintf("spec.observers[%d].name", j)))
 		} else {
 			first[o.Name] = i
 		}
@@ -107,11 +117,12 @@ func (p *Policy) validate(r *configs.Report, env Env) {
 const maxThreshold = 100
 
 func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.AllowList, o *Observer, path string, targetOK bool) {
+	limits := env.LimitsOf()
 	switch {
 	case !p.doc.Has(path + ".interval"):
 		r.Addf(path+".interval", "is required")
-	case o.Interval <= 0:
-		r.Addf(path+".interval", "must be greater than 0, got %s", o.Interval)
+	case o.Interval < limits.MinInterval:
+		r.Addf(path+".interval", "must be at least %s (limits.min_interval of the daemon config), got %s", limits.MinInterval, o.Interval)
 	}
 	switch {
 	case o.Timeout <= 0:
@@ -135,7 +146,7 @@ func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.A
 		present bool
 		check   func(path string)
 	}{
-		{KindHTTP, o.HTTP != nil, func(path string) { o.HTTP.validate(r, path) }},
+		{KindHTTP, o.HTTP != nil, func(path string) { o.HTTP.validate(r, path, limits.MaxResponseBytes) }},
 		{KindPrometheus, o.Prometheus != nil, func(path string) { o.Prometheus.validate(r, path) }},
 		{KindTCP, o.TCP != nil, func(path string) {
 			// A defaulted address comes from the target, whose own
@@ -146,15 +157,15 @@ func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.A
 				}
 			}
 		}},
-		{KindProcess, o.Process != nil, func(path string) { o.Process.validate(r, path) }},
-		{KindWASM, o.WASM != nil, func(path string) { o.WASM.validate(r, path, env, o.Timeout) }},
+		{KindProcess, o.Process != nil, func(path string) { o.Process.validate(r, path, env) }},
+		{KindWASM, o.WASM != nil, func(path string) { o.WASM.validate(r, path, env, o.Timeout, limits.MaxPluginMemory) }},
 	}
 	if o.Kind == "" {
 		r.Addf(path+".kind", "is required; use one of: %s", strings.Join(Kinds, ", "))
 		return
 	}
 	if !slices.Contains(Kinds, o.Kind) {
-		r.Addf(path+".kind", "unknown kind %q; use one of: %s", o.Kind, strings.Join(Kinds, ", "))
+		r.Addf(path+".kind", "unknown kind; use one of: %s", strings.Join(Kinds, ", "))
 		return
 	}
 	for _, s := range sections {
@@ -174,17 +185,13 @@ func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.A
 func checkTargetURL(raw string, allowed *configs.AllowList) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("invalid URL %q: %v", raw, err)
+		return errors.New("invalid URL")
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("must be an absolute http:// or https:// URL, got %q", raw)
+		return errors.New("must be an absolute http:// or https:// URL")
 	case u.Hostname() == "":
-		return fmt.Errorf("no host in %q", raw)
+		return errors.New("the URL has no host")
 	case u.User != nil:
 		return errors.New("credentials do not belong in the URL: send them with http.headers")
 	case u.RawQuery != "" || u.Fragment != "":
@@ -200,7 +207,7 @@ func checkTargetURL(raw string, allowed *configs.AllowList) error {
 
 func checkAllowed(host string, allowed *configs.AllowList) error {
 	if !allowed.AllowsHost(host) {
-		return fmt.Errorf("host %q is not in allowed_targets %s", host, allowed)
+		return fmt.Errorf("the host is not in allowed_targets %s", allowed)
 	}
 	return nil
 }
@@ -209,7 +216,7 @@ func checkAllowed(host string, allowed *configs.AllowList) error {
 func checkHostPort(address string, allowed *configs.AllowList) error {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil || host == "" {
-		return fmt.Errorf("invalid address %q: want host:port, like 127.0.0.1:8080", address)
+		return errors.New("invalid address: want host:port, like 127.0.0.1:8080")
 	}
 	if err := checkPort(port); err != nil {
 		return err
@@ -220,9 +227,9 @@ func checkHostPort(address string, allowed *configs.AllowList) error {
 // token is an HTTP token (RFC 9110), the syntax of methods and header names.
 var token = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
-func (h *HTTP) validate(r *configs.Report, path string) {
+func (h *HTTP) validate(r *configs.Report, path string, maxBody configs.ByteSize) {
 	if !token.MatchString(h.Method) {
-		r.Addf(path+".method", "invalid HTTP method %q", h.Method)
+		r.Addf(path+".method", "invalid HTTP method: use a token such as GET or HEAD")
 	}
 	if err := checkRequestPath(h.Path); err != nil {
 		r.Addf(path+".path", "%v", err)
@@ -232,14 +239,14 @@ func (h *HTTP) validate(r *configs.Report, path string) {
 		value := h.Headers[name]
 		hp := configs.PathKey(path+".headers", name)
 		if !token.MatchString(name) {
-			r.Addf(hp, "invalid header name %q", name)
+			r.Addf(hp, "invalid header name")
 		}
 		if strings.ContainsFunc(value, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) {
 			r.Addf(hp, "the value of header %s holds control characters", name)
 		}
 		key := http.CanonicalHeaderKey(name)
 		if other, dup := canonical[key]; dup {
-			r.Addf(hp, "header %s is given twice (as %q and %q)", key, other, name)
+			r.Addf(hp, "the header is given twice (also as %s)", configs.PathKey(path+".headers", other))
 		}
 		canonical[key] = name
 	}
@@ -251,8 +258,8 @@ func (h *HTTP) validate(r *configs.Report, path string) {
 			r.Addf(fmt.Sprintf("%s.expect_status[%d]", path, i), "HTTP status must be between 100 and 599, got %d", status)
 		}
 	}
-	if h.MaxBodyBytes < 1 || h.MaxBodyBytes > maxBodyBytes {
-		r.Addf(path+".max_body_bytes", "must be between 1B and %s, got %s", maxBodyBytes, h.MaxBodyBytes)
+	if h.MaxBodyBytes < 1 || h.MaxBodyBytes > maxBody {
+		r.Addf(path+".max_body_bytes", "must be between 1B and %s (limits.max_response_bytes of the daemon config), got %s", maxBody, h.MaxBodyBytes)
 	}
 	if h.BodyMatch != "" {
 		if _, err := regexp.Compile(h.BodyMatch); err != nil {
@@ -277,11 +284,11 @@ func (h *HTTP) validate(r *configs.Report, path string) {
 // the target, so it is refused.
 func checkRequestPath(p string) error {
 	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
-		return fmt.Errorf("must begin with a single /, got %q", p)
+		return errors.New("must begin with a single /")
 	}
 	u, err := url.ParseRequestURI(p)
 	if err != nil || u.Fragment != "" || strings.Contains(p, "#") {
-		return fmt.Errorf("invalid request path %q", p)
+		return errors.New("invalid request path")
 	}
 	return nil
 }
@@ -290,24 +297,24 @@ func checkRequestPath(p string) error {
 // /-separated tokens where ~ is only ever ~0 or ~1.
 func checkJSONPointer(p string) error {
 	if p != "" && !strings.HasPrefix(p, "/") {
-		return fmt.Errorf("invalid JSON pointer %q: it must be empty or begin with /", p)
+		return errors.New("invalid JSON pointer: it must be empty or begin with /")
 	}
 	for i := 0; i < len(p); i++ {
 		if p[i] == '~' && (i+1 == len(p) || (p[i+1] != '0' && p[i+1] != '1')) {
-			return fmt.Errorf("invalid JSON pointer %q: ~ must be followed by 0 or 1 (~0 is ~, ~1 is /)", p)
+			return errors.New("invalid JSON pointer: ~ must be followed by 0 or 1 (~0 is ~, ~1 is /)")
 		}
 	}
 	return nil
 }
 
-// unwrapRegexp keeps the regexp error's reason and the offending fragment
-// (its Error repeats the whole expression).
+// unwrapRegexp keeps the regexp error's reason, without the expression
+// its Error repeats.
 func unwrapRegexp(err error) error {
 	var se *syntax.Error
 	if errors.As(err, &se) {
-		return fmt.Errorf("%s: `%s`", se.Code, se.Expr)
+		return errors.New(se.Code.String())
 	}
-	return err
+	return errors.New("invalid")
 }
 
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
@@ -328,7 +335,7 @@ func (m *Prometheus) validate(r *configs.Report, path string) {
 	}
 	for label := range m.MatchLabels {
 		if !labelName.MatchString(label) {
-			r.Addf(configs.PathKey(path+".match_labels", label), "invalid Prometheus label name %q", label)
+			r.Addf(configs.PathKey(path+".match_labels", label), "invalid Prometheus label name")
 		}
 	}
 	if m.SampleLimit < 1 || m.SampleLimit > maxSampleLimit {
@@ -375,34 +382,57 @@ func (m *Prometheus) MetricFilter() (func(name string) bool, error) {
 	}, nil
 }
 
-func (pr *Process) validate(r *configs.Report, path string) {
+// A process observer reads a file and the process table of the host: the
+// daemon config says which directories and which names a policy may use,
+// so that a policy can neither read the daemon's own secrets through a
+// "pid file" nor probe every user's processes.
+func (pr *Process) validate(r *configs.Report, path string, env Env) {
 	switch {
 	case pr.PIDFile != "" && pr.Name != "":
 		r.Addf(path, "set pid_file or name, not both")
 	case pr.PIDFile == "" && pr.Name == "":
 		r.Addf(path, "set one of pid_file or name")
 	case pr.PIDFile != "" && !filepath.IsAbs(pr.PIDFile):
-		r.Addf(path+".pid_file", "must be an absolute path, got %q", pr.PIDFile)
-	case pr.Name != "" && strings.ContainsAny(pr.Name, "/\x00"):
-		r.Addf(path+".name", "a process name holds no / (use pid_file to point at a file), got %q", pr.Name)
+		r.Addf(path+".pid_file", "must be an absolute path")
+	case pr.PIDFile != "" && PIDDirOf(pr.PIDFile, env.pidDirs()) == "":
+		r.Addf(path+".pid_file", "is not inside allowed_pid_dirs %v of the daemon config", env.pidDirs())
+	case pr.Name != "":
+		if err := configs.CheckProcessName(pr.Name); err != nil {
+			r.Addf(path+".name", "%v", err)
+		} else if !slices.Contains(env.ProcessNames, pr.Name) {
+			r.Addf(path+".name", "is not in allowed_process_names %v of the daemon config", env.ProcessNames)
+		}
 	}
+}
+
+// PIDDirOf returns the directory of dirs that file lies in (lexically: the
+// process observer also checks where the file really is when it opens
+// it), or "" when none holds it.
+func PIDDirOf(file string, dirs []string) string {
+	file = filepath.Clean(file)
+	for _, dir := range dirs {
+		if rel, err := filepath.Rel(filepath.Clean(dir), file); err == nil && rel != "." && filepath.IsLocal(rel) {
+			return dir
+		}
+	}
+	return ""
 }
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 
-func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout configs.Duration) {
+func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout configs.Duration, maxMemory configs.ByteSize) {
 	moduleOK := false
 	switch m := w.Module; {
 	case m == "":
 		r.Addf(path+".module", "is required")
 	case strings.ContainsAny(m, `/\`+"\x00") || strings.HasPrefix(m, "."):
-		r.Addf(path+".module", "must be a plain file name in plugin_dir (no path, no leading dot), got %q", m)
+		r.Addf(path+".module", "must be a plain file name in plugin_dir (no path, no leading dot)")
 	default:
 		moduleOK = true
 	}
 	shaOK := w.SHA256 == "" || hexSHA256.MatchString(w.SHA256)
 	if !shaOK {
-		r.Addf(path+".sha256", "must be 64 hexadecimal digits, got %q", w.SHA256)
+		r.Addf(path+".sha256", "must be 64 hexadecimal digits")
 	}
 	if moduleOK && env.PluginDir != "" {
 		sum, err := fileSHA256(filepath.Join(env.PluginDir, w.Module))
@@ -412,7 +442,7 @@ func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout
 		case err != nil:
 			r.Addf(path+".module", "cannot read plugin %s: %v", w.Module, err)
 		case w.SHA256 != "" && shaOK && !strings.EqualFold(sum, w.SHA256):
-			r.Addf(path+".sha256", "plugin %s has sha256 %s, not %s", w.Module, sum, w.SHA256)
+			r.Addf(path+".sha256", "plugin %s has sha256 %s, not the one pinned here", w.Module, sum)
 		case env.CheckPlugin != nil:
 			limit := uint64(w.MemoryLimit)
 			if w.MemoryLimit < minWASMMemory || w.MemoryLimit > maxWASMMemory {
@@ -428,6 +458,8 @@ func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout
 		r.Addf(path+".memory_limit", "must be between %s and %s, got %s", minWASMMemory, maxWASMMemory, w.MemoryLimit)
 	case w.MemoryLimit%wasmPageSize != 0:
 		r.Addf(path+".memory_limit", "must be a multiple of the 64KiB WebAssembly page, got %s", w.MemoryLimit)
+	case w.MemoryLimit > maxMemory:
+		r.Addf(path+".memory_limit", "must be at most %s (limits.max_plugin_memory of the daemon config, for all plugin observers together), got %s", maxMemory, w.MemoryLimit)
 	}
 	switch {
 	case w.Timeout <= 0:

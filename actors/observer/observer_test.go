@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,7 +43,9 @@ func allowList(t *testing.T, entries ...string) *configs.AllowList {
 // parse builds a policy named web targeting url from YAML text; limits and
 // observers are the YAML of spec.limits (may be empty) and of the list
 // items of spec.observers, indented by four spaces.
-func parse(t *testing.T, url, limits, observers string) *policy.Policy {
+// parse parses a policy of observers with lenient limits, pid files
+// allowed in the temporary directory, and the process names given.
+func parse(t *testing.T, url, limits, observers string, processNames ...string) *policy.Policy {
 	t.Helper()
 	if limits == "" {
 		limits = "{}"
@@ -55,7 +58,8 @@ spec:
   limits: %s
   observers:
 %s`, url, limits, observers)
-	p, err := policy.Parse("web.yaml", []byte(doc), policy.Env{Allowed: allowList(t, "127.0.0.0/8")})
+	p, err := policy.Parse("web.yaml", []byte(doc), policy.Env{Allowed: allowList(t, "127.0.0.0/8"), Limits: actortest.Limits(),
+		PIDDirs: []string{os.TempDir()}, ProcessNames: processNames})
 	require.NoError(t, err, "policy:\n%s", doc)
 	require.NotEmpty(t, p.Revision)
 	return p
@@ -894,7 +898,7 @@ func TestExamplePolicies(t *testing.T) {
 		kind := strings.TrimSuffix(filepath.Base(file), ".yaml")
 		kinds = append(kinds, kind)
 		t.Run(kind, func(t *testing.T) {
-			p, err := policy.ParseFile(file, policy.Env{})
+			p, err := policy.ParseFile(file, policy.Env{ProcessNames: []string{"observable"}})
 			require.NoError(t, err)
 			shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"))
 			t.Cleanup(shared.Close)

@@ -297,7 +297,7 @@ func TestProcessResults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := setup(t)
 			section, pid := tc.process(t)
-			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 1s, process: %s}\n", section))
+			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 1s, process: %s}\n", section), "no-such-process-here")
 			f.start(t, p, "proc")
 			obs := f.waitEvents(t, messages.TypeObservationProcess, 1)[0].GetProcess()
 			assert.Equal(t, tc.result, obs.Result, obs.Error)
@@ -335,7 +335,7 @@ func TestProcessByName(t *testing.T) {
 			// differ.
 			require.Eventually(t, func() bool { return time.Since(oldest.started) > 20*time.Millisecond }, actortest.Wait, time.Millisecond)
 			younger := spawn(t, bin, "600")
-			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 200ms, process: {name: %q}}\n", tc.prog))
+			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 200ms, process: {name: %q}}\n", tc.prog), tc.prog)
 			f.start(t, p, "proc")
 
 			obs, at := f.waitProcess(t, 0, func(*messages.ProcessObservation) bool { return true })

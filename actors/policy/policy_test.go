@@ -79,7 +79,7 @@ func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixtu
 		dir:   t.TempDir(),
 		state: actortest.NewRecorder(t, sys, "state-manager"),
 		task:  actortest.NewRecorder(t, sys, "task-manager"),
-		env:   policydoc.Env{Allowed: allowed},
+		env:   policydoc.Env{Allowed: allowed, Limits: actortest.Limits()},
 	}
 	f.task.Respond(func(msg any) any {
 		if _, ok := msg.(*messages.GetRunning); ok {
@@ -199,7 +199,7 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	assert.Equal(t, int32(7), ro.Line)
 	assert.Positive(t, ro.Column)
 	assert.Contains(t, ro.Reason, "interval")
-	assert.Contains(t, ro.Reason, "must be greater than 0")
+	assert.Contains(t, ro.Reason, "must be at least 1ms (limits.min_interval of the daemon config), got -5s")
 	assert.Empty(t, ro.PreviousRevision, "no good version of the file ever ran")
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, rejected.Severity)
 	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "dot-files and other extensions are skipped")
@@ -243,7 +243,7 @@ func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
 		assert.Equal(t, applied[i].GetPolicyOutcome().GetName(), apply.Policy.Metadata.Name, "in file name order")
 	}
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
-	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), `policy name "web" is already used by `+filepath.Join(f.dir, "a-web.yaml")+":3")
+	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), `the policy name is already used by `+filepath.Join(f.dir, "a-web.yaml")+":3")
 	assert.Equal(t, int32(3), rejected.GetPolicyOutcome().GetLine())
 
 	// Deleting a-web.yaml frees the name: c-dup.yaml takes it over, as an
@@ -293,7 +293,7 @@ func TestHotReload(t *testing.T) {
 		ev := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 		out := ev.GetPolicyOutcome()
 		assert.Equal(t, int32(7), out.Line)
-		assert.Contains(t, out.Reason, `"soon"`)
+		assert.Contains(t, out.Reason, "spec.observers[0].interval: invalid duration")
 		assert.Equal(t, "web", out.Name)
 		assert.Equal(t, running, out.PreviousRevision, "the revision still in force")
 		assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: running}, ev.Policy)

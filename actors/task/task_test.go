@@ -42,7 +42,7 @@ spec:
   limits: {max_requests_per_second: 1000, max_concurrent_requests: 4}
   observers:
 %s`, name, name, url, observers)
-	p, err := policy.Parse(name+".yaml", []byte(doc), policy.Env{Allowed: allowList(t)})
+	p, err := policy.Parse(name+".yaml", []byte(doc), policy.Env{Allowed: allowList(t), Limits: actortest.Limits()})
 	require.NoError(t, err, "policy:\n%s", doc)
 	return p
 }

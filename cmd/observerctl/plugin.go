@@ -85,15 +85,16 @@ func printObservation(w io.Writer, o *messages.PluginObservation) {
 		typ += "." + o.TypeSuffix
 	}
 	fmt.Fprintf(w, "- %s severity=%s subject=%q schema=%q labels=%v\n  payload: %s\n", typ,
-		strings.ToLower(strings.TrimPrefix(o.Severity.String(), "SEVERITY_")), o.Subject, o.Schema, o.Labels, printable(o.Payload))
+		strings.ToLower(strings.TrimPrefix(o.Severity.String(), "SEVERITY_")), o.Subject, o.Schema, o.Labels, payloadText(o.Payload))
 }
 
-// printable shows a payload as text when it is, else by its size.
-func printable(b []byte) string {
-	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return r < ' ' && r != '\n' && r != '\t' }) {
-		return string(b)
+// payloadText shows a payload as text when it is (made safe for the
+// terminal: a plugin is not trusted), else by its size.
+func payloadText(b []byte) string {
+	if !utf8.Valid(b) {
+		return fmt.Sprintf("(%d bytes of binary)", len(b))
 	}
-	return fmt.Sprintf("(%d bytes of binary)", len(b))
+	return printable(string(b))
 }
 
 // onlyHost lets a checked plugin reach its target's host and nothing else,

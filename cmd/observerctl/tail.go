@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -69,11 +71,11 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			ev, err := decode(d)
 			if err != nil {
-				fmt.Fprintf(stderr, "undecodable message %s: %v\n", d.MessageId, err)
+				fmt.Fprintf(stderr, "undecodable message %s: %v\n", printable(d.MessageId), err)
 				continue
 			}
 			for _, w := range t.see(ev) {
-				fmt.Fprintln(stdout, w)
+				fmt.Fprintln(stdout, printable(w))
 			}
 			if *asJSON {
 				b, _ := protojson.Marshal(ev)
@@ -154,15 +156,23 @@ func decode(d amqp.Delivery) (*messages.Event, error) {
 
 // tracker remembers, per node, the highest sequence seen, and the last
 // maxIDs ids (a duplicate delivered later than that goes unflagged; the
-// memory of a long tail stays bounded).
+// memory of a long tail stays bounded). It follows at most maxNodes
+// nodes: a queue with more is not one fleet's, and what arrives on the
+// broker is not trusted to stay reasonable.
 type tracker struct {
 	last map[string]uint64
 	ids  map[string]bool
 	ring []string // the remembered ids, oldest at next
 	next int
+	// full is set once maxNodes nodes are followed, so that the warning
+	// about it is given once.
+	full bool
 }
 
-const maxIDs = 1 << 16
+const (
+	maxIDs   = 1 << 16
+	maxNodes = 1 << 12
+)
 
 func newTracker() *tracker { return &tracker{last: map[string]uint64{}, ids: map[string]bool{}} }
 
@@ -175,6 +185,13 @@ func (t *tracker) see(ev *messages.Event) []string {
 		t.remember(ev.Id)
 	}
 	last, seen := t.last[ev.Node]
+	if !seen && len(t.last) >= maxNodes {
+		if !t.full {
+			t.full = true
+			out = append(out, fmt.Sprintf("!! more than %d nodes: gaps of the ones after are not reported", maxNodes))
+		}
+		return out
+	}
 	if seen && ev.Sequence > last+1 {
 		out = append(out, fmt.Sprintf("!! gap on %s: sequences %d..%d missing", ev.Node, last+1, ev.Sequence-1))
 	}
@@ -195,10 +212,34 @@ func (t *tracker) remember(id string) {
 	t.ids[id] = true
 }
 
-// line is the one-line rendering of an event.
+// line is the one-line rendering of an event, safe for a terminal.
 func line(ev *messages.Event) string {
-	return fmt.Sprintf("%s %6d %-22s %-10s %-12s %s",
-		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev))
+	return printable(fmt.Sprintf("%s %6d %-22s %-10s %-12s %s",
+		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev)))
+}
+
+// maxLine clips a printed line: an event can carry megabytes of text.
+const maxLine = 4096
+
+// printable makes text that came from the broker safe to print: control
+// characters and other unprintable runes are shown escaped (\x1b, not an
+// escape sequence that rewrites the operator's terminal), and the text is
+// clipped to maxLine bytes.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= maxLine {
+			b.WriteString("…")
+			break
+		}
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRuneToASCII(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
 }
 
 func summary(ev *messages.Event) string {

@@ -47,11 +47,11 @@ func TestPolicyValidate(t *testing.T) {
 	}{
 		{name: "good", args: []string{good}, code: exitOK, out: []string{good + ": ok (policy web, revision "}},
 		{name: "every problem with its position", args: []string{bad}, code: exitProblems, err: []string{
-			bad + ":7:44: spec.observers[0].interval: must be greater than 0, got 0s",
+			bad + ":7:44: spec.observers[0].interval: must be at least 1s (limits.min_interval of the daemon config), got 0s",
 			bad + ":8:1: bogus: unknown key",
 		}},
 		{name: "duplicate names across files", args: []string{good, dup}, code: exitProblems,
-			out: []string{good + ": ok"}, err: []string{dup + `:3:18: metadata.name: policy name "web" is already used by ` + good + ":3"}},
+			out: []string{good + ": ok"}, err: []string{dup + `:3:18: metadata.name: the policy name is already used by ` + good + ":3"}},
 		{name: "a directory is read as the daemon reads policy_dir", args: []string{filepath.Join(dir, "d")}, code: exitOK,
 			out: []string{filepath.Join(dir, "d", "a.yaml") + ": ok (policy a, revision "}},
 		{name: "targets off the default allow list", args: []string{offList}, code: exitProblems,

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors"
+	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 )
 
@@ -185,4 +186,16 @@ func types(evs []*messages.Event) []string {
 func SystemAndLogger(t testing.TB) (*actor.ActorSystem, zerolog.Logger) {
 	t.Helper()
 	return System(t), Logger(t)
+}
+
+// Limits are daemon limits for tests whose observers run every few
+// milliseconds, so that a test waits for milliseconds, not seconds: the
+// defaults' 1s floor and rates lifted, the rest as configured by default.
+func Limits() *configs.Limits {
+	l := configs.DefaultLimits()
+	l.MinInterval = configs.Duration(time.Millisecond)
+	l.MaxRequestsPerSecond = 100_000
+	l.MaxConcurrentRequests = 1000
+	l.MaxEventsPerSecond = 100_000
+	return &l
 }

@@ -74,7 +74,7 @@ func TestObserverKinds(t *testing.T) {
     - {name: metrics, kind: prometheus, interval: 200ms, timeout: 150ms, prometheus: {include: ["observable_.*"], exclude: ["observable_build_info"]}}
     - {name: port, kind: tcp, interval: 200ms, timeout: 150ms, tcp: {}}
     - {name: proc, kind: process, interval: 200ms, timeout: 150ms, process: {pid_file: %q}}
-`, pidFile)))
+`, pidFile)), withConfig(fmt.Sprintf("allowed_pid_dirs: [%q]\n", filepath.Dir(pidFile))))
 	c := d.consume(t)
 	daemon := d.start(t)
 	pid := int32(svc.cmd.Process.Pid)
@@ -304,7 +304,7 @@ func TestObserverProcessForeign(t *testing.T) {
 
 	d := newDaemon(t, "http://127.0.0.1:1", withObservers(fmt.Sprintf(`    - {name: broker, kind: process, interval: 200ms, process: {pid_file: %q}}
     - {name: beam, kind: process, interval: 200ms, process: {name: beam.smp}}
-`, pidFile)))
+`, pidFile)), withConfig(fmt.Sprintf("allowed_pid_dirs: [%q]\nallowed_process_names: [beam.smp]\n", node.Dir)))
 	c := d.consume(t)
 	daemon := d.start(t)
 	since := time.Now()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -49,7 +50,7 @@ spec:
 
 func revision(t *testing.T, text string) string {
 	t.Helper()
-	p, err := policy.Parse("web.yaml", []byte(text), policy.Env{Allowed: configs.Default().Targets()})
+	p, err := policy.Parse("web.yaml", []byte(text), policy.Env{Allowed: configs.Default().Targets(), Limits: &configs.Limits{MinInterval: configs.Duration(time.Millisecond), MaxRequestsPerSecond: 10000, MaxConcurrentRequests: 64, MaxEventsPerSecond: 100000, MaxObservers: 1000, MaxResponseBytes: 16 * configs.MiB}})
 	require.NoError(t, err)
 	return p.Revision
 }

@@ -1,0 +1,51 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/test/fuzzbudget"
+)
+
+// FuzzParse feeds the policy parser anything: it must never panic, and
+// never spend more than the fuzz budget on one file under the size cap
+// (a YAML alias or merge bomb fails here the way a crash does). Its seeds
+// are testdata/fuzz/FuzzParse and every golden input.
+func FuzzParse(f *testing.F) {
+	inputs, err := filepath.Glob("testdata/*/input.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, in := range inputs {
+		data, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	limits := configs.DefaultLimits()
+	env := Env{Allowed: configs.Default().Targets(), ProcessNames: []string{"nginx"}, Limits: &limits}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > MaxFileSize {
+			return // refused before parsing (TestFileSizeLimit)
+		}
+		var (
+			p   *Policy
+			err error
+		)
+		fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() { p, err = Parse("fuzz.yaml", data, env) })
+		if (p == nil) == (err == nil) {
+			t.Fatalf("want a policy or an error, got %v and %v", p, err)
+		}
+		for _, prob := range configs.ProblemsOf(err) {
+			if prob.File != "fuzz.yaml" {
+				t.Fatalf("a problem that does not name its file: %v", prob)
+			}
+		}
+		if p != nil && len(p.Revision) != RevisionLength {
+			t.Fatalf("revision %q", p.Revision)
+		}
+	})
+}
