@@ -412,7 +412,7 @@ func TestConfigFilesAreBounded(t *testing.T) {
 		t.Run(tc.key+" "+filepath.Base(tc.file), func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte("broker: {tls: {"+tc.key+": "+tc.file+"}}\n"))
 			require.Error(t, err)
-			assert.Equal(t, []string{"t.yaml:1:"+map[string]string{"ca_file": "25"}[tc.key]+": "+tc.want}, lines(err, dir))
+			assert.Equal(t, []string{"t.yaml:1:" + map[string]string{"ca_file": "25"}[tc.key] + ": " + tc.want}, lines(err, dir))
 		})
 	}
 	_, err = Parse("t.yaml", []byte("broker: {password_file: "+fifo+"}\n"))
