@@ -11,7 +11,8 @@ LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin
 PROTOS   := $(wildcard proto/polar/observer/v1/*.proto)
 PLUGINS  := $(notdir $(wildcard wasm/examples/*))
-APT_PKGS := rabbitmq-server protobuf-compiler libprotobuf-dev
+APT_PKGS := rabbitmq-server protobuf-compiler libprotobuf-dev systemd
+FUZZTIME ?= 60s
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 # make install: DESTDIR stages (packaging), PREFIX places binaries, unit and plugins.
 DESTDIR  ?=
@@ -23,10 +24,11 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what is missing: Debian's rabbitmq-server and protoc (apt-get)
+deps: ## install what is missing: Debian's rabbitmq-server, protoc and systemd-analyze (apt-get)
 	@missing=""; \
 	command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -f /usr/include/google/protobuf/timestamp.proto ] || missing="$$missing libprotobuf-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -81,6 +83,15 @@ lint: ## go vet, gofmt and staticcheck (pinned in go.mod)
 .PHONY: bench
 bench: deps build ## measure the broker actor against baselines on a private TLS RabbitMQ (~3 min; BENCH_FLAGS=--quick ~1 min), write docs/benchmarks.md
 	$(GO) run ./test/bench --out docs/benchmarks.md $(BENCH_FLAGS)
+
+.PHONY: fuzz
+fuzz: ## run every native fuzz target for FUZZTIME each (default 60s); each input is also held to a memory budget (test/fuzzbudget)
+	@set -e; for file in $$(git ls-files '*_test.go' | xargs grep -l '^func Fuzz'); do \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "== $$target in ./$$(dirname $$file) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$file); \
+		done; \
+	done
 
 .PHONY: install
 install: $(if $(and $(wildcard $(BIN)/observerd),$(wildcard $(BIN)/observerctl)),,build) ## install observerd, observerctl, the systemd unit and the example config (DESTDIR, PREFIX=/usr/local; never overwrites /etc/observerd/observerd.yaml)
