@@ -300,7 +300,7 @@ spec:
     - {name: plugin, kind: wasm, interval: 1h, wasm: {module: status-threshold.wasm, config: {threshold: 100}}}
 `, target)
 	allowed := configs.Default().Targets()
-	p, err := policy.Parse("bench-plugins.yaml", []byte(doc), policy.Env{Allowed: allowed, PluginDir: pluginDir})
+	p, err := policy.Parse("bench-plugins.yaml", []byte(doc), benchEnv(allowed, pluginDir))
 	if err != nil {
 		return nil, nil, fmt.Errorf("plugins policy: %w", err)
 	}

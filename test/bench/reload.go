@@ -54,6 +54,15 @@ spec:
 `, target, interval)
 }
 
+// benchEnv is what the bench's policies are validated against: its
+// daemon's lifted limits, pid files under its work directory.
+func benchEnv(allowed *configs.AllowList, pluginDir string) policy.Env {
+	limits := configs.DefaultLimits()
+	limits.MinInterval = configs.Duration(10 * time.Millisecond)
+	limits.MaxRequestsPerSecond, limits.MaxConcurrentRequests, limits.MaxEventsPerSecond = 1_000_000, 64, 1_000_000
+	return policy.Env{Allowed: allowed, PluginDir: pluginDir, Limits: &limits}
+}
+
 // daemonRun is bin/observerd running against the bench's node, with a
 // queue of its policy and observer events.
 type daemonRun struct {
@@ -198,13 +207,18 @@ policy_dir: %s
 plugin_dir: %s
 state_dir: %s
 log: {level: warn, format: json}
-admin: {listen: ""}
+admin: {listen: "", socket: ""}
+# The rows observe faster than the default limits allow, and the
+# overhead row's process observer reads a pid file under the bench's
+# work directory.
+limits: {min_interval: 10ms, max_requests_per_second: 1000000, max_concurrent_requests: 64, max_events_per_second: 1000000}
+allowed_pid_dirs: [%q]
 broker:
   urls: [%q]
   password_file: %s
   tls: {ca_file: %q}
   exchange: %s
-`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"),
+`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), e.work,
 		e.node.URL(), e.node.PasswordFile, e.node.CAFile, exchange)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write daemon config: %w", err)
@@ -270,7 +284,7 @@ broker:
 // waitStarted waits for the observer.started event of the policy text's
 // revision.
 func (d *daemonRun) waitStarted(ctx context.Context, text string) (*messages.Event, error) {
-	p, err := policy.Parse("web.yaml", []byte(text), policy.Env{Allowed: configs.Default().Targets()})
+	p, err := policy.Parse("web.yaml", []byte(text), benchEnv(configs.Default().Targets(), ""))
 	if err != nil {
 		return nil, fmt.Errorf("parse bench policy: %w", err)
 	}

@@ -85,14 +85,16 @@ policy_dir: %s
 plugin_dir: %s
 state_dir: %s
 log: {level: info, format: json}
-admin: {listen: "127.0.0.1:9464"}
+admin: {listen: "127.0.0.1:9464", socket: %s}
+# configs/policies/web.yaml observes the demo service's process by name.
+allowed_process_names: [observable]
 broker:
   urls: [%q]
   password_file: %s
   tls: {ca_file: %s}
   queues:
     - {name: demo.events, bindings: ["#"]}
-`, policies, plugins, filepath.Join(dir, "state"), node.URL(), node.PasswordFile, node.CAFile)
+`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(dir, "admin.sock"), node.URL(), node.PasswordFile, node.CAFile)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}
