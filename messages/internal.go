@@ -172,6 +172,10 @@ type Snapshot struct {
 	Observers []ObserverSnapshot `json:"observers"`
 	// EventsEmitted counts the events handed to the broker since start.
 	EventsEmitted uint64 `json:"events_emitted"`
+	// Throttled counts, per running policy, the observations its event
+	// budget (limits.max_events_per_second) kept from the broker since the
+	// state-manager started; policies that dropped none are left out.
+	Throttled map[string]uint64 `json:"throttled,omitempty"`
 	// Outbox is filled in by the admin from the broker (nil when the
 	// broker did not answer).
 	Outbox *OutboxSnapshot `json:"outbox,omitempty"`

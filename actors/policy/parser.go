@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -79,7 +80,7 @@ func (p *parser) run() *parsed {
 			continue
 		}
 		res := &parsed{key: keyOf(after), hash: sha256.Sum256(data)}
-		res.policy, res.err = p.parse(p.path, data, p.env)
+		res.policy, res.err = p.parseSafely(data)
 		if res.err != nil {
 			time.Sleep(p.settle) // this actor's only work: nothing waits behind it
 			if now, err := os.Stat(p.path); err != nil || keyOf(now) != res.key {
@@ -89,6 +90,18 @@ func (p *parser) run() *parsed {
 		return res
 	}
 	return &parsed{unstable: true}
+}
+
+// parseSafely parses data. A parse that panics (on a hostile file) rejects
+// the file like any other problem, with its key, so that the file is not
+// read again until it changes; Actor.HandleFailure covers any other crash.
+func (p *parser) parseSafely(data []byte) (pol *policydoc.Policy, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pol, err = nil, &configs.Problem{File: p.path, Message: fmt.Sprintf("the parser crashed: %v", r)}
+		}
+	}()
+	return p.parse(p.path, data, p.env)
 }
 
 // unreadable is the result of a parser that failed or did not finish: its

@@ -29,7 +29,15 @@
 //     started observers emit); policies whose file went away, or whose
 //     file now declares another name, are removed (policy.removed). A
 //     policy name belongs to the file that declared it first; another file
-//     declaring it is rejected until the name is free again.
+//     declaring it is rejected until the name is free again. Each valid
+//     policy is also checked against the daemon's totals
+//     (limits.max_observers, limits.max_plugin_memory) beside what runs at
+//     that point of the round: one that would exceed them is rejected like
+//     an invalid file, and read again after a round that frees room.
+//   - A rejected file is not read again at a rescan while its size, mtime,
+//     inode and device stay the same, unless plugin_dir's listing changed
+//     (the plugin it lacked may be there now). Files waiting for a name or
+//     for room are read again when a round frees one.
 //
 // After every round the state-manager receives a messages.PoliciesLoaded
 // (the first one makes the daemon ready).
@@ -70,6 +78,8 @@ const (
 // Options configure the policy-manager.
 type Options struct {
 	Dir string
+	// Env validates the files; its Limits bound the totals of all
+	// policies, and its PluginDir is fingerprinted at every scan.
 	Env policydoc.Env
 	// Task receives ApplyPolicy and RemovePolicy; State receives events.
 	Task, State *actor.PID
@@ -96,6 +106,12 @@ type Actor struct {
 	// conflicts are files rejected because another file holds their
 	// policy name; they are read again when a name is freed.
 	conflicts map[string]bool
+	// roomless are files rejected because their policy would take the
+	// daemon past its totals; they are read again after a round that
+	// leaves the running policies smaller.
+	roomless map[string]bool
+	// plugins is the fingerprint of plugin_dir at the last scan.
+	plugins pluginPrint
 	// dirProblem is why the directory cannot be listed, reported once.
 	dirProblem string
 
@@ -138,6 +154,22 @@ type round struct {
 	timer   *time.Timer
 }
 
+// reads reports whether the round (nil: none) reads file name.
+func (r *round) reads(name string) bool {
+	if r == nil {
+		return false
+	}
+	if _, done := r.results[name]; done {
+		return true
+	}
+	for _, pending := range r.pending {
+		if pending == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Internal messages.
 type (
 	flush        struct{ gen uint64 }
@@ -163,6 +195,7 @@ func New(opts Options) *Actor {
 		files:     map[string]*file{},
 		running:   map[string]*current{},
 		conflicts: map[string]bool{},
+		roomless:  map[string]bool{},
 		dirty:     map[string]bool{},
 	}
 }
@@ -287,10 +320,15 @@ func (a *Actor) startWatching() {
 	a.watcher = w
 }
 
-// scan lists the directory off the mailbox; force reads every file again.
+// scan lists the directory, and fingerprints plugin_dir, off the mailbox;
+// force reads every file again.
 func (a *Actor) scan(force bool) {
-	root, self, dir := a.root, a.self, a.opts.Dir
-	go func() { root.Send(self, scan(dir, force)) }()
+	root, self, dir, plugins := a.root, a.self, a.opts.Dir, a.opts.Env.PluginDir
+	go func() {
+		s := scan(dir, force)
+		s.plugins = fingerprint(plugins)
+		root.Send(self, s)
+	}()
 }
 
 // scanned marks what the listing shows to have changed, and schedules the
@@ -321,10 +359,17 @@ func (a *Actor) scanned(ctx actor.Context, s *scanned) {
 		a.dirProblem = ""
 		a.opts.Log.Info().Str("dir", a.opts.Dir).Msg("policy_dir readable again")
 	}
+	pluginsChanged := s.plugins != a.plugins
+	a.plugins = s.plugins
 	for name, key := range s.keys {
-		// A rejected file is read again at every scan: what it lacked
-		// (a plugin, a free name) may be there now.
-		if f, ok := a.files[name]; s.force || !ok || f.key != key || f.rejection != "" {
+		if !s.force && a.round.reads(name) {
+			// What the parser reads is compared with the next scan.
+			continue
+		}
+		// An unchanged rejected file is read again only if the plugin it
+		// lacked may be there now; a free name or room is handed over by
+		// the round that frees it.
+		if f, ok := a.files[name]; s.force || !ok || f.key != key || (f.rejection != "" && pluginsChanged) {
 			a.mark(name)
 		}
 	}
@@ -418,8 +463,10 @@ func (a *Actor) finish(ctx actor.Context) {
 
 	// Who runs from which file, and which names the round frees.
 	owner := map[string]*current{}
+	var before policydoc.Usage
 	for _, cur := range a.running {
 		owner[cur.file] = cur
+		before = before.Add(policydoc.UsageOf(cur.policy))
 	}
 	vacated := map[string]*current{}
 	for _, name := range names {
@@ -430,13 +477,24 @@ func (a *Actor) finish(ctx actor.Context) {
 		case res.gone:
 			delete(a.files, name)
 			delete(a.conflicts, name)
+			delete(a.roomless, name)
 			if cur != nil {
 				vacated[cur.policy.Metadata.Name] = cur
 			}
 		case res.err != nil:
+			delete(a.roomless, name)
 			a.reject(ctx, name, res, cur, configs.ProblemsOf(res.err))
 		}
 	}
+	// usage is what runs at this point of the round: what keeps running,
+	// and the policies claimed so far instead of their previous versions.
+	var usage policydoc.Usage
+	for pname, cur := range a.running {
+		if vacated[pname] == nil {
+			usage = usage.Add(policydoc.UsageOf(cur.policy))
+		}
+	}
+	limits := a.opts.Env.LimitsOf()
 	var claims []string
 	claimed := map[string]*policydoc.Policy{} // by name, in this round
 	for _, name := range names {
@@ -451,15 +509,28 @@ func (a *Actor) finish(ctx actor.Context) {
 		}
 		if holder != nil {
 			a.conflicts[name] = true
+			delete(a.roomless, name)
 			a.reject(ctx, name, res, owner[name], []*configs.Problem{res.policy.DuplicateOf(holder)})
 			continue
 		}
+		delete(a.conflicts, name)
+		others := usage
+		if cur := a.running[pname]; cur != nil && vacated[pname] == nil {
+			others = minus(others, policydoc.UsageOf(cur.policy)) // its previous version
+		}
+		if problem := res.policy.CheckTotals(others, limits); problem != nil {
+			a.roomless[name] = true
+			a.reject(ctx, name, res, owner[name], []*configs.Problem{problem})
+			continue
+		}
+		delete(a.roomless, name)
+		usage = others.Add(policydoc.UsageOf(res.policy))
 		claimed[pname] = res.policy
 		delete(vacated, pname)
-		delete(a.conflicts, name)
 		if cur := owner[name]; cur != nil && cur.policy.Metadata.Name != pname {
 			// The file now declares another name: the old one goes.
 			vacated[cur.policy.Metadata.Name] = cur
+			usage = minus(usage, policydoc.UsageOf(cur.policy))
 		}
 		claims = append(claims, name)
 	}
@@ -477,11 +548,26 @@ func (a *Actor) finish(ctx actor.Context) {
 			a.mark(name)
 		}
 	}
+	var after policydoc.Usage
+	for _, cur := range a.running {
+		after = after.Add(policydoc.UsageOf(cur.policy))
+	}
+	if after.Observers < before.Observers || after.PluginMemory < before.PluginMemory {
+		// Room freed: the files that lacked it get another chance.
+		for name := range a.roomless {
+			a.mark(name)
+		}
+	}
 	a.finishLoad()
 	if a.flushAgain {
 		a.flushAgain = false
 		a.flush(ctx)
 	}
+}
+
+// minus is u without v.
+func minus(u, v policydoc.Usage) policydoc.Usage {
+	return policydoc.Usage{Observers: u.Observers - v.Observers, PluginMemory: u.PluginMemory - v.PluginMemory}
 }
 
 // apply runs a valid policy read from file name.

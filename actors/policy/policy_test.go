@@ -541,9 +541,10 @@ func TestFilesThatAreNotPoliciesAreRejected(t *testing.T) {
 	}, reasons, "a FIFO does not hang the parser; a dangling symlink is a mistake, not a removal")
 }
 
-func TestRejectedFilesAreReadAgainAtEveryScan(t *testing.T) {
+func TestRejectedFileIsReadAgainWhenAPluginArrives(t *testing.T) {
 	// The plugin a policy needs is installed after the policy: the
-	// periodic scan reads the rejected file again and applies it.
+	// periodic scan sees plugin_dir change, reads the rejected file again
+	// and applies it.
 	plugins := t.TempDir()
 	wasm := strings.Replace(good, "kind: http, interval: 10s, http: {path: /status}", "kind: wasm, interval: 10s, wasm: {module: late.wasm}", 1)
 	f := setup(t, map[string]string{"web.yaml": wasm}, func(o *Options) {

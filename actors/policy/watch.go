@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -124,11 +127,56 @@ func keyOf(fi os.FileInfo) fileKey {
 }
 
 // scanned is the result of listing the directory: the key of every policy
-// file in it.
+// file in it, and the fingerprint of plugin_dir.
 type scanned struct {
-	keys  map[string]fileKey
-	force bool // read every file again, whatever its key
-	err   error
+	keys    map[string]fileKey
+	force   bool // read every file again, whatever its key
+	plugins pluginPrint
+	err     error
+}
+
+// pluginPrint is a fingerprint of plugin_dir's listing: a rejected policy
+// file is read again at a rescan only when it changed.
+type pluginPrint [sha256.Size]byte
+
+// maxPluginEntries bounds the entries of plugin_dir a fingerprint covers.
+// Beyond them, a module added, removed or renamed still changes the
+// directory's own mtime; a module rewritten in place is seen when its
+// policy file changes.
+const maxPluginEntries = 4096
+
+// fingerprint hashes the names, sizes and mtimes (following symlinks) of
+// dir's entries, and dir's own mtime. An empty dir (no plugin_dir) has the
+// zero fingerprint; one that cannot be read, that of its error.
+func fingerprint(dir string) pluginPrint {
+	if dir == "" {
+		return pluginPrint{}
+	}
+	h := sha256.New()
+	d, err := os.Open(dir)
+	if err != nil {
+		fmt.Fprintf(h, "error: %v", err)
+		return pluginPrint(h.Sum(nil))
+	}
+	defer d.Close()
+	if fi, err := d.Stat(); err == nil {
+		fmt.Fprintf(h, "%d\n", fi.ModTime().UnixNano())
+	}
+	entries, err := d.ReadDir(maxPluginEntries)
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(h, "error: %v", err)
+	}
+	slices.SortFunc(entries, func(x, y os.DirEntry) int { return strings.Compare(x.Name(), y.Name()) })
+	for _, e := range entries {
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			fi, err = e.Info()
+		}
+		if err == nil {
+			fmt.Fprintf(h, "%q %d %d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return pluginPrint(h.Sum(nil))
 }
 
 // scan lists dir off the mailbox.

@@ -17,6 +17,7 @@ type metrics struct {
 	quarantines  *prometheus.CounterVec   // actor
 	transitions  *prometheus.CounterVec   // observer, state
 	policies     *prometheus.CounterVec   // result
+	throttled    *prometheus.CounterVec   // policy: running ones only
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,9 +52,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "observerd_policy_reloads_total",
 			Help: "Policy changes, by result: applied, rejected or removed.",
 		}, []string{"result"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "observerd_policy_throttled_events_total",
+			Help: "Observations not published because their policy was over its event budget (limits.max_events_per_second), by running policy.",
+		}, []string{"policy"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.observations, m.latency, m.failures, m.restarts, m.quarantines, m.transitions, m.policies)
+		reg.MustRegister(m.observations, m.latency, m.failures, m.restarts, m.quarantines, m.transitions, m.policies, m.throttled)
 	}
 	return m
 }

@@ -12,11 +12,31 @@
 // FlapIntervals of its intervals is "degraded" instead, one event, until
 // it has held one state for that long. Every transition is a state.changed
 // event whose causation_id is the observation that caused it.
+//
+// Event budget: each policy may publish Options.EventsPerSecond observations
+// a second (limits.max_events_per_second), from a token bucket of
+// burstOf(EventsPerSecond). An observation over its policy's budget is not
+// handed to the broker (it takes no sequence and evicts nothing from the
+// outbox) but still counts for its observer's state, so a state.changed
+// may name an unpublished observation as its causation_id. The first drop
+// of a policy opens a report window of Options.ThrottleWindow; when it
+// ends, one policy.throttled says how many observations the policy
+// dropped in it. A policy that drops nothing has no window and no timer.
+// Lifecycle, state and policy events are not budgeted: supervision's
+// backoff bounds them. Budgets follow the policy name: a policy.removed,
+// or a PoliciesLoaded that no longer lists the policy, reports what its
+// open window dropped and forgets its budget.
+//
+// Messages: it accepts messages.Emit, messages.BrokerStatus,
+// messages.PoliciesLoaded and messages.GetState (answered with a
+// *messages.Snapshot); it sends messages.Publish to Options.Broker.
 package state
 
 import (
 	"cmp"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +44,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -38,9 +60,37 @@ type Options struct {
 	// Actors are the daemon's own actors, in start order, as the snapshot
 	// lists them.
 	Actors []string
+	// EventsPerSecond is each policy's budget of observation events
+	// (limits.max_events_per_second); zero means DefaultEventsPerSecond.
+	EventsPerSecond float64
+	// ThrottleWindow is the period a policy.throttled report covers; zero
+	// means DefaultThrottleWindow.
+	ThrottleWindow time.Duration
 	// Metrics registers the state-manager's metrics (nil: none).
 	Metrics prometheus.Registerer
 	Log     zerolog.Logger
+}
+
+// Path is the state-manager's actor path, the source of policy.throttled.
+const Path = "state-manager"
+
+// Defaults of Options, and the smallest burst of a budget.
+const (
+	DefaultEventsPerSecond = 100
+	// DefaultThrottleWindow: long enough that a flooding policy costs one
+	// event every 10 s, short enough that the report comes while the
+	// operator still looks.
+	DefaultThrottleWindow = 10 * time.Second
+	// MinBurst is one plugin call's worth of observations (wasm.MaxEmits):
+	// a policy within its budget on average publishes a whole call.
+	MinBurst = 64
+)
+
+// burstOf is the size of a budget's bucket: one second's worth, so that
+// the observers of a policy firing together (as they do after a policy
+// change) pass whole, and at least MinBurst.
+func burstOf(perSecond float64) int {
+	return max(int(math.Ceil(perSecond)), MinBurst)
 }
 
 // Actor is the state-manager.
@@ -49,7 +99,34 @@ type Actor struct {
 	metrics   *metrics
 	observers map[string]*observer
 	actors    map[string]*lifecycle // the daemon's own, by path
-	snap      messages.Snapshot
+	// budgets are the event budgets, by policy name: at most the running
+	// policies, and those whose observations arrived since the last
+	// PoliciesLoaded.
+	budgets map[string]*budget
+	snap    messages.Snapshot
+}
+
+// budget is one policy's token bucket for observation events, and what it
+// dropped.
+type budget struct {
+	limiter *rate.Limiter
+	// dropped counts the observations dropped in the open window, which
+	// began at since; timer ends the window. All zero while none is open.
+	dropped uint64
+	since   time.Time
+	timer   *time.Timer
+	// total counts every observation dropped, for the snapshot.
+	total uint64
+	// revision is the policy's revision of the last dropped observation.
+	revision string
+}
+
+// windowEnded is sent by a budget's timer; it is stale unless budget is
+// still the policy's and the window that began at since is still open.
+type windowEnded struct {
+	policy string
+	budget *budget
+	since  time.Time
 }
 
 // lifecycle is what the failure events say of an actor.
@@ -115,9 +192,15 @@ func New(opts Options) *Actor {
 }
 
 func newActor(opts Options, m *metrics) *Actor {
+	if opts.EventsPerSecond <= 0 {
+		opts.EventsPerSecond = DefaultEventsPerSecond
+	}
+	if opts.ThrottleWindow <= 0 {
+		opts.ThrottleWindow = DefaultThrottleWindow
+	}
 	a := &Actor{
 		opts: opts, metrics: m,
-		observers: map[string]*observer{}, actors: map[string]*lifecycle{},
+		observers: map[string]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
 		snap: messages.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
 	}
 	for _, name := range opts.Actors {
@@ -138,14 +221,34 @@ func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		a.opts.Log.Debug().Msg("state-manager started")
+	case *actor.Stopping, *actor.Restarting:
+		// What open windows dropped is reported now, not lost with them.
+		for _, name := range slices.Sorted(maps.Keys(a.budgets)) {
+			a.closeWindow(ctx, name, a.budgets[name])
+		}
 	case *messages.Emit:
 		a.emit(ctx, msg)
+	case *windowEnded:
+		if b := a.budgets[msg.policy]; b == msg.budget && b.timer != nil && b.since.Equal(msg.since) {
+			a.report(ctx, msg.policy, b, a.opts.ThrottleWindow)
+		}
 	case *messages.BrokerStatus:
 		a.snap.Broker = *msg
 	case *messages.PoliciesLoaded:
 		a.snap.PoliciesLoaded = true
 		a.snap.Policies = slices.Clone(msg.Applied)
 		a.snap.Rejected = slices.Clone(msg.Rejected)
+		// Observations still in flight when their policy was removed
+		// made a budget for it again.
+		running := make(map[string]bool, len(msg.Applied))
+		for _, name := range msg.Applied {
+			running[name] = true
+		}
+		for _, name := range slices.Sorted(maps.Keys(a.budgets)) {
+			if !running[name] {
+				a.forget(ctx, name)
+			}
+		}
 	case *messages.GetState:
 		ctx.Respond(a.snapshot())
 	}
@@ -156,7 +259,17 @@ func (a *Actor) Receive(ctx actor.Context) {
 func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
 	path, ev := msg.Path, msg.Event
 	a.stamp(path, ev)
-	a.publish(ctx, path, ev)
+	observation := ev.Category == messages.Category_CATEGORY_OBSERVATION
+	switch {
+	case ev.Type == messages.TypePolicyRemoved:
+		// Its last report comes before its removal.
+		a.forget(ctx, ev.GetPolicyOutcome().GetName())
+		a.publish(ctx, path, ev)
+	case observation && !a.admit(ctx, ev):
+		a.metrics.count(path, ev) // made, and counted for the state, but not published
+	default:
+		a.publish(ctx, path, ev)
+	}
 	switch ev.Type {
 	case messages.TypeObserverStarted:
 		// A fresh incarnation (a new version, or a resume) is running;
@@ -206,7 +319,7 @@ func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
 			delete(a.observers, "observer/"+out.GetName()+"/"+name)
 		}
 	}
-	if ev.Category == messages.Category_CATEGORY_OBSERVATION {
+	if observation {
 		if change := a.observe(path, ev, msg.Observer); change != nil {
 			a.stamp(path, change)
 			a.publish(ctx, path, change)
@@ -222,6 +335,73 @@ func (a *Actor) publish(ctx actor.Context, path string, ev *messages.Event) {
 	a.snap.EventsEmitted++
 	a.metrics.count(path, ev)
 	ctx.Send(a.opts.Broker, &messages.Publish{Event: ev})
+}
+
+// admit takes a token from the budget of ev's policy, and reports whether
+// ev may be published. A drop opens the policy's report window if none is
+// open.
+func (a *Actor) admit(ctx actor.Context, ev *messages.Event) bool {
+	name := ev.Policy.GetName()
+	b := a.budgets[name]
+	if b == nil {
+		b = &budget{limiter: rate.NewLimiter(rate.Limit(a.opts.EventsPerSecond), burstOf(a.opts.EventsPerSecond))}
+		a.budgets[name] = b
+	}
+	if b.limiter.Allow() {
+		return true
+	}
+	b.dropped++
+	b.total++
+	b.revision = ev.Policy.GetRevision()
+	a.metrics.throttled.WithLabelValues(name).Inc()
+	if b.timer == nil {
+		root, self, since := ctx.ActorSystem().Root, ctx.Self(), time.Now()
+		b.since = since
+		b.timer = time.AfterFunc(a.opts.ThrottleWindow, func() { root.Send(self, &windowEnded{policy: name, budget: b, since: since}) })
+	}
+	return false
+}
+
+// report publishes policy.throttled for the open window of b (which
+// covered window) and closes it.
+func (a *Actor) report(ctx actor.Context, name string, b *budget, window time.Duration) {
+	ev := messages.NewEvent(messages.TypePolicyThrottled)
+	// Observations of this policy are lost to every consumer: more than
+	// news, less than an outage.
+	ev.Severity = messages.Severity_SEVERITY_MEDIUM
+	ev.Policy = &messages.PolicyRef{Name: name, Revision: b.revision}
+	ev.Data = &messages.Event_PolicyThrottled{PolicyThrottled: &messages.PolicyThrottled{
+		Name:            name,
+		Window:          durationpb.New(window),
+		DroppedEvents:   b.dropped,
+		EventsPerSecond: a.opts.EventsPerSecond,
+		Burst:           uint32(burstOf(a.opts.EventsPerSecond)),
+	}}
+	a.opts.Log.Warn().Str("policy", name).Uint64("dropped", b.dropped).Dur("window", window).
+		Float64("events_per_second", a.opts.EventsPerSecond).Msg("policy throttled: observations over its event budget were not published")
+	b.timer.Stop()
+	b.dropped, b.since, b.timer = 0, time.Time{}, nil
+	a.stamp(Path, ev)
+	a.publish(ctx, Path, ev)
+}
+
+// closeWindow reports b's open window, if any, before its end: the report
+// covers the time since its first drop.
+func (a *Actor) closeWindow(ctx actor.Context, name string, b *budget) {
+	if b.timer != nil {
+		a.report(ctx, name, b, time.Since(b.since))
+	}
+}
+
+// forget drops the budget and the metric of a policy that no longer runs,
+// reporting its open window first. The metric goes even without a budget:
+// a restarted state-manager shares its predecessor's metrics.
+func (a *Actor) forget(ctx actor.Context, name string) {
+	if b, ok := a.budgets[name]; ok {
+		a.closeWindow(ctx, name, b)
+		delete(a.budgets, name)
+	}
+	a.metrics.throttled.DeleteLabelValues(name)
 }
 
 // observe records an observation and returns the state.changed event it
@@ -363,6 +543,14 @@ func (a *Actor) snapshot() *messages.Snapshot {
 		})
 	}
 	slices.SortFunc(s.Observers, func(x, y messages.ObserverSnapshot) int { return strings.Compare(x.Path, y.Path) })
+	for name, b := range a.budgets {
+		if b.total > 0 {
+			if s.Throttled == nil {
+				s.Throttled = map[string]uint64{}
+			}
+			s.Throttled[name] = b.total
+		}
+	}
 	return &s
 }
 

@@ -267,6 +267,10 @@ func summary(ev *messages.Event) string {
 			return fmt.Sprintf("%s %s", p.File, strings.ReplaceAll(p.Reason, "\n", "; "))
 		}
 		return fmt.Sprintf("%s revision %s added=%v updated=%v removed=%v", p.Name, p.Revision, p.Added, p.Updated, p.Removed)
+	case *messages.Event_PolicyThrottled:
+		p := d.PolicyThrottled
+		return fmt.Sprintf("%s: %d observations not published in %s (budget %g/s, burst %d)", p.Name, p.DroppedEvents,
+			p.Window.AsDuration().Round(time.Millisecond), p.EventsPerSecond, p.Burst)
 	case *messages.Event_Observer:
 		o := d.Observer
 		return strings.TrimSpace(fmt.Sprintf("%s %s", o.Actor, o.Reason))

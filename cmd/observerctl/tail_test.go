@@ -66,6 +66,8 @@ func TestSummaries(t *testing.T) {
 			"pid 42 web ok cpu 1.25s rss 2MiB fds 9 threads 4 restarted=false "},
 		{&messages.Event{Data: &messages.Event_StateChange{StateChange: &messages.StateChange{Observer: "observer/web/health", OldState: messages.ObserverState_OBSERVER_STATE_UP, NewState: messages.ObserverState_OBSERVER_STATE_DOWN}}},
 			"observer/web/health: up -> down"},
+		{&messages.Event{Data: &messages.Event_PolicyThrottled{PolicyThrottled: &messages.PolicyThrottled{Name: "flood", Window: durationpb.New(10 * time.Second), DroppedEvents: 4180, EventsPerSecond: 20, Burst: 64}}},
+			"flood: 4180 observations not published in 10s (budget 20/s, burst 64)"},
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, summary(tt.ev))

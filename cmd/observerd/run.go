@@ -159,6 +159,8 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 		{Name: supervisor.StateManager, Props: state.Props(state.Options{
 			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Metrics: metrics, Log: actorLog(supervisor.StateManager),
 			Actors: []string{supervisor.Broker, supervisor.StateManager, supervisor.TaskManager, supervisor.PolicyManager, supervisor.Admin},
+			// Each policy's budget of observation events.
+			EventsPerSecond: cfg.Limits.MaxEventsPerSecond,
 		})},
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
 			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,
