@@ -198,7 +198,7 @@ policy_dir: %s
 plugin_dir: %s
 state_dir: %s
 log: {level: warn, format: json}
-admin: {listen: ""}
+admin: {listen: "", socket: ""}
 broker:
   urls: [%q]
   password_file: %s
