@@ -15,7 +15,8 @@
 //	    │                                      (http, prometheus, tcp, process, or a plugin run by package wasm)
 //	    ├── policy-manager         actors/policy: watches policy_dir, debounces, diffs, tells task-manager
 //	    │   └── parser/<file>#<n> ...  one short-lived child per changed file (a crash rejects that file)
-//	    └── admin                  actors/admin: loopback HTTP /healthz /readyz
+//	    └── admin                  actors/admin: the admin API on a unix socket (commands, peers checked)
+//	                               and on loopback HTTP (/healthz /readyz /metrics /v1/state only)
 //
 // Every supervising actor uses actors/supervision: capped exponential backoff
 // with jitter between restarts, and a failure intensity beyond which it gives

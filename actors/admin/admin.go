@@ -1,5 +1,21 @@
-// Package admin is the admin actor: an HTTP server on a loopback address
-// with
+// Package admin is the admin actor: the daemon's HTTP API, served on two
+// channels that differ in what they serve and to whom.
+//
+// On the unix socket admin.socket (Options.Socket), mode 0660 in the
+// group admin.socket_group, for root, the daemon's own user and the
+// members of that group (each connection's peer is read with SO_PEERCRED
+// and checked again; anyone else gets 403):
+//
+//   - the read-only endpoints below;
+//   - POST /v1/observers/{policy}/{observer}/{pause|resume|observe}: an
+//     observer command for the task-manager, answered with a
+//     messages.CommandResult as JSON (200 done, 409 not done, with why)
+//     and recorded, with its verified caller, as a command.result event.
+//     Names that policy.ValidName refuses get 400, an unknown command 404,
+//     a caller over the rate limit 429: none of these emits anything.
+//
+// On loopback TCP admin.listen (Options.Listen), for any local process,
+// only the read-only endpoints:
 //
 //   - GET /healthz: the actor system answers;
 //   - GET /readyz: the broker is connected and the policies are loaded;
@@ -7,15 +23,22 @@
 //   - GET /v1/state: the state-manager's snapshot with the broker's outbox,
 //     as JSON;
 //   - GET /metrics: Options.Metrics in the Prometheus text format (404
-//     when there is no Gatherer, so that a scraper reports a missing target
-//     rather than an empty one);
-//   - POST /v1/observers/{policy}/{observer}/{pause|resume|observe}: an
-//     observer command for the task-manager, answered with a
-//     messages.CommandResult as JSON (200 done, 409 not done, with why)
-//     and recorded as a command.result event.
+//     when there is no registry, so that a scraper reports a missing
+//     target rather than an empty one).
 //
-// Handlers ask the actors with a deadline; they never touch actor state.
-// There is no authentication: the address is loopback only.
+// Loopback is not access control, so TCP refuses every command (403), and
+// answers only requests whose Host is a loopback name (else 421: DNS
+// rebinding) and that carry no foreign Origin (else 403: a web page's
+// cross-site request). Both channels bound request headers (8 KiB, 431
+// before any handler), bodies (none is taken), time and connections.
+// Refused requests emit nothing; they are counted in
+// observerd_admin_requests_refused_total.
+//
+// Accepts: Listen (move the TCP server; SIGHUP). Replies: Listened.
+// Sends (requests, with a deadline): messages.GetState to the
+// state-manager, broker.GetStats to the broker, messages.Pause, Resume
+// and ObserveNow to the task-manager; and messages.Emit of command.result
+// to the state-manager. Handlers never touch actor state.
 package admin
 
 import (
@@ -25,6 +48,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -32,22 +56,33 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/polar/observerd/actors/broker"
+	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 )
 
 // Options configure the admin actor.
 type Options struct {
-	// Listen is a loopback host:port.
+	// Listen is a loopback host:port for the read-only endpoints; ""
+	// serves none.
 	Listen string
-	State  *actor.PID
+	// Socket is the path of the unix socket of the whole API, commands
+	// included; "" serves none.
+	Socket string
+	// SocketGroup is the socket's group, by name or gid (configs.
+	// LookupGroup); "" keeps the daemon's group.
+	SocketGroup string
+	State       *actor.PID
 	// Broker answers broker.GetStats for the outbox part of /v1/state.
 	Broker *actor.PID
 	// Task takes the observer commands (pause, resume, observe).
 	Task *actor.PID
-	// Metrics is served on /metrics (nil: /metrics is 404).
-	Metrics prometheus.Gatherer
+	// Metrics is served on /metrics and takes the admin's own metrics
+	// (nil: /metrics is 404, and those are counted unregistered).
+	Metrics *prometheus.Registry
 	Log     zerolog.Logger
 }
 
@@ -57,13 +92,35 @@ const Path = "admin"
 // Actor is the admin actor.
 type Actor struct {
 	opts   Options
-	server *http.Server
-	// listen is the address served, shared by the actor's incarnations so
-	// that a Listen (SIGHUP) outlives a restart; "" serves nothing.
-	listen *string
+	shared *shared
+	// tcp and unix are the servers of this incarnation (nil: not serving).
+	tcp, unix *server
+	// access says who may use the socket, fixed when it is listened on.
+	access access
 }
 
-// Listen moves the admin server to Addr ("" stops serving) while the
+// shared is what the actor's incarnations share, so that it outlives a
+// restart: the TCP address (moved by a SIGHUP), the command rate and the
+// metrics.
+type shared struct {
+	// listen is the TCP address served; "" serves nothing.
+	listen   string
+	commands *rate.Limiter
+	refused  *prometheus.CounterVec // channel, reason
+}
+
+// Commands are rate limited: an operator types one at a time and a script
+// acting on a policy's observers sends a few dozen, which 10 a second with
+// a burst of 20 lets through within seconds. The limit caps what one
+// caller can make the daemon do and publish at 10 command.result events
+// a second, a tenth of one policy's default max_events_per_second, and
+// keeps the task-manager's mailbox for the policies.
+const (
+	commandRate  = rate.Limit(10)
+	commandBurst = 20
+)
+
+// Listen moves the TCP server to Addr ("" stops serving) while the
 // daemon runs. The old address keeps serving if the new one cannot be
 // listened on. Sent as a request, it is answered with a Listened.
 type Listen struct{ Addr string }
@@ -74,38 +131,47 @@ type Listened struct{ Err error }
 // askTimeout bounds how long a request waits for the state-manager.
 const askTimeout = 2 * time.Second
 
-// New returns the admin actor.
-func New(opts Options) *Actor { return &Actor{opts: opts, listen: &opts.Listen} }
+// New returns the admin actor, with state of its own (Props shares it
+// between incarnations).
+func New(opts Options) *Actor { return &Actor{opts: opts, shared: newShared(opts)} }
 
-// Props for the admin actor. A listen failure at start (port taken) fails
-// the actor: restarted with backoff, escalated when it persists.
+func newShared(opts Options) *shared {
+	s := &shared{
+		listen:   opts.Listen,
+		commands: rate.NewLimiter(commandRate, commandBurst),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "observerd_admin_requests_refused_total",
+			Help: "Admin requests refused before anything was done or emitted, by channel (tcp, unix) and reason.",
+		}, []string{"channel", "reason"}),
+	}
+	if opts.Metrics != nil {
+		opts.Metrics.MustRegister(s.refused)
+	}
+	return s
+}
+
+// Props for the admin actor. A listen failure at start (port taken, a
+// socket path that cannot be served) fails the actor: restarted with
+// backoff, escalated when it persists.
 func Props(opts Options) *actor.Props {
-	listen := &opts.Listen
-	return actor.PropsFromProducer(func() actor.Actor {
-		a := New(opts)
-		a.listen = listen
-		return a
-	})
+	s := newShared(opts)
+	return actor.PropsFromProducer(func() actor.Actor { return &Actor{opts: opts, shared: s} })
 }
 
 // Receive handles the actor's messages.
 func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		if *a.listen == "" {
-			return
+		if err := a.start(ctx.ActorSystem().Root); err != nil {
+			a.stop()
+			panic(err)
 		}
-		ln, err := net.Listen("tcp", *a.listen)
-		if err != nil {
-			panic(fmt.Errorf("admin listen: %w", err))
-		}
-		a.serve(ctx.ActorSystem().Root, ln)
 	case *actor.Stopping, *actor.Restarting:
 		a.stop()
 	case *Listen:
 		err := a.move(ctx.ActorSystem().Root, msg.Addr)
 		if err != nil {
-			a.opts.Log.Error().Err(err).Str("listen", *a.listen).Msg("admin still serving the old address")
+			a.opts.Log.Error().Err(err).Str("listen", a.shared.listen).Msg("admin still serving the old address")
 		}
 		if ctx.Sender() != nil {
 			ctx.Respond(&Listened{Err: err})
@@ -113,9 +179,39 @@ func (a *Actor) Receive(ctx actor.Context) {
 	}
 }
 
-// move serves on addr instead, or stops serving for "".
+// start serves the socket and the TCP address, whichever is set.
+func (a *Actor) start(root *actor.RootContext) error {
+	if a.opts.Socket != "" {
+		gid, group := -1, os.Getegid()
+		if a.opts.SocketGroup != "" {
+			var err error
+			if gid, err = configs.LookupGroup(a.opts.SocketGroup); err != nil {
+				return fmt.Errorf("admin socket: group %s: %w", a.opts.SocketGroup, err)
+			}
+			group = gid
+		}
+		ln, err := listenSocket(a.opts.Socket, gid)
+		if err != nil {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		a.access = access{self: os.Geteuid(), group: group, lookup: lookupUser}
+		a.unix = a.serve(root, ln, overUnix)
+		a.opts.Log.Info().Str("socket", a.opts.Socket).Int("gid", group).Msg("admin socket listening")
+	}
+	if a.shared.listen != "" {
+		ln, err := net.Listen("tcp", a.shared.listen)
+		if err != nil {
+			return fmt.Errorf("admin listen: %w", err)
+		}
+		a.tcp = a.serve(root, ln, overTCP)
+		a.opts.Log.Info().Str("listen", ln.Addr().String()).Msg("admin listening")
+	}
+	return nil
+}
+
+// move serves TCP on addr instead, or stops serving it for "".
 func (a *Actor) move(root *actor.RootContext, addr string) error {
-	if addr == *a.listen {
+	if addr == a.shared.listen {
 		return nil
 	}
 	var ln net.Listener
@@ -125,17 +221,61 @@ func (a *Actor) move(root *actor.RootContext, addr string) error {
 			return fmt.Errorf("admin move: %w", err)
 		}
 	}
-	a.stop()
-	*a.listen = addr
+	shutdown(a.tcp)
+	a.tcp = nil
+	a.shared.listen = addr
 	if ln == nil {
 		a.opts.Log.Info().Msg("admin stopped serving (admin.listen is empty)")
 		return nil
 	}
-	a.serve(root, ln)
+	a.tcp = a.serve(root, ln, overTCP)
+	a.opts.Log.Info().Str("listen", ln.Addr().String()).Msg("admin listening")
 	return nil
 }
 
-func (a *Actor) serve(root *actor.RootContext, ln net.Listener) {
+// server is a channel's HTTP server and its listener.
+type server struct {
+	http *http.Server
+	ln   net.Listener
+}
+
+// serve serves the API of a channel on ln, bounded.
+func (a *Actor) serve(root *actor.RootContext, ln net.Listener, ch channel) *server {
+	srv := &server{http: bounded(a.guard(ch, a.routes(root, ch)), a.opts.Log), ln: limit(ln, maxConns)}
+	if ch == overUnix {
+		srv.http.ConnContext = withPeer
+	}
+	go func() {
+		if err := srv.http.Serve(srv.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.opts.Log.Error().Err(err).Str("channel", string(ch)).Msg("admin server")
+		}
+	}()
+	return srv
+}
+
+// stop stops both servers; the socket's file goes with its listener.
+func (a *Actor) stop() {
+	shutdown(a.tcp)
+	shutdown(a.unix)
+	a.tcp, a.unix = nil, nil
+}
+
+// shutdown stops a server, its listener closed before it returns: Serve
+// may not have started yet, and a socket left to its goroutine to close
+// could be unlinked after the next incarnation made its own.
+func shutdown(srv *server) {
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.http.Shutdown(ctx)
+	_ = srv.ln.Close()
+}
+
+// routes are the endpoints of a channel: the read-only ones on both, the
+// commands on the socket only.
+func (a *Actor) routes(root *actor.RootContext, ch channel) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if _, err := a.snapshot(root); err != nil {
@@ -165,37 +305,57 @@ func (a *Actor) serve(root *actor.RootContext, ln net.Listener) {
 		s.Outbox = a.outbox(root)
 		writeJSON(w, http.StatusOK, s)
 	})
-	mux.HandleFunc("POST /v1/observers/{policy}/{observer}/{command}", func(w http.ResponseWriter, r *http.Request) {
-		res := a.command(root, r.PathValue("command"), r.PathValue("policy"), r.PathValue("observer"))
-		code := http.StatusOK
-		if !res.Ok {
-			code = http.StatusConflict
-		}
-		writeJSON(w, code, res)
-	})
 	if a.opts.Metrics != nil {
 		// ContinueOnError: one failing collector must not hide the others.
 		mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Metrics, promhttp.HandlerOpts{
 			ErrorLog: errorLog{a.opts.Log}, ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
-	a.server = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := a.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.opts.Log.Error().Err(err).Msg("admin server")
-		}
-	}()
-	a.opts.Log.Info().Str("listen", ln.Addr().String()).Msg("admin listening")
+	if ch == overUnix {
+		mux.HandleFunc("POST /v1/observers/{policy}/{observer}/{command}", func(w http.ResponseWriter, r *http.Request) {
+			a.handleCommand(root, w, r)
+		})
+	} else {
+		// Every method and path under it: nothing there is read-only.
+		mux.HandleFunc("/v1/observers/", func(w http.ResponseWriter, _ *http.Request) {
+			a.refuse(w, ch, http.StatusForbidden, "command over tcp",
+				"observer commands go through the admin socket (admin.socket), not admin.listen: use observerctl, which finds the socket in the daemon's config")
+		})
+	}
+	return mux
 }
 
-func (a *Actor) stop() {
-	if a.server == nil {
-		return
+// handleCommand checks a command before anything is done or emitted: the
+// rate first, so that refused attempts spend it too, then the command and
+// the names.
+func (a *Actor) handleCommand(root *actor.RootContext, w http.ResponseWriter, r *http.Request) {
+	name, pol, obs := r.PathValue("command"), r.PathValue("policy"), r.PathValue("observer")
+	newMsg, known := commands[name]
+	switch {
+	case !a.shared.commands.Allow():
+		w.Header().Set("Retry-After", "1")
+		a.refuse(w, overUnix, http.StatusTooManyRequests, "rate limited",
+			fmt.Sprintf("too many commands: at most %g a second (bursts of %d); retry in a second", float64(commandRate), commandBurst))
+	case !known:
+		a.refuse(w, overUnix, http.StatusNotFound, "unknown command", "unknown command: use pause, resume or observe")
+	case !policy.ValidName(pol) || !policy.ValidName(obs):
+		a.refuse(w, overUnix, http.StatusBadRequest, "invalid name",
+			"invalid policy or observer name: each has up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit")
+	default:
+		res := a.command(root, name, newMsg(pol, obs), pol+"/"+obs, peerOf(r.Context()).caller())
+		code := http.StatusOK
+		if !res.Ok {
+			code = http.StatusConflict
+		}
+		writeJSON(w, code, res)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = a.server.Shutdown(ctx)
-	a.server = nil
+}
+
+// refuse answers a request that is not served, emitting nothing.
+func (a *Actor) refuse(w http.ResponseWriter, ch channel, code int, reason, message string) {
+	a.shared.refused.WithLabelValues(string(ch), reason).Inc()
+	a.opts.Log.Debug().Str("channel", string(ch)).Str("reason", reason).Int("code", code).Msg("admin request refused")
+	writeJSON(w, code, map[string]string{"error": message})
 }
 
 func (a *Actor) snapshot(root *actor.RootContext) (*messages.Snapshot, error) {
@@ -218,30 +378,28 @@ var commands = map[string]func(policy, observer string) any{
 }
 
 // command has the task-manager carry out an observer command, and records
-// it as a command.result event, whatever came of it.
-func (a *Actor) command(root *actor.RootContext, name, policy, observer string) *messages.CommandResult {
-	res := &messages.CommandResult{Command: name, Target: policy + "/" + observer}
-	switch newMsg, ok := commands[name]; {
-	case !ok:
-		res.Message = fmt.Sprintf("unknown command %q: use pause, resume or observe", name)
+// it, with its caller, as a command.result event and a log line, whatever
+// came of it.
+func (a *Actor) command(root *actor.RootContext, name string, msg any, target string, caller *messages.Caller) *messages.CommandResult {
+	res := &messages.CommandResult{Command: name, Target: target, Caller: caller}
+	answer, err := root.RequestFuture(a.opts.Task, msg, askTimeout).Result()
+	done, _ := answer.(*messages.CommandDone)
+	switch {
+	case err != nil:
+		res.Message = fmt.Sprintf("ask task-manager: %v", err)
+	case done == nil:
+		res.Message = fmt.Sprintf("ask task-manager: unexpected answer %T", answer)
+	case done.Err != nil:
+		res.Message = done.Err.Error()
 	default:
-		answer, err := root.RequestFuture(a.opts.Task, newMsg(policy, observer), askTimeout).Result()
-		done, _ := answer.(*messages.CommandDone)
-		switch {
-		case err != nil:
-			res.Message = fmt.Sprintf("ask task-manager: %v", err)
-		case done == nil:
-			res.Message = fmt.Sprintf("ask task-manager: unexpected answer %T", answer)
-		case done.Err != nil:
-			res.Message = done.Err.Error()
-		default:
-			res.Ok = true
-		}
+		res.Ok = true
 	}
 	ev := messages.NewEvent(messages.TypeCommandResult)
 	ev.Data = &messages.Event_CommandResult{CommandResult: res}
 	root.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
-	a.opts.Log.Info().Str("command", name).Str("target", res.Target).Bool("ok", res.Ok).Str("message", res.Message).Msg("command")
+	a.opts.Log.Info().Str("command", name).Str("target", target).Bool("ok", res.Ok).Str("result", res.Message).
+		Str("channel", caller.GetChannel()).Int64("uid", caller.GetUid()).Int64("gid", caller.GetGid()).
+		Int64("pid", caller.GetPid()).Str("user", caller.GetUser()).Msg("command")
 	return res
 }
 
@@ -267,10 +425,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// errorLog logs promhttp's errors at error level (zerolog's own Println
-// logs at debug, where a broken collector would go unseen).
+// errorLog logs promhttp's and net/http's errors at error level (zerolog's
+// own Println logs at debug, where a broken collector would go unseen, and
+// net/http's default log would break the JSON log lines).
 type errorLog struct{ log zerolog.Logger }
 
 func (e errorLog) Println(v ...any) {
 	e.log.Error().Msg(strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+}
+
+func (e errorLog) Write(p []byte) (int, error) {
+	e.log.Error().Msg(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }

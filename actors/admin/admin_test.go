@@ -2,10 +2,13 @@ package admin_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,26 +37,40 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-type fixture struct {
-	sys   *actor.ActorSystem
-	state *actortest.Recorder
-	pid   *actor.PID
-	base  string
-	snap  atomic.Pointer[messages.Snapshot]
-}
-
-// setup starts the admin actor asking a recorder standing in for the
-// state-manager; answer says whether it answers GetState (with f.snap).
-func setup(t *testing.T, answer bool) *fixture {
+// socketDir returns a new directory for a socket: t.TempDir() can be too
+// long for a socket's path (at most 107 bytes).
+func socketDir(t *testing.T) string {
 	t.Helper()
-	return setupWithMetrics(t, answer, nil)
+	dir, err := os.MkdirTemp("", "adm")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
-// setupWithMetrics is setup with a Gatherer for /metrics.
-func setupWithMetrics(t *testing.T, answer bool, metrics prometheus.Gatherer) *fixture {
+type fixture struct {
+	sys    *actor.ActorSystem
+	state  *actortest.Recorder
+	task   *actortest.Recorder
+	pid    *actor.PID
+	base   string       // the TCP server's URL
+	socket string       // the socket's path
+	unix   *http.Client // a client of the socket, as root
+	reg    *prometheus.Registry
+	snap   atomic.Pointer[messages.Snapshot]
+}
+
+// unixBase is the URL of the socket's API for unixClient.
+const unixBase = "http://localhost"
+
+// setup starts the admin actor, serving TCP and a socket, asking
+// recorders standing in for the state-manager and the task-manager (which
+// carries out every command); answer says whether the state-manager
+// answers GetState (with f.snap). opts change the actor's options.
+func setup(t *testing.T, answer bool, opts ...func(*admin.Options)) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
-	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager")}
+	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), task: actortest.NewRecorder(t, sys, "task-manager"),
+		reg: prometheus.NewRegistry()}
 	f.snap.Store(&messages.Snapshot{Node: "node-1"})
 	brokerStub := actortest.NewRecorder(t, sys, "broker")
 	brokerStub.Respond(func(msg any) any {
@@ -71,20 +88,41 @@ func setupWithMetrics(t *testing.T, answer bool, metrics prometheus.Gatherer) *f
 			return nil
 		})
 	}
+	f.task.Respond(func(any) any { return &messages.CommandDone{} })
 	addr := freeAddr(t)
 	f.base = "http://" + addr
-	f.pid = sys.Root.Spawn(admin.Props(admin.Options{Listen: addr, State: f.state.PID, Broker: brokerStub.PID, Metrics: metrics, Log: log}))
+	o := admin.Options{Listen: addr, Socket: filepath.Join(socketDir(t), "admin.sock"), State: f.state.PID, Broker: brokerStub.PID,
+		Task: f.task.PID, Metrics: f.reg, Log: log}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f.socket, f.unix = o.Socket, unixClient(o.Socket)
+	f.pid = sys.Root.Spawn(admin.Props(o))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })
-	// Poll until the server is up.
+	// Poll until the servers are up.
 	require.Eventually(t, func() bool {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			return false
+		for _, d := range [][2]string{{"tcp", o.Listen}, {"unix", o.Socket}} {
+			if d[1] == "" {
+				continue
+			}
+			c, err := net.DialTimeout(d[0], d[1], 100*time.Millisecond)
+			if err != nil {
+				return false
+			}
+			_ = c.Close()
 		}
-		_ = c.Close()
 		return true
-	}, actortest.Wait, 5*time.Millisecond, "the admin server did not come up on %s", addr)
+	}, actortest.Wait, 5*time.Millisecond, "the admin servers did not come up on %s and %s", o.Listen, o.Socket)
 	return f
+}
+
+// unixClient is an HTTP client of the socket at path.
+func unixClient(path string) *http.Client {
+	return &http.Client{Timeout: actortest.Wait, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}}
 }
 
 var client = &http.Client{Timeout: actortest.Wait}
@@ -94,7 +132,23 @@ var outboxStats = broker.OutboxStats{Events: 3, Bytes: 900, LastSequence: 77}
 
 func get(t *testing.T, url string) (int, http.Header, []byte) {
 	t.Helper()
-	resp, err := client.Get(url)
+	return do(t, client, http.MethodGet, url, nil)
+}
+
+// do sends a request with headers (Host sets the Host) and returns the
+// answer.
+func do(t *testing.T, c *http.Client, method, url string, header map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	for k, v := range header {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -195,7 +249,7 @@ func TestMetrics(t *testing.T) {
 	reg.MustRegister(events)
 	events.WithLabelValues("observation.http").Add(3)
 	// A state-manager that does not answer does not hold /metrics up.
-	f := setupWithMetrics(t, false, reg)
+	f := setup(t, false, func(o *admin.Options) { o.Metrics = reg })
 
 	code, header, body := get(t, f.base+"/metrics")
 	assert.Equal(t, http.StatusOK, code)
@@ -210,8 +264,8 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 3.0, m[0].GetCounter().GetValue())
 }
 
-func TestMetricsWithoutGathererIsNotFound(t *testing.T) {
-	f := setup(t, true)
+func TestMetricsWithoutRegistryIsNotFound(t *testing.T) {
+	f := setup(t, true, func(o *admin.Options) { o.Metrics = nil })
 	code, _, _ := get(t, f.base+"/metrics")
 	assert.Equal(t, http.StatusNotFound, code)
 }
@@ -241,38 +295,101 @@ func TestStateManagerNotAnswering(t *testing.T) {
 	}
 }
 
-func TestStopClosesTheServer(t *testing.T) {
+func TestStopClosesTheServers(t *testing.T) {
 	f := setup(t, true)
 	code, _, _ := get(t, f.base+"/healthz")
+	require.Equal(t, http.StatusOK, code)
+	code, _, _ = do(t, f.unix, http.MethodGet, unixBase+"/healthz", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.NoError(t, f.sys.Root.StopFuture(f.pid).Wait())
 	_, err := client.Get(f.base + "/healthz")
 	require.Error(t, err, "the server still answers after the actor stopped")
+	assert.NoFileExists(t, f.socket, "the socket is removed on stop")
 }
 
 func TestListenFailureFailsTheActor(t *testing.T) {
-	// The port is taken: the actor fails at start, under supervision.
-	sys, log := actortest.SystemAndLogger(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-
-	gaveUp := make(chan supervision.Failure, 1)
-	strategy := supervision.New(supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 2, Window: time.Minute},
-		supervision.Callbacks{GaveUp: func(f supervision.Failure) { gaveUp <- f }})
-	parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if _, ok := ctx.Message().(*actor.Started); ok {
-			ctx.Spawn(admin.Props(admin.Options{Listen: ln.Addr().String(), Log: log}))
-		}
-	}, actor.WithSupervisor(strategy)))
-	t.Cleanup(func() { _ = sys.Root.StopFuture(parent).Wait() })
-	select {
-	case f := <-gaveUp:
-		assert.Contains(t, f.Reason.Error(), "admin listen")
-		assert.Equal(t, 2, f.Failures, "restarted once with backoff, then given up")
-	case <-time.After(actortest.Wait):
-		t.Fatal("the admin actor did not fail")
+	t.Cleanup(func() { _ = taken.Close() })
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, o *admin.Options)
+		reason  func(o admin.Options) string
+		after   func(t *testing.T, o admin.Options)
+	}{
+		{
+			name:    "the port is taken",
+			prepare: func(t *testing.T, o *admin.Options) { o.Listen = taken.Addr().String() },
+			reason:  func(admin.Options) string { return "admin listen: " },
+			after: func(t *testing.T, o admin.Options) {
+				assert.NoFileExists(t, o.Socket, "the socket listened on before the port failed is closed")
+			},
+		},
+		{
+			name: "a file is where the socket goes",
+			prepare: func(t *testing.T, o *admin.Options) {
+				require.NoError(t, os.WriteFile(o.Socket, []byte("keep me"), 0o600))
+			},
+			reason: func(o admin.Options) string { return "admin socket: " + o.Socket + " exists and is not a socket" },
+			after: func(t *testing.T, o admin.Options) {
+				assert.Equal(t, "keep me", string(mustRead(t, o.Socket)), "the file is left alone")
+			},
+		},
+		{
+			name: "another process serves the socket",
+			prepare: func(t *testing.T, o *admin.Options) {
+				ln, err := net.Listen("unix", o.Socket)
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = ln.Close() })
+			},
+			reason: func(o admin.Options) string { return "admin socket: " + o.Socket + " is in use" },
+		},
+		{
+			name:    "other users can write to the socket's directory",
+			prepare: func(t *testing.T, o *admin.Options) { require.NoError(t, os.Chmod(filepath.Dir(o.Socket), 0o777)) },
+			reason:  func(admin.Options) string { return "is writable by other users (mode 0777)" },
+		},
+		{
+			name:    "the socket's group does not exist",
+			prepare: func(t *testing.T, o *admin.Options) { o.SocketGroup = "no-such-group-here" },
+			reason: func(admin.Options) string {
+				return "admin socket: group no-such-group-here: no group of that name on this host"
+			},
+		},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sys, log := actortest.SystemAndLogger(t)
+			o := admin.Options{Listen: freeAddr(t), Socket: filepath.Join(socketDir(t), "admin.sock"), Log: log}
+			tt.prepare(t, &o)
+			gaveUp := make(chan supervision.Failure, 1)
+			strategy := supervision.New(supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 2, Window: time.Minute},
+				supervision.Callbacks{GaveUp: func(f supervision.Failure) { gaveUp <- f }})
+			parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+				if _, ok := ctx.Message().(*actor.Started); ok {
+					ctx.Spawn(admin.Props(o))
+				}
+			}, actor.WithSupervisor(strategy)))
+			t.Cleanup(func() { _ = sys.Root.StopFuture(parent).Wait() })
+			select {
+			case f := <-gaveUp:
+				assert.Contains(t, f.Reason.Error(), tt.reason(o))
+				assert.Equal(t, 2, f.Failures, "restarted once with backoff, then given up")
+			case <-time.After(actortest.Wait):
+				t.Fatal("the admin actor did not fail")
+			}
+			if tt.after != nil {
+				tt.after(t, o)
+			}
+		})
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
 }
 
 func TestListenMovesTheServer(t *testing.T) {

@@ -1,7 +1,12 @@
 // Command observerctl is observerd's operator CLI.
 //
+//	observerctl status [--admin URL | --socket PATH | --config FILE] [--json]
+//	observerctl pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
 //	observerctl tail --config observerd.yaml [--bind KEY]... [--queue NAME] [--json]
 //	observerctl policy validate FILE...
+//
+// status reads the daemon's loopback TCP endpoint; the observer commands
+// go through its admin socket, found in the daemon's config.
 //
 // Exit codes: 0 success; 1 the command ran and found problems (invalid
 // policies, a lost broker connection); 2 usage errors.

@@ -17,10 +17,11 @@ const (
 const usage = `usage: observerctl COMMAND [ARGS]
 
 commands:
-  status [--admin URL | --config FILE] [--json]
+  status [--admin URL | --socket PATH | --config FILE] [--json]
                           the daemon's actors, observers, broker and outbox (exit 1 when it is not ready)
-  pause|resume|observe [--admin URL | --config FILE] POLICY/OBSERVER
+  pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
                           stop an observer until resumed; restart a paused or quarantined one; observe at once
+                          (through the daemon's admin socket: as root or a member of its group)
   tail --config FILE [--bind KEY]... [--queue NAME] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
   plugin check [--target URL] [--config JSON] FILE.wasm
@@ -62,15 +63,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-// parseFlags parses a command's flags; when it should not go on, it says
-// with which exit code: 0 after --help, 2 for a bad flag.
+// parseFlags parses a command's flags, before and after its arguments
+// (`resume web/health --config FILE` as well); "--" ends the flags. When
+// it should not go on, it says with which exit code: 0 after --help, 2
+// for a bad flag.
 func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	err := fs.Parse(args)
-	switch {
-	case err == nil:
-		return 0, true
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK, false
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			return exitOK, false
+		case err != nil:
+			return exitUsage, false
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional, args = append(positional, rest[0]), rest[1:]
 	}
-	return exitUsage, false
+	// Parsed again for fs.Args: the flags are set already.
+	_ = fs.Parse(append([]string{"--"}, positional...))
+	return 0, true
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,16 +15,14 @@ import (
 	"github.com/polar/observerd/messages"
 )
 
-// statusTimeout bounds the request to the admin endpoint.
-const statusTimeout = 5 * time.Second
-
 // status is `status`: the daemon's /v1/state as tables, or as JSON. Exit
 // 0 when the daemon is ready, 1 when it is not or cannot be reached.
 func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", "", "admin `URL` of the daemon (default: admin.listen of --config, else of /etc/observerd/observerd.yaml, else http://127.0.0.1:9464)")
-	configPath := fs.String("config", "", "daemon config `file` to take admin.listen from")
+	socket := fs.String("socket", "", "read the state from the admin socket at `path` instead")
+	configPath := fs.String("config", "", "daemon config `file` to take admin.listen from (admin.socket when admin.listen is empty)")
 	asJSON := fs.Bool("json", false, "print the state as JSON, for scripts")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -34,12 +31,12 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "observerctl status: unexpected arguments %v\n", fs.Args())
 		return exitUsage
 	}
-	url, err := adminURL(*admin, *configPath)
+	api, err := readAPI(*socket, *admin, *configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "observerctl status: %v\n", err)
 		return exitProblems
 	}
-	raw, snap, err := fetchState(ctx, url)
+	raw, snap, err := fetchState(ctx, api)
 	if err != nil {
 		fmt.Fprintf(stderr, "observerctl status: %v\n", err)
 		return exitProblems
@@ -55,55 +52,14 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// adminURL is --admin, or the admin address of the daemon config.
-func adminURL(flagURL, configPath string) (string, error) {
-	switch {
-	case flagURL != "":
-		return strings.TrimSuffix(flagURL, "/"), nil
-	case configPath == "":
-		// As tail does: the daemon's config where it is installed.
-		if _, err := os.Stat(defaultConfig); err != nil {
-			return "http://" + configs.Default().Admin.Listen, nil
-		}
-		configPath = defaultConfig
-		fallthrough
-	default:
-		cfg, err := configs.Load(configPath)
-		if err != nil {
-			return "", fmt.Errorf("read %s: %w", configPath, err)
-		}
-		if cfg.Admin.Listen == "" {
-			return "", fmt.Errorf("read %s: admin.listen is empty: the daemon serves no state", configPath)
-		}
-		return "http://" + cfg.Admin.Listen, nil
-	}
-}
-
-// defaultConfig is where make install puts the daemon's config.
-const defaultConfig = "/etc/observerd/observerd.yaml"
-
-func fetchState(ctx context.Context, url string) ([]byte, *messages.Snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/state", nil)
+func fetchState(ctx context.Context, api *adminAPI) ([]byte, *messages.Snapshot, error) {
+	_, raw, err := api.do(ctx, http.MethodGet, "/v1/state", http.StatusOK)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ask %s: %w", url, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("ask %s: %w (is observerd running, with admin.listen there?)", url, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, nil, fmt.Errorf("read %s/v1/state: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("ask %s/v1/state: %s: %s", url, resp.Status, strings.TrimSpace(string(raw)))
+		return nil, nil, err
 	}
 	var s messages.Snapshot
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, nil, fmt.Errorf("decode %s/v1/state: %w", url, err)
+		return nil, nil, fmt.Errorf("decode /v1/state of %s: %w", api, err)
 	}
 	return raw, &s, nil
 }

@@ -77,7 +77,7 @@ func TestStatusExitCodes(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 	config := filepath.Join(t.TempDir(), "observerd.yaml")
-	require.NoError(t, os.WriteFile(config, []byte("admin: {listen: \"\"}\n"), 0o600))
+	require.NoError(t, os.WriteFile(config, []byte("admin: {listen: \"\", socket: \"\"}\n"), 0o600))
 
 	tests := []struct {
 		name       string
@@ -91,7 +91,7 @@ func TestStatusExitCodes(t *testing.T) {
 			out: "ready:     NO: broker not connected: dial tcp: connection refused"},
 		{name: "json", args: []string{"--admin", serve(ready), "--json"}, code: exitOK, jsonOutput: true},
 		{name: "unreachable", args: []string{"--admin", closed.URL}, code: exitProblems, err: "is observerd running"},
-		{name: "admin disabled in the config", args: []string{"--config", config}, code: exitProblems, err: "admin.listen is empty"},
+		{name: "admin disabled in the config", args: []string{"--config", config}, code: exitProblems, err: "admin.listen and admin.socket are empty: the daemon serves no state"},
 		{name: "stray argument", args: []string{"extra"}, code: exitUsage, err: "unexpected arguments"},
 		{name: "help", args: []string{"--help"}, code: exitOK, err: "-admin URL"},
 		{name: "bad flag", args: []string{"--bogus"}, code: exitUsage, err: "flag provided but not defined"},

@@ -170,10 +170,12 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),
 			Task: pid(supervisor.TaskManager), State: pid(supervisor.StateManager), Log: actorLog(supervisor.PolicyManager),
 		})},
-		// Started even with admin.listen "", serving nothing, so that a
-		// SIGHUP can give it an address.
+		// Started even with admin.listen and admin.socket "", serving
+		// nothing, so that a SIGHUP can give it an address. A changed
+		// admin.socket or admin.socket_group needs a restart.
 		{Name: supervisor.Admin, Props: admin.Props(admin.Options{
-			Listen: cfg.Admin.Listen, State: pid(supervisor.StateManager), Broker: pid(supervisor.Broker), Task: pid(supervisor.TaskManager),
+			Listen: cfg.Admin.Listen, Socket: cfg.Admin.Socket, SocketGroup: cfg.Admin.SocketGroup,
+			State: pid(supervisor.StateManager), Broker: pid(supervisor.Broker), Task: pid(supervisor.TaskManager),
 			Metrics: metrics, Log: actorLog(supervisor.Admin),
 		})},
 	}

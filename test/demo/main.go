@@ -78,6 +78,13 @@ func demo(ctx context.Context, bin, dir string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// The admin socket's path has at most 107 bytes: the working
+	// directory may be deeper than that.
+	sockets, err := os.MkdirTemp("", "observerd-demo")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockets)
 	config := filepath.Join(dir, "observerd.yaml")
 	cfg := fmt.Sprintf(`# written by make run
 node: demo
@@ -94,7 +101,7 @@ broker:
   tls: {ca_file: %s}
   queues:
     - {name: demo.events, bindings: ["#"]}
-`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(dir, "admin.sock"), node.URL(), node.PasswordFile, node.CAFile)
+`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(sockets, "admin.sock"), node.URL(), node.PasswordFile, node.CAFile)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -105,8 +112,8 @@ broker:
 	}
 	defer stopProcess(daemon)
 
-	fmt.Fprintf(stderr, "demo: observerd running (logs: %s, admin: http://127.0.0.1:9464/readyz); the demo service flaps every 20 s. Ctrl-C stops everything.\n\n",
-		logs.Name())
+	fmt.Fprintf(stderr, "demo: observerd running (logs: %s, admin: http://127.0.0.1:9464/readyz, commands: %s pause --config %s POLICY/OBSERVER); "+
+		"the demo service flaps every 20 s. Ctrl-C stops everything.\n\n", logs.Name(), filepath.Join(bin, "observerctl"), config)
 	tail := exec.Command(filepath.Join(bin, "observerctl"), "tail", "--config", config)
 	tail.Stdout, tail.Stderr = stdout, stderr
 	if err := tail.Start(); err != nil {

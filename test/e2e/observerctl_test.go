@@ -59,10 +59,14 @@ func TestObserverctlStatus(t *testing.T) {
 	require.NotNil(t, s.Outbox, "the admin asked the broker")
 	assert.Positive(t, s.Outbox.LastSequence)
 
-	// Observer commands: carried out (0) or refused with why (1), each a
-	// command.result event.
+	// Observer commands, through the admin socket of the daemon's config:
+	// carried out (0) or refused with why (1), each a command.result event.
 	run := func(args ...string) (int, string) {
-		p := start(t, "observerctl", append(args[:1:1], append([]string{"--admin", admin}, args[1:]...)...)...)
+		where := []string{"--config", d.config}
+		if args[0] == "status" {
+			where = []string{"--admin", admin}
+		}
+		p := start(t, "observerctl", append(args[:1:1], append(where, args[1:]...)...)...)
 		code := p.exitCode(t, wait)
 		return code, p.out.String()
 	}
