@@ -91,8 +91,9 @@ func hostName(s string) (string, error) {
 // AllowsHost reports whether a policy may target host: an IP literal
 // (brackets allowed) inside one of the prefixes, or a host name listed
 // exactly (case-insensitive). "localhost" is allowed when 127.0.0.1 or ::1
-// is. A listed name trusts whatever it resolves to; for a name that is not
-// listed, the dialer must check every resolved address with AllowsIP.
+// is. A listed name trusts whatever it resolves to (ListsName); for any
+// other host, the dialer must check every address it connects to with
+// AllowsIP.
 func (a *AllowList) AllowsHost(host string) bool {
 	if a == nil {
 		return false
@@ -101,11 +102,23 @@ func (a *AllowList) AllowsHost(host string) bool {
 	if addr, err := netip.ParseAddr(host); err == nil {
 		return a.allowsAddr(addr)
 	}
-	name := strings.TrimSuffix(strings.ToLower(host), ".")
-	if a.names[name] {
+	if a.ListsName(host) {
 		return true
 	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
 	return name == "localhost" && (a.allowsAddr(netip.AddrFrom4([4]byte{127, 0, 0, 1})) || a.allowsAddr(netip.IPv6Loopback()))
+}
+
+// ListsName reports whether host is a name listed exactly
+// (case-insensitive, a trailing dot ignored). Listing a name trusts its
+// resolution, so the dialer does not check the addresses it resolves to;
+// "localhost", allowed through a loopback prefix, is not a listed name,
+// and neither is an IP literal.
+func (a *AllowList) ListsName(host string) bool {
+	if a == nil {
+		return false
+	}
+	return a.names[strings.TrimSuffix(strings.ToLower(host), ".")]
 }
 
 // AllowsIP reports whether ip lies inside one of the prefixes. It is the

@@ -45,6 +45,28 @@ func TestAllowList(t *testing.T) {
 	assert.Equal(t, "[127.0.0.0/8 ::1/128 10.1.2.3 2001:db8::/32 DB.Internal.]", a.String())
 }
 
+// TestAllowListListsName: only names written in allowed_targets are
+// trusted to resolve anywhere; localhost and addresses are checked at
+// dial time.
+func TestAllowListListsName(t *testing.T) {
+	a, err := ParseAllowList([]string{"::1/128", "10.1.2.3", "DB.Internal."})
+	require.NoError(t, err)
+	for host, want := range map[string]bool{
+		"db.internal":      true,
+		"DB.INTERNAL":      true,
+		"db.internal.":     true,
+		"evil.db.internal": false,
+		"localhost":        false, // allowed by ::1/128, but not listed
+		"10.1.2.3":         false, // an address, not a name
+		"::1":              false,
+		"":                 false,
+	} {
+		assert.Equal(t, want, a.ListsName(host), host)
+	}
+	var nilList *AllowList
+	assert.False(t, nilList.ListsName("db.internal"))
+}
+
 func TestAllowListLocalhost(t *testing.T) {
 	v6only, err := ParseAllowList([]string{"::1/128"})
 	require.NoError(t, err)

@@ -62,7 +62,7 @@ func BenchmarkInstantiate(b *testing.B) {
 	for _, c := range closeOnDone {
 		b.Run(c.name, func(b *testing.B) {
 			h := benchHost(b, c.on)
-			m, err := h.acquire(context.Background(), guest(b, "empty"), "")
+			m, err := h.acquire(context.Background(), guest(b, "empty"), "", false)
 			require.NoError(b, err)
 			defer h.release(m)
 			for b.Loop() {

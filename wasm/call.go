@@ -28,6 +28,7 @@ type call struct {
 	emits     int
 	emitBytes int
 	requests  int
+	maxBody   int    // what http_request reads of a body at most
 	pending   []byte // the encoded HttpResponse http_response copies out
 
 	logBytes       int // log, stdout and stderr so far
@@ -44,7 +45,7 @@ func newCall(ctx context.Context, plugin string, log zerolog.Logger, http HTTPDo
 	if state == nil {
 		state = new([]byte)
 	}
-	return &call{ctx: ctx, timeout: timeout, plugin: plugin, log: log, http: http, target: target, state: state}
+	return &call{ctx: ctx, timeout: timeout, plugin: plugin, log: log, http: http, target: target, state: state, maxBody: MaxBodyBytes}
 }
 
 // callOf returns the call a host function runs in. The host sets it on

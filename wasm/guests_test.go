@@ -21,8 +21,8 @@ import (
 )
 
 // The test plugins are Go programs under testdata/<name>, written against
-// the raw ABI (testdata/guest). They are built once per test binary, all
-// in parallel, on first use.
+// the raw ABI (testdata/guest); testdata/fuzz holds the fuzz corpora.
+// They are built once per test binary, all in parallel, on first use.
 var buildGuests = sync.OnceValues(func() (map[string]string, error) {
 	dir := filepath.Join(testRoot, "guests")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -38,7 +38,7 @@ var buildGuests = sync.OnceValues(func() (map[string]string, error) {
 	errs := make([]error, len(entries))
 	var wg sync.WaitGroup
 	for i, e := range entries {
-		if !e.IsDir() || e.Name() == "guest" {
+		if !e.IsDir() || e.Name() == "guest" || e.Name() == "fuzz" {
 			continue
 		}
 		out := filepath.Join(dir, e.Name()+".wasm")

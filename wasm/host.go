@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +74,9 @@ type Host struct {
 
 	mu      sync.Mutex
 	modules map[string]*module // by sha256
+	// unpinned holds the installed modules run without a pinned sha256
+	// that were warned about, by path and sum (see warnUnpinned).
+	unpinned map[string]bool
 }
 
 // module is a compiled module, shared by the plugins that run it.
@@ -113,7 +118,7 @@ func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
 // which the daemon never runs without (see doc.go).
 func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
-	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}}
+	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, unpinned: map[string]bool{}}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create wasm cache: %w", err)
@@ -184,10 +189,23 @@ func (h *Host) Close(ctx context.Context) error {
 // the default deadline, to ask its ABI version.
 // Any problem is a *ModuleError that names it precisely.
 func (h *Host) Check(ctx context.Context, path string, memoryLimit uint64) (*ModuleInfo, error) {
+	return h.check(ctx, path, memoryLimit, false)
+}
+
+// CheckFile is the daemon's check of a module in its plugin_dir, as
+// policy.Env.CheckPlugin wants it: Check, and the module must be safe to
+// run unattended: neither the module nor its directory may be writable
+// by group or others, who could otherwise change what the daemon runs.
+func (h *Host) CheckFile(path string, memoryLimit uint64) error {
+	_, err := h.check(context.Background(), path, memoryLimit, true)
+	return err
+}
+
+func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, installed bool) (*ModuleInfo, error) {
 	if memoryLimit == 0 {
 		memoryLimit = DefaultMemoryLimit
 	}
-	m, err := h.acquire(ctx, path, "")
+	m, err := h.acquire(ctx, path, "", installed)
 	if err != nil {
 		return nil, err
 	}
@@ -212,19 +230,13 @@ func (h *Host) Check(ctx context.Context, path string, memoryLimit uint64) (*Mod
 	return &info, nil
 }
 
-// CheckFile is Check for a caller that wants the verdict only, as
-// policy.Env.CheckPlugin does.
-func (h *Host) CheckFile(path string, memoryLimit uint64) error {
-	_, err := h.Check(context.Background(), path, memoryLimit)
-	return err
-}
-
 // acquire returns the compiled module at path, compiling and validating
 // it unless a module of the same content is already compiled. want, when
-// set, is the hex sha256 the module must have. Release it when done.
-func (h *Host) acquire(ctx context.Context, path, want string) (*module, error) {
+// set, is the hex sha256 the module must have; installed checks the modes
+// of the module and its directory (see CheckFile). Release it when done.
+func (h *Host) acquire(ctx context.Context, path, want string, installed bool) (*module, error) {
 	plugin := name(path)
-	bin, err := readModule(path)
+	bin, err := readModule(path, installed)
 	if err != nil {
 		return nil, &ModuleError{Plugin: plugin, Err: err}
 	}
@@ -280,12 +292,30 @@ func (h *Host) release(m *module) {
 	}
 }
 
-func readModule(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// readModule reads the module file at path: a regular file of at most
+// maxModuleBytes, and when installed one that neither it nor its
+// directory is writable by group or others.
+func readModule(path string, installed bool) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO for reading would wait for a writer. A
+	// regular file ignores it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
 	}
 	defer f.Close()
+	// Checked on the file opened, which is the file read.
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read module %s: not a regular file (mode %s)", path, st.Mode())
+	}
+	if installed {
+		if err := checkWriters(path, st.Mode()); err != nil {
+			return nil, err
+		}
+	}
 	bin, err := io.ReadAll(io.LimitReader(f, maxModuleBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
@@ -294,6 +324,52 @@ func readModule(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read module: larger than %d MiB", maxModuleBytes>>20)
 	}
 	return bin, nil
+}
+
+// othersWrite are the mode bits that let users other than the owner (and
+// root) write a file or a directory's entries.
+const othersWrite = 0o022
+
+// checkWriters refuses a module of the given mode, or a module directory,
+// that users other than its owner may write: any of them could replace
+// the code that the daemon runs.
+func checkWriters(path string, mode fs.FileMode) error {
+	if mode.Perm()&othersWrite != 0 {
+		return fmt.Errorf("module %s has mode %04o: writable by group or others (chmod go-w it)", path, mode.Perm())
+	}
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("check plugin_dir: %w", err)
+	}
+	if st.Mode().Perm()&othersWrite != 0 {
+		return fmt.Errorf("plugin_dir %s has mode %04o: writable by group or others (chmod go-w it)", dir, st.Mode().Perm())
+	}
+	return nil
+}
+
+// maxUnpinned bounds the modules remembered by warnUnpinned: past it,
+// the memory starts over, and a module may be warned about again.
+const maxUnpinned = 1024
+
+// warnUnpinned says, once per module path and content, that an installed
+// module runs without a pinned sha256, and which sum pins it: without a
+// pin, whoever can write the module changes what the daemon runs, unseen.
+func (h *Host) warnUnpinned(path, sum string) {
+	key := path + "\x00" + sum
+	h.mu.Lock()
+	seen := h.unpinned[key]
+	if !seen {
+		if len(h.unpinned) >= maxUnpinned {
+			clear(h.unpinned)
+		}
+		h.unpinned[key] = true
+	}
+	h.mu.Unlock()
+	if !seen {
+		h.log.Warn().Str("module", path).Str("sha256", sum).
+			Msg("plugin module not pinned: set wasm.sha256 to this sha256 in the policies that run it")
+	}
 }
 
 // compile compiles bin and validates it against ABI v1.

@@ -2,8 +2,11 @@ package wasm
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -150,4 +153,139 @@ func TestCacheDir(t *testing.T) {
 		return err
 	}))
 	assert.Equal(t, 1, files, "one compiled module in the cache")
+}
+
+// install copies guest name into a fresh plugin directory of mode dirMode,
+// as name.wasm of mode fileMode, and returns its path.
+func install(t *testing.T, name string, dirMode, fileMode os.FileMode) string {
+	t.Helper()
+	b, err := os.ReadFile(guest(t, name))
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "plugins")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	path := filepath.Join(dir, name+".wasm")
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	// Chmod, not the umask: the modes are the test's.
+	require.NoError(t, os.Chmod(path, fileMode))
+	require.NoError(t, os.Chmod(dir, dirMode))
+	return path
+}
+
+// TestCheckFileRefusesWhatOthersMayWrite: a module that users other than
+// its owner may write, or one in a directory they may write, would let
+// them change what the daemon runs: the daemon's check refuses it, naming
+// the file or the directory and its mode. observerctl's Check of a module
+// being developed does not judge where it lies.
+func TestCheckFileRefusesWhatOthersMayWrite(t *testing.T) {
+	h := newTestHost(t)
+	tests := []struct {
+		name              string
+		dirMode, fileMode os.FileMode
+		wantErr           string // {file} and {dir} stand for the module and its directory
+	}{
+		{name: "owner-writable", dirMode: 0o755, fileMode: 0o644},
+		{name: "read-only", dirMode: 0o555, fileMode: 0o444},
+		{name: "group-writable module", dirMode: 0o755, fileMode: 0o664,
+			wantErr: "plugin good.wasm: module {file} has mode 0664: writable by group or others (chmod go-w it)"},
+		{name: "world-writable module", dirMode: 0o755, fileMode: 0o646,
+			wantErr: "plugin good.wasm: module {file} has mode 0646: writable by group or others (chmod go-w it)"},
+		{name: "group-writable plugin_dir", dirMode: 0o775, fileMode: 0o644,
+			wantErr: "plugin good.wasm: plugin_dir {dir} has mode 0775: writable by group or others (chmod go-w it)"},
+		{name: "sticky world-writable plugin_dir", dirMode: 0o777 | os.ModeSticky, fileMode: 0o644,
+			wantErr: "plugin good.wasm: plugin_dir {dir} has mode 0777: writable by group or others (chmod go-w it)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := install(t, "good", tt.dirMode, tt.fileMode)
+			_, err := h.Check(context.Background(), path, 0)
+			require.NoError(t, err, "Check does not judge the modes")
+			err = h.CheckFile(path, 0)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			requireModuleError(t, err, strings.NewReplacer("{file}", path, "{dir}", filepath.Dir(path)).Replace(tt.wantErr))
+			// Loading it for an observer refuses it the same way.
+			_, err = h.NewPlugin(context.Background(), PluginSpec{Path: path, Installed: true})
+			requireModuleError(t, err, "writable by group or others")
+		})
+	}
+}
+
+// TestModuleMustBeARegularFile: a module that is not a regular file is
+// refused at once, by every check: a FIFO would block the reader for
+// ever, a device would never end.
+func TestModuleMustBeARegularFile(t *testing.T) {
+	h := newTestHost(t)
+	fifo := filepath.Join(t.TempDir(), "fifo.wasm")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	require.NoError(t, os.Chmod(fifo, 0o644))
+	dir := filepath.Join(t.TempDir(), "dir.wasm")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	tests := []struct{ path, mode string }{
+		{fifo, "prw-r--r--"},
+		{"/dev/zero", "Dcrw-rw-rw-"},
+		{dir, "drwx------"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			want := "read module " + tt.path + ": not a regular file (mode " + tt.mode + ")"
+			_, err := h.Check(context.Background(), tt.path, 0)
+			requireModuleError(t, err, want)
+			requireModuleError(t, h.CheckFile(tt.path, 0), want)
+			_, err = h.NewPlugin(context.Background(), PluginSpec{Path: tt.path})
+			requireModuleError(t, err, want)
+		})
+	}
+}
+
+// TestUnpinnedWarning: an installed module run without a pinned sha256 is
+// warned about once per daemon run, however many observers run it, with
+// the sum that would pin it; again when its content changes; never when
+// pinned, nor for a module that is not installed (observerctl).
+func TestUnpinnedWarning(t *testing.T) {
+	logs := &logBuffer{}
+	h, err := NewHost(context.Background(), HostOptions{CacheDir: filepath.Join(testRoot, "cache"), Log: logs.logger()})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, h.Close(context.Background())) })
+	path := install(t, "good", 0o755, 0o644)
+	info, err := h.Check(context.Background(), path, 0)
+	require.NoError(t, err)
+
+	load := func(spec PluginSpec) {
+		t.Helper()
+		p, err := h.NewPlugin(context.Background(), spec)
+		require.NoError(t, err)
+		require.NoError(t, p.Close(context.Background()))
+	}
+	warnings := func() (out []map[string]any) {
+		for _, e := range logs.entries(t) {
+			if strings.Contains(fmt.Sprint(e["message"]), "not pinned") {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	load(PluginSpec{Path: path})                                       // observerctl: not installed
+	load(PluginSpec{Path: path, Installed: true, SHA256: info.SHA256}) // pinned
+	assert.Empty(t, warnings())
+
+	for range 3 {
+		load(PluginSpec{Path: path, Installed: true})
+	}
+	w := warnings()
+	require.Len(t, w, 1, "once for the module, however many observers")
+	assert.Equal(t, "warn", w[0]["level"])
+	assert.Equal(t, path, w[0]["module"])
+	assert.Equal(t, info.SHA256, w[0]["sha256"])
+
+	// Another content at the same path is another module.
+	other, err := os.ReadFile(guest(t, "empty"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, other, 0o644))
+	load(PluginSpec{Path: path, Installed: true})
+	load(PluginSpec{Path: path, Installed: true})
+	w = warnings()
+	require.Len(t, w, 2)
+	assert.NotEqual(t, info.SHA256, w[1]["sha256"])
 }

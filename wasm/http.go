@@ -75,7 +75,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	}
 	resp, err := c.follow(req, hr.Body)
 	if err == nil {
-		c.pending, err = readResponse(resp)
+		c.pending, err = readResponse(resp, c.maxBody)
 	}
 	switch {
 	case err == nil:
@@ -137,17 +137,17 @@ func redirect(status int) bool {
 	return false
 }
 
-// readResponse reads resp's body up to its cap, closes it, and encodes the
-// HttpResponse.
-func readResponse(resp *http.Response) ([]byte, error) {
+// readResponse reads resp's body up to limit bytes, closes it, and encodes
+// the HttpResponse.
+func readResponse(resp *http.Response, limit int) ([]byte, error) {
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodyBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("read body: %w", err)
 	}
 	out := &messages.HttpResponse{StatusCode: int32(resp.StatusCode), Headers: map[string]string{}}
-	if len(body) > MaxBodyBytes {
-		body, out.Truncated = body[:MaxBodyBytes], true
+	if len(body) > limit {
+		body, out.Truncated = body[:limit], true
 	}
 	out.Body = body
 	for k, v := range resp.Header {

@@ -103,22 +103,32 @@ func (c *call) emit(mod api.Module, ptr, n uint32) int32 {
 	b := read(mod, "emit", ptr, n)
 	c.emits++
 	c.emitBytes += int(n)
-	obs := &messages.PluginObservation{}
 	// A copy: the record outlives the guest's buffer.
-	if err := proto.Unmarshal(bytes.Clone(b), obs); err != nil {
-		c.log.Warn().Err(err).Msg("emit: not a PluginObservation")
-		return emitInvalid
-	}
-	if obs.TypeSuffix != "" && !typeSuffix.MatchString(obs.TypeSuffix) {
-		c.log.Warn().Str("type_suffix", clip(obs.TypeSuffix)).Msg("emit: type_suffix is not lower-case dotted words")
-		return emitInvalid
-	}
-	if _, ok := messages.Severity_name[int32(obs.Severity)]; !ok {
-		c.log.Warn().Int32("severity", int32(obs.Severity)).Msg("emit: severity out of range")
+	obs, err := decodeObservation(bytes.Clone(b))
+	if err != nil {
+		c.log.Warn().Str("error", clip(err.Error())).Msg("emit: record dropped")
 		return emitInvalid
 	}
 	c.obs = append(c.obs, obs)
 	return resultOK
+}
+
+// decodeObservation decodes a record a guest passed to emit and checks
+// what the daemon relies on: a type_suffix that may end an event type and
+// a routing key, a severity that exists. The rest (subject, schema,
+// labels, payload) is the plugin's, carried as is.
+func decodeObservation(b []byte) (*messages.PluginObservation, error) {
+	obs := &messages.PluginObservation{}
+	if err := proto.Unmarshal(b, obs); err != nil {
+		return nil, fmt.Errorf("not a PluginObservation: %w", err)
+	}
+	if obs.TypeSuffix != "" && !typeSuffix.MatchString(obs.TypeSuffix) {
+		return nil, fmt.Errorf("type_suffix %q is not lower-case dotted words", clip(obs.TypeSuffix))
+	}
+	if _, ok := messages.Severity_name[int32(obs.Severity)]; !ok {
+		return nil, fmt.Errorf("severity %d out of range", int32(obs.Severity))
+	}
+	return obs, nil
 }
 
 // logFn is the WebAssembly function import "polar"."log", which logs a
@@ -187,8 +197,9 @@ func setState(ctx context.Context, mod api.Module, stack []uint64) {
 // The request goes through the policy's rate limit, concurrency limit and
 // HTTP client, within the call's deadline. Redirects are followed (at
 // most MaxRedirects) only to the target and within allowed_targets, each
-// checked again. The body is read up to MaxBodyBytes (1 MiB); the rest is
-// cut and HttpResponse.truncated set.
+// checked again. The body is read up to MaxBodyBytes (1 MiB), or the
+// plugin's PluginSpec.MaxBodyBytes when lower; the rest is cut and
+// HttpResponse.truncated set.
 //
 // Result (i32)
 //

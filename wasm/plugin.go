@@ -47,6 +47,15 @@ type PluginSpec struct {
 	// HTTP performs http_request within the policy's limits; nil refuses
 	// every request.
 	HTTP HTTPDoer
+	// MaxBodyBytes caps a response body read by http_request (the
+	// daemon's limits.max_response_bytes); 0, or more than MaxBodyBytes,
+	// means MaxBodyBytes.
+	MaxBodyBytes int64
+	// Installed marks a module of the daemon's plugin_dir, which the
+	// daemon will run unattended: it must not be writable by group or
+	// others, nor must its directory (see Host.CheckFile), and a module
+	// the spec does not pin by SHA256 is warned about once per content.
+	Installed bool
 	// Log receives the plugin's log, stdout and stderr, and the host's
 	// messages about it.
 	Log zerolog.Logger
@@ -66,6 +75,7 @@ type Plugin struct {
 	target  *url.URL
 	limit   uint64
 	timeout time.Duration
+	maxBody int
 	log     zerolog.Logger
 
 	mu     sync.Mutex
@@ -93,6 +103,10 @@ func (h *Host) NewPlugin(ctx context.Context, spec PluginSpec) (*Plugin, error) 
 		name:    name(spec.Path),
 		limit:   cmp.Or(spec.MemoryLimit, DefaultMemoryLimit),
 		timeout: cmp.Or(spec.Timeout, DefaultTimeout),
+		maxBody: MaxBodyBytes,
+	}
+	if spec.MaxBodyBytes > 0 && spec.MaxBodyBytes < MaxBodyBytes {
+		p.maxBody = int(spec.MaxBodyBytes)
 	}
 	p.log = spec.Log.With().Str("plugin", p.name).Logger()
 	if p.limit > MaxMemoryLimit {
@@ -105,9 +119,12 @@ func (h *Host) NewPlugin(ctx context.Context, spec PluginSpec) (*Plugin, error) 
 		}
 		p.target = u
 	}
-	m, err := h.acquire(ctx, spec.Path, spec.SHA256)
+	m, err := h.acquire(ctx, spec.Path, spec.SHA256, spec.Installed)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Installed && spec.SHA256 == "" {
+		h.warnUnpinned(spec.Path, m.sum)
 	}
 	info := m.info
 	info.Path = spec.Path
@@ -134,6 +151,7 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	c := newCall(ctx, p.name, p.log, p.spec.HTTP, p.target, &p.state, p.timeout)
+	c.maxBody = p.maxBody
 	start := time.Now()
 	err := p.run(ctx, c, now)
 	p.host.metrics.calls.WithLabelValues(p.name, outcome(err)).Observe(time.Since(start).Seconds())

@@ -178,6 +178,29 @@ func TestHTTPRequest(t *testing.T) {
 	}
 }
 
+// TestHTTPBodyCap: a response body is cut at the spec's MaxBodyBytes (the
+// daemon's limits.max_response_bytes) when it is below MaxBodyBytes, and
+// at MaxBodyBytes otherwise.
+func TestHTTPBodyCap(t *testing.T) {
+	h := newTestHost(t)
+	tg := newTarget(t)
+	for _, tt := range []struct {
+		spec, want int64
+	}{
+		{spec: 0, want: MaxBodyBytes},
+		{spec: 1000, want: 1000},
+		{spec: 4 << 20, want: MaxBodyBytes},
+	} {
+		t.Run(strconv.FormatInt(tt.spec, 10), func(t *testing.T) {
+			spec := tg.spec(t, "good", map[string]any{"url": "/big"}, &logBuffer{})
+			spec.MaxBodyBytes = tt.spec
+			o := observeOne(t, newPlugin(t, h, spec))
+			assert.Equal(t, "true", o.Labels["truncated"])
+			assert.Equal(t, strconv.FormatInt(tt.want, 10), o.Labels["body"])
+		})
+	}
+}
+
 func TestGuestErrorKeepsInstance(t *testing.T) {
 	h := newTestHost(t)
 	tg := newTarget(t)

@@ -24,6 +24,9 @@ type httpCheck struct {
 	client *http.Client
 	shared *Shared
 	match  *regexp.Regexp
+	// maxBody is max_body_bytes, within limits.max_response_bytes (which
+	// policy validation also enforces).
+	maxBody int64
 }
 
 func newHTTPCheck(s *Spec) (*httpCheck, error) {
@@ -32,9 +35,10 @@ func newHTTPCheck(s *Spec) (*httpCheck, error) {
 		return nil, errors.New("http observer without an http section")
 	}
 	c := &httpCheck{
-		spec:   h,
-		url:    strings.TrimSuffix(s.Policy.Spec.Target.URL, "/") + h.Path,
-		shared: s.Shared,
+		spec:    h,
+		url:     strings.TrimSuffix(s.Policy.Spec.Target.URL, "/") + h.Path,
+		shared:  s.Shared,
+		maxBody: min(int64(h.MaxBodyBytes), s.maxResponse()),
 	}
 	if h.BodyMatch != "" {
 		re, err := regexp.Compile(h.BodyMatch)
@@ -60,7 +64,7 @@ func (c *httpCheck) run(ctx context.Context) *messages.Event {
 	for k, v := range c.spec.Headers {
 		req.Header.Set(k, v)
 	}
-	a, err := c.shared.fetch(ctx, c.client, req, int64(c.spec.MaxBodyBytes))
+	a, err := c.shared.fetch(ctx, c.client, req, c.maxBody)
 	obs.Latency, obs.TlsNotAfter = a.latency, a.tlsNotAfter
 	obs.StatusCode, obs.BodyBytes = int32(a.status), int64(len(a.body))
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -46,6 +47,13 @@ type Spec struct {
 	// refuses that kind.
 	Plugins   *wasm.Host
 	PluginDir string
+	// PIDDirs are the daemon's allowed_pid_dirs: the process kind opens a
+	// pid file only where it resolves inside one of them. nil means
+	// configs.DefaultPIDDirs.
+	PIDDirs []string
+	// MaxResponse is the daemon's limits.max_response_bytes: what one
+	// observation reads of an answer at most. 0 means the default.
+	MaxResponse configs.ByteSize
 	// Stop, set by the task-manager before it stops the observer, says
 	// why in its observer.stopped event (nil: "stopped").
 	Stop *StopNote
@@ -77,6 +85,22 @@ func (n *StopNote) get() (reason, causation string) {
 		return "stopped", n.causation
 	}
 	return n.reason, n.causation
+}
+
+// maxResponse is MaxResponse, or its default.
+func (s *Spec) maxResponse() int64 {
+	if s.MaxResponse > 0 {
+		return int64(s.MaxResponse)
+	}
+	return int64(configs.DefaultLimits().MaxResponseBytes)
+}
+
+// pidDirs is PIDDirs, or its default.
+func (s *Spec) pidDirs() []string {
+	if s.PIDDirs != nil {
+		return s.PIDDirs
+	}
+	return configs.DefaultPIDDirs
 }
 
 // Path is the observer's actor path relative to the daemon, which is also

@@ -69,24 +69,33 @@ type fixture struct {
 	sys   *actor.ActorSystem
 	log   zerolog.Logger
 	state *actortest.Recorder
+	// allowed (allowed_targets), pidDirs (allowed_pid_dirs) and
+	// maxResponse (limits.max_response_bytes) are the daemon's, for the
+	// observers start spawns: loopback, the temporary directory where
+	// tests keep their pid files, and the default.
+	allowed     []string
+	pidDirs     []string
+	maxResponse configs.ByteSize
 }
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
-	return &fixture{sys: sys, log: log, state: actortest.NewRecorder(t, sys, "state-manager")}
+	return &fixture{sys: sys, log: log, state: actortest.NewRecorder(t, sys, "state-manager"),
+		allowed: []string{"127.0.0.0/8"}, pidDirs: []string{os.TempDir()}}
 }
 
 // start spawns one observer of p per name, sharing the policy's limits.
 func (f *fixture) start(t *testing.T, p *policy.Policy, names ...string) []*actor.PID {
 	t.Helper()
-	shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"))
+	shared := observer.NewShared(p, allowList(t, f.allowed...))
 	t.Cleanup(shared.Close)
 	var pids []*actor.PID
 	for _, name := range names {
 		o, ok := p.ObserverByName(name)
 		require.True(t, ok, name)
-		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Log: f.log}
+		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Log: f.log,
+			PIDDirs: f.pidDirs, MaxResponse: f.maxResponse}
 		pid, err := f.sys.Root.SpawnNamed(observer.Props(spec), spec.Path())
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = f.sys.Root.StopFuture(pid).Wait() })

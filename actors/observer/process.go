@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -27,12 +28,16 @@ var errNotRunning = errors.New("not running")
 // processCheck is the `process` kind: the observed service's process,
 // found by its pid file or by its name, measured from /proc.
 //
-// It draws no token or slot from the policy's limits: those protect the
-// service, and reading /proc costs the service nothing (the kernel
-// answers, the process is never asked).
+// Reading /proc costs the service nothing (the kernel answers, the process
+// is never asked), so it holds no slot of the policy's concurrency limit;
+// it takes a token of its rate limit all the same, so that
+// max_requests_per_second bounds the events of every kind.
 type processCheck struct {
-	spec *policy.Process
-	fs   procfs.FS
+	spec   *policy.Process
+	fs     procfs.FS
+	shared *Shared
+	// dirs are the allowed_pid_dirs a pid file must resolve inside.
+	dirs []string
 	// last is the process found by the previous observation that found
 	// one: finding another one means the service restarted. Runs of one
 	// observer never overlap, so it needs no lock.
@@ -54,7 +59,7 @@ func newProcessCheck(s *Spec) (*processCheck, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open /proc: %w", err)
 	}
-	return &processCheck{spec: p, fs: procFS}, nil
+	return &processCheck{spec: p, fs: procFS, shared: s.Shared, dirs: s.pidDirs()}, nil
 }
 
 func (c *processCheck) run(ctx context.Context) *messages.Event {
@@ -62,6 +67,10 @@ func (c *processCheck) run(ctx context.Context) *messages.Event {
 	obs := &messages.ProcessObservation{Name: c.spec.Name}
 	ev.Data = &messages.Event_Process{Process: obs}
 
+	if err := c.shared.token(ctx); err != nil {
+		obs.Result, obs.Error = failure(ctx, err)
+		return ev
+	}
 	p, st, err := c.find(ctx, obs)
 	if err == nil {
 		err = c.measure(obs, p, st)
@@ -83,16 +92,9 @@ func (c *processCheck) find(ctx context.Context, obs *messages.ProcessObservatio
 	if c.spec.PIDFile == "" {
 		return c.byName(ctx)
 	}
-	b, err := os.ReadFile(c.spec.PIDFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return procfs.Proc{}, procfs.ProcStat{}, fmt.Errorf("read pid file: %w: %w", err, errNotRunning)
-	}
+	pid, err := c.readPID()
 	if err != nil {
-		return procfs.Proc{}, procfs.ProcStat{}, fmt.Errorf("read pid file: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return procfs.Proc{}, procfs.ProcStat{}, fmt.Errorf("read pid file %s: %q is not a pid", c.spec.PIDFile, strings.TrimSpace(string(b)))
+		return procfs.Proc{}, procfs.ProcStat{}, err
 	}
 	obs.Pid = int32(pid)
 	p, err := c.fs.Proc(pid)
@@ -107,6 +109,119 @@ func (c *processCheck) find(ctx context.Context, obs *messages.ProcessObservatio
 		return p, st, fmt.Errorf("find process %d of pid file %s: %w", pid, c.spec.PIDFile, err)
 	}
 	return p, st, nil
+}
+
+// maxPIDFileBytes is what is read of a pid file at most: a pid and a
+// newline take 8 bytes; a longer file is not a pid file, and is read no
+// further.
+const maxPIDFileBytes = 64
+
+// readPID reads the pid of the pid file. The file is opened inside the
+// allowed_pid_dirs entry that holds its path, through an os.Root:
+// symlinks are followed, but one that leads outside that directory (the
+// service writes its own pid directory, and could plant a link to the
+// daemon's secrets) is refused. Only a regular file is read, at most
+// maxPIDFileBytes of it, and what it holds never reaches an error: the
+// observation is published.
+func (c *processCheck) readPID() (int, error) {
+	path := c.spec.PIDFile
+	dir, rel, ok := within(c.dirs, path)
+	if !ok {
+		return 0, fmt.Errorf("read pid file %s: not inside allowed_pid_dirs %v", path, c.dirs)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		// Its error names the entry: "open /run/web: no such file or directory".
+		return 0, pidFileError(path, err)
+	}
+	defer root.Close()
+	// O_NONBLOCK: opening a FIFO for reading would wait for a writer. A
+	// regular file ignores it.
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return 0, pidFileError(path, rootError(dir, err))
+	}
+	defer f.Close()
+	// Checked on the file opened, not on the path, which may have changed.
+	st, err := f.Stat()
+	if err != nil {
+		return 0, pidFileError(path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return 0, fmt.Errorf("read pid file %s: not a regular file (%s)", path, fileType(st.Mode()))
+	}
+	var buf [maxPIDFileBytes + 1]byte
+	n, err := io.ReadFull(f, buf[:])
+	switch {
+	case n > maxPIDFileBytes:
+		return 0, fmt.Errorf("read pid file %s: not a pid (more than %d bytes)", path, maxPIDFileBytes)
+	case err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
+		return 0, pidFileError(path, err)
+	}
+	pid, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 32)
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("read pid file %s: not a pid (%d bytes)", path, n)
+	}
+	return int(pid), nil
+}
+
+// within returns the entry of dirs whose directory holds path, lexically,
+// and path relative to it. When entries nest, the outermost is taken: the
+// file may resolve anywhere inside it.
+func within(dirs []string, path string) (dir, rel string, ok bool) {
+	path = filepath.Clean(path)
+	for _, d := range dirs {
+		d = filepath.Clean(d)
+		r, err := filepath.Rel(d, path)
+		if err != nil || !filepath.IsLocal(r) {
+			continue
+		}
+		if !ok || len(d) < len(dir) {
+			dir, rel, ok = d, r, true
+		}
+	}
+	return dir, rel, ok
+}
+
+// rootError is an error of an os.Root at dir without the path relative to
+// dir that it names: its errno, or that the path resolves outside dir,
+// the one error of os.Root's own (every failure of the system comes with
+// its errno).
+func rootError(dir string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if _, ok := errors.AsType[syscall.Errno](err); !ok {
+		return fmt.Errorf("resolves outside %s", dir)
+	}
+	return err
+}
+
+// pidFileError names the pid file in err. A file that is not there means
+// that the service is not running.
+func pidFileError(path string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read pid file %s: %w: %w", path, err, errNotRunning)
+	}
+	return fmt.Errorf("read pid file %s: %w", path, err)
+}
+
+// fileType names what a file that is not a regular file is.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "mode " + m.String()
 }
 
 // byName finds the live processes whose comm or argv[0]'s base name is

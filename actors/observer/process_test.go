@@ -247,7 +247,7 @@ func TestProcessResults(t *testing.T) {
 				return fmt.Sprintf("{pid_file: %q}", filepath.Join(t.TempDir(), "svc.pid")), 0
 			},
 			result: messages.Result_RESULT_FAILED,
-			err:    "read pid file: open {file}: no such file or directory: not running",
+			err:    "read pid file {file}: no such file or directory: not running",
 		},
 		{
 			name: "a pid file without a pid",
@@ -257,7 +257,7 @@ func TestProcessResults(t *testing.T) {
 				return fmt.Sprintf("{pid_file: %q}", pidFile), 0
 			},
 			result: messages.Result_RESULT_ERROR,
-			err:    `read pid file {file}: "starting" is not a pid`,
+			err:    `read pid file {file}: not a pid (9 bytes)`,
 		},
 		{
 			name: "the process of the pid file is gone",
@@ -353,4 +353,264 @@ func TestProcessByName(t *testing.T) {
 			assert.True(t, next.Restarted)
 		})
 	}
+}
+
+// TestProcessPIDFileHostile: a pid file is the observed service's to
+// write, and the service is not trusted. Whatever it puts there, the
+// observation comes at once, names the file and sizes only (never what
+// the file holds: the observation is published), and reads nothing
+// outside allowed_pid_dirs, nothing but a regular file, and at most 64
+// bytes of it.
+func TestProcessPIDFileHostile(t *testing.T) {
+	const secret = "s3cret-broker-password"
+	tests := []struct {
+		name string
+		// file makes the pid file in dir, an allowed_pid_dirs entry, and
+		// returns its path and the allowed_pid_dirs.
+		file   func(t *testing.T, dir string) (string, []string)
+		result messages.Result
+		err    string // {file} stands for the pid file, {dir} for dir
+	}{
+		{
+			name: "symlink to a secret outside the allowed dir",
+			file: func(t *testing.T, dir string) (string, []string) {
+				outside := filepath.Join(t.TempDir(), "amqp.password")
+				require.NoError(t, os.WriteFile(outside, []byte(secret+"\n"), 0o600))
+				require.NoError(t, os.Symlink(outside, filepath.Join(dir, "svc.pid")))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: resolves outside {dir}",
+		},
+		{
+			name: "relative symlink climbing out of the allowed dir",
+			file: func(t *testing.T, dir string) (string, []string) {
+				sub := filepath.Join(dir, "allowed")
+				require.NoError(t, os.Mkdir(sub, 0o755))
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "amqp.password"), []byte(secret), 0o600))
+				require.NoError(t, os.Symlink("../amqp.password", filepath.Join(sub, "svc.pid")))
+				return filepath.Join(sub, "svc.pid"), []string{sub}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {dir}/allowed/svc.pid: resolves outside {dir}/allowed",
+		},
+		{
+			name: "symlinked directory leading out",
+			file: func(t *testing.T, dir string) (string, []string) {
+				outside := t.TempDir()
+				require.NoError(t, os.WriteFile(filepath.Join(outside, "svc.pid"), []byte(secret), 0o600))
+				require.NoError(t, os.Symlink(outside, filepath.Join(dir, "run")))
+				return filepath.Join(dir, "run", "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: resolves outside {dir}",
+		},
+		{
+			name: "symlink to /dev/zero",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "svc.pid")))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: resolves outside {dir}",
+		},
+		{
+			name: "a device in an allowed dir",
+			file: func(*testing.T, string) (string, []string) {
+				return "/dev/zero", []string{"/dev"}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file /dev/zero: not a regular file (a character device)",
+		},
+		{
+			// Opened for reading without O_NONBLOCK, a FIFO without a
+			// writer blocks the observer for ever.
+			name: "a FIFO",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "svc.pid"), 0o644))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: not a regular file (a FIFO)",
+		},
+		{
+			name: "a directory",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.Mkdir(filepath.Join(dir, "svc.pid"), 0o755))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: not a regular file (a directory)",
+		},
+		{
+			name: "a sparse file of 1 GiB",
+			file: func(t *testing.T, dir string) (string, []string) {
+				f, err := os.Create(filepath.Join(dir, "svc.pid"))
+				require.NoError(t, err)
+				require.NoError(t, f.Truncate(1<<30))
+				require.NoError(t, f.Close())
+				return f.Name(), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: not a pid (more than 64 bytes)",
+		},
+		{
+			name: "a secret that is not a pid",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "svc.pid"), []byte(secret+"\n"), 0o644))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    fmt.Sprintf("read pid file {file}: not a pid (%d bytes)", len(secret)+1),
+		},
+		{
+			name: "a pid beyond int32",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "svc.pid"), []byte("4294967297\n"), 0o644))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: not a pid (11 bytes)",
+		},
+		{
+			// Validation refuses it; the observer holds on its own.
+			name: "a pid file outside allowed_pid_dirs",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "svc.pid"), []byte("1\n"), 0o644))
+				return filepath.Join(dir, "svc.pid"), []string{filepath.Join(dir, "elsewhere")}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: not inside allowed_pid_dirs [{dir}/elsewhere]",
+		},
+		{
+			name: "an allowed dir that does not exist",
+			file: func(_ *testing.T, dir string) (string, []string) {
+				return filepath.Join(dir, "gone", "svc.pid"), []string{filepath.Join(dir, "gone")}
+			},
+			result: messages.Result_RESULT_FAILED,
+			err:    "read pid file {file}: open {dir}/gone: no such file or directory: not running",
+		},
+		{
+			name: "an allowed dir that is a file",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "run"), []byte("1\n"), 0o644))
+				return filepath.Join(dir, "run", "svc.pid"), []string{filepath.Join(dir, "run")}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {file}: open {dir}/run: not a directory",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			dir := t.TempDir()
+			pidFile, dirs := tc.file(t, dir)
+			f.pidDirs = dirs
+			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 1s, process: {pid_file: %q}}\n", pidFile))
+			f.start(t, p, "proc")
+			obs := f.waitEvents(t, messages.TypeObservationProcess, 1)[0].GetProcess()
+			assert.Equal(t, tc.result, obs.Result, obs.Error)
+			assert.Equal(t, strings.NewReplacer("{file}", pidFile, "{dir}", dir).Replace(tc.err), obs.Error)
+			assert.NotContains(t, obs.Error, secret)
+			assert.Zero(t, obs.Pid)
+		})
+	}
+}
+
+// TestProcessPIDFileInside: what stays inside the allowed dir is read: a
+// symlink to a file beside it, through a subdirectory, and a pid padded
+// with white space to the 64 bytes read. When allowed dirs nest, the
+// widest holds: a link from the inner one to the outer one stays inside.
+func TestProcessPIDFileInside(t *testing.T) {
+	svc := spawn(t, program(t, uniqueName("svc-")), "600")
+	pid := strconv.Itoa(int(svc.pid()))
+	tests := []struct {
+		name string
+		file func(t *testing.T, dir string) (string, []string)
+	}{
+		{"symlink inside", func(t *testing.T, dir string) (string, []string) {
+			require.NoError(t, os.MkdirAll(filepath.Join(dir, "svc"), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "svc", "real.pid"), []byte(pid+"\n"), 0o644))
+			require.NoError(t, os.Symlink("svc/real.pid", filepath.Join(dir, "svc.pid")))
+			return filepath.Join(dir, "svc.pid"), []string{dir}
+		}},
+		{"64 bytes", func(t *testing.T, dir string) (string, []string) {
+			content := strings.Repeat(" ", 64-len(pid)-1) + pid + "\n"
+			require.Len(t, content, 64)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "svc.pid"), []byte(content), 0o644))
+			return filepath.Join(dir, "svc.pid"), []string{dir}
+		}},
+		{"nested allowed dirs", func(t *testing.T, dir string) (string, []string) {
+			inner := filepath.Join(dir, "inner")
+			require.NoError(t, os.Mkdir(inner, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "real.pid"), []byte(pid), 0o644))
+			require.NoError(t, os.Symlink("../real.pid", filepath.Join(inner, "svc.pid")))
+			return filepath.Join(inner, "svc.pid"), []string{inner, dir}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			pidFile, dirs := tc.file(t, t.TempDir())
+			f.pidDirs = dirs
+			p := parse(t, "http://127.0.0.1:1", "", fmt.Sprintf("    - {name: proc, kind: process, interval: 1s, process: {pid_file: %q}}\n", pidFile))
+			f.start(t, p, "proc")
+			obs := f.waitEvents(t, messages.TypeObservationProcess, 1)[0].GetProcess()
+			assert.Equal(t, messages.Result_RESULT_OK, obs.Result, obs.Error)
+			assert.Equal(t, svc.pid(), obs.Pid)
+		})
+	}
+}
+
+// TestProcessFIFOKeepsTheSchedule: a FIFO for a pid file fails each
+// observation at once, and the observations keep coming.
+func TestProcessFIFOKeepsTheSchedule(t *testing.T) {
+	f := setup(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "svc.pid")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	f.pidDirs = []string{dir}
+	p := parse(t, "http://127.0.0.1:1", "{max_requests_per_second: 1000}",
+		fmt.Sprintf("    - {name: proc, kind: process, interval: 20ms, timeout: 15ms, process: {pid_file: %q}}\n", fifo))
+	f.start(t, p, "proc")
+	for _, ev := range f.waitEvents(t, messages.TypeObservationProcess, 5) {
+		obs := ev.GetProcess()
+		assert.Equal(t, messages.Result_RESULT_ERROR, obs.Result, "not a timeout: %s", obs.Error)
+		assert.Equal(t, "read pid file "+fifo+": not a regular file (a FIFO)", obs.Error)
+	}
+}
+
+// TestProcessTakesARateToken: the process kind draws a token of the
+// policy's max_requests_per_second for each observation, so that the
+// limit bounds the observations of every kind: at most the bucket's
+// burst plus the rate over the time they took reach /proc.
+func TestProcessTakesARateToken(t *testing.T) {
+	const (
+		limit = 5.0
+		burst = 5
+	)
+	f := setup(t)
+	svc := spawn(t, program(t, uniqueName("svc-")), "600")
+	pidFile := filepath.Join(t.TempDir(), "svc.pid")
+	writePIDFile(t, pidFile, svc.pid())
+	p := parse(t, "http://127.0.0.1:1", fmt.Sprintf("{max_requests_per_second: %g}", limit),
+		fmt.Sprintf("    - {name: proc, kind: process, interval: 10ms, process: {pid_file: %q}}\n", pidFile))
+	start := time.Now()
+	f.start(t, p, "proc")
+	evs := f.waitEvents(t, messages.TypeObservationProcess, 30)
+	elapsed := time.Since(start)
+	var ok, waited int
+	for _, ev := range evs {
+		switch obs := ev.GetProcess(); {
+		case obs.Result == messages.Result_RESULT_OK:
+			ok++
+		case strings.Contains(obs.Error, "wait for rate limit"):
+			waited++
+		default:
+			t.Errorf("unexpected observation: %s %s", obs.Result, obs.Error)
+		}
+	}
+	t.Logf("%d observations in %s: %d OK, %d refused a token", len(evs), elapsed.Round(time.Millisecond), ok, waited)
+	assert.LessOrEqual(t, float64(ok), burst+limit*elapsed.Seconds(), "more observations than the rate limit allows")
+	assert.Positive(t, waited, "turns without a token are reported")
 }

@@ -18,11 +18,6 @@ import (
 	"github.com/polar/observerd/policy"
 )
 
-// maxScrapeBytes caps a metrics page. A page this large is the wrong path
-// or a runaway exporter, and reading it whole would cost the daemon the
-// memory that sample_limit is there to bound.
-const maxScrapeBytes = 16 << 20
-
 // prometheusCheck is the `prometheus` kind: one scrape of a metrics page
 // of the target in the text exposition format, its families filtered by
 // name and labels and carried as typed samples.
@@ -32,6 +27,11 @@ type prometheusCheck struct {
 	client *http.Client
 	shared *Shared
 	keep   func(name string) bool
+	// maxBytes caps a metrics page (limits.max_response_bytes). A larger
+	// page is the wrong path or a runaway exporter, and reading it whole
+	// would cost the daemon the memory that sample_limit is there to
+	// bound.
+	maxBytes int64
 }
 
 func newPrometheusCheck(s *Spec) (*prometheusCheck, error) {
@@ -48,9 +48,10 @@ func newPrometheusCheck(s *Spec) (*prometheusCheck, error) {
 		url:  strings.TrimSuffix(s.Policy.Spec.Target.URL, "/") + m.Path,
 		// A metrics page that moved is a misconfigured path: the redirect
 		// is reported (status 3xx), not followed.
-		client: s.Shared.clientFor(false, 0),
-		shared: s.Shared,
-		keep:   keep,
+		client:   s.Shared.clientFor(false, 0),
+		shared:   s.Shared,
+		keep:     keep,
+		maxBytes: s.maxResponse(),
 	}, nil
 }
 
@@ -67,15 +68,15 @@ func (c *prometheusCheck) run(ctx context.Context) *messages.Event {
 	// Ask for the text format: an exporter built on client_golang would
 	// otherwise be free to answer protobuf or OpenMetrics.
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	a, err := c.shared.fetch(ctx, c.client, req, maxScrapeBytes+1)
+	a, err := c.shared.fetch(ctx, c.client, req, c.maxBytes+1)
 	obs.Latency = a.latency
 	switch {
 	case err != nil:
 		obs.Result, obs.Error = failure(ctx, err)
 	case a.status != http.StatusOK:
 		obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("status %d, expected 200", a.status)
-	case len(a.body) > maxScrapeBytes:
-		obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("read metrics: larger than %d bytes", maxScrapeBytes)
+	case int64(len(a.body)) > c.maxBytes:
+		obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("read metrics: larger than %d bytes", c.maxBytes)
 	default:
 		// A parser per scrape: TextParser keeps state and is not safe
 		// for concurrent use.

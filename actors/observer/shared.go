@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -20,17 +22,26 @@ import (
 // Shared is what all observers of one policy share, so that together they
 // stay within the policy's limits however short their intervals: one token
 // bucket (max_requests_per_second), one concurrency limit
-// (max_concurrent_requests) and one HTTP client whose connections are
-// reused.
+// (max_concurrent_requests), one HTTP client whose connections are reused,
+// and the dialer that checks every connect against allowed_targets.
 type Shared struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
 	allowed *configs.AllowList
-	client  *http.Client
+	// trusted dials the names listed in allowed_targets; checked dials
+	// every other host, refusing a connect to an address outside the
+	// list's prefixes.
+	trusted, checked *net.Dialer
+	client           *http.Client
 }
 
-// NewShared returns the shared limits and client of policy p. Targets and
-// redirects are checked against allowed.
+// maxHeaderBytes caps the headers of a response, which net/http would
+// otherwise read up to 10 MiB of before any body cap applies.
+const maxHeaderBytes = 1 << 20
+
+// NewShared returns the shared limits and client of policy p. Targets,
+// redirects and every address connected to are checked against allowed
+// (nil allows nothing).
 func NewShared(p *policy.Policy, allowed *configs.AllowList) *Shared {
 	l := p.Spec.Limits
 	burst := max(1, int(l.MaxRequestsPerSecond))
@@ -38,26 +49,75 @@ func NewShared(p *policy.Policy, allowed *configs.AllowList) *Shared {
 		limiter: rate.NewLimiter(rate.Limit(l.MaxRequestsPerSecond), burst),
 		slots:   make(chan struct{}, max(1, l.MaxConcurrentRequests)),
 		allowed: allowed,
+		trusted: &net.Dialer{KeepAlive: 30 * time.Second},
 	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	checked := *s.trusted
+	checked.Control = s.checkAddress
+	s.checked = &checked
 	s.client = &http.Client{
 		Transport: &http.Transport{
-			Proxy:               nil, // an observer talks to its target, never through a proxy
-			DialContext:         dialer.DialContext,
-			MaxIdleConnsPerHost: cap(s.slots),
-			MaxConnsPerHost:     cap(s.slots),
-			IdleConnTimeout:     90 * time.Second,
-			TLSHandshakeTimeout: 5 * time.Second,
-			ForceAttemptHTTP2:   true,
+			Proxy:                  nil, // an observer talks to its target, never through a proxy
+			DialContext:            s.dialHTTP,
+			MaxIdleConnsPerHost:    cap(s.slots),
+			MaxConnsPerHost:        cap(s.slots),
+			IdleConnTimeout:        90 * time.Second,
+			TLSHandshakeTimeout:    5 * time.Second,
+			MaxResponseHeaderBytes: maxHeaderBytes,
+			ForceAttemptHTTP2:      true,
 		},
 	}
 	return s
 }
 
+// dial connects to address (host:port) for every kind that talks to the
+// target: the HTTP client (http, prometheus, plugins' http_request) and
+// tcp. The policy's host passed allowed_targets when it was validated, but
+// a name that is not listed there (localhost, allowed through a loopback
+// prefix) may resolve, or be rebound, anywhere: its connects are checked.
+// A listed name is trusted to resolve where its owner says.
+func (s *Shared) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	if host, _, err := net.SplitHostPort(address); err == nil && s.allowed.ListsName(host) {
+		return s.trusted.DialContext(ctx, network, address)
+	}
+	return s.checked.DialContext(ctx, network, address)
+}
+
+// dialHTTP is dial for the HTTP client: a connect gives up after 5 s,
+// whatever the observer's timeout, leaving the rest of it to the exchange.
+// (For the tcp kind the connect is the observation: only its timeout
+// bounds it.)
+func (s *Shared) dialHTTP(ctx context.Context, network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel() // a connection, once made, does not depend on ctx
+	return s.dial(ctx, network, address)
+}
+
+// checkAddress is the checked dialer's Control: it runs before each
+// connect, with the address about to be connected, after resolution.
+func (s *Shared) checkAddress(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return fmt.Errorf("check address %s: %w", address, err)
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !s.allowed.AllowsIP(addr.AsSlice()) {
+		return fmt.Errorf("address %s is not in allowed_targets %s", host, s.allowed)
+	}
+	return nil
+}
+
+// token waits within ctx for a token of the policy's rate limit.
+func (s *Shared) token(ctx context.Context) error {
+	if err := s.limiter.Wait(ctx); err != nil {
+		return fmt.Errorf("wait for rate limit: %w", err)
+	}
+	return nil
+}
+
 // acquire waits for a token and a slot within ctx; release frees the slot.
 func (s *Shared) acquire(ctx context.Context) (release func(), err error) {
-	if err := s.limiter.Wait(ctx); err != nil {
-		return nil, fmt.Errorf("wait for rate limit: %w", err)
+	if err := s.token(ctx); err != nil {
+		return nil, err
 	}
 	select {
 	case s.slots <- struct{}{}:
@@ -133,7 +193,7 @@ func (s *Shared) checkRedirect(follow bool, maxRedirects int) func(*http.Request
 }
 
 func (s *Shared) checkURL(u *url.URL) error {
-	if s.allowed != nil && !s.allowed.AllowsHost(u.Hostname()) {
+	if !s.allowed.AllowsHost(u.Hostname()) {
 		return fmt.Errorf("target %s is not in allowed_targets (%s)", u.Host, s.allowed)
 	}
 	return nil

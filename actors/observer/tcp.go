@@ -3,7 +3,6 @@ package observer
 import (
 	"context"
 	"errors"
-	"net"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -17,7 +16,6 @@ import (
 type tcpCheck struct {
 	address string
 	shared  *Shared
-	dialer  net.Dialer
 }
 
 func newTCPCheck(s *Spec) (*tcpCheck, error) {
@@ -43,7 +41,9 @@ func (c *tcpCheck) run(ctx context.Context) *messages.Event {
 	defer release()
 
 	start := time.Now()
-	conn, err := c.dialer.DialContext(ctx, "tcp", c.address)
+	// The policy's dialer: the address connected to is checked against
+	// allowed_targets, whatever the name resolves to.
+	conn, err := c.shared.dial(ctx, "tcp", c.address)
 	obs.ConnectLatency = durationpb.New(time.Since(start))
 	if err != nil {
 		obs.Result, obs.Error = failure(ctx, err)

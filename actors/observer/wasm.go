@@ -58,7 +58,12 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 		MemoryLimit: uint64(w.MemoryLimit),
 		Timeout:     time.Duration(w.Timeout),
 		HTTP:        pluginHTTP{shared: s.Shared, client: s.Shared.clientFor(false, 0)},
-		Log:         s.Log.With().Str("plugin", w.Module).Logger(),
+		// The plugin's http_response bodies are answers too.
+		MaxBodyBytes: s.maxResponse(),
+		// Checked again at every load, since the file may have changed
+		// since its policy was validated.
+		Installed: true,
+		Log:       s.Log.With().Str("plugin", w.Module).Logger(),
 	}}, nil
 }
 

@@ -47,6 +47,11 @@ type Options struct {
 	// makes every wasm observer fail at once (quarantined).
 	Plugins   *wasm.Host
 	PluginDir string
+	// PIDDirs (allowed_pid_dirs) and MaxResponse
+	// (limits.max_response_bytes) bound what observers read; see
+	// observer.Spec.
+	PIDDirs     []string
+	MaxResponse configs.ByteSize
 	// Supervision of the observers; zero means supervision.Observers.
 	Supervision supervision.Policy
 	Log         zerolog.Logger
@@ -331,6 +336,8 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		Metrics:       a.opts.Metrics,
 		Plugins:       a.opts.Plugins,
 		PluginDir:     a.opts.PluginDir,
+		PIDDirs:       a.opts.PIDDirs,
+		MaxResponse:   a.opts.MaxResponse,
 		Stop:          &observer.StopNote{},
 		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
 	}

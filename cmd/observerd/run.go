@@ -165,6 +165,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zer
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
 			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,
 			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(supervisor.TaskManager),
+			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes,
 		})},
 		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),

@@ -201,6 +201,11 @@ func (e *env) startDaemon(ctx context.Context, policy string) (*daemonRun, error
 			return nil, fmt.Errorf("create daemon dir: %w", err)
 		}
 	}
+	// The overhead's service keeps its pid file under work.
+	work, err := filepath.Abs(e.work)
+	if err != nil {
+		return nil, fmt.Errorf("find work dir: %w", err)
+	}
 	config := filepath.Join(dir, "observerd.yaml")
 	cfg := fmt.Sprintf(`node: bench
 policy_dir: %s
@@ -218,7 +223,7 @@ broker:
   password_file: %s
   tls: {ca_file: %q}
   exchange: %s
-`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), e.work,
+`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), work,
 		e.node.URL(), e.node.PasswordFile, e.node.CAFile, exchange)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write daemon config: %w", err)
