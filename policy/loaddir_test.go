@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -275,4 +276,23 @@ func TestDefaultDaemonLimits(t *testing.T) {
 		"p.yaml:6:67: spec.limits.max_concurrent_requests: must be at most 16 (limits.max_concurrent_requests of the daemon config), got 17",
 		"p.yaml:8:44: spec.observers[0].interval: must be at least 1s (limits.min_interval of the daemon config), got 500ms",
 	}, problemLines(err, "/no-such-dir"))
+}
+
+// A module that is a FIFO is refused at once: the checksum must not wait
+// for a writer that never comes.
+func TestPluginFIFOIsRefused(t *testing.T) {
+	plugins := t.TempDir()
+	require.NoError(t, syscall.Mkfifo(filepath.Join(plugins, "backlog.wasm"), 0o644))
+	done := make(chan error, 1)
+	go func() {
+		_, err := Parse("p.yaml", []byte(base), Env{PluginDir: plugins})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "spec.observers[2].wasm.module: cannot read plugin backlog.wasm: not a regular file")
+	case <-time.After(time.Minute):
+		t.Fatal("parsing a policy whose module is a FIFO hangs")
+	}
 }

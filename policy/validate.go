@@ -17,6 +17,7 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/polar/observerd/configs"
 )
@@ -469,9 +470,10 @@ func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout
 	}
 }
 
-// fileSHA256 hashes a regular file.
+// fileSHA256 hashes a regular file. It opens without blocking, so that a
+// FIFO named like a module is refused instead of holding the parser.
 func fileSHA256(file string) (string, error) {
-	f, err := os.Open(file)
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", unwrapPath(err)
 	}
