@@ -38,9 +38,13 @@ func newFixture(t *testing.T, bindings ...string) *fixture {
 	sys := actortest.System(t)
 	f := &fixture{sys: sys, status: actortest.NewRecorder(t, sys, "status"), events: make(chan *messages.Event, 10000)}
 	exchange := "broker-test." + t.Name()
+	// Closed after the actor stopped: cleanups run last registered first.
+	ob, err := OpenOutbox(t.TempDir(), OutboxOptions{Node: "broker.test", Log: actortest.Logger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, ob.Close()) })
 	f.opts = Options{
-		Node: "broker.test", StateDir: t.TempDir(), URLs: []string{node.URL()}, TLS: node.TLSConfig(),
-		Password: node.Password, Exchange: exchange, ConfirmWindow: 16, Heartbeat: 10 * time.Second,
+		Node: "broker.test", Outbox: ob, URLs: []string{node.URL()}, Credentials: StaticCredentials(node.TLSConfig(), node.Password),
+		Exchange: exchange, ConfirmWindow: 16, Heartbeat: 10 * time.Second,
 		DrainTimeout: 5 * time.Second, State: f.status.PID, Log: actortest.Logger(t),
 	}
 	if len(bindings) > 0 {
@@ -179,7 +183,7 @@ func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
 	// outbox stays within max_bytes by dropping the oldest, as its name
 	// says, not the newest that have not been published yet.
 	f := newFixture(t, "outbox.overflow.#")
-	f.opts.Limit = Limit{MaxBytes: 16 << 10, DropOldest: true}
+	f.opts.Outbox.SetLimit(Limit{MaxBytes: 16 << 10, DropOldest: true})
 	f.consume(t)
 	pid := f.start(t)
 	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
@@ -198,7 +202,7 @@ func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
 	require.Equal(t, messages.TypeOutboxOverflow, overflow.Type)
 	assert.Equal(t, uint64(1), overflow.GetOutboxOverflow().GetFirstSequence(), "the oldest events go first")
 	st := f.stats(t, pid)
-	t.Logf("outbox: %d events, %d bytes (bound %d)", st.Events, st.Bytes, f.opts.Limit.MaxBytes)
-	assert.LessOrEqual(t, st.Bytes, f.opts.Limit.MaxBytes+int64(f.opts.ConfirmWindow+2)*1024,
+	t.Logf("outbox: %d events, %d bytes (bound %d)", st.Events, st.Bytes, f.opts.Outbox.Limit().MaxBytes)
+	assert.LessOrEqual(t, st.Bytes, f.opts.Outbox.Limit().MaxBytes+int64(f.opts.ConfirmWindow+2)*1024,
 		"within the bound, but for what is in flight")
 }

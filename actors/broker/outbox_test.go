@@ -1,9 +1,6 @@
 package broker
 
 import (
-	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -23,7 +20,7 @@ func events(n int) []*messages.Event {
 
 func TestOutboxAssignsSequencesThatSurviveReopen(t *testing.T) {
 	dir := t.TempDir()
-	o, err := OpenOutbox(dir, Limit{})
+	o, err := OpenOutbox(dir, OutboxOptions{})
 	require.NoError(t, err)
 	first := events(3)
 	_, err = o.Append(first, nil)
@@ -34,7 +31,7 @@ func TestOutboxAssignsSequencesThatSurviveReopen(t *testing.T) {
 	require.NoError(t, o.Delete([]uint64{1, 2, 3}))
 	require.NoError(t, o.Close())
 
-	o, err = OpenOutbox(dir, Limit{})
+	o, err = OpenOutbox(dir, OutboxOptions{})
 	require.NoError(t, err)
 	defer o.Close()
 	assert.Equal(t, OutboxStats{LastSequence: 3}, o.Stats(), "an empty outbox still remembers the last sequence")
@@ -46,7 +43,7 @@ func TestOutboxAssignsSequencesThatSurviveReopen(t *testing.T) {
 }
 
 func TestOutboxReplaysInOrderAndCountsExactly(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{})
 	require.NoError(t, err)
 	defer o.Close()
 	evs := events(10)
@@ -82,7 +79,7 @@ func TestOutboxReplaysInOrderAndCountsExactly(t *testing.T) {
 }
 
 func TestCommitAppendsAndDeletesInOneTransaction(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{})
 	require.NoError(t, err)
 	defer o.Close()
 	_, err = o.Append(events(3), nil)
@@ -100,15 +97,15 @@ func TestCommitAppendsAndDeletesInOneTransaction(t *testing.T) {
 
 func TestOutboxIsExclusive(t *testing.T) {
 	dir := t.TempDir()
-	o, err := OpenOutbox(dir, Limit{})
+	o, err := OpenOutbox(dir, OutboxOptions{})
 	require.NoError(t, err)
 	defer o.Close()
-	_, err = OpenOutbox(dir, Limit{})
+	_, err = OpenOutbox(dir, OutboxOptions{})
 	require.ErrorContains(t, err, "locked by another process")
 }
 
 func TestOutboxDropOldestDropsExactRangesAndSparesInflight(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{})
 	require.NoError(t, err)
 	evs := events(10)
 	_, err = o.Append(evs, nil)
@@ -117,7 +114,7 @@ func TestOutboxDropOldestDropsExactRangesAndSparesInflight(t *testing.T) {
 	require.NoError(t, o.Close())
 
 	dir := t.TempDir()
-	o, err = OpenOutbox(dir, Limit{MaxBytes: 6 * per, DropOldest: true})
+	o, err = OpenOutbox(dir, OutboxOptions{Limit: Limit{MaxBytes: 6 * per, DropOldest: true}})
 	require.NoError(t, err)
 	defer o.Close()
 	dropped, err := o.Append(events(6), nil)
@@ -146,7 +143,7 @@ func TestOutboxDropOldestDropsExactRangesAndSparesInflight(t *testing.T) {
 }
 
 func TestOutboxBlockKeepsEverythingAndSaysFull(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{MaxBytes: 1})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{Limit: Limit{MaxBytes: 1}})
 	require.NoError(t, err)
 	defer o.Close()
 	assert.False(t, o.Full())
@@ -159,22 +156,8 @@ func TestOutboxBlockKeepsEverythingAndSaysFull(t *testing.T) {
 	assert.False(t, o.Full())
 }
 
-func TestCorruptOutboxIsMovedAsideNotACrashLoop(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "outbox.db")
-	require.NoError(t, os.WriteFile(path, bytes.Repeat([]byte("garbage!"), 4096), 0o600))
-	o, err := OpenOutbox(dir, Limit{})
-	require.ErrorIs(t, err, ErrMovedAside)
-	require.NotNil(t, o, "a new outbox to go on with")
-	defer o.Close()
-	_, err = o.Append(events(1), nil)
-	require.NoError(t, err)
-	aside, _ := filepath.Glob(path + ".corrupt-*")
-	assert.Len(t, aside, 1, "the damaged file is kept for inspection")
-}
-
 func TestOutboxNeverDropsOverflowReports(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{MaxBytes: 1, DropOldest: true})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{Limit: Limit{MaxBytes: 1, DropOldest: true}})
 	require.NoError(t, err)
 	defer o.Close()
 	report := messages.NewEvent(messages.TypeOutboxOverflow)
@@ -192,7 +175,7 @@ func TestOutboxNeverDropsOverflowReports(t *testing.T) {
 }
 
 func TestOutboxClaimLeavesOutWhatIsGone(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{})
 	require.NoError(t, err)
 	defer o.Close()
 	evs := events(3)
@@ -210,7 +193,7 @@ func TestOutboxClaimLeavesOutWhatIsGone(t *testing.T) {
 }
 
 func TestOutboxSetLimitAppliesAtTheNextCommit(t *testing.T) {
-	o, err := OpenOutbox(t.TempDir(), Limit{MaxBytes: 1 << 20})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{Limit: Limit{MaxBytes: 1 << 20}})
 	require.NoError(t, err)
 	defer o.Close()
 	_, err = o.Append(events(4), nil)
