@@ -24,9 +24,9 @@ type Options struct {
 	URLs []string
 	// Credentials are called at every dial, so that a rotated CA,
 	// certificate, key or password is used at the next reconnect.
-	Credentials func() (Credentials, error)
-	External    bool // SASL EXTERNAL with the client certificate
-	Exchange    string
+	Credentials   func() (Credentials, error)
+	External      bool // SASL EXTERNAL with the client certificate
+	Exchange      string
 	JSON          bool // protojson bodies instead of protobuf
 	ConfirmWindow int
 	Heartbeat     time.Duration

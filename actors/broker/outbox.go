@@ -113,6 +113,8 @@ var (
 // for the next commit, which repairs.
 var errDamaged = errors.New("outbox file damaged")
 
+var errOutboxClosed = errors.New("outbox closed")
+
 // replaceEvery bounds how often a damaged file is moved aside: a disk that
 // damages every new file would otherwise fill the directory with them. In
 // between, commits fail and the pipeline's bounds (pending bytes,
@@ -336,7 +338,7 @@ func (o *Outbox) update(fn func(*bolt.Tx) error) (err error) {
 // noFile is the error of a transaction while there is no file; dbMu held.
 func (o *Outbox) noFile() error {
 	if o.closed {
-		return errors.New("outbox closed")
+		return errOutboxClosed
 	}
 	return fmt.Errorf("%w: no outbox file until it is re-created", errDamaged)
 }
@@ -360,6 +362,12 @@ func (o *Outbox) NeedsRepair() bool {
 // repairLocked moves a damaged file aside and creates the new one; mu
 // held. cause is logged.
 func (o *Outbox) repairLocked(cause error) error {
+	o.dbMu.RLock()
+	closed := o.closed
+	o.dbMu.RUnlock()
+	if closed {
+		return errOutboxClosed
+	}
 	if o.broken.Load() {
 		if !o.replaced.IsZero() && time.Since(o.replaced) < replaceEvery {
 			return fmt.Errorf("%w: %v (a damaged file was already replaced %s ago; retrying later)",

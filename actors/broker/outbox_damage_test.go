@@ -138,11 +138,13 @@ func TestOutboxWithoutSequenceFileKeepsWorking(t *testing.T) {
 	// one whose sequence file is damaged: the outbox's own last sequence
 	// holds, and the sequence file is written from it.
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(path string) error
 	}{
 		{"missing", os.Remove},
-		{"damaged", func(path string) error { return os.WriteFile(path, []byte("observerd-outbox-seq v1 floor=1 last=0 ceiling=99 crc=00000000\n"), 0o600) }},
+		{"damaged", func(path string) error {
+			return os.WriteFile(path, []byte("observerd-outbox-seq v1 floor=1 last=0 ceiling=99 crc=00000000\n"), 0o600)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -215,4 +216,42 @@ func TestOutboxSetLimitAppliesAtTheNextCommit(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []Dropped{{First: 1, Last: 2, Events: 2, Bytes: uint64(2 * per)}}, dropped)
 	assert.Equal(t, 2, o.Stats().Events)
+}
+
+// BenchmarkCommit is one group commit of 1 or 64 events, as the committer
+// makes them, and BenchmarkWriteSeqFile one reservation of a block of
+// sequences: its cost per commit is the latter divided by the commits a
+// block lasts (reserveBlock / group size), the figures in docs/delivery.md.
+func BenchmarkCommit(b *testing.B) {
+	for _, group := range []int{1, 64} {
+		b.Run(fmt.Sprintf("group=%d", group), func(b *testing.B) {
+			o, err := OpenOutbox(b.TempDir(), OutboxOptions{})
+			require.NoError(b, err)
+			defer o.Close()
+			evs := events(group)
+			var seq uint64
+			for b.Loop() {
+				_, err := o.Commit(evs, []uint64{seq}, nil)
+				require.NoError(b, err)
+				seq = evs[0].Sequence
+			}
+		})
+	}
+}
+
+func BenchmarkWriteSeqFile(b *testing.B) {
+	dir := b.TempDir()
+	for b.Loop() {
+		require.NoError(b, writeSeqFile(dir, seqFile{floor: 1, last: 1, ceiling: reserveBlock}))
+	}
+}
+
+func TestOutboxClosedStaysClosed(t *testing.T) {
+	dir := t.TempDir()
+	o, err := OpenOutbox(dir, OutboxOptions{})
+	require.NoError(t, err)
+	require.NoError(t, o.Close())
+	_, err = o.Append(events(1), nil)
+	require.ErrorIs(t, err, errOutboxClosed, "not a missing file to create again")
+	assert.False(t, o.NeedsRepair())
 }

@@ -52,10 +52,10 @@ type pipeline struct {
 	// outboxErr is why commits fail, "" while they succeed: reported in
 	// BrokerStatus.OutboxError (readiness).
 	outboxErr string
-	retries  map[uint64]time.Time // returned or nacked: sequence -> not before
-	inflight map[uint64]bool      // published, not yet confirmed: never dropped
-	drops    []Dropped            // dropped, not reported yet
-	reporter *time.Timer          // pending report of drops
+	retries   map[uint64]time.Time // returned or nacked: sequence -> not before
+	inflight  map[uint64]bool      // published, not yet confirmed: never dropped
+	drops     []Dropped            // dropped, not reported yet
+	reporter  *time.Timer          // pending report of drops
 
 	commitWake  chan struct{} // cap 1: pending has events
 	stop        chan struct{} // closed by Close: ends the committer's wait before a retry

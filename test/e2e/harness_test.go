@@ -220,7 +220,7 @@ func withLimits(l string) daemonOption { return func(c *daemonConfig) { c.limits
 
 // withConfig appends top-level keys (YAML lines) to the daemon's config.
 func withConfig(extra string) daemonOption { return func(c *daemonConfig) { c.extra += extra } }
-func withAdmin(a string) daemonOption { return func(c *daemonConfig) { c.admin = a } }
+func withAdmin(a string) daemonOption      { return func(c *daemonConfig) { c.admin = a } }
 
 // withExternalAuth logs in with the harness's client certificate (SASL
 // EXTERNAL) instead of a password.
@@ -239,7 +239,7 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	c := daemonConfig{
 		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
 		urls: []string{node.URL()}, outbox: "{}",
-		limits: "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
+		limits:    "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
 		observers: "    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}\n",
 	}
 	for _, o := range opts {

@@ -8,9 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,7 +121,8 @@ func TestHostileBroker(t *testing.T) {
 		}, wait, tick, "readyz says why")
 		assert.Contains(t, body, "no space left on device")
 		require.Eventually(t, func() bool {
-			return metric(t, d, "observerd_events_dropped_unaccepted_total") > 0
+			m, err := d.scrape()
+			return err == nil && counterOf(m, "observerd_events_dropped_unaccepted_total") > 0
 		}, time.Minute, 100*time.Millisecond, "pending reaches its bound")
 		// Events keep coming; memory does not follow them.
 		deadline := time.Now().Add(5 * time.Second)
@@ -313,25 +312,5 @@ func rssOf(t *testing.T, p *proc) int64 {
 		}
 	}
 	t.Fatal("no VmRSS")
-	return 0
-}
-
-// metric is the value of an unlabelled metric on the daemon's /metrics.
-func metric(t *testing.T, d *daemon, name string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + d.admin + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	require.NoError(t, err)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
 	return 0
 }
