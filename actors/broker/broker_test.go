@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/boltdamage"
 	"github.com/polar/observerd/test/rabbitmq"
 )
 
@@ -205,4 +207,33 @@ func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
 	t.Logf("outbox: %d events, %d bytes (bound %d)", st.Events, st.Bytes, f.opts.Outbox.Limit().MaxBytes)
 	assert.LessOrEqual(t, st.Bytes, f.opts.Outbox.Limit().MaxBytes+int64(f.opts.ConfirmWindow+2)*1024,
 		"within the bound, but for what is in flight")
+}
+
+func TestOutboxDamagedWhilePublishingIsReplacedAndReported(t *testing.T) {
+	f := newFixture(t, "#")
+	f.consume(t)
+	pid := f.start(t)
+	f.publish(pid, events(5))
+	f.receive(t, 5)
+	require.Eventually(t, func() bool { return f.stats(t, pid).Events == 0 }, wait, 10*time.Millisecond)
+
+	// Damaged under the running broker: the next commit panics in bbolt.
+	boltdamage.Pages(t, filepath.Join(f.opts.Outbox.dir, "outbox.db"))
+	later := events(5)
+	f.publish(pid, later)
+	got := f.receive(t, 6)
+	report := got[0]
+	require.Equal(t, messages.TypeOutboxOverflow, report.Type)
+	assert.Equal(t, "corrupt", report.GetOutboxOverflow().GetPolicy())
+	assert.Equal(t, uint64(1), report.GetOutboxOverflow().GetFirstSequence())
+	assert.Equal(t, report.GetOutboxOverflow().GetLastSequence()+1, report.Sequence)
+	for i, ev := range got[1:] {
+		assert.Equal(t, later[i].Id, ev.Id, "the events pending at the damage are delivered")
+		assert.Equal(t, report.Sequence+uint64(i+1), ev.Sequence)
+	}
+	for _, m := range f.status.Messages() {
+		if s, ok := m.(*messages.BrokerStatus); ok {
+			assert.True(t, s.Connected, "the connection stayed up")
+		}
+	}
 }
