@@ -5,10 +5,16 @@
 //
 // Notification contract: the actor sends to Options.State a
 // *messages.BrokerStatus whenever the connection opens, fails, is lost, or
-// is blocked or unblocked by a resource alarm. Events that drop_oldest
+// is blocked or unblocked by a resource alarm, and when the outbox stops or
+// starts again taking commits (OutboxError). Events that drop_oldest
 // drops are reported by outbox.overflow events that the broker appends
 // itself (at most one per contiguous range per second, and the rest at
-// stop), naming first and last sequence exactly.
+// stop), naming first and last sequence exactly; events dropped from
+// memory while the outbox cannot be written, by one with policy disk_full
+// once it can; a damaged outbox file, by one with policy corrupt.
+//
+// Messages: *messages.Publish (accepted, no reply), *GetStats (replies
+// OutboxStats), *SetLimit (no reply).
 //
 // The mailbox never waits on the network or the disk: commits, dialing,
 // publishing and confirms run in the pipeline's goroutines (pipeline.go)
@@ -17,8 +23,6 @@ package broker
 
 import (
 	"context"
-	"errors"
-	"path/filepath"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,12 +32,8 @@ import (
 
 // Actor is the broker actor.
 type Actor struct {
-	opts   Options
-	outbox *Outbox
-	pipe   *pipeline
-	// limit is the outbox's bound, shared by the actor's incarnations so
-	// that a SetLimit outlives a restart.
-	limit *Limit
+	opts Options
+	pipe *pipeline
 	// metrics are shared by the incarnations too: registered once, they
 	// keep counting across restarts.
 	metrics *metrics
@@ -48,14 +48,15 @@ type SetLimit struct{ Limit Limit }
 
 // New returns the broker actor.
 func New(opts Options) *Actor {
-	return &Actor{opts: opts, limit: &opts.Limit, metrics: newMetrics(opts.Metrics, opts.Log)}
+	return &Actor{opts: opts, metrics: newMetrics(opts.Metrics, opts.Log)}
 }
 
 // Props for the broker. Its children are goroutines, not actors: it
 // supervises nothing, and is supervised by the supervisor (restart with
-// backoff; a broker that cannot open its outbox keeps failing and
-// escalates). Every incarnation is a copy of one Actor made here, so that
-// they share its limit and its metrics, registered once.
+// backoff). Every incarnation is a copy of one Actor made here, so that
+// they share its metrics, registered once, and Options.Outbox, which
+// outlives them: opened before the tree (a state_dir that cannot be used
+// stops the daemon before it starts) and closed after it.
 func Props(opts Options) *actor.Props {
 	shared := New(opts)
 	return actor.PropsFromProducer(func() actor.Actor {
@@ -77,25 +78,16 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *messages.Publish:
 		a.pipe.Accept(msg.Event)
 	case *GetStats:
-		ctx.Respond(a.outbox.Stats())
+		ctx.Respond(a.opts.Outbox.Stats())
 	case *SetLimit:
-		*a.limit = msg.Limit
-		a.outbox.SetLimit(msg.Limit)
+		a.opts.Outbox.SetLimit(msg.Limit)
 		a.pipe.gate()
 		a.opts.Log.Info().Int64("max_bytes", msg.Limit.MaxBytes).Bool("drop_oldest", msg.Limit.DropOldest).Msg("outbox limit changed")
 	}
 }
 
 func (a *Actor) start(ctx actor.Context) {
-	ob, err := OpenOutbox(filepath.Join(a.opts.StateDir, "outbox"), *a.limit)
-	switch {
-	case errors.Is(err, ErrMovedAside):
-		a.opts.Log.Error().Err(err).Msg("outbox unreadable: its events are lost; starting a new one")
-	case err != nil:
-		// Supervised: restarted with backoff, escalated if it persists.
-		panic(err)
-	}
-	a.outbox = ob
+	ob := a.opts.Outbox
 	a.metrics.outbox.Store(ob)
 	root, state := ctx.ActorSystem().Root, a.opts.State
 	a.pipe = startPipeline(&a.opts, ob, a.metrics, func(s messages.BrokerStatus) {
@@ -107,6 +99,8 @@ func (a *Actor) start(ctx actor.Context) {
 	a.opts.Log.Info().Int("outbox_events", st.Events).Uint64("last_sequence", st.LastSequence).Msg("broker started")
 }
 
+// stop drains the pipeline; what was committed stays in the outbox, which
+// its owner closes.
 func (a *Actor) stop(drain time.Duration) {
 	if a.pipe == nil {
 		return
@@ -114,10 +108,6 @@ func (a *Actor) stop(drain time.Duration) {
 	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	a.pipe.Close(dctx)
-	st := a.outbox.Stats()
-	if err := a.outbox.Close(); err != nil {
-		a.opts.Log.Error().Err(err).Msg("broker stop")
-	}
-	a.opts.Log.Info().Int("outbox_events", st.Events).Msg("broker stopped")
+	a.opts.Log.Info().Int("outbox_events", a.opts.Outbox.Stats().Events).Msg("broker stopped")
 	a.pipe = nil
 }

@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/boltdamage"
 	"github.com/polar/observerd/test/rabbitmq"
 )
 
@@ -38,9 +40,13 @@ func newFixture(t *testing.T, bindings ...string) *fixture {
 	sys := actortest.System(t)
 	f := &fixture{sys: sys, status: actortest.NewRecorder(t, sys, "status"), events: make(chan *messages.Event, 10000)}
 	exchange := "broker-test." + t.Name()
+	// Closed after the actor stopped: cleanups run last registered first.
+	ob, err := OpenOutbox(t.TempDir(), OutboxOptions{Node: "broker.test", Log: actortest.Logger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, ob.Close()) })
 	f.opts = Options{
-		Node: "broker.test", StateDir: t.TempDir(), URLs: []string{node.URL()}, TLS: node.TLSConfig(),
-		Password: node.Password, Exchange: exchange, ConfirmWindow: 16, Heartbeat: 10 * time.Second,
+		Node: "broker.test", Outbox: ob, URLs: []string{node.URL()}, Credentials: StaticCredentials(node.TLSConfig(), node.Password),
+		Exchange: exchange, ConfirmWindow: 16, Heartbeat: 10 * time.Second,
 		DrainTimeout: 5 * time.Second, State: f.status.PID, Log: actortest.Logger(t),
 	}
 	if len(bindings) > 0 {
@@ -179,7 +185,7 @@ func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
 	// outbox stays within max_bytes by dropping the oldest, as its name
 	// says, not the newest that have not been published yet.
 	f := newFixture(t, "outbox.overflow.#")
-	f.opts.Limit = Limit{MaxBytes: 16 << 10, DropOldest: true}
+	f.opts.Outbox.SetLimit(Limit{MaxBytes: 16 << 10, DropOldest: true})
 	f.consume(t)
 	pid := f.start(t)
 	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
@@ -198,7 +204,36 @@ func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
 	require.Equal(t, messages.TypeOutboxOverflow, overflow.Type)
 	assert.Equal(t, uint64(1), overflow.GetOutboxOverflow().GetFirstSequence(), "the oldest events go first")
 	st := f.stats(t, pid)
-	t.Logf("outbox: %d events, %d bytes (bound %d)", st.Events, st.Bytes, f.opts.Limit.MaxBytes)
-	assert.LessOrEqual(t, st.Bytes, f.opts.Limit.MaxBytes+int64(f.opts.ConfirmWindow+2)*1024,
+	t.Logf("outbox: %d events, %d bytes (bound %d)", st.Events, st.Bytes, f.opts.Outbox.Limit().MaxBytes)
+	assert.LessOrEqual(t, st.Bytes, f.opts.Outbox.Limit().MaxBytes+int64(f.opts.ConfirmWindow+2)*1024,
 		"within the bound, but for what is in flight")
+}
+
+func TestOutboxDamagedWhilePublishingIsReplacedAndReported(t *testing.T) {
+	f := newFixture(t, "#")
+	f.consume(t)
+	pid := f.start(t)
+	f.publish(pid, events(5))
+	f.receive(t, 5)
+	require.Eventually(t, func() bool { return f.stats(t, pid).Events == 0 }, wait, 10*time.Millisecond)
+
+	// Damaged under the running broker: the next commit panics in bbolt.
+	boltdamage.Pages(t, filepath.Join(f.opts.Outbox.dir, "outbox.db"))
+	later := events(5)
+	f.publish(pid, later)
+	got := f.receive(t, 6)
+	report := got[0]
+	require.Equal(t, messages.TypeOutboxOverflow, report.Type)
+	assert.Equal(t, "corrupt", report.GetOutboxOverflow().GetPolicy())
+	assert.Equal(t, uint64(1), report.GetOutboxOverflow().GetFirstSequence())
+	assert.Equal(t, report.GetOutboxOverflow().GetLastSequence()+1, report.Sequence)
+	for i, ev := range got[1:] {
+		assert.Equal(t, later[i].Id, ev.Id, "the events pending at the damage are delivered")
+		assert.Equal(t, report.Sequence+uint64(i+1), ev.Sequence)
+	}
+	for _, m := range f.status.Messages() {
+		if s, ok := m.(*messages.BrokerStatus); ok {
+			assert.True(t, s.Connected, "the connection stayed up")
+		}
+	}
 }

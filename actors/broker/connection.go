@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -24,17 +25,27 @@ type connection struct {
 	raw net.Conn
 }
 
+// errCredentials marks a dial that failed before connecting: the TLS files
+// or the password file could not be read.
+var errCredentials = errors.New("cannot read broker credentials")
+
 const (
 	dialTimeout  = 10 * time.Second
 	closeTimeout = 2 * time.Second
 )
 
-// dial tries every URL in order and returns the first connection that
-// opens, or an error naming each URL's failure.
+// dial reads the credentials afresh (a rotated CA, certificate, key or
+// password needs no restart), then tries every URL in order and returns
+// the first connection that opens, or an error naming each URL's failure.
 func dial(ctx context.Context, o *Options) (*connection, error) {
+	creds, err := o.Credentials()
+	if err != nil {
+		// The reason names the file, never its content.
+		return nil, fmt.Errorf("%w: %w", errCredentials, err)
+	}
 	var errs []error
 	for _, u := range o.URLs {
-		c, err := dialOne(ctx, o, u)
+		c, err := dialOne(ctx, o, creds, u)
 		if err == nil {
 			return c, nil
 		}
@@ -46,7 +57,7 @@ func dial(ctx context.Context, o *Options) (*connection, error) {
 	return nil, joinLine(errs)
 }
 
-func dialOne(ctx context.Context, o *Options, url string) (*connection, error) {
+func dialOne(ctx context.Context, o *Options, creds Credentials, url string) (*connection, error) {
 	c := &connection{url: configs.RedactURL(url)}
 	uri, err := amqp.ParseURI(url)
 	if err != nil {
@@ -77,12 +88,12 @@ func dialOne(ctx context.Context, o *Options, url string) (*connection, error) {
 	if uri.Scheme == "amqps" {
 		// Cloned per dial: amqp091-go writes the URL's host into
 		// ServerName when it is empty, which must not leak to the next URL.
-		cfg.TLSClientConfig = o.TLS.Clone()
+		cfg.TLSClientConfig = creds.TLS.Clone()
 	}
 	if o.External {
 		cfg.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
 	} else {
-		cfg.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: uri.Username, Password: o.Password}}
+		cfg.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: uri.Username, Password: creds.Password}}
 	}
 	conn, err := amqp.DialConfig(url, cfg)
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
 )
@@ -29,6 +27,7 @@ type metrics struct {
 	nacked     prometheus.Counter
 	returned   prometheus.Counter
 	dropped    prometheus.Counter
+	lost       prometheus.Counter
 	latency    prometheus.Histogram
 	connected  prometheus.Gauge
 	blocked    prometheus.Gauge
@@ -36,8 +35,8 @@ type metrics struct {
 
 	// everConnected tells a reconnect from the first connection.
 	everConnected atomic.Bool
-	// outbox is the current incarnation's, read at scrape time. A stopped
-	// incarnation's stays: its counters are still what is on disk.
+	// outbox is the broker's, read at scrape time; nil until the first
+	// incarnation started.
 	outbox atomic.Pointer[Outbox]
 
 	outboxEvents, outboxBytes, outboxOldestAge *prometheus.Desc
@@ -68,6 +67,8 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 		nacked:    counter("observerd_events_nacked_total", "Publications nacked by RabbitMQ or left unconfirmed by a lost connection; the event goes again."),
 		returned:  counter("observerd_events_returned_total", "Publications returned unroutable (no queue bound); the event stays in the outbox and goes again."),
 		dropped:   counter("observerd_events_dropped_total", "Events dropped from a full outbox (outbox.when_full: drop_oldest), as reported in outbox.overflow events."),
+		lost: counter("observerd_events_dropped_unaccepted_total",
+			"Events dropped from memory before they were accepted, while the outbox could not be written (a full disk), as reported in outbox.overflow events with policy disk_full."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "observerd_confirm_latency_seconds", Help: "Time from publishing an event to RabbitMQ's ack of it.",
 			Buckets: confirmBuckets,
@@ -98,7 +99,7 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.accepted, m.published, m.confirmed, m.nacked, m.returned, m.dropped,
+	return []prometheus.Collector{m.accepted, m.published, m.confirmed, m.nacked, m.returned, m.dropped, m.lost,
 		m.latency, m.connected, m.blocked, m.reconnects}
 }
 
@@ -126,31 +127,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	st := ob.Stats()
 	ch <- prometheus.MustNewConstMetric(m.outboxEvents, prometheus.GaugeValue, float64(st.Events))
 	ch <- prometheus.MustNewConstMetric(m.outboxBytes, prometheus.GaugeValue, float64(st.Bytes))
-	if oldest, err := oldestEventTime(ob); err == nil {
-		// Left out while the outbox is closed between incarnations.
+	if oldest, err := ob.Oldest(); err == nil {
+		// Left out while the outbox is closed, or its file replaced.
 		ch <- prometheus.MustNewConstMetric(m.outboxOldestAge, prometheus.GaugeValue, ageSeconds(oldest))
 	}
-}
-
-// oldestEventTime returns the time of the first event in the outbox, zero
-// when it is empty.
-func oldestEventTime(o *Outbox) (time.Time, error) {
-	var t time.Time
-	err := o.db.View(func(tx *bolt.Tx) error {
-		_, v := tx.Bucket(bucketEvents).Cursor().First()
-		if v == nil {
-			return nil
-		}
-		ev := &messages.Event{}
-		if err := proto.Unmarshal(v, ev); err != nil {
-			return err
-		}
-		if ts := ev.GetTime(); ts != nil {
-			t = ts.AsTime()
-		}
-		return nil
-	})
-	return t, err
 }
 
 func ageSeconds(t time.Time) float64 {

@@ -119,7 +119,7 @@ func TestMetricsCountReturnedEventsAndTheirAge(t *testing.T) {
 func TestMetricsDropsAreCountedExactly(t *testing.T) {
 	f := newFixture(t)
 	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/"} // no broker: everything stays
-	f.opts.Limit = Limit{MaxBytes: 4096, DropOldest: true}
+	f.opts.Outbox.SetLimit(Limit{MaxBytes: 4096, DropOldest: true})
 	reg := f.withMetrics()
 	pid := f.start(t)
 

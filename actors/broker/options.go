@@ -3,7 +3,6 @@ package broker
 import (
 	"crypto/tls"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -16,22 +15,24 @@ import (
 
 // Options configure the broker actor.
 type Options struct {
-	Node     string
-	Version  string // for the provenance of the broker's own events
-	StateDir string
+	Node    string
+	Version string // for the provenance of the broker's own events
+	// Outbox is the opened outbox; it outlives the actor's incarnations,
+	// and its opener closes it after the actor stopped.
+	Outbox *Outbox
 	// URLs are tried in order at every (re)connect.
-	URLs          []string
-	TLS           *tls.Config
-	External      bool   // SASL EXTERNAL with the client certificate
-	Password      string // for PLAIN; the user comes from the URL
+	URLs []string
+	// Credentials are called at every dial, so that a rotated CA,
+	// certificate, key or password is used at the next reconnect.
+	Credentials   func() (Credentials, error)
+	External      bool // SASL EXTERNAL with the client certificate
 	Exchange      string
 	JSON          bool // protojson bodies instead of protobuf
 	ConfirmWindow int
 	Heartbeat     time.Duration
 	Queues        []configs.Queue
-	// Limit bounds the outbox (outbox.max_bytes, outbox.when_full).
-	Limit Limit
-	// Gate is closed while a when_full: block outbox is full.
+	// Gate is closed while a when_full: block outbox is full or cannot be
+	// written.
 	Gate *messages.Gate
 	// DrainTimeout bounds how long a stop waits for outstanding confirms.
 	DrainTimeout time.Duration
@@ -43,31 +44,55 @@ type Options struct {
 	Log     zerolog.Logger
 }
 
-// OptionsFrom builds Options from a validated daemon config; it reads the
-// password and the TLS files.
-func OptionsFrom(cfg *configs.Config, version string, state *actor.PID, gate *messages.Gate, log zerolog.Logger) (Options, error) {
-	tlsCfg, err := cfg.Broker.ClientTLS()
-	if err != nil {
-		return Options{}, fmt.Errorf("broker options: %w", err)
+// Credentials are what a dial authenticates with.
+type Credentials struct {
+	TLS      *tls.Config
+	Password string // for PLAIN; the user comes from the URL
+}
+
+// StaticCredentials are credentials that never change.
+func StaticCredentials(tlsCfg *tls.Config, password string) func() (Credentials, error) {
+	return func() (Credentials, error) { return Credentials{TLS: tlsCfg, Password: password}, nil }
+}
+
+// CredentialsOf re-reads the broker's TLS files and password file at every
+// call; envPassword is OBSERVERD_AMQP_PASSWORD as the daemon took it out of
+// its environment at start (configs.TakePasswordEnv), used when there is
+// no password_file.
+func CredentialsOf(b *configs.Broker, envPassword string) func() (Credentials, error) {
+	return func() (Credentials, error) {
+		tlsCfg, err := b.ClientTLS()
+		if err != nil {
+			return Credentials{}, err
+		}
+		pw, err := b.Password(envPassword)
+		if err != nil {
+			return Credentials{}, err
+		}
+		return Credentials{TLS: tlsCfg, Password: pw}, nil
 	}
-	pw, err := cfg.Broker.Password(os.Getenv(configs.PasswordEnv))
-	if err != nil {
+}
+
+// OptionsFrom builds Options from a validated daemon config. It reads the
+// password and the TLS files once, so that a daemon that could never log
+// in does not start; the broker reads them again at every dial.
+func OptionsFrom(cfg *configs.Config, version, envPassword string, outbox *Outbox, state *actor.PID, gate *messages.Gate, log zerolog.Logger) (Options, error) {
+	creds := CredentialsOf(&cfg.Broker, envPassword)
+	if _, err := creds(); err != nil {
 		return Options{}, fmt.Errorf("broker options: %w", err)
 	}
 	return Options{
 		Node:          cfg.Node,
 		Version:       version,
-		StateDir:      cfg.StateDir,
+		Outbox:        outbox,
 		URLs:          cfg.Broker.URLs,
-		TLS:           tlsCfg,
+		Credentials:   creds,
 		External:      cfg.Broker.Auth == "external",
-		Password:      pw,
 		Exchange:      cfg.Broker.Exchange,
 		JSON:          cfg.Broker.Encoding == "json",
 		ConfirmWindow: cfg.Broker.ConfirmWindow,
 		Heartbeat:     time.Duration(cfg.Broker.Heartbeat),
 		Queues:        cfg.Broker.Queues,
-		Limit:         LimitOf(cfg.Outbox),
 		Gate:          gate,
 		DrainTimeout:  8 * time.Second,
 		State:         state,

@@ -4,12 +4,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -19,29 +22,66 @@ import (
 )
 
 // Outbox is the durable queue of accepted events in state_dir. An event is
-// accepted when Append returns: it is committed and fsynced with its
+// accepted when Commit returns: it is committed and fsynced with its
 // sequence. It leaves only through Delete, after RabbitMQ confirmed it.
 //
 // Why bbolt? A single file, fsync on every commit, copy-on-write pages with
 // two meta pages (a torn write leaves the previous commit intact), ordered
 // keys for replay in sequence order, and no cgo.
+//
+// A damaged file (one bbolt rejects as invalid, or panics on, at open or
+// in use) is moved aside and replaced by a new one whose sequences go on
+// after the ceiling of the sequence file (seqfile.go); the new file's first
+// event is an outbox.overflow with policy "corrupt" naming the range the
+// damaged file may have taken with it. Every other error (permission, I/O,
+// the lock) leaves the file as it is.
 type Outbox struct {
-	db *bolt.DB
+	dir, path string
+	opts      OutboxOptions
 	// limit is read without mu, so that asking whether the outbox is
 	// full never waits for a commit's fsync.
 	limit atomic.Pointer[Limit]
 
-	// mu serializes the writers (bbolt does anyway) and Claim against
-	// drops; it is held across a commit's fsync.
+	// mu serializes the writers (bbolt does anyway), Claim against drops,
+	// and repairs; it is held across a commit's fsync.
 	mu sync.Mutex
+	// dbMu guards db, file and closed: every transaction holds it shared,
+	// a repair or Close exclusively, so that no transaction runs on a file
+	// being replaced.
+	dbMu sync.RWMutex
+	db   *bolt.DB
+	// file is db's file, kept to release a damaged db's lock without
+	// bbolt's Close, which may wait forever on a lock that a panicking
+	// transaction left held.
+	file   *os.File
+	closed bool
+	// broken is set when a transaction panicked: the next commit moves the
+	// file aside. db == nil (not broken) means the file must be created.
+	broken atomic.Bool
+	// replaced is when a damaged file was last moved aside; report is the
+	// range it may have taken with it, until the new file holds its
+	// outbox.overflow. Under mu.
+	replaced time.Time
+	report   *Dropped
+
 	// last is the last assigned sequence; persisted in the same commit as
-	// the events that used it, so a sequence is never reused. Written
-	// under mu; the counters are also published to stats for readers that
-	// must not wait for a commit (the actor's mailbox).
-	last   uint64
-	events int
-	bytes  int64
-	stats  atomic.Pointer[OutboxStats]
+	// the events that used it, and never above ceiling, which the sequence
+	// file holds, so a sequence is never reused. floor is the sequence
+	// file's. Written under mu; the counters are also published to stats
+	// for readers that must not wait for a commit (the actor's mailbox).
+	last, floor, ceiling uint64
+	events               int
+	bytes                int64
+	stats                atomic.Pointer[OutboxStats]
+}
+
+// OutboxOptions configure an Outbox.
+type OutboxOptions struct {
+	Limit Limit
+	// Node and Version stamp the outbox.overflow event that reports a
+	// damaged file.
+	Node, Version string
+	Log           zerolog.Logger
 }
 
 // Limit bounds the outbox.
@@ -68,34 +108,110 @@ var (
 	keyLastSeq   = []byte("last_sequence")
 )
 
+// errDamaged marks an outbox that is being replaced: a transaction
+// panicked on its file, or the new file is not created yet. Readers wait
+// for the next commit, which repairs.
+var errDamaged = errors.New("outbox file damaged")
+
+var errOutboxClosed = errors.New("outbox closed")
+
+// replaceEvery bounds how often a damaged file is moved aside: a disk that
+// damages every new file would otherwise fill the directory with them. In
+// between, commits fail and the pipeline's bounds (pending bytes,
+// readiness) apply.
+const replaceEvery = time.Minute
+
 // OpenOutbox opens (or creates) the outbox in dir, which is created 0700.
-// A file that bbolt cannot open (corrupt beyond its own recovery, which
-// already survives torn writes) is moved aside and a new one started, so
-// that a damaged disk is reported, not a crash loop.
-func OpenOutbox(dir string, limit Limit) (*Outbox, error) {
+//
+// A damaged file is moved aside as outbox.db.corrupt-<time> and replaced,
+// and the damage logged: it is not an error. An error means the state_dir
+// is unusable (permission, I/O, a second daemon holding the lock, a
+// sequence file that cannot be read or written): the file is left as it
+// is, and the daemon must not start.
+func OpenOutbox(dir string, opts OutboxOptions) (*Outbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
-	path := filepath.Join(dir, "outbox.db")
-	// The timeout turns a second daemon on the same state_dir into an error
-	// instead of a hang on the file lock.
-	db, openErr := openBolt(path)
-	if db == nil {
-		return nil, openErr
+	o := &Outbox{dir: dir, path: filepath.Join(dir, "outbox.db"), opts: opts}
+	o.limit.Store(&opts.Limit)
+	seq, damage, err := o.open()
+	if err != nil {
+		return nil, err
 	}
-	o := &Outbox{db: db}
-	o.limit.Store(&limit)
-	err := db.Update(func(tx *bolt.Tx) error {
-		evs, err := tx.CreateBucketIfNotExists(bucketEvents)
-		if err != nil {
-			return err
+	if damage != nil {
+		// Without a sequence file, nothing says how far the damaged file
+		// got: the new one goes on after a bound from the clock.
+		o.floor, o.ceiling = 1, clockCeiling(time.Now())
+		if seq != nil {
+			o.floor, o.ceiling = seq.floor, seq.ceiling
 		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		o.broken.Store(true)
+		o.mu.Lock()
+		err := o.repairLocked(damage)
+		o.mu.Unlock()
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("open outbox: %w", err)
+		}
+	}
+	o.publish()
+	return o, nil
+}
+
+// open opens the file at o.path and reads its state, and the sequence
+// file's. damage is why the file must be replaced; err means the state_dir
+// cannot be used, and leaves the files as they are. The outbox file is
+// opened first, so that an error names it rather than the sequence file.
+func (o *Outbox) open() (seq *seqFile, damage, err error) {
+	st, err := os.Stat(o.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, unusable(o.path, err)
+	}
+	// An empty file is one bbolt would initialise as new.
+	exists := err == nil && st.Size() > 0
+	if exists {
+		db, file, err := openBolt(o.path)
+		switch {
+		case isDamage(err):
+			damage = err
+		case err != nil:
+			return nil, nil, unusable(o.path, err)
+		default:
+			o.db, o.file = db, file
+		}
+	}
+	seq, err = readSeqFile(o.dir)
+	if errors.Is(err, errSeqFileInvalid) {
+		o.opts.Log.Warn().Err(err).Msg("outbox sequence file damaged: rewritten from the outbox")
+		seq = nil
+	} else if err != nil {
+		o.closeDB()
+		return nil, nil, fmt.Errorf("open outbox: %w; nothing was changed", err)
+	}
+	switch {
+	case damage != nil:
+		return seq, damage, nil
+	case !exists && seq != nil:
+		return seq, fmt.Errorf("%s is missing or empty, but %s says sequences up to %d were used", o.path, seqFileName, seq.last), nil
+	case !exists:
+		db, file, err := openBolt(o.path)
+		if err != nil {
+			return nil, nil, unusable(o.path, err)
+		}
+		o.db, o.file = db, file
+	}
+	fresh := false
+	floor := uint64(0)
+	err = o.view(func(tx *bolt.Tx) error {
+		evs, meta := tx.Bucket(bucketEvents), tx.Bucket(bucketMeta)
+		if evs == nil || meta == nil {
+			fresh = true
+			return nil
 		}
 		if v := meta.Get(keyLastSeq); len(v) == 8 {
 			o.last = binary.BigEndian.Uint64(v)
+		}
+		if k, _ := evs.Cursor().First(); k != nil {
+			floor = binary.BigEndian.Uint64(k)
 		}
 		return evs.ForEach(func(_, v []byte) error {
 			o.events++
@@ -103,38 +219,275 @@ func OpenOutbox(dir string, limit Limit) (*Outbox, error) {
 			return nil
 		})
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open outbox %s: %w", path, err)
+	if err == nil && fresh {
+		err = o.update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketEvents, bucketMeta} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
-	o.publish()
-	return o, openErr // nil, or ErrMovedAside with a usable new outbox
+	if err == nil && seq != nil && o.last < seq.last {
+		err = fmt.Errorf("%w: %s went back to sequence %d, but %s says %d was committed (restored from a copy?)",
+			errDamaged, o.path, o.last, seqFileName, seq.last)
+	}
+	if errors.Is(err, errDamaged) {
+		o.closeDB()
+		o.last, o.events, o.bytes = 0, 0, 0
+		return seq, err, nil
+	}
+	if err != nil {
+		o.closeDB()
+		return nil, nil, unusable(o.path, err)
+	}
+	if floor == 0 {
+		floor = o.last + 1
+	}
+	// Written at the first start (and the first after an upgrade), and
+	// when the sequence file is behind: not at every start, so that a
+	// healthy outbox opens on a full disk.
+	if seq == nil || seq.ceiling < o.last {
+		s := seqFile{floor: floor, last: o.last, ceiling: o.last + reserveBlock}
+		if err := writeSeqFile(o.dir, s); err != nil {
+			o.closeDB()
+			return nil, nil, fmt.Errorf("open outbox: %w", err)
+		}
+		seq = &s
+	}
+	o.floor, o.ceiling = seq.floor, seq.ceiling
+	return seq, nil, nil
 }
 
-// ErrMovedAside wraps the error of an outbox file that could not be opened
-// and was renamed; the returned Outbox is a new, empty one.
-var ErrMovedAside = errors.New("outbox file moved aside")
+// openBolt opens path, turning a panic of bbolt (a damaged freelist, a
+// fault on a truncated file) into errDamaged.
+func openBolt(path string) (db *bolt.DB, file *os.File, err error) {
+	opts := &bolt.Options{
+		// The timeout turns a second daemon on the same state_dir into an
+		// error instead of a hang on the file lock.
+		Timeout: 2 * time.Second,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt leaves its file open and locked after a panic.
+			if file != nil {
+				file.Close()
+			}
+			db, file, err = nil, nil, fmt.Errorf("%w: %s: %v", errDamaged, path, r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	db, err = bolt.Open(path, 0o600, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, file, nil
+}
 
-func openBolt(path string) (*bolt.DB, error) {
-	// The timeout turns a second daemon on the same state_dir into an error
-	// instead of a hang on the file lock.
-	opts := &bolt.Options{Timeout: 2 * time.Second}
-	db, err := bolt.Open(path, 0o600, opts)
-	if err == nil {
-		return db, nil
-	}
+// isDamage tells the errors that mean the file is damaged, and only those:
+// bbolt's own verdicts and a recovered panic.
+func isDamage(err error) bool {
+	return errors.Is(err, errDamaged) || errors.Is(err, bolterrors.ErrInvalid) ||
+		errors.Is(err, bolterrors.ErrChecksum) || errors.Is(err, bolterrors.ErrVersionMismatch)
+}
+
+// unusable is the error of a file that cannot be opened but is not known
+// to be damaged: it names the file and says it was left as it is.
+func unusable(path string, err error) error {
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open outbox %s: locked by another process (is another observerd using this state_dir?)", path)
+		return fmt.Errorf("open outbox %s: locked by another process (is another observerd using this state_dir?)", path)
 	}
-	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
-	if rerr := os.Rename(path, aside); rerr != nil {
-		return nil, fmt.Errorf("open outbox %s: %w (and moving it aside failed: %v)", path, err, rerr)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
 	}
-	db, err2 := bolt.Open(path, 0o600, opts)
-	if err2 != nil {
-		return nil, fmt.Errorf("open outbox %s: %w", path, err2)
+	return fmt.Errorf("open outbox %s: %w; the file was left as it is", path, err)
+}
+
+// view and update run a transaction on the current file. A panic in bbolt
+// (or a fault on its mapping) marks the file damaged and returns
+// errDamaged instead of killing the daemon.
+func (o *Outbox) view(fn func(*bolt.Tx) error) (err error) {
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	if o.db == nil {
+		return o.noFile()
 	}
-	return db, fmt.Errorf("open outbox %s: %w to %s: %w", path, ErrMovedAside, aside, err)
+	defer o.recoverDamage(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return o.db.View(fn)
+}
+
+func (o *Outbox) update(fn func(*bolt.Tx) error) (err error) {
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	if o.db == nil {
+		return o.noFile()
+	}
+	defer o.recoverDamage(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return o.db.Update(fn)
+}
+
+// noFile is the error of a transaction while there is no file; dbMu held.
+func (o *Outbox) noFile() error {
+	if o.closed {
+		return errOutboxClosed
+	}
+	return fmt.Errorf("%w: no outbox file until it is re-created", errDamaged)
+}
+
+// recoverDamage is deferred by view and update.
+func (o *Outbox) recoverDamage(err *error) {
+	if r := recover(); r != nil {
+		o.broken.Store(true)
+		*err = fmt.Errorf("%w: %s: %v", errDamaged, o.path, r)
+	}
+}
+
+// NeedsRepair reports whether the file is damaged or missing: the next
+// Commit, even of nothing, replaces it.
+func (o *Outbox) NeedsRepair() bool {
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	return !o.closed && (o.db == nil || o.broken.Load())
+}
+
+// repairLocked moves a damaged file aside and creates the new one; mu
+// held. cause is logged.
+func (o *Outbox) repairLocked(cause error) error {
+	o.dbMu.RLock()
+	closed := o.closed
+	o.dbMu.RUnlock()
+	if closed {
+		return errOutboxClosed
+	}
+	if o.broken.Load() {
+		if !o.replaced.IsZero() && time.Since(o.replaced) < replaceEvery {
+			return fmt.Errorf("%w: %v (a damaged file was already replaced %s ago; retrying later)",
+				errDamaged, cause, time.Since(o.replaced).Round(time.Second))
+		}
+		o.closeDB()
+		if err := o.moveAside(cause); err != nil {
+			return err
+		}
+		o.broken.Store(false)
+	}
+	o.dbMu.RLock()
+	missing := o.db == nil
+	o.dbMu.RUnlock()
+	if missing {
+		return o.create()
+	}
+	return nil
+}
+
+// closeDB drops the current db: closed by bbolt when healthy; when damaged
+// only its file is closed, which releases the lock (its mapping stays until
+// the daemon exits: one per replacement, at most one a minute).
+func (o *Outbox) closeDB() {
+	o.dbMu.Lock()
+	defer o.dbMu.Unlock()
+	if o.db == nil {
+		return
+	}
+	if o.broken.Load() {
+		o.file.Close()
+	} else {
+		_ = o.db.Close()
+	}
+	o.db, o.file = nil, nil
+}
+
+// moveAside renames the damaged file, then reserves the sequences of the
+// new one after the ceiling. In that order: a crash in between finds no
+// file and the old sequence file, and reports the same range again.
+func (o *Outbox) moveAside(cause error) error {
+	aside := o.path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(o.path, aside); errors.Is(err, fs.ErrNotExist) {
+		aside = "" // missing already: nothing to keep
+	} else if err != nil {
+		return fmt.Errorf("move damaged outbox %s aside: %w", o.path, err)
+	}
+	o.replaced = time.Now()
+	last := o.ceiling
+	s := seqFile{floor: last + 1, last: last, ceiling: last + 1 + reserveBlock}
+	if err := writeSeqFile(o.dir, s); err != nil {
+		return fmt.Errorf("replace damaged outbox %s: %w", o.path, err)
+	}
+	r := &Dropped{First: o.floor, Last: o.ceiling}
+	if o.report != nil { // an earlier replacement never got its new file
+		r.First = min(r.First, o.report.First)
+	}
+	o.opts.Log.Error().Err(cause).Str("moved_to", aside).Uint64("first_sequence", r.First).Uint64("last_sequence", r.Last).
+		Msg("outbox file damaged: replaced by a new one; the events it held that no consumer received are lost")
+	o.report = r
+	o.last, o.floor, o.ceiling, o.events, o.bytes = last, s.floor, s.ceiling, 0, 0
+	return nil
+}
+
+// create makes a new file at o.path that goes on after o.last, with the
+// report of the damaged one as its first event, in one commit.
+func (o *Outbox) create() error {
+	// What a failed create left has nothing accepted in it.
+	if err := os.Remove(o.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("create outbox %s: %w", o.path, err)
+	}
+	db, file, err := openBolt(o.path)
+	if err != nil {
+		return fmt.Errorf("create outbox %s: %w", o.path, err)
+	}
+	last, events, bytes := o.last, 0, int64(0)
+	var report []byte
+	if r := o.report; r != nil {
+		last++
+		ev := overflowEvent(o.opts.Node, o.opts.Version, &messages.OutboxOverflow{
+			FirstSequence: r.First, LastSequence: r.Last, Policy: "corrupt",
+		})
+		ev.Sequence = last
+		if report, err = proto.Marshal(ev); err != nil {
+			return fmt.Errorf("create outbox %s: %w", o.path, err)
+		}
+		events, bytes = 1, int64(len(report))
+	}
+	err = func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: %v", errDamaged, r)
+			}
+		}()
+		return db.Update(func(tx *bolt.Tx) error {
+			evs, err := tx.CreateBucketIfNotExists(bucketEvents)
+			if err != nil {
+				return err
+			}
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			if report != nil {
+				if err := evs.Put(seqKey(last), report); err != nil {
+					return err
+				}
+			}
+			return meta.Put(keyLastSeq, seqKey(last))
+		})
+	}()
+	if err != nil {
+		file.Close()
+		return fmt.Errorf("create outbox %s: %w", o.path, err)
+	}
+	o.dbMu.Lock()
+	o.db, o.file = db, file
+	o.dbMu.Unlock()
+	o.last, o.events, o.bytes, o.report = last, events, bytes, nil
+	return nil
 }
 
 // Append assigns the next sequences to evs and commits them in one
@@ -149,13 +502,38 @@ func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dr
 // Commit appends evs (as Append) and deletes the confirmed events del in
 // one transaction: one fsync for both, which is what keeps a steady stream
 // at one commit per group instead of two.
+//
+// A damaged file is replaced first (and when the commit itself finds the
+// damage, the commit goes again to the new file): evs were not accepted
+// yet, so they are the new file's, after its report.
 func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	var dropped []Dropped
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if err = o.repairLocked(err); err != nil {
+			break
+		}
+		if dropped, err = o.commitTx(evs, del, keep); !errors.Is(err, errDamaged) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit to outbox: %w", err)
+	}
+	o.publish()
+	return dropped, nil
+}
+
+func (o *Outbox) commitTx(evs []*messages.Event, del []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
 	last, events, bytes := o.last, o.events, o.bytes
 	var dropped []Dropped
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
+		if err := o.reserve(b, last+uint64(len(evs))); err != nil {
+			return err
+		}
 		for _, s := range del {
 			k := seqKey(s)
 			if v := b.Get(k); v != nil {
@@ -203,11 +581,30 @@ func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 		for _, ev := range evs {
 			ev.Sequence = 0
 		}
-		return nil, fmt.Errorf("commit to outbox: %w", err)
+		return nil, err
 	}
 	o.last, o.events, o.bytes = last, events, bytes
-	o.publish()
 	return dropped, nil
+}
+
+// reserve writes a new ceiling to the sequence file before a commit uses
+// sequences above the current one (need is the highest it will use), with
+// the floor as the outbox holds it before the commit: the lowest sequence
+// still unconfirmed. Inside the write transaction, so before its fsync.
+func (o *Outbox) reserve(b *bolt.Bucket, need uint64) error {
+	if need <= o.ceiling {
+		return nil
+	}
+	floor := o.last + 1
+	if k, _ := b.Cursor().First(); k != nil {
+		floor = binary.BigEndian.Uint64(k)
+	}
+	s := seqFile{floor: floor, last: o.last, ceiling: need + reserveBlock}
+	if err := writeSeqFile(o.dir, s); err != nil {
+		return err
+	}
+	o.floor, o.ceiling = s.floor, s.ceiling
+	return nil
 }
 
 // dropOldest deletes the oldest events not protected by keep until at
@@ -271,7 +668,7 @@ func (o *Outbox) Claim(rs []Record, mark func(seq uint64)) ([]Record, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	kept := rs[:0]
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		for _, r := range rs {
 			if b.Get(seqKey(r.Event.Sequence)) != nil {
@@ -311,7 +708,7 @@ type Record struct {
 // After returns up to max events with a sequence above seq, in order.
 func (o *Outbox) After(seq uint64, max int) ([]Record, error) {
 	var out []Record
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(seqKey(seq + 1)); k != nil && len(out) < max; k, v = c.Next() {
 			ev := &messages.Event{}
@@ -365,10 +762,43 @@ func (o *Outbox) publish() {
 
 // Close closes the file.
 func (o *Outbox) Close() error {
-	if err := o.db.Close(); err != nil {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dbMu.Lock()
+	db, file, broken := o.db, o.file, o.broken.Load()
+	o.db, o.file, o.closed = nil, nil, true
+	o.dbMu.Unlock()
+	switch {
+	case db == nil:
+		return nil
+	case broken: // see closeDB
+		return file.Close()
+	}
+	if err := db.Close(); err != nil {
 		return fmt.Errorf("close outbox: %w", err)
 	}
 	return nil
+}
+
+// Oldest returns the time of the first event in the outbox, zero when it
+// is empty.
+func (o *Outbox) Oldest() (time.Time, error) {
+	var t time.Time
+	err := o.view(func(tx *bolt.Tx) error {
+		_, v := tx.Bucket(bucketEvents).Cursor().First()
+		if v == nil {
+			return nil
+		}
+		ev := &messages.Event{}
+		if err := proto.Unmarshal(v, ev); err != nil {
+			return err
+		}
+		if ts := ev.GetTime(); ts != nil {
+			t = ts.AsTime()
+		}
+		return nil
+	})
+	return t, err
 }
 
 func seqKey(seq uint64) []byte {

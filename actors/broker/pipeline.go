@@ -3,10 +3,12 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/messages"
@@ -14,7 +16,7 @@ import (
 
 // pipeline moves events from Accept to RabbitMQ off the actor's mailbox:
 //
-//	Accept -> pending (memory) -> committer: Append, one fsync per group
+//	Accept -> pending (memory, bounded) -> committer: Commit, one fsync per group
 //	       -> publisher: read the outbox in sequence order, publish with
 //	          deferred confirms, at most ConfirmWindow outstanding
 //	       -> confirmer: in order; ack -> Delete; nack or return -> retry
@@ -33,16 +35,30 @@ type pipeline struct {
 	// last is the status last reported; guarded by mu.
 	last messages.BrokerStatus
 
-	mu       sync.Mutex
-	pending  []*messages.Event
-	deletes  []uint64 // confirmed, for the committer's next transaction
-	closed   bool
-	retries  map[uint64]time.Time // returned or nacked: sequence -> not before
-	inflight map[uint64]bool      // published, not yet confirmed: never dropped
-	drops    []Dropped            // dropped, not reported yet
-	reporter *time.Timer          // pending report of drops
+	mu sync.Mutex
+	// reports are outbox.overflow events waiting for a commit: never
+	// dropped, since they report a loss (few: at most one per second per
+	// range, and one per recovery of the disk).
+	reports []*messages.Event
+	// pending are the other events waiting for a commit, oldest first,
+	// within pendingLimit bytes.
+	pending      []pendingEvent
+	pendingBytes int64
+	deletes      []uint64 // confirmed, for the committer's next transaction
+	closed       bool
+	// lost counts the events dropped from memory (never accepted) because
+	// pending was full, for an outbox.overflow with policy disk_full.
+	lost Dropped
+	// outboxErr is why commits fail, "" while they succeed: reported in
+	// BrokerStatus.OutboxError (readiness).
+	outboxErr string
+	retries   map[uint64]time.Time // returned or nacked: sequence -> not before
+	inflight  map[uint64]bool      // published, not yet confirmed: never dropped
+	drops     []Dropped            // dropped, not reported yet
+	reporter  *time.Timer          // pending report of drops
 
 	commitWake  chan struct{} // cap 1: pending has events
+	stop        chan struct{} // closed by Close: ends the committer's wait before a retry
 	publishWake chan struct{} // cap 1: the outbox has new events
 	committed   chan struct{} // closed when the committer has drained and stopped
 
@@ -64,6 +80,7 @@ func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.
 		retries:     map[uint64]time.Time{},
 		inflight:    map[uint64]bool{},
 		commitWake:  make(chan struct{}, 1),
+		stop:        make(chan struct{}),
 		publishWake: make(chan struct{}, 1),
 		committed:   make(chan struct{}),
 		cancel:      cancel,
@@ -74,17 +91,80 @@ func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.
 	return p
 }
 
-// Accept queues ev for the outbox; it never blocks.
+// pendingEvent is an event waiting for a commit with its encoded size.
+type pendingEvent struct {
+	ev   *messages.Event
+	size int64
+}
+
+// The bound of pending: what arrives during one fsync, normally; while the
+// outbox cannot be written (a full disk), everything. A quarter of
+// outbox.max_bytes, within minPending..maxPending (encoded bytes; in memory
+// the events take a few times more).
+const (
+	minPending = 1 << 20
+	maxPending = 16 << 20
+)
+
+func pendingLimit(l Limit) int64 {
+	if l.MaxBytes <= 0 {
+		return maxPending
+	}
+	return min(max(l.MaxBytes/4, minPending), maxPending)
+}
+
+// Accept queues ev for the outbox; it never blocks. Beyond pendingLimit,
+// when_full applies to memory as to the outbox: drop_oldest drops the
+// oldest pending events, block drops ev (the gate is closed by then); both
+// are counted for an outbox.overflow with policy disk_full.
 func (p *pipeline) Accept(ev *messages.Event) {
+	size := int64(proto.Size(ev))
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
 		p.log.Error().Str("event", ev.Id).Str("type", ev.Type).Msg("event after broker stop, not accepted")
 		return
 	}
-	p.pending = append(p.pending, ev)
+	limit := pendingLimit(p.outbox.Limit())
+	if p.pendingBytes+size > limit && !p.outbox.Limit().DropOldest {
+		p.lose(size)
+		return
+	}
+	p.pending = append(p.pending, pendingEvent{ev: ev, size: size})
+	p.pendingBytes += size
+	p.trim(limit)
 	wake(p.commitWake) // under mu: Close closes the channel under mu
-	p.mu.Unlock()
+}
+
+// acceptReport queues an outbox.overflow event; mu held.
+func (p *pipeline) acceptReport(ev *messages.Event) {
+	if p.closed {
+		p.log.Error().Str("event", ev.Id).Str("type", ev.Type).Msg("event after broker stop, not accepted")
+		return
+	}
+	p.reports = append(p.reports, ev)
+	wake(p.commitWake)
+}
+
+// trim drops the oldest pending events until pending fits in limit; mu
+// held. Dropping from the front reslices: append reallocates, copying only
+// what is left, so a full buffer costs no copy per event.
+func (p *pipeline) trim(limit int64) {
+	n := 0
+	for n < len(p.pending) && p.pendingBytes > limit {
+		p.lose(p.pending[n].size)
+		p.pendingBytes -= p.pending[n].size
+		p.pending[n] = pendingEvent{}
+		n++
+	}
+	p.pending = p.pending[n:]
+}
+
+// lose counts an event dropped from memory; mu held.
+func (p *pipeline) lose(size int64) {
+	p.lost.Events++
+	p.lost.Bytes += uint64(size)
+	p.metrics.lost.Inc()
 }
 
 func wake(c chan struct{}) {
@@ -94,39 +174,156 @@ func wake(c chan struct{}) {
 	}
 }
 
+// wakeCommitter makes the committer run even with nothing pending: a
+// reader found the outbox file damaged, and a commit replaces it.
+func (p *pipeline) wakeCommitter() {
+	p.mu.Lock()
+	if !p.closed {
+		wake(p.commitWake)
+	}
+	p.mu.Unlock()
+}
+
+// commitRetry paces the retries of a failing commit (a full or failing
+// disk): no hot loop, and a disk with room again is used within 5 s.
+var commitRetry = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
+
+// commitLogEvery rate-limits the log of a failing commit.
+const commitLogEvery = 30 * time.Second
+
 // commitLoop appends whatever is pending in one transaction per turn: while
-// one fsync runs, the next group gathers.
+// one fsync runs, the next group gathers. A failed commit puts the group
+// back in front of pending (it was not accepted) and retries with backoff;
+// meanwhile readiness says why, and pending stays within its bound.
 func (p *pipeline) commitLoop() {
 	defer close(p.committed)
+	var failures int
+	var logged time.Time
 	for range p.commitWake {
 		for {
 			p.mu.Lock()
-			batch, del, closed := p.pending, p.deletes, p.closed
-			p.pending, p.deletes = nil, nil
+			reports, pending, del, closed := p.reports, p.pending, p.deletes, p.closed
+			p.reports, p.pending, p.deletes, p.pendingBytes = nil, nil, nil, 0
 			p.mu.Unlock()
-			if len(batch) == 0 && len(del) == 0 {
+			if len(reports)+len(pending)+len(del) == 0 && !p.outbox.NeedsRepair() {
 				if closed {
 					return
 				}
 				break
 			}
+			batch := make([]*messages.Event, 0, len(reports)+len(pending))
+			batch = append(batch, reports...)
+			for _, pe := range pending {
+				batch = append(batch, pe.ev)
+			}
 			dropped, err := p.outbox.Commit(batch, del, p.isInflight)
-			for err != nil {
-				// A full or failing disk: keep the events in memory and
-				// retry rather than drop them.
-				p.log.Error().Err(err).Int("events", len(batch)).Msg("outbox commit failed, retrying")
-				time.Sleep(time.Second)
-				dropped, err = p.outbox.Commit(batch, del, p.isInflight)
+			if err != nil {
+				failures++
+				p.requeue(reports, pending, del)
+				p.setOutboxError(err.Error())
+				if failures == 1 || time.Since(logged) >= commitLogEvery {
+					logged = time.Now()
+					p.mu.Lock()
+					waiting, lost := len(p.pending)+len(p.reports), p.lost.Events
+					p.mu.Unlock()
+					p.log.Error().Err(err).Int("attempts", failures).Int("events_waiting", waiting).Uint64("events_dropped", lost).
+						Msg("outbox commit failed: events wait in memory (bounded), retrying")
+				}
+				if closed {
+					p.giveUp()
+					return
+				}
+				select {
+				case <-time.After(commitRetry.Backoff(failures)):
+				case <-p.stop:
+				}
+				continue
+			}
+			if failures > 0 {
+				p.log.Info().Int("attempts", failures).Msg("outbox writable again")
+				failures = 0
+				p.setOutboxError("")
 			}
 			p.metrics.accept(batch)
 			p.deleted(del)
 			p.dropped(dropped)
+			p.reportLost()
 			p.gate()
-			if len(batch) > 0 {
-				wake(p.publishWake)
-			}
+			wake(p.publishWake)
 		}
 	}
+}
+
+// requeue puts a group that failed to commit back in front of what arrived
+// meanwhile, and applies the bound of pending to the whole.
+func (p *pipeline) requeue(reports []*messages.Event, pending []pendingEvent, del []uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reports = append(reports, p.reports...)
+	for _, pe := range pending {
+		p.pendingBytes += pe.size
+	}
+	p.pending = append(pending, p.pending...)
+	// A reconnect confirms the same events again: without duplicates,
+	// deletes stay within the outbox's event count.
+	p.deletes = append(del, p.deletes...)
+	slices.Sort(p.deletes)
+	p.deletes = slices.Compact(p.deletes)
+	if p.outbox.Limit().DropOldest {
+		p.trim(pendingLimit(p.outbox.Limit()))
+	}
+}
+
+// giveUp is the committer's end on a stop while the outbox cannot be
+// written: what is pending was never accepted (it has no sequence, so it
+// leaves no gap), and the log says how much.
+func (p *pipeline) giveUp() {
+	p.mu.Lock()
+	n := len(p.pending) + len(p.reports)
+	p.pending, p.reports, p.pendingBytes = nil, nil, 0
+	p.mu.Unlock()
+	if n > 0 {
+		p.log.Error().Int("events", n).Msg("stopping while the outbox cannot be written: events never accepted are dropped")
+	}
+}
+
+// setOutboxError reports a change of the outbox's writability.
+func (p *pipeline) setOutboxError(reason string) {
+	p.mu.Lock()
+	if p.outboxErr != reason {
+		p.outboxErr = reason
+		s := p.last
+		s.OutboxError = reason
+		p.last = s
+		p.status(s)
+	}
+	p.mu.Unlock()
+	p.gate()
+}
+
+// reportLost queues the outbox.overflow (disk_full) of the events dropped
+// from memory, once the outbox takes events again.
+func (p *pipeline) reportLost() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ev := p.takeLost(); ev != nil {
+		p.acceptReport(ev)
+	}
+}
+
+// takeLost returns the report of the events lost from memory, or nil; mu
+// held.
+func (p *pipeline) takeLost() *messages.Event {
+	if p.lost.Events == 0 {
+		return nil
+	}
+	l := p.lost
+	p.lost = Dropped{}
+	p.log.Error().Uint64("events", l.Events).Uint64("bytes", l.Bytes).
+		Msg("outbox could not be written: events dropped from memory before they were accepted")
+	return overflowEvent(p.o.Node, p.o.Version, &messages.OutboxOverflow{
+		DroppedEvents: l.Events, DroppedBytes: l.Bytes, Policy: "disk_full",
+	})
 }
 
 // deleteLater hands confirmed events to the committer, which deletes them
@@ -194,8 +391,11 @@ func (p *pipeline) dropped(ds []Dropped) {
 // reportDrops turns the recorded drops into outbox.overflow events and
 // accepts them like any other event.
 func (p *pipeline) reportDrops() {
-	for _, ev := range p.takeDrops() {
-		p.Accept(ev)
+	evs := p.takeDrops()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range evs {
+		p.acceptReport(ev)
 	}
 }
 
@@ -208,15 +408,20 @@ func (p *pipeline) takeDrops() []*messages.Event {
 	for _, d := range ds {
 		p.log.Error().Uint64("first_sequence", d.First).Uint64("last_sequence", d.Last).
 			Uint64("events", d.Events).Msg("outbox full: oldest events dropped")
-		ev := messages.NewEvent(messages.TypeOutboxOverflow)
-		ev.Severity = messages.Severity_SEVERITY_HIGH
-		ev.Data = &messages.Event_OutboxOverflow{OutboxOverflow: &messages.OutboxOverflow{
+		evs = append(evs, overflowEvent(p.o.Node, p.o.Version, &messages.OutboxOverflow{
 			FirstSequence: d.First, LastSequence: d.Last, DroppedEvents: d.Events, DroppedBytes: d.Bytes, Policy: "drop_oldest",
-		}}
-		messages.Stamp(ev, p.o.Node, p.o.Version, "broker")
-		evs = append(evs, ev)
+		}))
 	}
 	return evs
+}
+
+// overflowEvent is the broker's outbox.overflow event reporting a loss.
+func overflowEvent(node, version string, o *messages.OutboxOverflow) *messages.Event {
+	ev := messages.NewEvent(messages.TypeOutboxOverflow)
+	ev.Severity = messages.Severity_SEVERITY_HIGH
+	ev.Data = &messages.Event_OutboxOverflow{OutboxOverflow: o}
+	messages.Stamp(ev, node, version, "broker")
+	return ev
 }
 
 // setStatus reports a connection change, keeping the unroutable count.
@@ -226,6 +431,7 @@ func (p *pipeline) setStatus(s messages.BrokerStatus) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s.Unroutable = len(p.retries) > 0
+	s.OutboxError = p.outboxErr
 	p.last = s
 	p.metrics.status(s)
 	p.status(s)
@@ -249,10 +455,14 @@ func (p *pipeline) isInflight(seq uint64) bool {
 	return p.inflight[seq]
 }
 
-// gate closes the observers' gate while a when_full: block outbox is full,
-// and opens it otherwise (also when the limit changed to drop_oldest).
+// gate closes the observers' gate while a when_full: block outbox is full
+// or cannot be written, and opens it otherwise (also when the limit
+// changed to drop_oldest).
 func (p *pipeline) gate() {
-	p.o.Gate.Close(!p.outbox.Limit().DropOldest && p.outbox.Full())
+	p.mu.Lock()
+	failing := p.outboxErr != ""
+	p.mu.Unlock()
+	p.o.Gate.Close(!p.outbox.Limit().DropOldest && (failing || p.outbox.Full()))
 }
 
 // Close stops accepting, commits what is pending, waits for the outbox to
@@ -265,11 +475,18 @@ func (p *pipeline) Close(ctx context.Context) {
 		p.reporter.Stop()
 	}
 	close(p.commitWake)
+	close(p.stop)
 	p.mu.Unlock()
 	<-p.committed
 	// Drops not reported yet are reported now, straight into the outbox
 	// (the committer has stopped): a stop must not hide a loss.
-	if evs := p.takeDrops(); len(evs) > 0 {
+	evs := p.takeDrops()
+	p.mu.Lock()
+	if ev := p.takeLost(); ev != nil {
+		evs = append(evs, ev)
+	}
+	p.mu.Unlock()
+	if len(evs) > 0 {
 		// Nothing may be dropped for them: that loss would go unreported.
 		keepAll := func(uint64) bool { return true }
 		if _, err := p.outbox.Append(evs, keepAll); err != nil {
@@ -336,7 +553,13 @@ func (p *pipeline) publishLoop(ctx context.Context) {
 		}
 		p.setStatus(messages.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
 		delay := reconnect.Backoff(max(attempt, 1))
-		p.log.Warn().Err(err).Dur("retry_in", delay).Msg("broker connection failed")
+		if errors.Is(err, errCredentials) {
+			// An operator's mistake (a rotation half done, a mode too open),
+			// not the network's: said as such, the secret never.
+			p.log.Error().Err(err).Dur("retry_in", delay).Msg("broker connection failed: credentials unreadable")
+		} else {
+			p.log.Warn().Err(err).Dur("retry_in", delay).Msg("broker connection failed")
+		}
 		select {
 		case <-ctx.Done():
 			return

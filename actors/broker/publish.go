@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -97,6 +98,20 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 		}
 		if err == nil {
 			batch, err = p.outbox.Claim(batch, p.markInflight)
+		}
+		if errors.Is(err, errDamaged) {
+			// The committer replaces the file and wakes the publisher; the
+			// connection has nothing to do with it and stays.
+			p.wakeCommitter()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case e := <-closed:
+				return closedErr(e)
+			case <-p.publishWake:
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		if err != nil {
 			return err

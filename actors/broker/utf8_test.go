@@ -14,7 +14,7 @@ func TestInvalidUTF8IsStoredNotWedged(t *testing.T) {
 	// A prometheus error quoting a target's bytes, a label, a map key:
 	// protobuf refuses to encode them; the outbox stores the event with
 	// U+FFFD in their place.
-	o, err := OpenOutbox(t.TempDir(), Limit{})
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{})
 	require.NoError(t, err)
 	defer o.Close()
 	ev := messages.NewEvent(messages.TypeObservationPrometheus)

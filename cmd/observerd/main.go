@@ -8,7 +8,9 @@
 // Exit codes: 0 after a clean stop (SIGTERM, SIGINT); 1 when an actor of
 // the tree failed beyond its intensity (escalation), or --check-config found
 // problems; 2 for an invalid configuration, unreadable TLS or password
-// files, or bad usage. Signals: SIGTERM/SIGINT drain and stop; SIGHUP
+// files, or bad usage; 3 when the outbox in state_dir cannot be used
+// (permission, I/O, locked by another daemon: the file is left as it is,
+// and the log names it). Signals: SIGTERM/SIGINT drain and stop; SIGHUP
 // re-reads the config and applies log.level, outbox.max_bytes,
 // outbox.when_full and admin.listen (other changes need a restart, and the
 // log says which).

@@ -37,9 +37,16 @@ const (
 	exitOK     = 0
 	exitFailed = 1
 	exitConfig = 2
+	// exitStateDir: the outbox in state_dir cannot be used (permission,
+	// I/O, locked by another daemon); the file is left as it is.
+	exitStateDir = 3
 )
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Before anything else reads the environment, so that no child process
+	// and no later reader sees the password.
+	envPassword := configs.TakePasswordEnv()
+	scrubErr := scrubEnviron(configs.PasswordEnv)
 	fs := flag.NewFlagSet("observerd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "/etc/observerd/observerd.yaml", "the daemon config `file`")
@@ -66,7 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := newLogger(cfg, stderr)
-	return daemon(ctx, cfg, *configPath, log)
+	if scrubErr != nil {
+		log.Warn().Err(scrubErr).Msgf("%s stays readable in /proc/%d/environ", configs.PasswordEnv, os.Getpid())
+	}
+	return daemon(ctx, cfg, *configPath, envPassword, log)
 }
 
 // checkConfig is --check-config: every problem of the config and of the
@@ -130,14 +140,29 @@ func setLevel(level string) {
 }
 
 // daemon runs the actor tree until ctx ends or the tree escalates.
-func daemon(ctx context.Context, cfg *configs.Config, configPath string, log zerolog.Logger) int {
+func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword string, log zerolog.Logger) int {
 	sys := actors.NewSystem(log)
 	defer sys.Shutdown()
 	pid := func(name string) *actor.PID { return supervisor.PID(sys, name) }
 	actorLog := func(name string) zerolog.Logger { return log.With().Str("actor", name).Logger() }
 
+	// Opened before the tree, so that a state_dir that cannot be used stops
+	// the start with its reason (a damaged file is replaced, not an error);
+	// closed after the tree stopped.
+	outbox, err := broker.OpenOutbox(filepath.Join(cfg.StateDir, "outbox"), broker.OutboxOptions{
+		Limit: broker.LimitOf(cfg.Outbox), Node: cfg.Node, Version: version, Log: actorLog(supervisor.Broker),
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("observerd cannot start: state_dir unusable")
+		return exitStateDir
+	}
+	defer func() {
+		if err := outbox.Close(); err != nil {
+			log.Error().Err(err).Msg("observerd stop")
+		}
+	}()
 	gate := &messages.Gate{}
-	brokerOpts, err := broker.OptionsFrom(cfg, version, pid(supervisor.StateManager), gate, actorLog(supervisor.Broker))
+	brokerOpts, err := broker.OptionsFrom(cfg, version, envPassword, outbox, pid(supervisor.StateManager), gate, actorLog(supervisor.Broker))
 	if err != nil {
 		log.Error().Err(err).Msg("observerd cannot start")
 		return exitConfig

@@ -99,6 +99,7 @@ type brokerRun struct {
 	exchange string
 	queue    string
 	stateDir string
+	outbox   *broker.Outbox
 	started  time.Time
 }
 
@@ -113,12 +114,15 @@ func (e *env) startBroker(ctx context.Context, kind string) (*brokerRun, error) 
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("spawn status recorder: %w", err)
 	}
+	if b.outbox, err = broker.OpenOutbox(filepath.Join(dir, "outbox"), broker.OutboxOptions{Node: benchNode}); err != nil {
+		b.close()
+		return nil, err
+	}
 	opts := broker.Options{
 		Node:          benchNode,
-		StateDir:      dir,
+		Outbox:        b.outbox,
 		URLs:          []string{e.node.URL()},
-		TLS:           e.node.TLSConfig(),
-		Password:      e.node.Password,
+		Credentials:   broker.StaticCredentials(e.node.TLSConfig(), e.node.Password),
 		Exchange:      b.exchange,
 		ConfirmWindow: e.cfg.window,
 		Heartbeat:     10 * time.Second,
@@ -185,6 +189,9 @@ func (b *brokerRun) close() (commits int) {
 		_ = b.e.sys.Root.PoisonFuture(b.pid).Wait()
 	}
 	_ = b.e.sys.Root.PoisonFuture(b.statusID).Wait()
+	if b.outbox != nil {
+		_ = b.outbox.Close()
+	}
 	if err := b.e.deleteTopology(b.exchange, b.queue); err != nil {
 		b.e.say("%v", err)
 	}
@@ -234,7 +241,7 @@ func freshTxID(work string) (int, error) {
 		return 0, fmt.Errorf("create outbox dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	ob, err := broker.OpenOutbox(dir, broker.Limit{})
+	ob, err := broker.OpenOutbox(dir, broker.OutboxOptions{})
 	if err != nil {
 		return 0, err
 	}

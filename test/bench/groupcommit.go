@@ -40,7 +40,7 @@ func (e *env) groupCommit(ctx context.Context) ([]groupResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create outbox dir: %w", err)
 		}
-		ob, err := broker.OpenOutbox(dir, broker.Limit{})
+		ob, err := broker.OpenOutbox(dir, broker.OutboxOptions{})
 		if err != nil {
 			return nil, err
 		}

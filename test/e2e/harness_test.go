@@ -108,7 +108,15 @@ func (s *syncBuffer) String() string {
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(bin, name), args...), out: &syncBuffer{}, done: make(chan struct{})}
+	return startCmd(t, exec.Command(filepath.Join(bin, name), args...))
+}
+
+// startCmd starts cmd, a binary set up as the test needs (its user, its
+// environment), as start does.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	name := filepath.Base(cmd.Path)
+	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()

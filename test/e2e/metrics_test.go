@@ -71,19 +71,20 @@ func TestMetricsEndToEnd(t *testing.T) {
 	first, err := d.scrape()
 	require.NoError(t, err)
 	for name, typ := range map[string]dto.MetricType{
-		"observerd_events_accepted_total":     dto.MetricType_COUNTER,
-		"observerd_events_published_total":    dto.MetricType_COUNTER,
-		"observerd_events_confirmed_total":    dto.MetricType_COUNTER,
-		"observerd_events_nacked_total":       dto.MetricType_COUNTER,
-		"observerd_events_returned_total":     dto.MetricType_COUNTER,
-		"observerd_events_dropped_total":      dto.MetricType_COUNTER,
-		"observerd_outbox_events":             dto.MetricType_GAUGE,
-		"observerd_outbox_bytes":              dto.MetricType_GAUGE,
-		"observerd_outbox_oldest_age_seconds": dto.MetricType_GAUGE,
-		"observerd_confirm_latency_seconds":   dto.MetricType_HISTOGRAM,
-		"observerd_broker_connected":          dto.MetricType_GAUGE,
-		"observerd_broker_blocked":            dto.MetricType_GAUGE,
-		"observerd_broker_reconnects_total":   dto.MetricType_COUNTER,
+		"observerd_events_accepted_total":           dto.MetricType_COUNTER,
+		"observerd_events_published_total":          dto.MetricType_COUNTER,
+		"observerd_events_confirmed_total":          dto.MetricType_COUNTER,
+		"observerd_events_nacked_total":             dto.MetricType_COUNTER,
+		"observerd_events_returned_total":           dto.MetricType_COUNTER,
+		"observerd_events_dropped_total":            dto.MetricType_COUNTER,
+		"observerd_events_dropped_unaccepted_total": dto.MetricType_COUNTER,
+		"observerd_outbox_events":                   dto.MetricType_GAUGE,
+		"observerd_outbox_bytes":                    dto.MetricType_GAUGE,
+		"observerd_outbox_oldest_age_seconds":       dto.MetricType_GAUGE,
+		"observerd_confirm_latency_seconds":         dto.MetricType_HISTOGRAM,
+		"observerd_broker_connected":                dto.MetricType_GAUGE,
+		"observerd_broker_blocked":                  dto.MetricType_GAUGE,
+		"observerd_broker_reconnects_total":         dto.MetricType_COUNTER,
 		// The state-manager's.
 		"observerd_observations_total": dto.MetricType_COUNTER,
 		// The Go runtime's and the process's.

@@ -553,6 +553,30 @@ func (n *Node) Ctl(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// AddUser creates a user with full permissions on vhost "/": a test that
+// changes a password does it on its own user, not on the one every other
+// test logs in with.
+func (n *Node) AddUser(ctx context.Context, user, password string) error {
+	if _, err := n.Ctl(ctx, "add_user", user, password); err != nil {
+		return err
+	}
+	_, err := n.Ctl(ctx, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	return err
+}
+
+// ChangePassword changes a user's password; open connections stay open.
+func (n *Node) ChangePassword(ctx context.Context, user, password string) error {
+	_, err := n.Ctl(ctx, "change_password", user, password)
+	return err
+}
+
+// CloseConnections closes every connection of user, as an operator does
+// to make clients log in again after a password change.
+func (n *Node) CloseConnections(ctx context.Context, user string) error {
+	_, err := n.Ctl(ctx, "close_all_user_connections", user, "closed by the test")
+	return err
+}
+
 // Stop stops the node gracefully (SIGTERM, which RabbitMQ handles like
 // `rabbitmqctl stop`) and waits until its processes are gone. Stopping a
 // stopped node is a no-op.

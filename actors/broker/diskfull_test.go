@@ -1,0 +1,176 @@
+package broker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/actortest"
+)
+
+// tmpfs mounts a tmpfs of size (e.g. "16m") on a temp dir until the test
+// ends: a real file system that really fills up.
+func tmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"))
+	t.Cleanup(func() { require.NoError(t, syscall.Unmount(dir, syscall.MNT_DETACH)) })
+	return dir
+}
+
+// fill writes a file into dir until its file system is full, and returns
+// the function that frees the space again.
+func fill(t *testing.T, dir string) (free func()) {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+	}
+	return func() { require.NoError(t, os.Remove(path)) }
+}
+
+// statusLog records the pipeline's status reports.
+type statusLog struct {
+	mu  sync.Mutex
+	all []messages.BrokerStatus
+}
+
+func (l *statusLog) report(s messages.BrokerStatus) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, s)
+}
+
+func (l *statusLog) outboxErrors() (ever bool, last string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.all {
+		ever = ever || s.OutboxError != ""
+		last = s.OutboxError
+	}
+	return ever, last
+}
+
+func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		dropOldest bool
+	}{{"drop_oldest", true}, {"block", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tmpfs(t, "16m")
+			// 4 MiB: the pending bound is its quarter, 1 MiB; nothing is
+			// dropped from the outbox itself.
+			limit := Limit{MaxBytes: 4 << 20, DropOldest: tc.dropOldest}
+			ob, err := OpenOutbox(filepath.Join(dir, "outbox"), OutboxOptions{Limit: limit, Node: "test.node"})
+			require.NoError(t, err)
+			defer ob.Close()
+			gate := &messages.Gate{}
+			// No broker: everything stays in the outbox, to be counted.
+			opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
+				Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: gate, Log: actortest.Logger(t)}
+			status := &statusLog{}
+			p := startPipeline(opts, ob, newMetrics(nil, opts.Log), status.report)
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				p.Close(ctx)
+			}()
+
+			free := fill(t, dir)
+			// Three times the pending bound: the outbox must grow, and
+			// cannot.
+			sent := events(3 * (1 << 20) / 60)
+			for _, ev := range sent {
+				p.Accept(ev)
+			}
+			p.mu.Lock()
+			pending := p.pendingBytes
+			p.mu.Unlock()
+			assert.LessOrEqual(t, pending, pendingLimit(limit), "pending is bounded")
+			require.Eventually(t, func() bool { _, last := status.outboxErrors(); return last != "" }, within, 10*time.Millisecond,
+				"readiness says the outbox cannot be written")
+			_, reason := status.outboxErrors()
+			assert.Contains(t, reason, "no space left on device")
+			assert.Equal(t, !tc.dropOldest, gate.Closed(), "block closes the gate while the outbox cannot be written")
+
+			free()
+			var stored []Record
+			var accepted, dropped uint64
+			require.Eventually(t, func() bool {
+				if _, last := status.outboxErrors(); last != "" {
+					return false
+				}
+				stored, err = ob.After(0, len(sent)+10)
+				require.NoError(t, err)
+				accepted, dropped = 0, 0
+				for _, r := range stored {
+					if o := r.Event.GetOutboxOverflow(); o != nil {
+						dropped += o.GetDroppedEvents()
+					} else {
+						accepted++
+					}
+				}
+				return accepted+dropped == uint64(len(sent))
+			}, within, 10*time.Millisecond, "every event sent is accepted or reported dropped, once the outbox takes events again")
+			assert.False(t, gate.Closed())
+			assert.Positive(t, dropped)
+			ids := map[string]bool{}
+			for i, r := range stored {
+				require.Equal(t, uint64(i+1), r.Event.Sequence, "every accepted sequence, without a gap")
+				ids[r.Event.Id] = true
+				if o := r.Event.GetOutboxOverflow(); o != nil {
+					assert.Equal(t, "disk_full", o.GetPolicy())
+					assert.Zero(t, o.GetFirstSequence(), "the dropped events had no sequence")
+				}
+			}
+			// drop_oldest keeps the newest, block refuses them.
+			assert.Equal(t, tc.dropOldest, ids[sent[len(sent)-1].Id])
+		})
+	}
+}
+
+func TestStopWhileTheOutboxCannotBeWrittenDoesNotHang(t *testing.T) {
+	// The commit loop's retries end with a stop even when the outbox never
+	// becomes writable again: what was never accepted is dropped with a
+	// log line.
+	dir := tmpfs(t, "4m")
+	ob, err := OpenOutbox(filepath.Join(dir, "outbox"), OutboxOptions{Limit: Limit{MaxBytes: 4 << 20}})
+	require.NoError(t, err)
+	defer ob.Close()
+	opts := &Options{Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"}, Credentials: StaticCredentials(nil, ""),
+		ConfirmWindow: 16, Log: actortest.Logger(t)}
+	status := &statusLog{}
+	p := startPipeline(opts, ob, newMetrics(nil, opts.Log), status.report)
+	fill(t, dir)
+	for _, ev := range events(20000) {
+		p.Accept(ev)
+	}
+	require.Eventually(t, func() bool { _, last := status.outboxErrors(); return last != "" }, within, 10*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.Close(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(within):
+		t.Fatal("stop hangs while the outbox cannot be written")
+	}
+}
+
+// within bounds the waits of the tests that need no broker.
+const within = 20 * time.Second
