@@ -23,11 +23,11 @@ import (
 	"github.com/polar/observerd/messages"
 )
 
-// TestHostileAdmin: local processes (the observed service, its sidecars,
+// hostileAdmin (TestHostile/admin): local processes (the observed service, its sidecars,
 // a browser's page) try to switch monitoring off or flood the bus through
 // the admin API (issue 11, item 4). One daemon serves every subtest; each
 // ends with a marker command and checks what was emitted before it.
-func TestHostileAdmin(t *testing.T) {
+func hostileAdmin(t *testing.T) {
 	target := startObservable(t)
 	d := newDaemon(t, target, withObservers(`    - {name: health, kind: http, interval: 200ms, http: {path: /healthz}}
     - {name: port, kind: tcp, interval: 200ms, tcp: {}}

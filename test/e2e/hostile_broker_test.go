@@ -26,9 +26,9 @@ import (
 	"github.com/polar/observerd/test/boltdamage"
 )
 
-// TestHostileBroker: the outbox's file and disk, and the broker's
+// hostileBroker (TestHostile/broker): the outbox's file and disk, and the broker's
 // credentials, turned against the daemon (issue 11, items 7 and 9).
-func TestHostileBroker(t *testing.T) {
+func hostileBroker(t *testing.T) {
 	t.Run("a damaged outbox is replaced and its sequences are not reused", func(t *testing.T) {
 		d := newDaemon(t, startObservable(t))
 		c := d.consume(t)

@@ -19,13 +19,13 @@ import (
 	"github.com/polar/observerd/messages"
 )
 
-// TestHostileObserver: what an observed service (not trusted) or whoever
+// hostileObserver (TestHostile/observer): what an observed service (not trusted) or whoever
 // can write a plugin makes of the daemon's observers. A pid file is the
 // service's to write: it cannot make the daemon publish a secret, block,
 // or read without bound. A name the service controls cannot lead a
 // connect outside allowed_targets. A plugin that others may write is
 // refused, and one that is not pinned is named in the log, once.
-func TestHostileObserver(t *testing.T) {
+func hostileObserver(t *testing.T) {
 	t.Run("pid file symlinked to a secret outside allowed_pid_dirs", func(t *testing.T) {
 		secret := randomName("e2e-secret-")
 		file := filepath.Join(t.TempDir(), "amqp.password")

@@ -16,9 +16,9 @@ import (
 	"github.com/polar/observerd/messages"
 )
 
-// TestHostileState: what one policy does cannot starve the others, nor
+// hostileState (TestHostile/state): what one policy does cannot starve the others, nor
 // take the daemon past its totals.
-func TestHostileState(t *testing.T) {
+func hostileState(t *testing.T) {
 	t.Run("a flooding policy is throttled to its event budget, a quiet one is not", func(t *testing.T) {
 		const (
 			perSecond = 20

@@ -70,7 +70,7 @@ func TestObserverKinds(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "observable.pid")
 	svc, addr := runObservable(t, "127.0.0.1:0", "--pid-file", pidFile)
 	target := "http://" + addr
-	d := newDaemon(t, target, withConfig(fmt.Sprintf("allowed_pid_dirs: [%q]\n", filepath.Dir(pidFile))),
+	d := newDaemon(t, target,
 		withObservers(fmt.Sprintf(`    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz}}
     - {name: metrics, kind: prometheus, interval: 200ms, timeout: 150ms, prometheus: {include: ["observable_.*"], exclude: ["observable_build_info"]}}
     - {name: port, kind: tcp, interval: 200ms, timeout: 150ms, tcp: {}}
@@ -303,7 +303,7 @@ func TestObserverProcessForeign(t *testing.T) {
 		return err == nil && perr == nil && n > 0
 	}, wait, tick, "the node writes its pid file")
 
-	d := newDaemon(t, "http://127.0.0.1:1", withConfig(fmt.Sprintf("allowed_pid_dirs: [%q]\n", node.Dir)),
+	d := newDaemon(t, "http://127.0.0.1:1",
 		withObservers(fmt.Sprintf(`    - {name: broker, kind: process, interval: 200ms, process: {pid_file: %q}}
     - {name: beam, kind: process, interval: 200ms, process: {name: beam.smp}}
 `, pidFile)), withConfig(fmt.Sprintf("allowed_pid_dirs: [%q]\nallowed_process_names: [beam.smp]\n", node.Dir)))
