@@ -2,10 +2,8 @@ package broker
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,35 +12,8 @@ import (
 
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/tmpfs"
 )
-
-// tmpfs mounts a tmpfs of size (e.g. "16m") on a temp dir until the test
-// ends: a real file system that really fills up.
-func tmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	require.NoError(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"))
-	t.Cleanup(func() { require.NoError(t, syscall.Unmount(dir, syscall.MNT_DETACH)) })
-	return dir
-}
-
-// fill writes a file into dir until its file system is full, and returns
-// the function that frees the space again.
-func fill(t *testing.T, dir string) (free func()) {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			break
-		}
-	}
-	return func() { require.NoError(t, os.Remove(path)) }
-}
 
 // statusLog records the pipeline's status reports.
 type statusLog struct {
@@ -72,7 +43,8 @@ func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
 		dropOldest bool
 	}{{"drop_oldest", true}, {"block", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := tmpfs(t, "16m")
+			dir := t.TempDir()
+			tmpfs.Mount(t, dir, "16m")
 			// 4 MiB: the pending bound is its quarter, 1 MiB; nothing is
 			// dropped from the outbox itself.
 			limit := Limit{MaxBytes: 4 << 20, DropOldest: tc.dropOldest}
@@ -91,7 +63,7 @@ func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
 				p.Close(ctx)
 			}()
 
-			free := fill(t, dir)
+			free := tmpfs.Fill(t, dir)
 			// Three times the pending bound: the outbox must grow, and
 			// cannot.
 			sent := events(3 * (1 << 20) / 60)
@@ -148,7 +120,8 @@ func TestStopWhileTheOutboxCannotBeWrittenDoesNotHang(t *testing.T) {
 	// The commit loop's retries end with a stop even when the outbox never
 	// becomes writable again: what was never accepted is dropped with a
 	// log line.
-	dir := tmpfs(t, "4m")
+	dir := t.TempDir()
+	tmpfs.Mount(t, dir, "4m")
 	ob, err := OpenOutbox(filepath.Join(dir, "outbox"), OutboxOptions{Limit: Limit{MaxBytes: 4 << 20}})
 	require.NoError(t, err)
 	defer ob.Close()
@@ -156,7 +129,7 @@ func TestStopWhileTheOutboxCannotBeWrittenDoesNotHang(t *testing.T) {
 		ConfirmWindow: 16, Log: actortest.Logger(t)}
 	status := &statusLog{}
 	p := startPipeline(opts, ob, newMetrics(nil, opts.Log), status.report)
-	fill(t, dir)
+	tmpfs.Fill(t, dir)
 	for _, ev := range events(20000) {
 		p.Accept(ev)
 	}

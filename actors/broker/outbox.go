@@ -313,18 +313,10 @@ func unusable(path string, err error) error {
 // view and update run a transaction on the current file. A panic in bbolt
 // (or a fault on its mapping) marks the file damaged and returns
 // errDamaged instead of killing the daemon.
-func (o *Outbox) view(fn func(*bolt.Tx) error) (err error) {
-	o.dbMu.RLock()
-	defer o.dbMu.RUnlock()
-	if o.db == nil {
-		return o.noFile()
-	}
-	defer o.recoverDamage(&err)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return o.db.View(fn)
-}
+func (o *Outbox) view(fn func(*bolt.Tx) error) error   { return o.tx(false, fn) }
+func (o *Outbox) update(fn func(*bolt.Tx) error) error { return o.tx(true, fn) }
 
-func (o *Outbox) update(fn func(*bolt.Tx) error) (err error) {
+func (o *Outbox) tx(writable bool, fn func(*bolt.Tx) error) (err error) {
 	o.dbMu.RLock()
 	defer o.dbMu.RUnlock()
 	if o.db == nil {
@@ -332,7 +324,10 @@ func (o *Outbox) update(fn func(*bolt.Tx) error) (err error) {
 	}
 	defer o.recoverDamage(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return o.db.Update(fn)
+	if writable {
+		return o.db.Update(fn)
+	}
+	return o.db.View(fn)
 }
 
 // noFile is the error of a transaction while there is no file; dbMu held.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/boltdamage"
+	"github.com/polar/observerd/test/tmpfs"
 )
 
 // hostileBroker (TestHostile/broker): the outbox's file and disk, and the broker's
@@ -101,9 +102,7 @@ func hostileBroker(t *testing.T) {
 		defer cancel()
 		d := newDaemon(t, startObservable(t), withLoad(10), withOutbox("{max_bytes: 1MiB}"))
 		state := filepath.Join(d.dir, "state")
-		require.NoError(t, os.MkdirAll(state, 0o700))
-		require.NoError(t, syscall.Mount("tmpfs", state, "tmpfs", 0, "size=16m,mode=0700"))
-		t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+		tmpfs.Mount(t, state, "16m")
 		d.declare(t)
 		p := d.start(t)
 		d.waitQueued(t, 200)
@@ -113,7 +112,7 @@ func hostileBroker(t *testing.T) {
 		_, err := node.Ctl(ctx, "set_vm_memory_high_watermark", "0")
 		require.NoError(t, err)
 		t.Cleanup(func() { _, _ = node.Ctl(context.Background(), "set_vm_memory_high_watermark", "0.4") })
-		free := fillDisk(t, state)
+		free := tmpfs.Fill(t, state)
 		var body string
 		require.Eventually(t, func() bool {
 			_, body = d.readyz()
@@ -277,24 +276,6 @@ func writeSecret(t *testing.T, path, secret string) {
 	tmp := path + ".new"
 	require.NoError(t, os.WriteFile(tmp, []byte(secret+"\n"), 0o600))
 	require.NoError(t, os.Rename(tmp, path))
-}
-
-// fillDisk writes a file into dir until its file system is full, and
-// returns the function that frees the space again.
-func fillDisk(t *testing.T, dir string) (free func()) {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			break
-		}
-	}
-	return func() { require.NoError(t, os.Remove(path)) }
 }
 
 // rssOf is the resident memory of p in bytes.

@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,13 +83,18 @@ func hostilePolicy(t *testing.T) {
 			keys[i] = fmt.Sprintf("k%d: 0", i)
 		}
 		var b strings.Builder
-		b.WriteString("  observers:\n    - name: lol\n      kind: http\n      interval: 1s\n      http:\n        headers:\n")
+		// Under wasm.config, a free-form mapping: merges there are expanded.
+		b.WriteString("  observers:\n    - name: lol\n      kind: wasm\n      interval: 1s\n      wasm:\n        module: lol.wasm\n        config:\n")
 		fmt.Fprintf(&b, "          a0: &a0 {%s}\n", strings.Join(keys, ", "))
 		for level := 1; level <= 4; level++ {
 			fmt.Fprintf(&b, "          a%d: &a%d {<<: [%s]}\n", level, level, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d, ", level-1), 20), ", "))
 		}
+		cpu := cpuOf(t, daemon)
 		out := rejected(t, "bomb.yaml", policy("bomb", b.String()), "")
 		assert.Contains(t, out.Reason, "the document expands too much through aliases")
+		// CPU time, not wall time: what the daemon spent, however loaded
+		// the machine is. The old decoder spent 9 s on this file.
+		assert.Less(t, cpuOf(t, daemon)-cpu, 2*time.Second, "the daemon's CPU for the bomb")
 		assert.Less(t, rssOf(t, daemon), int64(200<<20), "the daemon's memory after the bomb")
 	})
 
@@ -142,6 +149,25 @@ func hostilePolicy(t *testing.T) {
 	}
 	assert.Empty(t, deliveryOf(got).missing(), "sequences never delivered")
 }
+
+// cpuOf is the CPU time (user and system) process p has used so far.
+func cpuOf(t *testing.T, p *proc) time.Duration {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	require.NoError(t, err)
+	// utime and stime are fields 14 and 15, counted after the command
+	// name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	require.Greater(t, len(fields), 13)
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	require.NoError(t, errors.Join(err1, err2))
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc's CPU times: 100
+// on every Linux architecture Go supports.
+const clockTicks = 100
 
 // lastObservation is the time of the latest observation of policy the
 // consumer has.
