@@ -108,7 +108,9 @@ func loopbackOrigin(origins []string) bool {
 	return true
 }
 
-// limitListener accepts at most cap(slots) connections open at once.
+// limitListener accepts at most cap(slots) connections open at once. Not
+// x/net's netutil.LimitListener: its connections hide the *net.UnixConn
+// whose peer credentials the socket reads (readPeer unwraps ours).
 type limitListener struct {
 	net.Listener
 	slots  chan struct{}
