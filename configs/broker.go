@@ -63,7 +63,8 @@ func (b *Broker) validate(r *Report) {
 			continue
 		}
 		if f.path == "broker.password_file" || f.path == "broker.tls.key_file" {
-			if err := checkSecretMode(f.file); err != nil {
+			// Read as the daemon will read it: mode, type and size.
+			if _, err := ReadSecret(f.file); err != nil {
 				r.Addf(f.path, "%v", err)
 				continue
 			}
@@ -345,14 +346,6 @@ func readFile(file string, limit int64, what string, check func(string, fs.FileI
 		return nil, fmt.Errorf("%s is larger than %s; this is not %s file", file, ByteSize(limit), what)
 	}
 	return data, nil
-}
-
-func checkSecretMode(file string) error {
-	st, err := os.Stat(file)
-	if err != nil {
-		return err
-	}
-	return secretMode(file, st)
 }
 
 func secretMode(file string, st fs.FileInfo) error {

@@ -1,5 +1,5 @@
 // Package configs loads and validates the daemon configuration
-// (observerd.yaml, see DESIGN.md), and holds the strict YAML decoding that
+// (observerd.yaml, see docs/operations.md), and holds the strict YAML decoding that
 // package policy shares: unknown keys, wrong types and bad values are all
 // reported at once, each with file:line:col and its key path.
 //
@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -182,11 +183,17 @@ func Default() *Config {
 // and validates it. The error lists every problem, each with file:line:col
 // and key path (see ProblemsOf).
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	// Not blocking: --config pointed at a FIFO fails instead of hanging.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, &Problem{File: path, Message: "not a regular file; this is not a config file"}
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
@@ -210,7 +217,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.File, c.doc = file, doc
-	if c.Node == "" { // node: "" means the default, as in DESIGN.md
+	if c.Node == "" { // node: "" means the default, as documented
 		c.Node, _ = os.Hostname()
 	}
 	if err := c.resolvePaths(); err != nil {

@@ -418,6 +418,17 @@ func TestConfigFilesAreBounded(t *testing.T) {
 	_, err = Parse("t.yaml", []byte("broker: {password_file: "+fifo+"}\n"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "broker.password_file: "+fifo+" is not a regular file")
+
+	// The config file itself, and a secret too large, are caught before
+	// the daemon would start on them.
+	_, err = Load(fifo)
+	require.Error(t, err)
+	assert.Equal(t, fifo+": not a regular file; this is not a config file", err.Error())
+	big = filepath.Join(dir, "big.password")
+	require.NoError(t, os.WriteFile(big, make([]byte, 65<<10), 0o600))
+	_, err = Parse("t.yaml", []byte("broker: {password_file: "+big+"}\n"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "broker.password_file: "+big+" is larger than 64KiB; this is not a secret file")
 }
 
 func TestMixedSchemesRefused(t *testing.T) {

@@ -368,7 +368,7 @@ func (d *decoder) deref(n *yaml.Node, path string) (target *yaml.Node, release f
 	if n.Kind == yaml.AliasNode {
 		target = n.Alias
 		if d.active[target] {
-			d.fail(n, path, "alias *%s refers to itself", n.Value)
+			d.fail(n, path, "an alias refers to itself")
 			return nil, nil
 		}
 	}
@@ -695,7 +695,7 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		var i int64
 		if ok = tag == "!!int" && n.Decode(&i) == nil; ok {
 			if v.OverflowInt(i) {
-				d.fail(n, path, "%s is out of range", n.Value)
+				d.fail(n, path, "the integer is out of range for this key")
 				return
 			}
 			v.SetInt(i)
@@ -704,7 +704,7 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		var u uint64
 		if ok = tag == "!!int" && n.Decode(&u) == nil; ok {
 			if v.OverflowUint(u) {
-				d.fail(n, path, "%s is out of range", n.Value)
+				d.fail(n, path, "the integer is out of range for this key")
 				return
 			}
 			v.SetUint(u)

@@ -77,7 +77,7 @@ func TestDecodeStrictProblems(t *testing.T) {
 	}{
 		{"types", "name: {a: 1}\ncount: 300\nratio: x\non: 1\ntags: a\nlabels: [a]\nitems: {id: a}\nsection: [1]\nfree: 5", []string{
 			`s.yaml:1:7: name: expected a string, got a mapping`,
-			`s.yaml:2:8: count: 300 is out of range`,
+			`s.yaml:2:8: count: the integer is out of range for this key`,
 			`s.yaml:3:8: ratio: expected a number, got a string of 1 byte`,
 			`s.yaml:4:5: on: expected true or false, got an integer`,
 			`s.yaml:5:7: tags: expected a list, got a string of 1 byte`,
@@ -90,7 +90,7 @@ func TestDecodeStrictProblems(t *testing.T) {
 		{"non-scalar key", "? [a]\n: b", []string{`s.yaml:1:3: a key must be a plain value, not a list`}},
 		{"duplicate in a map", "labels: {a: 1, a: 2}", []string{`s.yaml:1:16: labels.a: duplicate key "a" (first at line 1:10)`}},
 		{"duplicate in a list element", "items:\n- id: a\n  id: b", []string{`s.yaml:3:3: items[0].id: duplicate key "id" (first at line 2:3)`}},
-		{"self-referencing alias", "free: &a {x: *a}", []string{`s.yaml:1:14: free.x: alias *a refers to itself`}},
+		{"self-referencing alias", "free: &a {x: *a}", []string{`s.yaml:1:14: free.x: an alias refers to itself`}},
 		{"JSON cannot hold infinity", "free: {x: .inf}", []string{`s.yaml:1:11: free.x: infinity and NaN cannot be represented in JSON`}},
 		{"bad merge", "section: {<<: 5}", []string{`s.yaml:1:15: section: a merge (<<) takes a mapping or a list of mappings, not an integer`}},
 	}

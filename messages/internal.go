@@ -12,7 +12,7 @@ import (
 	"github.com/polar/observerd/policy"
 )
 
-// Event types of the contract (DESIGN.md, "Wire format").
+// Event types of the contract (docs/consumers.md).
 const (
 	TypeObservationHTTP       = "observation.http"
 	TypeObservationPrometheus = "observation.prometheus"

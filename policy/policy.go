@@ -1,5 +1,5 @@
-// Package policy is the observation policy document (DESIGN.md, "Policy
-// files"): its types, strict parsing with file:line:col problems,
+// Package policy is the observation policy document (docs/policies.md):
+// its types, strict parsing with file:line:col problems,
 // validation against the daemon's environment, the canonical revision hash,
 // and the difference between two versions of a policy.
 //

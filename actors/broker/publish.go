@@ -316,7 +316,7 @@ func (p *pipeline) publishing(rec Record) (amqp.Publishing, error) {
 }
 
 // Publishing maps an event with its encoded body onto the AMQP properties
-// and CloudEvents binary-mode headers of DESIGN.md's "AMQP mapping". It is
+// and CloudEvents binary-mode headers of docs/consumers.md. It is
 // exported so that a baseline (test/bench) sends exactly what the broker
 // sends.
 func Publishing(ev *messages.Event, body []byte, contentType string) amqp.Publishing {

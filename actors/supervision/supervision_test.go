@@ -71,7 +71,7 @@ func TestBackoffEdgeCases(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	// The values DESIGN.md promises: 100 ms to 30 s; observers quarantined
+	// The values docs/architecture.md promises: 100 ms to 30 s; observers quarantined
 	// at their 5th failure within 60 s; managers escalate beyond 5 in 30 s.
 	assert.Equal(t, supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 5, Window: time.Minute}, supervision.Observers)
 	assert.Equal(t, supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 6, Window: 30 * time.Second}, supervision.Managers)

@@ -55,6 +55,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	var (
 		problems []*configs.Problem
 		byName   = map[string]*policy.Policy{}
+		usage    policy.Usage
 	)
 	for _, arg := range fs.Args() {
 		var (
@@ -75,6 +76,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 				problems = append(problems, p.DuplicateOf(first))
 				continue
 			}
+			// Together, as in one policy_dir: the daemon's totals.
+			if prob := p.CheckTotals(usage, env.LimitsOf()); prob != nil {
+				problems = append(problems, prob)
+				continue
+			}
+			usage = usage.Add(policy.UsageOf(p))
 			byName[p.Metadata.Name] = p
 			fmt.Fprintf(stdout, "%s: ok (policy %s, revision %s)\n", p.File, p.Metadata.Name, p.Revision)
 		}

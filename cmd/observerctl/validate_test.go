@@ -37,6 +37,8 @@ func TestPolicyValidate(t *testing.T) {
 	write("d/.hidden.yaml", "garbage: [")
 	write("d/notes.txt", "not a policy")
 	config := write("observerd.yaml", "allowed_targets: [\"10.0.0.0/8\"]\n")
+	tight := write("tight.yaml", "limits: {max_observers: 1}\n")
+	other := write("other.yaml", strings.Replace(goodPolicy, "name: web}", "name: other}", 1))
 
 	tests := []struct {
 		name       string
@@ -58,6 +60,8 @@ func TestPolicyValidate(t *testing.T) {
 			errContain: "is not in allowed_targets"},
 		{name: "the daemon config's allow list", args: []string{"--config", config, offList}, code: exitOK,
 			out: []string{offList + ": ok (policy off, revision "}},
+		{name: "the daemon's totals across the files given", args: []string{"--config", tight, good, other}, code: exitProblems,
+			out: []string{good + ": ok"}, err: []string{other + ":7:5: spec.observers: the daemon runs at most 1 observers (limits.max_observers): this policy has 1, the other policies 1"}},
 		{name: "missing file", args: []string{filepath.Join(dir, "nope.yaml")}, code: exitProblems,
 			err: []string{filepath.Join(dir, "nope.yaml") + ": cannot read the file: no such file or directory"}},
 		{name: "no file", args: nil, code: exitUsage, errContain: "usage: observerctl policy validate"},
