@@ -78,27 +78,38 @@ type Limits struct {
 	// MaxEventsPerSecond is each policy's budget of observation events;
 	// the excess is dropped and reported in policy.throttled; default 100.
 	MaxEventsPerSecond float64 `yaml:"max_events_per_second"`
+	// MaxEventsPerSecondTotal is the budget of all policies' observation
+	// events together, so that many policies cannot do what one may not;
+	// default 1000.
+	MaxEventsPerSecondTotal float64 `yaml:"max_events_per_second_total"`
 	// MaxObservers is the number of observers of all policies together;
 	// default 1000.
 	MaxObservers int `yaml:"max_observers"`
 	// MaxPluginMemory is the sum of the wasm observers' memory_limit over
-	// all policies; default 1GiB.
+	// all policies; default 512MiB, which with the Go heap's 512MiB
+	// (GOMEMLIMIT) fills the unit's MemoryHigh.
 	MaxPluginMemory ByteSize `yaml:"max_plugin_memory"`
 	// MaxResponseBytes caps what one observation reads of an answer (an
 	// http body, a metrics page, a plugin's http response); default 16MiB.
 	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
+	// MaxResponseBytesTotal caps the answers all observers may hold at
+	// once: each observation reserves its own cap before it asks, and
+	// waits (within its timeout) while the total is taken; default 64MiB.
+	MaxResponseBytesTotal ByteSize `yaml:"max_response_bytes_total"`
 }
 
 // DefaultLimits are the limits of a config that sets none.
 func DefaultLimits() Limits {
 	return Limits{
-		MinInterval:           Duration(time.Second),
-		MaxRequestsPerSecond:  100,
-		MaxConcurrentRequests: 16,
-		MaxEventsPerSecond:    100,
-		MaxObservers:          1000,
-		MaxPluginMemory:       GiB,
-		MaxResponseBytes:      16 * MiB,
+		MinInterval:             Duration(time.Second),
+		MaxRequestsPerSecond:    100,
+		MaxConcurrentRequests:   16,
+		MaxEventsPerSecond:      100,
+		MaxEventsPerSecondTotal: 1000,
+		MaxObservers:            1000,
+		MaxPluginMemory:         512 * MiB,
+		MaxResponseBytes:        16 * MiB,
+		MaxResponseBytesTotal:   64 * MiB,
 	}
 }
 
@@ -396,7 +407,11 @@ func (l *Limits) validate(r *Report) {
 	for _, rate := range []struct {
 		path string
 		v    float64
-	}{{"limits.max_requests_per_second", l.MaxRequestsPerSecond}, {"limits.max_events_per_second", l.MaxEventsPerSecond}} {
+	}{
+		{"limits.max_requests_per_second", l.MaxRequestsPerSecond},
+		{"limits.max_events_per_second", l.MaxEventsPerSecond},
+		{"limits.max_events_per_second_total", l.MaxEventsPerSecondTotal},
+	} {
 		if !(rate.v > 0) || rate.v > maxRate {
 			r.Addf(rate.path, "must be greater than 0 and at most %g, got %g", float64(maxRate), rate.v)
 		}
@@ -412,5 +427,7 @@ func (l *Limits) validate(r *Report) {
 	}
 	if l.MaxResponseBytes < KiB || l.MaxResponseBytes > GiB {
 		r.Addf("limits.max_response_bytes", "must be between 1KiB and 1GiB, got %s", l.MaxResponseBytes)
+	} else if l.MaxResponseBytesTotal < l.MaxResponseBytes || l.MaxResponseBytesTotal > 16*GiB {
+		r.Addf("limits.max_response_bytes_total", "must be between limits.max_response_bytes (%s) and 16GiB, got %s", l.MaxResponseBytes, l.MaxResponseBytesTotal)
 	}
 }
