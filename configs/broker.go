@@ -356,6 +356,11 @@ func secretMode(file string, st fs.FileInfo) error {
 		return fmt.Errorf("%s has mode %04o: a secret must not be writable by its group nor accessible by others (chmod 0600, or 0640 to share it with the daemon's group)",
 			file, mode.Perm())
 	}
+	// Its owner can rewrite it whatever the mode: only root or the user
+	// reading it may own it, as ssh requires of keys.
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d: a secret must be owned by root or by the user that reads it (uid %d)", file, sys.Uid, os.Geteuid())
+	}
 	return nil
 }
 

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -114,7 +113,7 @@ func DefaultLimits() Limits {
 }
 
 // DefaultPIDDirs is allowed_pid_dirs when the config sets none.
-var DefaultPIDDirs = []string{"/run"}
+func DefaultPIDDirs() []string { return []string{"/run"} }
 
 // Broker configures the RabbitMQ connection.
 type Broker struct {
@@ -171,7 +170,7 @@ func Default() *Config {
 		PluginDir:      "/usr/lib/observerd/plugins",
 		StateDir:       "/var/lib/observerd",
 		AllowedTargets: []string{"127.0.0.0/8", "::1/128"},
-		AllowedPIDDirs: DefaultPIDDirs,
+		AllowedPIDDirs: DefaultPIDDirs(),
 		Limits:         DefaultLimits(),
 		Log:            Log{Level: "info", Format: "json"},
 		Admin:          Admin{Listen: "127.0.0.1:9464", Socket: "/run/observerd/admin.sock"},
@@ -251,7 +250,6 @@ func (c *Config) resolvePaths() error {
 	}
 	paths := []*string{&c.PolicyDir, &c.PluginDir, &c.StateDir, &c.Admin.Socket,
 		&c.Broker.PasswordFile, &c.Broker.TLS.CAFile, &c.Broker.TLS.CertFile, &c.Broker.TLS.KeyFile}
-	c.AllowedPIDDirs = slices.Clone(c.AllowedPIDDirs) // not the default's backing array
 	for i := range c.AllowedPIDDirs {
 		paths = append(paths, &c.AllowedPIDDirs[i])
 	}

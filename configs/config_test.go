@@ -379,6 +379,14 @@ func TestSecretFileModes(t *testing.T) {
 			assert.NotNil(t, c)
 		})
 	}
+	t.Run("owned by another user", func(t *testing.T) {
+		pw := filepath.Join(dir, "pw-foreign")
+		require.NoError(t, os.WriteFile(pw, []byte("s3cret"), 0o600))
+		require.NoError(t, os.Chown(pw, 65534, 65534)) // the tests run as root
+		_, err := ReadSecret(pw)
+		require.Error(t, err)
+		assert.Equal(t, pw+" is owned by uid 65534: a secret must be owned by root or by the user that reads it (uid 0)", err.Error())
+	})
 	t.Run("not a regular file", func(t *testing.T) {
 		_, err := ReadSecret(dir)
 		require.Error(t, err)

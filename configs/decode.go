@@ -25,6 +25,9 @@ const (
 	// MaxProblems is where decoding stops reporting: past it, the file is
 	// most likely not the kind of document expected at all.
 	MaxProblems = 100
+	// MaxKeyBytes is the longest mapping key: keys name things, and every
+	// key is repeated in the key path of everything below it.
+	MaxKeyBytes = 256
 )
 
 // Defaulter is implemented (on the pointer) by types that fill in their
@@ -189,8 +192,12 @@ func DecodeStrict(file string, data []byte, out any) (*Document, error) {
 		// "billion laughs" file runs out of budget after a few thousand
 		// nodes instead of expanding to gigabytes.
 		budget: 4*nodes + 10_000,
-		active: map[*yaml.Node]bool{},
-		merged: map[*yaml.Node][]entry{},
+		// Every value decoded is recorded under its key path, and a path
+		// repeats the keys above it: counted in nodes alone, long keys
+		// nested deep and aliased often made gigabytes of paths.
+		pathBudget: 32*len(data) + 1<<20,
+		active:     map[*yaml.Node]bool{},
+		merged:     map[*yaml.Node][]entry{},
 	}
 	doc.at[""] = place{line: root.Line, column: root.Column}
 	d.value(root, v.Elem(), "", nil)
@@ -316,8 +323,10 @@ type decoder struct {
 	// merged keeps the entries of each mapping a merge named, so that a
 	// mapping merged again and again is listed once (its copies are
 	// still charged to the budget).
-	merged  map[*yaml.Node][]entry
-	stopped bool
+	merged map[*yaml.Node][]entry
+	// pathBudget is what the key paths recorded may take, in bytes.
+	pathBudget int
+	stopped    bool
 }
 
 type nodeUnmarshaler interface {
@@ -384,6 +393,11 @@ func (d *decoder) deref(n *yaml.Node, path string) (target *yaml.Node, release f
 // validation can point at it; an alias is recorded where it is used.
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, key *yaml.Node) {
 	if !d.spend(n, path) {
+		return
+	}
+	if d.pathBudget -= len(path); d.pathBudget < 0 {
+		d.fail(n, "", "the document expands too much through aliases")
+		d.stopped = true
 		return
 	}
 	if path != "" {
@@ -461,6 +475,10 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 		}
 		if k.Kind != yaml.ScalarNode {
 			d.fail(k, path, "a key must be a plain value, not %s", describe(k))
+			continue
+		}
+		if len(k.Value) > MaxKeyBytes {
+			d.fail(k, path, "a key of %s; keys have at most %d", Bytes(len(k.Value)), MaxKeyBytes)
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {

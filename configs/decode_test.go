@@ -176,6 +176,42 @@ func TestDecodeStrictMergeBomb(t *testing.T) {
 	}
 }
 
+// keyChain is an anchor holding a chain of depth mappings with keys of
+// keyBytes, aliased uses times.
+func keyChain(keyBytes, depth, uses int) string {
+	key := strings.Repeat("k", keyBytes)
+	return "free:\n  a: &a " + strings.Repeat("{"+key+": ", depth) + "1" + strings.Repeat("}", depth) +
+		"\n  b: [" + strings.TrimSuffix(strings.Repeat("*a, ", uses), ", ") + "]\n"
+}
+
+// Every value is recorded under its key path, which repeats the keys
+// above it. Counted in nodes alone, a 119 KB file of long keys nested deep
+// and aliased 8,500 times allocated 2 GB of paths in 6 s. Keys are capped,
+// and the paths' bytes are charged.
+func TestDecodeStrictLongKeyPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		keyBytes, depth, uses int
+		want                  string
+	}{
+		{"keys too long", 1000, 85, 8500, "s.yaml:2:10: free.a: a key of 1000 bytes; keys have at most 256"},
+		{"the longest keys, nested and aliased", 256, 95, 20000, "the document expands too much through aliases"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := keyChain(tc.keyBytes, tc.depth, tc.uses)
+			require.LessOrEqual(t, len(doc), 256<<10)
+			var err error
+			fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
+				var s sample
+				_, err = DecodeStrict("s.yaml", []byte(doc), &s)
+			})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Less(t, len(err.Error()), 64<<10, "the problems repeat the document")
+		})
+	}
+}
+
 func TestDecodeStrictLimits(t *testing.T) {
 	deep := "free: " + strings.Repeat("[", MaxDepth+5) + strings.Repeat("]", MaxDepth+5)
 	var s sample

@@ -237,7 +237,7 @@ func (e Env) pidDirs() []string {
 	if e.PIDDirs != nil {
 		return e.PIDDirs
 	}
-	return configs.DefaultPIDDirs
+	return configs.DefaultPIDDirs()
 }
 
 // LimitsOf returns the daemon's limits of env, or the defaults.

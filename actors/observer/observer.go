@@ -100,7 +100,7 @@ func (s *Spec) pidDirs() []string {
 	if s.PIDDirs != nil {
 		return s.PIDDirs
 	}
-	return configs.DefaultPIDDirs
+	return configs.DefaultPIDDirs()
 }
 
 // Path is the observer's actor path relative to the daemon, which is also

@@ -633,10 +633,7 @@ func (a *Actor) reject(ctx actor.Context, name string, res *parsed, cur *current
 // publishRejection emits policy.rejected for file, naming the revision
 // that stays in force (cur, when the file had a good version).
 func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*configs.Problem, cur *current) {
-	reasons := make([]string, 0, len(probs))
-	for _, p := range probs {
-		reasons = append(reasons, p.Error())
-	}
+	reasons := rejectionReasons(probs)
 	first := probs[0]
 	outcome := &messages.PolicyOutcome{
 		File: file, Line: int32(first.Line), Column: int32(first.Column), Reason: strings.Join(reasons, "\n"),
@@ -651,6 +648,26 @@ func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*config
 	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
 	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
 	a.opts.Log.Error().Str("file", file).Str("kept_revision", outcome.PreviousRevision).Strs("problems", reasons).Msg("policy rejected")
+}
+
+// maxReason bounds the problems a policy.rejected carries (and its log
+// line): a file may have a hundred problems with long key paths, and the
+// first ones say what to fix.
+const maxReason = 16 << 10
+
+// rejectionReasons renders the problems, one per line, as many as fit in
+// maxReason, and says how many more there are.
+func rejectionReasons(probs []*configs.Problem) []string {
+	var reasons []string
+	size := 0
+	for i, p := range probs {
+		line := p.Error()
+		if size += len(line) + 1; size > maxReason && i > 0 {
+			return append(reasons, fmt.Sprintf("… and %d more problems (observerctl policy validate lists them all)", len(probs)-i))
+		}
+		reasons = append(reasons, line)
+	}
+	return reasons
 }
 
 // remove stops a policy whose file went away or now declares another name.

@@ -558,3 +558,19 @@ func TestRejectedFileIsReadAgainWhenAPluginArrives(t *testing.T) {
 	assert.Equal(t, "web", apply.Policy.Metadata.Name)
 	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "the unchanged rejection was not repeated")
 }
+
+func TestRejectionReasonsAreBounded(t *testing.T) {
+	var probs []*configs.Problem
+	for i := range configs.MaxProblems {
+		probs = append(probs, &configs.Problem{File: "p.yaml", Line: i + 1, Path: strings.Repeat("k", 256) + ".x", Message: "unknown key"})
+	}
+	reasons := rejectionReasons(probs)
+	total := 0
+	for _, r := range reasons {
+		total += len(r) + 1
+	}
+	assert.LessOrEqual(t, total, maxReason+100)
+	assert.Equal(t, probs[0].Error(), reasons[0], "the first problems, whole")
+	assert.Regexp(t, `^… and \d+ more problems \(observerctl policy validate lists them all\)$`, reasons[len(reasons)-1])
+	assert.Equal(t, []string{"p.yaml: short"}, rejectionReasons([]*configs.Problem{{File: "p.yaml", Message: "short"}}))
+}

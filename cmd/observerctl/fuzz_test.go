@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -88,4 +94,33 @@ func TestTrackerFollowsBoundedNodes(t *testing.T) {
 	if len(warnings) != 1 || !strings.Contains(warnings[0], "more than 4096 nodes") {
 		t.Fatalf("warnings: %q", warnings)
 	}
+}
+
+func TestJSONSafe(t *testing.T) {
+	in := map[string]string{"subject": "web\x7f\u009b31m\u202eevil", "plain": "ok é"}
+	raw, err := json.MarshalIndent(in, "", "  ")
+	require.NoError(t, err)
+	out := jsonSafe(raw)
+	assert.NotContains(t, string(out), "\u009b")
+	assert.NotContains(t, string(out), "\x7f")
+	assert.NotContains(t, string(out), "\u202e")
+	assert.Contains(t, string(out), `\u009b`)
+	var back map[string]string
+	require.NoError(t, json.Unmarshal(out, &back), "still JSON")
+	assert.Equal(t, in, back, "the same value")
+	assert.Equal(t, strings.Count(string(raw), "\n"), strings.Count(string(out), "\n"), "indentation kept")
+}
+
+// The status table is printed line by line through printable: an
+// observer's last error that carries an escape sequence shows as text.
+func TestStatusIsPrintable(t *testing.T) {
+	now := time.Now()
+	s := snapshotAt(now)
+	s.Observers[0].LastError = "read: \x1b[2Jcleared"
+	s.Broker.LastError = "\u009b31mred"
+	var b bytes.Buffer
+	printLines(&b, func(w io.Writer) { renderStatus(w, s, now) })
+	assert.Contains(t, b.String(), `read: \x1b[2Jcleared`)
+	assert.NotContains(t, b.String(), "\x1b")
+	assert.NotContains(t, b.String(), "\u009b")
 }

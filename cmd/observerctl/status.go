@@ -42,9 +42,9 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitProblems
 	}
 	if *asJSON {
-		_, _ = stdout.Write(raw)
+		_, _ = stdout.Write(jsonSafe(raw))
 	} else {
-		renderStatus(stdout, snap, time.Now())
+		printLines(stdout, func(w io.Writer) { renderStatus(w, snap, time.Now()) })
 	}
 	if ready, _ := snap.Ready(); !ready {
 		return exitProblems

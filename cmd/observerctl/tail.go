@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -79,7 +77,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			if *asJSON {
 				b, _ := protojson.Marshal(ev)
-				fmt.Fprintln(stdout, string(b))
+				fmt.Fprintln(stdout, string(jsonSafe(b)))
 			} else {
 				fmt.Fprintln(stdout, line(ev))
 			}
@@ -218,29 +216,6 @@ func line(ev *messages.Event) string {
 		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev)))
 }
 
-// maxLine clips a printed line: an event can carry megabytes of text.
-const maxLine = 4096
-
-// printable makes text that came from the broker safe to print: control
-// characters and other unprintable runes are shown escaped (\x1b, not an
-// escape sequence that rewrites the operator's terminal), and the text is
-// clipped to maxLine bytes.
-func printable(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if b.Len() >= maxLine {
-			b.WriteString("…")
-			break
-		}
-		if unicode.IsPrint(r) {
-			b.WriteRune(r)
-			continue
-		}
-		q := strconv.QuoteRuneToASCII(r)
-		b.WriteString(q[1 : len(q)-1])
-	}
-	return b.String()
-}
 
 func summary(ev *messages.Event) string {
 	switch d := ev.Data.(type) {

@@ -106,7 +106,7 @@ func hostileBroker(t *testing.T) {
 		d.declare(t)
 		p := d.start(t)
 		d.waitQueued(t, 200)
-		rss := rssOf(t, p)
+		rss := memOf(t, p, "VmRSS")
 
 		// A memory alarm holds the events in the outbox, which must grow.
 		_, err := node.Ctl(ctx, "set_vm_memory_high_watermark", "0")
@@ -126,7 +126,7 @@ func hostileBroker(t *testing.T) {
 		// Events keep coming; memory does not follow them.
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
-			assert.Less(t, rssOf(t, p), rss+64<<20, "RSS bounded while the disk is full")
+			assert.Less(t, memOf(t, p, "VmRSS"), rss+64<<20, "RSS bounded while the disk is full")
 			time.Sleep(250 * time.Millisecond) // sampling interval, not a synchronisation
 		}
 
@@ -278,20 +278,21 @@ func writeSecret(t *testing.T, path, secret string) {
 	require.NoError(t, os.Rename(tmp, path))
 }
 
-// rssOf is the resident memory of p in bytes.
-func rssOf(t *testing.T, p *proc) int64 {
+// memOf is a memory figure of p from /proc/<pid>/status, in bytes:
+// VmRSS (resident now), VmHWM (the peak of resident).
+func memOf(t *testing.T, p *proc, field string) int64 {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	require.NoError(t, err)
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if kb, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if kb, ok := strings.CutPrefix(s.Text(), field+":"); ok {
 			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
 			require.NoError(t, err)
 			return n << 10
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatalf("no %s", field)
 	return 0
 }
