@@ -216,7 +216,6 @@ func line(ev *messages.Event) string {
 		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev)))
 }
 
-
 func summary(ev *messages.Event) string {
 	switch d := ev.Data.(type) {
 	case *messages.Event_Http:
