@@ -716,22 +716,31 @@ func (x *Caller) GetUser() string {
 }
 
 // PolicyThrottled is the payload of policy.throttled: a policy's observers
-// produced more observations than limits.max_events_per_second allows, and
+// produced more observations than limits.max_events_per_second allows, or
+// all policies together more than limits.max_events_per_second_total, and
 // the excess was not published. It is sent once per window in which
-// observations were dropped; the observations still count for the
-// observers' state (state.changed).
+// observations of the policy were dropped; the observations still count
+// for the observers' state (state.changed).
 type PolicyThrottled struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The window this report covers.
 	Window *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
-	// Observations dropped in the window.
+	// Observations of the policy dropped in the window, by either budget.
 	DroppedEvents uint64 `protobuf:"varint,3,opt,name=dropped_events,json=droppedEvents,proto3" json:"dropped_events,omitempty"`
-	// The budget in force: observations per second, and the burst.
+	// The policy's budget in force: observations per second, and the burst.
 	EventsPerSecond float64 `protobuf:"fixed64,4,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
 	Burst           uint32  `protobuf:"varint,5,opt,name=burst,proto3" json:"burst,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Of dropped_events, those the policy's own budget allowed but the total
+	// budget did not: all policies together were over it. 0 when the policy
+	// alone was over its budget.
+	DroppedByTotal uint64 `protobuf:"varint,6,opt,name=dropped_by_total,json=droppedByTotal,proto3" json:"dropped_by_total,omitempty"`
+	// The total budget in force: observations per second of all policies
+	// together, and the burst.
+	EventsPerSecondTotal float64 `protobuf:"fixed64,7,opt,name=events_per_second_total,json=eventsPerSecondTotal,proto3" json:"events_per_second_total,omitempty"`
+	BurstTotal           uint32  `protobuf:"varint,8,opt,name=burst_total,json=burstTotal,proto3" json:"burst_total,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *PolicyThrottled) Reset() {
@@ -799,6 +808,27 @@ func (x *PolicyThrottled) GetBurst() uint32 {
 	return 0
 }
 
+func (x *PolicyThrottled) GetDroppedByTotal() uint64 {
+	if x != nil {
+		return x.DroppedByTotal
+	}
+	return 0
+}
+
+func (x *PolicyThrottled) GetEventsPerSecondTotal() float64 {
+	if x != nil {
+		return x.EventsPerSecondTotal
+	}
+	return 0
+}
+
+func (x *PolicyThrottled) GetBurstTotal() uint32 {
+	if x != nil {
+		return x.BurstTotal
+	}
+	return 0
+}
+
 var File_polar_observer_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
@@ -855,13 +885,17 @@ const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\x03uid\x18\x02 \x01(\x03R\x03uid\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\x03R\x03gid\x12\x10\n" +
 	"\x03pid\x18\x04 \x01(\x03R\x03pid\x12\x12\n" +
-	"\x04user\x18\x05 \x01(\tR\x04user\"\xc1\x01\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\"\xc3\x02\n" +
 	"\x0fPolicyThrottled\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12%\n" +
 	"\x0edropped_events\x18\x03 \x01(\x04R\rdroppedEvents\x12*\n" +
 	"\x11events_per_second\x18\x04 \x01(\x01R\x0feventsPerSecond\x12\x14\n" +
-	"\x05burst\x18\x05 \x01(\rR\x05burst*\x98\x01\n" +
+	"\x05burst\x18\x05 \x01(\rR\x05burst\x12(\n" +
+	"\x10dropped_by_total\x18\x06 \x01(\x04R\x0edroppedByTotal\x125\n" +
+	"\x17events_per_second_total\x18\a \x01(\x01R\x14eventsPerSecondTotal\x12\x1f\n" +
+	"\vburst_total\x18\b \x01(\rR\n" +
+	"burstTotal*\x98\x01\n" +
 	"\rObserverState\x12\x1e\n" +
 	"\x1aOBSERVER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16OBSERVER_STATE_UNKNOWN\x10\x01\x12\x15\n" +

@@ -30,7 +30,10 @@
 // answers only requests whose Host is a loopback name (else 421: DNS
 // rebinding) and that carry no foreign Origin (else 403: a web page's
 // cross-site request). Both channels bound request headers (8 KiB, 431
-// before any handler), bodies (none is taken), time and connections.
+// before any handler), bodies (none is taken), time and connections, and
+// the rate of each read endpoint (429 over it, see readRate). The read
+// endpoints answer from one snapshot of the state-manager, asked for at
+// most every snapshotMaxAge whatever the number of clients (see cached).
 // Refused requests emit nothing; they are counted in
 // observerd_admin_requests_refused_total.
 //
@@ -83,7 +86,10 @@ type Options struct {
 	// Metrics is served on /metrics and takes the admin's own metrics
 	// (nil: /metrics is 404, and those are counted unregistered).
 	Metrics *prometheus.Registry
-	Log     zerolog.Logger
+	// Now is the clock of the rate limits and of the snapshot's age (nil:
+	// time.Now); tests drive their own.
+	Now func() time.Time
+	Log zerolog.Logger
 }
 
 // Path is the admin's actor path, the source of its events.
@@ -97,16 +103,22 @@ type Actor struct {
 	tcp, unix *server
 	// access says who may use the socket, fixed when it is listened on.
 	access access
+	// state and outbox are the answers of the state-manager and the
+	// broker that the read endpoints share.
+	state  *cached[*messages.Snapshot]
+	outbox *cached[*messages.OutboxSnapshot]
 }
 
 // shared is what the actor's incarnations share, so that it outlives a
-// restart: the TCP address (moved by a SIGHUP), the command rate and the
+// restart: the TCP address (moved by a SIGHUP), the rates and the
 // metrics.
 type shared struct {
 	// listen is the TCP address served; "" serves nothing.
 	listen   string
 	commands *rate.Limiter
-	refused  *prometheus.CounterVec // channel, reason
+	// reads are the read endpoints' buckets, by channel and path.
+	reads   map[channel]map[string]*rate.Limiter
+	refused *prometheus.CounterVec // channel, reason
 }
 
 // Commands are rate limited: an operator types one at a time and a script
@@ -133,29 +145,56 @@ const askTimeout = 2 * time.Second
 
 // New returns the admin actor, with state of its own (Props shares it
 // between incarnations).
-func New(opts Options) *Actor { return &Actor{opts: opts, shared: newShared(opts)} }
+func New(opts Options) *Actor {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Actor{opts: opts, shared: newShared(opts)}
+}
 
 func newShared(opts Options) *shared {
-	s := &shared{
+	return &shared{
 		listen:   opts.Listen,
 		commands: rate.NewLimiter(commandRate, commandBurst),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "observerd_admin_requests_refused_total",
-			Help: "Admin requests refused before anything was done or emitted, by channel (tcp, unix) and reason.",
-		}, []string{"channel", "reason"}),
+		reads:    readLimits(),
+		refused:  refusedCounter(opts),
 	}
-	if opts.Metrics != nil {
-		opts.Metrics.MustRegister(s.refused)
+}
+
+// refusedCounter is observerd_admin_requests_refused_total, registered in
+// opts.Metrics unless it is nil. When the registry already holds it (a
+// New and a Props, or two Props, with one registry), that one is shared;
+// any other registration error is logged and the counter counts
+// unregistered: metrics never stop the admin API.
+func refusedCounter(opts Options) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "observerd_admin_requests_refused_total",
+		Help: "Admin requests refused before anything was done or emitted, by channel (tcp, unix) and reason.",
+	}, []string{"channel", "reason"})
+	if opts.Metrics == nil {
+		return c
 	}
-	return s
+	err := opts.Metrics.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c
+	case errors.As(err, &already):
+		if existing, ok := already.ExistingCollector.(*prometheus.CounterVec); ok {
+			return existing
+		}
+	}
+	opts.Log.Error().Err(err).Msg("admin metrics not registered")
+	return c
 }
 
 // Props for the admin actor. A listen failure at start (port taken, a
 // socket path that cannot be served) fails the actor: restarted with
-// backoff, escalated when it persists.
+// backoff, escalated when it persists. Every incarnation shares the
+// state of one New made here.
 func Props(opts Options) *actor.Props {
-	s := newShared(opts)
-	return actor.PropsFromProducer(func() actor.Actor { return &Actor{opts: opts, shared: s} })
+	first := New(opts)
+	return actor.PropsFromProducer(func() actor.Actor { return &Actor{opts: first.opts, shared: first.shared} })
 }
 
 // Receive handles the actor's messages.
@@ -181,6 +220,8 @@ func (a *Actor) Receive(ctx actor.Context) {
 
 // start serves the socket and the TCP address, whichever is set.
 func (a *Actor) start(root *actor.RootContext) error {
+	a.state = newCached(a.opts.Now, func() (*messages.Snapshot, error) { return a.snapshot(root) })
+	a.outbox = newCached(a.opts.Now, func() (*messages.OutboxSnapshot, error) { return a.askOutbox(root), nil })
 	if a.opts.Socket != "" {
 		gid, group := -1, os.Getegid()
 		if a.opts.SocketGroup != "" {
@@ -277,15 +318,15 @@ func shutdown(srv *server) {
 // commands on the socket only.
 func (a *Actor) routes(root *actor.RootContext, ch channel) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if _, err := a.snapshot(root); err != nil {
+	a.read(mux, ch, "/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := a.state.get(); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "reason": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		s, err := a.snapshot(root)
+	}))
+	a.read(mux, ch, "/readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s, err := a.state.get()
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": []string{err.Error()}})
 			return
@@ -295,19 +336,21 @@ func (a *Actor) routes(root *actor.RootContext, ch channel) *http.ServeMux {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
-	})
-	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) {
-		s, err := a.snapshot(root)
+	}))
+	a.read(mux, ch, "/v1/state", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s, err := a.state.get()
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error()})
 			return
 		}
-		s.Outbox = a.outbox(root)
-		writeJSON(w, http.StatusOK, s)
-	})
+		// A copy: other requests share s.
+		answer := *s
+		answer.Outbox, _ = a.outbox.get()
+		writeJSON(w, http.StatusOK, &answer)
+	}))
 	if a.opts.Metrics != nil {
 		// ContinueOnError: one failing collector must not hide the others.
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Metrics, promhttp.HandlerOpts{
+		a.read(mux, ch, "/metrics", promhttp.HandlerFor(a.opts.Metrics, promhttp.HandlerOpts{
 			ErrorLog: errorLog{a.opts.Log}, ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
@@ -332,10 +375,8 @@ func (a *Actor) handleCommand(root *actor.RootContext, w http.ResponseWriter, r 
 	name, pol, obs := r.PathValue("command"), r.PathValue("policy"), r.PathValue("observer")
 	newMsg, known := commands[name]
 	switch {
-	case !a.shared.commands.Allow():
-		w.Header().Set("Retry-After", "1")
-		a.refuse(w, overUnix, http.StatusTooManyRequests, "rate limited",
-			fmt.Sprintf("too many commands: at most %g a second (bursts of %d); retry in a second", float64(commandRate), commandBurst))
+	case !a.shared.commands.AllowN(a.opts.Now(), 1):
+		a.tooMany(w, overUnix, fmt.Sprintf("too many commands: at most %g a second (bursts of %d); retry in a second", float64(commandRate), commandBurst))
 	case !known:
 		a.refuse(w, overUnix, http.StatusNotFound, "unknown command", "unknown command: use pause, resume or observe")
 	case !policy.ValidName(pol) || !policy.ValidName(obs):
@@ -343,6 +384,8 @@ func (a *Actor) handleCommand(root *actor.RootContext, w http.ResponseWriter, r 
 			"invalid policy or observer name: each has up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit")
 	default:
 		res := a.command(root, name, newMsg(pol, obs), pol+"/"+obs, peerOf(r.Context()).caller())
+		// The caller's next read shows what the command did.
+		a.state.forget()
 		code := http.StatusOK
 		if !res.Ok {
 			code = http.StatusConflict
@@ -403,9 +446,9 @@ func (a *Actor) command(root *actor.RootContext, name string, msg any, target st
 	return res
 }
 
-// outbox asks the broker for its outbox's counters; nil when it does not
-// answer (restarting, or busy past askTimeout).
-func (a *Actor) outbox(root *actor.RootContext) *messages.OutboxSnapshot {
+// askOutbox asks the broker for its outbox's counters; nil when it does
+// not answer (restarting, or busy past askTimeout).
+func (a *Actor) askOutbox(root *actor.RootContext) *messages.OutboxSnapshot {
 	if a.opts.Broker == nil {
 		return nil
 	}

@@ -51,12 +51,16 @@ type fixture struct {
 	sys    *actor.ActorSystem
 	state  *actortest.Recorder
 	task   *actortest.Recorder
+	broker *actortest.Recorder
 	pid    *actor.PID
 	base   string       // the TCP server's URL
 	socket string       // the socket's path
 	unix   *http.Client // a client of the socket, as root
 	reg    *prometheus.Registry
 	snap   atomic.Pointer[messages.Snapshot]
+	// clock is the admin's: rates refill and snapshots age only when the
+	// test advances it.
+	clock *actortest.Clock
 }
 
 // unixBase is the URL of the socket's API for unixClient.
@@ -70,10 +74,10 @@ func setup(t *testing.T, answer bool, opts ...func(*admin.Options)) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), task: actortest.NewRecorder(t, sys, "task-manager"),
-		reg: prometheus.NewRegistry()}
+		reg: prometheus.NewRegistry(), clock: actortest.NewClock()}
 	f.snap.Store(&messages.Snapshot{Node: "node-1"})
-	brokerStub := actortest.NewRecorder(t, sys, "broker")
-	brokerStub.Respond(func(msg any) any {
+	f.broker = actortest.NewRecorder(t, sys, "broker")
+	f.broker.Respond(func(msg any) any {
 		if _, ok := msg.(*broker.GetStats); ok {
 			return outboxStats
 		}
@@ -91,8 +95,8 @@ func setup(t *testing.T, answer bool, opts ...func(*admin.Options)) *fixture {
 	f.task.Respond(func(any) any { return &messages.CommandDone{} })
 	addr := freeAddr(t)
 	f.base = "http://" + addr
-	o := admin.Options{Listen: addr, Socket: filepath.Join(socketDir(t), "admin.sock"), State: f.state.PID, Broker: brokerStub.PID,
-		Task: f.task.PID, Metrics: f.reg, Log: log}
+	o := admin.Options{Listen: addr, Socket: filepath.Join(socketDir(t), "admin.sock"), State: f.state.PID, Broker: f.broker.PID,
+		Task: f.task.PID, Metrics: f.reg, Now: f.clock.Now, Log: log}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -126,6 +130,10 @@ func unixClient(path string) *http.Client {
 }
 
 var client = &http.Client{Timeout: actortest.Wait}
+
+// later moves the admin's clock past the age of a snapshot it may serve,
+// and past any rate limit's refusal.
+func (f *fixture) later() { f.clock.Advance(10 * time.Second) }
 
 // outboxStats is what the broker stub answers.
 var outboxStats = broker.OutboxStats{Events: 3, Bytes: 900, LastSequence: 77}
@@ -182,6 +190,7 @@ func TestReadyz(t *testing.T) {
 
 	// Half way there.
 	f.snap.Store(&messages.Snapshot{Node: "node-1", Broker: messages.BrokerStatus{Connected: true}})
+	f.later()
 	code, _, body = get(t, f.base+"/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	require.NoError(t, json.Unmarshal(body, &notReady))
@@ -189,6 +198,7 @@ func TestReadyz(t *testing.T) {
 
 	// Ready once the broker is connected and the policies are loaded.
 	f.snap.Store(&messages.Snapshot{Node: "node-1", Broker: messages.BrokerStatus{Connected: true}, PoliciesLoaded: true})
+	f.later()
 	code, _, body = get(t, f.base+"/readyz")
 	assert.Equal(t, http.StatusOK, code)
 	assert.JSONEq(t, `{"ready": true}`, string(body))

@@ -25,13 +25,16 @@ const (
 // request line and headers beyond maxHeaderBytes (plus its 4 KiB of
 // slack) with 431 before any handler runs: a path of 900 KB never reaches
 // the router. The write timeout covers /v1/state's two asks (askTimeout
-// each) and the answer.
+// each) and the answer. The idle timeout is short because the maxConns
+// slots are shared by every local process: a client that keeps a
+// connection open without using it holds a slot for 5 s at most (a
+// scraper every 15 s just connects again).
 const (
 	maxHeaderBytes    = 8 << 10
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
 	writeTimeout      = 3 * askTimeout
-	idleTimeout       = 30 * time.Second
+	idleTimeout       = 5 * time.Second
 )
 
 // maxConns bounds the connections each listener serves at once; further

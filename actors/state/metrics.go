@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "observerd_policy_throttled_events_total",
-			Help: "Observations not published because their policy was over its event budget (limits.max_events_per_second), by running policy.",
+			Help: "Observations not published because their policy was over its event budget (limits.max_events_per_second) or all policies together over theirs (limits.max_events_per_second_total), by running policy.",
 		}, []string{"policy"}),
 	}
 	if reg != nil {

@@ -13,15 +13,22 @@
 // it has held one state for that long. Every transition is a state.changed
 // event whose causation_id is the observation that caused it.
 //
-// Event budget: each policy may publish Options.EventsPerSecond observations
-// a second (limits.max_events_per_second), from a token bucket of
-// burstOf(EventsPerSecond). An observation over its policy's budget is not
-// handed to the broker (it takes no sequence and evicts nothing from the
-// outbox) but still counts for its observer's state, so a state.changed
-// may name an unpublished observation as its causation_id. The first drop
-// of a policy opens a report window of Options.ThrottleWindow; when it
-// ends, one policy.throttled says how many observations the policy
-// dropped in it. A policy that drops nothing has no window and no timer.
+// Event budgets: each policy may publish Options.EventsPerSecond
+// observations a second (limits.max_events_per_second), from a token
+// bucket of burstOf(EventsPerSecond), and all policies together
+// Options.EventsPerSecondTotal (limits.max_events_per_second_total), from
+// one bucket of burstOf(EventsPerSecondTotal), so that many policies
+// cannot together do what one may not. An observation is published only
+// when both buckets have a token for it, and then takes one from each;
+// when either refuses it takes nothing from the other (see admit). An
+// observation over budget is not handed to the broker (it takes no
+// sequence and evicts nothing from the outbox) but still counts for its
+// observer's state, so a state.changed may name an unpublished
+// observation as its causation_id. A drop is the policy's, whichever
+// bucket refused: its first drop opens a report window of
+// Options.ThrottleWindow; when it ends, one policy.throttled says how many
+// observations the policy dropped in it, and how many of those the total
+// refused. A policy that drops nothing has no window and no timer.
 // Lifecycle, state and policy events are not budgeted: supervision's
 // backoff bounds them. Budgets follow the policy name: a policy.removed,
 // or a PoliciesLoaded that no longer lists the policy, reports what its
@@ -63,9 +70,18 @@ type Options struct {
 	// EventsPerSecond is each policy's budget of observation events
 	// (limits.max_events_per_second); zero means DefaultEventsPerSecond.
 	EventsPerSecond float64
+	// EventsPerSecondTotal is the budget of all policies' observation
+	// events together (limits.max_events_per_second_total); zero means
+	// DefaultEventsPerSecondTotal.
+	EventsPerSecondTotal float64
 	// ThrottleWindow is the period a policy.throttled report covers; zero
 	// means DefaultThrottleWindow.
 	ThrottleWindow time.Duration
+	// Now and AfterFunc are the clock of the budgets and their report
+	// windows (nil: the wall clock's time.Now and time.AfterFunc); tests
+	// drive their own. AfterFunc's stop reports whether it stopped f.
+	Now       func() time.Time
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// Metrics registers the state-manager's metrics (nil: none).
 	Metrics prometheus.Registerer
 	Log     zerolog.Logger
@@ -76,7 +92,8 @@ const Path = "state-manager"
 
 // Defaults of Options, and the smallest burst of a budget.
 const (
-	DefaultEventsPerSecond = 100
+	DefaultEventsPerSecond      = 100
+	DefaultEventsPerSecondTotal = 1000
 	// DefaultThrottleWindow: long enough that a flooding policy costs one
 	// event every 10 s, short enough that the report comes while the
 	// operator still looks.
@@ -103,7 +120,9 @@ type Actor struct {
 	// policies, and those whose observations arrived since the last
 	// PoliciesLoaded.
 	budgets map[string]*budget
-	snap    messages.Snapshot
+	// total is the budget of all policies together.
+	total *rate.Limiter
+	snap  messages.Snapshot
 }
 
 // budget is one policy's token bucket for observation events, and what it
@@ -111,10 +130,12 @@ type Actor struct {
 type budget struct {
 	limiter *rate.Limiter
 	// dropped counts the observations dropped in the open window, which
-	// began at since; timer ends the window. All zero while none is open.
-	dropped uint64
-	since   time.Time
-	timer   *time.Timer
+	// began at since, and byTotal those of them the total refused; stop
+	// cancels the timer that ends the window. All zero while none is
+	// open.
+	dropped, byTotal uint64
+	since            time.Time
+	stop             func() bool
 	// total counts every observation dropped, for the snapshot.
 	total uint64
 	// revision is the policy's revision of the last dropped observation.
@@ -195,13 +216,23 @@ func newActor(opts Options, m *metrics) *Actor {
 	if opts.EventsPerSecond <= 0 {
 		opts.EventsPerSecond = DefaultEventsPerSecond
 	}
+	if opts.EventsPerSecondTotal <= 0 {
+		opts.EventsPerSecondTotal = DefaultEventsPerSecondTotal
+	}
 	if opts.ThrottleWindow <= 0 {
 		opts.ThrottleWindow = DefaultThrottleWindow
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}
 	a := &Actor{
 		opts: opts, metrics: m,
 		observers: map[string]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
-		snap: messages.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
+		total: rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
+		snap:  messages.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
 	}
 	for _, name := range opts.Actors {
 		a.actors[name] = &lifecycle{status: messages.StatusRunning}
@@ -229,7 +260,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *messages.Emit:
 		a.emit(ctx, msg)
 	case *windowEnded:
-		if b := a.budgets[msg.policy]; b == msg.budget && b.timer != nil && b.since.Equal(msg.since) {
+		if b := a.budgets[msg.policy]; b == msg.budget && b.stop != nil && b.since.Equal(msg.since) {
 			a.report(ctx, msg.policy, b, a.opts.ThrottleWindow)
 		}
 	case *messages.BrokerStatus:
@@ -337,9 +368,18 @@ func (a *Actor) publish(ctx actor.Context, path string, ev *messages.Event) {
 	ctx.Send(a.opts.Broker, &messages.Publish{Event: ev})
 }
 
-// admit takes a token from the budget of ev's policy, and reports whether
-// ev may be published. A drop opens the policy's report window if none is
-// open.
+// admit reports whether ev may be published: when both its policy's
+// budget and the total budget have a token for it, and then it takes one
+// from each. When either refuses, it takes nothing from the other, for
+// fairness both ways: an observation over its own policy's budget does
+// not spend the share of the total the other policies need (a flooding
+// policy takes at most its own budget from the total), and one the total
+// refuses leaves its policy's tokens for when the total has room again
+// (a policy is not charged for what the others did). So the total only
+// bites when many policies together exceed it, and then every
+// observation has the same chance: each policy gets a share in proportion
+// to what it makes, never more than its own budget. A drop, by either,
+// is the policy's and opens its report window if none is open.
 func (a *Actor) admit(ctx actor.Context, ev *messages.Event) bool {
 	name := ev.Policy.GetName()
 	b := a.budgets[name]
@@ -347,17 +387,26 @@ func (a *Actor) admit(ctx actor.Context, ev *messages.Event) bool {
 		b = &budget{limiter: rate.NewLimiter(rate.Limit(a.opts.EventsPerSecond), burstOf(a.opts.EventsPerSecond))}
 		a.budgets[name] = b
 	}
-	if b.limiter.Allow() {
+	// The actor handles one message at a time: nothing takes a token
+	// between the look and the take.
+	now := a.opts.Now()
+	own := b.limiter.TokensAt(now) >= 1
+	if own && a.total.TokensAt(now) >= 1 {
+		b.limiter.AllowN(now, 1)
+		a.total.AllowN(now, 1)
 		return true
 	}
 	b.dropped++
+	if own {
+		b.byTotal++
+	}
 	b.total++
 	b.revision = ev.Policy.GetRevision()
 	a.metrics.throttled.WithLabelValues(name).Inc()
-	if b.timer == nil {
-		root, self, since := ctx.ActorSystem().Root, ctx.Self(), time.Now()
-		b.since = since
-		b.timer = time.AfterFunc(a.opts.ThrottleWindow, func() { root.Send(self, &windowEnded{policy: name, budget: b, since: since}) })
+	if b.stop == nil {
+		root, self := ctx.ActorSystem().Root, ctx.Self()
+		b.since = now
+		b.stop = a.opts.AfterFunc(a.opts.ThrottleWindow, func() { root.Send(self, &windowEnded{policy: name, budget: b, since: now}) })
 	}
 	return false
 }
@@ -371,16 +420,20 @@ func (a *Actor) report(ctx actor.Context, name string, b *budget, window time.Du
 	ev.Severity = messages.Severity_SEVERITY_MEDIUM
 	ev.Policy = &messages.PolicyRef{Name: name, Revision: b.revision}
 	ev.Data = &messages.Event_PolicyThrottled{PolicyThrottled: &messages.PolicyThrottled{
-		Name:            name,
-		Window:          durationpb.New(window),
-		DroppedEvents:   b.dropped,
-		EventsPerSecond: a.opts.EventsPerSecond,
-		Burst:           uint32(burstOf(a.opts.EventsPerSecond)),
+		Name:                 name,
+		Window:               durationpb.New(window),
+		DroppedEvents:        b.dropped,
+		EventsPerSecond:      a.opts.EventsPerSecond,
+		Burst:                uint32(burstOf(a.opts.EventsPerSecond)),
+		DroppedByTotal:       b.byTotal,
+		EventsPerSecondTotal: a.opts.EventsPerSecondTotal,
+		BurstTotal:           uint32(burstOf(a.opts.EventsPerSecondTotal)),
 	}}
-	a.opts.Log.Warn().Str("policy", name).Uint64("dropped", b.dropped).Dur("window", window).
-		Float64("events_per_second", a.opts.EventsPerSecond).Msg("policy throttled: observations over its event budget were not published")
-	b.timer.Stop()
-	b.dropped, b.since, b.timer = 0, time.Time{}, nil
+	a.opts.Log.Warn().Str("policy", name).Uint64("dropped", b.dropped).Uint64("dropped_by_total", b.byTotal).Dur("window", window).
+		Float64("events_per_second", a.opts.EventsPerSecond).Float64("events_per_second_total", a.opts.EventsPerSecondTotal).
+		Msg("policy throttled: observations over its event budget, or over all policies' total, were not published")
+	b.stop()
+	b.dropped, b.byTotal, b.since, b.stop = 0, 0, time.Time{}, nil
 	a.stamp(Path, ev)
 	a.publish(ctx, Path, ev)
 }
@@ -388,8 +441,8 @@ func (a *Actor) report(ctx actor.Context, name string, b *budget, window time.Du
 // closeWindow reports b's open window, if any, before its end: the report
 // covers the time since its first drop.
 func (a *Actor) closeWindow(ctx actor.Context, name string, b *budget) {
-	if b.timer != nil {
-		a.report(ctx, name, b, time.Since(b.since))
+	if b.stop != nil {
+		a.report(ctx, name, b, a.opts.Now().Sub(b.since))
 	}
 }
 

@@ -184,8 +184,8 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 		{Name: supervisor.StateManager, Props: state.Props(state.Options{
 			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Metrics: metrics, Log: actorLog(supervisor.StateManager),
 			Actors: []string{supervisor.Broker, supervisor.StateManager, supervisor.TaskManager, supervisor.PolicyManager, supervisor.Admin},
-			// Each policy's budget of observation events.
-			EventsPerSecond: cfg.Limits.MaxEventsPerSecond,
+			// Each policy's budget of observation events, and all policies'.
+			EventsPerSecond: cfg.Limits.MaxEventsPerSecond, EventsPerSecondTotal: cfg.Limits.MaxEventsPerSecondTotal,
 		})},
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
 			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,

@@ -171,6 +171,82 @@ func hostileAdmin(t *testing.T) {
 		_, metrics := send(t, http.DefaultClient, http.MethodGet, tcp+"/metrics", nil)
 		assert.Regexp(t, `observerd_admin_requests_refused_total\{channel="unix",reason="rate limited"\} [1-9]`, metrics)
 	})
+
+	t.Run("a flood of state reads gets 429 while probes and scrapes are answered", func(t *testing.T) {
+		// For 2 s, 64 clients, as many as the connection slots, read
+		// /v1/state as fast as they can; a prober reads /readyz and
+		// /metrics five times a second meanwhile.
+		var ok, limited atomic.Int64
+		var wg sync.WaitGroup
+		flooding := make(chan struct{})
+		begin := time.Now()
+		for range 64 {
+			wg.Go(func() {
+				for time.Since(begin) < 2*time.Second {
+					code, err := fetch(http.MethodGet, tcp+"/v1/state")
+					switch {
+					case err != nil:
+						t.Error(err)
+						return
+					case code == http.StatusOK:
+						ok.Add(1)
+					case code == http.StatusTooManyRequests:
+						limited.Add(1)
+					default:
+						t.Errorf("unexpected %d", code)
+						return
+					}
+				}
+			})
+		}
+		var probes []string
+		probed := make(chan struct{})
+		go func() {
+			defer close(probed)
+			pace := time.NewTicker(200 * time.Millisecond) // a prober's period, not a synchronisation
+			defer pace.Stop()
+			for {
+				for _, path := range []string{"/readyz", "/metrics"} {
+					code, err := fetch(http.MethodGet, tcp+path)
+					probes = append(probes, fmt.Sprintf("%s %d %v", path, code, err))
+				}
+				select {
+				case <-flooding:
+					return
+				case <-pace.C:
+				}
+			}
+		}()
+		wg.Wait()
+		elapsed := time.Since(begin)
+		close(flooding)
+		<-probed
+		t.Logf("/v1/state: %d answered, %d refused with 429 in %s; probes: %v", ok.Load(), limited.Load(), elapsed.Round(time.Millisecond), probes)
+		require.Positive(t, limited.Load(), "no read was refused")
+		assert.LessOrEqual(t, float64(ok.Load()), 40+20*elapsed.Seconds()+1, "more /v1/state answers than the rate allows")
+		for _, p := range probes {
+			assert.Regexp(t, ` 200 <nil>$`, p, "a probe during the flood")
+		}
+		_, metrics := send(t, http.DefaultClient, http.MethodGet, tcp+"/metrics", nil)
+		assert.Regexp(t, `observerd_admin_requests_refused_total\{channel="tcp",reason="rate limited"\} [1-9]`, metrics)
+	})
+}
+
+// fetch sends a request on a connection of its own and returns the
+// status, failing nothing, for goroutines.
+func fetch(method, url string) (int, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Close = true
+	resp, err := (&http.Client{Timeout: wait}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // socketClient is an HTTP client of the unix socket at path.

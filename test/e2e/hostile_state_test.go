@@ -99,6 +99,56 @@ func hostileState(t *testing.T) {
 		}
 	})
 
+	t.Run("many policies within their budgets are held to the total", func(t *testing.T) {
+		const (
+			perSecond = 50 // each policy makes 40 a second: within it
+			total     = 20
+			burst     = 64 // max(total, one plugin call's 64 events)
+		)
+		target := startObservable(t)
+		d := newDaemon(t, "", withLimits(fmt.Sprintf("{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, "+
+			"max_events_per_second: %d, max_events_per_second_total: %d}", perSecond, total)))
+		names := []string{"p0", "p1", "p2", "p3"}
+		for _, name := range names {
+			writePolicyFile(t, d, name+".yaml", name, target,
+				"    - {name: a, kind: http, interval: 50ms, http: {path: /healthz}}\n    - {name: b, kind: http, interval: 50ms, http: {path: /healthz}}\n")
+		}
+		c := d.consume(t)
+		started := time.Now()
+		d.start(t)
+
+		// Each policy is throttled, by the total alone.
+		reports := map[string]*messages.PolicyThrottled{}
+		require.Eventually(t, func() bool {
+			for _, ev := range c.ofType(messages.TypePolicyThrottled) {
+				if r := ev.GetPolicyThrottled(); reports[r.GetName()] == nil {
+					reports[r.GetName()] = r
+				}
+			}
+			return len(reports) == len(names)
+		}, wait, tick, "not every policy was throttled: %v", reports)
+		for _, name := range names {
+			r := reports[name]
+			assert.Positive(t, r.DroppedEvents, name)
+			assert.Equal(t, r.DroppedEvents, r.DroppedByTotal, "%s was within its own budget", name)
+			assert.Equal(t, float64(perSecond), r.EventsPerSecond)
+			assert.Equal(t, float64(total), r.EventsPerSecondTotal)
+			assert.Equal(t, uint32(burst), r.BurstTotal)
+		}
+
+		// All of them together published no more than the total allows
+		// over the daemon's life.
+		published := len(c.ofType(messages.TypeObservationHTTP))
+		lifetime := time.Since(started)
+		t.Logf("%d policies: %d observations published in %s (total budget %d/s, burst %d)", len(names), published, lifetime.Round(time.Millisecond), total, burst)
+		assert.LessOrEqual(t, published, burst+int(total*lifetime.Seconds()+1), "published beyond the total")
+		families, err := d.scrape()
+		require.NoError(t, err)
+		for _, name := range names {
+			assert.Positive(t, counterOf(families, "observerd_policy_throttled_events_total", "policy", name), "counted against %s", name)
+		}
+	})
+
 	t.Run("a policy past limits.max_observers is rejected, the first one runs", func(t *testing.T) {
 		target := startObservable(t)
 		d := newDaemon(t, "", withLimits(
