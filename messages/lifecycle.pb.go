@@ -397,18 +397,24 @@ func (x *ObserverLifecycle) GetWindow() *durationpb.Duration {
 //     I/O error), and dropped_events events that were never accepted were
 //     dropped from memory. They had no sequence yet: first_sequence and
 //     last_sequence are 0, and no gap shows for them.
-//   - "corrupt": the outbox file was damaged and moved aside. Events with
-//     a sequence from first_sequence to last_sequence that a consumer has
-//     not received are lost; sequences in that range were possibly never
-//     used. dropped_events and dropped_bytes are 0: the damaged file cannot
-//     say how many it held.
+//   - "memory_full": as disk_full, but the outbox could be written: its
+//     commits (a slow disk) did not keep up with the events, and the
+//     events waiting for a commit outgrew their bound in memory.
+//   - "corrupt": damage. Either the outbox file was damaged and moved
+//     aside: events with a sequence from first_sequence to last_sequence
+//     that a consumer has not received are lost; sequences in that range
+//     were possibly never used; dropped_events and dropped_bytes are 0
+//     (the damaged file cannot say how many it held). Or records of a
+//     healthy file were damaged (they no longer decode): the events
+//     first_sequence to last_sequence, dropped_events of them and
+//     dropped_bytes as stored, are lost, and were never delivered.
 type OutboxOverflow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FirstSequence uint64                 `protobuf:"varint,1,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
 	LastSequence  uint64                 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	DroppedEvents uint64                 `protobuf:"varint,3,opt,name=dropped_events,json=droppedEvents,proto3" json:"dropped_events,omitempty"`
 	DroppedBytes  uint64                 `protobuf:"varint,4,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
-	Policy        string                 `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"` // drop_oldest | disk_full | corrupt
+	Policy        string                 `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"` // drop_oldest | disk_full | memory_full | corrupt
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

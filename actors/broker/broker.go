@@ -11,7 +11,9 @@
 // itself (at most one per contiguous range per second, and the rest at
 // stop), naming first and last sequence exactly; events dropped from
 // memory while the outbox cannot be written, by one with policy disk_full
-// once it can; a damaged outbox file, by one with policy corrupt.
+// once it can, or while its commits do not keep up, by one with policy
+// memory_full; a damaged outbox file, and damaged records of a healthy
+// one (the latter exactly, as drop_oldest's), by ones with policy corrupt.
 //
 // Messages: *messages.Publish (accepted, no reply), *GetStats (replies
 // OutboxStats), *SetLimit (no reply).

@@ -237,3 +237,60 @@ func TestOutboxDamagedWhilePublishingIsReplacedAndReported(t *testing.T) {
 		}
 	}
 }
+
+func TestDamagedRecordIsReportedAndDeliveryGoesOn(t *testing.T) {
+	// bbolt has no checksum on its data pages: a damaged value opens and
+	// reads. It is lost alone: reported, and every other event delivered.
+	f := newFixture(t, "#")
+	ob := f.opts.Outbox
+	before := events(5)
+	for _, ev := range before {
+		ev.Node = f.opts.Node
+	}
+	_, err := ob.Append(before, nil)
+	require.NoError(t, err)
+	stored, err := ob.After(0, 5)
+	require.NoError(t, err)
+	raw := stored[1].Raw // sequence 2
+	boltdamage.Value(t, filepath.Join(ob.dir, "outbox.db"), raw, 0, garbage)
+
+	reg := f.withMetrics()
+	f.consume(t)
+	pid := f.start(t)
+	got := f.receive(t, 5)
+	var report *messages.Event
+	var seqs []uint64
+	for _, ev := range got {
+		if ev.Type == messages.TypeOutboxOverflow {
+			report = ev
+			continue
+		}
+		seqs = append(seqs, ev.Sequence)
+	}
+	assert.Equal(t, []uint64{1, 3, 4, 5}, seqs, "the events after the damaged one are delivered")
+	require.NotNil(t, report)
+	assert.Equal(t, uint64(6), report.Sequence)
+	assert.True(t, proto.Equal(&messages.OutboxOverflow{
+		FirstSequence: 2, LastSequence: 2, DroppedEvents: 1, DroppedBytes: uint64(len(raw)), Policy: "corrupt",
+	}, report.GetOutboxOverflow()), "%v", report.GetOutboxOverflow())
+
+	later := events(5)
+	f.publish(pid, later)
+	for i, ev := range f.receive(t, 5) {
+		assert.Equal(t, later[i].Id, ev.Id)
+		assert.Equal(t, uint64(7+i), ev.Sequence, "nothing else is lost")
+	}
+	require.Eventually(t, func() bool { return f.stats(t, pid).Events == 0 }, wait, 10*time.Millisecond,
+		"the damaged record left the outbox with the rest")
+	assert.False(t, ob.NeedsRepair())
+	var statuses int
+	for _, m := range f.status.Messages() {
+		if s, ok := m.(*messages.BrokerStatus); ok {
+			statuses++
+			assert.True(t, s.Connected, "the connection stayed up")
+		}
+	}
+	assert.Positive(t, statuses)
+	waitMetric(t, reg, 1, "observerd_events_damaged_total")
+	assert.Zero(t, metricValue(t, reg, "observerd_events_dropped_total"))
+}

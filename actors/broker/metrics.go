@@ -27,6 +27,7 @@ type metrics struct {
 	nacked     prometheus.Counter
 	returned   prometheus.Counter
 	dropped    prometheus.Counter
+	damaged    prometheus.Counter
 	lost       prometheus.Counter
 	latency    prometheus.Histogram
 	connected  prometheus.Gauge
@@ -67,8 +68,10 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 		nacked:    counter("observerd_events_nacked_total", "Publications nacked by RabbitMQ or left unconfirmed by a lost connection; the event goes again."),
 		returned:  counter("observerd_events_returned_total", "Publications returned unroutable (no queue bound); the event stays in the outbox and goes again."),
 		dropped:   counter("observerd_events_dropped_total", "Events dropped from a full outbox (outbox.when_full: drop_oldest), as reported in outbox.overflow events."),
+		damaged: counter("observerd_events_damaged_total",
+			"Events whose record in the outbox was found damaged and deleted, as reported in outbox.overflow events with policy corrupt."),
 		lost: counter("observerd_events_dropped_unaccepted_total",
-			"Events dropped from memory before they were accepted, while the outbox could not be written (a full disk), as reported in outbox.overflow events with policy disk_full."),
+			"Events dropped from memory before they were accepted, while the outbox could not be written (a full disk) or its commits did not keep up, as reported in outbox.overflow events with policy disk_full or memory_full."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "observerd_confirm_latency_seconds", Help: "Time from publishing an event to RabbitMQ's ack of it.",
 			Buckets: confirmBuckets,
@@ -99,7 +102,7 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.accepted, m.published, m.confirmed, m.nacked, m.returned, m.dropped, m.lost,
+	return []prometheus.Collector{m.accepted, m.published, m.confirmed, m.nacked, m.returned, m.dropped, m.damaged, m.lost,
 		m.latency, m.connected, m.blocked, m.reconnects}
 }
 
@@ -158,13 +161,15 @@ func typeLabel(typ string) string {
 	return typ
 }
 
-// drop counts events dropped by drop_oldest.
+// drop counts events dropped by drop_oldest, or found damaged.
 func (m *metrics) drop(ds []Dropped) {
-	var n uint64
 	for _, d := range ds {
-		n += d.Events
+		if d.Policy == policyCorrupt {
+			m.damaged.Add(float64(d.Events))
+		} else {
+			m.dropped.Add(float64(d.Events))
+		}
 	}
-	m.dropped.Add(float64(n))
 }
 
 // settle counts how RabbitMQ answered one publication made after

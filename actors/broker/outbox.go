@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +37,12 @@ import (
 // event is an outbox.overflow with policy "corrupt" naming the range the
 // damaged file may have taken with it. Every other error (permission, I/O,
 // the lock) leaves the file as it is.
+//
+// A damaged record (a value that does not decode to its own sequence:
+// bbolt has no checksum on its data pages, so such a file opens) is damage
+// to that record alone: readers leave it out and remember it, and the
+// committer's next Commit deletes it and returns it as a Dropped range
+// with policy corrupt, which the pipeline reports as any other loss.
 type Outbox struct {
 	dir, path string
 	opts      OutboxOptions
@@ -73,6 +81,12 @@ type Outbox struct {
 	events               int
 	bytes                int64
 	stats                atomic.Pointer[OutboxStats]
+
+	// damaged are the sequences of the damaged records readers found, for
+	// the next Commit to delete and report; at most maxDamaged. Under
+	// damagedMu: readers do not hold mu.
+	damagedMu sync.Mutex
+	damaged   map[uint64]bool
 }
 
 // OutboxOptions configure an Outbox.
@@ -95,11 +109,39 @@ type Limit struct {
 	DropOldest bool
 }
 
-// Dropped is one contiguous range of events dropped to make room.
+// Dropped is one contiguous range of events lost for one reason, Policy:
+// dropped to make room (drop_oldest), or found damaged (corrupt). Events
+// dropped from memory before they were accepted (disk_full, memory_full)
+// have no sequence: First and Last are 0.
 type Dropped struct {
 	First, Last uint64
 	Events      uint64
 	Bytes       uint64
+	Policy      string
+}
+
+// The policies of outbox.overflow events (OutboxOverflow.policy).
+const (
+	policyDropOldest = "drop_oldest"
+	policyDiskFull   = "disk_full"
+	policyMemoryFull = "memory_full"
+	policyCorrupt    = "corrupt"
+)
+
+// mergeDropped adds d to ds, extending the last range when d follows it
+// for the same reason.
+func mergeDropped(ds []Dropped, d Dropped) []Dropped {
+	if n := len(ds); n > 0 && ds[n-1].Policy == d.Policy && ds[n-1].Last+1 == d.First {
+		last := &ds[n-1]
+		last.Last, last.Events, last.Bytes = d.Last, last.Events+d.Events, last.Bytes+d.Bytes
+		return ds
+	}
+	return append(ds, d)
+}
+
+// droppedOne is the range of the single record seq of size bytes.
+func droppedOne(seq uint64, size int, policy string) Dropped {
+	return Dropped{First: seq, Last: seq, Events: 1, Bytes: uint64(size), Policy: policy}
 }
 
 var (
@@ -346,12 +388,19 @@ func (o *Outbox) recoverDamage(err *error) {
 	}
 }
 
-// NeedsRepair reports whether the file is damaged or missing: the next
-// Commit, even of nothing, replaces it.
+// NeedsRepair reports whether the file is damaged or missing, or readers
+// found damaged records: the next Commit, even of nothing, replaces the
+// file or deletes (and returns) the records.
 func (o *Outbox) NeedsRepair() bool {
 	o.dbMu.RLock()
 	defer o.dbMu.RUnlock()
-	return !o.closed && (o.db == nil || o.broken.Load())
+	if o.closed {
+		return false
+	}
+	o.damagedMu.Lock()
+	records := len(o.damaged) > 0
+	o.damagedMu.Unlock()
+	return o.db == nil || o.broken.Load() || records
 }
 
 // repairLocked moves a damaged file aside and creates the new one; mu
@@ -424,6 +473,10 @@ func (o *Outbox) moveAside(cause error) error {
 		Msg("outbox file damaged: replaced by a new one; the events it held that no consumer received are lost")
 	o.report = r
 	o.last, o.floor, o.ceiling, o.events, o.bytes = last, s.floor, s.ceiling, 0, 0
+	// Damaged records of the old file are within the reported range.
+	o.damagedMu.Lock()
+	clear(o.damaged)
+	o.damagedMu.Unlock()
 	return nil
 }
 
@@ -443,7 +496,7 @@ func (o *Outbox) create() error {
 	if r := o.report; r != nil {
 		last++
 		ev := overflowEvent(o.opts.Node, o.opts.Version, &messages.OutboxOverflow{
-			FirstSequence: r.First, LastSequence: r.Last, Policy: "corrupt",
+			FirstSequence: r.First, LastSequence: r.Last, Policy: policyCorrupt,
 		})
 		ev.Sequence = last
 		if report, err = proto.Marshal(ev); err != nil {
@@ -489,19 +542,27 @@ func (o *Outbox) create() error {
 // transaction (one fsync for the whole group). With Limit.DropOldest it
 // drops, in the same transaction, the oldest events that keep(seq) does
 // not protect until the outbox fits in Limit.MaxBytes, and returns what
-// it dropped.
+// it dropped. Damaged records found by readers are left to Commit.
 func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dropped, error) {
-	return o.Commit(evs, nil, keep)
+	return o.commit(evs, nil, keep, false)
 }
 
 // Commit appends evs (as Append) and deletes the confirmed events del in
 // one transaction: one fsync for both, which is what keeps a steady stream
-// at one commit per group instead of two.
+// at one commit per group instead of two. It is the committer's: it also
+// deletes the damaged records readers found, and returns them among the
+// dropped ranges (policy corrupt), which its caller must report.
 //
 // A damaged file is replaced first (and when the commit itself finds the
 // damage, the commit goes again to the new file): evs were not accepted
 // yet, so they are the new file's, after its report.
 func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
+	return o.commit(evs, del, keep, true)
+}
+
+// commit is Append, Commit or Delete; purge deletes the damaged records
+// found by readers.
+func (o *Outbox) commit(evs []*messages.Event, del []uint64, keep func(seq uint64) bool, purge bool) ([]Dropped, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var dropped []Dropped
@@ -510,7 +571,14 @@ func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 		if err = o.repairLocked(err); err != nil {
 			break
 		}
-		if dropped, err = o.commitTx(evs, del, keep); !errors.Is(err, errDamaged) {
+		var damaged []uint64
+		if purge {
+			damaged = o.damagedRecords()
+		}
+		if dropped, err = o.commitTx(evs, del, damaged, keep); err == nil {
+			o.forgetDamaged(damaged)
+		}
+		if !errors.Is(err, errDamaged) {
 			break
 		}
 	}
@@ -521,7 +589,9 @@ func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 	return dropped, nil
 }
 
-func (o *Outbox) commitTx(evs []*messages.Event, del []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
+// commitTx is one commit: it deletes the confirmed events del and the
+// damaged records damaged, appends evs, and drops to make room.
+func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
 	last, events, bytes := o.last, o.events, o.bytes
 	var dropped []Dropped
 	err := o.update(func(tx *bolt.Tx) error {
@@ -537,6 +607,21 @@ func (o *Outbox) commitTx(evs []*messages.Event, del []uint64, keep func(seq uin
 				if err := b.Delete(k); err != nil {
 					return err
 				}
+			}
+		}
+		// After the confirmed ones: a record confirmed before it was
+		// damaged was delivered, and is no loss.
+		for _, s := range damaged {
+			k := seqKey(s)
+			v := b.Get(k)
+			if v == nil {
+				continue // dropped since it was found, and reported as such
+			}
+			dropped = mergeDropped(dropped, droppedOne(s, len(v), policyCorrupt))
+			events--
+			bytes -= int64(len(v))
+			if err := b.Delete(k); err != nil {
+				return err
 			}
 		}
 		for _, ev := range evs {
@@ -559,15 +644,15 @@ func (o *Outbox) commitTx(evs []*messages.Event, del []uint64, keep func(seq uin
 		// Only an append makes room by dropping: a commit of deletes alone
 		// (Delete) has no keep function and nobody to report drops to.
 		if l := o.Limit(); len(evs) > 0 && l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
-			var err error
-			dropped, err = dropOldest(b, bytes-l.MaxBytes, keep)
+			oldest, err := dropOldest(b, bytes-l.MaxBytes, keep)
 			if err != nil {
 				return err
 			}
-			for _, d := range dropped {
+			for _, d := range oldest {
 				events -= int(d.Events)
 				bytes -= int64(d.Bytes)
 			}
+			dropped = append(dropped, oldest...)
 		}
 		return tx.Bucket(bucketMeta).Put(keyLastSeq, seqKey(last))
 	})
@@ -617,13 +702,7 @@ func dropOldest(b *bolt.Bucket, need int64, keep func(uint64) bool) ([]Dropped, 
 		}
 		victims = append(victims, k)
 		need -= int64(len(v))
-		if n := len(out); n > 0 && out[n-1].Last == seq-1 {
-			out[n-1].Last = seq
-			out[n-1].Events++
-			out[n-1].Bytes += uint64(len(v))
-		} else {
-			out = append(out, Dropped{First: seq, Last: seq, Events: 1, Bytes: uint64(len(v))})
-		}
+		out = mergeDropped(out, droppedOne(seq, len(v), policyDropOldest))
 	}
 	// Deleting while iterating would move bbolt's cursor; delete after.
 	for _, k := range victims {
@@ -700,15 +779,21 @@ type Record struct {
 	Raw   []byte
 }
 
-// After returns up to max events with a sequence above seq, in order.
-func (o *Outbox) After(seq uint64, max int) ([]Record, error) {
+// After returns up to n events with a sequence above seq, in order. A
+// damaged record is left out and remembered for the next Commit, which
+// deletes and reports it: the events after it go on.
+func (o *Outbox) After(seq uint64, n int) ([]Record, error) {
 	var out []Record
 	err := o.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.Seek(seqKey(seq + 1)); k != nil && len(out) < max; k, v = c.Next() {
-			ev := &messages.Event{}
-			if err := proto.Unmarshal(v, ev); err != nil {
-				return fmt.Errorf("decode event %d: %w", binary.BigEndian.Uint64(k), err)
+		for k, v := c.Seek(seqKey(seq + 1)); k != nil && len(out) < n; k, v = c.Next() {
+			s := binary.BigEndian.Uint64(k)
+			ev := decodeRecord(s, v)
+			if ev == nil {
+				if !o.foundDamaged(s) {
+					break // found again once Commit has deleted those known
+				}
+				continue
 			}
 			// v is only valid inside the transaction.
 			out = append(out, Record{Event: ev, Raw: append([]byte(nil), v...)})
@@ -721,6 +806,58 @@ func (o *Outbox) After(seq uint64, max int) ([]Record, error) {
 	return out, nil
 }
 
+// decodeRecord decodes the stored value of seq; nil when it is damaged: it
+// does not decode, or decodes to another sequence (every value is stored
+// with its own).
+func decodeRecord(seq uint64, v []byte) *messages.Event {
+	ev := &messages.Event{}
+	if proto.Unmarshal(v, ev) != nil || ev.Sequence != seq {
+		return nil
+	}
+	return ev
+}
+
+// maxDamaged bounds the damaged records remembered between two commits:
+// a reader stops at one more, and finds it again after the next Commit.
+const maxDamaged = 4096
+
+// foundDamaged remembers the damaged record seq for the next Commit; false
+// when there is no room left.
+func (o *Outbox) foundDamaged(seq uint64) bool {
+	o.damagedMu.Lock()
+	defer o.damagedMu.Unlock()
+	if o.damaged[seq] {
+		return true
+	}
+	if len(o.damaged) >= maxDamaged {
+		return false
+	}
+	if o.damaged == nil {
+		o.damaged = map[uint64]bool{}
+	}
+	o.damaged[seq] = true
+	return true
+}
+
+// damagedRecords returns the damaged records found, in sequence order.
+func (o *Outbox) damagedRecords() []uint64 {
+	o.damagedMu.Lock()
+	defer o.damagedMu.Unlock()
+	seqs := slices.Collect(maps.Keys(o.damaged))
+	slices.Sort(seqs)
+	return seqs
+}
+
+// forgetDamaged forgets the damaged records a commit deleted (a reader may
+// have found more meanwhile).
+func (o *Outbox) forgetDamaged(seqs []uint64) {
+	o.damagedMu.Lock()
+	defer o.damagedMu.Unlock()
+	for _, s := range seqs {
+		delete(o.damaged, s)
+	}
+}
+
 // Get returns the record with sequence seq, or nil when it is not there.
 func (o *Outbox) Get(seq uint64) (*Record, error) {
 	rs, err := o.After(seq-1, 1)
@@ -731,8 +868,9 @@ func (o *Outbox) Get(seq uint64) (*Record, error) {
 }
 
 // Delete removes confirmed events; deleting an absent one is not an error.
+// Damaged records are left to Commit: nobody would report them here.
 func (o *Outbox) Delete(seqs []uint64) error {
-	_, err := o.Commit(nil, seqs, nil)
+	_, err := o.commit(nil, seqs, nil, false)
 	return err
 }
 

@@ -128,8 +128,8 @@ func TestOutboxDropOldestDropsExactRangesAndSparesInflight(t *testing.T) {
 	dropped, err = o.Append(events(3), inflight)
 	require.NoError(t, err)
 	assert.Equal(t, []Dropped{
-		{First: 1, Last: 1, Events: 1, Bytes: uint64(per)},
-		{First: 3, Last: 4, Events: 2, Bytes: uint64(2 * per)},
+		{First: 1, Last: 1, Events: 1, Bytes: uint64(per), Policy: "drop_oldest"},
+		{First: 3, Last: 4, Events: 2, Bytes: uint64(2 * per), Policy: "drop_oldest"},
 	}, dropped)
 	st := o.Stats()
 	assert.Equal(t, 6, st.Events)
@@ -214,7 +214,7 @@ func TestOutboxSetLimitAppliesAtTheNextCommit(t *testing.T) {
 	assert.Equal(t, 3, o.Stats().Events, "a delete is not a drop")
 	dropped, err := o.Append(events(1), nil)
 	require.NoError(t, err)
-	assert.Equal(t, []Dropped{{First: 1, Last: 2, Events: 2, Bytes: uint64(2 * per)}}, dropped)
+	assert.Equal(t, []Dropped{{First: 1, Last: 2, Events: 2, Bytes: uint64(2 * per), Policy: "drop_oldest"}}, dropped)
 	assert.Equal(t, 2, o.Stats().Events)
 }
 

@@ -47,8 +47,12 @@ type pipeline struct {
 	deletes      []uint64 // confirmed, for the committer's next transaction
 	closed       bool
 	// lost counts the events dropped from memory (never accepted) because
-	// pending was full, for an outbox.overflow with policy disk_full.
-	lost Dropped
+	// pending was full, by policy, for outbox.overflow events: disk_full
+	// when commits failed, memory_full when they succeeded but did not
+	// keep up. unsettled are those dropped while no commit had failed yet:
+	// the outcome of the commit running then decides.
+	lost      []Dropped
+	unsettled Dropped
 	// outboxErr is why commits fail, "" while they succeed: reported in
 	// BrokerStatus.OutboxError (readiness).
 	outboxErr string
@@ -61,6 +65,9 @@ type pipeline struct {
 	stop        chan struct{} // closed by Close: ends the committer's wait before a retry
 	publishWake chan struct{} // cap 1: the outbox has new events
 	committed   chan struct{} // closed when the committer has drained and stopped
+	// failed, when set (by tests), is called after each failed commit,
+	// once its group is back in pending; nothing is held.
+	failed func()
 
 	cancel    context.CancelFunc
 	published chan struct{} // closed when the publisher has stopped
@@ -70,8 +77,15 @@ type pipeline struct {
 }
 
 func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.BrokerStatus)) *pipeline {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &pipeline{
+	p := newPipeline(o, outbox, m, report)
+	p.start()
+	return p
+}
+
+// newPipeline returns a pipeline that start starts (tests set hooks in
+// between).
+func newPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.BrokerStatus)) *pipeline {
+	return &pipeline{
 		o:           o,
 		outbox:      outbox,
 		metrics:     m,
@@ -83,12 +97,15 @@ func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.
 		stop:        make(chan struct{}),
 		publishWake: make(chan struct{}, 1),
 		committed:   make(chan struct{}),
-		cancel:      cancel,
 		published:   make(chan struct{}),
 	}
+}
+
+func (p *pipeline) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
 	go p.commitLoop()
 	go p.publishLoop(ctx)
-	return p
 }
 
 // pendingEvent is an event waiting for a commit with its encoded size.
@@ -114,9 +131,8 @@ func pendingLimit(l Limit) int64 {
 }
 
 // Accept queues ev for the outbox; it never blocks. Beyond pendingLimit,
-// when_full applies to memory as to the outbox: drop_oldest drops the
-// oldest pending events, block drops ev (the gate is closed by then); both
-// are counted for an outbox.overflow with policy disk_full.
+// when_full applies to memory as to the outbox (trim); what is dropped is
+// counted for an outbox.overflow (lose).
 func (p *pipeline) Accept(ev *messages.Event) {
 	size := int64(proto.Size(ev))
 	p.mu.Lock()
@@ -125,14 +141,9 @@ func (p *pipeline) Accept(ev *messages.Event) {
 		p.log.Error().Str("event", ev.Id).Str("type", ev.Type).Msg("event after broker stop, not accepted")
 		return
 	}
-	limit := pendingLimit(p.outbox.Limit())
-	if p.pendingBytes+size > limit && !p.outbox.Limit().DropOldest {
-		p.lose(size)
-		return
-	}
 	p.pending = append(p.pending, pendingEvent{ev: ev, size: size})
 	p.pendingBytes += size
-	p.trim(limit)
+	p.trim()
 	wake(p.commitWake) // under mu: Close closes the channel under mu
 }
 
@@ -146,25 +157,76 @@ func (p *pipeline) acceptReport(ev *messages.Event) {
 	wake(p.commitWake)
 }
 
-// trim drops the oldest pending events until pending fits in limit; mu
-// held. Dropping from the front reslices: append reallocates, copying only
-// what is left, so a full buffer costs no copy per event.
-func (p *pipeline) trim(limit int64) {
-	n := 0
-	for n < len(p.pending) && p.pendingBytes > limit {
-		p.lose(p.pending[n].size)
-		p.pendingBytes -= p.pending[n].size
-		p.pending[n] = pendingEvent{}
-		n++
+// trim drops pending events until pending fits in its bound; mu held.
+// drop_oldest drops the oldest; block the newest (so an Accept beyond the
+// bound drops its own event; the gate is closed by then if commits fail).
+// Dropping from the front reslices: append reallocates, copying only what
+// is left, so a full buffer costs no copy per event.
+func (p *pipeline) trim() {
+	l := p.outbox.Limit()
+	limit := pendingLimit(l)
+	if l.DropOldest {
+		n := 0
+		for n < len(p.pending) && p.pendingBytes > limit {
+			p.lose(p.pending[n])
+			p.pending[n] = pendingEvent{}
+			n++
+		}
+		p.pending = p.pending[n:]
+		return
 	}
-	p.pending = p.pending[n:]
+	n := len(p.pending)
+	for n > 0 && p.pendingBytes > limit {
+		n--
+		p.lose(p.pending[n])
+		p.pending[n] = pendingEvent{}
+	}
+	p.pending = p.pending[:n]
 }
 
-// lose counts an event dropped from memory; mu held.
-func (p *pipeline) lose(size int64) {
-	p.lost.Events++
-	p.lost.Bytes += uint64(size)
+// lose counts a pending event dropped from memory; mu held. While commits
+// fail, the disk is why (disk_full); otherwise the commit running now
+// tells (settle).
+func (p *pipeline) lose(pe pendingEvent) {
+	p.pendingBytes -= pe.size
 	p.metrics.lost.Inc()
+	d := Dropped{Events: 1, Bytes: uint64(pe.size)}
+	if p.outboxErr != "" {
+		p.addLost(policyDiskFull, d)
+		return
+	}
+	p.unsettled.Events++
+	p.unsettled.Bytes += d.Bytes
+}
+
+// settle gives the events dropped during a commit its outcome's policy: a
+// failed commit means the disk (disk_full), a successful one that commits
+// did not keep up (memory_full).
+func (p *pipeline) settle(failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.unsettled.Events == 0 {
+		return
+	}
+	policy := policyMemoryFull
+	if failed {
+		policy = policyDiskFull
+	}
+	p.addLost(policy, p.unsettled)
+	p.unsettled = Dropped{}
+}
+
+// addLost adds d to the events lost from memory for policy; mu held.
+func (p *pipeline) addLost(policy string, d Dropped) {
+	for i := range p.lost {
+		if l := &p.lost[i]; l.Policy == policy {
+			l.Events += d.Events
+			l.Bytes += d.Bytes
+			return
+		}
+	}
+	d.Policy = policy
+	p.lost = append(p.lost, d)
 }
 
 func wake(c chan struct{}) {
@@ -206,6 +268,9 @@ func (p *pipeline) commitLoop() {
 			p.reports, p.pending, p.deletes, p.pendingBytes = nil, nil, nil, 0
 			p.mu.Unlock()
 			if len(reports)+len(pending)+len(del) == 0 && !p.outbox.NeedsRepair() {
+				// Dropped with no commit to wait for (an event larger
+				// than the bound alone): no failure is why.
+				p.settle(false)
 				if closed {
 					return
 				}
@@ -217,14 +282,22 @@ func (p *pipeline) commitLoop() {
 				batch = append(batch, pe.ev)
 			}
 			dropped, err := p.outbox.Commit(batch, del, p.isInflight)
+			p.settle(err != nil)
 			if err != nil {
 				failures++
-				p.requeue(reports, pending, del)
+				// Before requeue: what it drops is the disk's doing.
 				p.setOutboxError(err.Error())
+				p.requeue(reports, pending, del)
+				if p.failed != nil {
+					p.failed()
+				}
 				if failures == 1 || time.Since(logged) >= commitLogEvery {
 					logged = time.Now()
 					p.mu.Lock()
-					waiting, lost := len(p.pending)+len(p.reports), p.lost.Events
+					waiting, lost := len(p.pending)+len(p.reports), p.unsettled.Events
+					for _, l := range p.lost {
+						lost += l.Events
+					}
 					p.mu.Unlock()
 					p.log.Error().Err(err).Int("attempts", failures).Int("events_waiting", waiting).Uint64("events_dropped", lost).
 						Msg("outbox commit failed: events wait in memory (bounded), retrying")
@@ -255,7 +328,8 @@ func (p *pipeline) commitLoop() {
 }
 
 // requeue puts a group that failed to commit back in front of what arrived
-// meanwhile, and applies the bound of pending to the whole.
+// meanwhile, and applies the bound of pending to the whole (with block, the
+// newest go: those that arrived during the attempt).
 func (p *pipeline) requeue(reports []*messages.Event, pending []pendingEvent, del []uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -269,9 +343,7 @@ func (p *pipeline) requeue(reports []*messages.Event, pending []pendingEvent, de
 	p.deletes = append(del, p.deletes...)
 	slices.Sort(p.deletes)
 	p.deletes = slices.Compact(p.deletes)
-	if p.outbox.Limit().DropOldest {
-		p.trim(pendingLimit(p.outbox.Limit()))
-	}
+	p.trim()
 }
 
 // giveUp is the committer's end on a stop while the outbox cannot be
@@ -301,29 +373,34 @@ func (p *pipeline) setOutboxError(reason string) {
 	p.gate()
 }
 
-// reportLost queues the outbox.overflow (disk_full) of the events dropped
-// from memory, once the outbox takes events again.
+// reportLost queues the outbox.overflow events (disk_full, memory_full) of
+// the events dropped from memory, once the outbox takes events again.
 func (p *pipeline) reportLost() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ev := p.takeLost(); ev != nil {
+	for _, ev := range p.takeLost() {
 		p.acceptReport(ev)
 	}
 }
 
-// takeLost returns the report of the events lost from memory, or nil; mu
-// held.
-func (p *pipeline) takeLost() *messages.Event {
-	if p.lost.Events == 0 {
-		return nil
+// lostMessages are the log lines of the events dropped from memory.
+var lostMessages = map[string]string{
+	policyDiskFull:   "outbox could not be written: events dropped from memory before they were accepted",
+	policyMemoryFull: "outbox commits did not keep up: events dropped from memory before they were accepted",
+}
+
+// takeLost returns the reports of the events lost from memory, one per
+// policy; mu held.
+func (p *pipeline) takeLost() []*messages.Event {
+	var evs []*messages.Event
+	for _, l := range p.lost {
+		p.log.Error().Uint64("events", l.Events).Uint64("bytes", l.Bytes).Msg(lostMessages[l.Policy])
+		evs = append(evs, overflowEvent(p.o.Node, p.o.Version, &messages.OutboxOverflow{
+			DroppedEvents: l.Events, DroppedBytes: l.Bytes, Policy: l.Policy,
+		}))
 	}
-	l := p.lost
-	p.lost = Dropped{}
-	p.log.Error().Uint64("events", l.Events).Uint64("bytes", l.Bytes).
-		Msg("outbox could not be written: events dropped from memory before they were accepted")
-	return overflowEvent(p.o.Node, p.o.Version, &messages.OutboxOverflow{
-		DroppedEvents: l.Events, DroppedBytes: l.Bytes, Policy: "disk_full",
-	})
+	p.lost = nil
+	return evs
 }
 
 // deleteLater hands confirmed events to the committer, which deletes them
@@ -366,8 +443,9 @@ func (p *pipeline) deleted(seqs []uint64) {
 // report is an event too, and takes outbox space while it is full.
 const overflowReportDelay = time.Second
 
-// dropped records drops, merging contiguous ranges, and schedules their
-// report.
+// dropped records drops (drop_oldest, corrupt), merging contiguous ranges
+// of one policy, and schedules their report; after a stop began, Close
+// reports them.
 func (p *pipeline) dropped(ds []Dropped) {
 	if len(ds) == 0 {
 		return
@@ -376,42 +454,46 @@ func (p *pipeline) dropped(ds []Dropped) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, d := range ds {
-		if n := len(p.drops); n > 0 && p.drops[n-1].Last+1 == d.First {
-			last := &p.drops[n-1]
-			last.Last, last.Events, last.Bytes = d.Last, last.Events+d.Events, last.Bytes+d.Bytes
-		} else {
-			p.drops = append(p.drops, d)
-		}
+		p.drops = mergeDropped(p.drops, d)
 	}
-	if p.reporter == nil {
+	if p.reporter == nil && !p.closed {
 		p.reporter = time.AfterFunc(overflowReportDelay, p.reportDrops)
 	}
 }
 
 // reportDrops turns the recorded drops into outbox.overflow events and
-// accepts them like any other event.
+// accepts them like any other event. Taking and accepting them is one
+// critical section, and once a stop began it leaves them to Close: a timer
+// that Close could not stop (it was already running) cannot take a loss's
+// report to a pipeline that no longer accepts it.
 func (p *pipeline) reportDrops() {
-	evs := p.takeDrops()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, ev := range evs {
+	if p.closed {
+		return
+	}
+	for _, ev := range p.takeDrops() {
 		p.acceptReport(ev)
 	}
 }
 
+// dropMessages are the log lines of the drops, one per range.
+var dropMessages = map[string]string{
+	policyDropOldest: "outbox full: oldest events dropped",
+	policyCorrupt:    "outbox record damaged: dropped, its event is lost",
+}
+
+// takeDrops returns the reports of the recorded drops; mu held.
 func (p *pipeline) takeDrops() []*messages.Event {
-	p.mu.Lock()
-	ds := p.drops
-	p.drops, p.reporter = nil, nil
-	p.mu.Unlock()
-	evs := make([]*messages.Event, 0, len(ds))
-	for _, d := range ds {
+	evs := make([]*messages.Event, 0, len(p.drops))
+	for _, d := range p.drops {
 		p.log.Error().Uint64("first_sequence", d.First).Uint64("last_sequence", d.Last).
-			Uint64("events", d.Events).Msg("outbox full: oldest events dropped")
+			Uint64("events", d.Events).Uint64("bytes", d.Bytes).Msg(dropMessages[d.Policy])
 		evs = append(evs, overflowEvent(p.o.Node, p.o.Version, &messages.OutboxOverflow{
-			FirstSequence: d.First, LastSequence: d.Last, DroppedEvents: d.Events, DroppedBytes: d.Bytes, Policy: "drop_oldest",
+			FirstSequence: d.First, LastSequence: d.Last, DroppedEvents: d.Events, DroppedBytes: d.Bytes, Policy: d.Policy,
 		}))
 	}
+	p.drops, p.reporter = nil, nil
 	return evs
 }
 
@@ -480,11 +562,8 @@ func (p *pipeline) Close(ctx context.Context) {
 	<-p.committed
 	// Drops not reported yet are reported now, straight into the outbox
 	// (the committer has stopped): a stop must not hide a loss.
-	evs := p.takeDrops()
 	p.mu.Lock()
-	if ev := p.takeLost(); ev != nil {
-		evs = append(evs, ev)
-	}
+	evs := append(p.takeDrops(), p.takeLost()...)
 	p.mu.Unlock()
 	if len(evs) > 0 {
 		// Nothing may be dropped for them: that loss would go unreported.

@@ -96,6 +96,11 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 		if err == nil && len(batch) == 0 {
 			batch, err = p.outbox.After(cursor, p.o.ConfirmWindow)
 		}
+		if err == nil && p.outbox.NeedsRepair() {
+			// The reads found damaged records and left them out: the
+			// committer deletes and reports them.
+			p.wakeCommitter()
+		}
 		if err == nil {
 			batch, err = p.outbox.Claim(batch, p.markInflight)
 		}

@@ -45,8 +45,7 @@ const (
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Before anything else reads the environment, so that no child process
 	// and no later reader sees the password.
-	envPassword := configs.TakePasswordEnv()
-	scrubErr := scrubEnviron(configs.PasswordEnv)
+	envPassword, scrubErr := takePasswordEnv("/proc/self")
 	fs := flag.NewFlagSet("observerd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "/etc/observerd/observerd.yaml", "the daemon config `file`")

@@ -8,7 +8,8 @@
 // pages 0 and 1 are the meta pages, each a 16-byte page header then the
 // meta: magic, version, page size, flags (4 bytes each), the root bucket
 // (root page id, sequence), the freelist page id, the high-water page id,
-// the transaction id and a checksum (8 bytes each).
+// the transaction id and a checksum (8 bytes each). Data pages have no
+// checksum: Value damages one stored value, which bbolt cannot notice.
 package boltdamage
 
 import (
@@ -132,5 +133,32 @@ func flipMeta(t testing.TB, path string, off int64) {
 		_, err = f.WriteAt(b, at)
 		require.NoError(t, err)
 	}
+	require.NoError(t, f.Sync())
+}
+
+// Value overwrites, at offset at of a stored value, len(with) bytes with
+// with: in the value's leaf page, and in any freed page that still holds
+// a copy of it (harmless, and no copy escapes). bbolt has no checksum on
+// its data pages, so it opens the file and returns the damaged value as
+// it is. value must occur in the file (a value holding a random id is
+// unique).
+func Value(t testing.TB, path string, value []byte, at int, with []byte) {
+	t.Helper()
+	require.LessOrEqual(t, at+len(with), len(value), "the damage lies within the value")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	f := open(t, path)
+	found := 0
+	for off := 0; ; {
+		i := bytes.Index(data[off:], value)
+		if i < 0 {
+			break
+		}
+		_, err := f.WriteAt(with, int64(off+i+at))
+		require.NoError(t, err)
+		found++
+		off += i + len(value)
+	}
+	require.Positive(t, found, "the value is in the file")
 	require.NoError(t, f.Sync())
 }

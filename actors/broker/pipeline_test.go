@@ -1,0 +1,192 @@
+package broker
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/tmpfs"
+)
+
+// brokerless starts a pipeline on ob with no broker to publish to:
+// everything stays in the outbox, to be counted. setup runs before the
+// pipeline's goroutines start. It is closed when the test ends.
+func brokerless(t *testing.T, ob *Outbox, status func(messages.BrokerStatus), setup func(*pipeline)) *pipeline {
+	t.Helper()
+	opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
+		Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: &messages.Gate{}, Log: actortest.Logger(t)}
+	p := newPipeline(opts, ob, newMetrics(nil, opts.Log), status)
+	if setup != nil {
+		setup(p)
+	}
+	p.start()
+	t.Cleanup(func() { closePipeline(p) })
+	return p
+}
+
+// closePipeline stops p, unless it was stopped already.
+func closePipeline(p *pipeline) {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.Close(ctx)
+}
+
+// tally reads the outbox: the events accepted, and the reports of losses
+// by policy (their dropped_events summed).
+func tally(t *testing.T, ob *Outbox) (accepted uint64, dropped map[string]uint64) {
+	t.Helper()
+	stored, err := ob.After(0, ob.Stats().Events+1)
+	require.NoError(t, err)
+	dropped = map[string]uint64{}
+	for _, r := range stored {
+		if o := r.Event.GetOutboxOverflow(); o != nil {
+			dropped[o.GetPolicy()] += o.GetDroppedEvents()
+		} else {
+			accepted++
+		}
+	}
+	return accepted, dropped
+}
+
+func TestBlockBoundsPendingWhileCommitsFail(t *testing.T) {
+	// A failed commit puts its group back in front of what arrived during
+	// the attempt: with when_full: block, the newest beyond the bound are
+	// dropped (and reported), as Accept does, at every failed attempt.
+	dir := t.TempDir()
+	tmpfs.Mount(t, dir, "16m")
+	limit := Limit{MaxBytes: 4 << 20} // block; pending bound 1 MiB
+	ob, err := OpenOutbox(filepath.Join(dir, "outbox"), OutboxOptions{Limit: limit, Node: "test.node"})
+	require.NoError(t, err)
+	defer ob.Close()
+	var failures atomic.Int64
+	var worst atomic.Int64 // the largest pending seen after a failed commit
+	status := &statusLog{}
+	p := brokerless(t, ob, status.report, func(p *pipeline) {
+		p.failed = func() {
+			p.mu.Lock()
+			pending := p.pendingBytes
+			p.mu.Unlock()
+			if pending > worst.Load() {
+				worst.Store(pending)
+			}
+			failures.Add(1)
+		}
+	})
+
+	free := tmpfs.Fill(t, dir)
+	// A stream of events during the failing commits (and the backoff
+	// between them), until 5 have failed: 100+200+400+800 ms.
+	var sent int
+	for failures.Load() < 5 {
+		sent++
+		p.Accept(messages.NewEvent(messages.TypeObservationHTTP))
+	}
+	_, reason := status.outboxErrors()
+	require.Contains(t, reason, "no space left on device")
+	free()
+	require.Eventually(t, func() bool {
+		if _, last := status.outboxErrors(); last != "" {
+			return false
+		}
+		accepted, dropped := tally(t, ob)
+		return accepted+dropped["disk_full"] == uint64(sent)
+	}, within, 10*time.Millisecond, "every event sent is accepted or reported dropped")
+	t.Logf("%d events sent, %d failed commits, pending at most %d bytes", sent, failures.Load(), worst.Load())
+	assert.LessOrEqual(t, worst.Load(), pendingLimit(limit), "pending within its bound after every failed commit")
+	_, dropped := tally(t, ob)
+	assert.Positive(t, dropped["disk_full"])
+	assert.Zero(t, dropped["memory_full"], "commits failed: the disk is why")
+}
+
+func TestSlowCommitsReportMemoryFull(t *testing.T) {
+	// Commits that succeed but do not keep up (held here by the outbox's
+	// writer lock, as a slow fsync holds it): what pending cannot hold is
+	// dropped and reported as memory_full, not as a full disk.
+	for _, tc := range []struct {
+		name       string
+		dropOldest bool
+	}{{"drop_oldest", true}, {"block", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			limit := Limit{MaxBytes: 4 << 20, DropOldest: tc.dropOldest}
+			ob, err := OpenOutbox(t.TempDir(), OutboxOptions{Limit: limit, Node: "test.node"})
+			require.NoError(t, err)
+			defer ob.Close()
+			status := &statusLog{}
+			p := brokerless(t, ob, status.report, nil)
+
+			ob.mu.Lock()
+			sent := events(3 * (1 << 20) / 60) // three times the bound
+			for _, ev := range sent {
+				p.Accept(ev)
+			}
+			ob.mu.Unlock()
+			require.Eventually(t, func() bool {
+				accepted, dropped := tally(t, ob)
+				return accepted+dropped["memory_full"] == uint64(len(sent))
+			}, within, 10*time.Millisecond, "every event sent is accepted or reported dropped as memory_full")
+			accepted, dropped := tally(t, ob)
+			t.Logf("%d accepted, %d dropped", accepted, dropped["memory_full"])
+			assert.Positive(t, dropped["memory_full"])
+			assert.Equal(t, map[string]uint64{"memory_full": dropped["memory_full"]}, dropped, "no other policy")
+			ever, _ := status.outboxErrors()
+			assert.False(t, ever, "the outbox was writable all along")
+		})
+	}
+}
+
+func TestDropsReportedByATimerRunningAtStopAreNotLost(t *testing.T) {
+	// The report timer fires as a stop begins: Close cannot stop a callback
+	// already running. Its drops must reach the outbox all the same.
+	ob, err := OpenOutbox(t.TempDir(), OutboxOptions{Node: "test.node"})
+	require.NoError(t, err)
+	defer ob.Close()
+	p := brokerless(t, ob, func(messages.BrokerStatus) {}, nil)
+	p.mu.Lock()
+	p.drops = []Dropped{{First: 1, Last: 3, Events: 3, Bytes: 300, Policy: "drop_oldest"}}
+	p.mu.Unlock()
+
+	// A commit held up keeps Close between setting closed and its own
+	// report of the drops.
+	ob.mu.Lock()
+	p.Accept(events(1)[0])
+	closed := make(chan struct{})
+	go func() { closePipeline(p); close(closed) }()
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.closed
+	}, within, time.Millisecond)
+	p.reportDrops() // the timer's callback, running now
+	ob.mu.Unlock()
+	select {
+	case <-closed:
+	case <-time.After(within):
+		t.Fatal("stop hangs")
+	}
+
+	stored, err := ob.After(0, 10)
+	require.NoError(t, err)
+	var reports []*messages.OutboxOverflow
+	for _, r := range stored {
+		if o := r.Event.GetOutboxOverflow(); o != nil {
+			reports = append(reports, o)
+		}
+	}
+	require.Len(t, reports, 1, "the drops are reported once")
+	assert.Equal(t, "drop_oldest", reports[0].GetPolicy())
+	assert.Equal(t, uint64(1), reports[0].GetFirstSequence())
+	assert.Equal(t, uint64(3), reports[0].GetLastSequence())
+}
