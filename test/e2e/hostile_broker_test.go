@@ -196,6 +196,7 @@ func hostileBroker(t *testing.T) {
 		assert.NotContains(t, string(environ), "OBSERVERD_AMQP_PASSWORD")
 		assert.Contains(t, string(environ), "PATH=", "the rest of the environment is left")
 	})
+	hostileRecordDamage(t)
 }
 
 const nobody = 65534

@@ -78,6 +78,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 		"observerd_events_returned_total":           dto.MetricType_COUNTER,
 		"observerd_events_dropped_total":            dto.MetricType_COUNTER,
 		"observerd_events_dropped_unaccepted_total": dto.MetricType_COUNTER,
+		"observerd_events_damaged_total":            dto.MetricType_COUNTER,
 		"observerd_outbox_events":                   dto.MetricType_GAUGE,
 		"observerd_outbox_bytes":                    dto.MetricType_GAUGE,
 		"observerd_outbox_oldest_age_seconds":       dto.MetricType_GAUGE,

@@ -15,9 +15,9 @@ import (
 	"github.com/polar/observerd/test/boltdamage"
 )
 
-// TestHostileRvBroker: the outbox's records damaged under the daemon (the
-// review of issue 11's outbox).
-func TestHostileRvBroker(t *testing.T) {
+// hostileRecordDamage (TestHostile/broker): one record of the outbox
+// damaged under the daemon.
+func hostileRecordDamage(t *testing.T) {
 	t.Run("a damaged record is lost alone: reported, and delivery goes on", func(t *testing.T) {
 		// The broker is unreachable: the events stay in the outbox.
 		dead := "amqps://observer@localhost:" + portOf(t, freeAddr(t)) + "/"
