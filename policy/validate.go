@@ -388,6 +388,7 @@ func (m *Prometheus) MetricFilter() (func(name string) bool, error) {
 // so that a policy can neither read the daemon's own secrets through a
 // "pid file" nor probe every user's processes.
 func (pr *Process) validate(r *configs.Report, path string, env Env) {
+	_, _, inside := PIDDirOf(pr.PIDFile, env.pidDirs())
 	switch {
 	case pr.PIDFile != "" && pr.Name != "":
 		r.Addf(path, "set pid_file or name, not both")
@@ -395,7 +396,7 @@ func (pr *Process) validate(r *configs.Report, path string, env Env) {
 		r.Addf(path, "set one of pid_file or name")
 	case pr.PIDFile != "" && !filepath.IsAbs(pr.PIDFile):
 		r.Addf(path+".pid_file", "must be an absolute path")
-	case pr.PIDFile != "" && PIDDirOf(pr.PIDFile, env.pidDirs()) == "":
+	case pr.PIDFile != "" && !inside:
 		r.Addf(path+".pid_file", "is not inside allowed_pid_dirs %v of the daemon config", env.pidDirs())
 	case pr.Name != "":
 		if err := configs.CheckProcessName(pr.Name); err != nil {
@@ -406,17 +407,27 @@ func (pr *Process) validate(r *configs.Report, path string, env Env) {
 	}
 }
 
-// PIDDirOf returns the directory of dirs that file lies in (lexically: the
-// process observer also checks where the file really is when it opens
-// it), or "" when none holds it.
-func PIDDirOf(file string, dirs []string) string {
+// PIDDirOf returns the entry of dirs that holds the pid file at file,
+// cleaned, and file relative to it; ok is false when none does. It is the
+// one rule of allowed_pid_dirs, for validation and for the process
+// observer. The test is lexical: the observer opens the file inside that
+// entry, through an os.Root, so that a symlink cannot lead out of it. An
+// entry holds the files below it, not itself: a path equal to an allowed
+// dir names no pid file. When entries nest, the outermost is taken, so
+// that a link from the inner one into the outer one stays inside.
+func PIDDirOf(file string, dirs []string) (dir, rel string, ok bool) {
 	file = filepath.Clean(file)
-	for _, dir := range dirs {
-		if rel, err := filepath.Rel(filepath.Clean(dir), file); err == nil && rel != "." && filepath.IsLocal(rel) {
-			return dir
+	for _, d := range dirs {
+		d = filepath.Clean(d)
+		r, err := filepath.Rel(d, file)
+		if err != nil || r == "." || !filepath.IsLocal(r) {
+			continue
+		}
+		if !ok || len(d) < len(dir) {
+			dir, rel, ok = d, r, true
 		}
 	}
-	return ""
+	return dir, rel, ok
 }
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
@@ -470,22 +481,35 @@ func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout
 	}
 }
 
-// fileSHA256 hashes a regular file. It opens without blocking, so that a
-// FIFO named like a module is refused instead of holding the parser.
+// MaxModuleBytes caps a plugin module file: validation hashes no more,
+// and the plugin host (package wasm) reads no more.
+const MaxModuleBytes = 64 << 20
+
+// fileSHA256 hashes a regular file of at most MaxModuleBytes. It opens
+// without blocking, so that a FIFO named like a module is refused instead
+// of holding the parser, and refuses a larger file before reading it (a
+// sparse file of any size costs nothing to make and minutes to hash, at
+// every parse).
 func fileSHA256(file string) (string, error) {
 	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", unwrapPath(err)
 	}
 	defer f.Close()
+	tooLarge := fmt.Errorf("larger than %s", configs.ByteSize(MaxModuleBytes))
 	if st, err := f.Stat(); err != nil {
 		return "", unwrapPath(err)
 	} else if !st.Mode().IsRegular() {
 		return "", errors.New("not a regular file")
+	} else if st.Size() > MaxModuleBytes {
+		return "", tooLarge
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	// Bounded again: the file may grow while it is read.
+	if n, err := io.Copy(h, io.LimitReader(f, MaxModuleBytes+1)); err != nil {
 		return "", unwrapPath(err)
+	} else if n > MaxModuleBytes {
+		return "", tooLarge
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

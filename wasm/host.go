@@ -21,6 +21,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/polar/observerd/policy"
 )
 
 // ABIVersion is the plugin ABI the host speaks: polar_abi_version must
@@ -41,7 +43,6 @@ const (
 	MaxRedirects       = 5               // redirects followed per request
 	MaxStateBytes      = 64 << 10        // what set_state keeps
 	MaxLogBytes        = 64 << 10        // log, stdout and stderr together per call
-	maxModuleBytes     = 64 << 20        // a module file
 	pageSize           = 64 << 10        // a wasm memory page
 	compileTimeout     = 5 * time.Minute // compiling a large module cold
 )
@@ -194,8 +195,10 @@ func (h *Host) Check(ctx context.Context, path string, memoryLimit uint64) (*Mod
 
 // CheckFile is the daemon's check of a module in its plugin_dir, as
 // policy.Env.CheckPlugin wants it: Check, and the module must be safe to
-// run unattended: neither the module nor its directory may be writable
-// by group or others, who could otherwise change what the daemon runs.
+// run unattended: only root or the daemon's user may own the module and
+// its directory, neither may be writable by group or others, and the
+// module must not be a symbolic link (see openInstalled), so that nobody
+// else can change what the daemon runs.
 func (h *Host) CheckFile(path string, memoryLimit uint64) error {
 	_, err := h.check(context.Background(), path, memoryLimit, true)
 	return err
@@ -232,8 +235,8 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 
 // acquire returns the compiled module at path, compiling and validating
 // it unless a module of the same content is already compiled. want, when
-// set, is the hex sha256 the module must have; installed checks the modes
-// of the module and its directory (see CheckFile). Release it when done.
+// set, is the hex sha256 the module must have; installed checks the
+// module and its directory (see CheckFile). Release it when done.
 func (h *Host) acquire(ctx context.Context, path, want string, installed bool) (*module, error) {
 	plugin := name(path)
 	bin, err := readModule(path, installed)
@@ -293,14 +296,12 @@ func (h *Host) release(m *module) {
 }
 
 // readModule reads the module file at path: a regular file of at most
-// maxModuleBytes, and when installed one that neither it nor its
-// directory is writable by group or others.
+// policy.MaxModuleBytes, and when installed one that only root or the
+// daemon's user may change (see openInstalled and checkOwner).
 func readModule(path string, installed bool) ([]byte, error) {
-	// O_NONBLOCK: opening a FIFO for reading would wait for a writer. A
-	// regular file ignores it.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	f, err := openModule(path, installed)
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	// Checked on the file opened, which is the file read.
@@ -312,38 +313,108 @@ func readModule(path string, installed bool) ([]byte, error) {
 		return nil, fmt.Errorf("read module %s: not a regular file (mode %s)", path, st.Mode())
 	}
 	if installed {
-		if err := checkWriters(path, st.Mode()); err != nil {
+		if err := checkOwner("module", path, st); err != nil {
 			return nil, err
 		}
 	}
-	bin, err := io.ReadAll(io.LimitReader(f, maxModuleBytes+1))
+	tooLarge := fmt.Errorf("read module: larger than %d MiB", policy.MaxModuleBytes>>20)
+	if st.Size() > policy.MaxModuleBytes {
+		return nil, tooLarge
+	}
+	bin, err := io.ReadAll(io.LimitReader(f, policy.MaxModuleBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
 	}
-	if len(bin) > maxModuleBytes {
-		return nil, fmt.Errorf("read module: larger than %d MiB", maxModuleBytes>>20)
+	if len(bin) > policy.MaxModuleBytes {
+		return nil, tooLarge
 	}
 	return bin, nil
+}
+
+// moduleFlags open a module. O_NONBLOCK: opening a FIFO for reading would
+// wait for a writer. A regular file ignores it.
+const moduleFlags = os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_NOCTTY
+
+func openModule(path string, installed bool) (*os.File, error) {
+	if installed {
+		return openInstalled(path)
+	}
+	f, err := os.OpenFile(path, moduleFlags, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	return f, nil
+}
+
+// openInstalled opens the module at path in its directory, plugin_dir,
+// once that directory (as opened) passes checkOwner. A module that is a
+// symbolic link is refused: what the daemon runs would then depend on
+// the directory the link leads to, and on every directory above it, none
+// of which the daemon checks; a module is installed by copying it into
+// plugin_dir. (plugin_dir itself may be a link: the daemon config names
+// it, and the directory it leads to is the one checked.)
+func openInstalled(path string) (*os.File, error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read module: open plugin_dir: %w", err)
+	}
+	defer root.Close()
+	st, err := root.Stat(".")
+	if err != nil {
+		return nil, fmt.Errorf("read module: check plugin_dir: %w", err)
+	}
+	if err := checkOwner("plugin_dir", dir, st); err != nil {
+		return nil, err
+	}
+	link, err := root.Lstat(base)
+	if err != nil {
+		return nil, fmt.Errorf("read module %s: %w", path, pathless(err))
+	}
+	if link.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("module %s is a symbolic link: copy the module itself into plugin_dir", path)
+	}
+	f, err := root.OpenFile(base, moduleFlags, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read module %s: %w", path, pathless(err))
+	}
+	// The entry may have been replaced by a link since Lstat.
+	if st, err := f.Stat(); err != nil || !os.SameFile(link, st) {
+		f.Close()
+		return nil, fmt.Errorf("module %s changed while it was opened", path)
+	}
+	return f, nil
+}
+
+// pathless is err without the path that a *fs.PathError names: an
+// os.Root's errors name the path inside it only.
+func pathless(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
 }
 
 // othersWrite are the mode bits that let users other than the owner (and
 // root) write a file or a directory's entries.
 const othersWrite = 0o022
 
-// checkWriters refuses a module of the given mode, or a module directory,
-// that users other than its owner may write: any of them could replace
-// the code that the daemon runs.
-func checkWriters(path string, mode fs.FileMode) error {
-	if mode.Perm()&othersWrite != 0 {
-		return fmt.Errorf("module %s has mode %04o: writable by group or others (chmod go-w it)", path, mode.Perm())
-	}
-	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("check plugin_dir: %w", err)
-	}
+// checkOwner refuses a module, or plugin_dir, (what, at path, as st
+// describes it) that anyone but root and the daemon's user may change:
+// one that group or others may write, or whose owner is another user,
+// who could write it whatever its mode. Any of them could change the code
+// that the daemon runs.
+func checkOwner(what, path string, st fs.FileInfo) error {
 	if st.Mode().Perm()&othersWrite != 0 {
-		return fmt.Errorf("plugin_dir %s has mode %04o: writable by group or others (chmod go-w it)", dir, st.Mode().Perm())
+		return fmt.Errorf("%s %s has mode %04o: writable by group or others (chmod go-w it)", what, path, st.Mode().Perm())
+	}
+	uid, ok := owner(st)
+	switch {
+	case !ok:
+		return fmt.Errorf("%s %s: its owner cannot be told on this system", what, path)
+	case uid != 0 && int64(uid) != int64(os.Geteuid()):
+		return fmt.Errorf("%s %s is owned by uid %d: only root or the daemon's user (uid %d) may own it (chown root it)",
+			what, path, uid, os.Geteuid())
 	}
 	return nil
 }

@@ -172,16 +172,22 @@ func install(t *testing.T, name string, dirMode, fileMode os.FileMode) string {
 }
 
 // TestCheckFileRefusesWhatOthersMayWrite: a module that users other than
-// its owner may write, or one in a directory they may write, would let
-// them change what the daemon runs: the daemon's check refuses it, naming
-// the file or the directory and its mode. observerctl's Check of a module
-// being developed does not judge where it lies.
+// root and the daemon's may write, or one in a directory they may write,
+// would let them change what the daemon runs: the daemon's check refuses
+// it, naming the file or the directory and its mode or owner. Modes are
+// not enough: an owner may write a file whatever its mode (the tests run
+// as root; uid 65534 is another user). A module that is a symbolic link
+// is refused, wherever it leads. observerctl's Check of a module being
+// developed does not judge where it lies.
 func TestCheckFileRefusesWhatOthersMayWrite(t *testing.T) {
+	const other = 65534
 	h := newTestHost(t)
 	tests := []struct {
 		name              string
 		dirMode, fileMode os.FileMode
-		wantErr           string // {file} and {dir} stand for the module and its directory
+		// prepare changes the installed module at path (nil: nothing).
+		prepare func(t *testing.T, path string)
+		wantErr string // {file} and {dir} stand for the module and its directory
 	}{
 		{name: "owner-writable", dirMode: 0o755, fileMode: 0o644},
 		{name: "read-only", dirMode: 0o555, fileMode: 0o444},
@@ -193,23 +199,68 @@ func TestCheckFileRefusesWhatOthersMayWrite(t *testing.T) {
 			wantErr: "plugin good.wasm: plugin_dir {dir} has mode 0775: writable by group or others (chmod go-w it)"},
 		{name: "sticky world-writable plugin_dir", dirMode: 0o777 | os.ModeSticky, fileMode: 0o644,
 			wantErr: "plugin good.wasm: plugin_dir {dir} has mode 0777: writable by group or others (chmod go-w it)"},
+		{name: "module owned by another user", dirMode: 0o755, fileMode: 0o444,
+			prepare: func(t *testing.T, path string) { require.NoError(t, os.Chown(path, other, other)) },
+			wantErr: "plugin good.wasm: module {file} is owned by uid 65534: only root or the daemon's user (uid 0) may own it (chown root it)"},
+		{name: "plugin_dir owned by another user", dirMode: 0o755, fileMode: 0o644,
+			prepare: func(t *testing.T, path string) { require.NoError(t, os.Chown(filepath.Dir(path), other, other)) },
+			wantErr: "plugin good.wasm: plugin_dir {dir} is owned by uid 65534: only root or the daemon's user (uid 0) may own it (chown root it)"},
+		{name: "module linked to a file another user may change", dirMode: 0o755, fileMode: 0o644,
+			prepare: func(t *testing.T, path string) {
+				theirs := t.TempDir()
+				require.NoError(t, os.Chown(theirs, other, other))
+				require.NoError(t, os.Rename(path, filepath.Join(theirs, "good.wasm")))
+				require.NoError(t, os.Symlink(filepath.Join(theirs, "good.wasm"), path))
+			},
+			wantErr: "plugin good.wasm: module {file} is a symbolic link: copy the module itself into plugin_dir"},
+		{name: "module linked inside plugin_dir", dirMode: 0o755, fileMode: 0o644,
+			prepare: func(t *testing.T, path string) {
+				require.NoError(t, os.Rename(path, path+".real"))
+				require.NoError(t, os.Symlink(filepath.Base(path)+".real", path))
+			},
+			wantErr: "plugin good.wasm: module {file} is a symbolic link: copy the module itself into plugin_dir"},
+		{name: "plugin_dir a link to a safe directory", dirMode: 0o755, fileMode: 0o644,
+			prepare: func(t *testing.T, path string) {
+				dir := filepath.Dir(path)
+				require.NoError(t, os.Rename(dir, dir+".real"))
+				require.NoError(t, os.Symlink(dir+".real", dir))
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := install(t, "good", tt.dirMode, tt.fileMode)
+			if tt.prepare != nil {
+				tt.prepare(t, path)
+			}
 			_, err := h.Check(context.Background(), path, 0)
-			require.NoError(t, err, "Check does not judge the modes")
+			require.NoError(t, err, "Check does not judge where the module lies")
 			err = h.CheckFile(path, 0)
 			if tt.wantErr == "" {
 				require.NoError(t, err)
 				return
 			}
-			requireModuleError(t, err, strings.NewReplacer("{file}", path, "{dir}", filepath.Dir(path)).Replace(tt.wantErr))
+			want := strings.NewReplacer("{file}", path, "{dir}", filepath.Dir(path)).Replace(tt.wantErr)
+			requireModuleError(t, err, want)
 			// Loading it for an observer refuses it the same way.
 			_, err = h.NewPlugin(context.Background(), PluginSpec{Path: path, Installed: true})
-			requireModuleError(t, err, "writable by group or others")
+			requireModuleError(t, err, want)
 		})
 	}
+}
+
+// TestModuleOverTheCap: a module over policy.MaxModuleBytes (the cap
+// that validation hashes within too) is refused by every check, from its
+// size, before it is read.
+func TestModuleOverTheCap(t *testing.T) {
+	h := newTestHost(t)
+	path := install(t, "good", 0o755, 0o644)
+	require.NoError(t, os.Truncate(path, 1<<40)) // sparse: nothing to write, a TiB to read
+	want := "plugin good.wasm: read module: larger than 64 MiB"
+	_, err := h.Check(context.Background(), path, 0)
+	requireModuleError(t, err, want)
+	requireModuleError(t, h.CheckFile(path, 0), want)
+	_, err = h.NewPlugin(context.Background(), PluginSpec{Path: path, Installed: true})
+	requireModuleError(t, err, want)
 }
 
 // TestModuleMustBeARegularFile: a module that is not a regular file is

@@ -23,8 +23,9 @@ type HTTPDoer interface {
 	// Do sends one request and returns its response without following
 	// redirects: the host follows them itself, checking every hop. It
 	// waits for the policy's rate and concurrency limits within the
-	// request's context. The host reads the body up to its cap and closes
-	// it, which must free the concurrency slot.
+	// request's context, and may wait there for the memory of the body.
+	// The host reads the body up to its cap and closes it, which must free
+	// the concurrency slot and the memory.
 	Do(req *http.Request) (*http.Response, error)
 	// Allowed returns an error when u's host is not in allowed_targets.
 	Allowed(u *url.URL) error

@@ -52,9 +52,9 @@ type PluginSpec struct {
 	// means MaxBodyBytes.
 	MaxBodyBytes int64
 	// Installed marks a module of the daemon's plugin_dir, which the
-	// daemon will run unattended: it must not be writable by group or
-	// others, nor must its directory (see Host.CheckFile), and a module
-	// the spec does not pin by SHA256 is warned about once per content.
+	// daemon will run unattended: only root or the daemon's user may
+	// change it or its directory (see Host.CheckFile), and a module the
+	// spec does not pin by SHA256 is warned about once per content.
 	Installed bool
 	// Log receives the plugin's log, stdout and stderr, and the host's
 	// messages about it.

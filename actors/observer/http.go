@@ -64,7 +64,8 @@ func (c *httpCheck) run(ctx context.Context) *messages.Event {
 	for k, v := range c.spec.Headers {
 		req.Header.Set(k, v)
 	}
-	a, err := c.shared.fetch(ctx, c.client, req, c.maxBody)
+	a, done, err := c.shared.fetch(ctx, c.client, req, c.maxBody)
+	defer done() // the body is matched and mined below
 	obs.Latency, obs.TlsNotAfter = a.latency, a.tlsNotAfter
 	obs.StatusCode, obs.BodyBytes = int32(a.status), int64(len(a.body))
 	if err != nil {

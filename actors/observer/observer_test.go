@@ -89,7 +89,7 @@ func setup(t *testing.T) *fixture {
 // start spawns one observer of p per name, sharing the policy's limits.
 func (f *fixture) start(t *testing.T, p *policy.Policy, names ...string) []*actor.PID {
 	t.Helper()
-	shared := observer.NewShared(p, allowList(t, f.allowed...))
+	shared := observer.NewShared(p, allowList(t, f.allowed...), nil)
 	t.Cleanup(shared.Close)
 	var pids []*actor.PID
 	for _, name := range names {
@@ -675,7 +675,7 @@ func TestClosedGateSkipsTurns(t *testing.T) {
 	p := parse(t, srv.URL, "{max_requests_per_second: 1000, max_concurrent_requests: 4}", `    - {name: gated, kind: http, interval: 10ms, timeout: 5ms, http: {path: /gated}}
     - {name: clock, kind: http, interval: 10ms, timeout: 5ms, http: {path: /clock}}
 `)
-	shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"))
+	shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"), nil)
 	t.Cleanup(shared.Close)
 	gate := &messages.Gate{}
 	gate.Close(true)
@@ -910,7 +910,7 @@ func TestExamplePolicies(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			p, err := policy.ParseFile(file, policy.Env{ProcessNames: []string{"observable"}})
 			require.NoError(t, err)
-			shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"))
+			shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"), nil)
 			t.Cleanup(shared.Close)
 			require.NotEmpty(t, p.Spec.Observers)
 			for _, o := range p.Spec.Observers {

@@ -38,6 +38,9 @@ type processCheck struct {
 	shared *Shared
 	// dirs are the allowed_pid_dirs a pid file must resolve inside.
 	dirs []string
+	// cmdLine reads a process's argv (procfs.Proc.CmdLine; tests count
+	// the reads).
+	cmdLine func(procfs.Proc) ([]string, error)
 	// last is the process found by the previous observation that found
 	// one: finding another one means the service restarted. Runs of one
 	// observer never overlap, so it needs no lock.
@@ -59,7 +62,7 @@ func newProcessCheck(s *Spec) (*processCheck, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open /proc: %w", err)
 	}
-	return &processCheck{spec: p, fs: procFS, shared: s.Shared, dirs: s.pidDirs()}, nil
+	return &processCheck{spec: p, fs: procFS, shared: s.Shared, dirs: s.pidDirs(), cmdLine: procfs.Proc.CmdLine}, nil
 }
 
 func (c *processCheck) run(ctx context.Context) *messages.Event {
@@ -87,7 +90,9 @@ func (c *processCheck) run(ctx context.Context) *messages.Event {
 }
 
 // find returns the process and its status, by pid file or by name; obs
-// gets the pid as soon as it is known.
+// gets the pid once a process of that pid is found. Until then the pid is
+// only what a file holds: published or named in an error, it would tell
+// a policy the content of any file in allowed_pid_dirs.
 func (c *processCheck) find(ctx context.Context, obs *messages.ProcessObservation) (procfs.Proc, procfs.ProcStat, error) {
 	if c.spec.PIDFile == "" {
 		return c.byName(ctx)
@@ -96,15 +101,16 @@ func (c *processCheck) find(ctx context.Context, obs *messages.ProcessObservatio
 	if err != nil {
 		return procfs.Proc{}, procfs.ProcStat{}, err
 	}
-	obs.Pid = int32(pid)
 	p, err := c.fs.Proc(pid)
-	var st procfs.ProcStat
 	switch {
 	case gone(err):
-		err = errNotRunning
-	case err == nil:
-		st, err = status(p)
+		return p, procfs.ProcStat{}, fmt.Errorf("find process of pid file %s: %w", c.spec.PIDFile, errNotRunning)
+	case err != nil:
+		// Its error names /proc/<pid>: only the errno.
+		return p, procfs.ProcStat{}, fmt.Errorf("find process of pid file %s: %w", c.spec.PIDFile, pathless(err))
 	}
+	obs.Pid = int32(pid)
+	st, err := status(p)
 	if err != nil {
 		return p, st, fmt.Errorf("find process %d of pid file %s: %w", pid, c.spec.PIDFile, err)
 	}
@@ -125,7 +131,7 @@ const maxPIDFileBytes = 64
 // observation is published.
 func (c *processCheck) readPID() (int, error) {
 	path := c.spec.PIDFile
-	dir, rel, ok := within(c.dirs, path)
+	dir, rel, ok := policy.PIDDirOf(path, c.dirs)
 	if !ok {
 		return 0, fmt.Errorf("read pid file %s: not inside allowed_pid_dirs %v", path, c.dirs)
 	}
@@ -165,35 +171,22 @@ func (c *processCheck) readPID() (int, error) {
 	return int(pid), nil
 }
 
-// within returns the entry of dirs whose directory holds path, lexically,
-// and path relative to it. When entries nest, the outermost is taken: the
-// file may resolve anywhere inside it.
-func within(dirs []string, path string) (dir, rel string, ok bool) {
-	path = filepath.Clean(path)
-	for _, d := range dirs {
-		d = filepath.Clean(d)
-		r, err := filepath.Rel(d, path)
-		if err != nil || !filepath.IsLocal(r) {
-			continue
-		}
-		if !ok || len(d) < len(dir) {
-			dir, rel, ok = d, r, true
-		}
-	}
-	return dir, rel, ok
-}
-
 // rootError is an error of an os.Root at dir without the path relative to
 // dir that it names: its errno, or that the path resolves outside dir,
 // the one error of os.Root's own (every failure of the system comes with
 // its errno).
 func rootError(dir string, err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		err = pe.Err
-	}
+	err = pathless(err)
 	if _, ok := errors.AsType[syscall.Errno](err); !ok {
 		return fmt.Errorf("resolves outside %s", dir)
+	}
+	return err
+}
+
+// pathless is err without the path that a *fs.PathError names.
+func pathless(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
 	}
 	return err
 }
@@ -224,10 +217,9 @@ func fileType(m fs.FileMode) string {
 	return "mode " + m.String()
 }
 
-// byName finds the live processes whose comm or argv[0]'s base name is
-// the configured name, and returns the oldest: when a service forks
-// workers under its own name, the oldest is the parent that the others
-// come and go under.
+// byName finds the live processes called the configured name (see
+// named), and returns the oldest: when a service forks workers under its
+// own name, the oldest is the parent that the others come and go under.
 func (c *processCheck) byName(ctx context.Context) (procfs.Proc, procfs.ProcStat, error) {
 	procs, err := c.fs.AllProcs()
 	if err != nil {
@@ -256,14 +248,27 @@ func (c *processCheck) byName(ctx context.Context) (procfs.Proc, procfs.ProcStat
 	return best, bestSt, nil
 }
 
-// named reports whether p is called the configured name: its comm (which
-// the kernel truncates to 15 bytes) or the base name of its argv[0].
+// maxComm is how many bytes of a name the kernel keeps in comm.
+const maxComm = 15
+
+// named reports whether p is called the configured name. comm, which the
+// kernel keeps of every process, decides a name of up to 15 bytes. A
+// longer name is cut to 15 bytes in comm: only a process whose comm is
+// that cut has its command line read, and is called the name when its
+// argv[0]'s base name is the whole name. The command line is read from
+// the process's memory: a process of any user can make that read hang
+// (its memory map locked by a fault on a FUSE mount), so it is read of
+// none but the few processes comm cannot tell apart.
 func (c *processCheck) named(p procfs.Proc, st procfs.ProcStat) bool {
-	if st.Comm == c.spec.Name {
-		return true
+	name := c.spec.Name
+	switch {
+	case len(name) <= maxComm:
+		return st.Comm == name
+	case st.Comm != name[:maxComm]:
+		return false
 	}
-	argv, err := p.CmdLine()
-	return err == nil && len(argv) > 0 && filepath.Base(argv[0]) == c.spec.Name
+	argv, err := c.cmdLine(p)
+	return err == nil && len(argv) > 0 && filepath.Base(argv[0]) == name
 }
 
 // status reads p's status. A process that is gone, or exited and waits as

@@ -1,6 +1,7 @@
 package observer_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
 )
@@ -56,7 +58,14 @@ type child struct {
 // spawn starts path with args; the test's end kills and reaps it.
 func spawn(t *testing.T, path string, args ...string) *child {
 	t.Helper()
-	c := &child{cmd: exec.Command(path, args...), started: time.Now()}
+	return start(t, exec.Command(path, args...))
+}
+
+// start starts cmd; the test's end kills and reaps it. It returns once
+// the program is exec'd, with its comm.
+func start(t *testing.T, cmd *exec.Cmd) *child {
+	t.Helper()
+	c := &child{cmd: cmd, started: time.Now()}
 	require.NoError(t, c.cmd.Start())
 	t.Cleanup(func() {
 		_ = c.cmd.Process.Kill()
@@ -167,12 +176,13 @@ func TestProcessByPIDFile(t *testing.T) {
 	assert.True(t, obs.StartTime.AsTime().Equal(again.StartTime.AsTime()))
 	assert.False(t, again.Restarted)
 
-	// Stopped: the pid file names a process that is gone.
+	// Stopped: the pid file names a process that is gone, whose pid is
+	// only what the file holds (neither published nor named).
 	first.stop(t)
 	gone, at := f.waitProcess(t, at+1, func(o *messages.ProcessObservation) bool { return o.Result != messages.Result_RESULT_OK })
 	assert.Equal(t, messages.Result_RESULT_FAILED, gone.Result)
-	assert.Equal(t, fmt.Sprintf("find process %d of pid file %s: not running", first.pid(), pidFile), gone.Error)
-	assert.Equal(t, first.pid(), gone.Pid, "the pid of the pid file")
+	assert.Equal(t, fmt.Sprintf("find process of pid file %s: not running", pidFile), gone.Error)
+	assert.Zero(t, gone.Pid)
 	assert.False(t, gone.Restarted)
 	assert.Zero(t, gone.RssBytes)
 
@@ -260,16 +270,18 @@ func TestProcessResults(t *testing.T) {
 			err:    `read pid file {file}: not a pid (9 bytes)`,
 		},
 		{
+			// A pid of no process is only what a file holds: it is
+			// neither published nor named.
 			name: "the process of the pid file is gone",
 			process: func(t *testing.T) (string, int32) {
 				pidFile := filepath.Join(t.TempDir(), "svc.pid")
 				c := spawn(t, program(t, uniqueName("svc-")), "600")
 				c.stop(t)
 				writePIDFile(t, pidFile, c.pid())
-				return fmt.Sprintf("{pid_file: %q}", pidFile), c.pid()
+				return fmt.Sprintf("{pid_file: %q}", pidFile), 0
 			},
 			result: messages.Result_RESULT_FAILED,
-			err:    "find process {pid} of pid file {file}: not running",
+			err:    "find process of pid file {file}: not running",
 		},
 		{
 			name: "the process exited and is not reaped yet",
@@ -351,6 +363,61 @@ func TestProcessByName(t *testing.T) {
 			assert.Equal(t, messages.Result_RESULT_OK, next.Result, next.Error)
 			assert.Equal(t, younger.pid(), next.Pid)
 			assert.True(t, next.Restarted)
+		})
+	}
+}
+
+// TestProcessByNameReadsFewCommandLines: comm decides a name of up to 15
+// bytes; only a process whose comm is the first 15 bytes of a longer name
+// has its command line read (a read that a process can make hang), to
+// tell it by argv[0]. A process whose argv[0] alone is the name is not
+// found by a name comm decides.
+func TestProcessByNameReadsFewCommandLines(t *testing.T) {
+	// Random in its first 15 bytes: no other process on the machine
+	// (other tests' included) has that comm.
+	long := uniqueName("svc-") + "-long-service"
+	tests := []struct {
+		name string
+		// start starts the processes and returns the name looked for.
+		start func(t *testing.T) (name string, started []*child)
+		found int // index in started of the process found; -1: none
+		read  []int
+	}{
+		{"a short name by comm", func(t *testing.T) (string, []*child) {
+			name := uniqueName("svc-")
+			return name, []*child{spawn(t, program(t, name), "600")}
+		}, 0, nil},
+		{"a short name of no process", func(*testing.T) (string, []*child) {
+			return uniqueName("svc-"), nil
+		}, -1, nil},
+		{"a short name in argv[0] only", func(t *testing.T) (string, []*child) {
+			name := uniqueName("svc-")
+			return name, []*child{start(t, &exec.Cmd{Path: program(t, uniqueName("other-")), Args: []string{name, "600"}})}
+		}, -1, nil},
+		{"a long name by argv[0]", func(t *testing.T) (string, []*child) {
+			return long, []*child{spawn(t, program(t, long), "600")}
+		}, 0, []int{0}},
+		{"a long name whose first 15 bytes another one shares", func(t *testing.T) (string, []*child) {
+			other := spawn(t, program(t, long[:15]+"-other"), "600")
+			return long, []*child{other}
+		}, -1, []int{0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name, started := tc.start(t)
+			var read []int
+			pid, err := observer.FindByName(context.Background(), name, func(pid int) { read = append(read, pid) })
+			if tc.found < 0 {
+				require.ErrorContains(t, err, "not running")
+			} else {
+				require.NoError(t, err)
+				assert.Equal(t, int(started[tc.found].pid()), pid)
+			}
+			want := []int{}
+			for _, i := range tc.read {
+				want = append(want, int(started[i].pid()))
+			}
+			assert.ElementsMatch(t, want, read, "the command lines read")
 		})
 	}
 }
@@ -464,6 +531,18 @@ func TestProcessPIDFileHostile(t *testing.T) {
 			err:    fmt.Sprintf("read pid file {file}: not a pid (%d bytes)", len(secret)+1),
 		},
 		{
+			// Above pid_max (at most 2^22): never a process's. Named or
+			// published, the number would tell what any file of
+			// allowed_pid_dirs holds.
+			name: "a number that is no process's pid",
+			file: func(t *testing.T, dir string) (string, []string) {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "svc.pid"), []byte("19283746\n"), 0o644))
+				return filepath.Join(dir, "svc.pid"), []string{dir}
+			},
+			result: messages.Result_RESULT_FAILED,
+			err:    "find process of pid file {file}: not running",
+		},
+		{
 			name: "a pid beyond int32",
 			file: func(t *testing.T, dir string) (string, []string) {
 				require.NoError(t, os.WriteFile(filepath.Join(dir, "svc.pid"), []byte("4294967297\n"), 0o644))
@@ -481,6 +560,14 @@ func TestProcessPIDFileHostile(t *testing.T) {
 			},
 			result: messages.Result_RESULT_ERROR,
 			err:    "read pid file {file}: not inside allowed_pid_dirs [{dir}/elsewhere]",
+		},
+		{
+			name: "the allowed dir itself",
+			file: func(_ *testing.T, dir string) (string, []string) {
+				return dir, []string{dir}
+			},
+			result: messages.Result_RESULT_ERROR,
+			err:    "read pid file {dir}: not inside allowed_pid_dirs [{dir}]",
 		},
 		{
 			name: "an allowed dir that does not exist",
@@ -512,6 +599,7 @@ func TestProcessPIDFileHostile(t *testing.T) {
 			assert.Equal(t, tc.result, obs.Result, obs.Error)
 			assert.Equal(t, strings.NewReplacer("{file}", pidFile, "{dir}", dir).Replace(tc.err), obs.Error)
 			assert.NotContains(t, obs.Error, secret)
+			assert.NotContains(t, obs.Error, "19283746")
 			assert.Zero(t, obs.Pid)
 		})
 	}

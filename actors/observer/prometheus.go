@@ -68,7 +68,10 @@ func (c *prometheusCheck) run(ctx context.Context) *messages.Event {
 	// Ask for the text format: an exporter built on client_golang would
 	// otherwise be free to answer protobuf or OpenMetrics.
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	a, err := c.shared.fetch(ctx, c.client, req, c.maxBytes+1)
+	a, done, err := c.shared.fetch(ctx, c.client, req, c.maxBytes+1)
+	// Given back once the page is parsed and dropped: the parser holds
+	// more than the page meanwhile, which the unit's memory sizing counts.
+	defer done()
 	obs.Latency = a.latency
 	switch {
 	case err != nil:

@@ -23,10 +23,13 @@ import (
 // stay within the policy's limits however short their intervals: one token
 // bucket (max_requests_per_second), one concurrency limit
 // (max_concurrent_requests), one HTTP client whose connections are reused,
-// and the dialer that checks every connect against allowed_targets.
+// and the dialer that checks every connect against allowed_targets. The
+// memory of answers is the daemon's Budget, which every policy's Shared
+// draws on.
 type Shared struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
+	budget  *Budget
 	allowed *configs.AllowList
 	// trusted dials the names listed in allowed_targets; checked dials
 	// every other host, refusing a connect to an address outside the
@@ -41,13 +44,18 @@ const maxHeaderBytes = 1 << 20
 
 // NewShared returns the shared limits and client of policy p. Targets,
 // redirects and every address connected to are checked against allowed
-// (nil allows nothing).
-func NewShared(p *policy.Policy, allowed *configs.AllowList) *Shared {
+// (nil allows nothing). Answers are held within budget, the daemon's
+// (nil: a budget of the policy's own, of the default size).
+func NewShared(p *policy.Policy, allowed *configs.AllowList, budget *Budget) *Shared {
 	l := p.Spec.Limits
 	burst := max(1, int(l.MaxRequestsPerSecond))
+	if budget == nil {
+		budget = NewBudget(0)
+	}
 	s := &Shared{
 		limiter: rate.NewLimiter(rate.Limit(l.MaxRequestsPerSecond), burst),
 		slots:   make(chan struct{}, max(1, l.MaxConcurrentRequests)),
+		budget:  budget,
 		allowed: allowed,
 		trusted: &net.Dialer{KeepAlive: 30 * time.Second},
 	}
@@ -147,23 +155,31 @@ type answer struct {
 }
 
 // fetch sends req with client once it holds a token and a slot of the
-// policy's limits, and reads the body up to limit bytes. The slot is held
-// until the body is read, so that max_concurrent_requests bounds what the
-// service is busy answering. On error the answer holds what arrived before
-// it.
-func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Request, limit int64) (answer, error) {
-	var a answer
+// policy's limits, then limit bytes of the daemon's budget, and reads the
+// body up to limit bytes. The slot is held until the body is read, so
+// that max_concurrent_requests bounds what the service is busy answering;
+// the bytes until the caller calls done, once it has dropped the body
+// (parsed it, matched it). done is never nil: call it on error too. On
+// error the answer holds what arrived before it.
+//
+// The slot comes first: waiting for memory holds a slot of the policy's
+// own, while holding memory to wait for a slot would starve the other
+// policies of a budget that one busy policy cannot use.
+func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Request, limit int64) (a answer, done func(), err error) {
 	release, err := s.acquire(ctx)
 	if err != nil {
-		return a, err
+		return a, func() {}, err
 	}
 	defer release()
+	if done, err = s.budget.reserve(ctx, limit); err != nil {
+		return a, func() {}, err
+	}
 
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
 		a.latency = durationpb.New(time.Since(start))
-		return a, err
+		return a, done, err
 	}
 	defer resp.Body.Close()
 	a.body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
@@ -173,9 +189,9 @@ func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Reque
 		a.tlsNotAfter = timestamppb.New(resp.TLS.PeerCertificates[0].NotAfter)
 	}
 	if err != nil {
-		return a, fmt.Errorf("read body: %w", err)
+		return a, done, fmt.Errorf("read body: %w", err)
 	}
-	return a, nil
+	return a, done, nil
 }
 
 // checkRedirect re-checks every redirect against allowed_targets, and

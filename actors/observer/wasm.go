@@ -49,6 +49,9 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 		return nil, fmt.Errorf("encode wasm.config: %w", err)
 	}
 	t := s.Policy.Spec.Target
+	// The plugin's http_response bodies are answers too, which the host
+	// caps at wasm.MaxBodyBytes whatever the daemon allows.
+	maxBody := min(s.maxResponse(), wasm.MaxBodyBytes)
 	return &wasmCheck{host: s.Plugins, module: w.Module, spec: wasm.PluginSpec{
 		Path:        filepath.Join(s.PluginDir, w.Module),
 		SHA256:      w.SHA256,
@@ -57,9 +60,9 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 		ConfigJSON:  config,
 		MemoryLimit: uint64(w.MemoryLimit),
 		Timeout:     time.Duration(w.Timeout),
-		HTTP:        pluginHTTP{shared: s.Shared, client: s.Shared.clientFor(false, 0)},
-		// The plugin's http_response bodies are answers too.
-		MaxBodyBytes: s.maxResponse(),
+		// The host reads a byte over the cap, to tell a body cut.
+		HTTP:         pluginHTTP{shared: s.Shared, client: s.Shared.clientFor(false, 0), reserve: maxBody + 1},
+		MaxBodyBytes: maxBody,
 		// Checked again at every load, since the file may have changed
 		// since its policy was validated.
 		Installed: true,
@@ -132,18 +135,29 @@ func (c *wasmCheck) Close() error {
 }
 
 // pluginHTTP is a plugin's http_request under its policy's limits: a token
-// and a slot per request, the slot held until the host closes the body.
-// Redirects are not followed here: the host follows them, and asks Allowed
-// about every hop.
+// and a slot per request, then what the host reads of the body at most
+// (reserve) of the daemon's budget, both held until the host closes the
+// body, once it has read and encoded it. Redirects are not followed here:
+// the host follows them, and asks Allowed about every hop.
 type pluginHTTP struct {
-	shared *Shared
-	client *http.Client
+	shared  *Shared
+	client  *http.Client
+	reserve int64
 }
 
 func (p pluginHTTP) Do(req *http.Request) (*http.Response, error) {
-	release, err := p.shared.acquire(req.Context())
+	slot, err := p.shared.acquire(req.Context())
 	if err != nil {
 		return nil, err
+	}
+	memory, err := p.shared.budget.reserve(req.Context(), p.reserve)
+	if err != nil {
+		slot()
+		return nil, err
+	}
+	release := func() {
+		memory()
+		slot()
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -156,7 +170,8 @@ func (p pluginHTTP) Do(req *http.Request) (*http.Response, error) {
 
 func (p pluginHTTP) Allowed(u *url.URL) error { return p.shared.checkURL(u) }
 
-// releasingBody frees a concurrency slot when its body is closed.
+// releasingBody frees a concurrency slot and the body's memory when it is
+// closed.
 type releasingBody struct {
 	io.ReadCloser
 	release func()

@@ -21,7 +21,8 @@ import (
 // TestPluginSpecOfTheWASMKind: a plugin observer's http_request goes
 // through its policy's dialer, which checks the address connected (here
 // localhost's 127.0.0.1 against allowed_targets [::1/128]); its response
-// bodies are capped by limits.max_response_bytes; and its module is
+// bodies are capped by limits.max_response_bytes, and reserve that much
+// of the daemon's budget; and its module is
 // checked as an installed one.
 func TestPluginSpecOfTheWASMKind(t *testing.T) {
 	var hits atomic.Int64
@@ -42,7 +43,7 @@ spec:
 	require.NoError(t, err)
 	allowed, err := configs.ParseAllowList([]string{"::1/128"})
 	require.NoError(t, err)
-	shared := NewShared(p, allowed)
+	shared := NewShared(p, allowed, nil)
 	t.Cleanup(shared.Close)
 	host, err := wasm.NewHost(context.Background(), wasm.HostOptions{Log: zerolog.Nop()})
 	require.NoError(t, err)
@@ -53,6 +54,7 @@ spec:
 	require.NoError(t, err)
 	assert.True(t, c.spec.Installed)
 	assert.Equal(t, int64(4096), c.spec.MaxBodyBytes)
+	assert.Equal(t, int64(4097), c.spec.HTTP.(pluginHTTP).reserve, "the host reads a byte over the cap")
 
 	req, err := http.NewRequest(http.MethodGet, target+"/", nil)
 	require.NoError(t, err)

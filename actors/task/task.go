@@ -52,6 +52,10 @@ type Options struct {
 	// observer.Spec.
 	PIDDirs     []string
 	MaxResponse configs.ByteSize
+	// MaxResponseTotal (limits.max_response_bytes_total) bounds the
+	// answers all observers hold at once: the one observer.Budget of
+	// every policy; 0 means the default.
+	MaxResponseTotal configs.ByteSize
 	// Supervision of the observers; zero means supervision.Observers.
 	Supervision supervision.Policy
 	Log         zerolog.Logger
@@ -69,9 +73,11 @@ type Actor struct {
 	// correlation even after a newer version replaced it.
 	children   map[string]ref
 	generation uint64
-	// pauses are the paused observers, by policy (shared by the actor's
-	// incarnations, see Props).
+	// pauses are the paused observers, by policy, and budget the memory
+	// of all policies' answers (both shared by the actor's incarnations,
+	// see Props).
 	pauses map[string]map[string]bool
+	budget *observer.Budget
 }
 
 type ref struct {
@@ -115,7 +121,8 @@ func New(opts Options) *Actor {
 	if opts.Supervision == (supervision.Policy{}) {
 		opts.Supervision = supervision.Observers
 	}
-	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}, pauses: map[string]map[string]bool{}}
+	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}, pauses: map[string]map[string]bool{},
+		budget: observer.NewBudget(opts.MaxResponseTotal)}
 	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
 		Failed: func(f supervision.Failure) {
 			r, ok := a.children[f.Child.Id]
@@ -132,12 +139,14 @@ func New(opts Options) *Actor {
 
 // Props for the task-manager. The pauses are shared by its incarnations:
 // a restarted task-manager starts again what the policy-manager resends,
-// and a paused observer must stay paused.
+// and a paused observer must stay paused. So is the budget: answers that
+// observers of an earlier incarnation still read hold on to it.
 func Props(opts Options) *actor.Props {
 	pauses := map[string]map[string]bool{}
+	budget := observer.NewBudget(opts.MaxResponseTotal)
 	return actor.PropsFromProducer(func() actor.Actor {
 		a := New(opts)
-		a.pauses = pauses
+		a.pauses, a.budget = pauses, budget
 		return a
 	})
 }
@@ -235,7 +244,7 @@ func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
 		if r.shared != nil {
 			r.shared.Close()
 		}
-		r.shared = observer.NewShared(p, a.opts.Allowed)
+		r.shared = observer.NewShared(p, a.opts.Allowed, a.budget)
 	}
 	for _, name := range change.Removed {
 		a.stopChild(ctx, r, name, "removed from its policy", msg.EventID)

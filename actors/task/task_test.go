@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -556,4 +557,43 @@ func TestPauseSurvivesARestartOfTheTaskManager(t *testing.T) {
 	}
 	assert.Equal(t, "observer/web/b", paths[2], "only b started again")
 	assert.ElementsMatch(t, []string{"observer/web/a", "observer/web/b", "observer/web/b"}, paths)
+}
+
+// TestOneMemoryBudgetForAllPolicies: limits.max_response_bytes_total is
+// one budget of the daemon, not one per policy: while an answer of one
+// policy holds all of it, another policy's observation waits for memory
+// and ends at its timeout, without asking the service.
+func TestOneMemoryBudgetForAllPolicies(t *testing.T) {
+	sys, log := actortest.SystemAndLogger(t)
+	state := actortest.NewRecorder(t, sys, "state-manager")
+	var requests atomic.Int64
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		select {
+		case <-release:
+			_, _ = io.WriteString(w, "ok")
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before the server closes
+	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: state.PID, Allowed: allowList(t), Log: log,
+		MaxResponseTotal: 64 * configs.KiB}), taskName)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	apply := func(p *policy.Policy) {
+		sys.Root.Send(pid, &messages.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-" + p.Metadata.Name})
+	}
+
+	apply(parse(t, "holder", srv.URL, "    - {name: h, kind: http, interval: 10s, timeout: 9s, http: {max_body_bytes: 64KiB}}\n"))
+	require.Eventually(t, func() bool { return requests.Load() == 1 }, actortest.Wait, time.Millisecond, "the holder's request is in flight")
+	apply(parse(t, "waiter", srv.URL, "    - {name: w, kind: http, interval: 1s, timeout: 200ms, http: {max_body_bytes: 1KiB}}\n"))
+	e := actortest.WaitMessage(t, state, func(e *messages.Emit) bool {
+		return e.Path == "observer/waiter/w" && e.Event.Type == messages.TypeObservationHTTP
+	})
+	obs := e.Event.GetHttp()
+	assert.Equal(t, messages.Result_RESULT_TIMEOUT, obs.Result)
+	assert.Equal(t, "wait for memory for the answer (limits.max_response_bytes_total): context deadline exceeded", obs.Error)
+	assert.Equal(t, int64(1), requests.Load(), "the waiter asked the service nothing")
 }

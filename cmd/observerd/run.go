@@ -189,7 +189,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
 			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,
 			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(supervisor.TaskManager),
-			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes,
+			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes, MaxResponseTotal: cfg.Limits.MaxResponseBytesTotal,
 		})},
 		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),

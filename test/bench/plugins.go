@@ -304,7 +304,7 @@ spec:
 	if err != nil {
 		return nil, nil, fmt.Errorf("plugins policy: %w", err)
 	}
-	shared := observer.NewShared(p, allowed)
+	shared := observer.NewShared(p, allowed, nil)
 	defer shared.Close()
 	ask := map[string]func() error{}
 	for _, o := range p.Spec.Observers {

@@ -6,10 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -21,10 +26,13 @@ import (
 
 // hostileObserver (TestHostile/observer): what an observed service (not trusted) or whoever
 // can write a plugin makes of the daemon's observers. A pid file is the
-// service's to write: it cannot make the daemon publish a secret, block,
-// or read without bound. A name the service controls cannot lead a
-// connect outside allowed_targets. A plugin that others may write is
-// refused, and one that is not pinned is named in the log, once.
+// service's to write: it cannot make the daemon publish a secret or what
+// the file holds, block, or read without bound. A service answering large
+// bodies to many policies cannot make the daemon hold more than
+// limits.max_response_bytes_total. A name the service controls cannot
+// lead a connect outside allowed_targets. A plugin that others may write
+// or own, or too large to hash, is refused, and one that is not pinned is
+// named in the log, once.
 func hostileObserver(t *testing.T) {
 	t.Run("pid file symlinked to a secret outside allowed_pid_dirs", func(t *testing.T) {
 		secret := randomName("e2e-secret-")
@@ -75,6 +83,83 @@ func hostileObserver(t *testing.T) {
 		assert.Nil(t, daemon.cmd.ProcessState, "the daemon is still running")
 	})
 
+	t.Run("pid file holding a number that is no process's pid", func(t *testing.T) {
+		// Above pid_max: never a pid. Published, the number would tell a
+		// policy writer what any file of allowed_pid_dirs holds.
+		const number = "19283746"
+		dir := t.TempDir()
+		pidFile := filepath.Join(dir, "svc.pid")
+		require.NoError(t, os.WriteFile(pidFile, []byte(number+"\n"), 0o644))
+
+		c, _ := processDaemon(t, dir, pidFile)
+		del, ev := c.waitFor(t, messages.TypeObservationProcess)
+		obs := ev.GetProcess()
+		assert.Equal(t, messages.Result_RESULT_FAILED, obs.Result)
+		assert.Equal(t, "find process of pid file "+pidFile+": not running", obs.Error)
+		assert.Zero(t, obs.Pid)
+		assert.NotContains(t, string(del.Body), number, "the number is not published")
+	})
+
+	t.Run("many policies hold no more answers than max_response_bytes_total", func(t *testing.T) {
+		// Each answer is 1 MiB, and the daemon holds 2 MiB of answers:
+		// two requests at once, whatever the policies allow (4 each).
+		body := strings.Repeat("x", 1<<20)
+		var inFlight, peak, requests atomic.Int64
+		proceed := make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			n := inFlight.Add(1)
+			for {
+				if old := peak.Load(); n <= old || peak.CompareAndSwap(old, n) {
+					break
+				}
+			}
+			select {
+			case <-proceed:
+				// Counted out before the body goes: the client may give
+				// its memory back once it has read 1 MiB, before this
+				// handler returns.
+				inFlight.Add(-1)
+				_, _ = io.WriteString(w, body)
+			case <-r.Context().Done():
+				inFlight.Add(-1)
+			}
+		}))
+		t.Cleanup(srv.Close)
+		var once sync.Once
+		let := func() { once.Do(func() { close(proceed) }) }
+		t.Cleanup(let) // before the server closes
+		d := newDaemon(t, "", withLimits("{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, "+
+			"max_events_per_second: 100000, max_response_bytes: 1MiB, max_response_bytes_total: 2MiB}"))
+		observers := func(n int, timing string) string {
+			var list string
+			for i := range n {
+				list += fmt.Sprintf("    - {name: o%d, kind: http, %s, http: {max_body_bytes: 1MiB}}\n", i, timing)
+			}
+			return list
+		}
+		// The holders' answers are held for as long as the test needs;
+		// the others' observations end at their timeout, waiting.
+		writePolicyFile(t, d, "holders.yaml", "holders", srv.URL, observers(4, "interval: 1m, timeout: 50s"))
+		c := d.consume(t)
+		d.start(t)
+		require.Eventually(t, func() bool { return inFlight.Load() >= 2 }, wait, tick, "the holders' requests are in flight")
+		writePolicyFile(t, d, "waiters.yaml", "waiters", srv.URL, observers(4, "interval: 1s, timeout: 300ms"))
+		ev := c.waitWhere(t, messages.TypeObservationHTTP, func(ev *messages.Event) bool { return ev.GetPolicy().GetName() == "waiters" })
+		obs := ev.GetHttp()
+		assert.Equal(t, messages.Result_RESULT_TIMEOUT, obs.Result)
+		assert.Equal(t, "wait for memory for the answer (limits.max_response_bytes_total): context deadline exceeded", obs.Error)
+		assert.Equal(t, int64(2), peak.Load(), "requests at the service at once")
+		assert.Equal(t, int64(2), requests.Load(), "the waiters asked nothing")
+
+		// Answered, the holders give the memory back: the waiters get it.
+		let()
+		c.waitWhere(t, messages.TypeObservationHTTP, func(ev *messages.Event) bool {
+			return ev.GetPolicy().GetName() == "waiters" && ev.GetHttp().GetResult() == messages.Result_RESULT_OK
+		})
+		assert.Equal(t, int64(2), peak.Load(), "requests at the service at once")
+	})
+
 	t.Run("localhost resolving outside allowed_targets", func(t *testing.T) {
 		// allowed_targets lists ::1 only; validation lets "localhost"
 		// through on it, but localhost is 127.0.0.1 here, where the
@@ -119,6 +204,39 @@ func hostileObserver(t *testing.T) {
 		assert.Contains(t, rejected.GetPolicyOutcome().GetReason(),
 			fmt.Sprintf("plugin_dir %s has mode 0775: writable by group or others", plugins))
 		assert.Empty(t, c.ofType(messages.TypePolicyApplied))
+	})
+
+	t.Run("module owned by another user", func(t *testing.T) {
+		// Mode 0644 and in a safe directory, but its owner (the observed
+		// service's user, say) may rewrite it whatever its mode.
+		target := startObservable(t)
+		d := newDaemon(t, target, withObservers(`    - {name: backlog, kind: wasm, interval: 1s, wasm: {module: status-threshold.wasm, config: {threshold: 100}}}
+`))
+		installPlugins(t, d, filepath.Join(bin, "plugins", "status-threshold.wasm"))
+		module := filepath.Join(d.dir, "plugins", "status-threshold.wasm")
+		require.NoError(t, os.Chown(module, nobody, nobody))
+		c := d.consume(t)
+		d.start(t)
+
+		_, rejected := c.waitFor(t, messages.TypePolicyRejected)
+		assert.Contains(t, rejected.GetPolicyOutcome().GetReason(),
+			fmt.Sprintf("module %s is owned by uid %d: only root or the daemon's user (uid 0) may own it", module, nobody))
+		assert.Empty(t, c.ofType(messages.TypePolicyApplied))
+	})
+
+	t.Run("module of a TiB", func(t *testing.T) {
+		// Sparse: nothing written, hours of hashing at every parse.
+		target := startObservable(t)
+		d := newDaemon(t, target, withObservers(`    - {name: backlog, kind: wasm, interval: 1s, wasm: {module: huge.wasm}}
+`))
+		huge := filepath.Join(d.dir, "plugins", "huge.wasm")
+		require.NoError(t, os.WriteFile(huge, nil, 0o644))
+		require.NoError(t, os.Truncate(huge, 1<<40))
+		c := d.consume(t)
+		d.start(t)
+
+		_, rejected := c.waitFor(t, messages.TypePolicyRejected)
+		assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), "cannot read plugin huge.wasm: larger than 64MiB")
 	})
 
 	t.Run("unpinned module warned about once", func(t *testing.T) {
