@@ -564,6 +564,28 @@ broker:
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
+// ClientTLS reads the CA, certificate and key afresh at every call: the
+// broker calls it at every dial, so rotated files need no restart.
+func TestClientTLSRereadsRotatedFiles(t *testing.T) {
+	old, rotated := newPKI(t), newPKI(t)
+	b := Default().Broker
+	b.TLS = TLS{CAFile: old.ca, CertFile: old.cert, KeyFile: old.key, MinVersion: "1.2"}
+	before, err := b.ClientTLS()
+	require.NoError(t, err)
+	for _, f := range []struct{ from, to string }{{rotated.ca, old.ca}, {rotated.cert, old.cert}, {rotated.key, old.key}} {
+		require.NoError(t, os.Rename(f.from, f.to)) // as an operator rotates: a new file renamed over the old
+	}
+	after, err := b.ClientTLS()
+	require.NoError(t, err)
+	assert.NotEqual(t, before.Certificates[0].Certificate[0], after.Certificates[0].Certificate[0], "the new certificate")
+	leaf, err := x509.ParseCertificate(after.Certificates[0].Certificate[0])
+	require.NoError(t, err)
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: after.RootCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	assert.NoError(t, err, "the new CA, which signed the new certificate")
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: before.RootCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	assert.Error(t, err, "not the old CA")
+}
+
 func TestTargets(t *testing.T) {
 	c, err := Parse("t.yaml", []byte(`allowed_targets: ["10.0.0.0/8", "db.internal"]`))
 	require.NoError(t, err)
