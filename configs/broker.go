@@ -17,10 +17,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-func (b *Broker) validate(r *Report) {
+func (b *Broker) validate(r *yamldoc.Report) {
 	if len(b.URLs) == 0 {
 		r.Addf("broker.urls", "at least one URL is required")
 	}
@@ -86,7 +88,7 @@ func (b *Broker) validate(r *Report) {
 	}
 	if t.ServerName != "" {
 		if _, err := netip.ParseAddr(t.ServerName); err != nil {
-			if _, err := hostName(t.ServerName); err != nil {
+			if _, err := targets.HostName(t.ServerName); err != nil {
 				r.Addf("broker.tls.server_name", "%v", err)
 			}
 		}
@@ -113,7 +115,7 @@ func (b *Broker) validate(r *Report) {
 		path := fmt.Sprintf("broker.queues[%d]", i)
 		checkAMQPName(r, path+".name", q.Name)
 		if j, dup := first[q.Name]; dup && q.Name != "" {
-			r.Addf(path+".name", "duplicate queue name; first at %s", r.doc.Where(fmt.Sprintf("broker.queues[%d].name", j)))
+			r.Addf(path+".name", "duplicate queue name; first at %s", r.Where(fmt.Sprintf("broker.queues[%d].name", j)))
 		} else {
 			first[q.Name] = i
 		}
@@ -221,7 +223,7 @@ var amqpName = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
 
 // checkAMQPName checks an exchange or queue name against AMQP 0-9-1's
 // charset, and the amq. prefix the broker reserves for itself.
-func checkAMQPName(r *Report, path, name string) {
+func checkAMQPName(r *yamldoc.Report, path, name string) {
 	switch {
 	case name == "":
 		r.Addf(path, "must not be empty")
@@ -343,7 +345,7 @@ func readFile(file string, limit int64, what string, check func(string, fs.FileI
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %s; this is not %s file", file, ByteSize(limit), what)
+		return nil, fmt.Errorf("%s is larger than %s; this is not %s file", file, yamldoc.ByteSize(limit), what)
 	}
 	return data, nil
 }

@@ -1,7 +1,11 @@
 // Package configs loads and validates the daemon configuration
-// (observerd.yaml, see docs/operations.md), and holds the strict YAML decoding that
-// package policy shares: unknown keys, wrong types and bad values are all
-// reported at once, each with file:line:col and its key path.
+// (observerd.yaml, see docs/operations.md), decoded strictly by package
+// yamldoc: unknown keys, wrong types and bad values are all reported at
+// once, each with file:line:col and its key path. Its secrets (the broker
+// password, the client key) are read afresh at every use and refused when
+// others may read or write them. The directory also holds the data files
+// operators look for: the example config, the systemd unit, example
+// policies and the RabbitMQ configs.
 //
 // Relative paths in the config (policy_dir, plugin_dir, state_dir and the
 // broker's password and TLS files) are resolved against the directory of
@@ -21,6 +25,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/policy"
 )
 
 // Config is the daemon configuration.
@@ -36,14 +44,14 @@ type Config struct {
 	AllowedPIDDirs []string `yaml:"allowed_pid_dirs"`
 	// AllowedProcessNames are the names process observers may look a
 	// process up by; default none.
-	AllowedProcessNames []string `yaml:"allowed_process_names"`
-	Limits              Limits   `yaml:"limits"`
-	Log                 Log      `yaml:"log"`
-	Admin               Admin    `yaml:"admin"`
-	Broker              Broker   `yaml:"broker"`
-	Outbox              Outbox   `yaml:"outbox"`
+	AllowedProcessNames []string      `yaml:"allowed_process_names"`
+	Limits              policy.Bounds `yaml:"limits"`
+	Log                 Log           `yaml:"log"`
+	Admin               Admin         `yaml:"admin"`
+	Broker              Broker        `yaml:"broker"`
+	Outbox              Outbox        `yaml:"outbox"`
 
-	doc *Document // where each key was written, for validation messages
+	doc *yamldoc.Document // where each key was written, for validation messages
 }
 
 // Log configures the daemon's logs.
@@ -64,69 +72,18 @@ type Admin struct {
 	SocketGroup string `yaml:"socket_group"`
 }
 
-// Limits bound what policies may make the daemon do. They are the daemon
-// owner's, not the policy writers': a policy that asks for more is
-// rejected, and the event budget is enforced while it runs.
-type Limits struct {
-	// MinInterval is the shortest observer interval; default 1s.
-	MinInterval Duration `yaml:"min_interval"`
-	// MaxRequestsPerSecond and MaxConcurrentRequests are the highest
-	// spec.limits a policy may set; default 100 and 16.
-	MaxRequestsPerSecond  float64 `yaml:"max_requests_per_second"`
-	MaxConcurrentRequests int     `yaml:"max_concurrent_requests"`
-	// MaxEventsPerSecond is each policy's budget of observation events;
-	// the excess is dropped and reported in policy.throttled; default 100.
-	MaxEventsPerSecond float64 `yaml:"max_events_per_second"`
-	// MaxEventsPerSecondTotal is the budget of all policies' observation
-	// events together, so that many policies cannot do what one may not;
-	// default 1000.
-	MaxEventsPerSecondTotal float64 `yaml:"max_events_per_second_total"`
-	// MaxObservers is the number of observers of all policies together;
-	// default 1000.
-	MaxObservers int `yaml:"max_observers"`
-	// MaxPluginMemory is the sum of the wasm observers' memory_limit over
-	// all policies; default 512MiB, which with the Go heap's 512MiB
-	// (GOMEMLIMIT) fills the unit's MemoryHigh.
-	MaxPluginMemory ByteSize `yaml:"max_plugin_memory"`
-	// MaxResponseBytes caps what one observation reads of an answer (an
-	// http body, a metrics page, a plugin's http response); default 16MiB.
-	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
-	// MaxResponseBytesTotal caps the answers all observers may hold at
-	// once: each observation reserves its own cap before it asks, and
-	// waits (within its timeout) while the total is taken; default 64MiB.
-	MaxResponseBytesTotal ByteSize `yaml:"max_response_bytes_total"`
-}
-
-// DefaultLimits are the limits of a config that sets none.
-func DefaultLimits() Limits {
-	return Limits{
-		MinInterval:             Duration(time.Second),
-		MaxRequestsPerSecond:    100,
-		MaxConcurrentRequests:   16,
-		MaxEventsPerSecond:      100,
-		MaxEventsPerSecondTotal: 1000,
-		MaxObservers:            1000,
-		MaxPluginMemory:         512 * MiB,
-		MaxResponseBytes:        16 * MiB,
-		MaxResponseBytesTotal:   64 * MiB,
-	}
-}
-
-// DefaultPIDDirs is allowed_pid_dirs when the config sets none.
-func DefaultPIDDirs() []string { return []string{"/run"} }
-
 // Broker configures the RabbitMQ connection.
 type Broker struct {
-	URLs          []string `yaml:"urls"`           // tried in order; default ["amqps://observer@localhost:5671/"]
-	AllowInsecure bool     `yaml:"allow_insecure"` // permits amqp:// (no TLS)
-	PasswordFile  string   `yaml:"password_file"`  // else env OBSERVERD_AMQP_PASSWORD
-	Auth          string   `yaml:"auth"`           // plain (default) | external (client certificate)
-	TLS           TLS      `yaml:"tls"`
-	Exchange      string   `yaml:"exchange"`       // default polar.events
-	Encoding      string   `yaml:"encoding"`       // protobuf (default) | json
-	ConfirmWindow int      `yaml:"confirm_window"` // unconfirmed publishes in flight, 1..65535, default 256
-	Heartbeat     Duration `yaml:"heartbeat"`      // whole seconds, 1s..65535s, default 10s
-	Queues        []Queue  `yaml:"queues"`         // declared (durable) at every connect
+	URLs          []string         `yaml:"urls"`           // tried in order; default ["amqps://observer@localhost:5671/"]
+	AllowInsecure bool             `yaml:"allow_insecure"` // permits amqp:// (no TLS)
+	PasswordFile  string           `yaml:"password_file"`  // else env OBSERVERD_AMQP_PASSWORD
+	Auth          string           `yaml:"auth"`           // plain (default) | external (client certificate)
+	TLS           TLS              `yaml:"tls"`
+	Exchange      string           `yaml:"exchange"`       // default polar.events
+	Encoding      string           `yaml:"encoding"`       // protobuf (default) | json
+	ConfirmWindow int              `yaml:"confirm_window"` // unconfirmed publishes in flight, 1..65535, default 256
+	Heartbeat     yamldoc.Duration `yaml:"heartbeat"`      // whole seconds, 1s..65535s, default 10s
+	Queues        []Queue          `yaml:"queues"`         // declared (durable) at every connect
 }
 
 // TLS configures the client side of the broker's TLS.
@@ -151,8 +108,8 @@ func (q *Queue) SetDefaults() { q.Type = "quorum" }
 
 // Outbox bounds the on-disk outbox.
 type Outbox struct {
-	MaxBytes ByteSize `yaml:"max_bytes"` // at least 1MiB, default 1GiB
-	WhenFull string   `yaml:"when_full"` // drop_oldest (default) | block
+	MaxBytes yamldoc.ByteSize `yaml:"max_bytes"` // at least 1MiB, default 1GiB
+	WhenFull string           `yaml:"when_full"` // drop_oldest (default) | block
 }
 
 // PasswordEnv is the environment variable holding the broker password when
@@ -169,9 +126,9 @@ func Default() *Config {
 		PolicyDir:      "/etc/observerd/policies.d",
 		PluginDir:      "/usr/lib/observerd/plugins",
 		StateDir:       "/var/lib/observerd",
-		AllowedTargets: []string{"127.0.0.0/8", "::1/128"},
-		AllowedPIDDirs: DefaultPIDDirs(),
-		Limits:         DefaultLimits(),
+		AllowedTargets: targets.DefaultEntries(),
+		AllowedPIDDirs: policy.DefaultPIDDirs(),
+		Limits:         policy.DefaultBounds(),
 		Log:            Log{Level: "info", Format: "json"},
 		Admin:          Admin{Listen: "127.0.0.1:9464", Socket: "/run/observerd/admin.sock"},
 		Broker: Broker{
@@ -181,9 +138,9 @@ func Default() *Config {
 			Exchange:      "polar.events",
 			Encoding:      "protobuf",
 			ConfirmWindow: 256,
-			Heartbeat:     Duration(10 * time.Second),
+			Heartbeat:     yamldoc.Duration(10 * time.Second),
 		},
-		Outbox: Outbox{MaxBytes: GiB, WhenFull: "drop_oldest"},
+		Outbox: Outbox{MaxBytes: yamldoc.GiB, WhenFull: "drop_oldest"},
 	}
 	c.Node, _ = os.Hostname() // when unknown, Validate asks for node
 	return c
@@ -191,7 +148,7 @@ func Default() *Config {
 
 // Load reads the config file at path, decodes it strictly, applies defaults
 // and validates it. The error lists every problem, each with file:line:col
-// and key path (see ProblemsOf).
+// and key path (see yamldoc.ProblemsOf).
 func Load(path string) (*Config, error) {
 	// Not blocking: --config pointed at a FIFO fails instead of hanging.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -202,14 +159,14 @@ func Load(path string) (*Config, error) {
 	if st, err := f.Stat(); err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	} else if !st.Mode().IsRegular() {
-		return nil, &Problem{File: path, Message: "not a regular file; this is not a config file"}
+		return nil, &yamldoc.Problem{File: path, Message: "not a regular file; this is not a config file"}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
 	if len(data) > maxConfigSize {
-		return nil, &Problem{File: path, Message: fmt.Sprintf("the file is larger than %s; this is not a config file", ByteSize(maxConfigSize))}
+		return nil, &yamldoc.Problem{File: path, Message: fmt.Sprintf("the file is larger than %s; this is not a config file", yamldoc.ByteSize(maxConfigSize))}
 	}
 	return Parse(path, data)
 }
@@ -222,7 +179,7 @@ func Load(path string) (*Config, error) {
 // checks the policies too); nothing may run with such a config.
 func Parse(file string, data []byte) (*Config, error) {
 	c := Default()
-	doc, err := DecodeStrict(file, data, c)
+	doc, err := yamldoc.Decode(file, data, c)
 	if doc == nil {
 		return nil, err
 	}
@@ -261,17 +218,27 @@ func (c *Config) resolvePaths() error {
 	return nil
 }
 
+// PolicyEnv is what the daemon configured by c validates policies
+// against, with checkPlugin, the plugin host's check of a module (nil:
+// modules are not checked).
+func (c *Config) PolicyEnv(checkPlugin func(path string, memoryLimit uint64) error) policy.Env {
+	return policy.Env{
+		Allowed: c.Targets(), PIDDirs: c.AllowedPIDDirs, ProcessNames: c.AllowedProcessNames,
+		Limits: &c.Limits, PluginDir: c.PluginDir, CheckPlugin: checkPlugin,
+	}
+}
+
 // Targets is the parsed allowed_targets; entries that do not parse are left
 // out (Validate reports them).
-func (c *Config) Targets() *AllowList {
-	a, _ := ParseAllowList(c.AllowedTargets)
+func (c *Config) Targets() *targets.AllowList {
+	a, _ := targets.Parse(c.AllowedTargets)
 	return a
 }
 
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,253}$`)
 
 // Validate checks the whole config and returns every problem at once
-// (joined *Problem errors, positioned when the config came from a file).
+// (joined *yamldoc.Problem errors, positioned when the config came from a file).
 func (c *Config) Validate() error {
 	r := c.doc.Report()
 	switch {
@@ -287,8 +254,8 @@ func (c *Config) Validate() error {
 			r.Addf(dir.path, "must not be empty")
 		}
 	}
-	_, err := ParseAllowList(c.AllowedTargets)
-	for _, p := range ProblemsOf(err) {
+	_, err := targets.Parse(c.AllowedTargets)
+	for _, p := range yamldoc.ProblemsOf(err) {
 		r.Addf(p.Path, "%s", p.Message)
 	}
 	oneOf(r, "log.level", c.Log.Level, "trace", "debug", "info", "warn", "error")
@@ -299,11 +266,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, name := range c.AllowedProcessNames {
-		if err := CheckProcessName(name); err != nil {
+		if err := policy.CheckProcessName(name); err != nil {
 			r.Addf(fmt.Sprintf("allowed_process_names[%d]", i), "%v", err)
 		}
 	}
-	c.Limits.validate(r)
+	c.Limits.Validate(r, "limits")
 	if c.Admin.Listen != "" {
 		if err := checkLoopback(c.Admin.Listen); err != nil {
 			r.Addf("admin.listen", "%v", err)
@@ -315,7 +282,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Broker.validate(r)
-	if c.Outbox.MaxBytes < MiB {
+	if c.Outbox.MaxBytes < yamldoc.MiB {
 		r.Addf("outbox.max_bytes", "must be at least 1MiB, got %s", c.Outbox.MaxBytes)
 	}
 	oneOf(r, "outbox.when_full", c.Outbox.WhenFull, "drop_oldest", "block")
@@ -323,7 +290,7 @@ func (c *Config) Validate() error {
 }
 
 // oneOf checks an enumerated value.
-func oneOf(r *Report, path, value string, allowed ...string) {
+func oneOf(r *yamldoc.Report, path, value string, allowed ...string) {
 	for _, a := range allowed {
 		if value == a {
 			return
@@ -360,20 +327,6 @@ func changes(prefix string, a, b reflect.Value) []string {
 	return out
 }
 
-// CheckProcessName accepts what a process observer may look a process up
-// by: a command name, as in /proc/<pid>/comm or the base name of argv[0].
-func CheckProcessName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("a process name must not be empty")
-	case len(name) > 255:
-		return fmt.Errorf("a process name has at most 255 bytes, got %d", len(name))
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("a process name holds no / and no NUL (use pid_file to point at a file)")
-	}
-	return nil
-}
-
 // LookupGroup returns the gid of a group given by name or number.
 func LookupGroup(group string) (int, error) {
 	if gid, err := strconv.Atoi(group); err == nil && gid >= 0 {
@@ -388,44 +341,4 @@ func LookupGroup(group string) (int, error) {
 		return 0, fmt.Errorf("the group has a gid that is not a number")
 	}
 	return gid, nil
-}
-
-// Bounds of the limits section: past them a limit protects nothing.
-const (
-	minMinInterval = time.Millisecond
-	maxRate        = 1e6
-	maxConcurrency = 10_000
-	maxObservers   = 1_000_000
-)
-
-func (l *Limits) validate(r *Report) {
-	if time.Duration(l.MinInterval) < minMinInterval {
-		r.Addf("limits.min_interval", "must be at least %s, got %s", minMinInterval, l.MinInterval)
-	}
-	for _, rate := range []struct {
-		path string
-		v    float64
-	}{
-		{"limits.max_requests_per_second", l.MaxRequestsPerSecond},
-		{"limits.max_events_per_second", l.MaxEventsPerSecond},
-		{"limits.max_events_per_second_total", l.MaxEventsPerSecondTotal},
-	} {
-		if !(rate.v > 0) || rate.v > maxRate {
-			r.Addf(rate.path, "must be greater than 0 and at most %g, got %g", float64(maxRate), rate.v)
-		}
-	}
-	if l.MaxConcurrentRequests < 1 || l.MaxConcurrentRequests > maxConcurrency {
-		r.Addf("limits.max_concurrent_requests", "must be between 1 and %d, got %d", maxConcurrency, l.MaxConcurrentRequests)
-	}
-	if l.MaxObservers < 1 || l.MaxObservers > maxObservers {
-		r.Addf("limits.max_observers", "must be between 1 and %d, got %d", maxObservers, l.MaxObservers)
-	}
-	if l.MaxPluginMemory < 0 {
-		r.Addf("limits.max_plugin_memory", "must not be negative, got %s", l.MaxPluginMemory)
-	}
-	if l.MaxResponseBytes < KiB || l.MaxResponseBytes > GiB {
-		r.Addf("limits.max_response_bytes", "must be between 1KiB and 1GiB, got %s", l.MaxResponseBytes)
-	} else if l.MaxResponseBytesTotal < l.MaxResponseBytes || l.MaxResponseBytesTotal > 16*GiB {
-		r.Addf("limits.max_response_bytes_total", "must be between limits.max_response_bytes (%s) and 16GiB, got %s", l.MaxResponseBytes, l.MaxResponseBytesTotal)
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -27,13 +28,11 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 // lines renders an error's problems one per line, with dir replaced by $DIR
 // so that expectations do not depend on the temporary directory.
 func lines(err error, dir string) []string {
-	var out []string
-	for _, p := range ProblemsOf(err) {
-		s := p.Error()
+	out := yamldoc.Lines(err)
+	for i, s := range out {
 		if dir != "" {
-			s = strings.ReplaceAll(s, dir, "$DIR")
+			out[i] = strings.ReplaceAll(s, dir, "$DIR")
 		}
-		out = append(out, s)
 	}
 	return out
 }
@@ -81,8 +80,8 @@ func TestDefaultsApplied(t *testing.T) {
 	assert.Equal(t, "polar.events", want.Broker.Exchange)
 	assert.Equal(t, "protobuf", want.Broker.Encoding)
 	assert.Equal(t, 256, want.Broker.ConfirmWindow)
-	assert.Equal(t, Duration(10*time.Second), want.Broker.Heartbeat)
-	assert.Equal(t, Outbox{MaxBytes: GiB, WhenFull: "drop_oldest"}, want.Outbox)
+	assert.Equal(t, yamldoc.Duration(10*time.Second), want.Broker.Heartbeat)
+	assert.Equal(t, Outbox{MaxBytes: yamldoc.GiB, WhenFull: "drop_oldest"}, want.Outbox)
 }
 
 func TestEmptyNodeMeansHostname(t *testing.T) {
@@ -454,7 +453,7 @@ func TestSeveralProblemsAtOnce(t *testing.T) {
 	require.Error(t, err)
 	got := strings.Join(lines(err, ""), "\n") + "\n"
 	golden(t, "many-problems.golden", got)
-	assert.GreaterOrEqual(t, len(ProblemsOf(err)), 10)
+	assert.GreaterOrEqual(t, len(yamldoc.ProblemsOf(err)), 10)
 }
 
 func TestValidateWithoutDocument(t *testing.T) {
@@ -466,7 +465,7 @@ func TestValidateWithoutDocument(t *testing.T) {
 		`outbox.when_full: unknown value; use one of: drop_oldest, block`,
 	}, lines(c.Validate(), ""))
 	// Validate is repeatable: it does not accumulate.
-	assert.Len(t, ProblemsOf(c.Validate()), 2)
+	assert.Len(t, yamldoc.ProblemsOf(c.Validate()), 2)
 }
 
 func TestLoad(t *testing.T) {

@@ -5,7 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/test/fuzzbudget"
 )
 
@@ -25,8 +26,8 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	limits := configs.DefaultLimits()
-	env := Env{Allowed: configs.Default().Targets(), ProcessNames: []string{"nginx"}, Limits: &limits}
+	limits := DefaultBounds()
+	env := Env{Allowed: targets.Default(), ProcessNames: []string{"nginx"}, Limits: &limits}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > MaxFileSize {
 			return // refused before parsing (TestFileSizeLimit)
@@ -39,7 +40,7 @@ func FuzzParse(f *testing.F) {
 		if (p == nil) == (err == nil) {
 			t.Fatalf("want a policy or an error, got %v and %v", p, err)
 		}
-		for _, prob := range configs.ProblemsOf(err) {
+		for _, prob := range yamldoc.ProblemsOf(err) {
 			if prob.File != "fuzz.yaml" {
 				t.Fatalf("a problem that does not name its file: %v", prob)
 			}

@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/polar/observerd/configs"
 )
 
 func policyNamed(name string) string {
@@ -70,7 +69,7 @@ func TestLoadDirMissing(t *testing.T) {
 
 func problemLines(err error, dir string) []string {
 	var out []string
-	for _, p := range configs.ProblemsOf(err) {
+	for _, p := range yamldoc.ProblemsOf(err) {
 		out = append(out, strings.ReplaceAll(p.Error(), dir, "$DIR"))
 	}
 	return out
@@ -177,7 +176,7 @@ func TestProblemsNeverQuoteTheDocument(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse("p.yaml", []byte(doc), Env{PluginDir: t.TempDir()})
 			require.Error(t, err)
-			for _, p := range configs.ProblemsOf(err) {
+			for _, p := range yamldoc.ProblemsOf(err) {
 				// Keys are the document's structure and may be quoted,
 				// but only short plain ones: not the long one.
 				if name == "a key" {
@@ -248,7 +247,7 @@ func TestLoadDirTotals(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(policyNamed(name)), 0o644))
 	}
-	limits := configs.DefaultLimits()
+	limits := DefaultBounds()
 	limits.MaxObservers = 7 // each policy has 3
 	policies, err := LoadDir(dir, Env{Limits: &limits})
 	require.Len(t, policies, 2)
@@ -256,8 +255,8 @@ func TestLoadDirTotals(t *testing.T) {
 		"$DIR/c.yaml:7:5: spec.observers: the daemon runs at most 7 observers (limits.max_observers): this policy has 3, the other policies 6",
 	}, problemLines(err, dir))
 
-	limits = configs.DefaultLimits()
-	limits.MaxPluginMemory = 64 * configs.MiB // each policy's plugin takes the default 32MiB
+	limits = DefaultBounds()
+	limits.MaxPluginMemory = 64 * yamldoc.MiB // each policy's plugin takes the default 32MiB
 	policies, err = LoadDir(dir, Env{Limits: &limits})
 	require.Len(t, policies, 2)
 	assert.Equal(t, []string{

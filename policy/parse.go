@@ -15,12 +15,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
 // Parse decodes a policy strictly, applies its defaults, validates it
 // against env and computes its Revision. The error lists every problem of
-// the file (joined *configs.Problem, see configs.ProblemsOf), each with
+// the file (joined *yamldoc.Problem, see yamldoc.ProblemsOf), each with
 // file:line:col and key path such as spec.observers[2].interval.
 func Parse(file string, data []byte, env Env) (*Policy, error) {
 	if len(data) > MaxFileSize {
@@ -28,7 +28,7 @@ func Parse(file string, data []byte, env Env) (*Policy, error) {
 	}
 	p := &Policy{}
 	p.SetDefaults()
-	doc, err := configs.DecodeStrict(file, data, p)
+	doc, err := yamldoc.Decode(file, data, p)
 	if doc == nil {
 		return nil, err
 	}
@@ -63,10 +63,10 @@ func ParseFile(file string, env Env) (*Policy, error) {
 // A file that resolves outside its directory, through a symlink that
 // leaves it or is absolute, is refused: whoever may write policy_dir must
 // not be able to make the daemon read, and echo, a file elsewhere (its
-// password file, its key). Its error is a *configs.Problem naming the file.
+// password file, its key). Its error is a *yamldoc.Problem naming the file.
 func ReadFile(file string) ([]byte, error) {
 	problem := func(format string, args ...any) error {
-		return &configs.Problem{File: file, Message: fmt.Sprintf(format, args...)}
+		return &yamldoc.Problem{File: file, Message: fmt.Sprintf(format, args...)}
 	}
 	dir, err := os.OpenRoot(filepath.Dir(file))
 	if err != nil {
@@ -107,8 +107,8 @@ func ReadFile(file string) ([]byte, error) {
 }
 
 func tooLarge(file string, size int64) error {
-	return &configs.Problem{File: file,
-		Message: fmt.Sprintf("the file has %d bytes; a policy may have at most %d (%s)", size, MaxFileSize, configs.ByteSize(MaxFileSize))}
+	return &yamldoc.Problem{File: file,
+		Message: fmt.Sprintf("the file has %d bytes; a policy may have at most %d (%s)", size, MaxFileSize, yamldoc.ByteSize(MaxFileSize))}
 }
 
 // unwrapPath drops the path from an *fs.PathError: problems name the file
@@ -138,7 +138,7 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 	}
 	var (
 		policies []*Policy
-		problems []*configs.Problem
+		problems []*yamldoc.Problem
 		byName   = map[string]*Policy{}
 		usage    Usage
 	)
@@ -149,7 +149,7 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 		}
 		p, err := ParseFile(filepath.Join(dir, name), env)
 		if err != nil {
-			problems = append(problems, configs.ProblemsOf(err)...)
+			problems = append(problems, yamldoc.ProblemsOf(err)...)
 			continue
 		}
 		if first, dup := byName[p.Metadata.Name]; dup {
@@ -164,7 +164,7 @@ func LoadDir(dir string, env Env) ([]*Policy, error) {
 		byName[p.Metadata.Name] = p
 		policies = append(policies, p)
 	}
-	return policies, configs.Join(problems)
+	return policies, yamldoc.Join(problems)
 }
 
 // IsPolicyFile reports whether a directory entry named name is a policy
@@ -177,7 +177,7 @@ func IsPolicyFile(name string) bool {
 
 // DuplicateOf is the problem of p declaring the name of first, a policy of
 // another file that keeps it.
-func (p *Policy) DuplicateOf(first *Policy) *configs.Problem {
+func (p *Policy) DuplicateOf(first *Policy) *yamldoc.Problem {
 	return p.doc.Problemf("metadata.name", "the policy name is already used by %s:%d",
 		first.File, first.doc.Line("metadata.name"))
 }
@@ -198,10 +198,10 @@ func (p *Policy) complete() {
 		path := fmt.Sprintf("spec.observers[%d]", i)
 		o.Line = p.doc.Line(path)
 		if !p.doc.Has(path+".timeout") && o.Interval > 0 {
-			o.Timeout = min(configs.Duration(time.Second), o.Interval/2)
+			o.Timeout = min(yamldoc.Duration(time.Second), o.Interval/2)
 		}
 		if o.WASM != nil && !p.doc.Has(path+".wasm.timeout") {
-			o.WASM.Timeout = configs.Duration(time.Second)
+			o.WASM.Timeout = yamldoc.Duration(time.Second)
 			if o.Timeout > 0 {
 				o.WASM.Timeout = min(o.WASM.Timeout, o.Timeout)
 			}

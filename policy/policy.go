@@ -8,7 +8,8 @@
 package policy
 
 import (
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
 // The document's header, checked exactly.
@@ -43,7 +44,7 @@ type Policy struct {
 	File       string   `yaml:"-"` // the file it came from
 	Revision   string   `yaml:"-"` // canonical revision hash, set by Parse
 
-	doc *configs.Document // positions, for problems found after parsing
+	doc *yamldoc.Document // positions, for problems found after parsing
 }
 
 // SetDefaults fills in the defaults of a policy (its limits).
@@ -88,10 +89,10 @@ func (l *Limits) SetDefaults() {
 type Observer struct {
 	Name     string           `yaml:"name"`
 	Kind     string           `yaml:"kind"`     // http | prometheus | tcp | process | wasm
-	Interval configs.Duration `yaml:"interval"` // required, > 0
+	Interval yamldoc.Duration `yaml:"interval"` // required, > 0
 	// Timeout bounds one observation; default 1s, or half the interval when
 	// the interval is 2s or less, so that it always ends before the next.
-	Timeout    configs.Duration `yaml:"timeout"`
+	Timeout    yamldoc.Duration `yaml:"timeout"`
 	Thresholds Thresholds       `yaml:"thresholds"`
 	HTTP       *HTTP            `yaml:"http"`
 	Prometheus *Prometheus      `yaml:"prometheus"`
@@ -126,7 +127,7 @@ type HTTP struct {
 	Path            string            `yaml:"path"`   // default /
 	Headers         map[string]string `yaml:"headers"`
 	ExpectStatus    []int             `yaml:"expect_status"`  // default [200]
-	MaxBodyBytes    configs.ByteSize  `yaml:"max_body_bytes"` // read at most this much; default 64KiB
+	MaxBodyBytes    yamldoc.ByteSize  `yaml:"max_body_bytes"` // read at most this much; default 64KiB
 	BodyMatch       string            `yaml:"body_match"`     // RE2 regexp the body must match
 	Extract         []string          `yaml:"extract"`        // JSON pointers (RFC 6901) of values to report
 	FollowRedirects bool              `yaml:"follow_redirects"`
@@ -138,7 +139,7 @@ func (h *HTTP) SetDefaults() {
 	h.Method = "GET"
 	h.Path = "/"
 	h.ExpectStatus = []int{200}
-	h.MaxBodyBytes = 64 * configs.KiB
+	h.MaxBodyBytes = 64 * yamldoc.KiB
 	h.MaxRedirects = 3
 }
 
@@ -176,14 +177,14 @@ type WASM struct {
 	Module      string           `yaml:"module"`       // file name in plugin_dir
 	SHA256      string           `yaml:"sha256"`       // hex; when set, the module must match it
 	Config      map[string]any   `yaml:"config"`       // given to the plugin as JSON
-	MemoryLimit configs.ByteSize `yaml:"memory_limit"` // 1MiB..4GiB in 64KiB pages; default 32MiB
+	MemoryLimit yamldoc.ByteSize `yaml:"memory_limit"` // 1MiB..4GiB in 64KiB pages; default 32MiB
 	// Timeout is the deadline of one plugin call; default 1s, capped at the
 	// observer's timeout, which bounds the whole observation anyway.
-	Timeout configs.Duration `yaml:"timeout"`
+	Timeout yamldoc.Duration `yaml:"timeout"`
 }
 
 // SetDefaults sets a 32MiB memory limit.
-func (w *WASM) SetDefaults() { w.MemoryLimit = 32 * configs.MiB }
+func (w *WASM) SetDefaults() { w.MemoryLimit = 32 * yamldoc.MiB }
 
 // ObserverByName finds an observer of the policy.
 func (p *Policy) ObserverByName(name string) (Observer, bool) {
@@ -199,13 +200,13 @@ func (p *Policy) ObserverByName(name string) (Observer, bool) {
 type Env struct {
 	// Allowed is the daemon's allowed_targets; nil means the default
 	// (loopback only), never "anything".
-	Allowed *configs.AllowList
+	Allowed *targets.AllowList
 	// PIDDirs is the daemon's allowed_pid_dirs; nil means the default.
 	PIDDirs []string
 	// ProcessNames is the daemon's allowed_process_names (none by default).
 	ProcessNames []string
 	// Limits are the daemon's limits; nil means the defaults.
-	Limits *configs.Limits
+	Limits *Bounds
 	// PluginDir is where wasm modules are looked up; "" skips the presence
 	// and checksum checks (for validating a policy away from its host).
 	PluginDir string
@@ -217,33 +218,24 @@ type Env struct {
 	CheckPlugin func(path string, memoryLimit uint64) error
 }
 
-// EnvOf is the environment of the daemon configured by cfg, without its
-// plugin check (the plugin host's, which the caller passes in).
-func EnvOf(cfg *configs.Config, checkPlugin func(path string, memoryLimit uint64) error) Env {
-	return Env{
-		Allowed: cfg.Targets(), PIDDirs: cfg.AllowedPIDDirs, ProcessNames: cfg.AllowedProcessNames,
-		Limits: &cfg.Limits, PluginDir: cfg.PluginDir, CheckPlugin: checkPlugin,
-	}
-}
-
-func (e Env) allowed() *configs.AllowList {
+func (e Env) allowed() *targets.AllowList {
 	if e.Allowed != nil {
 		return e.Allowed
 	}
-	return configs.Default().Targets()
+	return targets.Default()
 }
 
 func (e Env) pidDirs() []string {
 	if e.PIDDirs != nil {
 		return e.PIDDirs
 	}
-	return configs.DefaultPIDDirs()
+	return DefaultPIDDirs()
 }
 
 // LimitsOf returns the daemon's limits of env, or the defaults.
-func (e Env) LimitsOf() configs.Limits {
+func (e Env) LimitsOf() Bounds {
 	if e.Limits != nil {
 		return *e.Limits
 	}
-	return configs.DefaultLimits()
+	return DefaultBounds()
 }

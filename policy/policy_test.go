@@ -13,7 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*/expected.txt")
@@ -23,10 +24,10 @@ var update = flag.Bool("update", false, "rewrite testdata/*/expected.txt")
 // but for intervals down to 100ms.
 func testEnv(t *testing.T) Env {
 	t.Helper()
-	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8", "::1/128", "web.internal"})
+	allowed, err := targets.Parse([]string{"127.0.0.0/8", "::1/128", "web.internal"})
 	require.NoError(t, err)
-	limits := configs.DefaultLimits()
-	limits.MinInterval = configs.Duration(100 * time.Millisecond)
+	limits := DefaultBounds()
+	limits.MinInterval = yamldoc.Duration(100 * time.Millisecond)
 	return Env{Allowed: allowed, ProcessNames: []string{"nginx"}, PluginDir: "testdata/plugins", Limits: &limits}
 }
 
@@ -36,7 +37,7 @@ func render(t *testing.T, p *Policy, err error) string {
 	t.Helper()
 	if err != nil {
 		var b strings.Builder
-		for _, problem := range configs.ProblemsOf(err) {
+		for _, problem := range yamldoc.ProblemsOf(err) {
 			b.WriteString(problem.Error())
 			b.WriteByte('\n')
 		}
@@ -78,7 +79,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestSamplePolicyParses(t *testing.T) {
-	p, err := ParseFile("../configs/policies/web.yaml", Env{Allowed: configs.Default().Targets(), ProcessNames: []string{"observable"}})
+	p, err := ParseFile("../configs/policies/web.yaml", Env{Allowed: targets.Default(), ProcessNames: []string{"observable"}})
 	require.NoError(t, err)
 	assert.Equal(t, "web", p.Metadata.Name)
 	assert.Equal(t, Target{Name: "web", URL: "http://127.0.0.1:8080"}, p.Spec.Target)
@@ -258,14 +259,14 @@ spec:
 `)
 	assert.Equal(t, Limits{MaxRequestsPerSecond: 10, MaxConcurrentRequests: 2}, p.Spec.Limits)
 	obs := p.Spec.Observers
-	assert.Equal(t, configs.Duration(time.Second), obs[0].Timeout)
+	assert.Equal(t, yamldoc.Duration(time.Second), obs[0].Timeout)
 	assert.Equal(t, "localhost:443", obs[0].TCP.Address, "from the target URL and its scheme")
-	assert.Equal(t, configs.Duration(500*time.Millisecond), obs[1].Timeout, "half the interval")
+	assert.Equal(t, yamldoc.Duration(500*time.Millisecond), obs[1].Timeout, "half the interval")
 	assert.Equal(t, "[::1]:22", obs[1].TCP.Address)
-	assert.Equal(t, configs.Duration(750*time.Millisecond), obs[2].Timeout)
-	assert.Equal(t, configs.Duration(750*time.Millisecond), obs[2].WASM.Timeout, "capped at the observer's timeout")
-	assert.Equal(t, 32*configs.MiB, obs[2].WASM.MemoryLimit)
-	assert.Equal(t, configs.Duration(400*time.Millisecond), obs[3].WASM.Timeout)
+	assert.Equal(t, yamldoc.Duration(750*time.Millisecond), obs[2].Timeout)
+	assert.Equal(t, yamldoc.Duration(750*time.Millisecond), obs[2].WASM.Timeout, "capped at the observer's timeout")
+	assert.Equal(t, 32*yamldoc.MiB, obs[2].WASM.MemoryLimit)
+	assert.Equal(t, yamldoc.Duration(400*time.Millisecond), obs[3].WASM.Timeout)
 }
 
 func TestNilAllowedMeansLoopback(t *testing.T) {

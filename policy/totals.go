@@ -3,7 +3,7 @@ package policy
 import (
 	"fmt"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
 // Usage is what a set of policies takes of the daemon's limits that no
@@ -11,7 +11,7 @@ import (
 // together.
 type Usage struct {
 	Observers    int
-	PluginMemory configs.ByteSize
+	PluginMemory yamldoc.ByteSize
 }
 
 // UsageOf adds up what policies take.
@@ -31,7 +31,7 @@ func UsageOf(policies ...*Policy) Usage {
 // CheckTotals returns the problem of running p beside others (the other
 // policies that run, p's own previous version left out), or nil when all
 // of them together stay within limits.
-func (p *Policy) CheckTotals(others Usage, limits configs.Limits) *configs.Problem {
+func (p *Policy) CheckTotals(others Usage, limits Bounds) *yamldoc.Problem {
 	own := UsageOf(p)
 	switch {
 	case others.Observers+own.Observers > limits.MaxObservers:

@@ -19,16 +19,17 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
 // Bounds of values that are valid in form but would harm the daemon.
 const (
 	maxRedirects   = 20
 	maxSampleLimit = 1_000_000
-	minWASMMemory  = configs.MiB
-	maxWASMMemory  = 4 * configs.GiB
-	wasmPageSize   = 64 * configs.KiB
+	minWASMMemory  = yamldoc.MiB
+	maxWASMMemory  = 4 * yamldoc.GiB
+	wasmPageSize   = 64 * yamldoc.KiB
 )
 
 // names become parts of event sources and AMQP routing, hence DNS-label-like.
@@ -38,7 +39,7 @@ var name = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$`)
 // callers that take names from elsewhere than a policy file (commands).
 func ValidName(s string) bool { return name.MatchString(s) }
 
-func checkName(r *configs.Report, path, value string) {
+func checkName(r *yamldoc.Report, path, value string) {
 	switch {
 	case value == "":
 		r.Addf(path, "is required")
@@ -48,7 +49,7 @@ func checkName(r *configs.Report, path, value string) {
 	}
 }
 
-func (p *Policy) validate(r *configs.Report, env Env) {
+func (p *Policy) validate(r *yamldoc.Report, env Env) {
 	for _, h := range []struct{ path, got, want string }{
 		{"apiVersion", p.APIVersion, APIVersion},
 		{"kind", p.Kind, Kind},
@@ -117,7 +118,7 @@ func (p *Policy) validate(r *configs.Report, env Env) {
 // observer would take hours to change state at common intervals.
 const maxThreshold = 100
 
-func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.AllowList, o *Observer, path string, targetOK bool) {
+func (p *Policy) validateObserver(r *yamldoc.Report, env Env, allowed *targets.AllowList, o *Observer, path string, targetOK bool) {
 	limits := env.LimitsOf()
 	switch {
 	case !p.doc.Has(path + ".interval"):
@@ -183,7 +184,7 @@ func (p *Policy) validateObserver(r *configs.Report, env Env, allowed *configs.A
 
 // checkTargetURL accepts an absolute http(s) URL of an allowed host, with
 // no credentials, query or fragment (those belong to observers' sections).
-func checkTargetURL(raw string, allowed *configs.AllowList) error {
+func checkTargetURL(raw string, allowed *targets.AllowList) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return errors.New("invalid URL")
@@ -206,7 +207,7 @@ func checkTargetURL(raw string, allowed *configs.AllowList) error {
 	return checkAllowed(u.Hostname(), allowed)
 }
 
-func checkAllowed(host string, allowed *configs.AllowList) error {
+func checkAllowed(host string, allowed *targets.AllowList) error {
 	if !allowed.AllowsHost(host) {
 		return fmt.Errorf("the host is not in allowed_targets %s", allowed)
 	}
@@ -214,7 +215,7 @@ func checkAllowed(host string, allowed *configs.AllowList) error {
 }
 
 // checkHostPort accepts host:port of an allowed host.
-func checkHostPort(address string, allowed *configs.AllowList) error {
+func checkHostPort(address string, allowed *targets.AllowList) error {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil || host == "" {
 		return errors.New("invalid address: want host:port, like 127.0.0.1:8080")
@@ -228,7 +229,7 @@ func checkHostPort(address string, allowed *configs.AllowList) error {
 // token is an HTTP token (RFC 9110), the syntax of methods and header names.
 var token = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
-func (h *HTTP) validate(r *configs.Report, path string, maxBody configs.ByteSize) {
+func (h *HTTP) validate(r *yamldoc.Report, path string, maxBody yamldoc.ByteSize) {
 	if !token.MatchString(h.Method) {
 		r.Addf(path+".method", "invalid HTTP method: use a token such as GET or HEAD")
 	}
@@ -238,7 +239,7 @@ func (h *HTTP) validate(r *configs.Report, path string, maxBody configs.ByteSize
 	canonical := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(h.Headers)) { // sorted: stable messages
 		value := h.Headers[name]
-		hp := configs.PathKey(path+".headers", name)
+		hp := yamldoc.PathKey(path+".headers", name)
 		if !token.MatchString(name) {
 			r.Addf(hp, "invalid header name")
 		}
@@ -247,7 +248,7 @@ func (h *HTTP) validate(r *configs.Report, path string, maxBody configs.ByteSize
 		}
 		key := http.CanonicalHeaderKey(name)
 		if other, dup := canonical[key]; dup {
-			r.Addf(hp, "the header is given twice (also as %s)", configs.PathKey(path+".headers", other))
+			r.Addf(hp, "the header is given twice (also as %s)", yamldoc.PathKey(path+".headers", other))
 		}
 		canonical[key] = name
 	}
@@ -320,7 +321,7 @@ func unwrapRegexp(err error) error {
 
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
-func (m *Prometheus) validate(r *configs.Report, path string) {
+func (m *Prometheus) validate(r *yamldoc.Report, path string) {
 	if err := checkRequestPath(m.Path); err != nil {
 		r.Addf(path+".path", "%v", err)
 	}
@@ -336,7 +337,7 @@ func (m *Prometheus) validate(r *configs.Report, path string) {
 	}
 	for label := range m.MatchLabels {
 		if !labelName.MatchString(label) {
-			r.Addf(configs.PathKey(path+".match_labels", label), "invalid Prometheus label name")
+			r.Addf(yamldoc.PathKey(path+".match_labels", label), "invalid Prometheus label name")
 		}
 	}
 	if m.SampleLimit < 1 || m.SampleLimit > maxSampleLimit {
@@ -387,7 +388,7 @@ func (m *Prometheus) MetricFilter() (func(name string) bool, error) {
 // daemon config says which directories and which names a policy may use,
 // so that a policy can neither read the daemon's own secrets through a
 // "pid file" nor probe every user's processes.
-func (pr *Process) validate(r *configs.Report, path string, env Env) {
+func (pr *Process) validate(r *yamldoc.Report, path string, env Env) {
 	_, _, inside := PIDDirOf(pr.PIDFile, env.pidDirs())
 	switch {
 	case pr.PIDFile != "" && pr.Name != "":
@@ -399,7 +400,7 @@ func (pr *Process) validate(r *configs.Report, path string, env Env) {
 	case pr.PIDFile != "" && !inside:
 		r.Addf(path+".pid_file", "is not inside allowed_pid_dirs %v of the daemon config", env.pidDirs())
 	case pr.Name != "":
-		if err := configs.CheckProcessName(pr.Name); err != nil {
+		if err := CheckProcessName(pr.Name); err != nil {
 			r.Addf(path+".name", "%v", err)
 		} else if !slices.Contains(env.ProcessNames, pr.Name) {
 			r.Addf(path+".name", "is not in allowed_process_names %v of the daemon config", env.ProcessNames)
@@ -432,7 +433,7 @@ func PIDDirOf(file string, dirs []string) (dir, rel string, ok bool) {
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 
-func (w *WASM) validate(r *configs.Report, path string, env Env, observerTimeout configs.Duration, maxMemory configs.ByteSize) {
+func (w *WASM) validate(r *yamldoc.Report, path string, env Env, observerTimeout yamldoc.Duration, maxMemory yamldoc.ByteSize) {
 	moduleOK := false
 	switch m := w.Module; {
 	case m == "":
@@ -496,7 +497,7 @@ func fileSHA256(file string) (string, error) {
 		return "", unwrapPath(err)
 	}
 	defer f.Close()
-	tooLarge := fmt.Errorf("larger than %s", configs.ByteSize(MaxModuleBytes))
+	tooLarge := fmt.Errorf("larger than %s", yamldoc.ByteSize(MaxModuleBytes))
 	if st, err := f.Stat(); err != nil {
 		return "", unwrapPath(err)
 	} else if !st.Mode().IsRegular() {

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/policy"
 	"golang.org/x/sync/semaphore"
-
-	"github.com/polar/observerd/configs"
 )
 
 // Budget is limits.max_response_bytes_total: the bytes of answers that the
@@ -30,9 +30,9 @@ type Budget struct {
 }
 
 // NewBudget returns a budget of total bytes; 0 means the default.
-func NewBudget(total configs.ByteSize) *Budget {
+func NewBudget(total yamldoc.ByteSize) *Budget {
 	if total <= 0 {
-		total = configs.DefaultLimits().MaxResponseBytesTotal
+		total = policy.DefaultBounds().MaxResponseBytesTotal
 	}
 	return &Budget{sem: semaphore.NewWeighted(int64(total)), size: int64(total)}
 }

@@ -15,7 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -24,9 +25,9 @@ import (
 // budgetSpec is the spec of the one observer of policy name (the YAML of
 // a list item of spec.observers) targeting url, which allows 4 requests
 // at once, holding answers of at most maxResponse bytes within budget.
-func budgetSpec(t *testing.T, name, url, observer string, budget *Budget, maxResponse configs.ByteSize) *Spec {
+func budgetSpec(t *testing.T, name, url, observer string, budget *Budget, maxResponse yamldoc.ByteSize) *Spec {
 	t.Helper()
-	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
 	require.NoError(t, err)
 	p, err := policy.Parse(name+".yaml", fmt.Appendf(nil, `apiVersion: observer.polar/v1
 kind: ObservationPolicy
@@ -106,7 +107,7 @@ func TestBudgetBoundsAllPolicies(t *testing.T) {
 	// prometheus and plugins reserve a byte more than the cap, to tell a
 	// page or a body over it.
 	total := int64(fits * (capBytes + 1))
-	budget := NewBudget(configs.ByteSize(total))
+	budget := NewBudget(yamldoc.ByteSize(total))
 	body := "up 1\n" + strings.Repeat("#\n", (capBytes-5)/2)
 	srv := newBlockingServer(t, body, budget)
 

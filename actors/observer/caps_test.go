@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 )
 
@@ -18,7 +18,7 @@ import (
 // metrics page of a prometheus observer, the body of an http observer.
 // The headers of any answer are capped at 1 MiB.
 func TestMaxResponseBytes(t *testing.T) {
-	const limit = 4 * configs.KiB
+	const limit = 4 * yamldoc.KiB
 	tests := []struct {
 		name    string
 		body    string

@@ -22,7 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/supervision"
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -53,7 +53,7 @@ type Spec struct {
 	PIDDirs []string
 	// MaxResponse is the daemon's limits.max_response_bytes: what one
 	// observation reads of an answer at most. 0 means the default.
-	MaxResponse configs.ByteSize
+	MaxResponse yamldoc.ByteSize
 	// Stop, set by the task-manager before it stops the observer, says
 	// why in its observer.stopped event (nil: "stopped").
 	Stop *StopNote
@@ -92,7 +92,7 @@ func (s *Spec) maxResponse() int64 {
 	if s.MaxResponse > 0 {
 		return int64(s.MaxResponse)
 	}
-	return int64(configs.DefaultLimits().MaxResponseBytes)
+	return int64(policy.DefaultBounds().MaxResponseBytes)
 }
 
 // pidDirs is PIDDirs, or its default.
@@ -100,7 +100,7 @@ func (s *Spec) pidDirs() []string {
 	if s.PIDDirs != nil {
 		return s.PIDDirs
 	}
-	return configs.DefaultPIDDirs()
+	return policy.DefaultPIDDirs()
 }
 
 // Path is the observer's actor path relative to the daemon, which is also

@@ -25,7 +25,8 @@ import (
 
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/supervision"
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -33,9 +34,9 @@ import (
 
 const correlation = "01900000-0000-7000-8000-000000000001"
 
-func allowList(t *testing.T, entries ...string) *configs.AllowList {
+func allowList(t *testing.T, entries ...string) *targets.AllowList {
 	t.Helper()
-	a, err := configs.ParseAllowList(entries)
+	a, err := targets.Parse(entries)
 	require.NoError(t, err)
 	return a
 }
@@ -76,7 +77,7 @@ type fixture struct {
 	// tests keep their pid files, and the default.
 	allowed     []string
 	pidDirs     []string
-	maxResponse configs.ByteSize
+	maxResponse yamldoc.ByteSize
 }
 
 func setup(t *testing.T) *fixture {
@@ -225,7 +226,7 @@ func TestHTTPObservationOK(t *testing.T) {
 	assert.Equal(t, "observer/web/health", e.Path)
 	require.NotNil(t, e.Observer, "the spec goes along, for the state-manager's thresholds")
 	assert.Equal(t, policy.Thresholds{DownAfter: 3, UpAfter: 1}, e.Observer.Thresholds)
-	assert.Equal(t, configs.Duration(50*time.Millisecond), e.Observer.Interval)
+	assert.Equal(t, yamldoc.Duration(50*time.Millisecond), e.Observer.Interval)
 
 	// It keeps observing on its schedule, each observation a new event.
 	evs := f.waitObservations(t, 3)

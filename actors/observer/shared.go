@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/policy"
 )
 
@@ -30,7 +30,7 @@ type Shared struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
 	budget  *Budget
-	allowed *configs.AllowList
+	allowed *targets.AllowList
 	// trusted dials the names listed in allowed_targets; checked dials
 	// every other host, refusing a connect to an address outside the
 	// list's prefixes.
@@ -46,7 +46,7 @@ const maxHeaderBytes = 1 << 20
 // redirects and every address connected to are checked against allowed
 // (nil allows nothing). Answers are held within budget, the daemon's
 // (nil: a budget of the policy's own, of the default size).
-func NewShared(p *policy.Policy, allowed *configs.AllowList, budget *Budget) *Shared {
+func NewShared(p *policy.Policy, allowed *targets.AllowList, budget *Budget) *Shared {
 	l := p.Spec.Limits
 	burst := max(1, int(l.MaxRequestsPerSecond))
 	if budget == nil {

@@ -13,7 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
 )
@@ -41,7 +42,7 @@ spec:
     - {name: plugin, kind: wasm, interval: 1s, wasm: {module: some.wasm}}
 `, target), policy.Env{})
 	require.NoError(t, err)
-	allowed, err := configs.ParseAllowList([]string{"::1/128"})
+	allowed, err := targets.Parse([]string{"::1/128"})
 	require.NoError(t, err)
 	shared := NewShared(p, allowed, nil)
 	t.Cleanup(shared.Close)
@@ -50,7 +51,7 @@ spec:
 	t.Cleanup(func() { _ = host.Close(context.Background()) })
 
 	c, err := newWASMCheck(&Spec{Policy: p, Observer: p.Spec.Observers[0], Shared: shared, Plugins: host,
-		PluginDir: t.TempDir(), MaxResponse: 4 * configs.KiB})
+		PluginDir: t.TempDir(), MaxResponse: 4 * yamldoc.KiB})
 	require.NoError(t, err)
 	assert.True(t, c.spec.Installed)
 	assert.Equal(t, int64(4096), c.spec.MaxBodyBytes)

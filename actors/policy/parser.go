@@ -11,7 +11,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	policydoc "github.com/polar/observerd/policy"
 )
 
@@ -98,7 +98,7 @@ func (p *parser) run() *parsed {
 func (p *parser) parseSafely(data []byte) (pol *policydoc.Policy, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			pol, err = nil, &configs.Problem{File: p.path, Message: fmt.Sprintf("the parser crashed: %v", r)}
+			pol, err = nil, &yamldoc.Problem{File: p.path, Message: fmt.Sprintf("the parser crashed: %v", r)}
 		}
 	}()
 	return p.parse(p.path, data, p.env)
@@ -107,5 +107,5 @@ func (p *parser) parseSafely(data []byte) (pol *policydoc.Policy, err error) {
 // unreadable is the result of a parser that failed or did not finish: its
 // file is rejected with message.
 func unreadable(id, dir, name, message string) *parsed {
-	return &parsed{id: id, name: name, err: &configs.Problem{File: filepath.Join(dir, name), Message: message}}
+	return &parsed{id: id, name: name, err: &yamldoc.Problem{File: filepath.Join(dir, name), Message: message}}
 }

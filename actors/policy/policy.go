@@ -55,7 +55,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	policydoc "github.com/polar/observerd/policy"
 )
@@ -350,7 +350,7 @@ func (a *Actor) scanned(ctx actor.Context, s *scanned) {
 		// tries again.
 		if reason := s.err.Error(); reason != a.dirProblem {
 			a.dirProblem = reason
-			a.publishRejection(ctx, a.opts.Dir, []*configs.Problem{{File: a.opts.Dir, Message: reason}}, nil)
+			a.publishRejection(ctx, a.opts.Dir, []*yamldoc.Problem{{File: a.opts.Dir, Message: reason}}, nil)
 			a.finishLoad()
 		}
 		return
@@ -483,7 +483,7 @@ func (a *Actor) finish(ctx actor.Context) {
 			}
 		case res.err != nil:
 			delete(a.roomless, name)
-			a.reject(ctx, name, res, cur, configs.ProblemsOf(res.err))
+			a.reject(ctx, name, res, cur, yamldoc.ProblemsOf(res.err))
 		}
 	}
 	// usage is what runs at this point of the round: what keeps running,
@@ -510,7 +510,7 @@ func (a *Actor) finish(ctx actor.Context) {
 		if holder != nil {
 			a.conflicts[name] = true
 			delete(a.roomless, name)
-			a.reject(ctx, name, res, owner[name], []*configs.Problem{res.policy.DuplicateOf(holder)})
+			a.reject(ctx, name, res, owner[name], []*yamldoc.Problem{res.policy.DuplicateOf(holder)})
 			continue
 		}
 		delete(a.conflicts, name)
@@ -520,7 +520,7 @@ func (a *Actor) finish(ctx actor.Context) {
 		}
 		if problem := res.policy.CheckTotals(others, limits); problem != nil {
 			a.roomless[name] = true
-			a.reject(ctx, name, res, owner[name], []*configs.Problem{problem})
+			a.reject(ctx, name, res, owner[name], []*yamldoc.Problem{problem})
 			continue
 		}
 		delete(a.roomless, name)
@@ -619,9 +619,9 @@ func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
 
 // reject records a rejected read of file name and publishes it, once per
 // distinct content and reason. What runs from the file keeps running.
-func (a *Actor) reject(ctx actor.Context, name string, res *parsed, cur *current, probs []*configs.Problem) {
-	slices.SortStableFunc(probs, func(x, y *configs.Problem) int { return x.Line - y.Line })
-	key := fmt.Sprintf("%x\n%s", res.hash, configs.Join(probs))
+func (a *Actor) reject(ctx actor.Context, name string, res *parsed, cur *current, probs []*yamldoc.Problem) {
+	slices.SortStableFunc(probs, func(x, y *yamldoc.Problem) int { return x.Line - y.Line })
+	key := fmt.Sprintf("%x\n%s", res.hash, yamldoc.Join(probs))
 	if f := a.files[name]; f != nil && f.rejection == key {
 		f.key = res.key
 		return
@@ -632,7 +632,7 @@ func (a *Actor) reject(ctx actor.Context, name string, res *parsed, cur *current
 
 // publishRejection emits policy.rejected for file, naming the revision
 // that stays in force (cur, when the file had a good version).
-func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*configs.Problem, cur *current) {
+func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*yamldoc.Problem, cur *current) {
 	reasons := rejectionReasons(probs)
 	first := probs[0]
 	outcome := &messages.PolicyOutcome{
@@ -657,7 +657,7 @@ const maxReason = 16 << 10
 
 // rejectionReasons renders the problems, one per line, as many as fit in
 // maxReason, and says how many more there are.
-func rejectionReasons(probs []*configs.Problem) []string {
+func rejectionReasons(probs []*yamldoc.Problem) []string {
 	var reasons []string
 	size := 0
 	for i, p := range probs {

@@ -14,7 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	policydoc "github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -72,7 +73,7 @@ type fixture struct {
 func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
-	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
 	require.NoError(t, err)
 	f := &fixture{
 		sys:   sys,
@@ -158,7 +159,7 @@ func (f *fixture) waitChanges(t *testing.T, n int) []any {
 
 func revisionOf(t *testing.T, name, text string) string {
 	t.Helper()
-	allowed, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
 	require.NoError(t, err)
 	p, err := policydoc.Parse(name, []byte(text), policydoc.Env{Allowed: allowed})
 	require.NoError(t, err)
@@ -560,9 +561,9 @@ func TestRejectedFileIsReadAgainWhenAPluginArrives(t *testing.T) {
 }
 
 func TestRejectionReasonsAreBounded(t *testing.T) {
-	var probs []*configs.Problem
-	for i := range configs.MaxProblems {
-		probs = append(probs, &configs.Problem{File: "p.yaml", Line: i + 1, Path: strings.Repeat("k", 256) + ".x", Message: "unknown key"})
+	var probs []*yamldoc.Problem
+	for i := range yamldoc.MaxProblems {
+		probs = append(probs, &yamldoc.Problem{File: "p.yaml", Line: i + 1, Path: strings.Repeat("k", 256) + ".x", Message: "unknown key"})
 	}
 	reasons := rejectionReasons(probs)
 	total := 0
@@ -572,5 +573,5 @@ func TestRejectionReasonsAreBounded(t *testing.T) {
 	assert.LessOrEqual(t, total, maxReason+100)
 	assert.Equal(t, probs[0].Error(), reasons[0], "the first problems, whole")
 	assert.Regexp(t, `^… and \d+ more problems \(observerctl policy validate lists them all\)$`, reasons[len(reasons)-1])
-	assert.Equal(t, []string{"p.yaml: short"}, rejectionReasons([]*configs.Problem{{File: "p.yaml", Message: "short"}}))
+	assert.Equal(t, []string{"p.yaml: short"}, rejectionReasons([]*yamldoc.Problem{{File: "p.yaml", Message: "short"}}))
 }

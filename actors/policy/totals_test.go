@@ -16,8 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 	policydoc "github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
@@ -68,9 +69,9 @@ spec:
 }
 
 // withLimits gives the policy-manager the default limits, changed by set.
-func withLimits(set func(*configs.Limits)) func(*Options) {
+func withLimits(set func(*policy.Bounds)) func(*Options) {
 	return func(o *Options) {
-		l := configs.DefaultLimits()
+		l := policy.DefaultBounds()
 		set(&l)
 		o.Env.Limits = &l
 	}
@@ -82,10 +83,10 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 		name   string
 		key    string
 		wasm   bool
-		limits func(*configs.Limits)
+		limits func(*policy.Bounds)
 	}{
-		{"max_observers", "limits.max_observers", false, func(l *configs.Limits) { l.MaxObservers = 3 }},
-		{"max_plugin_memory", "limits.max_plugin_memory", true, func(l *configs.Limits) { l.MaxPluginMemory = 96 * configs.MiB }},
+		{"max_observers", "limits.max_observers", false, func(l *policy.Bounds) { l.MaxObservers = 3 }},
+		{"max_plugin_memory", "limits.max_plugin_memory", true, func(l *policy.Bounds) { l.MaxPluginMemory = 96 * yamldoc.MiB }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,7 +141,7 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 func TestTotalsCountThePoliciesAppliedBeforeInTheRound(t *testing.T) {
 	// 3 observers allowed: a (2) fits, then b (2) does not, c (1) does.
 	f := setup(t, map[string]string{"a.yaml": sized("a", 2, false), "b.yaml": sized("b", 2, false), "c.yaml": sized("c", 1, false)},
-		withLimits(func(l *configs.Limits) { l.MaxObservers = 3 }))
+		withLimits(func(l *policy.Bounds) { l.MaxObservers = 3 }))
 	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
 	assert.Equal(t, []string{"a", "c"}, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "b.yaml")}, done.Rejected)
@@ -151,7 +152,7 @@ func TestTotalsCountThePoliciesAppliedBeforeInTheRound(t *testing.T) {
 func TestTotalsRejectedTakeOverLeavesTheNameFree(t *testing.T) {
 	// web's file goes and another file declares web, too large: the old
 	// web stops (its file is gone), the new one is rejected.
-	f := setup(t, map[string]string{"a-web.yaml": sized("web", 2, false)}, withLimits(func(l *configs.Limits) { l.MaxObservers = 3 }))
+	f := setup(t, map[string]string{"a-web.yaml": sized("web", 2, false)}, withLimits(func(l *policy.Bounds) { l.MaxObservers = 3 }))
 	f.waitChanges(t, 1)
 	f.write(t, ".tmp", sized("web", 4, false))
 	require.NoError(t, os.Rename(filepath.Join(f.dir, ".tmp"), filepath.Join(f.dir, "c-web.yaml")))

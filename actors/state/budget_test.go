@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/state"
-	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 	"github.com/polar/observerd/wasm"
 )
@@ -129,8 +129,8 @@ func policies(prefix string, n int) []string {
 
 func TestBurstIsOneSecondButAtLeastOnePluginCall(t *testing.T) {
 	assert.Equal(t, wasm.MaxEmits, state.MinBurst, "a plugin call's observations fit in the burst")
-	assert.Equal(t, configs.DefaultLimits().MaxEventsPerSecond, float64(state.DefaultEventsPerSecond))
-	assert.Equal(t, configs.DefaultLimits().MaxEventsPerSecondTotal, float64(state.DefaultEventsPerSecondTotal))
+	assert.Equal(t, policy.DefaultBounds().MaxEventsPerSecond, float64(state.DefaultEventsPerSecond))
+	assert.Equal(t, policy.DefaultBounds().MaxEventsPerSecondTotal, float64(state.DefaultEventsPerSecondTotal))
 	tests := []struct {
 		perSecond float64
 		burst     uint32

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/actors/state"
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -220,7 +220,7 @@ func TestTransitions(t *testing.T) {
 			f := setup(t)
 			var spec *policy.Observer
 			if tc.thresholds != nil {
-				spec = &policy.Observer{Name: "health", Interval: configs.Duration(time.Second), Thresholds: *tc.thresholds}
+				spec = &policy.Observer{Name: "health", Interval: yamldoc.Duration(time.Second), Thresholds: *tc.thresholds}
 			}
 			// One observation a second, as the spec's interval says.
 			start := time.Now()

@@ -25,7 +25,8 @@ import (
 
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/supervision"
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -36,7 +37,7 @@ type Options struct {
 	// State receives the observers' events.
 	State *actor.PID
 	// Allowed is what observers may reach (redirects are re-checked).
-	Allowed *configs.AllowList
+	Allowed *targets.AllowList
 	// Gate, when closed, makes observers skip their turns (the outbox is
 	// full with when_full: block).
 	Gate *messages.Gate
@@ -51,11 +52,11 @@ type Options struct {
 	// (limits.max_response_bytes) bound what observers read; see
 	// observer.Spec.
 	PIDDirs     []string
-	MaxResponse configs.ByteSize
+	MaxResponse yamldoc.ByteSize
 	// MaxResponseTotal (limits.max_response_bytes_total) bounds the
 	// answers all observers hold at once: the one observer.Budget of
 	// every policy; 0 means the default.
-	MaxResponseTotal configs.ByteSize
+	MaxResponseTotal yamldoc.ByteSize
 	// Supervision of the observers; zero means supervision.Observers.
 	Supervision supervision.Policy
 	Log         zerolog.Logger

@@ -16,7 +16,8 @@ import (
 
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/actors/task"
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -24,9 +25,9 @@ import (
 
 const taskName = "task-manager"
 
-func allowList(t *testing.T) *configs.AllowList {
+func allowList(t *testing.T) *targets.AllowList {
 	t.Helper()
-	a, err := configs.ParseAllowList([]string{"127.0.0.0/8"})
+	a, err := targets.Parse([]string{"127.0.0.0/8"})
 	require.NoError(t, err)
 	return a
 }
@@ -579,7 +580,7 @@ func TestOneMemoryBudgetForAllPolicies(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(release) }) // before the server closes
 	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: state.PID, Allowed: allowList(t), Log: log,
-		MaxResponseTotal: 64 * configs.KiB}), taskName)
+		MaxResponseTotal: 64 * yamldoc.KiB}), taskName)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	apply := func(p *policy.Policy) {

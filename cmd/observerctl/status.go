@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 )
 
@@ -87,7 +87,7 @@ func renderStatus(w io.Writer, s *messages.Snapshot, now time.Time) {
 		fmt.Fprintf(w, "broker:    NOT connected (last tried %s): %s\n", b.URL, b.LastError)
 	}
 	if o := s.Outbox; o != nil {
-		fmt.Fprintf(w, "outbox:    %d events, %s (last sequence %d)\n", o.Events, configs.ByteSize(o.Bytes), o.LastSequence)
+		fmt.Fprintf(w, "outbox:    %d events, %s (last sequence %d)\n", o.Events, yamldoc.ByteSize(o.Bytes), o.LastSequence)
 	} else {
 		fmt.Fprintln(w, "outbox:    unknown (the broker did not answer)")
 	}

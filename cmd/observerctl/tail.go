@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 )
 
@@ -38,7 +39,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := configs.Load(*configPath)
 	if err != nil {
-		for _, p := range configs.ProblemsOf(err) {
+		for _, p := range yamldoc.ProblemsOf(err) {
 			fmt.Fprintln(stderr, p.Error())
 		}
 		return exitProblems
@@ -231,7 +232,7 @@ func summary(ev *messages.Event) string {
 	case *messages.Event_Process:
 		p := d.Process
 		return fmt.Sprintf("pid %d %s %s cpu %.2fs rss %s fds %d threads %d restarted=%t %s", p.Pid, p.Name, result(p.Result),
-			p.CpuSeconds, configs.ByteSize(p.RssBytes), p.OpenFds, p.Threads, p.Restarted, p.Error)
+			p.CpuSeconds, yamldoc.ByteSize(p.RssBytes), p.OpenFds, p.Threads, p.Restarted, p.Error)
 	case *messages.Event_StateChange:
 		s := d.StateChange
 		return fmt.Sprintf("%s: %s -> %s", s.Observer, state(s.OldState), state(s.NewState))

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
 )
@@ -30,14 +31,14 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if *configPath != "" {
 		c, err := configs.Load(*configPath)
 		if err != nil {
-			for _, p := range configs.ProblemsOf(err) {
+			for _, p := range yamldoc.ProblemsOf(err) {
 				fmt.Fprintln(stderr, p.Error())
 			}
 			return exitProblems
 		}
 		cfg = c
 	}
-	env := policy.EnvOf(cfg, nil)
+	env := cfg.PolicyEnv(nil)
 	env.PluginDir = ""
 	if *configPath != "" {
 		// With the daemon's plugin_dir, modules are checked as the daemon
@@ -53,7 +54,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	// Policy names must be unique across what is validated together, as
 	// across policy_dir: the first one given keeps its name.
 	var (
-		problems []*configs.Problem
+		problems []*yamldoc.Problem
 		byName   = map[string]*policy.Policy{}
 		usage    policy.Usage
 	)
@@ -70,7 +71,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 				ps = []*policy.Policy{p}
 			}
 		}
-		problems = append(problems, configs.ProblemsOf(err)...)
+		problems = append(problems, yamldoc.ProblemsOf(err)...)
 		for _, p := range ps {
 			if first, dup := byName[p.Metadata.Name]; dup {
 				problems = append(problems, p.DuplicateOf(first))

@@ -25,6 +25,7 @@ import (
 	"github.com/polar/observerd/actors/supervisor"
 	"github.com/polar/observerd/actors/task"
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -108,7 +109,7 @@ func checkConfig(cfg *configs.Config, cfgErr error, stdout, stderr io.Writer) in
 }
 
 func printProblems(w io.Writer, err error) {
-	for _, p := range configs.ProblemsOf(err) {
+	for _, p := range yamldoc.ProblemsOf(err) {
 		fmt.Fprintln(w, p.Error())
 	}
 }
@@ -116,7 +117,7 @@ func printProblems(w io.Writer, err error) {
 // policyEnv is what policies are validated against: allowed_targets,
 // plugin_dir, and the plugin host's ABI check of every module.
 func policyEnv(cfg *configs.Config, plugins *wasm.Host) policy.Env {
-	return policy.EnvOf(cfg, plugins.CheckFile)
+	return cfg.PolicyEnv(plugins.CheckFile)
 }
 
 func newLogger(cfg *configs.Config, stderr io.Writer) zerolog.Logger {
@@ -265,7 +266,7 @@ func reload(path string, running *configs.Config, sys *actor.ActorSystem, log ze
 	cfg, err := configs.Load(path)
 	if err != nil {
 		var lines []string
-		for _, p := range configs.ProblemsOf(err) {
+		for _, p := range yamldoc.ProblemsOf(err) {
 			lines = append(lines, p.Error())
 		}
 		log.Error().Strs("problems", lines).Msg("SIGHUP: config invalid, nothing changed")

@@ -16,8 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors"
-	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 )
 
 // Wait is how long assertions wait for a message.
@@ -191,9 +192,9 @@ func SystemAndLogger(t testing.TB) (*actor.ActorSystem, zerolog.Logger) {
 // Limits are daemon limits for tests whose observers run every few
 // milliseconds, so that a test waits for milliseconds, not seconds: the
 // defaults' 1s floor and rates lifted, the rest as configured by default.
-func Limits() *configs.Limits {
-	l := configs.DefaultLimits()
-	l.MinInterval = configs.Duration(time.Millisecond)
+func Limits() *policy.Bounds {
+	l := policy.DefaultBounds()
+	l.MinInterval = yamldoc.Duration(time.Millisecond)
 	l.MaxRequestsPerSecond = 100_000
 	l.MaxConcurrentRequests = 1000
 	l.MaxEventsPerSecond = 100_000

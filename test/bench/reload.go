@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/targets"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
@@ -56,9 +58,9 @@ spec:
 
 // benchEnv is what the bench's policies are validated against: its
 // daemon's lifted limits, pid files under its work directory.
-func benchEnv(allowed *configs.AllowList, pluginDir string) policy.Env {
-	limits := configs.DefaultLimits()
-	limits.MinInterval = configs.Duration(10 * time.Millisecond)
+func benchEnv(allowed *targets.AllowList, pluginDir string) policy.Env {
+	limits := policy.DefaultBounds()
+	limits.MinInterval = yamldoc.Duration(10 * time.Millisecond)
 	limits.MaxRequestsPerSecond, limits.MaxConcurrentRequests, limits.MaxEventsPerSecond = 1_000_000, 64, 1_000_000
 	return policy.Env{Allowed: allowed, PluginDir: pluginDir, Limits: &limits}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
@@ -50,7 +51,7 @@ spec:
 
 func revision(t *testing.T, text string) string {
 	t.Helper()
-	p, err := policy.Parse("web.yaml", []byte(text), policy.Env{Allowed: configs.Default().Targets(), Limits: &configs.Limits{MinInterval: configs.Duration(time.Millisecond), MaxRequestsPerSecond: 10000, MaxConcurrentRequests: 64, MaxEventsPerSecond: 100000, MaxObservers: 1000, MaxResponseBytes: 16 * configs.MiB}})
+	p, err := policy.Parse("web.yaml", []byte(text), policy.Env{Allowed: configs.Default().Targets(), Limits: &policy.Bounds{MinInterval: yamldoc.Duration(time.Millisecond), MaxRequestsPerSecond: 10000, MaxConcurrentRequests: 64, MaxEventsPerSecond: 100000, MaxObservers: 1000, MaxResponseBytes: 16 * yamldoc.MiB}})
 	require.NoError(t, err)
 	return p.Revision
 }

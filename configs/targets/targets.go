@@ -1,4 +1,8 @@
-package configs
+// Package targets is allowed_targets: the hosts that policies may
+// observe, as CIDR prefixes, addresses and exact host names. It is what
+// stops a policy file from turning the daemon into a scanner of the
+// network it sits in; observers check it again at every connect.
+package targets
 
 import (
 	"errors"
@@ -7,12 +11,11 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
-// AllowList is the set of hosts that policies may observe
-// (allowed_targets): CIDR prefixes, single addresses and exact host names.
-// It is what stops a policy file from turning the daemon into a scanner of
-// the network it sits in.
+// AllowList is the set of hosts that policies may observe.
 type AllowList struct {
 	entries  []string
 	prefixes []netip.Prefix
@@ -21,17 +24,30 @@ type AllowList struct {
 
 var hostLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// ParseAllowList parses allowed_targets entries: a CIDR ("10.0.0.0/8"), an
+// DefaultEntries are allowed_targets when the config sets none: this
+// host's loopback, where the service the daemon sits beside answers.
+func DefaultEntries() []string { return []string{"127.0.0.0/8", "::1/128"} }
+
+// Default is the allow list of DefaultEntries.
+func Default() *AllowList {
+	a, err := Parse(DefaultEntries())
+	if err != nil {
+		panic(err) // constant entries
+	}
+	return a
+}
+
+// Parse parses allowed_targets entries: a CIDR ("10.0.0.0/8"), an
 // address ("10.1.2.3", "::1") or a host name ("db.internal"). It returns
 // the list of the valid entries and, for each invalid one, a *Problem whose
 // path is allowed_targets[i].
-func ParseAllowList(entries []string) (*AllowList, error) {
+func Parse(entries []string) (*AllowList, error) {
 	a := &AllowList{names: map[string]bool{}}
-	var problems []*Problem
+	var problems []*yamldoc.Problem
 	for i, raw := range entries {
 		prefix, name, err := parseAllowEntry(raw)
 		if err != nil {
-			problems = append(problems, &Problem{Path: fmt.Sprintf("allowed_targets[%d]", i), Message: err.Error()})
+			problems = append(problems, &yamldoc.Problem{Path: fmt.Sprintf("allowed_targets[%d]", i), Message: err.Error()})
 			continue
 		}
 		a.entries = append(a.entries, raw)
@@ -41,7 +57,7 @@ func ParseAllowList(entries []string) (*AllowList, error) {
 			a.prefixes = append(a.prefixes, prefix)
 		}
 	}
-	return a, Join(problems)
+	return a, yamldoc.Join(problems)
 }
 
 // parseAllowEntry returns either a prefix or a normalised host name.
@@ -63,16 +79,16 @@ func parseAllowEntry(raw string) (netip.Prefix, string, error) {
 		}
 		return netip.PrefixFrom(addr, addr.BitLen()), "", nil
 	}
-	name, err := hostName(s)
+	name, err := HostName(s)
 	if err != nil {
 		return netip.Prefix{}, "", fmt.Errorf("neither a CIDR, an IP address nor a host name: %w", err)
 	}
 	return netip.Prefix{}, name, nil
 }
 
-// hostName validates a DNS host name and returns it lower-cased without a
+// HostName validates a DNS host name and returns it lower-cased without a
 // trailing dot.
-func hostName(s string) (string, error) {
+func HostName(s string) (string, error) {
 	name := strings.TrimSuffix(strings.ToLower(s), ".")
 	if name == "" {
 		return "", errors.New("empty host name")
@@ -82,7 +98,7 @@ func hostName(s string) (string, error) {
 	}
 	for label := range strings.SplitSeq(name, ".") {
 		if !hostLabel.MatchString(label) {
-			return "", fmt.Errorf("invalid host name label of %s", Bytes(len(label)))
+			return "", fmt.Errorf("invalid host name label of %s", yamldoc.Bytes(len(label)))
 		}
 	}
 	return name, nil

@@ -1,4 +1,14 @@
-package configs
+// Package yamldoc decodes YAML documents strictly into Go structs and
+// reports every problem at once: unknown keys (with a suggestion), wrong
+// types, bad durations and byte sizes, duplicate keys, excessive aliasing,
+// each with file:line:col and its key path, such as broker.tls.min_version
+// or spec.observers[2].interval. The daemon config and policy files share
+// it; a Document remembers where each key was, so that validation, which
+// runs on the decoded values, still points at the file.
+//
+// Its problems never quote what the document holds (only key paths,
+// kinds and sizes): a rejected file may be anything, a secret included.
+package yamldoc
 
 import (
 	"bytes"
@@ -162,7 +172,11 @@ func (r *Report) Addf(path, format string, args ...any) {
 // Err is every problem recorded, sorted and joined, or nil.
 func (r *Report) Err() error { return Join(r.problems) }
 
-// DecodeStrict decodes one YAML document into out, which must be a non-nil
+// Where names where path is, for a message about another place (see
+// Document.Where).
+func (r *Report) Where(path string) string { return r.doc.Where(path) }
+
+// Decode decodes one YAML document into out, which must be a non-nil
 // pointer to a struct (prefilled with defaults). It reports every problem
 // rather than the first: unknown keys (with a suggestion), wrong types, bad
 // durations and byte sizes, duplicate keys, excessive aliasing. Each problem
@@ -176,7 +190,7 @@ func (r *Report) Err() error { return Join(r.problems) }
 // decoding and validation problems together.
 //
 // Null values ("key:" or "key: null") leave the default in place.
-func DecodeStrict(file string, data []byte, out any) (*Document, error) {
+func Decode(file string, data []byte, out any) (*Document, error) {
 	v := reflect.ValueOf(out)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
 		return nil, fmt.Errorf("decode %s: want a non-nil pointer to a struct, got %T", file, out)

@@ -1,15 +1,16 @@
-package configs
+package targets
 
 import (
 	"net"
 	"testing"
 
+	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 func TestAllowList(t *testing.T) {
-	a, err := ParseAllowList([]string{"127.0.0.0/8", "::1/128", "10.1.2.3", "2001:db8::/32", "DB.Internal."})
+	a, err := Parse([]string{"127.0.0.0/8", "::1/128", "10.1.2.3", "2001:db8::/32", "DB.Internal."})
 	require.NoError(t, err)
 	tests := []struct {
 		host string
@@ -49,7 +50,7 @@ func TestAllowList(t *testing.T) {
 // trusted to resolve anywhere; localhost and addresses are checked at
 // dial time.
 func TestAllowListListsName(t *testing.T) {
-	a, err := ParseAllowList([]string{"::1/128", "10.1.2.3", "DB.Internal."})
+	a, err := Parse([]string{"::1/128", "10.1.2.3", "DB.Internal."})
 	require.NoError(t, err)
 	for host, want := range map[string]bool{
 		"db.internal":      true,
@@ -68,10 +69,10 @@ func TestAllowListListsName(t *testing.T) {
 }
 
 func TestAllowListLocalhost(t *testing.T) {
-	v6only, err := ParseAllowList([]string{"::1/128"})
+	v6only, err := Parse([]string{"::1/128"})
 	require.NoError(t, err)
 	assert.True(t, v6only.AllowsHost("localhost"))
-	none, err := ParseAllowList(nil)
+	none, err := Parse(nil)
 	require.NoError(t, err)
 	assert.False(t, none.AllowsHost("localhost"))
 	assert.False(t, none.AllowsHost("127.0.0.1"))
@@ -82,11 +83,11 @@ func TestAllowListLocalhost(t *testing.T) {
 }
 
 func TestParseAllowListErrors(t *testing.T) {
-	a, err := ParseAllowList([]string{"10.0.0.0/8", "300.1.1.1/8", "-bad-.example", "ok.example"})
+	a, err := Parse([]string{"10.0.0.0/8", "300.1.1.1/8", "-bad-.example", "ok.example"})
 	assert.Equal(t, []string{
 		`allowed_targets[1]: invalid CIDR`,
 		`allowed_targets[2]: neither a CIDR, an IP address nor a host name: invalid host name label of 5 bytes`,
-	}, lines(err, ""))
+	}, yamldoc.Lines(err))
 	// The valid entries still form a list.
 	assert.Equal(t, "[10.0.0.0/8 ok.example]", a.String())
 	assert.True(t, a.AllowsHost("ok.example"))

@@ -1,4 +1,4 @@
-package configs
+package yamldoc
 
 import (
 	"errors"
@@ -38,9 +38,9 @@ type item struct {
 // SetDefaults shows that allocated elements get their defaults first.
 func (i *item) SetDefaults() { i.Kind = "default" }
 
-func TestDecodeStrictShapes(t *testing.T) {
+func TestDecodeShapes(t *testing.T) {
 	var s sample
-	doc, err := DecodeStrict("s.yaml", []byte(`
+	doc, err := Decode("s.yaml", []byte(`
 name: n
 count: -8
 ratio: 3
@@ -70,7 +70,7 @@ untag: u
 	assert.Equal(t, "nowhere", doc.Where("nowhere"))
 }
 
-func TestDecodeStrictProblems(t *testing.T) {
+func TestDecodeProblems(t *testing.T) {
 	tests := []struct {
 		name, yaml string
 		want       []string
@@ -97,16 +97,16 @@ func TestDecodeStrictProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var s sample
-			doc, err := DecodeStrict("s.yaml", []byte(tt.yaml), &s)
+			doc, err := Decode("s.yaml", []byte(tt.yaml), &s)
 			require.NotNil(t, doc)
-			assert.Equal(t, tt.want, lines(err, ""))
+			assert.Equal(t, tt.want, Lines(err))
 		})
 	}
 }
 
-func TestDecodeStrictAliasesAndMerges(t *testing.T) {
+func TestDecodeAliasesAndMerges(t *testing.T) {
 	var s sample
-	_, err := DecodeStrict("s.yaml", []byte(`
+	_, err := Decode("s.yaml", []byte(`
 labels: &common {a: "1", b: "2"}
 free: {copy: *common}
 items:
@@ -119,7 +119,7 @@ items:
 	assert.Equal(t, []item{{"x", "k"}, {"y", "k"}, {"x", "z"}}, s.Items)
 }
 
-func TestDecodeStrictBillionLaughs(t *testing.T) {
+func TestDecodeBillionLaughs(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("free:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
 	for i := 1; i < 10; i++ {
@@ -128,7 +128,7 @@ func TestDecodeStrictBillionLaughs(t *testing.T) {
 	var err error
 	fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
 		var s sample
-		_, err = DecodeStrict("s.yaml", []byte(b.String()), &s)
+		_, err = Decode("s.yaml", []byte(b.String()), &s)
 	})
 	problems := ProblemsOf(err)
 	require.Len(t, problems, 1)
@@ -157,7 +157,7 @@ func mergeBomb(keys, fan, depth int) string {
 // one unit per merge, a 19 KB file of them allocated 8.6 GB before it was
 // rejected. Each copied key is charged now: any shape of merge bomb up to
 // the size of a policy file (256KiB) is rejected within the fuzz budget.
-func TestDecodeStrictMergeBomb(t *testing.T) {
+func TestDecodeMergeBomb(t *testing.T) {
 	for _, shape := range []struct{ keys, fan, depth int }{
 		{2000, 20, 4}, {1000, 10, 3}, {200, 50, 4}, {5000, 100, 2}, {20000, 10, 1}, {20000, 40, 2}, {100, 1000, 1},
 	} {
@@ -167,7 +167,7 @@ func TestDecodeStrictMergeBomb(t *testing.T) {
 			var err error
 			fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
 				var s sample
-				_, err = DecodeStrict("s.yaml", []byte(doc), &s)
+				_, err = Decode("s.yaml", []byte(doc), &s)
 			})
 			problems := ProblemsOf(err)
 			require.Len(t, problems, 1)
@@ -188,7 +188,7 @@ func keyChain(keyBytes, depth, uses int) string {
 // above it. Counted in nodes alone, a 119 KB file of long keys nested deep
 // and aliased 8,500 times allocated 2 GB of paths in 6 s. Keys are capped,
 // and the paths' bytes are charged.
-func TestDecodeStrictLongKeyPaths(t *testing.T) {
+func TestDecodeLongKeyPaths(t *testing.T) {
 	for _, tc := range []struct {
 		name                  string
 		keyBytes, depth, uses int
@@ -203,7 +203,7 @@ func TestDecodeStrictLongKeyPaths(t *testing.T) {
 			var err error
 			fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
 				var s sample
-				_, err = DecodeStrict("s.yaml", []byte(doc), &s)
+				_, err = Decode("s.yaml", []byte(doc), &s)
 			})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
@@ -212,30 +212,30 @@ func TestDecodeStrictLongKeyPaths(t *testing.T) {
 	}
 }
 
-func TestDecodeStrictLimits(t *testing.T) {
+func TestDecodeLimits(t *testing.T) {
 	deep := "free: " + strings.Repeat("[", MaxDepth+5) + strings.Repeat("]", MaxDepth+5)
 	var s sample
-	doc, err := DecodeStrict("s.yaml", []byte(deep), &s)
+	doc, err := Decode("s.yaml", []byte(deep), &s)
 	assert.Nil(t, doc)
 	assert.EqualError(t, err, fmt.Sprintf("s.yaml:1:%d: the document nests deeper than %d levels", 6+MaxDepth, MaxDepth))
 
 	// go-yaml's own limit stops a pathological nesting early, without a hang.
 	fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() {
-		_, err = DecodeStrict("s.yaml", []byte("free: "+strings.Repeat("[", 200_000)), &s)
+		_, err = Decode("s.yaml", []byte("free: "+strings.Repeat("[", 200_000)), &s)
 	})
 	assert.ErrorContains(t, err, "exceeded max depth")
 
 	many := strings.Repeat("x: 1\n", 2*MaxProblems)
-	_, err = DecodeStrict("s.yaml", []byte(strings.ReplaceAll(many, "x", "k")), &s)
+	_, err = Decode("s.yaml", []byte(strings.ReplaceAll(many, "x", "k")), &s)
 	problems := ProblemsOf(err)
 	require.Len(t, problems, MaxProblems+1)
 	assert.Equal(t, fmt.Sprintf("more than %d problems; stopped looking", MaxProblems), problems[MaxProblems].Message)
 }
 
-func TestDecodeStrictWantsAStructPointer(t *testing.T) {
+func TestDecodeWantsAStructPointer(t *testing.T) {
 	var s sample
-	_, err := DecodeStrict("s.yaml", []byte("name: x"), s)
-	assert.EqualError(t, err, "decode s.yaml: want a non-nil pointer to a struct, got configs.sample")
+	_, err := Decode("s.yaml", []byte("name: x"), s)
+	assert.EqualError(t, err, "decode s.yaml: want a non-nil pointer to a struct, got yamldoc.sample")
 }
 
 func TestProblemFormat(t *testing.T) {

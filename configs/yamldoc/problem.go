@@ -1,4 +1,4 @@
-package configs
+package yamldoc
 
 import (
 	"cmp"
@@ -82,4 +82,14 @@ func Join(problems []*Problem) error {
 		errs[i] = p
 	}
 	return errors.Join(errs...)
+}
+
+// Lines renders the problems of err one per line, file:line first, as an
+// operator reads them (and as --check-config prints them).
+func Lines(err error) []string {
+	var out []string
+	for _, p := range ProblemsOf(err) {
+		out = append(out, p.Error())
+	}
+	return out
 }
