@@ -61,7 +61,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
-	"github.com/polar/observerd/actors/broker"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -92,9 +92,6 @@ type Options struct {
 	Log zerolog.Logger
 }
 
-// Path is the admin's actor path, the source of its events.
-const Path = "admin"
-
 // Actor is the admin actor.
 type Actor struct {
 	opts   Options
@@ -105,8 +102,8 @@ type Actor struct {
 	access access
 	// state and outbox are the answers of the state-manager and the
 	// broker that the read endpoints share.
-	state  *cached[*messages.Snapshot]
-	outbox *cached[*messages.OutboxSnapshot]
+	state  *cached[*protocol.Snapshot]
+	outbox *cached[*protocol.OutboxSnapshot]
 }
 
 // shared is what the actor's incarnations share, so that it outlives a
@@ -131,14 +128,6 @@ const (
 	commandRate  = rate.Limit(10)
 	commandBurst = 20
 )
-
-// Listen moves the TCP server to Addr ("" stops serving) while the
-// daemon runs. The old address keeps serving if the new one cannot be
-// listened on. Sent as a request, it is answered with a Listened.
-type Listen struct{ Addr string }
-
-// Listened answers Listen: Err says why the server did not move.
-type Listened struct{ Err error }
 
 // askTimeout bounds how long a request waits for the state-manager.
 const askTimeout = 2 * time.Second
@@ -207,21 +196,21 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *actor.Stopping, *actor.Restarting:
 		a.stop()
-	case *Listen:
+	case *protocol.Listen:
 		err := a.move(ctx.ActorSystem().Root, msg.Addr)
 		if err != nil {
 			a.opts.Log.Error().Err(err).Str("listen", a.shared.listen).Msg("admin still serving the old address")
 		}
 		if ctx.Sender() != nil {
-			ctx.Respond(&Listened{Err: err})
+			ctx.Respond(&protocol.Listened{Err: err})
 		}
 	}
 }
 
 // start serves the socket and the TCP address, whichever is set.
 func (a *Actor) start(root *actor.RootContext) error {
-	a.state = newCached(a.opts.Now, func() (*messages.Snapshot, error) { return a.snapshot(root) })
-	a.outbox = newCached(a.opts.Now, func() (*messages.OutboxSnapshot, error) { return a.askOutbox(root), nil })
+	a.state = newCached(a.opts.Now, func() (*protocol.Snapshot, error) { return a.snapshot(root) })
+	a.outbox = newCached(a.opts.Now, func() (*protocol.OutboxSnapshot, error) { return a.askOutbox(root), nil })
 	if a.opts.Socket != "" {
 		gid, group := -1, os.Getegid()
 		if a.opts.SocketGroup != "" {
@@ -401,12 +390,12 @@ func (a *Actor) refuse(w http.ResponseWriter, ch channel, code int, reason, mess
 	writeJSON(w, code, map[string]string{"error": message})
 }
 
-func (a *Actor) snapshot(root *actor.RootContext) (*messages.Snapshot, error) {
-	res, err := root.RequestFuture(a.opts.State, &messages.GetState{}, askTimeout).Result()
+func (a *Actor) snapshot(root *actor.RootContext) (*protocol.Snapshot, error) {
+	res, err := root.RequestFuture(a.opts.State, &protocol.GetState{}, askTimeout).Result()
 	if err != nil {
 		return nil, fmt.Errorf("ask state-manager: %w", err)
 	}
-	s, ok := res.(*messages.Snapshot)
+	s, ok := res.(*protocol.Snapshot)
 	if !ok {
 		return nil, fmt.Errorf("ask state-manager: unexpected answer %T", res)
 	}
@@ -415,9 +404,9 @@ func (a *Actor) snapshot(root *actor.RootContext) (*messages.Snapshot, error) {
 
 // commands are the observer commands of POST /v1/observers/P/O/COMMAND.
 var commands = map[string]func(policy, observer string) any{
-	"pause":   func(p, o string) any { return &messages.Pause{Policy: p, Observer: o} },
-	"resume":  func(p, o string) any { return &messages.Resume{Policy: p, Observer: o} },
-	"observe": func(p, o string) any { return &messages.ObserveNow{Policy: p, Observer: o} },
+	"pause":   func(p, o string) any { return &protocol.Pause{Policy: p, Observer: o} },
+	"resume":  func(p, o string) any { return &protocol.Resume{Policy: p, Observer: o} },
+	"observe": func(p, o string) any { return &protocol.ObserveNow{Policy: p, Observer: o} },
 }
 
 // command has the task-manager carry out an observer command, and records
@@ -426,7 +415,7 @@ var commands = map[string]func(policy, observer string) any{
 func (a *Actor) command(root *actor.RootContext, name string, msg any, target string, caller *messages.Caller) *messages.CommandResult {
 	res := &messages.CommandResult{Command: name, Target: target, Caller: caller}
 	answer, err := root.RequestFuture(a.opts.Task, msg, askTimeout).Result()
-	done, _ := answer.(*messages.CommandDone)
+	done, _ := answer.(*protocol.CommandDone)
 	switch {
 	case err != nil:
 		res.Message = fmt.Sprintf("ask task-manager: %v", err)
@@ -439,7 +428,7 @@ func (a *Actor) command(root *actor.RootContext, name string, msg any, target st
 	}
 	ev := messages.NewEvent(messages.TypeCommandResult)
 	ev.Data = &messages.Event_CommandResult{CommandResult: res}
-	root.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
+	root.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.Admin), Event: ev})
 	a.opts.Log.Info().Str("command", name).Str("target", target).Bool("ok", res.Ok).Str("result", res.Message).
 		Str("channel", caller.GetChannel()).Int64("uid", caller.GetUid()).Int64("gid", caller.GetGid()).
 		Int64("pid", caller.GetPid()).Str("user", caller.GetUser()).Msg("command")
@@ -448,16 +437,16 @@ func (a *Actor) command(root *actor.RootContext, name string, msg any, target st
 
 // askOutbox asks the broker for its outbox's counters; nil when it does
 // not answer (restarting, or busy past askTimeout).
-func (a *Actor) askOutbox(root *actor.RootContext) *messages.OutboxSnapshot {
+func (a *Actor) askOutbox(root *actor.RootContext) *protocol.OutboxSnapshot {
 	if a.opts.Broker == nil {
 		return nil
 	}
-	res, err := root.RequestFuture(a.opts.Broker, &broker.GetStats{}, askTimeout).Result()
-	st, ok := res.(broker.OutboxStats)
+	res, err := root.RequestFuture(a.opts.Broker, &protocol.GetOutboxStats{}, askTimeout).Result()
+	st, ok := res.(*protocol.OutboxSnapshot)
 	if err != nil || !ok {
 		return nil
 	}
-	return &messages.OutboxSnapshot{Events: st.Events, Bytes: st.Bytes, LastSequence: st.LastSequence}
+	return st
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

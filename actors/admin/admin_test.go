@@ -21,9 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/admin"
-	"github.com/polar/observerd/actors/broker"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
-	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -57,7 +56,7 @@ type fixture struct {
 	socket string       // the socket's path
 	unix   *http.Client // a client of the socket, as root
 	reg    *prometheus.Registry
-	snap   atomic.Pointer[messages.Snapshot]
+	snap   atomic.Pointer[protocol.Snapshot]
 	// clock is the admin's: rates refill and snapshots age only when the
 	// test advances it.
 	clock *actortest.Clock
@@ -75,24 +74,24 @@ func setup(t *testing.T, answer bool, opts ...func(*admin.Options)) *fixture {
 	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), task: actortest.NewRecorder(t, sys, "task-manager"),
 		reg: prometheus.NewRegistry(), clock: actortest.NewClock()}
-	f.snap.Store(&messages.Snapshot{Node: "node-1"})
+	f.snap.Store(&protocol.Snapshot{Node: "node-1"})
 	f.broker = actortest.NewRecorder(t, sys, "broker")
 	f.broker.Respond(func(msg any) any {
-		if _, ok := msg.(*broker.GetStats); ok {
+		if _, ok := msg.(*protocol.GetOutboxStats); ok {
 			return outboxStats
 		}
 		return nil
 	})
 	if answer {
 		f.state.Respond(func(msg any) any {
-			if _, ok := msg.(*messages.GetState); ok {
+			if _, ok := msg.(*protocol.GetState); ok {
 				s := *f.snap.Load()
 				return &s
 			}
 			return nil
 		})
 	}
-	f.task.Respond(func(any) any { return &messages.CommandDone{} })
+	f.task.Respond(func(any) any { return &protocol.CommandDone{} })
 	addr := freeAddr(t)
 	f.base = "http://" + addr
 	o := admin.Options{Listen: addr, Socket: filepath.Join(socketDir(t), "admin.sock"), State: f.state.PID, Broker: f.broker.PID,
@@ -136,7 +135,7 @@ var client = &http.Client{Timeout: actortest.Wait}
 func (f *fixture) later() { f.clock.Advance(10 * time.Second) }
 
 // outboxStats is what the broker stub answers.
-var outboxStats = broker.OutboxStats{Events: 3, Bytes: 900, LastSequence: 77}
+var outboxStats = &protocol.OutboxSnapshot{Events: 3, Bytes: 900, LastSequence: 77}
 
 func get(t *testing.T, url string) (int, http.Header, []byte) {
 	t.Helper()
@@ -171,12 +170,12 @@ func TestHealthz(t *testing.T) {
 	assert.Equal(t, "application/json", header.Get("Content-Type"))
 	assert.JSONEq(t, `{"status": "ok"}`, string(body))
 	// healthz asks the state-manager (the actor system answers).
-	actortest.WaitMessage[*messages.GetState](t, f.state, nil)
+	actortest.WaitMessage[*protocol.GetState](t, f.state, nil)
 }
 
 func TestReadyz(t *testing.T) {
 	f := setup(t, true)
-	f.snap.Store(&messages.Snapshot{Node: "node-1", Broker: messages.BrokerStatus{Connected: false, LastError: "dial tcp 127.0.0.1:5671: connect: connection refused"}})
+	f.snap.Store(&protocol.Snapshot{Node: "node-1", Broker: protocol.BrokerStatus{Connected: false, LastError: "dial tcp 127.0.0.1:5671: connect: connection refused"}})
 
 	code, _, body := get(t, f.base+"/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -189,7 +188,7 @@ func TestReadyz(t *testing.T) {
 	assert.Equal(t, []string{"broker not connected: dial tcp 127.0.0.1:5671: connect: connection refused", "policies not loaded yet"}, notReady.Reasons)
 
 	// Half way there.
-	f.snap.Store(&messages.Snapshot{Node: "node-1", Broker: messages.BrokerStatus{Connected: true}})
+	f.snap.Store(&protocol.Snapshot{Node: "node-1", Broker: protocol.BrokerStatus{Connected: true}})
 	f.later()
 	code, _, body = get(t, f.base+"/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -197,7 +196,7 @@ func TestReadyz(t *testing.T) {
 	assert.Equal(t, []string{"policies not loaded yet"}, notReady.Reasons)
 
 	// Ready once the broker is connected and the policies are loaded.
-	f.snap.Store(&messages.Snapshot{Node: "node-1", Broker: messages.BrokerStatus{Connected: true}, PoliciesLoaded: true})
+	f.snap.Store(&protocol.Snapshot{Node: "node-1", Broker: protocol.BrokerStatus{Connected: true}, PoliciesLoaded: true})
 	f.later()
 	code, _, body = get(t, f.base+"/readyz")
 	assert.Equal(t, http.StatusOK, code)
@@ -207,12 +206,12 @@ func TestReadyz(t *testing.T) {
 func TestState(t *testing.T) {
 	f := setup(t, true)
 	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	f.snap.Store(&messages.Snapshot{
+	f.snap.Store(&protocol.Snapshot{
 		Node:           "node-1",
-		Broker:         messages.BrokerStatus{Connected: true, URL: "amqps://observer@localhost:5671/"},
+		Broker:         protocol.BrokerStatus{Connected: true, URL: "amqps://observer@localhost:5671/"},
 		PoliciesLoaded: true,
 		Policies:       []string{"web"},
-		Observers: []messages.ObserverSnapshot{
+		Observers: []protocol.ObserverSnapshot{
 			{Path: "observer/web/health", Kind: "http", State: "up", LastResult: "ok", LastTime: when, Observations: 7},
 			{Path: "observer/web/port", Kind: "tcp", State: "down", LastResult: "error", LastTime: when, ConsecutiveFailures: 3, Observations: 9},
 		},
@@ -221,10 +220,10 @@ func TestState(t *testing.T) {
 	code, header, body := get(t, f.base+"/v1/state")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "application/json", header.Get("Content-Type"))
-	var got messages.Snapshot
+	var got protocol.Snapshot
 	require.NoError(t, json.Unmarshal(body, &got), "not JSON: %s", body)
 	want := *f.snap.Load()
-	want.Outbox = &messages.OutboxSnapshot{Events: 3, Bytes: 900, LastSequence: 77}
+	want.Outbox = &protocol.OutboxSnapshot{Events: 3, Bytes: 900, LastSequence: 77}
 	assert.Equal(t, want, got, "the state-manager's snapshot with the broker's outbox")
 
 	// The documented field names.
@@ -409,14 +408,14 @@ func TestListenMovesTheServer(t *testing.T) {
 	defer taken.Close()
 
 	// An address that cannot be listened on leaves the old one serving.
-	res, err := f.sys.Root.RequestFuture(f.pid, &admin.Listen{Addr: taken.Addr().String()}, actortest.Wait).Result()
+	res, err := f.sys.Root.RequestFuture(f.pid, &protocol.Listen{Addr: taken.Addr().String()}, actortest.Wait).Result()
 	require.NoError(t, err)
-	assert.ErrorContains(t, res.(*admin.Listened).Err, "address already in use")
+	assert.ErrorContains(t, res.(*protocol.Listened).Err, "address already in use")
 	code, _, _ := get(t, f.base+"/healthz")
 	assert.Equal(t, http.StatusOK, code)
 
 	moved := freeAddr(t)
-	f.sys.Root.Send(f.pid, &admin.Listen{Addr: moved})
+	f.sys.Root.Send(f.pid, &protocol.Listen{Addr: moved})
 	require.Eventually(t, func() bool {
 		resp, err := client.Get("http://" + moved + "/healthz")
 		if err != nil {
@@ -429,7 +428,7 @@ func TestListenMovesTheServer(t *testing.T) {
 	assert.Error(t, err, "the old address is closed")
 
 	// "" stops serving.
-	f.sys.Root.Send(f.pid, &admin.Listen{Addr: ""})
+	f.sys.Root.Send(f.pid, &protocol.Listen{Addr: ""})
 	require.Eventually(t, func() bool {
 		_, err := client.Get("http://" + moved + "/healthz")
 		return err != nil

@@ -16,8 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/admin"
-	"github.com/polar/observerd/actors/broker"
-	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -128,13 +127,13 @@ func TestConcurrentReadsShareOneSnapshot(t *testing.T) {
 	concurrently(63, func(path string, code int) {
 		assert.Equal(t, http.StatusServiceUnavailable, code, path)
 	})
-	assert.Equal(t, 1, received[*messages.GetState](f.state), "63 requests, one ask")
+	assert.Equal(t, 1, received[*protocol.GetState](f.state), "63 requests, one ask")
 
 	// An answering one, a snapshot's age later: one more ask, and one of
 	// the broker for the outbox.
 	f.state.Respond(func(msg any) any {
-		if _, ok := msg.(*messages.GetState); ok {
-			return &messages.Snapshot{Node: "node-1"}
+		if _, ok := msg.(*protocol.GetState); ok {
+			return &protocol.Snapshot{Node: "node-1"}
 		}
 		return nil
 	})
@@ -146,26 +145,26 @@ func TestConcurrentReadsShareOneSnapshot(t *testing.T) {
 		}
 		assert.Equal(t, want, code, path)
 	})
-	assert.Equal(t, 2, received[*messages.GetState](f.state))
-	assert.Equal(t, 1, received[*broker.GetStats](f.broker))
+	assert.Equal(t, 2, received[*protocol.GetState](f.state))
+	assert.Equal(t, 1, received[*protocol.GetOutboxStats](f.broker))
 
 	// Within the snapshot's age, no ask at all.
 	code, _, body := get(t, f.base+"/v1/state")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, string(body), `"last_sequence": 77`, "the outbox is part of the shared answer")
-	assert.Equal(t, 2, received[*messages.GetState](f.state))
+	assert.Equal(t, 2, received[*protocol.GetState](f.state))
 }
 
 func TestTheReadAfterACommandShowsIt(t *testing.T) {
 	f := setup(t, true)
-	f.snap.Store(&messages.Snapshot{Node: "node-1", Observers: []messages.ObserverSnapshot{{Path: "observer/web/health", Status: "running"}}})
+	f.snap.Store(&protocol.Snapshot{Node: "node-1", Observers: []protocol.ObserverSnapshot{{Path: "observer/web/health", Status: "running"}}})
 	code, _, body := do(t, f.unix, http.MethodGet, unixBase+"/v1/state", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(body), `"running"`)
 
 	// The clock stands still: without the command, the snapshot would be
 	// served again.
-	f.snap.Store(&messages.Snapshot{Node: "node-1", Observers: []messages.ObserverSnapshot{{Path: "observer/web/health", Status: "paused"}}})
+	f.snap.Store(&protocol.Snapshot{Node: "node-1", Observers: []protocol.ObserverSnapshot{{Path: "observer/web/health", Status: "paused"}}})
 	code, _, _ = do(t, f.unix, http.MethodPost, unixBase+"/v1/observers/web/health/pause", nil)
 	require.Equal(t, http.StatusOK, code)
 	for _, read := range []struct {
@@ -176,7 +175,7 @@ func TestTheReadAfterACommandShowsIt(t *testing.T) {
 		require.Equal(t, http.StatusOK, code)
 		assert.Contains(t, string(body), `"paused"`, "%s: the read after the command", read.base)
 	}
-	assert.Equal(t, 2, received[*messages.GetState](f.state), "one ask before the command, one after")
+	assert.Equal(t, 2, received[*protocol.GetState](f.state), "one ask before the command, one after")
 }
 
 // received counts the messages of type T that r received.

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/admin"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
 	"github.com/polar/observerd/test/asuser"
@@ -106,12 +107,12 @@ func TestSocketServesTheWholeAPI(t *testing.T) {
 	assert.Equal(t, "web/health", res.Target)
 	want := &messages.Caller{Channel: "unix", Uid: int64(os.Getuid()), Gid: int64(os.Getgid()), Pid: int64(os.Getpid()), User: "root"}
 	assertCaller(t, want, res.Caller)
-	actortest.WaitMessage(t, f.task, func(p *messages.Pause) bool { return p.Policy == "web" && p.Observer == "health" })
+	actortest.WaitMessage(t, f.task, func(p *protocol.Pause) bool { return p.Policy == "web" && p.Observer == "health" })
 	ev := f.state.WaitEvent(t, messages.TypeCommandResult, nil)
 	assertCaller(t, want, ev.GetCommandResult().GetCaller())
 
 	// Not done: 409 with why, recorded all the same.
-	f.task.Respond(func(any) any { return &messages.CommandDone{Err: fmt.Errorf(`policy "web" has no observer "nope"`)} })
+	f.task.Respond(func(any) any { return &protocol.CommandDone{Err: fmt.Errorf(`policy "web" has no observer "nope"`)} })
 	code, _, body = do(t, f.unix, http.MethodPost, unixBase+"/v1/observers/web/nope/resume", nil)
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Contains(t, string(body), `policy \"web\" has no observer \"nope\"`)

@@ -15,8 +15,10 @@
 // memory_full; a damaged outbox file, and damaged records of a healthy
 // one (the latter exactly, as drop_oldest's), by ones with policy corrupt.
 //
-// Messages: *messages.Publish (accepted, no reply), *GetStats (replies
-// OutboxStats), *SetLimit (no reply).
+// Accepts (actors/protocol): Publish, from the state-manager (no reply);
+// SetOutboxLimit (no reply); GetOutboxStats, replies an OutboxSnapshot.
+// Sends: a BrokerStatus to the state-manager at every change of its
+// connection; closes and opens the observers' Gate.
 //
 // The mailbox never waits on the network or the disk: commits, dialing,
 // publishing and confirms run in the pipeline's goroutines (pipeline.go)
@@ -28,8 +30,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-
-	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/actors/protocol"
 )
 
 // Actor is the broker actor.
@@ -40,13 +41,6 @@ type Actor struct {
 	// keep counting across restarts.
 	metrics *metrics
 }
-
-// GetStats asks the broker for its OutboxStats.
-type GetStats struct{}
-
-// SetLimit changes the outbox's bound (outbox.max_bytes, when_full) while
-// the broker runs.
-type SetLimit struct{ Limit Limit }
 
 // New returns the broker actor.
 func New(opts Options) *Actor {
@@ -77,14 +71,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *actor.Restarting:
 		// What was committed stays in the outbox for the next incarnation.
 		a.stop(0)
-	case *messages.Publish:
+	case *protocol.Publish:
 		a.pipe.Accept(msg.Event)
-	case *GetStats:
-		ctx.Respond(a.opts.Outbox.Stats())
-	case *SetLimit:
-		a.opts.Outbox.SetLimit(msg.Limit)
+	case *protocol.GetOutboxStats:
+		st := a.opts.Outbox.Stats()
+		ctx.Respond(&protocol.OutboxSnapshot{Events: st.Events, Bytes: st.Bytes, LastSequence: st.LastSequence})
+	case *protocol.SetOutboxLimit:
+		a.opts.Outbox.SetLimit(Limit{MaxBytes: msg.MaxBytes, DropOldest: msg.DropOldest})
 		a.pipe.gate()
-		a.opts.Log.Info().Int64("max_bytes", msg.Limit.MaxBytes).Bool("drop_oldest", msg.Limit.DropOldest).Msg("outbox limit changed")
+		a.opts.Log.Info().Int64("max_bytes", msg.MaxBytes).Bool("drop_oldest", msg.DropOldest).Msg("outbox limit changed")
 	}
 }
 
@@ -92,7 +87,7 @@ func (a *Actor) start(ctx actor.Context) {
 	ob := a.opts.Outbox
 	a.metrics.outbox.Store(ob)
 	root, state := ctx.ActorSystem().Root, a.opts.State
-	a.pipe = startPipeline(&a.opts, ob, a.metrics, func(s messages.BrokerStatus) {
+	a.pipe = startPipeline(&a.opts, ob, a.metrics, func(s protocol.BrokerStatus) {
 		if state != nil {
 			root.Send(state, &s)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
@@ -64,11 +65,11 @@ func (f *fixture) start(t *testing.T) *actor.PID {
 	return pid
 }
 
-func (f *fixture) stats(t *testing.T, pid *actor.PID) OutboxStats {
+func (f *fixture) stats(t *testing.T, pid *actor.PID) *protocol.OutboxSnapshot {
 	t.Helper()
-	st, err := f.sys.Root.RequestFuture(pid, &GetStats{}, time.Second).Result()
+	st, err := f.sys.Root.RequestFuture(pid, &protocol.GetOutboxStats{}, time.Second).Result()
 	require.NoError(t, err)
-	return st.(OutboxStats)
+	return st.(*protocol.OutboxSnapshot)
 }
 
 // consume declares the fixture's queue and forwards decoded events.
@@ -116,7 +117,7 @@ func TestPublishesEveryEventInSequenceAndEmptiesTheOutbox(t *testing.T) {
 	sent := events(n)
 	for _, ev := range sent {
 		ev.Node = f.opts.Node
-		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+		f.sys.Root.Send(pid, &protocol.Publish{Event: ev})
 	}
 	got := f.receive(t, n)
 	for i, ev := range got {
@@ -125,26 +126,26 @@ func TestPublishesEveryEventInSequenceAndEmptiesTheOutbox(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return f.stats(t, pid).Events == 0 }, wait, 10*time.Millisecond,
 		"confirmed events leave the outbox")
-	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
+	actortest.WaitMessage(t, f.status, func(s *protocol.BrokerStatus) bool { return s.Connected })
 }
 
 func TestUnroutableEventsStayInTheOutboxUntilRoutable(t *testing.T) {
 	f := newFixture(t) // no queue: every event is returned
 	pid := f.start(t)
-	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
+	actortest.WaitMessage(t, f.status, func(s *protocol.BrokerStatus) bool { return s.Connected })
 
 	sent := events(5)
 	for _, ev := range sent {
 		ev.Node = f.opts.Node
-		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+		f.sys.Root.Send(pid, &protocol.Publish{Event: ev})
 	}
-	stats := func() OutboxStats { return f.stats(t, pid) }
+	stats := func() *protocol.OutboxSnapshot { return f.stats(t, pid) }
 	require.Eventually(t, func() bool { return stats().LastSequence == 5 }, wait, 10*time.Millisecond)
 	// Returned events are acked by RabbitMQ too: they must not count as
 	// delivered. Binding a queue later delivers them on retry.
 	f.opts.Queues = []configs.Queue{{Name: "late-" + t.Name(), Type: "classic", Bindings: []string{"#"}}}
 	assert.Equal(t, 5, stats().Events, "returned events are not deleted")
-	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected && s.Unroutable })
+	actortest.WaitMessage(t, f.status, func(s *protocol.BrokerStatus) bool { return s.Connected && s.Unroutable })
 	f.consume(t)
 	got := f.receive(t, 5)
 	seen := map[uint64]bool{}
@@ -154,9 +155,9 @@ func TestUnroutableEventsStayInTheOutboxUntilRoutable(t *testing.T) {
 	assert.Len(t, seen, 5)
 	require.Eventually(t, func() bool { return stats().Events == 0 }, wait, 10*time.Millisecond)
 	require.Eventually(t, func() bool {
-		var last *messages.BrokerStatus
+		var last *protocol.BrokerStatus
 		for _, m := range f.status.Messages() {
-			if s, ok := m.(*messages.BrokerStatus); ok {
+			if s, ok := m.(*protocol.BrokerStatus); ok {
 				last = s
 			}
 		}
@@ -188,16 +189,16 @@ func TestUnroutableEventsAreDroppedOldestFirst(t *testing.T) {
 	f.opts.Outbox.SetLimit(Limit{MaxBytes: 16 << 10, DropOldest: true})
 	f.consume(t)
 	pid := f.start(t)
-	actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Connected })
+	actortest.WaitMessage(t, f.status, func(s *protocol.BrokerStatus) bool { return s.Connected })
 
 	// In groups, each returned before the next is sent.
 	for i, ev := range events(600) {
 		ev.Node = f.opts.Node
-		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+		f.sys.Root.Send(pid, &protocol.Publish{Event: ev})
 		if i%50 == 49 {
 			want := uint64(i + 1)
 			require.Eventually(t, func() bool { return f.stats(t, pid).LastSequence >= want }, wait, 5*time.Millisecond)
-			actortest.WaitMessage(t, f.status, func(s *messages.BrokerStatus) bool { return s.Unroutable })
+			actortest.WaitMessage(t, f.status, func(s *protocol.BrokerStatus) bool { return s.Unroutable })
 		}
 	}
 	overflow := f.receive(t, 1)[0]
@@ -232,7 +233,7 @@ func TestOutboxDamagedWhilePublishingIsReplacedAndReported(t *testing.T) {
 		assert.Equal(t, report.Sequence+uint64(i+1), ev.Sequence)
 	}
 	for _, m := range f.status.Messages() {
-		if s, ok := m.(*messages.BrokerStatus); ok {
+		if s, ok := m.(*protocol.BrokerStatus); ok {
 			assert.True(t, s.Connected, "the connection stayed up")
 		}
 	}
@@ -285,7 +286,7 @@ func TestDamagedRecordIsReportedAndDeliveryGoesOn(t *testing.T) {
 	assert.False(t, ob.NeedsRepair())
 	var statuses int
 	for _, m := range f.status.Messages() {
-		if s, ok := m.(*messages.BrokerStatus); ok {
+		if s, ok := m.(*protocol.BrokerStatus); ok {
 			statuses++
 			assert.True(t, s.Connected, "the connection stayed up")
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/test/actortest"
 	"github.com/polar/observerd/test/tmpfs"
 )
@@ -18,10 +18,10 @@ import (
 // statusLog records the pipeline's status reports.
 type statusLog struct {
 	mu  sync.Mutex
-	all []messages.BrokerStatus
+	all []protocol.BrokerStatus
 }
 
-func (l *statusLog) report(s messages.BrokerStatus) {
+func (l *statusLog) report(s protocol.BrokerStatus) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.all = append(l.all, s)
@@ -51,7 +51,7 @@ func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
 			ob, err := OpenOutbox(filepath.Join(dir, "outbox"), OutboxOptions{Limit: limit, Node: "test.node"})
 			require.NoError(t, err)
 			defer ob.Close()
-			gate := &messages.Gate{}
+			gate := &protocol.Gate{}
 			// No broker: everything stays in the outbox, to be counted.
 			opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
 				Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: gate, Log: actortest.Logger(t)}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 )
 
@@ -196,7 +197,7 @@ func (m *metrics) opened() {
 }
 
 // status follows the connection's state.
-func (m *metrics) status(s messages.BrokerStatus) {
+func (m *metrics) status(s protocol.BrokerStatus) {
 	m.connected.Set(boolGauge(s.Connected))
 	m.blocked.Set(boolGauge(s.Connected && s.Blocked))
 }

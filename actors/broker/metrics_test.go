@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
 )
@@ -72,7 +73,7 @@ func (f *fixture) withMetrics() *prometheus.Registry {
 func (f *fixture) publish(pid *actor.PID, evs []*messages.Event) {
 	for _, ev := range evs {
 		ev.Node = f.opts.Node
-		f.sys.Root.Send(pid, &messages.Publish{Event: ev})
+		f.sys.Root.Send(pid, &protocol.Publish{Event: ev})
 	}
 }
 

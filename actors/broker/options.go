@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
-	"github.com/polar/observerd/messages"
 )
 
 // Options configure the broker actor.
@@ -33,7 +33,7 @@ type Options struct {
 	Queues        []configs.Queue
 	// Gate is closed while a when_full: block outbox is full or cannot be
 	// written.
-	Gate *messages.Gate
+	Gate *protocol.Gate
 	// DrainTimeout bounds how long a stop waits for outstanding confirms.
 	DrainTimeout time.Duration
 	// State receives a *messages.BrokerStatus on every connection change.
@@ -76,7 +76,7 @@ func CredentialsOf(b *configs.Broker, envPassword string) func() (Credentials, e
 // OptionsFrom builds Options from a validated daemon config. It reads the
 // password and the TLS files once, so that a daemon that could never log
 // in does not start; the broker reads them again at every dial.
-func OptionsFrom(cfg *configs.Config, version, envPassword string, outbox *Outbox, state *actor.PID, gate *messages.Gate, log zerolog.Logger) (Options, error) {
+func OptionsFrom(cfg *configs.Config, version, envPassword string, outbox *Outbox, state *actor.PID, gate *protocol.Gate, log zerolog.Logger) (Options, error) {
 	creds := CredentialsOf(&cfg.Broker, envPassword)
 	if _, err := creds(); err != nil {
 		return Options{}, fmt.Errorf("broker options: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/messages"
 )
@@ -31,9 +32,9 @@ type pipeline struct {
 	log     zerolog.Logger
 	// status reports to the state-manager; called with mu held, so it
 	// must not block (it sends a message).
-	status func(messages.BrokerStatus)
+	status func(protocol.BrokerStatus)
 	// last is the status last reported; guarded by mu.
-	last messages.BrokerStatus
+	last protocol.BrokerStatus
 
 	mu sync.Mutex
 	// reports are outbox.overflow events waiting for a commit: never
@@ -76,7 +77,7 @@ type pipeline struct {
 	conn   *connection
 }
 
-func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.BrokerStatus)) *pipeline {
+func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(protocol.BrokerStatus)) *pipeline {
 	p := newPipeline(o, outbox, m, report)
 	p.start()
 	return p
@@ -84,7 +85,7 @@ func startPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.
 
 // newPipeline returns a pipeline that start starts (tests set hooks in
 // between).
-func newPipeline(o *Options, outbox *Outbox, m *metrics, report func(messages.BrokerStatus)) *pipeline {
+func newPipeline(o *Options, outbox *Outbox, m *metrics, report func(protocol.BrokerStatus)) *pipeline {
 	return &pipeline{
 		o:           o,
 		outbox:      outbox,
@@ -509,7 +510,7 @@ func overflowEvent(node, version string, o *messages.OutboxOverflow) *messages.E
 // setStatus reports a connection change, keeping the unroutable count.
 // Reports are made under mu, in the order their states were computed
 // (report only sends a message: it never blocks).
-func (p *pipeline) setStatus(s messages.BrokerStatus) {
+func (p *pipeline) setStatus(s protocol.BrokerStatus) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s.Unroutable = len(p.retries) > 0
@@ -611,7 +612,7 @@ var reconnect = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackof
 func (p *pipeline) publishLoop(ctx context.Context) {
 	defer close(p.published)
 	// A stop reports no status, but leaves no connection either.
-	defer p.metrics.status(messages.BrokerStatus{})
+	defer p.metrics.status(protocol.BrokerStatus{})
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		conn, err := dial(ctx, p.o)
 		if err == nil {
@@ -630,7 +631,7 @@ func (p *pipeline) publishLoop(ctx context.Context) {
 		if conn != nil {
 			url = conn.url
 		}
-		p.setStatus(messages.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
+		p.setStatus(protocol.BrokerStatus{URL: url, Since: time.Now(), LastError: err.Error()})
 		delay := reconnect.Backoff(max(attempt, 1))
 		if errors.Is(err, errCredentials) {
 			// An operator's mistake (a rotation half done, a mode too open),

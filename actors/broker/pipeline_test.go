@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
 	"github.com/polar/observerd/test/tmpfs"
@@ -18,10 +19,10 @@ import (
 // brokerless starts a pipeline on ob with no broker to publish to:
 // everything stays in the outbox, to be counted. setup runs before the
 // pipeline's goroutines start. It is closed when the test ends.
-func brokerless(t *testing.T, ob *Outbox, status func(messages.BrokerStatus), setup func(*pipeline)) *pipeline {
+func brokerless(t *testing.T, ob *Outbox, status func(protocol.BrokerStatus), setup func(*pipeline)) *pipeline {
 	t.Helper()
 	opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
-		Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: &messages.Gate{}, Log: actortest.Logger(t)}
+		Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: &protocol.Gate{}, Log: actortest.Logger(t)}
 	p := newPipeline(opts, ob, newMetrics(nil, opts.Log), status)
 	if setup != nil {
 		setup(p)
@@ -153,7 +154,7 @@ func TestDropsReportedByATimerRunningAtStopAreNotLost(t *testing.T) {
 	ob, err := OpenOutbox(t.TempDir(), OutboxOptions{Node: "test.node"})
 	require.NoError(t, err)
 	defer ob.Close()
-	p := brokerless(t, ob, func(messages.BrokerStatus) {}, nil)
+	p := brokerless(t, ob, func(protocol.BrokerStatus) {}, nil)
 	p.mu.Lock()
 	p.drops = []Dropped{{First: 1, Last: 3, Events: 3, Bytes: 300, Policy: "drop_oldest"}}
 	p.mu.Unlock()

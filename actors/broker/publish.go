@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 )
 
@@ -66,7 +67,7 @@ func (p *pipeline) session(ctx context.Context, conn *connection) error {
 	clear(p.retries)
 	p.unroutableChanged(before)
 	p.mu.Unlock()
-	p.setStatus(messages.BrokerStatus{Connected: true, URL: conn.url, Since: time.Now()})
+	p.setStatus(protocol.BrokerStatus{Connected: true, URL: conn.url, Since: time.Now()})
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -180,7 +181,7 @@ func (p *pipeline) onBlocking(b amqp.Blocking, url string) {
 	} else {
 		p.log.Info().Msg("broker unblocked publishing")
 	}
-	p.setStatus(messages.BrokerStatus{Connected: true, Blocked: b.Active, URL: url, Since: time.Now(), LastError: b.Reason})
+	p.setStatus(protocol.BrokerStatus{Connected: true, Blocked: b.Active, URL: url, Since: time.Now(), LastError: b.Reason})
 }
 
 // confirmLoop waits for confirms in publish order. A return arrives before

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/boltdamage"
 )
@@ -220,7 +221,7 @@ func TestCommitterDeletesAndReportsDamagedRecords(t *testing.T) {
 	opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
 		Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Log: zerolog.New(logs)}
 	m := newMetrics(nil, opts.Log)
-	p := startPipeline(opts, ob, m, func(messages.BrokerStatus) {})
+	p := startPipeline(opts, ob, m, func(protocol.BrokerStatus) {})
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
@@ -38,7 +39,7 @@ type Spec struct {
 	// Shared is the policy's shared limits and HTTP client.
 	Shared *Shared
 	// Gate, while closed, makes the observer skip its turns.
-	Gate *messages.Gate
+	Gate *protocol.Gate
 	// State receives the observer's events.
 	State *actor.PID
 	// Metrics counts skipped and late turns (nil: not exposed).
@@ -103,16 +104,13 @@ func (s *Spec) pidDirs() []string {
 	return policy.DefaultPIDDirs()
 }
 
-// Path is the observer's actor path relative to the daemon, which is also
-// its event source: observer/<policy>/<name>.
-func (s *Spec) Path() string {
-	return PathOf(s.Policy.Metadata.Name, s.Observer.Name)
+// Emitter is who the observer is in the events it emits.
+func (s *Spec) Emitter() protocol.Emitter {
+	return protocol.ObserverEmitter(s.Policy.Metadata.Name, s.Observer.Name)
 }
 
-// PathOf is the path of observer name of policy pol.
-func PathOf(pol, name string) string {
-	return "observer/" + pol + "/" + name
-}
+// Path is the observer's path, its event source: observer/<policy>/<name>.
+func (s *Spec) Path() string { return s.Emitter().Path() }
 
 // check makes one turn's observations (events with their type and payload
 // set). An error fails the observer (observer.failed, a restart with
@@ -143,31 +141,7 @@ type Actor struct {
 	turn   uint64             // generation of the pending timer: ticks of stopped ones are stale
 	due    time.Time          // when the pending turn is due
 	cancel context.CancelFunc // of the run in flight, nil when idle
-	stats  Stats
-}
-
-// ObserveNow asks an observer for an observation at once. It is skipped
-// (and counted) while an observation is in flight or the gate is closed;
-// otherwise the next scheduled turn comes one delay after it.
-type ObserveNow struct{}
-
-// GetStats asks an observer for its Stats.
-type GetStats struct{}
-
-// Stats is how an observer's turns went.
-type Stats struct {
-	Observations uint64
-	// Skipped counts turns not run: the gate was closed, or an
-	// observation was still in flight.
-	Skipped uint64
-	// Late counts turns that started more than lateAfter after they were
-	// due: the daemon is too busy to keep the schedule.
-	Late uint64
-	// Failures is the number of consecutive non-OK results.
-	Failures int
-	// Delay is the delay before the next turn, stretched by backoff, and
-	// before jitter.
-	Delay time.Duration
+	stats  protocol.ObserverStats
 }
 
 // maxBackoff caps the backoff of a failing target, so that the end of an
@@ -254,7 +228,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if causation != "" {
 			ev.CausationId = causation
 		}
-		ctx.Send(a.spec.State, &messages.Emit{Path: a.spec.Path(), Event: ev})
+		ctx.Send(a.spec.State, &protocol.Emit{From: a.spec.Emitter(), Event: ev})
 	case *actor.Restarting:
 		a.halt()
 	case *tick:
@@ -268,7 +242,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if !a.run(ctx) {
 			a.schedule(ctx, a.delay())
 		}
-	case *ObserveNow:
+	case *protocol.RunNow:
 		if a.run(ctx) {
 			// The next turn is scheduled when this observation ends.
 			a.stopTimer()
@@ -287,7 +261,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 		d := a.delay()
 		a.schedule(ctx, d-d/20+jitter(d/10))
-	case *GetStats:
+	case *protocol.GetObserverStats:
 		s := a.stats
 		s.Delay = a.delay()
 		ctx.Respond(&s)
@@ -404,11 +378,11 @@ func (a *Actor) observed(ctx actor.Context, ev *messages.Event) {
 	ev.Policy = &messages.PolicyRef{Name: a.spec.Policy.Metadata.Name, Revision: a.spec.Policy.Revision}
 	ev.CorrelationId = a.spec.CorrelationID
 	ev.CausationId = a.spec.CorrelationID
-	ctx.Send(a.spec.State, &messages.Emit{Path: a.spec.Path(), Event: ev, Observer: &a.spec.Observer})
+	ctx.Send(a.spec.State, &protocol.Emit{From: a.spec.Emitter(), Event: ev, Observer: &a.spec.Observer})
 }
 
 func (a *Actor) lifecycle(ctx actor.Context, typ, reason string) {
-	ctx.Send(a.spec.State, &messages.Emit{Path: a.spec.Path(), Event: LifecycleEvent(typ, a.spec.Policy, a.spec.Observer, a.spec.CorrelationID, &messages.ObserverLifecycle{Reason: reason})})
+	ctx.Send(a.spec.State, &protocol.Emit{From: a.spec.Emitter(), Event: LifecycleEvent(typ, a.spec.Policy, a.spec.Observer, a.spec.CorrelationID, &messages.ObserverLifecycle{Reason: reason})})
 }
 
 // LifecycleEvent builds an observer.* event for observer o of policy p,
@@ -419,7 +393,7 @@ func LifecycleEvent(typ string, p *policy.Policy, o policy.Observer, correlation
 	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
 	ev.CorrelationId = correlation
 	ev.CausationId = correlation
-	payload.Actor = PathOf(p.Metadata.Name, o.Name)
+	payload.Actor = protocol.ObserverEmitter(p.Metadata.Name, o.Name).Path()
 	payload.Observer = o.Name
 	payload.Kind = o.Kind
 	switch typ {

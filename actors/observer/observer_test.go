@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/polar/observerd/actors/observer"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
@@ -110,7 +111,7 @@ func (f *fixture) start(t *testing.T, p *policy.Policy, names ...string) []*acto
 func (f *fixture) observations(path string) []*messages.Event {
 	var out []*messages.Event
 	for _, m := range f.state.Messages() {
-		if e, ok := m.(*messages.Emit); ok && e.Path == path && e.Event.Type == messages.TypeObservationHTTP {
+		if e, ok := m.(*protocol.Emit); ok && e.From.Path() == path && e.Event.Type == messages.TypeObservationHTTP {
 			out = append(out, e.Event)
 		}
 	}
@@ -132,11 +133,11 @@ func (f *fixture) waitEvents(t *testing.T, typ string, n int) []*messages.Event 
 }
 
 // stats asks the observer at pid for its counters.
-func (f *fixture) stats(t *testing.T, pid *actor.PID) *observer.Stats {
+func (f *fixture) stats(t *testing.T, pid *actor.PID) *protocol.ObserverStats {
 	t.Helper()
-	res, err := f.sys.Root.RequestFuture(pid, &observer.GetStats{}, actortest.Wait).Result()
+	res, err := f.sys.Root.RequestFuture(pid, &protocol.GetObserverStats{}, actortest.Wait).Result()
 	require.NoError(t, err)
-	s, ok := res.(*observer.Stats)
+	s, ok := res.(*protocol.ObserverStats)
 	require.True(t, ok, "answer %T", res)
 	return s
 }
@@ -215,15 +216,14 @@ func TestHTTPObservationOK(t *testing.T) {
 
 	// The envelope.
 	assert.Equal(t, messages.TypeObservationHTTP, ev.Type)
-	assert.Equal(t, messages.Category_CATEGORY_OBSERVATION, ev.Category)
 	assert.Equal(t, "web-target", ev.Subject)
 	assert.Equal(t, "web", ev.GetPolicy().GetName())
 	assert.Equal(t, p.Revision, ev.GetPolicy().GetRevision())
 	assert.Equal(t, correlation, ev.CorrelationId)
 	assert.Equal(t, correlation, ev.CausationId)
 	assert.NotEmpty(t, ev.Id)
-	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == ev.Id })
-	assert.Equal(t, "observer/web/health", e.Path)
+	e := actortest.WaitMessage(t, f.state, func(e *protocol.Emit) bool { return e.Event.Id == ev.Id })
+	assert.Equal(t, "observer/web/health", e.From.Path())
 	require.NotNil(t, e.Observer, "the spec goes along, for the state-manager's thresholds")
 	assert.Equal(t, policy.Thresholds{DownAfter: 3, UpAfter: 1}, e.Observer.Thresholds)
 	assert.Equal(t, yamldoc.Duration(50*time.Millisecond), e.Observer.Interval)
@@ -601,8 +601,8 @@ func TestLifecycleEvents(t *testing.T) {
 	assert.Equal(t, "observer/web/health", stopped.GetObserver().GetActor())
 	assert.Equal(t, "stopped", stopped.GetObserver().GetReason())
 	assert.Equal(t, correlation, stopped.CorrelationId)
-	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == stopped.Id })
-	assert.Equal(t, "observer/web/health", e.Path)
+	e := actortest.WaitMessage(t, f.state, func(e *protocol.Emit) bool { return e.Event.Id == stopped.Id })
+	assert.Equal(t, "observer/web/health", e.From.Path())
 }
 
 func TestLifecycleEvent(t *testing.T) {
@@ -611,9 +611,10 @@ func TestLifecycleEvent(t *testing.T) {
 		typ      string
 		severity messages.Severity
 	}{
-		{messages.TypeObserverStarted, messages.Severity_SEVERITY_INFO},
-		{messages.TypeObserverStopped, messages.Severity_SEVERITY_INFO},
-		{messages.TypeObserverRestarted, messages.Severity_SEVERITY_INFO},
+		// No severity: the state-manager's stamp makes it info.
+		{messages.TypeObserverStarted, messages.Severity_SEVERITY_UNSPECIFIED},
+		{messages.TypeObserverStopped, messages.Severity_SEVERITY_UNSPECIFIED},
+		{messages.TypeObserverRestarted, messages.Severity_SEVERITY_UNSPECIFIED},
 		{messages.TypeObserverFailed, messages.Severity_SEVERITY_MEDIUM},
 		{messages.TypeObserverQuarantined, messages.Severity_SEVERITY_MEDIUM},
 	}
@@ -622,7 +623,6 @@ func TestLifecycleEvent(t *testing.T) {
 			ev := observer.LifecycleEvent(tc.typ, p, p.Spec.Observers[0], correlation, &messages.ObserverLifecycle{Reason: "why"})
 			assert.Equal(t, tc.typ, ev.Type)
 			assert.Equal(t, tc.severity, ev.Severity)
-			assert.Equal(t, messages.Category_CATEGORY_SYSTEM, ev.Category)
 			assert.Equal(t, "web-target", ev.Subject)
 			assert.Equal(t, correlation, ev.CorrelationId)
 			assert.Equal(t, correlation, ev.CausationId)
@@ -678,7 +678,7 @@ func TestClosedGateSkipsTurns(t *testing.T) {
 `)
 	shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"), nil)
 	t.Cleanup(shared.Close)
-	gate := &messages.Gate{}
+	gate := &protocol.Gate{}
 	gate.Close(true)
 	reg := prometheus.NewRegistry()
 	metrics := observer.NewMetrics(reg)
@@ -777,7 +777,7 @@ func TestBackoffCeiling(t *testing.T) {
 			p := parse(t, "http://"+closedAddr(t), "", fmt.Sprintf("    - {name: check, kind: http, interval: %s, http: {}}\n", tc.interval))
 			pid := f.start(t, p, "check")[0]
 			for i, want := range tc.want {
-				f.sys.Root.Send(pid, &observer.ObserveNow{})
+				f.sys.Root.Send(pid, &protocol.RunNow{})
 				f.waitObservations(t, i+1)
 				s := f.stats(t, pid)
 				require.Equal(t, uint64(i+1), s.Observations)
@@ -796,7 +796,7 @@ func TestObserveNow(t *testing.T) {
 	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 1h, http: {}}\n")
 	pid := f.start(t, p, "check")[0]
 	for n := 1; n <= 2; n++ {
-		f.sys.Root.Send(pid, &observer.ObserveNow{})
+		f.sys.Root.Send(pid, &protocol.RunNow{})
 		obs := f.waitObservations(t, n)[n-1].GetHttp()
 		assert.Equal(t, messages.Result_RESULT_OK, obs.Result, obs.Error)
 	}
@@ -819,9 +819,9 @@ func TestObserveNowWhileInFlightIsSkipped(t *testing.T) {
 	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 1h, timeout: 30s, http: {}}\n")
 	pid := f.start(t, p, "check")[0]
 
-	f.sys.Root.Send(pid, &observer.ObserveNow{})
+	f.sys.Root.Send(pid, &protocol.RunNow{})
 	require.Eventually(t, func() bool { return srv.total.Load() == 1 }, actortest.Wait, time.Millisecond, "no request in flight")
-	f.sys.Root.Send(pid, &observer.ObserveNow{})
+	f.sys.Root.Send(pid, &protocol.RunNow{})
 	s := f.stats(t, pid)
 	assert.Equal(t, uint64(1), s.Skipped, "asked while an observation was in flight")
 	assert.Zero(t, s.Observations)
@@ -876,13 +876,13 @@ func TestUnansweringServiceBlocksNothing(t *testing.T) {
 `, unresponsive(t)))
 	pids := f.start(t, p, "health", "metrics", "port")
 	for _, pid := range pids {
-		f.sys.Root.Send(pid, &observer.ObserveNow{})
+		f.sys.Root.Send(pid, &protocol.RunNow{})
 	}
 	require.Eventually(t, func() bool { return silent.accepted.Load() == 2 }, actortest.Wait, time.Millisecond,
 		"the http and prometheus requests are in flight")
 
 	for _, pid := range pids {
-		f.sys.Root.Send(pid, &observer.ObserveNow{})
+		f.sys.Root.Send(pid, &protocol.RunNow{})
 		start := time.Now()
 		s := f.stats(t, pid)
 		assert.Less(t, time.Since(start), time.Second, "the mailbox is served while the observation hangs")

@@ -149,7 +149,6 @@ func TestProcessByPIDFile(t *testing.T) {
 
 	ev := f.waitEvents(t, messages.TypeObservationProcess, 1)[0]
 	assert.Equal(t, messages.TypeObservationProcess, ev.Type)
-	assert.Equal(t, messages.Category_CATEGORY_OBSERVATION, ev.Category)
 	assert.Equal(t, "web-target", ev.Subject)
 	assert.Equal(t, correlation, ev.CorrelationId)
 	obs := ev.GetProcess()

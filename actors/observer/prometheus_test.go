@@ -109,7 +109,6 @@ func TestPrometheusScrape(t *testing.T) {
 	assert.Contains(t, accept.Load(), "text/plain", "the text format is asked for")
 
 	assert.Equal(t, messages.TypeObservationPrometheus, ev.Type)
-	assert.Equal(t, messages.Category_CATEGORY_OBSERVATION, ev.Category)
 	assert.Equal(t, "web-target", ev.Subject)
 	assert.Equal(t, correlation, ev.CorrelationId)
 	assert.Equal(t, "web", ev.GetPolicy().GetName())

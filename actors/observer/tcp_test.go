@@ -108,7 +108,6 @@ func TestTCPObservationOK(t *testing.T) {
 	assert.Less(t, obs.ConnectLatency.AsDuration(), time.Second)
 	assert.Empty(t, obs.Error)
 	assert.Equal(t, messages.TypeObservationTCP, ev.Type)
-	assert.Equal(t, messages.Category_CATEGORY_OBSERVATION, ev.Category)
 	assert.Equal(t, "web-target", ev.Subject)
 	assert.Equal(t, correlation, ev.CorrelationId)
 

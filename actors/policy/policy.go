@@ -55,13 +55,12 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	policydoc "github.com/polar/observerd/policy"
 )
 
-// Path is the policy-manager's actor path, the source of its events.
-const Path = "policy-manager"
 
 // Defaults of Options.
 const (
@@ -234,7 +233,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
 		// Diff against what really runs: after a restart of this actor
 		// the task-manager still runs what the previous one applied.
-		ctx.ReenterAfter(ctx.RequestFuture(a.opts.Task, &messages.GetRunning{}, 5*time.Second), func(res any, err error) {
+		ctx.ReenterAfter(ctx.RequestFuture(a.opts.Task, &protocol.GetRunning{}, 5*time.Second), func(res any, err error) {
 			if a.stopped {
 				return // this incarnation stopped or restarted meanwhile
 			}
@@ -287,10 +286,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 			clear(a.round.pending)
 			a.finish(ctx)
 		}
-	case *messages.Resync:
+	case *protocol.Resync:
 		for _, name := range slices.Sorted(maps.Keys(a.running)) {
 			cur := a.running[name]
-			ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: cur.policy, Change: policydoc.Diff(nil, cur.policy), EventID: cur.eventID})
+			ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: cur.policy, Change: policydoc.Diff(nil, cur.policy), EventID: cur.eventID})
 		}
 	}
 }
@@ -298,7 +297,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 // seed takes what the task-manager runs as the state to diff against. The
 // files are read next, and a policy whose file is gone is then removed.
 func (a *Actor) seed(res any, err error) {
-	r, ok := res.(*messages.Running)
+	r, ok := res.(*protocol.Running)
 	if err != nil || !ok {
 		a.opts.Log.Warn().Err(err).Msg("cannot ask the task-manager what runs: assuming nothing")
 		return
@@ -585,7 +584,7 @@ func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
 				// A moved file: the task-manager learns where the policy
 				// now comes from (nothing restarts), so that a restarted
 				// policy-manager knows which file owns the name.
-				ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: p, EventID: cur.eventID})
+				ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: p, EventID: cur.eventID})
 			}
 			cur.file, cur.policy = name, p
 			if !wasRejected {
@@ -607,13 +606,13 @@ func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
 		outcome.PreviousRevision = old.Revision
 	}
 	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
-	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
+	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
 	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).
 		Strs("added", change.Added).Strs("updated", change.Updated).Strs("removed", change.Removed).Msg("policy applied")
 	if old != nil && old.Revision == p.Revision {
 		return // the file is good again, and says what already runs
 	}
-	ctx.Send(a.opts.Task, &messages.ApplyPolicy{Policy: p, Change: change, EventID: ev.Id})
+	ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: p, Change: change, EventID: ev.Id})
 	a.running[p.Metadata.Name] = &current{policy: p, file: name, eventID: ev.Id}
 }
 
@@ -646,7 +645,7 @@ func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*yamldo
 		ev.Subject = cur.policy.Spec.Target.Name
 	}
 	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
-	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
+	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
 	a.opts.Log.Error().Str("file", file).Str("kept_revision", outcome.PreviousRevision).Strs("problems", reasons).Msg("policy rejected")
 }
 
@@ -679,8 +678,8 @@ func (a *Actor) remove(ctx actor.Context, cur *current) {
 	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
 		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policydoc.Diff(p, nil).Removed,
 	}}
-	ctx.Send(a.opts.State, &messages.Emit{Path: Path, Event: ev})
-	ctx.Send(a.opts.Task, &messages.RemovePolicy{Name: p.Metadata.Name, EventID: ev.Id})
+	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
+	ctx.Send(a.opts.Task, &protocol.RemovePolicy{Name: p.Metadata.Name, EventID: ev.Id})
 	delete(a.running, p.Metadata.Name)
 	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy removed")
 }
@@ -688,7 +687,7 @@ func (a *Actor) remove(ctx actor.Context, cur *current) {
 // finishLoad tells the state-manager what runs and what is rejected.
 func (a *Actor) finishLoad() {
 	a.loaded = true
-	var done messages.PoliciesLoaded
+	var done protocol.PoliciesLoaded
 	done.Applied = slices.Sorted(maps.Keys(a.running))
 	for name, f := range a.files {
 		if f.rejection != "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
@@ -83,8 +84,8 @@ func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixtu
 		env:   policydoc.Env{Allowed: allowed, Limits: actortest.Limits()},
 	}
 	f.task.Respond(func(msg any) any {
-		if _, ok := msg.(*messages.GetRunning); ok {
-			return &messages.Running{}
+		if _, ok := msg.(*protocol.GetRunning); ok {
+			return &protocol.Running{}
 		}
 		return nil
 	})
@@ -110,7 +111,7 @@ func (f *fixture) write(t *testing.T, name, text string) {
 func (f *fixture) loads() int {
 	n := 0
 	for _, m := range f.state.Messages() {
-		if _, ok := m.(*messages.PoliciesLoaded); ok {
+		if _, ok := m.(*protocol.PoliciesLoaded); ok {
 			n++
 		}
 	}
@@ -119,15 +120,15 @@ func (f *fixture) loads() int {
 
 // round waits for the next round after change, and returns its
 // PoliciesLoaded.
-func (f *fixture) round(t *testing.T, change func()) *messages.PoliciesLoaded {
+func (f *fixture) round(t *testing.T, change func()) *protocol.PoliciesLoaded {
 	t.Helper()
 	before := f.loads()
 	change()
-	var last *messages.PoliciesLoaded
+	var last *protocol.PoliciesLoaded
 	require.Eventually(t, func() bool {
 		n := 0
 		for _, m := range f.state.Messages() {
-			if l, ok := m.(*messages.PoliciesLoaded); ok {
+			if l, ok := m.(*protocol.PoliciesLoaded); ok {
 				n++
 				last = l
 			}
@@ -143,7 +144,7 @@ func (f *fixture) changes() []any {
 	var out []any
 	for _, m := range f.task.Messages() {
 		switch m.(type) {
-		case *messages.ApplyPolicy, *messages.RemovePolicy:
+		case *protocol.ApplyPolicy, *protocol.RemovePolicy:
 			out = append(out, m)
 		}
 	}
@@ -168,7 +169,7 @@ func revisionOf(t *testing.T, name, text string) string {
 
 func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	f := setup(t, map[string]string{"web.yaml": good, "broken.yaml": bad, "notes.txt": "not a policy", ".hidden.yaml": bad})
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 
 	// policy.applied, then ApplyPolicy correlated with it.
 	applied := f.state.WaitEvent(t, messages.TypePolicyApplied, nil)
@@ -181,13 +182,12 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	assert.Equal(t, []string{"health", "status"}, out.Added)
 	assert.Equal(t, "web-target", applied.Subject)
 	assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: out.Revision}, applied.Policy)
-	assert.Equal(t, messages.Category_CATEGORY_SYSTEM, applied.Category)
-	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == applied.Id })
-	assert.Equal(t, Path, e.Path)
+	e := actortest.WaitMessage(t, f.state, func(e *protocol.Emit) bool { return e.Event.Id == applied.Id })
+	assert.Equal(t, protocol.ActorEmitter(protocol.PolicyManager), e.From)
 
 	changes := f.waitChanges(t, 1)
 	require.Len(t, changes, 1, "only the good policy is applied")
-	apply := changes[0].(*messages.ApplyPolicy)
+	apply := changes[0].(*protocol.ApplyPolicy)
 	assert.Equal(t, applied.Id, apply.EventID, "ApplyPolicy carries the policy.applied event's id")
 	assert.Equal(t, "web", apply.Policy.Metadata.Name)
 	assert.Equal(t, out.Revision, apply.Policy.Revision)
@@ -210,13 +210,13 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 
 	// PoliciesLoaded comes after the events it sums up.
 	msgs := f.state.Messages()
-	last, ok := msgs[len(msgs)-1].(*messages.PoliciesLoaded)
+	last, ok := msgs[len(msgs)-1].(*protocol.PoliciesLoaded)
 	assert.True(t, ok && last == done, "PoliciesLoaded is the last message")
 }
 
 func TestRejectedFileListsEveryProblemFirstLineFirst(t *testing.T) {
 	f := setup(t, map[string]string{"twice.yaml": badTwice})
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	assert.Empty(t, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "twice.yaml")}, done.Rejected)
 	assert.Empty(t, f.changes())
@@ -231,7 +231,7 @@ func TestRejectedFileListsEveryProblemFirstLineFirst(t *testing.T) {
 
 func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
 	f := setup(t, map[string]string{"a-web.yaml": good, "b-db.yml": named("db", 5432, "5s"), "c-dup.yaml": named("web", 9090, "5s")})
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	assert.Equal(t, []string{"db", "web"}, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "c-dup.yaml")}, done.Rejected, "a duplicate policy name is rejected")
 
@@ -239,7 +239,7 @@ func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
 	require.Len(t, applied, 2)
 	changes := f.waitChanges(t, 2)
 	for i, m := range changes {
-		apply := m.(*messages.ApplyPolicy)
+		apply := m.(*protocol.ApplyPolicy)
 		assert.Equal(t, applied[i].Id, apply.EventID)
 		assert.Equal(t, applied[i].GetPolicyOutcome().GetName(), apply.Policy.Metadata.Name, "in file name order")
 	}
@@ -251,7 +251,7 @@ func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
 	// update of the running policy (its target changed).
 	f.round(t, func() { require.NoError(t, os.Remove(filepath.Join(f.dir, "a-web.yaml"))) })
 	changes = f.waitChanges(t, 3)
-	apply := changes[2].(*messages.ApplyPolicy)
+	apply := changes[2].(*protocol.ApplyPolicy)
 	assert.Equal(t, filepath.Join(f.dir, "c-dup.yaml"), apply.Policy.File)
 	assert.Equal(t, []string{"health", "status"}, apply.Change.Updated)
 	assert.True(t, apply.Change.TargetOrLimitsChanged)
@@ -266,7 +266,7 @@ func TestHotReload(t *testing.T) {
 	t.Run("in-place overwrite updates only the changed observer", func(t *testing.T) {
 		next := named("web", 8080, "3s")
 		f.round(t, func() { f.write(t, "web.yaml", next) })
-		apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+		apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
 		assert.Equal(t, policydoc.Change{Updated: []string{"health"}}, apply.Change)
 		assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
 		ev := f.state.WaitEvent(t, messages.TypePolicyApplied, func(e *messages.Event) bool { return e.Id == apply.EventID })
@@ -308,7 +308,7 @@ func TestHotReload(t *testing.T) {
 	t.Run("the fixed file is applied", func(t *testing.T) {
 		fixed := named("web", 8080, "4s")
 		f.round(t, func() { f.write(t, "web.yaml", fixed) })
-		apply := f.waitChanges(t, 3)[2].(*messages.ApplyPolicy)
+		apply := f.waitChanges(t, 3)[2].(*protocol.ApplyPolicy)
 		assert.Equal(t, revisionOf(t, "web.yaml", fixed), apply.Policy.Revision)
 		assert.Equal(t, policydoc.Change{Updated: []string{"health"}}, apply.Change)
 	})
@@ -324,16 +324,16 @@ func TestHotReload(t *testing.T) {
 		})
 		changes := f.waitChanges(t, 4)
 		assert.Len(t, changes, 4)
-		assert.Equal(t, revisionOf(t, "web.yaml", saved), changes[3].(*messages.ApplyPolicy).Policy.Revision)
+		assert.Equal(t, revisionOf(t, "web.yaml", saved), changes[3].(*protocol.ApplyPolicy).Policy.Revision)
 		assert.Empty(t, f.state.EventsOf(messages.TypePolicyRemoved))
 	})
 
 	t.Run("a renamed policy is removed, then added", func(t *testing.T) {
 		f.round(t, func() { f.write(t, "web.yaml", named("www", 8080, "6s")) })
 		changes := f.waitChanges(t, 6)
-		remove := changes[4].(*messages.RemovePolicy)
+		remove := changes[4].(*protocol.RemovePolicy)
 		assert.Equal(t, "web", remove.Name)
-		apply := changes[5].(*messages.ApplyPolicy)
+		apply := changes[5].(*protocol.ApplyPolicy)
 		assert.Equal(t, "www", apply.Policy.Metadata.Name)
 		assert.Equal(t, []string{"health", "status"}, apply.Change.Added)
 		removed := f.state.WaitEvent(t, messages.TypePolicyRemoved, nil)
@@ -344,7 +344,7 @@ func TestHotReload(t *testing.T) {
 	t.Run("a deleted file stops its policy", func(t *testing.T) {
 		done := f.round(t, func() { require.NoError(t, os.Remove(filepath.Join(f.dir, "web.yaml"))) })
 		changes := f.waitChanges(t, 7)
-		assert.Equal(t, "www", changes[6].(*messages.RemovePolicy).Name)
+		assert.Equal(t, "www", changes[6].(*protocol.RemovePolicy).Name)
 		assert.Empty(t, done.Applied)
 		assert.Empty(t, done.Rejected)
 	})
@@ -373,7 +373,7 @@ func TestPartialWriteIsNeverApplied(t *testing.T) {
 		_, err := w.WriteString(next[half:])
 		require.NoError(t, err)
 	})
-	apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+	apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
 	assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
 }
 
@@ -381,7 +381,7 @@ func TestConfigMapSymlinkSwap(t *testing.T) {
 	// The layout of a Kubernetes ConfigMap volume: web.yaml ->
 	// ..data/web.yaml, ..data -> ..<timestamp>, swapped atomically.
 	f := setup(t, nil)
-	actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	version := func(name, text string) {
 		require.NoError(t, os.Mkdir(filepath.Join(f.dir, name), 0o700))
 		require.NoError(t, os.WriteFile(filepath.Join(f.dir, name, "web.yaml"), []byte(text), 0o600))
@@ -392,7 +392,7 @@ func TestConfigMapSymlinkSwap(t *testing.T) {
 		version("..2026_11_23_10_00_00.1", good)
 		require.NoError(t, os.Symlink("..data/web.yaml", filepath.Join(f.dir, "web.yaml")))
 	})
-	first := f.waitChanges(t, 1)[0].(*messages.ApplyPolicy)
+	first := f.waitChanges(t, 1)[0].(*protocol.ApplyPolicy)
 	assert.Equal(t, revisionOf(t, "web.yaml", good), first.Policy.Revision)
 
 	next := named("web", 8080, "1s")
@@ -400,7 +400,7 @@ func TestConfigMapSymlinkSwap(t *testing.T) {
 		version("..2026_11_23_10_05_00.2", next)
 		require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "..2026_11_23_10_00_00.1")))
 	})
-	apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+	apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
 	assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
 	assert.Equal(t, []string{"health"}, apply.Change.Updated)
 	assert.Empty(t, f.state.EventsOf(messages.TypePolicyRejected))
@@ -418,7 +418,7 @@ func TestBurstIsDebounced(t *testing.T) {
 	want := revisionOf(t, "web.yaml", last)
 	require.Eventually(t, func() bool {
 		changes := f.changes()
-		a, ok := changes[len(changes)-1].(*messages.ApplyPolicy)
+		a, ok := changes[len(changes)-1].(*protocol.ApplyPolicy)
 		return ok && a.Policy.Revision == want
 	}, actortest.Wait, 5*time.Millisecond, "the last write is applied")
 	applied := len(f.changes()) - 1
@@ -438,7 +438,7 @@ func TestParserCrashRejectsThatFileOnly(t *testing.T) {
 			return policydoc.Parse(file, data, env)
 		}
 	})
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	assert.Equal(t, []string{"web"}, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "crash.yaml")}, done.Rejected)
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
@@ -453,9 +453,9 @@ func TestWatchFailureFallsBackToPolling(t *testing.T) {
 	newWatcher = func() (*fsnotify.Watcher, error) { return nil, syscall.EMFILE }
 	t.Cleanup(func() { newWatcher = fsnotify.NewWatcher })
 	f := setup(t, nil, func(o *Options) { o.Poll = 50 * time.Millisecond })
-	actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	f.write(t, "web.yaml", good)
-	apply := f.waitChanges(t, 1)[0].(*messages.ApplyPolicy)
+	apply := f.waitChanges(t, 1)[0].(*protocol.ApplyPolicy)
 	assert.Equal(t, revisionOf(t, "web.yaml", good), apply.Policy.Revision)
 	assert.Contains(t, explainWatchError(syscall.EMFILE).Error(), "fs.inotify.max_user_instances")
 	assert.Contains(t, explainWatchError(syscall.ENOSPC).Error(), "fs.inotify.max_user_watches")
@@ -467,11 +467,11 @@ func TestMissingDirIsReportedAndStillLoaded(t *testing.T) {
 	sys, log := actortest.SystemAndLogger(t)
 	state := actortest.NewRecorder(t, sys, "state-manager")
 	task := actortest.NewRecorder(t, sys, "task-manager")
-	task.Respond(func(any) any { return &messages.Running{} })
+	task.Respond(func(any) any { return &protocol.Running{} })
 	dir := filepath.Join(t.TempDir(), "missing")
 	pid := sys.Root.Spawn(Props(Options{Dir: dir, Task: task.PID, State: state.PID, Log: log, Poll: 20 * time.Millisecond}))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, state, nil)
 	assert.Empty(t, done.Applied)
 	assert.Equal(t, []string{dir}, done.Rejected)
 	rejected := state.WaitEvent(t, messages.TypePolicyRejected, nil)
@@ -481,7 +481,7 @@ func TestMissingDirIsReportedAndStillLoaded(t *testing.T) {
 	// Created later, it is picked up.
 	require.NoError(t, os.Mkdir(dir, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(good), 0o600))
-	actortest.WaitMessage[*messages.ApplyPolicy](t, task, nil)
+	actortest.WaitMessage[*protocol.ApplyPolicy](t, task, nil)
 	assert.Len(t, state.EventsOf(messages.TypePolicyRejected), 1, "the directory's problem is reported once")
 }
 
@@ -489,7 +489,7 @@ func TestRestartedManagerDiffsAgainstWhatRuns(t *testing.T) {
 	// The task-manager runs web (from web.yaml) and old (whose file is
 	// gone): a fresh policy-manager keeps web as it is and removes old.
 	f := setup(t, nil)
-	actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	require.NoError(t, f.sys.Root.StopFuture(f.pid).Wait())
 	f.write(t, "web.yaml", good)
 	web, err := policydoc.ParseFile(filepath.Join(f.dir, "web.yaml"), f.env)
@@ -497,18 +497,18 @@ func TestRestartedManagerDiffsAgainstWhatRuns(t *testing.T) {
 	old, err := policydoc.Parse(filepath.Join(f.dir, "old.yaml"), []byte(named("old", 8081, "5s")), f.env)
 	require.NoError(t, err)
 	f.task.Respond(func(msg any) any {
-		return &messages.Running{Policies: []messages.RunningPolicy{{Policy: web, EventID: "e-web"}, {Policy: old, EventID: "e-old"}}}
+		return &protocol.Running{Policies: []protocol.RunningPolicy{{Policy: web, EventID: "e-web"}, {Policy: old, EventID: "e-old"}}}
 	})
 	before := len(f.state.Messages())
 	pid := f.sys.Root.Spawn(Props(Options{Dir: f.dir, Env: f.env, Task: f.task.PID, State: f.state.PID, Log: actortest.Logger(t), Debounce: 20 * time.Millisecond}))
 	t.Cleanup(func() { _ = f.sys.Root.StopFuture(pid).Wait() })
 
-	remove := f.waitChanges(t, 1)[0].(*messages.RemovePolicy)
+	remove := f.waitChanges(t, 1)[0].(*protocol.RemovePolicy)
 	assert.Equal(t, "old", remove.Name)
 	require.Eventually(t, func() bool { return f.loads() >= 2 }, actortest.Wait, 5*time.Millisecond)
 	var types []string
 	for _, m := range f.state.Messages()[before:] {
-		if e, ok := m.(*messages.Emit); ok {
+		if e, ok := m.(*protocol.Emit); ok {
 			types = append(types, e.Event.Type)
 		}
 	}
@@ -516,8 +516,8 @@ func TestRestartedManagerDiffsAgainstWhatRuns(t *testing.T) {
 
 	// Resync: the task-manager restarted empty and gets web again, with
 	// the correlation of the event that tasked it.
-	f.sys.Root.Send(pid, &messages.Resync{})
-	apply := f.waitChanges(t, 2)[1].(*messages.ApplyPolicy)
+	f.sys.Root.Send(pid, &protocol.Resync{})
+	apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
 	assert.Equal(t, "e-web", apply.EventID)
 	assert.Equal(t, []string{"health", "status"}, apply.Change.Added)
 }
@@ -529,7 +529,7 @@ func TestFilesThatAreNotPoliciesAreRejected(t *testing.T) {
 		require.NoError(t, os.Symlink("gone.yaml.orig", filepath.Join(dir, "dangling.yaml")))
 		require.NoError(t, os.Mkdir(filepath.Join(dir, "dir.yaml"), 0o700))
 	})
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	assert.Equal(t, []string{"web"}, done.Applied)
 	var reasons []string
 	for _, ev := range f.state.EventsOf(messages.TypePolicyRejected) {
@@ -555,7 +555,7 @@ func TestRejectedFileIsReadAgainWhenAPluginArrives(t *testing.T) {
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	assert.Contains(t, rejected.GetPolicyOutcome().Reason, "plugin late.wasm not found")
 	require.NoError(t, os.WriteFile(filepath.Join(plugins, "late.wasm"), []byte("\x00asm"), 0o600))
-	apply := f.waitChanges(t, 1)[0].(*messages.ApplyPolicy)
+	apply := f.waitChanges(t, 1)[0].(*protocol.ApplyPolicy)
 	assert.Equal(t, "web", apply.Policy.Metadata.Name)
 	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "the unchanged rejection was not repeated")
 }

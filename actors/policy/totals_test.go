@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -93,7 +94,7 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 			var p parses
 			f := setup(t, map[string]string{"a.yaml": sized("a", 2, tc.wasm), "b.yaml": sized("b", 1, tc.wasm)},
 				withLimits(tc.limits), counting(&p))
-			done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+			done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 			assert.Equal(t, []string{"a", "b"}, done.Applied, "3 units fit")
 			f.waitChanges(t, 2)
 			revB := revisionOf(t, "b.yaml", sized("b", 1, tc.wasm))
@@ -114,8 +115,8 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 			// a shrinks: the room it frees lets b in, b's file untouched.
 			f.write(t, "a.yaml", sized("a", 1, tc.wasm))
 			changes := f.waitChanges(t, 4)
-			assert.Equal(t, "a", changes[2].(*messages.ApplyPolicy).Policy.Metadata.Name)
-			apply := changes[3].(*messages.ApplyPolicy)
+			assert.Equal(t, "a", changes[2].(*protocol.ApplyPolicy).Policy.Metadata.Name)
+			apply := changes[3].(*protocol.ApplyPolicy)
 			assert.Equal(t, "b", apply.Policy.Metadata.Name)
 			assert.Equal(t, revisionOf(t, "b.yaml", sized("b", 2, tc.wasm)), apply.Policy.Revision)
 			assert.Equal(t, parsed+1, p.of("b.yaml"), "read again once, for the room")
@@ -132,8 +133,8 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 			assert.Empty(t, rejected.GetPolicyOutcome().PreviousRevision)
 			require.NoError(t, os.Remove(filepath.Join(f.dir, "a.yaml")))
 			changes = f.waitChanges(t, 6)
-			assert.Equal(t, "a", changes[4].(*messages.RemovePolicy).Name)
-			assert.Equal(t, "c", changes[5].(*messages.ApplyPolicy).Policy.Metadata.Name)
+			assert.Equal(t, "a", changes[4].(*protocol.RemovePolicy).Name)
+			assert.Equal(t, "c", changes[5].(*protocol.ApplyPolicy).Policy.Metadata.Name)
 		})
 	}
 }
@@ -142,7 +143,7 @@ func TestTotalsCountThePoliciesAppliedBeforeInTheRound(t *testing.T) {
 	// 3 observers allowed: a (2) fits, then b (2) does not, c (1) does.
 	f := setup(t, map[string]string{"a.yaml": sized("a", 2, false), "b.yaml": sized("b", 2, false), "c.yaml": sized("c", 1, false)},
 		withLimits(func(l *policy.Bounds) { l.MaxObservers = 3 }))
-	done := actortest.WaitMessage[*messages.PoliciesLoaded](t, f.state, nil)
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	assert.Equal(t, []string{"a", "c"}, done.Applied)
 	assert.Equal(t, []string{filepath.Join(f.dir, "b.yaml")}, done.Rejected)
 	reason := f.state.WaitEvent(t, messages.TypePolicyRejected, nil).GetPolicyOutcome().Reason
@@ -159,9 +160,9 @@ func TestTotalsRejectedTakeOverLeavesTheNameFree(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(f.dir, "a-web.yaml")))
 
 	remove := f.waitChanges(t, 2)[1]
-	require.IsType(t, &messages.RemovePolicy{}, remove, "the old web stops, the new one does not start")
-	assert.Equal(t, "web", remove.(*messages.RemovePolicy).Name)
-	actortest.WaitMessage(t, f.state, func(l *messages.PoliciesLoaded) bool {
+	require.IsType(t, &protocol.RemovePolicy{}, remove, "the old web stops, the new one does not start")
+	assert.Equal(t, "web", remove.(*protocol.RemovePolicy).Name)
+	actortest.WaitMessage(t, f.state, func(l *protocol.PoliciesLoaded) bool {
 		return len(l.Applied) == 0 && slices.Equal(l.Rejected, []string{filepath.Join(f.dir, "c-web.yaml")})
 	})
 	f.state.WaitEvent(t, messages.TypePolicyRejected, func(ev *messages.Event) bool {

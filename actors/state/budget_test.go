@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -198,7 +199,7 @@ func TestFloodingPolicyIsThrottledAndOthersAreNot(t *testing.T) {
 	assert.Equal(t, &messages.PolicyRef{Name: "flood", Revision: "rev-flood"}, ev.Policy)
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, ev.Severity)
 	assert.Equal(t, messages.Category_CATEGORY_SYSTEM, ev.Category)
-	assert.Equal(t, messages.Source(node, state.Path), ev.Source)
+	assert.Equal(t, messages.Source(node, protocol.StateManager), ev.Source)
 	assert.Zero(t, ev.Sequence, "the broker assigns the sequence")
 
 	// A window without drops: no timer, no report.
@@ -381,7 +382,7 @@ func TestBudgetsFollowThePolicyName(t *testing.T) {
 	assert.False(t, ok)
 
 	// A PoliciesLoaded that no longer lists a policy forgets it too.
-	f.sys.Root.Send(f.pid, &messages.PoliciesLoaded{Applied: []string{"kept"}})
+	f.sys.Root.Send(f.pid, &protocol.PoliciesLoaded{Applied: []string{"kept"}})
 	require.Eventually(t, func() bool { return len(throttledOf(f, "stale")) == 1 }, actortest.Wait, 5*time.Millisecond)
 	assert.Equal(t, uint64(2), throttledOf(f, "stale")[0].DroppedEvents)
 	assert.Equal(t, map[string]uint64{"kept": 3}, f.snapshot(t).Throttled)

@@ -54,6 +54,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
@@ -87,9 +88,6 @@ type Options struct {
 	Log     zerolog.Logger
 }
 
-// Path is the state-manager's actor path, the source of policy.throttled.
-const Path = "state-manager"
-
 // Defaults of Options, and the smallest burst of a budget.
 const (
 	DefaultEventsPerSecond      = 100
@@ -114,15 +112,15 @@ func burstOf(perSecond float64) int {
 type Actor struct {
 	opts      Options
 	metrics   *metrics
-	observers map[string]*observer
-	actors    map[string]*lifecycle // the daemon's own, by path
+	observers map[protocol.Emitter]*observer
+	actors    map[string]*lifecycle // the daemon's own, by name
 	// budgets are the event budgets, by policy name: at most the running
 	// policies, and those whose observations arrived since the last
 	// PoliciesLoaded.
 	budgets map[string]*budget
 	// total is the budget of all policies together.
 	total *rate.Limiter
-	snap  messages.Snapshot
+	snap  protocol.Snapshot
 }
 
 // budget is one policy's token bucket for observation events, and what it
@@ -163,12 +161,12 @@ type lifecycle struct {
 func (l *lifecycle) record(ev *messages.Event) {
 	switch ev.Type {
 	case messages.TypeObserverFailed:
-		l.status, l.failures = messages.StatusRestarting, l.failures+1
+		l.status, l.failures = protocol.StatusRestarting, l.failures+1
 		l.lastError, l.lastTime = ev.GetObserver().GetReason(), ev.Time.AsTime()
 	case messages.TypeObserverRestarted:
-		l.status, l.restarts = messages.StatusRunning, l.restarts+1
+		l.status, l.restarts = protocol.StatusRunning, l.restarts+1
 	case messages.TypeObserverQuarantined:
-		l.status = messages.StatusQuarantined
+		l.status = protocol.StatusQuarantined
 		l.lastError, l.lastTime = ev.GetObserver().GetReason(), ev.Time.AsTime()
 	}
 }
@@ -194,7 +192,7 @@ type observer struct {
 func newObserver(kind string, ref *messages.PolicyRef) *observer {
 	unknown := messages.ObserverState_OBSERVER_STATE_UNKNOWN
 	return &observer{
-		lifecycle: lifecycle{status: messages.StatusRunning},
+		lifecycle: lifecycle{status: protocol.StatusRunning},
 		policy:    ref.GetName(), revision: ref.GetRevision(),
 		kind: kind, state: unknown, held: unknown,
 	}
@@ -230,12 +228,12 @@ func newActor(opts Options, m *metrics) *Actor {
 	}
 	a := &Actor{
 		opts: opts, metrics: m,
-		observers: map[string]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
+		observers: map[protocol.Emitter]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
 		total: rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
-		snap:  messages.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
+		snap:  protocol.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
 	}
 	for _, name := range opts.Actors {
-		a.actors[name] = &lifecycle{status: messages.StatusRunning}
+		a.actors[name] = &lifecycle{status: protocol.StatusRunning}
 	}
 	return a
 }
@@ -257,15 +255,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 		for _, name := range slices.Sorted(maps.Keys(a.budgets)) {
 			a.closeWindow(ctx, name, a.budgets[name])
 		}
-	case *messages.Emit:
+	case *protocol.Emit:
 		a.emit(ctx, msg)
 	case *windowEnded:
 		if b := a.budgets[msg.policy]; b == msg.budget && b.stop != nil && b.since.Equal(msg.since) {
 			a.report(ctx, msg.policy, b, a.opts.ThrottleWindow)
 		}
-	case *messages.BrokerStatus:
+	case *protocol.BrokerStatus:
 		a.snap.Broker = *msg
-	case *messages.PoliciesLoaded:
+	case *protocol.PoliciesLoaded:
 		a.snap.PoliciesLoaded = true
 		a.snap.Policies = slices.Clone(msg.Applied)
 		a.snap.Rejected = slices.Clone(msg.Rejected)
@@ -280,15 +278,16 @@ func (a *Actor) Receive(ctx actor.Context) {
 				a.forget(ctx, name)
 			}
 		}
-	case *messages.GetState:
+	case *protocol.GetState:
 		ctx.Respond(a.snapshot())
 	}
 }
 
 // emit completes ev's envelope, updates the state it implies and hands it
 // (and any transition it causes) to the broker.
-func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
-	path, ev := msg.Path, msg.Event
+func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
+	from, ev := msg.From, msg.Event
+	path := from.Path()
 	a.stamp(path, ev)
 	observation := ev.Category == messages.Category_CATEGORY_OBSERVATION
 	switch {
@@ -305,40 +304,40 @@ func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
 	case messages.TypeObserverStarted:
 		// A fresh incarnation (a new version, or a resume) is running;
 		// what its predecessors went through stays counted.
-		o, ok := a.observers[path]
+		o, ok := a.observers[from]
 		if !ok {
 			o = newObserver(ev.GetObserver().GetKind(), ev.Policy)
-			a.observers[path] = o
+			a.observers[from] = o
 		}
-		o.status, o.correlation = messages.StatusRunning, ev.CorrelationId
+		o.status, o.correlation = protocol.StatusRunning, ev.CorrelationId
 		o.policy, o.revision = ev.Policy.GetName(), ev.Policy.GetRevision()
 	case messages.TypeObserverStopped:
-		o, ok := a.observers[path]
+		o, ok := a.observers[from]
 		switch {
 		case !ok || ev.CorrelationId != o.correlation:
 			// A replaced incarnation stopping after its replacement
 			// started: the task-manager does not wait for stops.
-		case ev.GetObserver().GetReason() == messages.StopReasonPaused:
-			o.status = messages.StatusPaused // listed until it resumes
+		case ev.GetObserver().GetReason() == protocol.StopReasonPaused:
+			o.status = protocol.StatusPaused // listed until it resumes
 		default:
-			delete(a.observers, path)
+			delete(a.observers, from)
 		}
 	case messages.TypeObserverFailed, messages.TypeObserverRestarted, messages.TypeObserverQuarantined:
-		switch o, ok := a.observers[path]; {
+		switch o, ok := a.observers[from]; {
 		case ok:
 			o.record(ev)
-		case strings.HasPrefix(path, "observer/"):
+		case from.IsObserver():
 			// One that never started (its spec cannot run) or that a
 			// give-up just stopped: listed with its failure.
 			o = newObserver(ev.GetObserver().GetKind(), ev.Policy)
 			o.correlation = ev.CorrelationId
 			o.record(ev)
-			a.observers[path] = o
+			a.observers[from] = o
 		default:
-			l, ok := a.actors[path]
+			l, ok := a.actors[from.Actor]
 			if !ok {
 				l = &lifecycle{}
-				a.actors[path] = l
+				a.actors[from.Actor] = l
 			}
 			l.record(ev)
 		}
@@ -347,11 +346,11 @@ func (a *Actor) emit(ctx actor.Context, msg *messages.Emit) {
 		// they were left in (a quarantined one sends no stop).
 		out := ev.GetPolicyOutcome()
 		for _, name := range out.GetRemoved() {
-			delete(a.observers, "observer/"+out.GetName()+"/"+name)
+			delete(a.observers, protocol.ObserverEmitter(out.GetName(), name))
 		}
 	}
 	if observation {
-		if change := a.observe(path, ev, msg.Observer); change != nil {
+		if change := a.observe(from, ev, msg.Observer); change != nil {
 			a.stamp(path, change)
 			a.publish(ctx, path, change)
 		}
@@ -365,7 +364,7 @@ func (a *Actor) stamp(path string, ev *messages.Event) {
 func (a *Actor) publish(ctx actor.Context, path string, ev *messages.Event) {
 	a.snap.EventsEmitted++
 	a.metrics.count(path, ev)
-	ctx.Send(a.opts.Broker, &messages.Publish{Event: ev})
+	ctx.Send(a.opts.Broker, &protocol.Publish{Event: ev})
 }
 
 // admit reports whether ev may be published: when both its policy's
@@ -434,8 +433,8 @@ func (a *Actor) report(ctx actor.Context, name string, b *budget, window time.Du
 		Msg("policy throttled: observations over its event budget, or over all policies' total, were not published")
 	b.stop()
 	b.dropped, b.byTotal, b.since, b.stop = 0, 0, time.Time{}, nil
-	a.stamp(Path, ev)
-	a.publish(ctx, Path, ev)
+	a.stamp(protocol.StateManager, ev)
+	a.publish(ctx, protocol.StateManager, ev)
 }
 
 // closeWindow reports b's open window, if any, before its end: the report
@@ -459,13 +458,13 @@ func (a *Actor) forget(ctx actor.Context, name string) {
 
 // observe records an observation and returns the state.changed event it
 // causes, if any.
-func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) *messages.Event {
+func (a *Actor) observe(from protocol.Emitter, ev *messages.Event, spec *policy.Observer) *messages.Event {
 	rules := rulesOf(spec)
 	res, _ := messages.ResultOf(ev)
-	o, ok := a.observers[path]
+	o, ok := a.observers[from]
 	if !ok {
 		o = newObserver("", ev.Policy)
-		a.observers[path] = o
+		a.observers[from] = o
 	}
 	now := ev.Time.AsTime()
 	o.kind = strings.TrimPrefix(ev.Type, "observation.")
@@ -513,7 +512,7 @@ func (a *Actor) observe(path string, ev *messages.Event, spec *policy.Observer) 
 	change.CorrelationId = ev.CorrelationId
 	change.Severity = severityOf(next)
 	change.Data = &messages.Event_StateChange{StateChange: &messages.StateChange{
-		Observer:            path,
+		Observer:            from.Path(),
 		OldState:            o.state,
 		NewState:            next,
 		ConsecutiveFailures: int32(o.failedInARow),
@@ -556,13 +555,13 @@ func severityOf(s messages.ObserverState) messages.Severity {
 	}
 }
 
-func (a *Actor) snapshot() *messages.Snapshot {
+func (a *Actor) snapshot() *protocol.Snapshot {
 	s := a.snap
 	s.Policies = slices.Clone(a.snap.Policies)
 	s.Rejected = slices.Clone(a.snap.Rejected)
-	s.Actors = make([]messages.ActorSnapshot, 0, len(a.actors))
+	s.Actors = make([]protocol.ActorSnapshot, 0, len(a.actors))
 	for path, l := range a.actors {
-		s.Actors = append(s.Actors, messages.ActorSnapshot{
+		s.Actors = append(s.Actors, protocol.ActorSnapshot{
 			Path: path, Status: l.status, Failures: l.failures, Restarts: l.restarts, LastError: l.lastError, LastTime: l.lastTime,
 		})
 	}
@@ -574,13 +573,13 @@ func (a *Actor) snapshot() *messages.Snapshot {
 		}
 		return len(a.opts.Actors)
 	}
-	slices.SortFunc(s.Actors, func(x, y messages.ActorSnapshot) int {
+	slices.SortFunc(s.Actors, func(x, y protocol.ActorSnapshot) int {
 		return cmp.Or(cmp.Compare(order(x.Path), order(y.Path)), strings.Compare(x.Path, y.Path))
 	})
-	s.Observers = make([]messages.ObserverSnapshot, 0, len(a.observers))
-	for path, o := range a.observers {
-		s.Observers = append(s.Observers, messages.ObserverSnapshot{
-			Path:                path,
+	s.Observers = make([]protocol.ObserverSnapshot, 0, len(a.observers))
+	for from, o := range a.observers {
+		s.Observers = append(s.Observers, protocol.ObserverSnapshot{
+			Path:                from.Path(),
 			Policy:              o.policy,
 			Revision:            o.revision,
 			Kind:                o.kind,
@@ -595,7 +594,7 @@ func (a *Actor) snapshot() *messages.Snapshot {
 			Observations:        o.observations,
 		})
 	}
-	slices.SortFunc(s.Observers, func(x, y messages.ObserverSnapshot) int { return strings.Compare(x.Path, y.Path) })
+	slices.SortFunc(s.Observers, func(x, y protocol.ObserverSnapshot) int { return strings.Compare(x.Path, y.Path) })
 	for name, b := range a.budgets {
 		if b.total > 0 {
 			if s.Throttled == nil {

@@ -3,6 +3,7 @@ package state_test
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
@@ -41,15 +43,25 @@ func setup(t *testing.T) *fixture {
 	return f
 }
 
+// emit sends ev as emitted at path: an actor's name, or
+// observer/<policy>/<name> (these tests name emitters as sources do).
 func (f *fixture) emit(path string, ev *messages.Event) {
-	f.sys.Root.Send(f.pid, &messages.Emit{Path: path, Event: ev})
+	f.sys.Root.Send(f.pid, &protocol.Emit{From: emitterAt(path), Event: ev})
 }
 
-func (f *fixture) snapshot(t *testing.T) *messages.Snapshot {
+func emitterAt(path string) protocol.Emitter {
+	if rest, ok := strings.CutPrefix(path, "observer/"); ok {
+		pol, name, _ := strings.Cut(rest, "/")
+		return protocol.ObserverEmitter(pol, name)
+	}
+	return protocol.ActorEmitter(path)
+}
+
+func (f *fixture) snapshot(t *testing.T) *protocol.Snapshot {
 	t.Helper()
-	res, err := f.sys.Root.RequestFuture(f.pid, &messages.GetState{}, actortest.Wait).Result()
+	res, err := f.sys.Root.RequestFuture(f.pid, &protocol.GetState{}, actortest.Wait).Result()
 	require.NoError(t, err)
-	s, ok := res.(*messages.Snapshot)
+	s, ok := res.(*protocol.Snapshot)
 	require.True(t, ok, "GetState answered %T", res)
 	return s
 }
@@ -60,7 +72,7 @@ func (f *fixture) published(t *testing.T, n int) []*messages.Event {
 	require.Eventually(t, func() bool { return len(f.broker.Events()) >= n }, actortest.Wait, 5*time.Millisecond,
 		"want %d published events", n)
 	for _, m := range f.broker.Messages() {
-		_, ok := m.(*messages.Publish)
+		_, ok := m.(*protocol.Publish)
 		require.True(t, ok, "the broker was sent a %T", m)
 	}
 	return f.broker.Events()
@@ -229,7 +241,7 @@ func TestTransitions(t *testing.T) {
 				ev := observation(r, "web", "corr-"+strconv.Itoa(i))
 				ev.Time = timestamppb.New(start.Add(time.Duration(i) * time.Second))
 				sent = append(sent, ev)
-				f.sys.Root.Send(f.pid, &messages.Emit{Path: path, Event: ev, Observer: spec})
+				f.sys.Root.Send(f.pid, &protocol.Emit{From: emitterAt(path), Event: ev, Observer: spec})
 			}
 			// A sentinel after the observations: once it is published,
 			// everything they caused was published before it.
@@ -287,7 +299,7 @@ func TestGetStateSnapshot(t *testing.T) {
 	require.Len(t, s.Observers, 2)
 	// Sorted by path.
 	health, metrics := s.Observers[0], s.Observers[1]
-	assert.Equal(t, messages.ObserverSnapshot{Path: "observer/web/metrics", Kind: "prometheus", State: "unknown", Status: "running", LastResult: "unspecified"}, metrics)
+	assert.Equal(t, protocol.ObserverSnapshot{Path: "observer/web/metrics", Kind: "prometheus", State: "unknown", Status: "running", LastResult: "unspecified"}, metrics)
 	assert.Equal(t, path, health.Path)
 	assert.Equal(t, "http", health.Kind)
 	assert.Equal(t, "up", health.State, "two failures are below down_after")
@@ -306,7 +318,7 @@ func TestGetStateSnapshot(t *testing.T) {
 	assert.Equal(t, path, s.Observers[0].Path)
 
 	// A paused one stays, and says so.
-	paused := lifecycleOf(messages.TypeObserverStopped, path, messages.StopReasonPaused)
+	paused := lifecycleOf(messages.TypeObserverStopped, path, protocol.StopReasonPaused)
 	f.emit(path, paused)
 	s = f.snapshot(t)
 	require.Len(t, s.Observers, 1)
@@ -405,7 +417,7 @@ func TestLifecyclesAndMetrics(t *testing.T) {
 
 func TestGetStateSnapshotIsACopy(t *testing.T) {
 	f := setup(t)
-	f.sys.Root.Send(f.pid, &messages.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"/p/bad.yaml"}})
+	f.sys.Root.Send(f.pid, &protocol.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"/p/bad.yaml"}})
 	s := f.snapshot(t)
 	require.Equal(t, []string{"web"}, s.Policies)
 	s.Policies[0] = "changed"
@@ -429,41 +441,41 @@ func TestReadiness(t *testing.T) {
 		},
 		{
 			name:    "broker failed to connect",
-			send:    []any{&messages.BrokerStatus{Connected: false, URL: "amqps://observer@localhost:5671/", LastError: "dial tcp 127.0.0.1:5671: connect: connection refused"}},
+			send:    []any{&protocol.BrokerStatus{Connected: false, URL: "amqps://observer@localhost:5671/", LastError: "dial tcp 127.0.0.1:5671: connect: connection refused"}},
 			ready:   false,
 			reasons: []string{"broker not connected: dial tcp 127.0.0.1:5671: connect: connection refused", "policies not loaded yet"},
 		},
 		{
 			name:    "broker connected, policies not loaded",
-			send:    []any{&messages.BrokerStatus{Connected: true}},
+			send:    []any{&protocol.BrokerStatus{Connected: true}},
 			ready:   false,
 			reasons: []string{"policies not loaded yet"},
 		},
 		{
 			name:    "policies loaded, broker not connected",
-			send:    []any{&messages.PoliciesLoaded{Applied: []string{"web"}}},
+			send:    []any{&protocol.PoliciesLoaded{Applied: []string{"web"}}},
 			ready:   false,
 			reasons: []string{"broker not connected"},
 		},
 		{
 			name:    "broker blocked",
-			send:    []any{&messages.BrokerStatus{Connected: true, Blocked: true, LastError: "low on memory"}, &messages.PoliciesLoaded{}},
+			send:    []any{&protocol.BrokerStatus{Connected: true, Blocked: true, LastError: "low on memory"}, &protocol.PoliciesLoaded{}},
 			ready:   false,
 			reasons: []string{"broker blocked publishing: low on memory"},
 		},
 		{
 			name:  "connected and loaded",
-			send:  []any{&messages.BrokerStatus{Connected: true}, &messages.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"bad.yaml"}}},
+			send:  []any{&protocol.BrokerStatus{Connected: true}, &protocol.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"bad.yaml"}}},
 			ready: true,
 		},
 		{
 			name:  "loaded with every policy rejected is still ready",
-			send:  []any{&messages.BrokerStatus{Connected: true}, &messages.PoliciesLoaded{Rejected: []string{"bad.yaml"}}},
+			send:  []any{&protocol.BrokerStatus{Connected: true}, &protocol.PoliciesLoaded{Rejected: []string{"bad.yaml"}}},
 			ready: true,
 		},
 		{
 			name:    "the latest broker status wins",
-			send:    []any{&messages.PoliciesLoaded{}, &messages.BrokerStatus{Connected: true}, &messages.BrokerStatus{Connected: false, LastError: "connection lost"}},
+			send:    []any{&protocol.PoliciesLoaded{}, &protocol.BrokerStatus{Connected: true}, &protocol.BrokerStatus{Connected: false, LastError: "connection lost"}},
 			ready:   false,
 			reasons: []string{"broker not connected: connection lost"},
 		},
@@ -479,7 +491,7 @@ func TestReadiness(t *testing.T) {
 			assert.Equal(t, tc.ready, ready)
 			assert.Equal(t, tc.reasons, reasons)
 			for _, m := range tc.send {
-				if m, ok := m.(*messages.PoliciesLoaded); ok {
+				if m, ok := m.(*protocol.PoliciesLoaded); ok {
 					assert.True(t, s.PoliciesLoaded)
 					assert.Equal(t, m.Applied, s.Policies)
 					assert.Equal(t, m.Rejected, s.Rejected)
@@ -493,10 +505,10 @@ func TestReadiness(t *testing.T) {
 	}
 }
 
-func lastBroker(msgs []any) *messages.BrokerStatus {
-	var b *messages.BrokerStatus
+func lastBroker(msgs []any) *protocol.BrokerStatus {
+	var b *protocol.BrokerStatus
 	for _, m := range msgs {
-		if s, ok := m.(*messages.BrokerStatus); ok {
+		if s, ok := m.(*protocol.BrokerStatus); ok {
 			b = s
 		}
 	}

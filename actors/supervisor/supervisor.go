@@ -20,25 +20,16 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/messages"
 )
 
-// Name is the supervisor's name under the root; the names of its children
-// follow. They are fixed so that every actor's PID is known before it is
-// spawned (PID), which lets siblings refer to each other.
-const (
-	Name          = "supervisor"
-	Broker        = "broker"
-	StateManager  = "state-manager"
-	TaskManager   = "task-manager"
-	PolicyManager = "policy-manager"
-	Admin         = "admin"
-)
-
-// PID returns the PID the supervisor's child named child will have.
+// PID returns the PID the supervisor's child named child (one of
+// protocol.Managers) will have: the names are fixed, so that siblings can
+// refer to each other before they are spawned.
 func PID(sys *actor.ActorSystem, child string) *actor.PID {
-	return actor.NewPID(sys.Address(), Name+"/"+child)
+	return actor.NewPID(sys.Address(), protocol.Supervisor+"/"+child)
 }
 
 // Child is one second-level actor.
@@ -68,6 +59,9 @@ type Actor struct {
 	root     *actor.RootContext
 	state    *actor.PID
 	children []*actor.PID
+	// names are the children's names by PID id: who failed is looked
+	// up, never parsed back out of an id.
+	names map[string]string
 	fatal    error
 }
 
@@ -82,7 +76,7 @@ func New(opts Options) *Actor {
 	if opts.Supervision == (supervision.Policy{}) {
 		opts.Supervision = supervision.Managers
 	}
-	a := &Actor{opts: opts}
+	a := &Actor{opts: opts, names: map[string]string{}}
 	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
 		Failed:    func(f supervision.Failure) { a.root.Send(a.self, &childFailed{f}) },
 		Restarted: func(f supervision.Failure) { a.root.Send(a.self, &childRestarted{f}) },
@@ -116,13 +110,13 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.lifecycle(ctx, messages.TypeObserverFailed, msg.f)
 	case *childRestarted:
 		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f)
-		if msg.f.Child.Equal(PID(ctx.ActorSystem(), TaskManager)) {
+		if msg.f.Child.Equal(PID(ctx.ActorSystem(), protocol.TaskManager)) {
 			// The task-manager restarts with no observers: the
 			// policy-manager tasks it again with what is in force.
-			ctx.Send(PID(ctx.ActorSystem(), PolicyManager), &messages.Resync{})
+			ctx.Send(PID(ctx.ActorSystem(), protocol.PolicyManager), &protocol.Resync{})
 		}
 	case *childGaveUp:
-		a.fatal = fmt.Errorf("%s failed %d times within %s: %w", msg.f.Child.Id, msg.f.Failures, msg.f.Window, msg.f.Reason)
+		a.fatal = fmt.Errorf("%s failed %d times within %s: %w", a.names[msg.f.Child.Id], msg.f.Failures, msg.f.Window, msg.f.Reason)
 		a.opts.Log.Error().Err(a.fatal).Msg("escalating: stopping the daemon")
 		ctx.Stop(ctx.Self())
 	}
@@ -130,7 +124,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 
 func (a *Actor) start(ctx actor.Context) {
 	a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
-	a.state = PID(ctx.ActorSystem(), StateManager)
+	a.state = PID(ctx.ActorSystem(), protocol.StateManager)
 	for _, c := range a.opts.Children {
 		started := make(chan struct{})
 		pid, err := ctx.SpawnNamed(c.Props.Clone(actor.WithReceiverMiddleware(signalStarted(started))), c.Name)
@@ -140,6 +134,7 @@ func (a *Actor) start(ctx actor.Context) {
 			return
 		}
 		a.children = append(a.children, pid)
+		a.names[pid.Id] = c.Name
 		// The next child starts once this one has (the broker's outbox is
 		// open before anything can emit); one that fails to start is
 		// restarted with backoff while the others go on.
@@ -195,11 +190,11 @@ func signalStarted(started chan struct{}) actor.ReceiverMiddleware {
 func (a *Actor) daemon(ctx actor.Context, typ, reason string) {
 	ev := messages.NewEvent(typ)
 	ev.Data = &messages.Event_Daemon{Daemon: &messages.DaemonLifecycle{Version: a.opts.Version, Pid: int32(os.Getpid()), Reason: reason}}
-	ctx.Send(a.state, &messages.Emit{Path: Name, Event: ev})
+	ctx.Send(a.state, &protocol.Emit{From: protocol.ActorEmitter(protocol.Supervisor), Event: ev})
 }
 
 func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) {
-	name := f.Child.Id[len(Name)+1:]
+	name := a.names[f.Child.Id]
 	a.opts.Log.Warn().Str("actor", name).Int("failures", f.Failures).Dur("backoff", f.Backoff).Err(f.Reason).Msg(typ)
 	ev := messages.NewEvent(typ)
 	ev.Severity = messages.Severity_SEVERITY_HIGH
@@ -207,5 +202,5 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) 
 		Actor: name, Reason: f.Reason.Error(), Failures: int32(f.Failures),
 		Backoff: durationpb.New(f.Backoff), Window: durationpb.New(f.Window),
 	}}
-	ctx.Send(a.state, &messages.Emit{Path: name, Event: ev})
+	ctx.Send(a.state, &protocol.Emit{From: protocol.ActorEmitter(name), Event: ev})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/actors/supervisor"
 	"github.com/polar/observerd/messages"
@@ -75,7 +76,7 @@ func (e *exits) wait(t *testing.T) error {
 
 func spawn(t *testing.T, sys *actor.ActorSystem, opts supervisor.Options) *actor.PID {
 	t.Helper()
-	pid, err := sys.Root.SpawnNamed(supervisor.Props(opts), supervisor.Name)
+	pid, err := sys.Root.SpawnNamed(supervisor.Props(opts), protocol.Supervisor)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	return pid
@@ -83,7 +84,7 @@ func spawn(t *testing.T, sys *actor.ActorSystem, opts supervisor.Options) *actor
 
 func TestPID(t *testing.T) {
 	sys, _ := actortest.SystemAndLogger(t)
-	pid := supervisor.PID(sys, supervisor.Broker)
+	pid := supervisor.PID(sys, protocol.Broker)
 	assert.Equal(t, "supervisor/broker", pid.Id)
 	assert.Equal(t, sys.Address(), pid.Address)
 }
@@ -94,7 +95,7 @@ func TestPID(t *testing.T) {
 // meanwhile, so that a supervisor that does not wait for a child's start
 // before the next shows it.
 func lifecycleChildren(j *journal, events *actortest.Recorder, slow time.Duration) ([]string, []supervisor.Child) {
-	names := []string{supervisor.Broker, supervisor.StateManager, supervisor.TaskManager, supervisor.PolicyManager, supervisor.Admin}
+	names := []string{protocol.Broker, protocol.StateManager, protocol.TaskManager, protocol.PolicyManager, protocol.Admin}
 	other := make(chan struct{})
 	var once sync.Once
 	var children []supervisor.Child
@@ -105,7 +106,7 @@ func lifecycleChildren(j *journal, events *actortest.Recorder, slow time.Duratio
 			return actor.ReceiveFunc(func(ctx actor.Context) {
 				switch msg := ctx.Message().(type) {
 				case *actor.Started:
-					if name == supervisor.Broker {
+					if name == protocol.Broker {
 						select {
 						case <-other:
 						case <-time.After(slow):
@@ -116,8 +117,8 @@ func lifecycleChildren(j *journal, events *actortest.Recorder, slow time.Duratio
 					j.add("started " + name)
 				case *actor.Stopping:
 					j.add("stopping " + name)
-				case *messages.Emit:
-					if name == supervisor.StateManager {
+				case *protocol.Emit:
+					if name == protocol.StateManager {
 						ctx.Send(events.PID, msg)
 					}
 				}
@@ -143,7 +144,7 @@ func TestSpawnsChildrenInOrder(t *testing.T) {
 	started := events.WaitEvent(t, messages.TypeDaemonStarted, nil)
 	assert.Equal(t, "1.2.3", started.GetDaemon().GetVersion())
 	assert.Positive(t, started.GetDaemon().GetPid())
-	assert.Equal(t, "supervisor", actortest.WaitMessage(t, events, func(e *messages.Emit) bool { return e.Event.Type == messages.TypeDaemonStarted }).Path)
+	assert.Equal(t, "supervisor", actortest.WaitMessage(t, events, func(e *protocol.Emit) bool { return e.Event.Type == messages.TypeDaemonStarted }).From.Path())
 }
 
 func TestStartsChildrenInOrder(t *testing.T) {
@@ -172,7 +173,7 @@ func TestStopsChildrenInReverseOrder(t *testing.T) {
 	require.NoError(t, sys.Root.StopFuture(pid).Wait())
 	require.NoError(t, ex.wait(t), "a requested stop exits with nil")
 
-	assert.Equal(t, []string{supervisor.Admin, supervisor.PolicyManager, supervisor.TaskManager, supervisor.StateManager, supervisor.Broker},
+	assert.Equal(t, []string{protocol.Admin, protocol.PolicyManager, protocol.TaskManager, protocol.StateManager, protocol.Broker},
 		j.with("stopping "), "children stop in reverse order")
 	stopping := events.WaitEvent(t, messages.TypeDaemonStopping, nil)
 	assert.Equal(t, "stop requested", stopping.GetDaemon().GetReason())
@@ -222,7 +223,7 @@ func TestStopLetsChildrenDrainTheirMailboxes(t *testing.T) {
 
 func TestEscalatesAChildFailingBeyondItsIntensity(t *testing.T) {
 	sys, log := actortest.SystemAndLogger(t)
-	state := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
+	state := actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.StateManager)
 	j := &journal{}
 	flaky := actor.PropsFromFunc(func(ctx actor.Context) {
 		if _, ok := ctx.Message().(*actor.Started); ok {
@@ -242,7 +243,7 @@ func TestEscalatesAChildFailingBeyondItsIntensity(t *testing.T) {
 
 	err := ex.wait(t)
 	require.Error(t, err, "an escalation exits with an error")
-	assert.Contains(t, err.Error(), "supervisor/flaky", "the error names the child")
+	assert.Contains(t, err.Error(), "flaky failed 3 times", "the error names the child")
 	assert.Contains(t, err.Error(), "3 times")
 	assert.Contains(t, err.Error(), "flaky cannot start")
 
@@ -268,8 +269,8 @@ func TestEscalatesAChildFailingBeyondItsIntensity(t *testing.T) {
 		assert.Equal(t, "flaky", restarted[i].GetObserver().GetActor())
 	}
 	for _, m := range state.Messages() {
-		if e, ok := m.(*messages.Emit); ok && e.Event.GetObserver() != nil {
-			assert.Equal(t, "flaky", e.Path, "lifecycle events come from the child's path")
+		if e, ok := m.(*protocol.Emit); ok && e.Event.GetObserver() != nil {
+			assert.Equal(t, "flaky", e.From.Path(), "lifecycle events come from the child's path")
 		}
 	}
 	assert.ElementsMatch(t, []string{"steady", "flaky", "flaky", "flaky"}, j.with("started "), "flaky started once and restarted twice")
@@ -282,7 +283,7 @@ func TestSpawnFailureExits(t *testing.T) {
 	// A child whose name is taken cannot start: the supervisor stops and
 	// exits with the cause.
 	sys, log := actortest.SystemAndLogger(t)
-	actortest.NewRecorder(t, sys, supervisor.Name+"/taken")
+	actortest.NewRecorder(t, sys, protocol.Supervisor+"/taken")
 	j := &journal{}
 	ex := newExits()
 	spawn(t, sys, supervisor.Options{
@@ -302,7 +303,7 @@ func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
 	// is asked to stop must not hold the stop up: the supervisor cancels
 	// the restart and stops it at once.
 	sys, log := actortest.SystemAndLogger(t)
-	state := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
+	state := actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.StateManager)
 	j := &journal{}
 	type boom struct{}
 	failing := actor.PropsFromFunc(func(ctx actor.Context) {
@@ -320,7 +321,7 @@ func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
 		Supervision: supervision.Policy{MinBackoff: time.Minute, MaxBackoff: time.Minute, GiveUpAt: 5, Window: time.Minute},
 		Exit:        ex.exit,
 		Log:         log,
-	}), supervisor.Name)
+	}), protocol.Supervisor)
 	require.NoError(t, err)
 	t.Cleanup(func() { sys.Root.Stop(pid) })
 	require.Eventually(t, func() bool { return len(j.with("started ")) == 2 }, actortest.Wait, 5*time.Millisecond)
@@ -343,8 +344,8 @@ func TestRestartedTaskManagerIsResynced(t *testing.T) {
 	// The task-manager restarts with no observers: the policy-manager is
 	// told to task it again.
 	sys, log := actortest.SystemAndLogger(t)
-	actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.StateManager)
-	policyManager := actortest.NewRecorder(t, sys, supervisor.Name+"/"+supervisor.PolicyManager)
+	actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.StateManager)
+	policyManager := actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.PolicyManager)
 	j := &journal{}
 	task := actor.PropsFromFunc(func(ctx actor.Context) {
 		switch ctx.Message().(type) {
@@ -355,14 +356,14 @@ func TestRestartedTaskManagerIsResynced(t *testing.T) {
 		}
 	})
 	spawn(t, sys, supervisor.Options{
-		Children:    []supervisor.Child{{Name: supervisor.TaskManager, Props: task}},
+		Children:    []supervisor.Child{{Name: protocol.TaskManager, Props: task}},
 		Supervision: supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute},
 		Log:         log,
 	})
 	require.Eventually(t, func() bool { return len(j.with("started ")) == 1 }, actortest.Wait, 5*time.Millisecond)
 	assert.Empty(t, policyManager.Messages())
 
-	sys.Root.Send(supervisor.PID(sys, supervisor.TaskManager), "crash")
-	actortest.WaitMessage[*messages.Resync](t, policyManager, nil)
+	sys.Root.Send(supervisor.PID(sys, protocol.TaskManager), "crash")
+	actortest.WaitMessage[*protocol.Resync](t, policyManager, nil)
 	require.Eventually(t, func() bool { return len(j.with("started ")) == 2 }, actortest.Wait, 5*time.Millisecond, "the task-manager restarted")
 }

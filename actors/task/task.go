@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/polar/observerd/actors/observer"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
@@ -40,7 +41,7 @@ type Options struct {
 	Allowed *targets.AllowList
 	// Gate, when closed, makes observers skip their turns (the outbox is
 	// full with when_full: block).
-	Gate *messages.Gate
+	Gate *protocol.Gate
 	// Metrics counts the observers' skipped and late turns (nil: not
 	// exposed).
 	Metrics *observer.Metrics
@@ -180,9 +181,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 		for _, r := range a.policies {
 			r.shared.Close()
 		}
-	case *messages.ApplyPolicy:
+	case *protocol.ApplyPolicy:
 		a.apply(ctx, msg)
-	case *messages.RemovePolicy:
+	case *protocol.RemovePolicy:
 		if r, ok := a.policies[msg.Name]; ok {
 			for name := range r.children {
 				a.stopChild(ctx, r, name, "policy removed", msg.EventID)
@@ -191,17 +192,17 @@ func (a *Actor) Receive(ctx actor.Context) {
 			delete(a.policies, msg.Name)
 			delete(a.pauses, msg.Name) // a policy added again starts unpaused
 		}
-	case *messages.GetRunning:
-		var out messages.Running
+	case *protocol.GetRunning:
+		var out protocol.Running
 		for _, r := range a.policies {
-			out.Policies = append(out.Policies, messages.RunningPolicy{Policy: r.policy, EventID: r.correlation})
+			out.Policies = append(out.Policies, protocol.RunningPolicy{Policy: r.policy, EventID: r.correlation})
 		}
 		ctx.Respond(&out)
-	case *messages.Pause:
+	case *protocol.Pause:
 		a.done(ctx, a.pause(ctx, msg))
-	case *messages.Resume:
+	case *protocol.Resume:
 		a.done(ctx, a.resume(ctx, msg))
-	case *messages.ObserveNow:
+	case *protocol.ObserveNow:
 		a.done(ctx, a.observeNow(ctx, msg))
 	case *childFailed:
 		if msg.ok {
@@ -228,7 +229,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 }
 
 // apply starts, replaces and stops the observers that msg.Change names.
-func (a *Actor) apply(ctx actor.Context, msg *messages.ApplyPolicy) {
+func (a *Actor) apply(ctx actor.Context, msg *protocol.ApplyPolicy) {
 	p := msg.Policy
 	r, ok := a.policies[p.Metadata.Name]
 	if !ok {
@@ -283,7 +284,7 @@ func (a *Actor) lookup(pol, name string) (*running, error) {
 	return r, nil
 }
 
-func (a *Actor) pause(ctx actor.Context, msg *messages.Pause) error {
+func (a *Actor) pause(ctx actor.Context, msg *protocol.Pause) error {
 	r, err := a.lookup(msg.Policy, msg.Observer)
 	if err != nil {
 		return fmt.Errorf("pause: %w", err)
@@ -291,19 +292,19 @@ func (a *Actor) pause(ctx actor.Context, msg *messages.Pause) error {
 	if r.paused[msg.Observer] {
 		return nil
 	}
-	a.stopChild(ctx, r, msg.Observer, messages.StopReasonPaused, "")
+	a.stopChild(ctx, r, msg.Observer, protocol.StopReasonPaused, "")
 	r.paused[msg.Observer] = true
-	a.opts.Log.Info().Str("observer", observer.PathOf(msg.Policy, msg.Observer)).Msg("observer paused")
+	a.opts.Log.Info().Str("observer", protocol.ObserverEmitter(msg.Policy, msg.Observer).Path()).Msg("observer paused")
 	return nil
 }
 
-func (a *Actor) resume(ctx actor.Context, msg *messages.Resume) error {
+func (a *Actor) resume(ctx actor.Context, msg *protocol.Resume) error {
 	r, err := a.lookup(msg.Policy, msg.Observer)
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
 	if !r.paused[msg.Observer] && !r.quarantined[msg.Observer] {
-		return fmt.Errorf("resume: observer %s is neither paused nor quarantined", observer.PathOf(msg.Policy, msg.Observer))
+		return fmt.Errorf("resume: observer %s is neither paused nor quarantined", protocol.ObserverEmitter(msg.Policy, msg.Observer))
 	}
 	delete(r.paused, msg.Observer)
 	delete(r.quarantined, msg.Observer)
@@ -311,23 +312,23 @@ func (a *Actor) resume(ctx actor.Context, msg *messages.Resume) error {
 	return nil
 }
 
-func (a *Actor) observeNow(ctx actor.Context, msg *messages.ObserveNow) error {
+func (a *Actor) observeNow(ctx actor.Context, msg *protocol.ObserveNow) error {
 	r, err := a.lookup(msg.Policy, msg.Observer)
 	if err != nil {
 		return fmt.Errorf("observe now: %w", err)
 	}
 	pid, ok := r.children[msg.Observer]
 	if !ok {
-		return fmt.Errorf("observe now: observer %s is paused or quarantined", observer.PathOf(msg.Policy, msg.Observer))
+		return fmt.Errorf("observe now: observer %s is paused or quarantined", protocol.ObserverEmitter(msg.Policy, msg.Observer))
 	}
-	ctx.Send(pid, &observer.ObserveNow{})
+	ctx.Send(pid, &protocol.RunNow{})
 	return nil
 }
 
 // done answers a configuration message sent as a request.
 func (a *Actor) done(ctx actor.Context, err error) {
 	if ctx.Sender() != nil {
-		ctx.Respond(&messages.CommandDone{Err: err})
+		ctx.Respond(&protocol.CommandDone{Err: err})
 	}
 }
 
@@ -404,7 +405,7 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure, 
 	log.Str("observer", p.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
 		Str("reason", f.Reason.Error()).Msg(typ)
 	ev := observer.LifecycleEvent(typ, p, o, ref.correlation, payload)
-	ctx.Send(a.opts.State, &messages.Emit{Path: observer.PathOf(p.Metadata.Name, name), Event: ev})
+	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ObserverEmitter(p.Metadata.Name, name), Event: ev})
 }
 
 func firstLine(err error) string {

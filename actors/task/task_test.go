@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/supervision"
 	"github.com/polar/observerd/actors/task"
 	"github.com/polar/observerd/configs/targets"
@@ -76,12 +77,12 @@ func setup(t *testing.T) *fixture {
 func (f *fixture) apply(p *policy.Policy, eventID string) {
 	change := policy.Diff(f.applied[p.Metadata.Name], p)
 	f.applied[p.Metadata.Name] = p
-	f.sys.Root.Send(f.task, &messages.ApplyPolicy{Policy: p, Change: change, EventID: eventID})
+	f.sys.Root.Send(f.task, &protocol.ApplyPolicy{Policy: p, Change: change, EventID: eventID})
 }
 
 func (f *fixture) remove(name, eventID string) {
 	delete(f.applied, name)
-	f.sys.Root.Send(f.task, &messages.RemovePolicy{Name: name, EventID: eventID})
+	f.sys.Root.Send(f.task, &protocol.RemovePolicy{Name: name, EventID: eventID})
 }
 
 // process returns the running process of observer path (nil when none).
@@ -120,8 +121,8 @@ func (f *fixture) waitLifecycle(t *testing.T, typ string, paths ...string) {
 // waitObservation waits for an observation from path satisfying match.
 func (f *fixture) waitObservation(t *testing.T, path string, match func(*messages.Event) bool) *messages.Event {
 	t.Helper()
-	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool {
-		return e.Path == path && e.Event.Type == messages.TypeObservationHTTP && (match == nil || match(e.Event))
+	e := actortest.WaitMessage(t, f.state, func(e *protocol.Emit) bool {
+		return e.From.Path() == path && e.Event.Type == messages.TypeObservationHTTP && (match == nil || match(e.Event))
 	})
 	return e.Event
 }
@@ -275,8 +276,8 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	assert.Equal(t, int32(1), o.GetFailures(), "quarantined at once, not after GiveUpAt failures")
 	assert.Equal(t, "evt-1", q.CorrelationId)
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, q.Severity)
-	e := actortest.WaitMessage(t, f.state, func(e *messages.Emit) bool { return e.Event.Id == q.Id })
-	assert.Equal(t, "observer/web/port", e.Path)
+	e := actortest.WaitMessage(t, f.state, func(e *protocol.Emit) bool { return e.Event.Id == q.Id })
+	assert.Equal(t, "observer/web/port", e.From.Path())
 	assert.Empty(t, f.state.EventsOf(messages.TypeObserverFailed), "a permanent failure is not retried")
 	assert.Empty(t, f.state.EventsOf(messages.TypeObserverRestarted))
 
@@ -298,7 +299,7 @@ func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
 
 	// Resume retries it (and, still without a plugin host, it is quarantined
 	// again).
-	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "port"})
+	f.sys.Root.Send(f.task, &protocol.Resume{Policy: "web", Observer: "port"})
 	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypeObserverQuarantined)) == 2 },
 		actortest.Wait, 5*time.Millisecond, "Resume did not retry the quarantined observer")
 
@@ -316,9 +317,9 @@ func TestResumeOfARunningObserverIsHarmless(t *testing.T) {
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 	procA := f.process("observer/web/a")
 
-	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "a"})
-	f.sys.Root.Send(f.task, &messages.Resume{Policy: "web", Observer: "nope"})
-	f.sys.Root.Send(f.task, &messages.Resume{Policy: "nope", Observer: "a"})
+	f.sys.Root.Send(f.task, &protocol.Resume{Policy: "web", Observer: "a"})
+	f.sys.Root.Send(f.task, &protocol.Resume{Policy: "web", Observer: "nope"})
+	f.sys.Root.Send(f.task, &protocol.Resume{Policy: "nope", Observer: "a"})
 	f.sync(t)
 
 	assert.Same(t, procA, f.process("observer/web/a"), "Resume restarted a running observer")
@@ -436,7 +437,7 @@ func (f *fixture) describe() []string {
 func observationsOf(r *actortest.Recorder, path string) []*messages.Event {
 	var out []*messages.Event
 	for _, m := range r.Messages() {
-		if e, ok := m.(*messages.Emit); ok && e.Path == path && e.Event.Type == messages.TypeObservationHTTP {
+		if e, ok := m.(*protocol.Emit); ok && e.From.Path() == path && e.Event.Type == messages.TypeObservationHTTP {
 			out = append(out, e.Event)
 		}
 	}
@@ -454,30 +455,30 @@ func TestConfigurationMessages(t *testing.T) {
 		t.Helper()
 		res, err := f.sys.Root.RequestFuture(f.task, msg, actortest.Wait).Result()
 		require.NoError(t, err)
-		return res.(*messages.CommandDone).Err
+		return res.(*protocol.CommandDone).Err
 	}
 
 	// An hourly observer observes at once when asked.
-	require.NoError(t, ask(&messages.ObserveNow{Policy: "web", Observer: "slow"}))
+	require.NoError(t, ask(&protocol.ObserveNow{Policy: "web", Observer: "slow"}))
 	f.waitObservation(t, "observer/web/slow", nil)
 
 	for _, tc := range []struct {
 		msg  any
 		want string
 	}{
-		{&messages.ObserveNow{Policy: "nope", Observer: "slow"}, `observe now: no policy "nope" is running`},
-		{&messages.Pause{Policy: "web", Observer: "nope"}, `pause: policy "web" has no observer "nope"`},
-		{&messages.Resume{Policy: "web", Observer: "a"}, "resume: observer observer/web/a is neither paused nor quarantined"},
+		{&protocol.ObserveNow{Policy: "nope", Observer: "slow"}, `observe now: no policy "nope" is running`},
+		{&protocol.Pause{Policy: "web", Observer: "nope"}, `pause: policy "web" has no observer "nope"`},
+		{&protocol.Resume{Policy: "web", Observer: "a"}, "resume: observer observer/web/a is neither paused nor quarantined"},
 	} {
 		assert.EqualError(t, ask(tc.msg), tc.want)
 	}
 
 	// A paused observer stops, and stays paused when its policy changes.
-	require.NoError(t, ask(&messages.Pause{Policy: "web", Observer: "a"}))
+	require.NoError(t, ask(&protocol.Pause{Policy: "web", Observer: "a"}))
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
-	assert.Equal(t, messages.StopReasonPaused, f.state.EventsOf(messages.TypeObserverStopped)[0].GetObserver().GetReason())
+	assert.Equal(t, protocol.StopReasonPaused, f.state.EventsOf(messages.TypeObserverStopped)[0].GetObserver().GetReason())
 	assert.Nil(t, f.process("observer/web/a"))
-	assert.EqualError(t, ask(&messages.ObserveNow{Policy: "web", Observer: "a"}), "observe now: observer observer/web/a is paused or quarantined")
+	assert.EqualError(t, ask(&protocol.ObserveNow{Policy: "web", Observer: "a"}), "observe now: observer observer/web/a is paused or quarantined")
 	updated := parse(t, "web", f.url, strings.Replace(observers, "interval: 20ms", "interval: 30ms", 1))
 	f.apply(updated, "evt-2")
 	f.sync(t)
@@ -485,14 +486,14 @@ func TestConfigurationMessages(t *testing.T) {
 	assert.NotNil(t, f.process("observer/web/slow"), "the other observer keeps running")
 
 	// Resume starts it with its policy's current version.
-	require.NoError(t, ask(&messages.Resume{Policy: "web", Observer: "a"}))
+	require.NoError(t, ask(&protocol.Resume{Policy: "web", Observer: "a"}))
 	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
 
 	// GetRunning tells what runs, with the event that last tasked it.
-	res, err := f.sys.Root.RequestFuture(f.task, &messages.GetRunning{}, actortest.Wait).Result()
+	res, err := f.sys.Root.RequestFuture(f.task, &protocol.GetRunning{}, actortest.Wait).Result()
 	require.NoError(t, err)
-	var web *messages.RunningPolicy
-	for _, rp := range res.(*messages.Running).Policies {
+	var web *protocol.RunningPolicy
+	for _, rp := range res.(*protocol.Running).Policies {
 		if rp.Policy.Metadata.Name == "web" {
 			web = &rp
 		}
@@ -513,7 +514,7 @@ func TestPauseOfAnObserverThatJustFailedForGood(t *testing.T) {
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a")
 	procA := f.process("observer/web/a")
 	require.NotNil(t, procA)
-	f.sys.Root.Send(f.task, &messages.Pause{Policy: "web", Observer: "port"})
+	f.sys.Root.Send(f.task, &protocol.Pause{Policy: "web", Observer: "port"})
 	f.sync(t)
 	assert.Same(t, procA, f.process("observer/web/a"), "the task-manager did not fail (a restart would have replaced a)")
 }
@@ -538,20 +539,20 @@ func TestPauseSurvivesARestartOfTheTaskManager(t *testing.T) {
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	p := parse(t, "web", url, twoObservers)
 	started := func() int { return len(state.EventsOf(messages.TypeObserverStarted)) }
-	sys.Root.Send(pid, &messages.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
+	sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
 	require.Eventually(t, func() bool { return started() == 2 }, actortest.Wait, 5*time.Millisecond)
-	res, err := sys.Root.RequestFuture(pid, &messages.Pause{Policy: "web", Observer: "a"}, actortest.Wait).Result()
+	res, err := sys.Root.RequestFuture(pid, &protocol.Pause{Policy: "web", Observer: "a"}, actortest.Wait).Result()
 	require.NoError(t, err)
-	require.NoError(t, res.(*messages.CommandDone).Err)
+	require.NoError(t, res.(*protocol.CommandDone).Err)
 
 	// After the restart, the policy-manager resends the policy (Resync):
 	// b starts again, a stays paused.
 	sys.Root.Send(pid, "crash")
-	sys.Root.Send(pid, &messages.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
+	sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
 	require.Eventually(t, func() bool { return started() == 3 }, actortest.Wait, 5*time.Millisecond)
-	res, err = sys.Root.RequestFuture(pid, &messages.GetRunning{}, actortest.Wait).Result()
+	res, err = sys.Root.RequestFuture(pid, &protocol.GetRunning{}, actortest.Wait).Result()
 	require.NoError(t, err)
-	require.Len(t, res.(*messages.Running).Policies, 1)
+	require.Len(t, res.(*protocol.Running).Policies, 1)
 	var paths []string
 	for _, ev := range state.EventsOf(messages.TypeObserverStarted) {
 		paths = append(paths, ev.GetObserver().GetActor())
@@ -584,14 +585,14 @@ func TestOneMemoryBudgetForAllPolicies(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	apply := func(p *policy.Policy) {
-		sys.Root.Send(pid, &messages.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-" + p.Metadata.Name})
+		sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-" + p.Metadata.Name})
 	}
 
 	apply(parse(t, "holder", srv.URL, "    - {name: h, kind: http, interval: 10s, timeout: 9s, http: {max_body_bytes: 64KiB}}\n"))
 	require.Eventually(t, func() bool { return requests.Load() == 1 }, actortest.Wait, time.Millisecond, "the holder's request is in flight")
 	apply(parse(t, "waiter", srv.URL, "    - {name: w, kind: http, interval: 1s, timeout: 200ms, http: {max_body_bytes: 1KiB}}\n"))
-	e := actortest.WaitMessage(t, state, func(e *messages.Emit) bool {
-		return e.Path == "observer/waiter/w" && e.Event.Type == messages.TypeObservationHTTP
+	e := actortest.WaitMessage(t, state, func(e *protocol.Emit) bool {
+		return e.From.Path() == "observer/waiter/w" && e.Event.Type == messages.TypeObservationHTTP
 	})
 	obs := e.Event.GetHttp()
 	assert.Equal(t, messages.Result_RESULT_TIMEOUT, obs.Result)

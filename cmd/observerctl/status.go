@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/messages"
 )
 
 // status is `status`: the daemon's /v1/state as tables, or as JSON. Exit
@@ -52,12 +52,12 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func fetchState(ctx context.Context, api *adminAPI) ([]byte, *messages.Snapshot, error) {
+func fetchState(ctx context.Context, api *adminAPI) ([]byte, *protocol.Snapshot, error) {
 	_, raw, err := api.do(ctx, http.MethodGet, "/v1/state", http.StatusOK)
 	if err != nil {
 		return nil, nil, err
 	}
-	var s messages.Snapshot
+	var s protocol.Snapshot
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, nil, fmt.Errorf("decode /v1/state of %s: %w", api, err)
 	}
@@ -66,7 +66,7 @@ func fetchState(ctx context.Context, api *adminAPI) ([]byte, *messages.Snapshot,
 
 // renderStatus prints the snapshot as a summary and two tables, ages
 // relative to now.
-func renderStatus(w io.Writer, s *messages.Snapshot, now time.Time) {
+func renderStatus(w io.Writer, s *protocol.Snapshot, now time.Time) {
 	fmt.Fprintf(w, "observerd %s on %s, up %s\n", s.Version, s.Node, age(now, s.Started))
 	if ready, why := s.Ready(); ready {
 		fmt.Fprintln(w, "ready:     yes")

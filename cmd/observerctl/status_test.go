@@ -13,29 +13,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/polar/observerd/messages"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 // snapshotAt is a daemon's state at now, with a rejected policy, a failed
 // manager and observers in every state and status.
-func snapshotAt(now time.Time) *messages.Snapshot {
-	return &messages.Snapshot{
+func snapshotAt(now time.Time) *protocol.Snapshot {
+	return &protocol.Snapshot{
 		Node: "web-1.example", Version: "1.4.0", Started: now.Add(-2*time.Hour - 3*time.Minute),
-		Broker:         messages.BrokerStatus{Connected: true, URL: "amqps://observer@mq.example:5671/", Since: now.Add(-90 * time.Minute)},
+		Broker:         protocol.BrokerStatus{Connected: true, URL: "amqps://observer@mq.example:5671/", Since: now.Add(-90 * time.Minute)},
 		PoliciesLoaded: true, Policies: []string{"db", "web"}, Rejected: []string{"/etc/observerd/policies.d/bad.yaml"},
-		Actors: []messages.ActorSnapshot{
+		Actors: []protocol.ActorSnapshot{
 			{Path: "broker", Status: "running"},
 			{Path: "state-manager", Status: "running"},
 			{Path: "task-manager", Status: "running", Failures: 1, Restarts: 1, LastError: "task-manager bug", LastTime: now.Add(-time.Hour)},
 			{Path: "policy-manager", Status: "running"},
 			{Path: "admin", Status: "running"},
 		},
-		Observers: []messages.ObserverSnapshot{
+		Observers: []protocol.ObserverSnapshot{
 			{Path: "observer/db/port", Policy: "db", Revision: "a19fad5b4ce8", Kind: "tcp", State: "down", Status: "running",
 				LastResult: "error", LastTime: now.Add(-1500 * time.Millisecond), ConsecutiveFailures: 4, Observations: 812},
 			{Path: "observer/web/health", Policy: "web", Revision: "97bde5d7cf0d", Kind: "http", State: "up", Status: "running",
@@ -44,7 +43,7 @@ func snapshotAt(now time.Time) *messages.Snapshot {
 				Failures: 5, LastError: "plugin backlog.wasm: trap: wasm error: unreachable", LastResult: "unspecified"},
 		},
 		EventsEmitted: 8312,
-		Outbox:        &messages.OutboxSnapshot{Events: 12, Bytes: 4200, LastSequence: 8312},
+		Outbox:        &protocol.OutboxSnapshot{Events: 12, Bytes: 4200, LastSequence: 8312},
 	}
 }
 
@@ -65,8 +64,8 @@ func TestStatusExitCodes(t *testing.T) {
 	now := time.Now()
 	ready := snapshotAt(now)
 	notReady := snapshotAt(now)
-	notReady.Broker = messages.BrokerStatus{URL: "amqps://observer@mq.example:5671/", LastError: "dial tcp: connection refused"}
-	serve := func(s *messages.Snapshot) string {
+	notReady.Broker = protocol.BrokerStatus{URL: "amqps://observer@mq.example:5671/", LastError: "dial tcp: connection refused"}
+	serve := func(s *protocol.Snapshot) string {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			require.Equal(t, "/v1/state", r.URL.Path)
 			_ = json.NewEncoder(w).Encode(s)
@@ -104,7 +103,7 @@ func TestStatusExitCodes(t *testing.T) {
 			assert.Contains(t, stdout.String(), tt.out)
 			assert.Contains(t, stderr.String(), tt.err)
 			if tt.jsonOutput {
-				var s messages.Snapshot
+				var s protocol.Snapshot
 				require.NoError(t, json.Unmarshal(stdout.Bytes(), &s))
 				assert.Equal(t, roundTrip(t, ready), &s, "the state as the daemon served it")
 				assert.False(t, strings.Contains(stdout.String(), "ACTOR"), "no table in JSON mode")
@@ -114,11 +113,11 @@ func TestStatusExitCodes(t *testing.T) {
 }
 
 // roundTrip is s through JSON, as the daemon serves it.
-func roundTrip(t *testing.T, s *messages.Snapshot) *messages.Snapshot {
+func roundTrip(t *testing.T, s *protocol.Snapshot) *protocol.Snapshot {
 	t.Helper()
 	b, err := json.Marshal(s)
 	require.NoError(t, err)
-	var out messages.Snapshot
+	var out protocol.Snapshot
 	require.NoError(t, json.Unmarshal(b, &out))
 	return &out
 }

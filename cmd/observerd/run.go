@@ -21,12 +21,12 @@ import (
 	"github.com/polar/observerd/actors/broker"
 	"github.com/polar/observerd/actors/observer"
 	policymgr "github.com/polar/observerd/actors/policy"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/actors/supervisor"
 	"github.com/polar/observerd/actors/task"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
 )
@@ -150,7 +150,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 	// the start with its reason (a damaged file is replaced, not an error);
 	// closed after the tree stopped.
 	outbox, err := broker.OpenOutbox(filepath.Join(cfg.StateDir, "outbox"), broker.OutboxOptions{
-		Limit: broker.LimitOf(cfg.Outbox), Node: cfg.Node, Version: version, Log: actorLog(supervisor.Broker),
+		Limit: broker.LimitOf(cfg.Outbox), Node: cfg.Node, Version: version, Log: actorLog(protocol.Broker),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("observerd cannot start: state_dir unusable")
@@ -161,8 +161,8 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 			log.Error().Err(err).Msg("observerd stop")
 		}
 	}()
-	gate := &messages.Gate{}
-	brokerOpts, err := broker.OptionsFrom(cfg, version, envPassword, outbox, pid(supervisor.StateManager), gate, actorLog(supervisor.Broker))
+	gate := &protocol.Gate{}
+	brokerOpts, err := broker.OptionsFrom(cfg, version, envPassword, outbox, pid(protocol.StateManager), gate, actorLog(protocol.Broker))
 	if err != nil {
 		log.Error().Err(err).Msg("observerd cannot start")
 		return exitConfig
@@ -180,29 +180,29 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 	// every plugin observer.
 	defer plugins.Close(context.Background())
 	children := []supervisor.Child{
-		{Name: supervisor.Broker, Props: broker.Props(brokerOpts)},
-		{Name: supervisor.StateManager, Props: state.Props(state.Options{
-			Node: cfg.Node, Version: version, Broker: pid(supervisor.Broker), Metrics: metrics, Log: actorLog(supervisor.StateManager),
-			Actors: []string{supervisor.Broker, supervisor.StateManager, supervisor.TaskManager, supervisor.PolicyManager, supervisor.Admin},
+		{Name: protocol.Broker, Props: broker.Props(brokerOpts)},
+		{Name: protocol.StateManager, Props: state.Props(state.Options{
+			Node: cfg.Node, Version: version, Broker: pid(protocol.Broker), Metrics: metrics, Log: actorLog(protocol.StateManager),
+			Actors: []string{protocol.Broker, protocol.StateManager, protocol.TaskManager, protocol.PolicyManager, protocol.Admin},
 			// Each policy's budget of observation events, and all policies'.
 			EventsPerSecond: cfg.Limits.MaxEventsPerSecond, EventsPerSecondTotal: cfg.Limits.MaxEventsPerSecondTotal,
 		})},
-		{Name: supervisor.TaskManager, Props: task.Props(task.Options{
-			State: pid(supervisor.StateManager), Allowed: cfg.Targets(), Gate: gate,
-			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(supervisor.TaskManager),
+		{Name: protocol.TaskManager, Props: task.Props(task.Options{
+			State: pid(protocol.StateManager), Allowed: cfg.Targets(), Gate: gate,
+			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(protocol.TaskManager),
 			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes, MaxResponseTotal: cfg.Limits.MaxResponseBytesTotal,
 		})},
-		{Name: supervisor.PolicyManager, Props: policymgr.Props(policymgr.Options{
+		{Name: protocol.PolicyManager, Props: policymgr.Props(policymgr.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),
-			Task: pid(supervisor.TaskManager), State: pid(supervisor.StateManager), Log: actorLog(supervisor.PolicyManager),
+			Task: pid(protocol.TaskManager), State: pid(protocol.StateManager), Log: actorLog(protocol.PolicyManager),
 		})},
 		// Started even with admin.listen and admin.socket "", serving
 		// nothing, so that a SIGHUP can give it an address. A changed
 		// admin.socket or admin.socket_group needs a restart.
-		{Name: supervisor.Admin, Props: admin.Props(admin.Options{
+		{Name: protocol.Admin, Props: admin.Props(admin.Options{
 			Listen: cfg.Admin.Listen, Socket: cfg.Admin.Socket, SocketGroup: cfg.Admin.SocketGroup,
-			State: pid(supervisor.StateManager), Broker: pid(supervisor.Broker), Task: pid(supervisor.TaskManager),
-			Metrics: metrics, Log: actorLog(supervisor.Admin),
+			State: pid(protocol.StateManager), Broker: pid(protocol.Broker), Task: pid(protocol.TaskManager),
+			Metrics: metrics, Log: actorLog(protocol.Admin),
 		})},
 	}
 
@@ -211,8 +211,8 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 		Version:  version,
 		Children: children,
 		Exit:     func(err error) { exited <- err },
-		Log:      actorLog(supervisor.Name),
-	}), supervisor.Name)
+		Log:      actorLog(protocol.Supervisor),
+	}), protocol.Supervisor)
 	if err != nil {
 		log.Error().Err(err).Msg("observerd cannot start")
 		return exitFailed
@@ -281,8 +281,8 @@ func reload(path string, running *configs.Config, sys *actor.ActorSystem, log ze
 		case "admin.listen":
 			// Applied only when the admin could listen there: the log says
 			// so, and the next SIGHUP tries again.
-			res, err := sys.Root.RequestFuture(supervisor.PID(sys, supervisor.Admin), &admin.Listen{Addr: cfg.Admin.Listen}, 5*time.Second).Result()
-			if l, ok := res.(*admin.Listened); err != nil || !ok || l.Err != nil {
+			res, err := sys.Root.RequestFuture(supervisor.PID(sys, protocol.Admin), &protocol.Listen{Addr: cfg.Admin.Listen}, 5*time.Second).Result()
+			if l, ok := res.(*protocol.Listened); err != nil || !ok || l.Err != nil {
 				restart = append(restart, key)
 				continue
 			}
@@ -290,7 +290,7 @@ func reload(path string, running *configs.Config, sys *actor.ActorSystem, log ze
 		case "outbox.max_bytes", "outbox.when_full":
 			if running.Outbox != cfg.Outbox {
 				running.Outbox = cfg.Outbox
-				sys.Root.Send(supervisor.PID(sys, supervisor.Broker), &broker.SetLimit{Limit: broker.LimitOf(cfg.Outbox)})
+				sys.Root.Send(supervisor.PID(sys, protocol.Broker), &protocol.SetOutboxLimit{MaxBytes: int64(cfg.Outbox.MaxBytes), DropOldest: cfg.Outbox.WhenFull != "block"})
 			}
 		default:
 			restart = append(restart, key)

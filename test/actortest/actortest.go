@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -121,9 +122,9 @@ func (r *Recorder) Events() []*messages.Event {
 	var out []*messages.Event
 	for _, m := range r.Messages() {
 		switch m := m.(type) {
-		case *messages.Emit:
+		case *protocol.Emit:
 			out = append(out, m.Event)
-		case *messages.Publish:
+		case *protocol.Publish:
 			out = append(out, m.Event)
 		}
 	}

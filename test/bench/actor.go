@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/polar/observerd/actors/broker"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 )
@@ -50,11 +51,11 @@ func event(i int) *messages.Event {
 // BrokerStatus notifications, which say when the actor (re)connected.
 type statusLog struct {
 	mu   sync.Mutex
-	list []messages.BrokerStatus
+	list []protocol.BrokerStatus
 }
 
 func (s *statusLog) receive(ctx actor.Context) {
-	if st, ok := ctx.Message().(*messages.BrokerStatus); ok {
+	if st, ok := ctx.Message().(*protocol.BrokerStatus); ok {
 		s.mu.Lock()
 		s.list = append(s.list, *st)
 		s.mu.Unlock()
@@ -146,7 +147,7 @@ func (e *env) startBroker(ctx context.Context, kind string) (*brokerRun, error) 
 }
 
 func (b *brokerRun) stats() (broker.OutboxStats, error) {
-	res, err := b.e.sys.Root.RequestFuture(b.pid, &broker.GetStats{}, 10*time.Second).Result()
+	res, err := b.e.sys.Root.RequestFuture(b.pid, &protocol.GetOutboxStats{}, 10*time.Second).Result()
 	if err != nil {
 		return broker.OutboxStats{}, fmt.Errorf("get outbox stats: %w", err)
 	}
@@ -219,7 +220,7 @@ func (e *env) startProducer(ctx context.Context, pid *actor.PID, perSecond int) 
 			if lim.Wait(ctx) != nil {
 				return
 			}
-			e.sys.Root.Send(pid, &messages.Publish{Event: event(i)})
+			e.sys.Root.Send(pid, &protocol.Publish{Event: event(i)})
 			p.sent.Add(1)
 		}
 	}()

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/observer"
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -310,7 +311,7 @@ spec:
 	for _, o := range p.Spec.Observers {
 		evs := make(chan *messages.Event, 16)
 		state := e.sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
-			if m, ok := c.Message().(*messages.Emit); ok && (m.Event.GetHttp() != nil || m.Event.GetPlugin() != nil) {
+			if m, ok := c.Message().(*protocol.Emit); ok && (m.Event.GetHttp() != nil || m.Event.GetPlugin() != nil) {
 				evs <- m.Event
 			}
 		}))
@@ -325,7 +326,7 @@ spec:
 			check = checkPluginEvent
 		}
 		ask[o.Kind] = func() error {
-			e.sys.Root.Send(pid, &observer.ObserveNow{})
+			e.sys.Root.Send(pid, &protocol.RunNow{})
 			select {
 			case ev := <-evs:
 				return check(ev)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 )
 
@@ -84,7 +85,7 @@ func (e *env) pipelineRun(ctx context.Context, n int) (measure, error) {
 	start := time.Now()
 	go func() {
 		for _, ev := range evs {
-			e.sys.Root.Send(b.pid, &messages.Publish{Event: ev})
+			e.sys.Root.Send(b.pid, &protocol.Publish{Event: ev})
 		}
 	}()
 	// 10 ms of polling resolution against runs of seconds; polling faster

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
 )
 
@@ -46,7 +47,7 @@ func TestObserverctlStatus(t *testing.T) {
 
 	p := start(t, "observerctl", "status", "--admin", admin, "--json")
 	require.Equal(t, 0, p.exitCode(t, wait))
-	var s messages.Snapshot
+	var s protocol.Snapshot
 	require.NoError(t, json.Unmarshal([]byte(p.out.String()), &s), p.out.String())
 	assert.Equal(t, "e2e-node.example", s.Node)
 	var paths []string

@@ -1,10 +1,15 @@
-package messages
+package protocol
 
 import "github.com/polar/observerd/policy"
 
-// The task-manager's messages: policy changes from the policy-manager, and
-// configuration messages from inside the daemon. Pause, Resume and
-// ObserveNow answer a CommandDone when sent as a request.
+// The task-manager accepts:
+//   - ApplyPolicy and RemovePolicy, from the policy-manager;
+//   - GetRunning, from a restarted policy-manager, answered with Running;
+//   - Pause, Resume and ObserveNow, from the admin (the observer
+//     commands), answered with CommandDone when sent as requests.
+//
+// It sends its observers RunNow, and the state-manager an Emit for each
+// failure, restart and quarantine of an observer.
 
 // ApplyPolicy tells the task-manager to run Policy, new or changed. Change
 // is what differs from the version it runs (policy.Diff), computed by the
@@ -40,8 +45,9 @@ type RunningPolicy struct {
 	EventID string
 }
 
-// Resync tells the policy-manager that the task-manager restarted with
-// nothing running: it sends every policy in force again.
+// Resync tells the policy-manager (from the supervisor) that the
+// task-manager restarted with nothing running: it sends every policy in
+// force again.
 type Resync struct{}
 
 // Pause stops an observer until a Resume, whatever its policy does

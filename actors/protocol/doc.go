@@ -1,0 +1,24 @@
+// Package protocol is the actor protocol of observerd: every message an
+// actor of the tree accepts, answers or sends, and the names of the actors.
+// One file per receiver lists what it takes:
+//
+//	supervisor     starts and stops the tree (no messages of its own)
+//	broker         broker.go: Publish, SetOutboxLimit, GetOutboxStats
+//	state-manager  state.go: Emit, BrokerStatus, PoliciesLoaded, GetState
+//	task-manager   task.go: ApplyPolicy, RemovePolicy, Pause, Resume, ObserveNow
+//	observer       observer.go: RunNow, GetObserverStats
+//	admin          admin.go: Listen
+//
+// The flows (docs/architecture.md): an observer Emits to the
+// state-manager, which completes the envelope and Publishes to the
+// broker; the broker tells the state-manager its BrokerStatus; the
+// policy-manager sends the task-manager ApplyPolicy and RemovePolicy, and
+// the state-manager PoliciesLoaded; the admin asks the state-manager
+// GetState and the broker GetOutboxStats, and sends the task-manager the
+// observer commands.
+//
+// Why a package of its own? The wire contract (package messages) is what
+// consumers import, and must not carry the daemon's internals; an actor's
+// messages next to the actor would make its siblings import it whole.
+// Here a newcomer finds where a new message goes.
+package protocol

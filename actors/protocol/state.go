@@ -1,0 +1,129 @@
+package protocol
+
+import (
+	"time"
+
+	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
+)
+
+// The state-manager accepts:
+//   - Emit, from every actor: an event to complete and publish;
+//   - BrokerStatus, from the broker;
+//   - PoliciesLoaded, from the policy-manager;
+//   - GetState, from the admin, answered with a *Snapshot.
+//
+// It sends the broker a Publish per event.
+
+// Emit asks the state-manager to publish Event. From names the emitter:
+// the state-manager turns it into the event's source and completes the
+// envelope (messages.Stamp). Observations also update the observer's
+// state.
+type Emit struct {
+	From  Emitter
+	Event *messages.Event
+	// Observer is the spec behind an observation: its thresholds and
+	// interval drive the observer's state. Nil means the defaults.
+	Observer *policy.Observer
+}
+
+// PoliciesLoaded tells the state-manager which policies run and which files
+// are rejected, after the policy-manager's first load of policy_dir (a
+// readiness condition) and after every reload.
+type PoliciesLoaded struct {
+	Applied  []string
+	Rejected []string
+}
+
+// GetState asks the state-manager for a Snapshot.
+type GetState struct{}
+
+// Snapshot is the state-manager's view of the daemon, served as /v1/state
+// (its JSON is part of the admin API) and used by /readyz.
+type Snapshot struct {
+	Node           string       `json:"node"`
+	Version        string       `json:"version"`
+	Started        time.Time    `json:"started"`
+	Broker         BrokerStatus `json:"broker"`
+	PoliciesLoaded bool         `json:"policies_loaded"`
+	Policies       []string     `json:"policies"`
+	Rejected       []string     `json:"rejected,omitempty"`
+	// Actors are the daemon's own actors (the supervisor's children),
+	// in start order.
+	Actors    []ActorSnapshot    `json:"actors"`
+	Observers []ObserverSnapshot `json:"observers"`
+	// EventsEmitted counts the events handed to the broker since start.
+	EventsEmitted uint64 `json:"events_emitted"`
+	// Throttled counts, per running policy, the observations its event
+	// budget (limits.max_events_per_second) kept from the broker since the
+	// state-manager started; policies that dropped none are left out.
+	Throttled map[string]uint64 `json:"throttled,omitempty"`
+	// Outbox is filled in by the admin from the broker (nil when the
+	// broker did not answer).
+	Outbox *OutboxSnapshot `json:"outbox,omitempty"`
+}
+
+// Actor and observer statuses in a Snapshot.
+const (
+	StatusRunning     = "running"
+	StatusRestarting  = "restarting" // failed, waiting out its backoff
+	StatusQuarantined = "quarantined"
+	StatusPaused      = "paused"
+)
+
+// StopReasonPaused is the reason of an observer.stopped for a pause.
+const StopReasonPaused = "paused"
+
+// ActorSnapshot is one of the daemon's own actors in a Snapshot.
+type ActorSnapshot struct {
+	Path      string    `json:"path"`
+	Status    string    `json:"status"`
+	Failures  int       `json:"failures"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	LastTime  time.Time `json:"last_failure,omitzero"`
+}
+
+// ObserverSnapshot is one observer in a Snapshot.
+type ObserverSnapshot struct {
+	Path     string `json:"path"`
+	Policy   string `json:"policy"`
+	Revision string `json:"revision"`
+	Kind     string `json:"kind"`
+	// State is the health its results give: unknown, up, degraded, down.
+	State string `json:"state"`
+	// Status, Failures, Restarts and LastError are the actor's (its
+	// failures are crashes, not failed observations).
+	Status              string    `json:"status"`
+	Failures            int       `json:"failures"`
+	Restarts            int       `json:"restarts"`
+	LastError           string    `json:"last_error,omitempty"`
+	LastResult          string    `json:"last_result"`
+	LastTime            time.Time `json:"last_time"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	Observations        uint64    `json:"observations"`
+}
+
+// Ready reports whether the daemon is ready, and why not.
+func (s *Snapshot) Ready() (bool, []string) {
+	var why []string
+	if !s.Broker.Connected {
+		reason := "broker not connected"
+		if s.Broker.LastError != "" {
+			reason += ": " + s.Broker.LastError
+		}
+		why = append(why, reason)
+	} else if s.Broker.Blocked {
+		why = append(why, "broker blocked publishing: "+s.Broker.LastError)
+	}
+	if s.Broker.OutboxError != "" {
+		why = append(why, "outbox cannot be written: "+s.Broker.OutboxError)
+	}
+	if s.Broker.Unroutable {
+		why = append(why, "events returned unroutable (no queue bound to their routing key): kept in the outbox and retried")
+	}
+	if !s.PoliciesLoaded {
+		why = append(why, "policies not loaded yet")
+	}
+	return len(why) == 0, why
+}
