@@ -61,7 +61,6 @@ import (
 	policydoc "github.com/polar/observerd/policy"
 )
 
-
 // Defaults of Options.
 const (
 	DefaultDebounce = 100 * time.Millisecond

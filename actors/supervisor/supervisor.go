@@ -62,7 +62,7 @@ type Actor struct {
 	// names are the children's names by PID id: who failed is looked
 	// up, never parsed back out of an id.
 	names map[string]string
-	fatal    error
+	fatal error
 }
 
 type (
