@@ -13,12 +13,12 @@
 //	    ├── task-manager           actors/task: policies -> observer children
 //	    │   └── observer/<policy>/<name> ...   actors/observer: one per policy observer
 //	    │                                      (http, prometheus, tcp, process, or a plugin run by package wasm)
-//	    ├── policy-manager         actors/policy: watches policy_dir, debounces, diffs, tells task-manager
+//	    ├── policy-manager         actors/policymanager: watches policy_dir, debounces, diffs, tells task-manager
 //	    │   └── parser/<file>#<n> ...  one short-lived child per changed file (a crash rejects that file)
 //	    └── admin                  actors/admin: the admin API on a unix socket (commands, peers checked)
 //	                               and on loopback HTTP (/healthz /readyz /metrics /v1/state only)
 //
-// Every supervising actor uses actors/supervision: capped exponential backoff
+// Every supervising actor uses actors/restart: capped exponential backoff
 // with jitter between restarts, and a failure intensity beyond which it gives
 // up (an observer is quarantined; a manager escalates and the daemon exits).
 //

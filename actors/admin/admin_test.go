@@ -22,7 +22,7 @@ import (
 
 	"github.com/polar/observerd/actors/admin"
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -371,9 +371,9 @@ func TestListenFailureFailsTheActor(t *testing.T) {
 			sys, log := actortest.SystemAndLogger(t)
 			o := admin.Options{Listen: freeAddr(t), Socket: filepath.Join(socketDir(t), "admin.sock"), Log: log}
 			tt.prepare(t, &o)
-			gaveUp := make(chan supervision.Failure, 1)
-			strategy := supervision.New(supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 2, Window: time.Minute},
-				supervision.Callbacks{GaveUp: func(f supervision.Failure) { gaveUp <- f }})
+			gaveUp := make(chan restart.Failure, 1)
+			strategy := restart.New(restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 2, Window: time.Minute},
+				restart.Callbacks{GaveUp: func(f restart.Failure) { gaveUp <- f }})
 			parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 				if _, ok := ctx.Message().(*actor.Started); ok {
 					ctx.Spawn(admin.Props(o))

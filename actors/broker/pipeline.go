@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/messages"
 )
 
@@ -249,7 +249,7 @@ func (p *pipeline) wakeCommitter() {
 
 // commitRetry paces the retries of a failing commit (a full or failing
 // disk): no hot loop, and a disk with room again is used within 5 s.
-var commitRetry = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
+var commitRetry = restart.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
 
 // commitLogEvery rate-limits the log of a failing commit.
 const commitLogEvery = 30 * time.Second
@@ -607,7 +607,7 @@ func (p *pipeline) connected() bool {
 // failed dial costs the broker little, and every second of delay after the
 // broker is back is a second of events waiting (make bench measured up to
 // 24 s of idle delay with a 30 s cap).
-var reconnect = supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
+var reconnect = restart.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
 
 func (p *pipeline) publishLoop(ctx context.Context) {
 	defer close(p.published)

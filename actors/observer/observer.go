@@ -22,7 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
@@ -173,7 +173,7 @@ func Props(spec Spec) *actor.Props {
 	c, err := newCheck(&spec)
 	return actor.PropsFromProducer(func() actor.Actor {
 		if err != nil {
-			return &broken{err: &supervision.Permanent{Err: err}}
+			return &broken{err: &restart.Permanent{Err: err}}
 		}
 		return &Actor{spec: spec, check: c}
 	})
@@ -356,7 +356,7 @@ func (a *Actor) run(ctx actor.Context) bool {
 	a.cancel = cancel
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	go func() {
-		defer supervision.Recover(func(err error) { root.Send(self, &crashed{err: err}) })
+		defer restart.Recover(func(err error) { root.Send(self, &crashed{err: err}) })
 		evs, err := a.check.observe(rctx)
 		root.Send(self, &ran{evs: evs, err: err})
 	}()

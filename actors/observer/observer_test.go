@@ -25,7 +25,7 @@ import (
 
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
@@ -644,12 +644,12 @@ func TestObserverThatCannotStartIsPermanent(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "observer/web/plugin: no plugin host")
 
-	// Spawned, it fails at start with a *supervision.Permanent, so that its
+	// Spawned, it fails at start with a *restart.Permanent, so that its
 	// supervisor gives up at once.
 	sys, _ := actortest.SystemAndLogger(t)
-	gaveUp := make(chan supervision.Failure, 1)
-	strategy := supervision.New(supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 5, Window: time.Minute},
-		supervision.Callbacks{GaveUp: func(f supervision.Failure) { gaveUp <- f }})
+	gaveUp := make(chan restart.Failure, 1)
+	strategy := restart.New(restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 5, Window: time.Minute},
+		restart.Callbacks{GaveUp: func(f restart.Failure) { gaveUp <- f }})
 	parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		if _, ok := ctx.Message().(*actor.Started); ok {
 			ctx.Spawn(observer.Props(spec))
@@ -658,7 +658,7 @@ func TestObserverThatCannotStartIsPermanent(t *testing.T) {
 	t.Cleanup(func() { _ = sys.Root.StopFuture(parent).Wait() })
 	select {
 	case f := <-gaveUp:
-		var perm *supervision.Permanent
+		var perm *restart.Permanent
 		require.True(t, errors.As(f.Reason, &perm), "reason %v", f.Reason)
 		assert.Contains(t, f.Reason.Error(), "no plugin host")
 		assert.Equal(t, 1, f.Failures)

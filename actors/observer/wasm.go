@@ -14,7 +14,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/wasm"
 )
@@ -119,7 +119,7 @@ func (c *wasmCheck) start(ctx context.Context) (*wasm.Plugin, error) {
 func permanentIfModule(err error) error {
 	var me *wasm.ModuleError
 	if errors.As(err, &me) {
-		return &supervision.Permanent{Err: err}
+		return &restart.Permanent{Err: err}
 	}
 	return err
 }

@@ -4,7 +4,7 @@
 // stops them in reverse order with poison pills (so that every event queued
 // before the stop reaches the broker, which drains its confirms last), and
 // restarts a failed child with backoff. A child that fails beyond its
-// intensity (supervision.Managers) escalates: the supervisor stops the tree
+// intensity (restart.Managers) escalates: the supervisor stops the tree
 // in order and calls Options.Exit with the error, and the daemon exits
 // non-zero so that systemd restarts it.
 package supervisor
@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/messages"
 )
 
@@ -43,8 +43,8 @@ type Options struct {
 	Version string
 	// Children in start order.
 	Children []Child
-	// Supervision of the children; zero means supervision.Managers.
-	Supervision supervision.Policy
+	// Supervision of the children; zero means restart.Managers.
+	Supervision restart.Policy
 	// Exit is called once the supervisor has stopped: with nil after a
 	// requested stop, with the cause after an escalation.
 	Exit func(error)
@@ -54,7 +54,7 @@ type Options struct {
 // Actor is the supervisor.
 type Actor struct {
 	opts     Options
-	strategy *supervision.Strategy
+	strategy *restart.Strategy
 	self     *actor.PID
 	root     *actor.RootContext
 	state    *actor.PID
@@ -66,21 +66,21 @@ type Actor struct {
 }
 
 type (
-	childFailed    struct{ f supervision.Failure }
-	childRestarted struct{ f supervision.Failure }
-	childGaveUp    struct{ f supervision.Failure }
+	childFailed    struct{ f restart.Failure }
+	childRestarted struct{ f restart.Failure }
+	childGaveUp    struct{ f restart.Failure }
 )
 
 // New returns the supervisor.
 func New(opts Options) *Actor {
-	if opts.Supervision == (supervision.Policy{}) {
-		opts.Supervision = supervision.Managers
+	if opts.Supervision == (restart.Policy{}) {
+		opts.Supervision = restart.Managers
 	}
 	a := &Actor{opts: opts, names: map[string]string{}}
-	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
-		Failed:    func(f supervision.Failure) { a.root.Send(a.self, &childFailed{f}) },
-		Restarted: func(f supervision.Failure) { a.root.Send(a.self, &childRestarted{f}) },
-		GaveUp:    func(f supervision.Failure) { a.root.Send(a.self, &childGaveUp{f}) },
+	a.strategy = restart.New(opts.Supervision, restart.Callbacks{
+		Failed:    func(f restart.Failure) { a.root.Send(a.self, &childFailed{f}) },
+		Restarted: func(f restart.Failure) { a.root.Send(a.self, &childRestarted{f}) },
+		GaveUp:    func(f restart.Failure) { a.root.Send(a.self, &childGaveUp{f}) },
 	})
 	return a
 }
@@ -193,7 +193,7 @@ func (a *Actor) daemon(ctx actor.Context, typ, reason string) {
 	ctx.Send(a.state, &protocol.Emit{From: protocol.ActorEmitter(protocol.Supervisor), Event: ev})
 }
 
-func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure) {
+func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure) {
 	name := a.names[f.Child.Id]
 	a.opts.Log.Warn().Str("actor", name).Int("failures", f.Failures).Dur("backoff", f.Backoff).Err(f.Reason).Msg(typ)
 	ev := messages.NewEvent(typ)

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/actors/supervisor"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
@@ -231,7 +231,7 @@ func TestEscalatesAChildFailingBeyondItsIntensity(t *testing.T) {
 			panic(errors.New("flaky cannot start"))
 		}
 	})
-	policy := supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
+	policy := restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
 	ex := newExits()
 	spawn(t, sys, supervisor.Options{
 		Version:     "1.2.3",
@@ -318,7 +318,7 @@ func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
 	// Not spawn: its cleanup would wait for the stop this test is about.
 	pid, err := sys.Root.SpawnNamed(supervisor.Props(supervisor.Options{
 		Children:    []supervisor.Child{{Name: "steady", Props: recording(j, "steady")}, {Name: "failing", Props: failing}},
-		Supervision: supervision.Policy{MinBackoff: time.Minute, MaxBackoff: time.Minute, GiveUpAt: 5, Window: time.Minute},
+		Supervision: restart.Policy{MinBackoff: time.Minute, MaxBackoff: time.Minute, GiveUpAt: 5, Window: time.Minute},
 		Exit:        ex.exit,
 		Log:         log,
 	}), protocol.Supervisor)
@@ -357,7 +357,7 @@ func TestRestartedTaskManagerIsResynced(t *testing.T) {
 	})
 	spawn(t, sys, supervisor.Options{
 		Children:    []supervisor.Child{{Name: protocol.TaskManager, Props: task}},
-		Supervision: supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute},
+		Supervision: restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute},
 		Log:         log,
 	})
 	require.Eventually(t, func() bool { return len(j.with("started ")) == 1 }, actortest.Wait, 5*time.Millisecond)

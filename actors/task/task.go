@@ -8,7 +8,7 @@
 // ObserveNow) act on one observer; sent as requests they are answered with
 // a messages.CommandDone.
 //
-// It supervises its observers with actors/supervision's Observers policy:
+// It supervises its observers with actors/restart's Observers policy:
 // a failed observer restarts after a capped exponential backoff and is
 // quarantined at its 5th failure within 60 s, until its policy changes or a
 // messages.Resume arrives. Every failure, restart and quarantine is an
@@ -25,7 +25,7 @@ import (
 
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
@@ -58,15 +58,15 @@ type Options struct {
 	// answers all observers hold at once: the one observer.Budget of
 	// every policy; 0 means the default.
 	MaxResponseTotal yamldoc.ByteSize
-	// Supervision of the observers; zero means supervision.Observers.
-	Supervision supervision.Policy
+	// Supervision of the observers; zero means restart.Observers.
+	Supervision restart.Policy
 	Log         zerolog.Logger
 }
 
 // Actor is the task-manager.
 type Actor struct {
 	opts     Options
-	strategy *supervision.Strategy
+	strategy *restart.Strategy
 	self     *actor.PID
 	root     *actor.RootContext
 	policies map[string]*running
@@ -106,13 +106,13 @@ type running struct {
 // it.
 type (
 	childFailed struct {
-		f   supervision.Failure
+		f   restart.Failure
 		ref ref
 		ok  bool
 	}
-	childRestarted struct{ f supervision.Failure }
+	childRestarted struct{ f restart.Failure }
 	childGaveUp    struct {
-		f   supervision.Failure
+		f   restart.Failure
 		ref ref
 		ok  bool
 	}
@@ -120,18 +120,18 @@ type (
 
 // New returns the task-manager.
 func New(opts Options) *Actor {
-	if opts.Supervision == (supervision.Policy{}) {
-		opts.Supervision = supervision.Observers
+	if opts.Supervision == (restart.Policy{}) {
+		opts.Supervision = restart.Observers
 	}
 	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}, pauses: map[string]map[string]bool{},
 		budget: observer.NewBudget(opts.MaxResponseTotal)}
-	a.strategy = supervision.New(opts.Supervision, supervision.Callbacks{
-		Failed: func(f supervision.Failure) {
+	a.strategy = restart.New(opts.Supervision, restart.Callbacks{
+		Failed: func(f restart.Failure) {
 			r, ok := a.children[f.Child.Id]
 			a.root.Send(a.self, &childFailed{f, r, ok})
 		},
-		Restarted: func(f supervision.Failure) { a.root.Send(a.self, &childRestarted{f}) },
-		GaveUp: func(f supervision.Failure) {
+		Restarted: func(f restart.Failure) { a.root.Send(a.self, &childRestarted{f}) },
+		GaveUp: func(f restart.Failure) {
 			r, ok := a.children[f.Child.Id]
 			a.root.Send(a.self, &childGaveUp{f, r, ok})
 		},
@@ -387,7 +387,7 @@ func (a *Actor) stopChild(ctx actor.Context, r *running, name, reason, causation
 	ctx.Stop(pid)
 }
 
-func (a *Actor) lifecycle(ctx actor.Context, typ string, f supervision.Failure, ref ref) {
+func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, ref ref) {
 	p, name := ref.policy, ref.observer
 	o, _ := p.ObserverByName(name)
 	payload := &messages.ObserverLifecycle{

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/actors/task"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
@@ -66,7 +66,7 @@ func setup(t *testing.T) *fixture {
 	t.Cleanup(srv.Close)
 	sys, log := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL, applied: map[string]*policy.Policy{}}
-	fast := supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
+	fast := restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
 	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: f.state.PID, Allowed: allowList(t), Supervision: fast, Log: log}), taskName)
 	require.NoError(t, err)
 	f.task = pid

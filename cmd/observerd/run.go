@@ -20,7 +20,7 @@ import (
 	"github.com/polar/observerd/actors/admin"
 	"github.com/polar/observerd/actors/broker"
 	"github.com/polar/observerd/actors/observer"
-	policymgr "github.com/polar/observerd/actors/policy"
+	"github.com/polar/observerd/actors/policymanager"
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/actors/supervisor"
@@ -192,7 +192,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(protocol.TaskManager),
 			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes, MaxResponseTotal: cfg.Limits.MaxResponseBytesTotal,
 		})},
-		{Name: protocol.PolicyManager, Props: policymgr.Props(policymgr.Options{
+		{Name: protocol.PolicyManager, Props: policymanager.Props(policymanager.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),
 			Task: pid(protocol.TaskManager), State: pid(protocol.StateManager), Log: actorLog(protocol.PolicyManager),
 		})},

@@ -1,4 +1,4 @@
-package policy
+package policymanager
 
 import (
 	"crypto/sha256"
@@ -12,7 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/polar/observerd/configs/yamldoc"
-	policydoc "github.com/polar/observerd/policy"
+	"github.com/polar/observerd/policy"
 )
 
 // maxReads bounds how often a parser reads a file that changes while it is
@@ -25,7 +25,7 @@ const maxReads = 3
 // only (see Actor.HandleFailure).
 type parser struct {
 	path  string
-	env   policydoc.Env
+	env   policy.Env
 	parse parseFunc
 	// settle is how long a file that fails to parse must stay unchanged
 	// before it is rejected: a file rewritten in place is empty or half
@@ -33,7 +33,7 @@ type parser struct {
 	settle time.Duration
 }
 
-type parseFunc func(file string, data []byte, env policydoc.Env) (*policydoc.Policy, error)
+type parseFunc func(file string, data []byte, env policy.Env) (*policy.Policy, error)
 
 // parsed is what a parser found in its file.
 type parsed struct {
@@ -46,7 +46,7 @@ type parsed struct {
 	unstable bool
 	key      fileKey
 	hash     [sha256.Size]byte
-	policy   *policydoc.Policy
+	policy   *policy.Policy
 	err      error // the file is rejected: *configs.Problem values
 }
 
@@ -71,7 +71,7 @@ func (p *parser) run() *parsed {
 			}
 			// A dangling symlink is a mistake to report, not a removal.
 		}
-		data, err := policydoc.ReadFile(p.path)
+		data, err := policy.ReadFile(p.path)
 		if err != nil {
 			return &parsed{err: err}
 		}
@@ -95,7 +95,7 @@ func (p *parser) run() *parsed {
 // parseSafely parses data. A parse that panics (on a hostile file) rejects
 // the file like any other problem, with its key, so that the file is not
 // read again until it changes; Actor.HandleFailure covers any other crash.
-func (p *parser) parseSafely(data []byte) (pol *policydoc.Policy, err error) {
+func (p *parser) parseSafely(data []byte) (pol *policy.Policy, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			pol, err = nil, &yamldoc.Problem{File: p.path, Message: fmt.Sprintf("the parser crashed: %v", r)}

@@ -1,4 +1,4 @@
-package policy
+package policymanager
 
 import (
 	"fmt"
@@ -20,7 +20,6 @@ import (
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
-	policydoc "github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -34,11 +33,11 @@ type parses struct {
 func counting(p *parses) func(*Options) {
 	p.n = map[string]int{}
 	return func(o *Options) {
-		o.parse = func(file string, data []byte, env policydoc.Env) (*policydoc.Policy, error) {
+		o.parse = func(file string, data []byte, env policy.Env) (*policy.Policy, error) {
 			p.mu.Lock()
 			p.n[filepath.Base(file)]++
 			p.mu.Unlock()
-			return policydoc.Parse(file, data, env)
+			return policy.Parse(file, data, env)
 		}
 	}
 }
@@ -215,12 +214,12 @@ func TestRejectedFileIsNotReadAgainUntilItOrPluginDirChanges(t *testing.T) {
 func TestCrashingFileIsNotReadAgainUntilItChanges(t *testing.T) {
 	var crashes atomic.Int32
 	f := setup(t, map[string]string{"web.yaml": good, "crash.yaml": named("db", 5432, "5s")}, polling(t), func(o *Options) {
-		o.parse = func(file string, data []byte, env policydoc.Env) (*policydoc.Policy, error) {
+		o.parse = func(file string, data []byte, env policy.Env) (*policy.Policy, error) {
 			if strings.HasSuffix(file, "crash.yaml") {
 				crashes.Add(1)
 				panic("boom")
 			}
-			return policydoc.Parse(file, data, env)
+			return policy.Parse(file, data, env)
 		}
 	})
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)

@@ -1,4 +1,4 @@
-package policy
+package policymanager
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ import (
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
-	policydoc "github.com/polar/observerd/policy"
+	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -66,7 +66,7 @@ type fixture struct {
 	state *actortest.Recorder
 	task  *actortest.Recorder
 	pid   *actor.PID
-	env   policydoc.Env
+	env   policy.Env
 }
 
 // setup writes files into a fresh directory and starts a policy-manager on
@@ -81,7 +81,7 @@ func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixtu
 		dir:   t.TempDir(),
 		state: actortest.NewRecorder(t, sys, "state-manager"),
 		task:  actortest.NewRecorder(t, sys, "task-manager"),
-		env:   policydoc.Env{Allowed: allowed, Limits: actortest.Limits()},
+		env:   policy.Env{Allowed: allowed, Limits: actortest.Limits()},
 	}
 	f.task.Respond(func(msg any) any {
 		if _, ok := msg.(*protocol.GetRunning); ok {
@@ -162,7 +162,7 @@ func revisionOf(t *testing.T, name, text string) string {
 	t.Helper()
 	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
 	require.NoError(t, err)
-	p, err := policydoc.Parse(name, []byte(text), policydoc.Env{Allowed: allowed})
+	p, err := policy.Parse(name, []byte(text), policy.Env{Allowed: allowed})
 	require.NoError(t, err)
 	return p.Revision
 }
@@ -191,7 +191,7 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	assert.Equal(t, applied.Id, apply.EventID, "ApplyPolicy carries the policy.applied event's id")
 	assert.Equal(t, "web", apply.Policy.Metadata.Name)
 	assert.Equal(t, out.Revision, apply.Policy.Revision)
-	assert.Equal(t, policydoc.Change{Added: []string{"health", "status"}}, apply.Change)
+	assert.Equal(t, policy.Change{Added: []string{"health", "status"}}, apply.Change)
 
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	ro := rejected.GetPolicyOutcome()
@@ -267,7 +267,7 @@ func TestHotReload(t *testing.T) {
 		next := named("web", 8080, "3s")
 		f.round(t, func() { f.write(t, "web.yaml", next) })
 		apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
-		assert.Equal(t, policydoc.Change{Updated: []string{"health"}}, apply.Change)
+		assert.Equal(t, policy.Change{Updated: []string{"health"}}, apply.Change)
 		assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
 		ev := f.state.WaitEvent(t, messages.TypePolicyApplied, func(e *messages.Event) bool { return e.Id == apply.EventID })
 		out := ev.GetPolicyOutcome()
@@ -310,7 +310,7 @@ func TestHotReload(t *testing.T) {
 		f.round(t, func() { f.write(t, "web.yaml", fixed) })
 		apply := f.waitChanges(t, 3)[2].(*protocol.ApplyPolicy)
 		assert.Equal(t, revisionOf(t, "web.yaml", fixed), apply.Policy.Revision)
-		assert.Equal(t, policydoc.Change{Updated: []string{"health"}}, apply.Change)
+		assert.Equal(t, policy.Change{Updated: []string{"health"}}, apply.Change)
 	})
 
 	t.Run("an editor's rename-save is one change", func(t *testing.T) {
@@ -431,11 +431,11 @@ func TestBurstIsDebounced(t *testing.T) {
 
 func TestParserCrashRejectsThatFileOnly(t *testing.T) {
 	f := setup(t, map[string]string{"web.yaml": good, "crash.yaml": named("db", 5432, "5s")}, func(o *Options) {
-		o.parse = func(file string, data []byte, env policydoc.Env) (*policydoc.Policy, error) {
+		o.parse = func(file string, data []byte, env policy.Env) (*policy.Policy, error) {
 			if strings.HasSuffix(file, "crash.yaml") {
 				panic("boom")
 			}
-			return policydoc.Parse(file, data, env)
+			return policy.Parse(file, data, env)
 		}
 	})
 	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
@@ -492,9 +492,9 @@ func TestRestartedManagerDiffsAgainstWhatRuns(t *testing.T) {
 	actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	require.NoError(t, f.sys.Root.StopFuture(f.pid).Wait())
 	f.write(t, "web.yaml", good)
-	web, err := policydoc.ParseFile(filepath.Join(f.dir, "web.yaml"), f.env)
+	web, err := policy.ParseFile(filepath.Join(f.dir, "web.yaml"), f.env)
 	require.NoError(t, err)
-	old, err := policydoc.Parse(filepath.Join(f.dir, "old.yaml"), []byte(named("old", 8081, "5s")), f.env)
+	old, err := policy.Parse(filepath.Join(f.dir, "old.yaml"), []byte(named("old", 8081, "5s")), f.env)
 	require.NoError(t, err)
 	f.task.Respond(func(msg any) any {
 		return &protocol.Running{Policies: []protocol.RunningPolicy{{Policy: web, EventID: "e-web"}, {Policy: old, EventID: "e-old"}}}

@@ -1,4 +1,4 @@
-package supervision_test
+package restart_test
 
 import (
 	"errors"
@@ -11,12 +11,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/actors/supervision"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/test/actortest"
 )
 
 func TestBackoff(t *testing.T) {
-	p := supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
+	p := restart.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
 	tests := []struct {
 		name string
 		n    int
@@ -53,13 +53,13 @@ func TestBackoff(t *testing.T) {
 func TestBackoffEdgeCases(t *testing.T) {
 	tests := []struct {
 		name string
-		p    supervision.Policy
+		p    restart.Policy
 		n    int
 		want time.Duration
 	}{
-		{"zero policy gives no delay", supervision.Policy{}, 3, 0},
-		{"one nanosecond is not jittered", supervision.Policy{MinBackoff: 1, MaxBackoff: 1}, 1, 1},
-		{"MaxBackoff below MinBackoff caps", supervision.Policy{MinBackoff: time.Second, MaxBackoff: 2}, 1, 2},
+		{"zero policy gives no delay", restart.Policy{}, 3, 0},
+		{"one nanosecond is not jittered", restart.Policy{MinBackoff: 1, MaxBackoff: 1}, 1, 1},
+		{"MaxBackoff below MinBackoff caps", restart.Policy{MinBackoff: time.Second, MaxBackoff: 2}, 1, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -73,8 +73,8 @@ func TestBackoffEdgeCases(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	// The values docs/architecture.md promises: 100 ms to 30 s; observers quarantined
 	// at their 5th failure within 60 s; managers escalate beyond 5 in 30 s.
-	assert.Equal(t, supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 5, Window: time.Minute}, supervision.Observers)
-	assert.Equal(t, supervision.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 6, Window: 30 * time.Second}, supervision.Managers)
+	assert.Equal(t, restart.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 5, Window: time.Minute}, restart.Observers)
+	assert.Equal(t, restart.Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 6, Window: 30 * time.Second}, restart.Managers)
 }
 
 func TestAsError(t *testing.T) {
@@ -92,7 +92,7 @@ func TestAsError(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := supervision.AsError(tc.reason)
+			err := restart.AsError(tc.reason)
 			require.Error(t, err)
 			assert.Equal(t, tc.want, err.Error())
 			if tc.is != nil {
@@ -105,7 +105,7 @@ func TestAsError(t *testing.T) {
 func TestRecover(t *testing.T) {
 	got := make(chan error, 1)
 	func() {
-		defer supervision.Recover(func(err error) { got <- err })
+		defer restart.Recover(func(err error) { got <- err })
 		panic("off the mailbox")
 	}()
 	select {
@@ -118,17 +118,17 @@ func TestRecover(t *testing.T) {
 
 	called := false
 	func() {
-		defer supervision.Recover(func(error) { called = true })
+		defer restart.Recover(func(error) { called = true })
 	}()
 	assert.False(t, called, "Recover reports only panics")
 }
 
 func TestPermanent(t *testing.T) {
 	inner := errors.New("bad spec")
-	p := &supervision.Permanent{Err: inner}
+	p := &restart.Permanent{Err: inner}
 	assert.Equal(t, "permanent: bad spec", p.Error())
 	assert.ErrorIs(t, p, inner)
-	var perm *supervision.Permanent
+	var perm *restart.Permanent
 	assert.True(t, errors.As(fmt.Errorf("wrapped: %w", p), &perm))
 }
 
@@ -141,16 +141,16 @@ type ping struct{ n int }
 // calls records the strategy's callbacks.
 type calls struct {
 	mu        sync.Mutex
-	failed    []supervision.Failure
-	restarted []supervision.Failure
-	gaveUp    []supervision.Failure
+	failed    []restart.Failure
+	restarted []restart.Failure
+	gaveUp    []restart.Failure
 }
 
-func (c *calls) callbacks() supervision.Callbacks {
-	return supervision.Callbacks{
-		Failed:    func(f supervision.Failure) { c.mu.Lock(); c.failed = append(c.failed, f); c.mu.Unlock() },
-		Restarted: func(f supervision.Failure) { c.mu.Lock(); c.restarted = append(c.restarted, f); c.mu.Unlock() },
-		GaveUp:    func(f supervision.Failure) { c.mu.Lock(); c.gaveUp = append(c.gaveUp, f); c.mu.Unlock() },
+func (c *calls) callbacks() restart.Callbacks {
+	return restart.Callbacks{
+		Failed:    func(f restart.Failure) { c.mu.Lock(); c.failed = append(c.failed, f); c.mu.Unlock() },
+		Restarted: func(f restart.Failure) { c.mu.Lock(); c.restarted = append(c.restarted, f); c.mu.Unlock() },
+		GaveUp:    func(f restart.Failure) { c.mu.Lock(); c.gaveUp = append(c.gaveUp, f); c.mu.Unlock() },
 	}
 }
 
@@ -160,17 +160,17 @@ func (c *calls) counts() (failed, restarted, gaveUp int) {
 	return len(c.failed), len(c.restarted), len(c.gaveUp)
 }
 
-func (c *calls) snapshot() (failed, restarted, gaveUp []supervision.Failure) {
+func (c *calls) snapshot() (failed, restarted, gaveUp []restart.Failure) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]supervision.Failure(nil), c.failed...),
-		append([]supervision.Failure(nil), c.restarted...),
-		append([]supervision.Failure(nil), c.gaveUp...)
+	return append([]restart.Failure(nil), c.failed...),
+		append([]restart.Failure(nil), c.restarted...),
+		append([]restart.Failure(nil), c.gaveUp...)
 }
 
 type fixture struct {
 	sys      *actor.ActorSystem
-	strategy *supervision.Strategy
+	strategy *restart.Strategy
 	calls    *calls
 	child    *actor.PID
 	pings    *actortest.Recorder
@@ -182,11 +182,11 @@ type childStarted struct{}
 // setup spawns a parent supervising with a Strategy of policy p, and one
 // child that panics with boom.reason, forwards pings to a recorder and
 // reports each start to another.
-func setup(t *testing.T, p supervision.Policy) *fixture {
+func setup(t *testing.T, p restart.Policy) *fixture {
 	t.Helper()
 	sys, _ := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, calls: &calls{}}
-	f.strategy = supervision.New(p, f.calls.callbacks())
+	f.strategy = restart.New(p, f.calls.callbacks())
 	f.pings = actortest.NewRecorder(t, sys, "pings")
 	f.starts = actortest.NewRecorder(t, sys, "starts")
 	pings, starts := f.pings.PID, f.starts.PID
@@ -253,7 +253,7 @@ func (f *fixture) alive() bool {
 }
 
 func TestStrategyRestartsWithBackoff(t *testing.T) {
-	p := supervision.Policy{MinBackoff: 2 * time.Millisecond, MaxBackoff: 8 * time.Millisecond, GiveUpAt: 10, Window: time.Minute}
+	p := restart.Policy{MinBackoff: 2 * time.Millisecond, MaxBackoff: 8 * time.Millisecond, GiveUpAt: 10, Window: time.Minute}
 	f := setup(t, p)
 
 	for n := 1; n <= 3; n++ {
@@ -283,7 +283,7 @@ func TestStrategyRestartsWithBackoff(t *testing.T) {
 }
 
 func TestStrategyRestartComesAfterTheBackoff(t *testing.T) {
-	p := supervision.Policy{MinBackoff: 40 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, GiveUpAt: 10, Window: time.Minute}
+	p := restart.Policy{MinBackoff: 40 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, GiveUpAt: 10, Window: time.Minute}
 	f := setup(t, p)
 
 	start := time.Now()
@@ -296,7 +296,7 @@ func TestStrategyRestartComesAfterTheBackoff(t *testing.T) {
 }
 
 func TestStrategyQueuesMessagesUntilTheRestart(t *testing.T) {
-	p := supervision.Policy{MinBackoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, GiveUpAt: 10, Window: time.Minute}
+	p := restart.Policy{MinBackoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, GiveUpAt: 10, Window: time.Minute}
 	f := setup(t, p)
 
 	f.sys.Root.Send(f.child, &boom{reason: "x"})
@@ -307,7 +307,7 @@ func TestStrategyQueuesMessagesUntilTheRestart(t *testing.T) {
 }
 
 func TestStrategyGivesUpAtTheLimit(t *testing.T) {
-	p := supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
+	p := restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
 	f := setup(t, p)
 
 	f.failAndRestart(t, 1)
@@ -330,18 +330,18 @@ func TestStrategyGivesUpOnPermanentAtOnce(t *testing.T) {
 		name   string
 		reason any
 	}{
-		{"a *Permanent", &supervision.Permanent{Err: errors.New("missing file")}},
-		{"an error wrapping a *Permanent", fmt.Errorf("start: %w", &supervision.Permanent{Err: errors.New("missing file")})},
+		{"a *Permanent", &restart.Permanent{Err: errors.New("missing file")}},
+		{"an error wrapping a *Permanent", fmt.Errorf("start: %w", &restart.Permanent{Err: errors.New("missing file")})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := setup(t, supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 5, Window: time.Minute})
+			f := setup(t, restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 5, Window: time.Minute})
 			f.sys.Root.Send(f.child, &boom{reason: tc.reason})
 			f.waitCounts(t, 0, 0, 1)
 			_, _, gaveUp := f.calls.snapshot()
 			assert.Equal(t, 1, gaveUp[0].Failures)
 			assert.Zero(t, gaveUp[0].Backoff)
-			var perm *supervision.Permanent
+			var perm *restart.Permanent
 			assert.ErrorAs(t, gaveUp[0].Reason, &perm)
 			require.Eventually(t, func() bool { return !f.alive() }, actortest.Wait, 5*time.Millisecond, "the child was not stopped")
 		})
@@ -351,7 +351,7 @@ func TestStrategyGivesUpOnPermanentAtOnce(t *testing.T) {
 func TestStrategyWindowForgetsOldFailures(t *testing.T) {
 	// With a window shorter than any backoff, every failure is alone in it:
 	// the count never reaches GiveUpAt.
-	f := setup(t, supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 2, Window: time.Nanosecond})
+	f := setup(t, restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 2, Window: time.Nanosecond})
 	for n := 1; n <= 3; n++ {
 		f.failAndRestart(t, n)
 	}
@@ -363,7 +363,7 @@ func TestStrategyWindowForgetsOldFailures(t *testing.T) {
 }
 
 func TestStrategyForgetResetsTheCount(t *testing.T) {
-	f := setup(t, supervision.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 3, Window: time.Minute})
+	f := setup(t, restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 3, Window: time.Minute})
 	f.failAndRestart(t, 1)
 	f.failAndRestart(t, 2)
 
@@ -378,7 +378,7 @@ func TestStrategyForgetResetsTheCount(t *testing.T) {
 
 func TestStrategyForgetCancelsThePendingRestart(t *testing.T) {
 	// A long backoff leaves time to Forget the child before its restart.
-	f := setup(t, supervision.Policy{MinBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, GiveUpAt: 3, Window: time.Minute})
+	f := setup(t, restart.Policy{MinBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, GiveUpAt: 3, Window: time.Minute})
 	f.sys.Root.Send(f.child, &boom{reason: "x"})
 	f.waitCounts(t, 1, 0, 0)
 	f.strategy.Forget(f.child)
@@ -394,7 +394,7 @@ func TestStrategyForgetCancelsThePendingRestart(t *testing.T) {
 }
 
 func TestStrategyStopCancelsPendingRestarts(t *testing.T) {
-	f := setup(t, supervision.Policy{MinBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, GiveUpAt: 3, Window: time.Minute})
+	f := setup(t, restart.Policy{MinBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, GiveUpAt: 3, Window: time.Minute})
 	f.sys.Root.Send(f.child, &boom{reason: "x"})
 	f.waitCounts(t, 1, 0, 0)
 	f.strategy.Stop()

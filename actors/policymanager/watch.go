@@ -1,4 +1,4 @@
-package policy
+package policymanager
 
 import (
 	"crypto/sha256"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	policydoc "github.com/polar/observerd/policy"
+	"github.com/polar/observerd/policy"
 )
 
 // The watcher's reports to the policy-manager.
@@ -69,7 +69,7 @@ func watch(dir string, send func(any)) (*watcher, error) {
 					// directory; every name.yaml -> ..data/name.yaml may
 					// have changed at once.
 					send(&rescan{})
-				case policydoc.IsPolicyFile(name):
+				case policy.IsPolicyFile(name):
 					send(&changed{name: name})
 				}
 			case err, ok := <-w.Errors:
@@ -187,7 +187,7 @@ func scan(dir string, force bool) *scanned {
 	}
 	out := &scanned{keys: map[string]fileKey{}, force: force}
 	for _, e := range entries {
-		if !policydoc.IsPolicyFile(e.Name()) {
+		if !policy.IsPolicyFile(e.Name()) {
 			continue
 		}
 		// A file that vanished since ReadDir is left out, as removed; a

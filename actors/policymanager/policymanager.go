@@ -1,4 +1,4 @@
-// Package policy is the policy-manager actor: it watches policy_dir, parses
+// Package policymanager is the policy-manager actor: it watches policy_dir, parses
 // every changed file in a short-lived parser child, and retasks the
 // task-manager with the difference between what runs and what the files
 // now say.
@@ -41,7 +41,7 @@
 //
 // After every round the state-manager receives a messages.PoliciesLoaded
 // (the first one makes the daemon ready).
-package policy
+package policymanager
 
 import (
 	"fmt"
@@ -58,7 +58,7 @@ import (
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
-	policydoc "github.com/polar/observerd/policy"
+	"github.com/polar/observerd/policy"
 )
 
 // Defaults of Options.
@@ -78,7 +78,7 @@ type Options struct {
 	Dir string
 	// Env validates the files; its Limits bound the totals of all
 	// policies, and its PluginDir is fingerprinted at every scan.
-	Env policydoc.Env
+	Env policy.Env
 	// Task receives ApplyPolicy and RemovePolicy; State receives events.
 	Task, State *actor.PID
 	// Debounce, MaxDelay, Rescan and Poll: see the package doc. Settle
@@ -87,7 +87,7 @@ type Options struct {
 	Debounce, MaxDelay, Settle, Rescan, Poll time.Duration
 	Log                                      zerolog.Logger
 
-	parse parseFunc // policydoc.Parse; tests make it crash
+	parse parseFunc // policy.Parse; tests make it crash
 }
 
 // Actor is the policy-manager.
@@ -138,7 +138,7 @@ type file struct {
 
 // current is a policy the task-manager runs.
 type current struct {
-	policy *policydoc.Policy
+	policy *policy.Policy
 	file   string
 	// eventID is the policy.applied event that last tasked its observers.
 	eventID string
@@ -183,7 +183,7 @@ func New(opts Options) *Actor {
 	opts.Rescan = orDefault(opts.Rescan, DefaultRescan)
 	opts.Poll = orDefault(opts.Poll, DefaultPoll)
 	if opts.parse == nil {
-		opts.parse = policydoc.Parse
+		opts.parse = policy.Parse
 	}
 	return &Actor{
 		// Unique across incarnations: a timer of a previous incarnation
@@ -288,7 +288,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *protocol.Resync:
 		for _, name := range slices.Sorted(maps.Keys(a.running)) {
 			cur := a.running[name]
-			ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: cur.policy, Change: policydoc.Diff(nil, cur.policy), EventID: cur.eventID})
+			ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: cur.policy, Change: policy.Diff(nil, cur.policy), EventID: cur.eventID})
 		}
 	}
 }
@@ -461,10 +461,10 @@ func (a *Actor) finish(ctx actor.Context) {
 
 	// Who runs from which file, and which names the round frees.
 	owner := map[string]*current{}
-	var before policydoc.Usage
+	var before policy.Usage
 	for _, cur := range a.running {
 		owner[cur.file] = cur
-		before = before.Add(policydoc.UsageOf(cur.policy))
+		before = before.Add(policy.UsageOf(cur.policy))
 	}
 	vacated := map[string]*current{}
 	for _, name := range names {
@@ -486,15 +486,15 @@ func (a *Actor) finish(ctx actor.Context) {
 	}
 	// usage is what runs at this point of the round: what keeps running,
 	// and the policies claimed so far instead of their previous versions.
-	var usage policydoc.Usage
+	var usage policy.Usage
 	for pname, cur := range a.running {
 		if vacated[pname] == nil {
-			usage = usage.Add(policydoc.UsageOf(cur.policy))
+			usage = usage.Add(policy.UsageOf(cur.policy))
 		}
 	}
 	limits := a.opts.Env.LimitsOf()
 	var claims []string
-	claimed := map[string]*policydoc.Policy{} // by name, in this round
+	claimed := map[string]*policy.Policy{} // by name, in this round
 	for _, name := range names {
 		res := r.results[name]
 		if res.policy == nil {
@@ -514,7 +514,7 @@ func (a *Actor) finish(ctx actor.Context) {
 		delete(a.conflicts, name)
 		others := usage
 		if cur := a.running[pname]; cur != nil && vacated[pname] == nil {
-			others = minus(others, policydoc.UsageOf(cur.policy)) // its previous version
+			others = minus(others, policy.UsageOf(cur.policy)) // its previous version
 		}
 		if problem := res.policy.CheckTotals(others, limits); problem != nil {
 			a.roomless[name] = true
@@ -522,13 +522,13 @@ func (a *Actor) finish(ctx actor.Context) {
 			continue
 		}
 		delete(a.roomless, name)
-		usage = others.Add(policydoc.UsageOf(res.policy))
+		usage = others.Add(policy.UsageOf(res.policy))
 		claimed[pname] = res.policy
 		delete(vacated, pname)
 		if cur := owner[name]; cur != nil && cur.policy.Metadata.Name != pname {
 			// The file now declares another name: the old one goes.
 			vacated[cur.policy.Metadata.Name] = cur
-			usage = minus(usage, policydoc.UsageOf(cur.policy))
+			usage = minus(usage, policy.UsageOf(cur.policy))
 		}
 		claims = append(claims, name)
 	}
@@ -546,9 +546,9 @@ func (a *Actor) finish(ctx actor.Context) {
 			a.mark(name)
 		}
 	}
-	var after policydoc.Usage
+	var after policy.Usage
 	for _, cur := range a.running {
-		after = after.Add(policydoc.UsageOf(cur.policy))
+		after = after.Add(policy.UsageOf(cur.policy))
 	}
 	if after.Observers < before.Observers || after.PluginMemory < before.PluginMemory {
 		// Room freed: the files that lacked it get another chance.
@@ -564,8 +564,8 @@ func (a *Actor) finish(ctx actor.Context) {
 }
 
 // minus is u without v.
-func minus(u, v policydoc.Usage) policydoc.Usage {
-	return policydoc.Usage{Observers: u.Observers - v.Observers, PluginMemory: u.PluginMemory - v.PluginMemory}
+func minus(u, v policy.Usage) policy.Usage {
+	return policy.Usage{Observers: u.Observers - v.Observers, PluginMemory: u.PluginMemory - v.PluginMemory}
 }
 
 // apply runs a valid policy read from file name.
@@ -575,7 +575,7 @@ func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
 	wasRejected := f != nil && f.rejection != ""
 	a.files[name] = &file{key: res.key}
 	cur := a.running[p.Metadata.Name]
-	var old *policydoc.Policy
+	var old *policy.Policy
 	if cur != nil {
 		old = cur.policy
 		if old.Revision == p.Revision {
@@ -593,7 +593,7 @@ func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
 			}
 		}
 	}
-	change := policydoc.Diff(old, p)
+	change := policy.Diff(old, p)
 	ev := messages.NewEvent(messages.TypePolicyApplied)
 	ev.Subject = p.Spec.Target.Name
 	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
@@ -675,7 +675,7 @@ func (a *Actor) remove(ctx actor.Context, cur *current) {
 	ev.Subject = p.Spec.Target.Name
 	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
 	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
-		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policydoc.Diff(p, nil).Removed,
+		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policy.Diff(p, nil).Removed,
 	}}
 	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
 	ctx.Send(a.opts.Task, &protocol.RemovePolicy{Name: p.Metadata.Name, EventID: ev.Id})

@@ -1,4 +1,4 @@
-// Package supervision is the restart strategy shared by every supervising
+// Package restart is the restart strategy (supervision) shared by every supervising
 // actor of the tree. protoactor-go's built-in strategies do not fit: its
 // OneForOne stops (rather than escalates) a child past its retry limit and
 // restarts at once, and its exponential backoff is linear with nanosecond
@@ -11,7 +11,7 @@
 // Why not restart at once? A child that fails because of its environment (a
 // sick target, a broker that refuses it) would fail again at once and
 // hammer what made it fail; backoff gives the environment time.
-package supervision
+package restart
 
 import (
 	"errors"
