@@ -73,7 +73,8 @@ proto-check: deps ## fail when messages/*.pb.go differ from what `make proto` ge
 	echo "proto-check: messages/ matches proto/"
 
 .PHONY: lint
-lint: ## go vet, gofmt and staticcheck (pinned in go.mod)
+lint: ## go mod tidy -diff, go vet, gofmt and staticcheck (pinned in go.mod)
+	$(GO) mod tidy -diff
 	$(GO) vet -tags integration ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./wasm/sdk/... ./wasm/examples/...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

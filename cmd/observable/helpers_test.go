@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polar/observerd/test/actortest"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -26,24 +26,6 @@ const (
 	tick    = 5 * time.Millisecond
 )
 
-// syncBuffer is a bytes.Buffer safe to read while run writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // instance is one observable service run in-process.
 type instance struct {
 	t         *testing.T
@@ -53,8 +35,8 @@ type instance struct {
 	base      string
 	transport *http.Transport
 	client    *http.Client
-	stdout    syncBuffer
-	stderr    syncBuffer
+	stdout    actortest.SyncBuffer
+	stderr    actortest.SyncBuffer
 	cancel    context.CancelFunc
 	done      chan int
 	stopOnce  sync.Once

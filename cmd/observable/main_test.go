@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polar/observerd/test/actortest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -415,7 +416,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr actortest.SyncBuffer
 			got := run(context.Background(), tc.args, &stdout, &stderr)
 			require.Equal(t, tc.want, got, stderr.String())
 			require.Contains(t, stdout.String(), tc.wantOut)

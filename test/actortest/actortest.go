@@ -5,6 +5,7 @@
 package actortest
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"sync"
@@ -200,4 +201,24 @@ func Limits() *policy.Bounds {
 	l.MaxConcurrentRequests = 1000
 	l.MaxEventsPerSecond = 100_000
 	return &l
+}
+
+// SyncBuffer is a bytes.Buffer safe to read while others write to it: a
+// child process's output, or a logger's.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/test/actortest"
 	"github.com/polar/observerd/test/rabbitmq"
 )
 
@@ -84,26 +85,9 @@ func freeAddr(t *testing.T) string {
 // proc is a child process whose output is kept for assertions.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *actortest.SyncBuffer
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t *testing.T, name string, args ...string) *proc {
@@ -116,7 +100,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
 	name := filepath.Base(cmd.Path)
-	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, out: &actortest.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
@@ -321,10 +305,7 @@ func (d *daemon) consume(t *testing.T) *consumer {
 	t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	require.NoError(t, ch.ExchangeDeclare(d.exchange, amqp.ExchangeTopic, true, false, false, false, nil))
-	_, err = ch.QueueDeclare(d.queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
-	require.NoError(t, err)
-	require.NoError(t, ch.QueueBind(d.queue, "#", d.exchange, false, nil))
+	require.NoError(t, rabbitmq.DeclareQuorum(ch, d.exchange, d.queue, "#"))
 	dels, err := ch.Consume(d.queue, "", true, false, false, false, nil)
 	require.NoError(t, err)
 	c := &consumer{}
@@ -406,10 +387,7 @@ func (d *daemon) declare(t *testing.T) {
 	defer conn.Close()
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	require.NoError(t, ch.ExchangeDeclare(d.exchange, amqp.ExchangeTopic, true, false, false, false, nil))
-	_, err = ch.QueueDeclare(d.queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
-	require.NoError(t, err)
-	require.NoError(t, ch.QueueBind(d.queue, "#", d.exchange, false, nil))
+	require.NoError(t, rabbitmq.DeclareQuorum(ch, d.exchange, d.queue, "#"))
 }
 
 // queued returns how many events wait in the daemon's queue (-1 while the

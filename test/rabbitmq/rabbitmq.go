@@ -787,3 +787,21 @@ func randomHex(nbytes int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// DeclareQuorum declares, as the daemon's broker.queues does, the durable
+// topic exchange and a durable quorum queue bound to it with each of
+// bindings, so that the queue keeps every event from the first one.
+func DeclareQuorum(ch *amqp.Channel, exchange, queue string, bindings ...string) error {
+	if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", exchange, err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {
+		return fmt.Errorf("declare queue %s: %w", queue, err)
+	}
+	for _, b := range bindings {
+		if err := ch.QueueBind(queue, b, exchange, false, nil); err != nil {
+			return fmt.Errorf("bind %s to %s: %w", queue, b, err)
+		}
+	}
+	return nil
+}
