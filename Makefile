@@ -24,17 +24,21 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what is missing: Debian's rabbitmq-server, protoc and systemd-analyze (apt-get)
+deps: ## install what is missing (apt-get): Debian's rabbitmq-server, protoc, systemd-analyze, promtool, and Debian's Python with pika, protobuf and jsonschema
 	@missing=""; \
 	command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	[ -f /usr/include/google/protobuf/timestamp.proto ] || missing="$$missing libprotobuf-dev"; \
+	for m in pika:python3-pika google.protobuf:python3-protobuf jsonschema:python3-jsonschema; do \
+		/usr/bin/python3 -c "import $${m%%:*}" >/dev/null 2>&1 || missing="$$missing $${m##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-		$(SUDO) systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true; \
+		$(SUDO) systemctl disable --now rabbitmq-server prometheus >/dev/null 2>&1 || true; \
 	fi
 
 .PHONY: build

@@ -3,8 +3,11 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
+	"os/exec"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -114,4 +117,25 @@ func TestMetricsEndToEnd(t *testing.T) {
 		assert.Greater(c, counterOf(second, "observerd_events_accepted_total", "type", messages.TypeObservationHTTP),
 			counterOf(first, "observerd_events_accepted_total", "type", messages.TypeObservationHTTP))
 	}, wait, tick, "the event counters move while observations flow")
+}
+
+// TestMetricsPassPromtool: a live /metrics scrape passes `promtool check
+// metrics`, Prometheus's own lint of names, types, units and help texts.
+func TestMetricsPassPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	require.NoError(t, err, "promtool is missing: make deps installs Debian's prometheus package")
+	d := newDaemon(t, startObservable(t))
+	c := d.consume(t)
+	d.start(t)
+	c.waitFor(t, messages.TypeObservationHTTP)
+	resp, err := http.Get("http://" + d.admin + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	assert.NoError(t, err, "promtool check metrics:\n%s", out)
+	t.Logf("promtool check metrics: %d bytes scraped, %q", len(body), out)
 }

@@ -307,3 +307,23 @@ func TestRabbitMQConfigMatchesHarness(t *testing.T) {
 	assert.Contains(t, harness, `"ssl_cert_login_from = common_name"`)
 	assert.Contains(t, harness, `"auth_mechanisms.2 = EXTERNAL"`)
 }
+
+// TestPrometheusRules: the alerting rules of configs/prometheus load
+// (promtool check rules) and raise what they say on the series that should
+// raise them, and nothing on a healthy daemon's (promtool test rules).
+func TestPrometheusRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	require.NoError(t, err, "promtool is missing: make deps installs Debian's prometheus package")
+	dir := filepath.Join(repo(t), "configs", "prometheus")
+	for _, args := range [][]string{
+		{"check", "rules", "observerd.rules.yml"},
+		{"test", "rules", "observerd.rules.test.yml"},
+	} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "promtool %s:\n%s", strings.Join(args, " "), out)
+		assert.Contains(t, string(out), "SUCCESS")
+		t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
+	}
+}
