@@ -319,6 +319,10 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 			// started: the task-manager does not wait for stops.
 		case ev.GetObserver().GetReason() == protocol.StopReasonPaused:
 			o.status = protocol.StatusPaused // listed until it resumes
+		case o.status == protocol.StatusQuarantined:
+			// Stopped by its quarantine: listed, with its reason, until
+			// its policy changes or an operator resumes it; an operator
+			// needs to see it most of all.
 		default:
 			delete(a.observers, from)
 		}

@@ -554,3 +554,31 @@ func TestObserverListFollowsIncarnationsAndPolicies(t *testing.T) {
 	f.emit("policy-manager", removed)
 	assert.Empty(t, f.snapshot(t).Observers)
 }
+
+// A quarantine is followed by the stop of the quarantined child: the
+// observer stays listed, quarantined with its reason, until its policy
+// changes or it is resumed (the stop used to make it vanish from
+// /v1/state, where an operator needs it most).
+func TestQuarantinedObserverStaysListedAfterItsStop(t *testing.T) {
+	f := setup(t)
+	path := "observer/web/trap"
+	started := lifecycleOf(messages.TypeObserverStarted, path, "")
+	started.CorrelationId = "v1"
+	q := lifecycleOf(messages.TypeObserverQuarantined, path, "trap: unreachable")
+	q.CorrelationId = "v1"
+	stopped := lifecycleOf(messages.TypeObserverStopped, path, "stopped")
+	stopped.CorrelationId = "v1"
+	f.emit(path, started)
+	f.emit(path, q)
+	f.emit(path, stopped)
+	s := f.snapshot(t)
+	require.Len(t, s.Observers, 1)
+	assert.Equal(t, "quarantined", s.Observers[0].Status)
+	assert.Equal(t, "trap: unreachable", s.Observers[0].LastError)
+
+	// Resumed: a new incarnation starts, and is running.
+	resumed := lifecycleOf(messages.TypeObserverStarted, path, "")
+	resumed.CorrelationId = "v1"
+	f.emit(path, resumed)
+	assert.Equal(t, "running", f.snapshot(t).Observers[0].Status)
+}

@@ -19,6 +19,8 @@ const usage = `usage: observerctl COMMAND [ARGS]
 commands:
   status [--admin URL | --socket PATH | --config FILE] [--json]
                           the daemon's actors, observers, broker and outbox (exit 1 when it is not ready)
+  top [--admin URL | --socket PATH | --config FILE] [--interval D]
+                          a live view of the daemon, refreshed every second, observers in trouble first (q quits)
   pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
                           stop an observer until resumed; restart a paused or quarantined one; observe at once
                           (through the daemon's admin socket: as root or a member of its group)
@@ -43,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "status":
 		return status(ctx, args[1:], stdout, stderr)
+	case "top":
+		return top(ctx, args[1:], stdout, stderr)
 	case "pause", "resume", "observe":
 		return command(ctx, args[0], args[1:], stdout, stderr)
 	case "tail":
