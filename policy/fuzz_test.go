@@ -1,4 +1,4 @@
-package policy
+package policy_test
 
 import (
 	"os"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/fuzzbudget"
 )
 
@@ -26,17 +27,17 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	limits := DefaultBounds()
-	env := Env{Allowed: targets.Default(), ProcessNames: []string{"nginx"}, Limits: &limits}
+	limits := policy.DefaultBounds()
+	env := policy.Env{Allowed: targets.Default(), ProcessNames: []string{"nginx"}, Limits: &limits}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if len(data) > MaxFileSize {
+		if len(data) > policy.MaxFileSize {
 			return // refused before parsing (TestFileSizeLimit)
 		}
 		var (
-			p   *Policy
+			p   *policy.Policy
 			err error
 		)
-		fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() { p, err = Parse("fuzz.yaml", data, env) })
+		fuzzbudget.Check(t, fuzzbudget.MaxAlloc, func() { p, err = policy.Parse("fuzz.yaml", data, env) })
 		if (p == nil) == (err == nil) {
 			t.Fatalf("want a policy or an error, got %v and %v", p, err)
 		}
@@ -45,7 +46,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("a problem that does not name its file: %v", prob)
 			}
 		}
-		if p != nil && len(p.Revision) != RevisionLength {
+		if p != nil && len(p.Revision) != policy.RevisionLength {
 			t.Fatalf("revision %q", p.Revision)
 		}
 	})

@@ -1,4 +1,4 @@
-package policy
+package policy_test
 
 import (
 	"os"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/policy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -40,7 +41,7 @@ func TestLoadDir(t *testing.T) {
 	link("..2024_05_01_10_00_00.000000001", "..data")
 	link("..data/cm.yaml", "cm.yaml")
 
-	policies, err := LoadDir(dir, Env{})
+	policies, err := policy.LoadDir(dir, policy.Env{})
 	var names []string
 	for _, p := range policies {
 		names = append(names, p.Metadata.Name+"@"+filepath.Base(p.File))
@@ -53,16 +54,16 @@ func TestLoadDir(t *testing.T) {
 		"$DIR/dir.yaml: not a regular file",
 	}, problemLines(err, dir))
 	for _, p := range policies {
-		assert.Len(t, p.Revision, RevisionLength)
+		assert.Len(t, p.Revision, policy.RevisionLength)
 	}
 }
 
 func TestLoadDirMissing(t *testing.T) {
-	_, err := LoadDir(filepath.Join(t.TempDir(), "none"), Env{})
+	_, err := policy.LoadDir(filepath.Join(t.TempDir(), "none"), policy.Env{})
 	require.ErrorIs(t, err, os.ErrNotExist)
 	assert.Contains(t, err.Error(), "load policies: open ")
 
-	policies, err := LoadDir(t.TempDir(), Env{})
+	policies, err := policy.LoadDir(t.TempDir(), policy.Env{})
 	assert.NoError(t, err)
 	assert.Empty(t, policies)
 }
@@ -111,7 +112,7 @@ func TestPolicyFilesStayInTheirDirectory(t *testing.T) {
 	require.NoError(t, os.Symlink(root, filepath.Join(dir, "out")))
 	require.NoError(t, syscall.Mkfifo(filepath.Join(root, "fifo"), 0o600))
 
-	policies, err := LoadDir(dir, Env{})
+	policies, err := policy.LoadDir(dir, policy.Env{})
 	var names []string
 	for _, p := range policies {
 		names = append(names, filepath.Base(p.File))
@@ -174,7 +175,7 @@ func TestProblemsNeverQuoteTheDocument(t *testing.T) {
 	}
 	for name, doc := range docs {
 		t.Run(name, func(t *testing.T) {
-			_, err := Parse("p.yaml", []byte(doc), Env{PluginDir: t.TempDir()})
+			_, err := policy.Parse("p.yaml", []byte(doc), policy.Env{PluginDir: t.TempDir()})
 			require.Error(t, err)
 			for _, p := range yamldoc.ProblemsOf(err) {
 				// Keys are the document's structure and may be quoted,
@@ -247,17 +248,17 @@ func TestLoadDirTotals(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(policyNamed(name)), 0o644))
 	}
-	limits := DefaultBounds()
+	limits := policy.DefaultBounds()
 	limits.MaxObservers = 7 // each policy has 3
-	policies, err := LoadDir(dir, Env{Limits: &limits})
+	policies, err := policy.LoadDir(dir, policy.Env{Limits: &limits})
 	require.Len(t, policies, 2)
 	assert.Equal(t, []string{
 		"$DIR/c.yaml:7:5: spec.observers: the daemon runs at most 7 observers (limits.max_observers): this policy has 3, the other policies 6",
 	}, problemLines(err, dir))
 
-	limits = DefaultBounds()
+	limits = policy.DefaultBounds()
 	limits.MaxPluginMemory = 64 * yamldoc.MiB // each policy's plugin takes the default 32MiB
-	policies, err = LoadDir(dir, Env{Limits: &limits})
+	policies, err = policy.LoadDir(dir, policy.Env{Limits: &limits})
 	require.Len(t, policies, 2)
 	assert.Equal(t, []string{
 		"$DIR/c.yaml:7:5: spec.observers: plugin observers may reserve at most 64MiB of memory together (limits.max_plugin_memory): this policy's memory_limit add up to 32MiB, the other policies' to 64MiB",
@@ -269,7 +270,7 @@ func TestLoadDirTotals(t *testing.T) {
 func TestDefaultDaemonLimits(t *testing.T) {
 	doc := strings.Replace(base, "interval: 5s", "interval: 500ms", 1)
 	doc = strings.Replace(doc, "  observers:", "  limits: {max_requests_per_second: 101, max_concurrent_requests: 17}\n  observers:", 1)
-	_, err := Parse("p.yaml", []byte(doc), Env{})
+	_, err := policy.Parse("p.yaml", []byte(doc), policy.Env{})
 	assert.Equal(t, []string{
 		"p.yaml:6:37: spec.limits.max_requests_per_second: must be at most 100 (limits.max_requests_per_second of the daemon config), got 101",
 		"p.yaml:6:67: spec.limits.max_concurrent_requests: must be at most 16 (limits.max_concurrent_requests of the daemon config), got 17",
@@ -284,7 +285,7 @@ func TestPluginFIFOIsRefused(t *testing.T) {
 	require.NoError(t, syscall.Mkfifo(filepath.Join(plugins, "backlog.wasm"), 0o644))
 	done := make(chan error, 1)
 	go func() {
-		_, err := Parse("p.yaml", []byte(base), Env{PluginDir: plugins})
+		_, err := policy.Parse("p.yaml", []byte(base), policy.Env{PluginDir: plugins})
 		done <- err
 	}()
 	select {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,6 +25,7 @@ func Parse(file string, data []byte, env Env) (*Policy, error) {
 	if len(data) > MaxFileSize {
 		return nil, tooLarge(file, int64(len(data)))
 	}
+	mustHaveKinds()
 	p := &Policy{}
 	p.SetDefaults()
 	doc, err := yamldoc.Decode(file, data, p)
@@ -33,7 +33,7 @@ func Parse(file string, data []byte, env Env) (*Policy, error) {
 		return nil, err
 	}
 	p.File, p.doc = file, doc
-	p.complete()
+	p.complete(env)
 	r := doc.Report()
 	p.validate(r, env)
 	if err := r.Err(); err != nil {
@@ -182,17 +182,10 @@ func (p *Policy) DuplicateOf(first *Policy) *yamldoc.Problem {
 		first.File, first.doc.Line("metadata.name"))
 }
 
-// complete applies the defaults that depend on other values, and records
-// each observer's line.
-func (p *Policy) complete() {
-	targetHostPort := ""
-	if u, err := url.Parse(p.Spec.Target.URL); err == nil && u.Hostname() != "" {
-		port := u.Port()
-		if port == "" {
-			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
-		}
-		targetHostPort = net.JoinHostPort(u.Hostname(), port)
-	}
+// complete applies the defaults that depend on other values (those of
+// the observers' sections through their Completer), and records each
+// observer's line and section.
+func (p *Policy) complete(env Env) {
 	for i := range p.Spec.Observers {
 		o := &p.Spec.Observers[i]
 		path := fmt.Sprintf("spec.observers[%d]", i)
@@ -200,40 +193,41 @@ func (p *Policy) complete() {
 		if !p.doc.Has(path+".timeout") && o.Interval > 0 {
 			o.Timeout = min(yamldoc.Duration(time.Second), o.Interval/2)
 		}
-		if o.WASM != nil && !p.doc.Has(path+".wasm.timeout") {
-			o.WASM.Timeout = yamldoc.Duration(time.Second)
-			if o.Timeout > 0 {
-				o.WASM.Timeout = min(o.WASM.Timeout, o.Timeout)
-			}
-		}
-		if o.TCP != nil && !p.doc.Has(path+".tcp.address") {
-			o.TCP.Address = targetHostPort
+		o.Section = o.sections[o.Kind]
+		if c, ok := o.Section.(Completer); ok {
+			c.Complete(p.sectionContext(o, path, env, nil, false))
 		}
 	}
+}
+
+// sectionContext is what the section of observer o, at path, sees of the
+// policy; r (nil while completing) takes its problems.
+func (p *Policy) sectionContext(o *Observer, path string, env Env, r *yamldoc.Report, targetValid bool) *SectionContext {
+	return &SectionContext{Env: env, Observer: o, Target: p.Spec.Target, TargetHostPort: hostPortOf(p.Spec.Target.URL),
+		TargetValid: targetValid, path: path + "." + o.Kind, doc: p.doc, report: r}
+}
+
+// hostPortOf is the host:port of a URL, with the port of its scheme when
+// it has none; "" when it has no host.
+func hostPortOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // normalize gives values that mean the same one spelling, after validation
 // (whose messages name the keys as written), so that the revision does not
 // depend on the spelling.
 func (p *Policy) normalize() {
-	for i := range p.Spec.Observers {
-		o := &p.Spec.Observers[i]
-		if o.HTTP != nil {
-			o.HTTP.Extract = nilIfEmptySlice(o.HTTP.Extract)
-			headers := make(map[string]string, len(o.HTTP.Headers))
-			for name, value := range o.HTTP.Headers {
-				headers[http.CanonicalHeaderKey(name)] = value
-			}
-			o.HTTP.Headers = nilIfEmpty(headers)
-		}
-		if o.Prometheus != nil {
-			o.Prometheus.Include = nilIfEmptySlice(o.Prometheus.Include)
-			o.Prometheus.Exclude = nilIfEmptySlice(o.Prometheus.Exclude)
-			o.Prometheus.MatchLabels = nilIfEmpty(o.Prometheus.MatchLabels)
-		}
-		if o.WASM != nil {
-			o.WASM.SHA256 = strings.ToLower(o.WASM.SHA256)
-			o.WASM.Config = nilIfEmpty(o.WASM.Config)
+	for _, o := range p.Spec.Observers {
+		if n, ok := o.Section.(Normalizer); ok {
+			n.Normalize()
 		}
 	}
 }
@@ -244,18 +238,4 @@ func checkPort(port string) error {
 		return errors.New("invalid port: use 1 to 65535")
 	}
 	return nil
-}
-
-func nilIfEmpty[M ~map[string]V, V any](m M) M {
-	if len(m) == 0 {
-		return nil
-	}
-	return m
-}
-
-func nilIfEmptySlice[S ~[]E, E any](s S) S {
-	if len(s) == 0 {
-		return nil
-	}
-	return s
 }

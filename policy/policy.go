@@ -3,6 +3,11 @@
 // validation against the daemon's environment, the canonical revision hash,
 // and the difference between two versions of a policy.
 //
+// An observer's settings for its kind are a Section of that kind's type,
+// which the kind's package (kinds/<kind>) declares and package kinds
+// registers here (RegisterKind): a program that parses policies links
+// the daemon's kinds by importing kinds/all.
+//
 // A policy is parsed completely or rejected: Parse returns either a valid
 // Policy with its defaults applied, or every problem of the file at once.
 package policy
@@ -22,18 +27,6 @@ const (
 // It bounds what parsing one file may cost: about 140 bytes of memory per
 // byte of input at worst, so a file at the cap is rejected within 50 MiB.
 const MaxFileSize = 256 << 10
-
-// Observer kinds.
-const (
-	KindHTTP       = "http"
-	KindPrometheus = "prometheus"
-	KindTCP        = "tcp"
-	KindProcess    = "process"
-	KindWASM       = "wasm"
-)
-
-// Kinds lists the observer kinds, in the order messages name them.
-var Kinds = []string{KindHTTP, KindPrometheus, KindTCP, KindProcess, KindWASM}
 
 // Policy is one policy file.
 type Policy struct {
@@ -84,22 +77,47 @@ func (l *Limits) SetDefaults() {
 	l.MaxConcurrentRequests = 2
 }
 
-// Observer is one scheduled observation. Exactly the section named by Kind
-// is set.
+// Observer is one scheduled observation. Its Kind names the kind of
+// observation (one of Kinds), whose Section holds the settings.
 type Observer struct {
 	Name     string           `yaml:"name"`
-	Kind     string           `yaml:"kind"`     // http | prometheus | tcp | process | wasm
+	Kind     string           `yaml:"kind"`     // one of Kinds()
 	Interval yamldoc.Duration `yaml:"interval"` // required, > 0
 	// Timeout bounds one observation; default 1s, or half the interval when
 	// the interval is 2s or less, so that it always ends before the next.
 	Timeout    yamldoc.Duration `yaml:"timeout"`
 	Thresholds Thresholds       `yaml:"thresholds"`
-	HTTP       *HTTP            `yaml:"http"`
-	Prometheus *Prometheus      `yaml:"prometheus"`
-	TCP        *TCP             `yaml:"tcp"`
-	Process    *Process         `yaml:"process"`
-	WASM       *WASM            `yaml:"wasm"`
-	Line       int              `yaml:"-"` // line of this observer in File
+	// Section is the section of the observer's kind, of that kind's type
+	// (such as *http.Section of package kinds/http); every observer of a
+	// valid policy has one.
+	Section Section `yaml:"-"`
+	Line    int     `yaml:"-"` // line of this observer in File
+
+	// sections are the sections the document gives the observer, by kind
+	// (null ones left out): validation accepts only its own kind's.
+	sections map[string]Section
+}
+
+// ExtensionKeys, NewExtension and SetExtension make an observer
+// yamldoc.Extensible: its keys beyond its fields are the sections of the
+// registered kinds, each decoded into that kind's type.
+func (o *Observer) ExtensionKeys() []string { return Kinds() }
+
+// NewExtension returns a fresh section of kind, or nil when no such kind
+// is registered.
+func (o *Observer) NewExtension(kind string) any {
+	if s := newSection(kind); s != nil {
+		return s
+	}
+	return nil
+}
+
+// SetExtension keeps the section of kind that the document gives.
+func (o *Observer) SetExtension(kind string, section any) {
+	if o.sections == nil {
+		o.sections = map[string]Section{}
+	}
+	o.sections[kind] = section.(Section)
 }
 
 // SetDefaults sets the default thresholds.
@@ -120,71 +138,6 @@ func (t *Thresholds) SetDefaults() {
 	t.DownAfter = 3
 	t.UpAfter = 1
 }
-
-// HTTP requests a path of the target and checks the answer.
-type HTTP struct {
-	Method          string            `yaml:"method"` // default GET
-	Path            string            `yaml:"path"`   // default /
-	Headers         map[string]string `yaml:"headers"`
-	ExpectStatus    []int             `yaml:"expect_status"`  // default [200]
-	MaxBodyBytes    yamldoc.ByteSize  `yaml:"max_body_bytes"` // read at most this much; default 64KiB
-	BodyMatch       string            `yaml:"body_match"`     // RE2 regexp the body must match
-	Extract         []string          `yaml:"extract"`        // JSON pointers (RFC 6901) of values to report
-	FollowRedirects bool              `yaml:"follow_redirects"`
-	MaxRedirects    int               `yaml:"max_redirects"` // default 3; each hop re-checked against allowed_targets
-}
-
-// SetDefaults sets GET /, expecting 200, reading up to 64KiB.
-func (h *HTTP) SetDefaults() {
-	h.Method = "GET"
-	h.Path = "/"
-	h.ExpectStatus = []int{200}
-	h.MaxBodyBytes = 64 * yamldoc.KiB
-	h.MaxRedirects = 3
-}
-
-// Prometheus scrapes a metrics endpoint of the target. Include and Exclude
-// are RE2 regular expressions matched against whole metric names (anchored,
-// as in Prometheus relabelling); an empty Include keeps every metric.
-type Prometheus struct {
-	Path        string            `yaml:"path"` // default /metrics
-	Include     []string          `yaml:"include"`
-	Exclude     []string          `yaml:"exclude"`
-	MatchLabels map[string]string `yaml:"match_labels"` // exact label values a sample must have
-	SampleLimit int               `yaml:"sample_limit"` // default 1000
-}
-
-// SetDefaults sets /metrics and 1000 samples.
-func (p *Prometheus) SetDefaults() {
-	p.Path = "/metrics"
-	p.SampleLimit = 1000
-}
-
-// TCP connects to an address.
-type TCP struct {
-	Address string `yaml:"address"` // host:port; default the target URL's host:port
-}
-
-// Process watches a local process, found by exactly one of its PID file or
-// its name.
-type Process struct {
-	PIDFile string `yaml:"pid_file"` // absolute path
-	Name    string `yaml:"name"`
-}
-
-// WASM runs a plugin module from plugin_dir.
-type WASM struct {
-	Module      string           `yaml:"module"`       // file name in plugin_dir
-	SHA256      string           `yaml:"sha256"`       // hex; when set, the module must match it
-	Config      map[string]any   `yaml:"config"`       // given to the plugin as JSON
-	MemoryLimit yamldoc.ByteSize `yaml:"memory_limit"` // 1MiB..4GiB in 64KiB pages; default 32MiB
-	// Timeout is the deadline of one plugin call; default 1s, capped at the
-	// observer's timeout, which bounds the whole observation anyway.
-	Timeout yamldoc.Duration `yaml:"timeout"`
-}
-
-// SetDefaults sets a 32MiB memory limit.
-func (w *WASM) SetDefaults() { w.MemoryLimit = 32 * yamldoc.MiB }
 
 // ObserverByName finds an observer of the policy.
 func (p *Policy) ObserverByName(name string) (Observer, bool) {
@@ -218,14 +171,16 @@ type Env struct {
 	CheckPlugin func(path string, memoryLimit uint64) error
 }
 
-func (e Env) allowed() *targets.AllowList {
+// AllowedOf returns the daemon's allowed_targets of env, or the default.
+func (e Env) AllowedOf() *targets.AllowList {
 	if e.Allowed != nil {
 		return e.Allowed
 	}
 	return targets.Default()
 }
 
-func (e Env) pidDirs() []string {
+// PIDDirsOf returns the daemon's allowed_pid_dirs of env, or the default.
+func (e Env) PIDDirsOf() []string {
 	if e.PIDDirs != nil {
 		return e.PIDDirs
 	}

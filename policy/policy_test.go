@@ -1,4 +1,4 @@
-package policy
+package policy_test
 
 import (
 	"encoding/json"
@@ -15,6 +15,11 @@ import (
 
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
+	_ "github.com/polar/observerd/kinds/all"
+	"github.com/polar/observerd/kinds/http"
+	"github.com/polar/observerd/kinds/tcp"
+	"github.com/polar/observerd/kinds/wasm"
+	"github.com/polar/observerd/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*/expected.txt")
@@ -22,18 +27,18 @@ var update = flag.Bool("update", false, "rewrite testdata/*/expected.txt")
 // testEnv allows loopback and web.internal, pid files in /run, the
 // process name nginx, with the plugins of testdata, and the default limits
 // but for intervals down to 100ms.
-func testEnv(t *testing.T) Env {
+func testEnv(t *testing.T) policy.Env {
 	t.Helper()
 	allowed, err := targets.Parse([]string{"127.0.0.0/8", "::1/128", "web.internal"})
 	require.NoError(t, err)
-	limits := DefaultBounds()
+	limits := policy.DefaultBounds()
 	limits.MinInterval = yamldoc.Duration(100 * time.Millisecond)
-	return Env{Allowed: allowed, ProcessNames: []string{"nginx"}, PluginDir: "testdata/plugins", Limits: &limits}
+	return policy.Env{Allowed: allowed, ProcessNames: []string{"nginx"}, PluginDir: "testdata/plugins", Limits: &limits}
 }
 
 // render is what a golden file holds: the problems one per line, or the
 // revision and the parsed policy with its defaults.
-func render(t *testing.T, p *Policy, err error) string {
+func render(t *testing.T, p *policy.Policy, err error) string {
 	t.Helper()
 	if err != nil {
 		var b strings.Builder
@@ -59,7 +64,7 @@ func TestGolden(t *testing.T) {
 		dir := filepath.Dir(input)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			start := time.Now()
-			p, err := ParseFile(input, testEnv(t))
+			p, err := policy.ParseFile(input, testEnv(t))
 			assert.Less(t, time.Since(start), 2*time.Second, "parsing must stay fast whatever the input")
 			if err != nil {
 				bad++
@@ -79,10 +84,10 @@ func TestGolden(t *testing.T) {
 }
 
 func TestSamplePolicyParses(t *testing.T) {
-	p, err := ParseFile("../configs/policies/web.yaml", Env{Allowed: targets.Default(), ProcessNames: []string{"observable"}})
+	p, err := policy.ParseFile("../configs/policies/web.yaml", policy.Env{Allowed: targets.Default(), ProcessNames: []string{"observable"}})
 	require.NoError(t, err)
 	assert.Equal(t, "web", p.Metadata.Name)
-	assert.Equal(t, Target{Name: "web", URL: "http://127.0.0.1:8080"}, p.Spec.Target)
+	assert.Equal(t, policy.Target{Name: "web", URL: "http://127.0.0.1:8080"}, p.Spec.Target)
 	var kinds []string
 	for _, o := range p.Spec.Observers {
 		kinds = append(kinds, o.Kind+"/"+o.Interval.String())
@@ -90,30 +95,30 @@ func TestSamplePolicyParses(t *testing.T) {
 	assert.Equal(t, []string{"http/2s", "http/5s", "prometheus/10s", "tcp/5s", "process/5s"}, kinds, "every built-in kind")
 	health, ok := p.ObserverByName("health")
 	require.True(t, ok)
-	assert.Equal(t, "/healthz", health.HTTP.Path)
+	assert.Equal(t, "/healthz", health.Section.(*http.Section).Path)
 	assert.Equal(t, 16, health.Line)
 	_, ok = p.ObserverByName("nope")
 	assert.False(t, ok)
 }
 
 func TestFileSizeLimit(t *testing.T) {
-	huge := []byte("# " + strings.Repeat("x", MaxFileSize) + "\n")
-	_, err := Parse("huge.yaml", huge, Env{})
+	huge := []byte("# " + strings.Repeat("x", policy.MaxFileSize) + "\n")
+	_, err := policy.Parse("huge.yaml", huge, policy.Env{})
 	assert.EqualError(t, err, fmt.Sprintf("huge.yaml: the file has %d bytes; a policy may have at most 262144 (256KiB)", len(huge)))
 
 	file := filepath.Join(t.TempDir(), "huge.yaml")
 	require.NoError(t, os.WriteFile(file, huge, 0o600))
 	start := time.Now()
-	_, err = ParseFile(file, Env{})
+	_, err = policy.ParseFile(file, policy.Env{})
 	assert.EqualError(t, err, fmt.Sprintf("%s: the file has %d bytes; a policy may have at most 262144 (256KiB)", file, len(huge)))
 	assert.Less(t, time.Since(start), time.Second)
 }
 
 func TestParseFileErrors(t *testing.T) {
 	dir := t.TempDir()
-	_, err := ParseFile(filepath.Join(dir, "none.yaml"), Env{})
+	_, err := policy.ParseFile(filepath.Join(dir, "none.yaml"), policy.Env{})
 	assert.EqualError(t, err, filepath.Join(dir, "none.yaml")+": cannot read the file: no such file or directory")
-	_, err = ParseFile(dir, Env{})
+	_, err = policy.ParseFile(dir, policy.Env{})
 	assert.EqualError(t, err, dir+": not a regular file")
 }
 
@@ -128,16 +133,16 @@ spec:
     - {name: plug, kind: wasm, interval: 10s, wasm: {module: backlog.wasm, config: {threshold: 100, names: [a, b]}}}
 `
 
-func mustParse(t *testing.T, doc string) *Policy {
+func mustParse(t *testing.T, doc string) *policy.Policy {
 	t.Helper()
-	p, err := Parse("p.yaml", []byte(doc), Env{})
+	p, err := policy.Parse("p.yaml", []byte(doc), policy.Env{})
 	require.NoError(t, err, doc)
 	return p
 }
 
 func TestRevisionStability(t *testing.T) {
 	rev := mustParse(t, base).Revision
-	require.Len(t, rev, RevisionLength)
+	require.Len(t, rev, policy.RevisionLength)
 
 	same := map[string]string{
 		"block style, comments, key order": `# the web service
@@ -206,43 +211,43 @@ metadata:
 
 func TestDiff(t *testing.T) {
 	old := mustParse(t, base)
-	edit := func(from, to string) *Policy {
+	edit := func(from, to string) *policy.Policy {
 		require.Contains(t, base, from)
 		return mustParse(t, strings.Replace(base, from, to, 1))
 	}
 	tests := []struct {
 		name string
-		new  *Policy
-		want Change
+		new  *policy.Policy
+		want policy.Change
 	}{
-		{"identical", mustParse(t, base), Change{}},
-		{"comments and blank lines only", mustParse(t, "# edited by ops\n\n"+strings.ReplaceAll(base, "\n", "   \n")+"\n# end\n"), Change{}},
+		{"identical", mustParse(t, base), policy.Change{}},
+		{"comments and blank lines only", mustParse(t, "# edited by ops\n\n"+strings.ReplaceAll(base, "\n", "   \n")+"\n# end\n"), policy.Change{}},
 		{"reordered and reformatted", mustParse(t, strings.Replace(base,
 			"    - {name: health, kind: http, interval: 5s, http: {path: /healthz, headers: {Accept: text/plain}}}\n    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n",
-			"    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n    - name: health\n      kind: http\n      interval: 5s\n      http: {path: /healthz, headers: {accept: text/plain}}\n", 1)), Change{}},
-		{"update", edit("interval: 5s", "interval: 6s"), Change{Updated: []string{"health"}}},
-		{"update plugin config", edit("threshold: 100", "threshold: 7"), Change{Updated: []string{"plug"}}},
-		{"add", mustParse(t, base+"    - {name: extra, kind: tcp, interval: 3s, tcp: {}}\n"), Change{Added: []string{"extra"}}},
-		{"remove", edit("    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n", ""), Change{Removed: []string{"port"}}},
-		{"rename is remove plus add", edit("name: port", "name: socket"), Change{Added: []string{"socket"}, Removed: []string{"port"}}},
+			"    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n    - name: health\n      kind: http\n      interval: 5s\n      http: {path: /healthz, headers: {accept: text/plain}}\n", 1)), policy.Change{}},
+		{"update", edit("interval: 5s", "interval: 6s"), policy.Change{Updated: []string{"health"}}},
+		{"update plugin config", edit("threshold: 100", "threshold: 7"), policy.Change{Updated: []string{"plug"}}},
+		{"add", mustParse(t, base+"    - {name: extra, kind: tcp, interval: 3s, tcp: {}}\n"), policy.Change{Added: []string{"extra"}}},
+		{"remove", edit("    - {name: port, kind: tcp, interval: 10s, tcp: {}}\n", ""), policy.Change{Removed: []string{"port"}}},
+		{"rename is remove plus add", edit("name: port", "name: socket"), policy.Change{Added: []string{"socket"}, Removed: []string{"port"}}},
 		{"target change restarts all", edit("127.0.0.1:8080", "127.0.0.1:9090"),
-			Change{Updated: []string{"health", "plug", "port"}, TargetOrLimitsChanged: true}},
+			policy.Change{Updated: []string{"health", "plug", "port"}, TargetOrLimitsChanged: true}},
 		{"limits change restarts all but the added", mustParse(t, strings.Replace(base+"    - {name: extra, kind: tcp, interval: 3s, tcp: {}}\n",
 			"metadata: {name: web}", "metadata: {name: web}\n", 1)+"  limits: {max_concurrent_requests: 1}\n"),
-			Change{Added: []string{"extra"}, Updated: []string{"health", "plug", "port"}, TargetOrLimitsChanged: true}},
+			policy.Change{Added: []string{"extra"}, Updated: []string{"health", "plug", "port"}, TargetOrLimitsChanged: true}},
 		{"policy renamed", edit("metadata: {name: web}", "metadata: {name: www}"),
-			Change{Added: []string{"health", "plug", "port"}, Removed: []string{"health", "plug", "port"}}},
+			policy.Change{Added: []string{"health", "plug", "port"}, Removed: []string{"health", "plug", "port"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Diff(old, tt.new)
+			got := policy.Diff(old, tt.new)
 			assert.Equal(t, tt.want, got)
 			assert.Equal(t, tt.want.IsZero(), got.IsZero())
 		})
 	}
-	assert.Equal(t, Change{Added: []string{"health", "plug", "port"}}, Diff(nil, old))
-	assert.Equal(t, Change{Removed: []string{"health", "plug", "port"}}, Diff(old, nil))
-	assert.True(t, Diff(nil, nil).IsZero())
+	assert.Equal(t, policy.Change{Added: []string{"health", "plug", "port"}}, policy.Diff(nil, old))
+	assert.Equal(t, policy.Change{Removed: []string{"health", "plug", "port"}}, policy.Diff(old, nil))
+	assert.True(t, policy.Diff(nil, nil).IsZero())
 }
 
 func TestDefaults(t *testing.T) {
@@ -257,37 +262,22 @@ spec:
     - {name: faster, kind: wasm, interval: 1500ms, wasm: {module: x.wasm}}
     - {name: capped, kind: wasm, interval: 10s, timeout: 400ms, wasm: {module: x.wasm}}
 `)
-	assert.Equal(t, Limits{MaxRequestsPerSecond: 10, MaxConcurrentRequests: 2}, p.Spec.Limits)
+	assert.Equal(t, policy.Limits{MaxRequestsPerSecond: 10, MaxConcurrentRequests: 2}, p.Spec.Limits)
 	obs := p.Spec.Observers
 	assert.Equal(t, yamldoc.Duration(time.Second), obs[0].Timeout)
-	assert.Equal(t, "localhost:443", obs[0].TCP.Address, "from the target URL and its scheme")
+	assert.Equal(t, "localhost:443", obs[0].Section.(*tcp.Section).Address, "from the target URL and its scheme")
 	assert.Equal(t, yamldoc.Duration(500*time.Millisecond), obs[1].Timeout, "half the interval")
-	assert.Equal(t, "[::1]:22", obs[1].TCP.Address)
+	assert.Equal(t, "[::1]:22", obs[1].Section.(*tcp.Section).Address)
 	assert.Equal(t, yamldoc.Duration(750*time.Millisecond), obs[2].Timeout)
-	assert.Equal(t, yamldoc.Duration(750*time.Millisecond), obs[2].WASM.Timeout, "capped at the observer's timeout")
-	assert.Equal(t, 32*yamldoc.MiB, obs[2].WASM.MemoryLimit)
-	assert.Equal(t, yamldoc.Duration(400*time.Millisecond), obs[3].WASM.Timeout)
+	assert.Equal(t, yamldoc.Duration(750*time.Millisecond), obs[2].Section.(*wasm.Section).Timeout, "capped at the observer's timeout")
+	assert.Equal(t, 32*yamldoc.MiB, obs[2].Section.(*wasm.Section).MemoryLimit)
+	assert.Equal(t, yamldoc.Duration(400*time.Millisecond), obs[3].Section.(*wasm.Section).Timeout)
 }
 
 func TestNilAllowedMeansLoopback(t *testing.T) {
 	doc := strings.Replace(base, "127.0.0.1:8080", "192.168.1.1:8080", 1)
-	_, err := Parse("p.yaml", []byte(doc), Env{})
+	_, err := policy.Parse("p.yaml", []byte(doc), policy.Env{})
 	assert.EqualError(t, err, `p.yaml:5:28: spec.target.url: the host is not in allowed_targets [127.0.0.0/8 ::1/128]`)
-}
-
-func TestMetricFilter(t *testing.T) {
-	keep, err := (&Prometheus{Include: []string{"http_.*", "up"}, Exclude: []string{".*_bucket"}}).MetricFilter()
-	require.NoError(t, err)
-	for name, want := range map[string]bool{
-		"http_requests_total": true, "up": true, "backup": false, "http_duration_bucket": false, "go_goroutines": false,
-	} {
-		assert.Equal(t, want, keep(name), name)
-	}
-	all, err := (&Prometheus{}).MetricFilter()
-	require.NoError(t, err)
-	assert.True(t, all("anything"))
-	_, err = (&Prometheus{Exclude: []string{"("}}).MetricFilter()
-	assert.ErrorContains(t, err, `compile metric pattern "(": `)
 }
 
 // TestGoldenDirs loads each testdata/<case>/policies directory as the
@@ -299,7 +289,7 @@ func TestGoldenDirs(t *testing.T) {
 	require.NotEmpty(t, cases)
 	for _, dir := range cases {
 		t.Run(filepath.Base(filepath.Dir(dir)), func(t *testing.T) {
-			ps, err := LoadDir(dir, testEnv(t))
+			ps, err := policy.LoadDir(dir, testEnv(t))
 			var b strings.Builder
 			for _, p := range ps {
 				fmt.Fprintf(&b, "OK %s: policy %s revision %s\n", p.File, p.Metadata.Name, p.Revision)
@@ -326,7 +316,7 @@ func TestCheckPluginProblems(t *testing.T) {
 		}
 		return nil
 	}
-	_, err := Parse("web.yaml", []byte(`apiVersion: observer.polar/v1
+	_, err := policy.Parse("web.yaml", []byte(`apiVersion: observer.polar/v1
 kind: ObservationPolicy
 metadata: {name: web}
 spec:

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/polar/observerd/configs/yamldoc"
 )
 
 // RevisionLength is how many hex digits of the SHA-256 a revision keeps:
@@ -22,21 +24,79 @@ const RevisionLength = 12
 // The file name is not part of it, nor is the content of a wasm module
 // (pin that with sha256).
 func (p *Policy) revision() (string, error) {
-	observers := slices.Clone(p.Spec.Observers)
-	for i := range observers {
-		observers[i].Line = 0
+	observers := make([]json.RawMessage, len(p.Spec.Observers))
+	sorted := slices.SortedFunc(slices.Values(p.Spec.Observers), func(a, b Observer) int { return cmp.Compare(a.Name, b.Name) })
+	for i, o := range sorted {
+		c, err := canonical(o)
+		if err != nil {
+			return "", fmt.Errorf("compute revision: %w", err)
+		}
+		observers[i] = c
 	}
-	slices.SortFunc(observers, func(a, b Observer) int { return cmp.Compare(a.Name, b.Name) })
+	type spec struct {
+		Target    Target
+		Limits    Limits
+		Observers []json.RawMessage
+	}
 	data, err := json.Marshal(struct {
 		APIVersion, Kind string
 		Metadata         Metadata
-		Spec             Spec
-	}{p.APIVersion, p.Kind, p.Metadata, Spec{p.Spec.Target, p.Spec.Limits, observers}})
+		Spec             spec
+	}{p.APIVersion, p.Kind, p.Metadata, spec{p.Spec.Target, p.Spec.Limits, observers}})
 	if err != nil {
 		return "", fmt.Errorf("compute revision: %w", err)
 	}
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])[:RevisionLength], nil
+}
+
+// sectionKeys are the kinds whose sections were fields of Observer when
+// the canonical form was fixed, under those fields' names, in their
+// order. Revisions are published in events and compared across versions
+// of the daemon, so the form of an observer stays what encoding/json made
+// of that struct: its fields, then one key per kind of this list, null
+// but for the observer's own kind, then Line, zero. A kind added later
+// adds its section under its name, after these, to its own observers
+// only: adding a kind changes no revision of an existing policy.
+var sectionKeys = []struct{ kind, key string }{
+	{"http", "HTTP"}, {"prometheus", "Prometheus"}, {"tcp", "TCP"}, {"process", "Process"}, {"wasm", "WASM"},
+}
+
+// canonical is the canonical form of an observer (see sectionKeys).
+func canonical(o Observer) (json.RawMessage, error) {
+	head, err := json.Marshal(struct {
+		Name, Kind        string
+		Interval, Timeout yamldoc.Duration
+		Thresholds        Thresholds
+	}{o.Name, o.Kind, o.Interval, o.Timeout, o.Thresholds})
+	if err != nil {
+		return nil, err
+	}
+	section, err := json.Marshal(o.Section)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.Write(head[:len(head)-1]) // open, to append to
+	own := false
+	for _, s := range sectionKeys {
+		fmt.Fprintf(&b, ",%q:", s.key)
+		if s.kind == o.Kind {
+			b.Write(section)
+			own = true
+		} else {
+			b.WriteString("null")
+		}
+	}
+	if !own {
+		key, err := json.Marshal(o.Kind)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, ",%s:%s", key, section)
+	}
+	b.WriteString(`,"Line":0}`)
+	return b.Bytes(), nil
 }
 
 // Change is what differs between two versions of a policy, by observer
@@ -99,8 +159,7 @@ func observersOf(p *Policy) map[string]Observer {
 // sameObserver compares canonical forms; one that cannot be encoded counts
 // as changed, which restarts it rather than keeping something stale.
 func sameObserver(a, b Observer) bool {
-	a.Line, b.Line = 0, 0
-	ja, errA := json.Marshal(a)
-	jb, errB := json.Marshal(b)
+	ja, errA := canonical(a)
+	jb, errB := canonical(b)
 	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }

@@ -20,8 +20,8 @@ func UsageOf(policies ...*Policy) Usage {
 	for _, p := range policies {
 		for _, o := range p.Spec.Observers {
 			u.Observers++
-			if o.WASM != nil {
-				u.PluginMemory += o.WASM.MemoryLimit
+			if m, ok := o.Section.(PluginMemoryReserver); ok {
+				u.PluginMemory += m.PluginMemory()
 			}
 		}
 	}

@@ -1,8 +1,8 @@
 // Package observer is the observer actor: one per observer of a policy,
-// child of the task-manager. It runs its check on a schedule (interval with
-// jitter, never two runs at once, a hard timeout per run, backoff while the
-// target fails) off its mailbox, and sends each observation to the
-// state-manager as a messages.Emit.
+// child of the task-manager. It runs its kind's check (package kinds) on
+// a schedule (interval with jitter, never two runs at once, a hard timeout
+// per run, backoff while the target fails) off its mailbox, and sends
+// each observation to the state-manager as a protocol.Emit.
 //
 // A check that panics, in the mailbox or in its goroutine, fails the actor:
 // the task-manager restarts it with backoff and quarantines it when it keeps
@@ -11,6 +11,7 @@ package observer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,6 +25,7 @@ import (
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -36,8 +38,9 @@ type Spec struct {
 	// CorrelationID is the id of the policy event that tasked the observer;
 	// every event of the observer carries it.
 	CorrelationID string
-	// Shared is the policy's shared limits and HTTP client.
-	Shared *Shared
+	// Access is how the policy's observers reach its target, together:
+	// its limits and its HTTP client.
+	Access *kinds.TargetAccess
 	// Gate, while closed, makes the observer skip its turns.
 	Gate *protocol.Gate
 	// State receives the observer's events.
@@ -88,20 +91,18 @@ func (n *StopNote) get() (reason, causation string) {
 	return n.reason, n.causation
 }
 
-// maxResponse is MaxResponse, or its default.
-func (s *Spec) maxResponse() int64 {
-	if s.MaxResponse > 0 {
-		return int64(s.MaxResponse)
+// setup is what the observer's check is made from, with the defaults of
+// the daemon's settings.
+func (s *Spec) setup() kinds.Setup {
+	maxResponse, pidDirs := s.MaxResponse, s.PIDDirs
+	if maxResponse <= 0 {
+		maxResponse = policy.DefaultBounds().MaxResponseBytes
 	}
-	return int64(policy.DefaultBounds().MaxResponseBytes)
-}
-
-// pidDirs is PIDDirs, or its default.
-func (s *Spec) pidDirs() []string {
-	if s.PIDDirs != nil {
-		return s.PIDDirs
+	if pidDirs == nil {
+		pidDirs = policy.DefaultPIDDirs()
 	}
-	return policy.DefaultPIDDirs()
+	return kinds.Setup{Policy: s.Policy, Observer: &s.Observer, Path: s.Path(), Access: s.Access, MaxResponse: int64(maxResponse),
+		PIDDirs: pidDirs, Plugins: s.Plugins, PluginDir: s.PluginDir, Log: s.Log}
 }
 
 // Emitter is who the observer is in the events it emits.
@@ -112,30 +113,10 @@ func (s *Spec) Emitter() protocol.Emitter {
 // Path is the observer's path, its event source: observer/<policy>/<name>.
 func (s *Spec) Path() string { return s.Emitter().Path() }
 
-// check makes one turn's observations (events with their type and payload
-// set). An error fails the observer (observer.failed, a restart with
-// backoff): the built-in kinds never fail, they report what they saw; a
-// plugin fails when it traps, times out, hits a limit or says so. A check
-// is made once per observer and shared by the actor's incarnations, so
-// what it keeps (a plugin's state, a process's identity) outlives a
-// restart; one that is an io.Closer is closed when the observer stops.
-type check interface {
-	observe(ctx context.Context) ([]*messages.Event, error)
-}
-
-// one is a built-in kind's check: one observation per turn, no failure.
-type one struct {
-	run func(ctx context.Context) *messages.Event
-}
-
-func (o one) observe(ctx context.Context) ([]*messages.Event, error) {
-	return []*messages.Event{o.run(ctx)}, nil
-}
-
 // Actor is one observer.
 type Actor struct {
 	spec  Spec
-	check check
+	check kinds.Check
 
 	timer  *time.Timer
 	turn   uint64             // generation of the pending timer: ticks of stopped ones are stale
@@ -157,55 +138,17 @@ type ran struct {
 
 type crashed struct{ err error }
 
-// New returns an observer actor for spec.
-func New(spec Spec) (*Actor, error) {
-	c, err := newCheck(&spec)
-	if err != nil {
-		return nil, err
-	}
-	return &Actor{spec: spec, check: c}, nil
-}
-
 // Props for an observer. A spec that cannot run is a permanent failure: the
 // task-manager gives up on it at once instead of restarting it. The check
 // is made here, once, and shared by the actor's incarnations.
 func Props(spec Spec) *actor.Props {
-	c, err := newCheck(&spec)
+	c, err := kinds.NewCheck(spec.setup())
 	return actor.PropsFromProducer(func() actor.Actor {
 		if err != nil {
 			return &broken{err: &restart.Permanent{Err: err}}
 		}
 		return &Actor{spec: spec, check: c}
 	})
-}
-
-func newCheck(spec *Spec) (check, error) {
-	switch spec.Observer.Kind {
-	case policy.KindHTTP:
-		c, err := newHTTPCheck(spec)
-		return builtin(c, err)
-	case policy.KindPrometheus:
-		c, err := newPrometheusCheck(spec)
-		return builtin(c, err)
-	case policy.KindTCP:
-		c, err := newTCPCheck(spec)
-		return builtin(c, err)
-	case policy.KindProcess:
-		c, err := newProcessCheck(spec)
-		return builtin(c, err)
-	case policy.KindWASM:
-		return newWASMCheck(spec)
-	}
-	return nil, fmt.Errorf("observer %s: kind %q is not supported", spec.Path(), spec.Observer.Kind)
-}
-
-func builtin[C interface {
-	run(context.Context) *messages.Event
-}](c C, err error) (check, error) {
-	if err != nil {
-		return nil, err
-	}
-	return one{run: c.run}, nil
 }
 
 // Receive handles the actor's messages.
@@ -257,7 +200,12 @@ func (a *Actor) Receive(ctx actor.Context) {
 			a.observed(ctx, ev)
 		}
 		if msg.err != nil {
-			panic(msg.err) // the observer failed: its supervisor reports and restarts it
+			// The observer failed: its supervisor reports and restarts it,
+			// or gives up at once on what no restart mends.
+			if _, ok := errors.AsType[*kinds.Permanent](msg.err); ok {
+				panic(&restart.Permanent{Err: msg.err})
+			}
+			panic(msg.err)
 		}
 		d := a.delay()
 		a.schedule(ctx, d-d/20+jitter(d/10))
@@ -357,7 +305,7 @@ func (a *Actor) run(ctx actor.Context) bool {
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	go func() {
 		defer restart.Recover(func(err error) { root.Send(self, &crashed{err: err}) })
-		evs, err := a.check.observe(rctx)
+		evs, err := a.check.Observe(rctx)
 		root.Send(self, &ran{evs: evs, err: err})
 	}()
 	return true

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +27,8 @@ import (
 	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/kinds"
+	_ "github.com/polar/observerd/kinds/all"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -91,13 +92,13 @@ func setup(t *testing.T) *fixture {
 // start spawns one observer of p per name, sharing the policy's limits.
 func (f *fixture) start(t *testing.T, p *policy.Policy, names ...string) []*actor.PID {
 	t.Helper()
-	shared := observer.NewShared(p, allowList(t, f.allowed...), nil)
-	t.Cleanup(shared.Close)
+	access := kinds.NewTargetAccess(p, allowList(t, f.allowed...), nil)
+	t.Cleanup(access.Close)
 	var pids []*actor.PID
 	for _, name := range names {
 		o, ok := p.ObserverByName(name)
 		require.True(t, ok, name)
-		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Log: f.log,
+		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Access: access, State: f.state.PID, Log: f.log,
 			PIDDirs: f.pidDirs, MaxResponse: f.maxResponse}
 		pid, err := f.sys.Root.SpawnNamed(observer.Props(spec), spec.Path())
 		require.NoError(t, err)
@@ -640,9 +641,6 @@ func TestObserverThatCannotStartIsPermanent(t *testing.T) {
 	// A wasm observer without a plugin host cannot run.
 	p := parse(t, "http://127.0.0.1:1", "", "    - {name: plugin, kind: wasm, interval: 1s, wasm: {module: backlog.wasm}}\n")
 	spec := observer.Spec{Policy: p, Observer: p.Spec.Observers[0]}
-	_, err := observer.New(spec)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "observer/web/plugin: no plugin host")
 
 	// Spawned, it fails at start with a *restart.Permanent, so that its
 	// supervisor gives up at once.
@@ -660,7 +658,7 @@ func TestObserverThatCannotStartIsPermanent(t *testing.T) {
 	case f := <-gaveUp:
 		var perm *restart.Permanent
 		require.True(t, errors.As(f.Reason, &perm), "reason %v", f.Reason)
-		assert.Contains(t, f.Reason.Error(), "no plugin host")
+		assert.Contains(t, f.Reason.Error(), "observer/web/plugin: no plugin host")
 		assert.Equal(t, 1, f.Failures)
 	case <-time.After(actortest.Wait):
 		t.Fatal("the supervisor did not give up on the broken observer")
@@ -676,15 +674,15 @@ func TestClosedGateSkipsTurns(t *testing.T) {
 	p := parse(t, srv.URL, "{max_requests_per_second: 1000, max_concurrent_requests: 4}", `    - {name: gated, kind: http, interval: 10ms, timeout: 5ms, http: {path: /gated}}
     - {name: clock, kind: http, interval: 10ms, timeout: 5ms, http: {path: /clock}}
 `)
-	shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"), nil)
-	t.Cleanup(shared.Close)
+	access := kinds.NewTargetAccess(p, allowList(t, "127.0.0.0/8"), nil)
+	t.Cleanup(access.Close)
 	gate := &protocol.Gate{}
 	gate.Close(true)
 	reg := prometheus.NewRegistry()
 	metrics := observer.NewMetrics(reg)
 	for _, name := range []string{"gated", "clock"} {
 		o, _ := p.ObserverByName(name)
-		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Shared: shared, State: f.state.PID, Metrics: metrics, Log: f.log}
+		spec := observer.Spec{Policy: p, Observer: o, CorrelationID: correlation, Access: access, State: f.state.PID, Metrics: metrics, Log: f.log}
 		if name == "gated" {
 			spec.Gate = gate
 		}
@@ -895,32 +893,4 @@ func TestUnansweringServiceBlocksNothing(t *testing.T) {
 		assert.Less(t, time.Since(start), time.Second, "stopping waits for no observation")
 	}
 	assert.Empty(t, f.state.EventsOf(messages.TypeObservationHTTP), "an abandoned observation is not reported")
-}
-
-// TestExamplePolicies parses every sample policy of configs/examples (the
-// ones docs/observers/ show), so that they cannot rot: each is valid, has
-// observers of the kind it is named after, and each of its observers can
-// run.
-func TestExamplePolicies(t *testing.T) {
-	files, err := filepath.Glob("../../configs/examples/*.yaml")
-	require.NoError(t, err)
-	var kinds []string
-	for _, file := range files {
-		kind := strings.TrimSuffix(filepath.Base(file), ".yaml")
-		kinds = append(kinds, kind)
-		t.Run(kind, func(t *testing.T) {
-			p, err := policy.ParseFile(file, policy.Env{ProcessNames: []string{"observable"}})
-			require.NoError(t, err)
-			shared := observer.NewShared(p, allowList(t, "127.0.0.0/8"), nil)
-			t.Cleanup(shared.Close)
-			require.NotEmpty(t, p.Spec.Observers)
-			for _, o := range p.Spec.Observers {
-				assert.Equal(t, kind, o.Kind, "observer %s", o.Name)
-				_, err := observer.New(observer.Spec{Policy: p, Observer: o, Shared: shared})
-				assert.NoError(t, err, "observer %s", o.Name)
-			}
-		})
-	}
-	assert.ElementsMatch(t, []string{policy.KindHTTP, policy.KindPrometheus, policy.KindTCP, policy.KindProcess}, kinds,
-		"one sample policy per built-in kind")
 }

@@ -3,6 +3,7 @@ package state
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 )
 
@@ -81,21 +82,8 @@ func (m *metrics) count(path string, ev *messages.Event) {
 		return
 	}
 	res, _ := messages.ResultOf(ev)
-	m.observations.WithLabelValues(path, resultName(res)).Inc()
-	if kind, d, ok := latencyOf(ev); ok {
-		m.latency.WithLabelValues(kind).Observe(d)
+	m.observations.WithLabelValues(path, kinds.ResultName(res)).Inc()
+	if kind, d, ok := kinds.Latency(ev); ok {
+		m.latency.WithLabelValues(kind).Observe(d.Seconds())
 	}
-}
-
-// latencyOf is the latency an observation measured, in seconds.
-func latencyOf(ev *messages.Event) (kind string, seconds float64, ok bool) {
-	switch d := ev.Data.(type) {
-	case *messages.Event_Http:
-		return "http", d.Http.GetLatency().AsDuration().Seconds(), d.Http.GetLatency() != nil
-	case *messages.Event_Prometheus:
-		return "prometheus", d.Prometheus.GetLatency().AsDuration().Seconds(), d.Prometheus.GetLatency() != nil
-	case *messages.Event_Tcp:
-		return "tcp", d.Tcp.GetConnectLatency().AsDuration().Seconds(), d.Tcp.GetConnectLatency() != nil
-	}
-	return "", 0, false
 }

@@ -55,6 +55,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/polar/observerd/actors/protocol"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
@@ -204,11 +205,6 @@ const (
 	FlapTransitions = 4
 	FlapIntervals   = 20
 )
-
-// New returns the state-manager.
-func New(opts Options) *Actor {
-	return newActor(opts, newMetrics(opts.Metrics))
-}
 
 func newActor(opts Options, m *metrics) *Actor {
 	if opts.EventsPerSecond <= 0 {
@@ -592,7 +588,7 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 			Failures:            o.failures,
 			Restarts:            o.restarts,
 			LastError:           o.lastError,
-			LastResult:          resultName(o.last),
+			LastResult:          kinds.ResultName(o.last),
 			LastTime:            o.lastTime,
 			ConsecutiveFailures: o.failedInARow,
 			Observations:        o.observations,
@@ -612,8 +608,4 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 
 func stateName(s messages.ObserverState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "OBSERVER_STATE_"))
-}
-
-func resultName(r messages.Result) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))
 }

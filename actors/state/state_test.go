@@ -17,6 +17,7 @@ import (
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/configs/yamldoc"
+	_ "github.com/polar/observerd/kinds/all" // latency by kind
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"

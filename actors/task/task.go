@@ -28,6 +28,7 @@ import (
 	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -55,7 +56,7 @@ type Options struct {
 	PIDDirs     []string
 	MaxResponse yamldoc.ByteSize
 	// MaxResponseTotal (limits.max_response_bytes_total) bounds the
-	// answers all observers hold at once: the one observer.Budget of
+	// answers all observers hold at once: the one kinds.MemoryBudget of
 	// every policy; 0 means the default.
 	MaxResponseTotal yamldoc.ByteSize
 	// Supervision of the observers; zero means restart.Observers.
@@ -79,7 +80,7 @@ type Actor struct {
 	// of all policies' answers (both shared by the actor's incarnations,
 	// see Props).
 	pauses map[string]map[string]bool
-	budget *observer.Budget
+	budget *kinds.MemoryBudget
 }
 
 type ref struct {
@@ -93,7 +94,7 @@ type ref struct {
 type running struct {
 	policy      *policy.Policy
 	correlation string
-	shared      *observer.Shared
+	access      *kinds.TargetAccess
 	children    map[string]*actor.PID // observer name -> child
 	quarantined map[string]bool
 	paused      map[string]bool
@@ -124,7 +125,7 @@ func New(opts Options) *Actor {
 		opts.Supervision = restart.Observers
 	}
 	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}, pauses: map[string]map[string]bool{},
-		budget: observer.NewBudget(opts.MaxResponseTotal)}
+		budget: kinds.NewMemoryBudget(opts.MaxResponseTotal)}
 	a.strategy = restart.New(opts.Supervision, restart.Callbacks{
 		Failed: func(f restart.Failure) {
 			r, ok := a.children[f.Child.Id]
@@ -145,7 +146,7 @@ func New(opts Options) *Actor {
 // observers of an earlier incarnation still read hold on to it.
 func Props(opts Options) *actor.Props {
 	pauses := map[string]map[string]bool{}
-	budget := observer.NewBudget(opts.MaxResponseTotal)
+	budget := kinds.NewMemoryBudget(opts.MaxResponseTotal)
 	return actor.PropsFromProducer(func() actor.Actor {
 		a := New(opts)
 		a.pauses, a.budget = pauses, budget
@@ -179,7 +180,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		// A restart stops them too: the policy-manager resends what runs.
 		a.strategy.Stop()
 		for _, r := range a.policies {
-			r.shared.Close()
+			r.access.Close()
 		}
 	case *protocol.ApplyPolicy:
 		a.apply(ctx, msg)
@@ -188,7 +189,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 			for name := range r.children {
 				a.stopChild(ctx, r, name, "policy removed", msg.EventID)
 			}
-			r.shared.Close()
+			r.access.Close()
 			delete(a.policies, msg.Name)
 			delete(a.pauses, msg.Name) // a policy added again starts unpaused
 		}
@@ -242,11 +243,11 @@ func (a *Actor) apply(ctx actor.Context, msg *protocol.ApplyPolicy) {
 	if !sameChange(change, msg.Change) {
 		a.opts.Log.Warn().Str("policy", p.Metadata.Name).Msg("policy-manager's change differs from what runs: applying the change against what runs")
 	}
-	if r.shared == nil || change.TargetOrLimitsChanged {
-		if r.shared != nil {
-			r.shared.Close()
+	if r.access == nil || change.TargetOrLimitsChanged {
+		if r.access != nil {
+			r.access.Close()
 		}
-		r.shared = observer.NewShared(p, a.opts.Allowed, a.budget)
+		r.access = kinds.NewTargetAccess(p, a.opts.Allowed, a.budget)
 	}
 	for _, name := range change.Removed {
 		a.stopChild(ctx, r, name, "removed from its policy", msg.EventID)
@@ -341,7 +342,7 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		Policy:        r.policy,
 		Observer:      o,
 		CorrelationID: r.correlation,
-		Shared:        r.shared,
+		Access:        r.access,
 		Gate:          a.opts.Gate,
 		State:         a.opts.State,
 		Metrics:       a.opts.Metrics,

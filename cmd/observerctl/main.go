@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/polar/observerd/kinds/all" // the kinds whose policies it validates and whose observations it prints
 )
 
 func main() {

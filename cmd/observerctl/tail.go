@@ -16,6 +16,7 @@ import (
 
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 )
 
@@ -217,22 +218,13 @@ func line(ev *messages.Event) string {
 		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev)))
 }
 
+// summary renders an event's payload: an observation by its kind, the
+// daemon's own events here.
 func summary(ev *messages.Event) string {
+	if s, ok := kinds.Summary(ev); ok {
+		return s
+	}
 	switch d := ev.Data.(type) {
-	case *messages.Event_Http:
-		h := d.Http
-		return fmt.Sprintf("%s %s -> %d %s in %s %s", h.Method, h.Url, h.StatusCode, result(h.Result), h.Latency.AsDuration().Round(time.Microsecond), h.Error)
-	case *messages.Event_Prometheus:
-		p := d.Prometheus
-		return fmt.Sprintf("%s %s %d samples (%d dropped) in %s %s", p.Url, result(p.Result), len(p.Samples), p.SamplesDropped,
-			p.Latency.AsDuration().Round(time.Microsecond), p.Error)
-	case *messages.Event_Tcp:
-		c := d.Tcp
-		return fmt.Sprintf("%s %s in %s %s", c.Address, result(c.Result), c.ConnectLatency.AsDuration().Round(time.Microsecond), c.Error)
-	case *messages.Event_Process:
-		p := d.Process
-		return fmt.Sprintf("pid %d %s %s cpu %.2fs rss %s fds %d threads %d restarted=%t %s", p.Pid, p.Name, result(p.Result),
-			p.CpuSeconds, yamldoc.ByteSize(p.RssBytes), p.OpenFds, p.Threads, p.Restarted, p.Error)
 	case *messages.Event_StateChange:
 		s := d.StateChange
 		return fmt.Sprintf("%s: %s -> %s", s.Observer, state(s.OldState), state(s.NewState))
@@ -253,10 +245,6 @@ func summary(ev *messages.Event) string {
 		return fmt.Sprintf("version %s pid %d %s", d.Daemon.Version, d.Daemon.Pid, d.Daemon.Reason)
 	}
 	return ""
-}
-
-func result(r messages.Result) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))
 }
 
 func state(s messages.ObserverState) string {

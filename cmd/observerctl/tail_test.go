@@ -64,6 +64,8 @@ func TestSummaries(t *testing.T) {
 			"127.0.0.1:8080 error in 1.5ms refused"},
 		{&messages.Event{Data: &messages.Event_Process{Process: &messages.ProcessObservation{Pid: 42, Name: "web", Result: messages.Result_RESULT_OK, CpuSeconds: 1.25, RssBytes: 2 << 20, OpenFds: 9, Threads: 4}}},
 			"pid 42 web ok cpu 1.25s rss 2MiB fds 9 threads 4 restarted=false "},
+		{&messages.Event{Data: &messages.Event_Plugin{Plugin: &messages.PluginPayload{Plugin: "status-threshold.wasm", Schema: "polar.examples.status_threshold.v1", Payload: make([]byte, 12), CallDuration: ms}}},
+			"status-threshold.wasm polar.examples.status_threshold.v1 12 bytes in 1.5ms"},
 		{&messages.Event{Data: &messages.Event_StateChange{StateChange: &messages.StateChange{Observer: "observer/web/health", OldState: messages.ObserverState_OBSERVER_STATE_UP, NewState: messages.ObserverState_OBSERVER_STATE_DOWN}}},
 			"observer/web/health: up -> down"},
 		{&messages.Event{Data: &messages.Event_PolicyThrottled{PolicyThrottled: &messages.PolicyThrottled{Name: "flood", Window: durationpb.New(10 * time.Second), DroppedEvents: 4180, EventsPerSecond: 20, Burst: 64}}},

@@ -21,6 +21,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/polar/observerd/kinds/all" // the observer kinds it parses and runs
 )
 
 func main() {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"reflect"
 	"regexp"
@@ -47,6 +48,22 @@ const (
 // validation. The top-level value is the caller's to prepare.
 type Defaulter interface {
 	SetDefaults()
+}
+
+// Extensible is implemented (on the pointer) by a struct that takes keys
+// beyond its fields, known only at run time: an observer of a policy takes
+// one section per observer kind, named by the kind, of the kind's own
+// type. For a key that is not a field, the decoder asks NewExtension for a
+// pointer to a fresh value to decode it into (nil: not a key of the
+// struct), calls its SetDefaults (Defaulter) first, and hands it back
+// with SetExtension unless the document's value is null, so that a null
+// leaves the key absent as it leaves a pointer field nil.
+// ExtensionKeys lists the keys it takes, for the suggestion of an unknown
+// key.
+type Extensible interface {
+	ExtensionKeys() []string
+	NewExtension(key string) any
+	SetExtension(key string, value any)
 }
 
 // Document records where each key path of a decoded file is, so that
@@ -560,14 +577,43 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	fields := yamlFields(v.Type())
+	var ext Extensible
+	if v.CanAddr() {
+		ext, _ = v.Addr().Interface().(Extensible)
+	}
 	for _, e := range d.entries(n, path) {
-		i, ok := fields[e.key.Value]
-		if !ok {
-			d.fail(e.key, PathKey(path, e.key.Value), "unknown key %s%s", shownKey(e.key.Value), suggest(e.key.Value, fields))
+		if i, ok := fields[e.key.Value]; ok {
+			d.value(e.value, v.Field(i), PathKey(path, e.key.Value), e.key)
 			continue
 		}
-		d.value(e.value, v.Field(i), PathKey(path, e.key.Value), e.key)
+		if ext != nil {
+			if x := ext.NewExtension(e.key.Value); x != nil {
+				ptr := reflect.ValueOf(x)
+				setDefaults(ptr)
+				d.value(e.value, ptr.Elem(), PathKey(path, e.key.Value), e.key)
+				if !isNull(e.value) {
+					ext.SetExtension(e.key.Value, x)
+				}
+				continue
+			}
+		}
+		known := fields
+		if ext != nil {
+			known = maps.Clone(fields)
+			for _, k := range ext.ExtensionKeys() {
+				known[k] = -1
+			}
+		}
+		d.fail(e.key, PathKey(path, e.key.Value), "unknown key %s%s", shownKey(e.key.Value), suggest(e.key.Value, known))
 	}
+}
+
+// isNull reports whether n, or what it is an alias of, is null.
+func isNull(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
 // yamlFields maps the YAML names of a struct's fields to their index, the

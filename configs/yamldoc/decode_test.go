@@ -278,3 +278,48 @@ func TestPathHelpers(t *testing.T) {
 		assert.Equal(t, parent, parentPath(path), path)
 	}
 }
+
+// extended takes, beyond its fields, one key per name in its extensions,
+// each decoded into an item.
+type extended struct {
+	Name string `yaml:"name"`
+	got  map[string]*item
+}
+
+func (e *extended) ExtensionKeys() []string { return []string{"alpha", "beta"} }
+
+func (e *extended) NewExtension(key string) any {
+	if key != "alpha" && key != "beta" {
+		return nil
+	}
+	return &item{}
+}
+
+func (e *extended) SetExtension(key string, value any) {
+	if e.got == nil {
+		e.got = map[string]*item{}
+	}
+	e.got[key] = value.(*item)
+}
+
+// TestDecodeExtensions: the keys an Extensible takes beyond its fields
+// are decoded strictly into the values it makes, with their defaults and
+// positions; a null leaves the key out; an unknown key is suggested
+// among the fields and the extensions.
+func TestDecodeExtensions(t *testing.T) {
+	var e extended
+	doc, err := Decode("e.yaml", []byte("name: n\nalpha: {id: a}\nbeta:\n"), &e)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]*item{"alpha": {ID: "a", Kind: "default"}}, e.got, "beta is null: absent")
+	assert.Equal(t, 2, doc.Line("alpha.id"))
+	assert.True(t, doc.Has("beta"))
+
+	e = extended{}
+	_, err = Decode("e.yaml", []byte("alpha: {id: a, size: 1}\nalpah: {}\ngamma: 1\n"), &e)
+	assert.Equal(t, []string{
+		`e.yaml:1:16: alpha.size: unknown key "size"; valid keys: id, kind`,
+		`e.yaml:2:1: alpah: unknown key "alpah" (did you mean "alpha"?)`,
+		`e.yaml:3:1: gamma: unknown key "gamma"; valid keys: alpha, beta, name`,
+	}, Lines(err))
+	assert.Contains(t, e.got, "alpha", "a value with problems is still handed back")
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
@@ -305,8 +306,8 @@ spec:
 	if err != nil {
 		return nil, nil, fmt.Errorf("plugins policy: %w", err)
 	}
-	shared := observer.NewShared(p, allowed, nil)
-	defer shared.Close()
+	access := kinds.NewTargetAccess(p, allowed, nil)
+	defer access.Close()
 	ask := map[string]func() error{}
 	for _, o := range p.Spec.Observers {
 		evs := make(chan *messages.Event, 16)
@@ -317,12 +318,12 @@ spec:
 		}))
 		defer e.sys.Root.Stop(state)
 		pid := e.sys.Root.Spawn(observer.Props(observer.Spec{
-			Policy: p, Observer: o, CorrelationID: "bench", Shared: shared, State: state,
+			Policy: p, Observer: o, CorrelationID: "bench", Access: access, State: state,
 			Plugins: host, PluginDir: pluginDir, Log: e.log.With().Str("row", "plugins").Logger(),
 		}))
 		defer func() { _ = e.sys.Root.StopFuture(pid).Wait() }()
 		check := checkHTTPEvent
-		if o.Kind == policy.KindWASM {
+		if o.Kind == "wasm" {
 			check = checkPluginEvent
 		}
 		ask[o.Kind] = func() error {
@@ -337,7 +338,7 @@ spec:
 			}
 		}
 	}
-	plugin, builtin, err = alternate(pluginRounds, calls, ask[policy.KindWASM], ask[policy.KindHTTP])
+	plugin, builtin, err = alternate(pluginRounds, calls, ask["wasm"], ask["http"])
 	if err != nil {
 		return nil, nil, fmt.Errorf("observer actors: %w", err)
 	}

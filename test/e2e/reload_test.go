@@ -15,6 +15,7 @@ import (
 
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/configs/yamldoc"
+	_ "github.com/polar/observerd/kinds/all" // to compute the revisions the daemon publishes
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )

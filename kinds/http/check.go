@@ -1,9 +1,8 @@
-package observer
+package http
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -11,34 +10,30 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
-	"github.com/polar/observerd/policy"
 )
 
-// httpCheck is the `http` kind: one request to the policy's target, its
-// status checked against expect_status, its body (capped) optionally
-// matched and mined for values by JSON pointer.
-type httpCheck struct {
-	spec   *policy.HTTP
+// check is one http observer's: one request to the policy's target per
+// turn, its status checked against expect_status, its body (capped)
+// optionally matched and mined for values by JSON pointer.
+type check struct {
+	spec   *Section
 	url    string
 	client *http.Client
-	shared *Shared
+	access *kinds.TargetAccess
 	match  *regexp.Regexp
 	// maxBody is max_body_bytes, within limits.max_response_bytes (which
 	// policy validation also enforces).
 	maxBody int64
 }
 
-func newHTTPCheck(s *Spec) (*httpCheck, error) {
-	h := s.Observer.HTTP
-	if h == nil {
-		return nil, errors.New("http observer without an http section")
-	}
-	c := &httpCheck{
+func newCheck(h *Section, s kinds.Setup) (kinds.Check, error) {
+	c := &check{
 		spec:    h,
 		url:     strings.TrimSuffix(s.Policy.Spec.Target.URL, "/") + h.Path,
-		shared:  s.Shared,
-		maxBody: min(int64(h.MaxBodyBytes), s.maxResponse()),
+		access:  s.Access,
+		maxBody: min(int64(h.MaxBodyBytes), s.MaxResponse),
 	}
 	if h.BodyMatch != "" {
 		re, err := regexp.Compile(h.BodyMatch)
@@ -47,57 +42,57 @@ func newHTTPCheck(s *Spec) (*httpCheck, error) {
 		}
 		c.match = re
 	}
-	c.client = s.Shared.clientFor(h.FollowRedirects, h.MaxRedirects)
-	return c, nil
+	c.client = s.Access.Client(h.FollowRedirects, h.MaxRedirects)
+	return kinds.OneObservation(c.observe), nil
 }
 
-func (c *httpCheck) run(ctx context.Context) *messages.Event {
+func (c *check) observe(ctx context.Context) *messages.Event {
 	ev := messages.NewEvent(messages.TypeObservationHTTP)
 	obs := &messages.HttpObservation{Url: c.url, Method: c.method()}
 	ev.Data = &messages.Event_Http{Http: obs}
 
 	req, err := http.NewRequestWithContext(ctx, obs.Method, c.url, nil)
 	if err != nil {
-		obs.Result, obs.Error = failure(ctx, err)
+		obs.Result, obs.Error = kinds.Failure(ctx, err)
 		return ev
 	}
 	for k, v := range c.spec.Headers {
 		req.Header.Set(k, v)
 	}
-	a, done, err := c.shared.fetch(ctx, c.client, req, c.maxBody)
+	a, done, err := c.access.Fetch(ctx, c.client, req, c.maxBody)
 	defer done() // the body is matched and mined below
-	obs.Latency, obs.TlsNotAfter = a.latency, a.tlsNotAfter
-	obs.StatusCode, obs.BodyBytes = int32(a.status), int64(len(a.body))
+	obs.Latency, obs.TlsNotAfter = a.Latency, a.TLSNotAfter
+	obs.StatusCode, obs.BodyBytes = int32(a.Status), int64(len(a.Body))
 	if err != nil {
-		obs.Result, obs.Error = failure(ctx, err)
+		obs.Result, obs.Error = kinds.Failure(ctx, err)
 		return ev
 	}
 	obs.Result = messages.Result_RESULT_OK
-	if !slices.Contains(c.expected(), a.status) {
+	if !slices.Contains(c.expected(), a.Status) {
 		obs.Result = messages.Result_RESULT_FAILED
-		obs.Error = fmt.Sprintf("status %d, expected %v", a.status, c.expected())
+		obs.Error = fmt.Sprintf("status %d, expected %v", a.Status, c.expected())
 	}
 	if c.match != nil {
-		obs.BodyMatched = c.match.Match(a.body)
+		obs.BodyMatched = c.match.Match(a.Body)
 		if !obs.BodyMatched && obs.Result == messages.Result_RESULT_OK {
 			obs.Result = messages.Result_RESULT_FAILED
 			obs.Error = fmt.Sprintf("body does not match %q", c.spec.BodyMatch)
 		}
 	}
 	if len(c.spec.Extract) > 0 {
-		obs.Values = extract(a.body, c.spec.Extract)
+		obs.Values = extract(a.Body, c.spec.Extract)
 	}
 	return ev
 }
 
-func (c *httpCheck) method() string {
+func (c *check) method() string {
 	if c.spec.Method == "" {
 		return http.MethodGet
 	}
 	return c.spec.Method
 }
 
-func (c *httpCheck) expected() []int {
+func (c *check) expected() []int {
 	if len(c.spec.ExpectStatus) == 0 {
 		return []int{http.StatusOK}
 	}

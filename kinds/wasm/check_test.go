@@ -1,4 +1,4 @@
-package observer
+package wasm
 
 import (
 	"context"
@@ -15,9 +15,18 @@ import (
 
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
 )
+
+// The tests of a kind run with that kind alone registered: kinds/all,
+// which registers every kind, imports this package.
+func init() {
+	if err := kinds.Register(Kind); err != nil {
+		panic(err)
+	}
+}
 
 // TestPluginSpecOfTheWASMKind: a plugin observer's http_request goes
 // through its policy's dialer, which checks the address connected (here
@@ -44,18 +53,19 @@ spec:
 	require.NoError(t, err)
 	allowed, err := targets.Parse([]string{"::1/128"})
 	require.NoError(t, err)
-	shared := NewShared(p, allowed, nil)
-	t.Cleanup(shared.Close)
+	access := kinds.NewTargetAccess(p, allowed, nil)
+	t.Cleanup(access.Close)
 	host, err := wasm.NewHost(context.Background(), wasm.HostOptions{Log: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = host.Close(context.Background()) })
 
-	c, err := newWASMCheck(&Spec{Policy: p, Observer: p.Spec.Observers[0], Shared: shared, Plugins: host,
-		PluginDir: t.TempDir(), MaxResponse: 4 * yamldoc.KiB})
+	made, err := kinds.NewCheck(kinds.Setup{Policy: p, Observer: &p.Spec.Observers[0], Access: access, Plugins: host,
+		PluginDir: t.TempDir(), MaxResponse: int64(4 * yamldoc.KiB)})
 	require.NoError(t, err)
+	c := made.(*check)
 	assert.True(t, c.spec.Installed)
 	assert.Equal(t, int64(4096), c.spec.MaxBodyBytes)
-	assert.Equal(t, int64(4097), c.spec.HTTP.(pluginHTTP).reserve, "the host reads a byte over the cap")
+	assert.Equal(t, int64(4097), c.spec.HTTP.(kinds.HoldingClient).Reserve, "the host reads a byte over the cap")
 
 	req, err := http.NewRequest(http.MethodGet, target+"/", nil)
 	require.NoError(t, err)

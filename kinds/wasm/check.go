@@ -1,29 +1,26 @@
-package observer
+package wasm
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/polar/observerd/actors/restart"
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/wasm"
 )
 
-// wasmCheck is the `wasm` kind: a plugin module run in the plugin host's
-// sandbox (package wasm). Each turn is one polar_observe call; every
-// PluginObservation the plugin emits becomes an observation.plugin event.
-// A trap, a timeout, a limit hit or a non-zero result fails the observer.
-type wasmCheck struct {
+// check is one wasm observer's. Each turn is one polar_observe call;
+// every PluginObservation the plugin emits becomes an observation.plugin
+// event. A trap, a timeout, a limit hit or a non-zero result fails the
+// observer.
+type check struct {
 	host   *wasm.Host
 	spec   wasm.PluginSpec
 	module string
@@ -36,13 +33,9 @@ type wasmCheck struct {
 	plugin *wasm.Plugin
 }
 
-func newWASMCheck(s *Spec) (*wasmCheck, error) {
-	w := s.Observer.WASM
-	switch {
-	case w == nil:
-		return nil, errors.New("wasm observer without a wasm section")
-	case s.Plugins == nil:
-		return nil, fmt.Errorf("observer %s: no plugin host", s.Path())
+func newCheck(w *Section, s kinds.Setup) (kinds.Check, error) {
+	if s.Plugins == nil {
+		return nil, fmt.Errorf("observer %s: no plugin host", s.Path)
 	}
 	config, err := json.Marshal(w.Config)
 	if err != nil {
@@ -51,8 +44,8 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 	t := s.Policy.Spec.Target
 	// The plugin's http_response bodies are answers too, which the host
 	// caps at wasm.MaxBodyBytes whatever the daemon allows.
-	maxBody := min(s.maxResponse(), wasm.MaxBodyBytes)
-	return &wasmCheck{host: s.Plugins, module: w.Module, spec: wasm.PluginSpec{
+	maxBody := min(s.MaxResponse, wasm.MaxBodyBytes)
+	return &check{host: s.Plugins, module: w.Module, spec: wasm.PluginSpec{
 		Path:        filepath.Join(s.PluginDir, w.Module),
 		SHA256:      w.SHA256,
 		Observer:    s.Observer.Name,
@@ -61,7 +54,7 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 		MemoryLimit: uint64(w.MemoryLimit),
 		Timeout:     time.Duration(w.Timeout),
 		// The host reads a byte over the cap, to tell a body cut.
-		HTTP:         pluginHTTP{shared: s.Shared, client: s.Shared.clientFor(false, 0), reserve: maxBody + 1},
+		HTTP:         s.Access.HoldingClient(maxBody + 1),
 		MaxBodyBytes: maxBody,
 		// Checked again at every load, since the file may have changed
 		// since its policy was validated.
@@ -70,7 +63,8 @@ func newWASMCheck(s *Spec) (*wasmCheck, error) {
 	}}, nil
 }
 
-func (c *wasmCheck) observe(ctx context.Context) ([]*messages.Event, error) {
+// Observe runs one plugin call.
+func (c *check) Observe(ctx context.Context) ([]*messages.Event, error) {
 	p, err := c.start(ctx)
 	if err != nil {
 		return nil, permanentIfModule(err)
@@ -98,7 +92,7 @@ func (c *wasmCheck) observe(ctx context.Context) ([]*messages.Event, error) {
 }
 
 // start makes the plugin at the first turn.
-func (c *wasmCheck) start(ctx context.Context) (*wasm.Plugin, error) {
+func (c *check) start(ctx context.Context) (*wasm.Plugin, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.plugin == nil {
@@ -119,67 +113,17 @@ func (c *wasmCheck) start(ctx context.Context) (*wasm.Plugin, error) {
 func permanentIfModule(err error) error {
 	var me *wasm.ModuleError
 	if errors.As(err, &me) {
-		return &restart.Permanent{Err: err}
+		return &kinds.Permanent{Err: err}
 	}
 	return err
 }
 
 // Close releases the plugin's instance and module.
-func (c *wasmCheck) Close() error {
+func (c *check) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.plugin == nil {
 		return nil
 	}
 	return c.plugin.Close(context.Background())
-}
-
-// pluginHTTP is a plugin's http_request under its policy's limits: a token
-// and a slot per request, then what the host reads of the body at most
-// (reserve) of the daemon's budget, both held until the host closes the
-// body, once it has read and encoded it. Redirects are not followed here:
-// the host follows them, and asks Allowed about every hop.
-type pluginHTTP struct {
-	shared  *Shared
-	client  *http.Client
-	reserve int64
-}
-
-func (p pluginHTTP) Do(req *http.Request) (*http.Response, error) {
-	slot, err := p.shared.acquire(req.Context())
-	if err != nil {
-		return nil, err
-	}
-	memory, err := p.shared.budget.reserve(req.Context(), p.reserve)
-	if err != nil {
-		slot()
-		return nil, err
-	}
-	release := func() {
-		memory()
-		slot()
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
-	return resp, nil
-}
-
-func (p pluginHTTP) Allowed(u *url.URL) error { return p.shared.checkURL(u) }
-
-// releasingBody frees a concurrency slot and the body's memory when it is
-// closed.
-type releasingBody struct {
-	io.ReadCloser
-	release func()
-	once    sync.Once
-}
-
-func (b *releasingBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.release)
-	return err
 }

@@ -1,4 +1,4 @@
-package observer
+package kinds_test
 
 import (
 	"context"
@@ -17,15 +17,18 @@ import (
 
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/kinds"
+	_ "github.com/polar/observerd/kinds/all"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
 
-// budgetSpec is the spec of the one observer of policy name (the YAML of
-// a list item of spec.observers) targeting url, which allows 4 requests
-// at once, holding answers of at most maxResponse bytes within budget.
-func budgetSpec(t *testing.T, name, url, observer string, budget *Budget, maxResponse yamldoc.ByteSize) *Spec {
+// budgetSetup is the setup of the one observer of policy name (the YAML
+// of a list item of spec.observers) targeting url, which allows 4
+// requests at once, holding answers of at most maxResponse bytes within
+// budget.
+func budgetSetup(t *testing.T, name, url, observer string, budget *kinds.MemoryBudget, maxResponse yamldoc.ByteSize) kinds.Setup {
 	t.Helper()
 	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
 	require.NoError(t, err)
@@ -39,9 +42,23 @@ spec:
     - %s
 `, name, name, url, observer), policy.Env{Allowed: allowed, Limits: actortest.Limits()})
 	require.NoError(t, err)
-	shared := NewShared(p, allowed, budget)
-	t.Cleanup(shared.Close)
-	return &Spec{Policy: p, Observer: p.Spec.Observers[0], Shared: shared, MaxResponse: maxResponse}
+	access := kinds.NewTargetAccess(p, allowed, budget)
+	t.Cleanup(access.Close)
+	return kinds.Setup{Policy: p, Observer: &p.Spec.Observers[0], Access: access, MaxResponse: int64(maxResponse)}
+}
+
+// check makes the check of setup.
+func check(t *testing.T, setup kinds.Setup) kinds.Check {
+	t.Helper()
+	c, err := kinds.NewCheck(setup)
+	require.NoError(t, err)
+	return c
+}
+
+// observeOnce makes one observation of a built-in kind.
+func observeOnce(ctx context.Context, c kinds.Check) *messages.Event {
+	evs, _ := c.Observe(ctx)
+	return evs[0]
 }
 
 // raise sets peak to v when v is higher.
@@ -64,13 +81,13 @@ type blockingServer struct {
 }
 
 // newBlockingServer answers body; held is read at each arrival.
-func newBlockingServer(t *testing.T, body string, budget *Budget) *blockingServer {
+func newBlockingServer(t *testing.T, body string, budget *kinds.MemoryBudget) *blockingServer {
 	t.Helper()
 	s := &blockingServer{proceed: make(chan struct{})}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
 		raise(&s.peak, s.inFlight.Add(1))
-		raise(&s.peakHeld, budget.held.Load())
+		raise(&s.peakHeld, budget.Held())
 		defer s.inFlight.Add(-1)
 		select {
 		case <-s.proceed:
@@ -107,7 +124,7 @@ func TestBudgetBoundsAllPolicies(t *testing.T) {
 	// prometheus and plugins reserve a byte more than the cap, to tell a
 	// page or a body over it.
 	total := int64(fits * (capBytes + 1))
-	budget := NewBudget(yamldoc.ByteSize(total))
+	budget := kinds.NewMemoryBudget(yamldoc.ByteSize(total))
 	body := "up 1\n" + strings.Repeat("#\n", (capBytes-5)/2)
 	srv := newBlockingServer(t, body, budget)
 
@@ -128,23 +145,22 @@ func TestBudgetBoundsAllPolicies(t *testing.T) {
 			})
 		}
 	}
-	spec := func(name, observer string) *Spec { return budgetSpec(t, name, srv.URL, observer, budget, capBytes) }
+	setup := func(name, observer string) kinds.Setup {
+		return budgetSetup(t, name, srv.URL, observer, budget, capBytes)
+	}
 	for _, name := range []string{"web", "api"} {
-		c, err := newHTTPCheck(spec(name, "{name: health, kind: http, interval: 1s, http: {max_body_bytes: 64KiB}}"))
-		require.NoError(t, err)
+		c := check(t, setup(name, "{name: health, kind: http, interval: 1s, http: {max_body_bytes: 64KiB}}"))
 		observe(func(ctx context.Context) string {
-			obs := c.run(ctx).GetHttp()
+			obs := observeOnce(ctx, c).GetHttp()
 			return fmt.Sprintf("http %s %d %s", obs.Result, obs.BodyBytes, obs.Error)
 		})
 	}
-	c, err := newPrometheusCheck(spec("metrics", "{name: metrics, kind: prometheus, interval: 1s, prometheus: {}}"))
-	require.NoError(t, err)
+	c := check(t, setup("metrics", "{name: metrics, kind: prometheus, interval: 1s, prometheus: {}}"))
 	observe(func(ctx context.Context) string {
-		obs := c.run(ctx).GetPrometheus()
+		obs := observeOnce(ctx, c).GetPrometheus()
 		return fmt.Sprintf("prometheus %s %d %s", obs.Result, len(obs.Samples), obs.Error)
 	})
-	s := spec("plugin", "{name: plugin, kind: http, interval: 1s, http: {}}").Shared
-	plugin := pluginHTTP{shared: s, client: s.clientFor(false, 0), reserve: capBytes + 1}
+	plugin := setup("plugin", "{name: plugin, kind: http, interval: 1s, http: {}}").Access.HoldingClient(capBytes + 1)
 	observe(func(ctx context.Context) string {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
 		if err != nil {
@@ -169,7 +185,7 @@ func TestBudgetBoundsAllPolicies(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, int64(fits), srv.peak.Load(), "requests at the service at once")
 	assert.LessOrEqual(t, srv.peakHeld.Load(), total, "bytes reserved at once")
-	assert.Zero(t, budget.held.Load(), "every reservation is given back")
+	assert.Zero(t, budget.Held(), "every reservation is given back")
 	assert.Equal(t, int64(4*perPolicy), srv.requests.Load())
 	want := map[string]int{
 		fmt.Sprintf("http RESULT_OK %d ", len(body)):  2 * perPolicy,
@@ -189,35 +205,33 @@ func TestBudgetBoundsAllPolicies(t *testing.T) {
 // service; so does a plugin's request. The held answer is unharmed.
 func TestBudgetWaitEndsAtTheDeadline(t *testing.T) {
 	const capBytes = 64 << 10
-	budget := NewBudget(capBytes)
+	budget := kinds.NewMemoryBudget(capBytes)
 	srv := newBlockingServer(t, "ok", budget)
-	spec := func(name string) *Spec {
-		return budgetSpec(t, name, srv.URL, "{name: health, kind: http, interval: 1s, http: {max_body_bytes: 64KiB}}", budget, capBytes)
+	setup := func(name string) kinds.Setup {
+		return budgetSetup(t, name, srv.URL, "{name: health, kind: http, interval: 1s, http: {max_body_bytes: 64KiB}}", budget, capBytes)
 	}
-	holder, err := newHTTPCheck(spec("holder"))
-	require.NoError(t, err)
+	holder := check(t, setup("holder"))
 	held := make(chan *messages.HttpObservation, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*actortest.Wait)
 		defer cancel()
-		held <- holder.run(ctx).GetHttp()
+		held <- observeOnce(ctx, holder).GetHttp()
 	}()
 	require.Eventually(t, func() bool { return srv.inFlight.Load() == 1 }, actortest.Wait, time.Millisecond)
-	require.Equal(t, int64(capBytes), budget.held.Load())
+	require.Equal(t, int64(capBytes), budget.Held())
 
 	const timeout = 200 * time.Millisecond
-	waiter, err := newHTTPCheck(spec("waiter"))
-	require.NoError(t, err)
+	waiter := check(t, setup("waiter"))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	obs := waiter.run(ctx).GetHttp()
+	obs := observeOnce(ctx, waiter).GetHttp()
 	assert.GreaterOrEqual(t, time.Since(start), timeout, "it waited for its whole timeout")
 	assert.Equal(t, messages.Result_RESULT_TIMEOUT, obs.Result)
 	assert.Equal(t, "wait for memory for the answer (limits.max_response_bytes_total): context deadline exceeded", obs.Error)
 
-	s := spec("plugin").Shared
-	plugin := pluginHTTP{shared: s, client: s.clientFor(false, 0), reserve: capBytes + 1}
+	access := setup("plugin").Access
+	plugin := access.HoldingClient(capBytes + 1)
 	pctx, pcancel := context.WithTimeout(context.Background(), timeout)
 	defer pcancel()
 	req, err := http.NewRequestWithContext(pctx, http.MethodGet, srv.URL, nil)
@@ -228,11 +242,11 @@ func TestBudgetWaitEndsAtTheDeadline(t *testing.T) {
 	}
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "wait for memory for the answer")
-	assert.Len(t, s.slots, 0, "the slot is given back")
+	assert.Zero(t, access.SlotsTaken(), "the slot is given back")
 
 	assert.Equal(t, int64(1), srv.requests.Load(), "the waiters asked the service nothing")
 	srv.let(t)
 	got := <-held
 	assert.Equal(t, messages.Result_RESULT_OK, got.Result, got.Error)
-	assert.Zero(t, budget.held.Load())
+	assert.Zero(t, budget.Held())
 }

@@ -1,9 +1,8 @@
-package observer
+package prometheus
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -14,18 +13,16 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
-	"github.com/polar/observerd/policy"
 )
 
-// prometheusCheck is the `prometheus` kind: one scrape of a metrics page
-// of the target in the text exposition format, its families filtered by
-// name and labels and carried as typed samples.
-type prometheusCheck struct {
-	spec   *policy.Prometheus
+// check is one prometheus observer's: one scrape per turn.
+type check struct {
+	spec   *Section
 	url    string
 	client *http.Client
-	shared *Shared
+	access *kinds.TargetAccess
 	keep   func(name string) bool
 	// maxBytes caps a metrics page (limits.max_response_bytes). A larger
 	// page is the wrong path or a runaway exporter, and reading it whole
@@ -34,57 +31,54 @@ type prometheusCheck struct {
 	maxBytes int64
 }
 
-func newPrometheusCheck(s *Spec) (*prometheusCheck, error) {
-	m := s.Observer.Prometheus
-	if m == nil {
-		return nil, errors.New("prometheus observer without a prometheus section")
-	}
+func newCheck(m *Section, s kinds.Setup) (kinds.Check, error) {
 	keep, err := m.MetricFilter()
 	if err != nil {
 		return nil, err
 	}
-	return &prometheusCheck{
+	c := &check{
 		spec: m,
 		url:  strings.TrimSuffix(s.Policy.Spec.Target.URL, "/") + m.Path,
 		// A metrics page that moved is a misconfigured path: the redirect
 		// is reported (status 3xx), not followed.
-		client:   s.Shared.clientFor(false, 0),
-		shared:   s.Shared,
+		client:   s.Access.Client(false, 0),
+		access:   s.Access,
 		keep:     keep,
-		maxBytes: s.maxResponse(),
-	}, nil
+		maxBytes: s.MaxResponse,
+	}
+	return kinds.OneObservation(c.observe), nil
 }
 
-func (c *prometheusCheck) run(ctx context.Context) *messages.Event {
+func (c *check) observe(ctx context.Context) *messages.Event {
 	ev := messages.NewEvent(messages.TypeObservationPrometheus)
 	obs := &messages.PrometheusObservation{Url: c.url}
 	ev.Data = &messages.Event_Prometheus{Prometheus: obs}
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
-		obs.Result, obs.Error = failure(ctx, err)
+		obs.Result, obs.Error = kinds.Failure(ctx, err)
 		return ev
 	}
 	// Ask for the text format: an exporter built on client_golang would
 	// otherwise be free to answer protobuf or OpenMetrics.
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	a, done, err := c.shared.fetch(ctx, c.client, req, c.maxBytes+1)
+	a, done, err := c.access.Fetch(ctx, c.client, req, c.maxBytes+1)
 	// Given back once the page is parsed and dropped: the parser holds
 	// more than the page meanwhile, which the unit's memory sizing counts.
 	defer done()
-	obs.Latency = a.latency
+	obs.Latency = a.Latency
 	switch {
 	case err != nil:
-		obs.Result, obs.Error = failure(ctx, err)
-	case a.status != http.StatusOK:
-		obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("status %d, expected 200", a.status)
-	case int64(len(a.body)) > c.maxBytes:
+		obs.Result, obs.Error = kinds.Failure(ctx, err)
+	case a.Status != http.StatusOK:
+		obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("status %d, expected 200", a.Status)
+	case int64(len(a.Body)) > c.maxBytes:
 		obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("read metrics: larger than %d bytes", c.maxBytes)
 	default:
 		// A parser per scrape: TextParser keeps state and is not safe
 		// for concurrent use.
 		parser := expfmt.NewTextParser(model.UTF8Validation)
-		families, err := parser.TextToMetricFamilies(bytes.NewReader(a.body))
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(a.Body))
 		if err != nil {
 			obs.Result, obs.Error = messages.Result_RESULT_FAILED, fmt.Sprintf("parse metrics: %v", err)
 			return ev
@@ -98,7 +92,7 @@ func (c *prometheusCheck) run(ctx context.Context) *messages.Event {
 // samples selects the series of the scraped families that the policy
 // keeps, as typed samples, and counts those beyond sample_limit. Families
 // go in name order, so that the limit always keeps the same ones.
-func (c *prometheusCheck) samples(families map[string]*dto.MetricFamily) (out []*messages.Sample, dropped int64) {
+func (c *check) samples(families map[string]*dto.MetricFamily) (out []*messages.Sample, dropped int64) {
 	for _, name := range slices.Sorted(maps.Keys(families)) {
 		if !c.keep(name) {
 			continue
@@ -121,7 +115,7 @@ func (c *prometheusCheck) samples(families map[string]*dto.MetricFamily) (out []
 
 // matches reports whether labels hold every match_labels value; an absent
 // label has the empty value, as in Prometheus selectors.
-func (c *prometheusCheck) matches(labels map[string]string) bool {
+func (c *check) matches(labels map[string]string) bool {
 	for k, v := range c.spec.MatchLabels {
 		if labels[k] != v {
 			return false

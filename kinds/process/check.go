@@ -1,4 +1,4 @@
-package observer
+package process
 
 import (
 	"context"
@@ -17,25 +17,25 @@ import (
 	"github.com/prometheus/procfs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
-	"github.com/polar/observerd/policy"
 )
 
 // errNotRunning says that the process looked for is not there, as opposed
 // to the daemon being unable to look.
 var errNotRunning = errors.New("not running")
 
-// processCheck is the `process` kind: the observed service's process,
-// found by its pid file or by its name, measured from /proc.
+// check is one process observer's: the process found and measured once
+// per turn.
 //
 // Reading /proc costs the service nothing (the kernel answers, the process
 // is never asked), so it holds no slot of the policy's concurrency limit;
 // it takes a token of its rate limit all the same, so that
 // max_requests_per_second bounds the events of every kind.
-type processCheck struct {
-	spec   *policy.Process
+type check struct {
+	spec   *Section
 	fs     procfs.FS
-	shared *Shared
+	access *kinds.TargetAccess
 	// dirs are the allowed_pid_dirs a pid file must resolve inside.
 	dirs []string
 	// cmdLine reads a process's argv (procfs.Proc.CmdLine; tests count
@@ -53,25 +53,22 @@ type identity struct {
 	start uint64 // clock ticks since boot
 }
 
-func newProcessCheck(s *Spec) (*processCheck, error) {
-	p := s.Observer.Process
-	if p == nil {
-		return nil, errors.New("process observer without a process section")
-	}
+func newCheck(p *Section, s kinds.Setup) (kinds.Check, error) {
 	procFS, err := procfs.NewDefaultFS()
 	if err != nil {
 		return nil, fmt.Errorf("open /proc: %w", err)
 	}
-	return &processCheck{spec: p, fs: procFS, shared: s.Shared, dirs: s.pidDirs(), cmdLine: procfs.Proc.CmdLine}, nil
+	c := &check{spec: p, fs: procFS, access: s.Access, dirs: s.PIDDirs, cmdLine: procfs.Proc.CmdLine}
+	return kinds.OneObservation(c.observe), nil
 }
 
-func (c *processCheck) run(ctx context.Context) *messages.Event {
+func (c *check) observe(ctx context.Context) *messages.Event {
 	ev := messages.NewEvent(messages.TypeObservationProcess)
 	obs := &messages.ProcessObservation{Name: c.spec.Name}
 	ev.Data = &messages.Event_Process{Process: obs}
 
-	if err := c.shared.token(ctx); err != nil {
-		obs.Result, obs.Error = failure(ctx, err)
+	if err := c.access.Token(ctx); err != nil {
+		obs.Result, obs.Error = kinds.Failure(ctx, err)
 		return ev
 	}
 	p, st, err := c.find(ctx, obs)
@@ -84,7 +81,7 @@ func (c *processCheck) run(ctx context.Context) *messages.Event {
 	case errors.Is(err, errNotRunning):
 		obs.Result, obs.Error = messages.Result_RESULT_FAILED, err.Error()
 	default:
-		obs.Result, obs.Error = failure(ctx, err)
+		obs.Result, obs.Error = kinds.Failure(ctx, err)
 	}
 	return ev
 }
@@ -93,7 +90,7 @@ func (c *processCheck) run(ctx context.Context) *messages.Event {
 // gets the pid once a process of that pid is found. Until then the pid is
 // only what a file holds: published or named in an error, it would tell
 // a policy the content of any file in allowed_pid_dirs.
-func (c *processCheck) find(ctx context.Context, obs *messages.ProcessObservation) (procfs.Proc, procfs.ProcStat, error) {
+func (c *check) find(ctx context.Context, obs *messages.ProcessObservation) (procfs.Proc, procfs.ProcStat, error) {
 	if c.spec.PIDFile == "" {
 		return c.byName(ctx)
 	}
@@ -107,7 +104,7 @@ func (c *processCheck) find(ctx context.Context, obs *messages.ProcessObservatio
 		return p, procfs.ProcStat{}, fmt.Errorf("find process of pid file %s: %w", c.spec.PIDFile, errNotRunning)
 	case err != nil:
 		// Its error names /proc/<pid>: only the errno.
-		return p, procfs.ProcStat{}, fmt.Errorf("find process of pid file %s: %w", c.spec.PIDFile, pathless(err))
+		return p, procfs.ProcStat{}, fmt.Errorf("find process of pid file %s: %w", c.spec.PIDFile, kinds.Pathless(err))
 	}
 	obs.Pid = int32(pid)
 	st, err := status(p)
@@ -129,9 +126,9 @@ const maxPIDFileBytes = 64
 // daemon's secrets) is refused. Only a regular file is read, at most
 // maxPIDFileBytes of it, and what it holds never reaches an error: the
 // observation is published.
-func (c *processCheck) readPID() (int, error) {
+func (c *check) readPID() (int, error) {
 	path := c.spec.PIDFile
-	dir, rel, ok := policy.PIDDirOf(path, c.dirs)
+	dir, rel, ok := PIDDirOf(path, c.dirs)
 	if !ok {
 		return 0, fmt.Errorf("read pid file %s: not inside allowed_pid_dirs %v", path, c.dirs)
 	}
@@ -176,17 +173,9 @@ func (c *processCheck) readPID() (int, error) {
 // the one error of os.Root's own (every failure of the system comes with
 // its errno).
 func rootError(dir string, err error) error {
-	err = pathless(err)
+	err = kinds.Pathless(err)
 	if _, ok := errors.AsType[syscall.Errno](err); !ok {
 		return fmt.Errorf("resolves outside %s", dir)
-	}
-	return err
-}
-
-// pathless is err without the path that a *fs.PathError names.
-func pathless(err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		return pe.Err
 	}
 	return err
 }
@@ -220,7 +209,7 @@ func fileType(m fs.FileMode) string {
 // byName finds the live processes called the configured name (see
 // named), and returns the oldest: when a service forks workers under its
 // own name, the oldest is the parent that the others come and go under.
-func (c *processCheck) byName(ctx context.Context) (procfs.Proc, procfs.ProcStat, error) {
+func (c *check) byName(ctx context.Context) (procfs.Proc, procfs.ProcStat, error) {
 	procs, err := c.fs.AllProcs()
 	if err != nil {
 		return procfs.Proc{}, procfs.ProcStat{}, fmt.Errorf("list processes: %w", err)
@@ -259,7 +248,7 @@ const maxComm = 15
 // the process's memory: a process of any user can make that read hang
 // (its memory map locked by a fault on a FUSE mount), so it is read of
 // none but the few processes comm cannot tell apart.
-func (c *processCheck) named(p procfs.Proc, st procfs.ProcStat) bool {
+func (c *check) named(p procfs.Proc, st procfs.ProcStat) bool {
 	name := c.spec.Name
 	switch {
 	case len(name) <= maxComm:
@@ -293,7 +282,7 @@ func gone(err error) bool {
 }
 
 // measure fills obs from p's status and remembers p for restart detection.
-func (c *processCheck) measure(obs *messages.ProcessObservation, p procfs.Proc, st procfs.ProcStat) error {
+func (c *check) measure(obs *messages.ProcessObservation, p procfs.Proc, st procfs.ProcStat) error {
 	started, err := st.StartTime()
 	if err != nil {
 		return fmt.Errorf("read boot time: %w", err)

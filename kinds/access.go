@@ -1,4 +1,4 @@
-package observer
+package kinds
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,17 +20,17 @@ import (
 	"github.com/polar/observerd/policy"
 )
 
-// Shared is what all observers of one policy share, so that together they
-// stay within the policy's limits however short their intervals: one token
-// bucket (max_requests_per_second), one concurrency limit
-// (max_concurrent_requests), one HTTP client whose connections are reused,
-// and the dialer that checks every connect against allowed_targets. The
-// memory of answers is the daemon's Budget, which every policy's Shared
-// draws on.
-type Shared struct {
+// TargetAccess is how the observers of one policy reach its target,
+// together, so that they stay within the policy's limits however short
+// their intervals: one token bucket (max_requests_per_second), one
+// concurrency limit (max_concurrent_requests), one HTTP client whose
+// connections are reused, and the dialer that checks every connect
+// against allowed_targets. The memory of answers is the daemon's
+// MemoryBudget, which every policy's TargetAccess draws on.
+type TargetAccess struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
-	budget  *Budget
+	budget  *MemoryBudget
 	allowed *targets.AllowList
 	// trusted dials the names listed in allowed_targets; checked dials
 	// every other host, refusing a connect to an address outside the
@@ -42,17 +43,17 @@ type Shared struct {
 // otherwise read up to 10 MiB of before any body cap applies.
 const maxHeaderBytes = 1 << 20
 
-// NewShared returns the shared limits and client of policy p. Targets,
-// redirects and every address connected to are checked against allowed
-// (nil allows nothing). Answers are held within budget, the daemon's
-// (nil: a budget of the policy's own, of the default size).
-func NewShared(p *policy.Policy, allowed *targets.AllowList, budget *Budget) *Shared {
+// NewTargetAccess returns the access of policy p's observers to its
+// target. Targets, redirects and every address connected to are checked
+// against allowed (nil allows nothing). Answers are held within budget,
+// the daemon's (nil: a budget of the policy's own, of the default size).
+func NewTargetAccess(p *policy.Policy, allowed *targets.AllowList, budget *MemoryBudget) *TargetAccess {
 	l := p.Spec.Limits
 	burst := max(1, int(l.MaxRequestsPerSecond))
 	if budget == nil {
-		budget = NewBudget(0)
+		budget = NewMemoryBudget(0)
 	}
-	s := &Shared{
+	s := &TargetAccess{
 		limiter: rate.NewLimiter(rate.Limit(l.MaxRequestsPerSecond), burst),
 		slots:   make(chan struct{}, max(1, l.MaxConcurrentRequests)),
 		budget:  budget,
@@ -77,32 +78,32 @@ func NewShared(p *policy.Policy, allowed *targets.AllowList, budget *Budget) *Sh
 	return s
 }
 
-// dial connects to address (host:port) for every kind that talks to the
+// Dial connects to address (host:port) for every kind that talks to the
 // target: the HTTP client (http, prometheus, plugins' http_request) and
 // tcp. The policy's host passed allowed_targets when it was validated, but
 // a name that is not listed there (localhost, allowed through a loopback
 // prefix) may resolve, or be rebound, anywhere: its connects are checked.
 // A listed name is trusted to resolve where its owner says.
-func (s *Shared) dial(ctx context.Context, network, address string) (net.Conn, error) {
+func (s *TargetAccess) Dial(ctx context.Context, network, address string) (net.Conn, error) {
 	if host, _, err := net.SplitHostPort(address); err == nil && s.allowed.ListsName(host) {
 		return s.trusted.DialContext(ctx, network, address)
 	}
 	return s.checked.DialContext(ctx, network, address)
 }
 
-// dialHTTP is dial for the HTTP client: a connect gives up after 5 s,
+// dialHTTP is Dial for the HTTP client: a connect gives up after 5 s,
 // whatever the observer's timeout, leaving the rest of it to the exchange.
 // (For the tcp kind the connect is the observation: only its timeout
 // bounds it.)
-func (s *Shared) dialHTTP(ctx context.Context, network, address string) (net.Conn, error) {
+func (s *TargetAccess) dialHTTP(ctx context.Context, network, address string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel() // a connection, once made, does not depend on ctx
-	return s.dial(ctx, network, address)
+	return s.Dial(ctx, network, address)
 }
 
 // checkAddress is the checked dialer's Control: it runs before each
 // connect, with the address about to be connected, after resolution.
-func (s *Shared) checkAddress(_, address string, _ syscall.RawConn) error {
+func (s *TargetAccess) checkAddress(_, address string, _ syscall.RawConn) error {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return fmt.Errorf("check address %s: %w", address, err)
@@ -114,17 +115,17 @@ func (s *Shared) checkAddress(_, address string, _ syscall.RawConn) error {
 	return nil
 }
 
-// token waits within ctx for a token of the policy's rate limit.
-func (s *Shared) token(ctx context.Context) error {
+// Token waits within ctx for a token of the policy's rate limit.
+func (s *TargetAccess) Token(ctx context.Context) error {
 	if err := s.limiter.Wait(ctx); err != nil {
 		return fmt.Errorf("wait for rate limit: %w", err)
 	}
 	return nil
 }
 
-// acquire waits for a token and a slot within ctx; release frees the slot.
-func (s *Shared) acquire(ctx context.Context) (release func(), err error) {
-	if err := s.token(ctx); err != nil {
+// Acquire waits for a token and a slot within ctx; release frees the slot.
+func (s *TargetAccess) Acquire(ctx context.Context) (release func(), err error) {
+	if err := s.Token(ctx); err != nil {
 		return nil, err
 	}
 	select {
@@ -135,26 +136,26 @@ func (s *Shared) acquire(ctx context.Context) (release func(), err error) {
 	}
 }
 
-// clientFor returns a client of its own for one observer, sharing the
+// Client returns a client of its own for one observer, sharing the
 // policy's transport, so that the redirect policy is the observer's own
 // while connections are pooled.
-func (s *Shared) clientFor(followRedirects bool, maxRedirects int) *http.Client {
+func (s *TargetAccess) Client(followRedirects bool, maxRedirects int) *http.Client {
 	client := *s.client
 	client.CheckRedirect = s.checkRedirect(followRedirects, maxRedirects)
 	return &client
 }
 
-// answer is what one HTTP exchange with the target produced.
-type answer struct {
-	status int    // 0 when no response arrived
-	body   []byte // up to the cap given to fetch
-	// latency runs from sending the request to the end of the (capped)
+// Answer is what one HTTP exchange with the target produced.
+type Answer struct {
+	Status int    // 0 when no response arrived
+	Body   []byte // up to the cap given to Fetch
+	// Latency runs from sending the request to the end of the (capped)
 	// body or to the error; nil when no request was sent.
-	latency     *durationpb.Duration
-	tlsNotAfter *timestamppb.Timestamp // leaf certificate expiry, for https
+	Latency     *durationpb.Duration
+	TLSNotAfter *timestamppb.Timestamp // leaf certificate expiry, for https
 }
 
-// fetch sends req with client once it holds a token and a slot of the
+// Fetch sends req with client once it holds a token and a slot of the
 // policy's limits, then limit bytes of the daemon's budget, and reads the
 // body up to limit bytes. The slot is held until the body is read, so
 // that max_concurrent_requests bounds what the service is busy answering;
@@ -165,8 +166,8 @@ type answer struct {
 // The slot comes first: waiting for memory holds a slot of the policy's
 // own, while holding memory to wait for a slot would starve the other
 // policies of a budget that one busy policy cannot use.
-func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Request, limit int64) (a answer, done func(), err error) {
-	release, err := s.acquire(ctx)
+func (s *TargetAccess) Fetch(ctx context.Context, client *http.Client, req *http.Request, limit int64) (a Answer, done func(), err error) {
+	release, err := s.Acquire(ctx)
 	if err != nil {
 		return a, func() {}, err
 	}
@@ -178,15 +179,15 @@ func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Reque
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		a.latency = durationpb.New(time.Since(start))
+		a.Latency = durationpb.New(time.Since(start))
 		return a, done, err
 	}
 	defer resp.Body.Close()
-	a.body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
-	a.latency = durationpb.New(time.Since(start))
-	a.status = resp.StatusCode
+	a.Body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
+	a.Latency = durationpb.New(time.Since(start))
+	a.Status = resp.StatusCode
 	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
-		a.tlsNotAfter = timestamppb.New(resp.TLS.PeerCertificates[0].NotAfter)
+		a.TLSNotAfter = timestamppb.New(resp.TLS.PeerCertificates[0].NotAfter)
 	}
 	if err != nil {
 		return a, done, fmt.Errorf("read body: %w", err)
@@ -196,7 +197,7 @@ func (s *Shared) fetch(ctx context.Context, client *http.Client, req *http.Reque
 
 // checkRedirect re-checks every redirect against allowed_targets, and
 // refuses redirects unless the observer follows them.
-func (s *Shared) checkRedirect(follow bool, maxRedirects int) func(*http.Request, []*http.Request) error {
+func (s *TargetAccess) checkRedirect(follow bool, maxRedirects int) func(*http.Request, []*http.Request) error {
 	return func(req *http.Request, via []*http.Request) error {
 		if !follow {
 			return http.ErrUseLastResponse
@@ -204,11 +205,12 @@ func (s *Shared) checkRedirect(follow bool, maxRedirects int) func(*http.Request
 		if len(via) > maxRedirects {
 			return fmt.Errorf("stopped after %d redirects", maxRedirects)
 		}
-		return s.checkURL(req.URL)
+		return s.CheckURL(req.URL)
 	}
 }
 
-func (s *Shared) checkURL(u *url.URL) error {
+// CheckURL returns an error when u's host is not in allowed_targets.
+func (s *TargetAccess) CheckURL(u *url.URL) error {
 	if !s.allowed.AllowsHost(u.Hostname()) {
 		return fmt.Errorf("target %s is not in allowed_targets (%s)", u.Host, s.allowed)
 	}
@@ -216,6 +218,65 @@ func (s *Shared) checkURL(u *url.URL) error {
 }
 
 // Close releases idle connections.
-func (s *Shared) Close() {
+func (s *TargetAccess) Close() {
 	s.client.CloseIdleConnections()
+}
+
+// HoldingClient sends requests to the target for a caller that reads
+// their bodies later (a plugin's http_request, read by the plugin host):
+// each request waits for a token and a slot of the policy's limits, then
+// for Reserve bytes of the daemon's budget (what the caller reads of the
+// body at most), and holds the slot and the bytes until its body is
+// closed. Redirects are not followed: the caller follows them, asking
+// Allowed about every hop. It is the plugin host's wasm.HTTPDoer.
+type HoldingClient struct {
+	access  *TargetAccess
+	client  *http.Client
+	Reserve int64
+}
+
+// HoldingClient returns a HoldingClient reserving reserve bytes per body.
+func (s *TargetAccess) HoldingClient(reserve int64) HoldingClient {
+	return HoldingClient{access: s, client: s.Client(false, 0), Reserve: reserve}
+}
+
+// Do sends req once it holds a token, a slot and the memory of its body.
+func (c HoldingClient) Do(req *http.Request) (*http.Response, error) {
+	slot, err := c.access.Acquire(req.Context())
+	if err != nil {
+		return nil, err
+	}
+	memory, err := c.access.budget.reserve(req.Context(), c.Reserve)
+	if err != nil {
+		slot()
+		return nil, err
+	}
+	release := func() {
+		memory()
+		slot()
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// Allowed returns an error when u's host is not in allowed_targets.
+func (c HoldingClient) Allowed(u *url.URL) error { return c.access.CheckURL(u) }
+
+// releasingBody frees a concurrency slot and the body's memory when it is
+// closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
 }

@@ -1,0 +1,129 @@
+package http
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/policy"
+)
+
+// Section is an http observer's section: which request to send to the
+// target, and what its answer must be.
+type Section struct {
+	Method          string            `yaml:"method"` // default GET
+	Path            string            `yaml:"path"`   // default /
+	Headers         map[string]string `yaml:"headers"`
+	ExpectStatus    []int             `yaml:"expect_status"`  // default [200]
+	MaxBodyBytes    yamldoc.ByteSize  `yaml:"max_body_bytes"` // read at most this much; default 64KiB
+	BodyMatch       string            `yaml:"body_match"`     // RE2 regexp the body must match
+	Extract         []string          `yaml:"extract"`        // JSON pointers (RFC 6901) of values to report
+	FollowRedirects bool              `yaml:"follow_redirects"`
+	MaxRedirects    int               `yaml:"max_redirects"` // default 3; each hop re-checked against allowed_targets
+}
+
+// SetDefaults sets GET /, expecting 200, reading up to 64KiB.
+func (h *Section) SetDefaults() {
+	h.Method = "GET"
+	h.Path = "/"
+	h.ExpectStatus = []int{200}
+	h.MaxBodyBytes = 64 * yamldoc.KiB
+	h.MaxRedirects = 3
+}
+
+// maxRedirects bounds max_redirects: more is a loop, not a service.
+const maxRedirects = 20
+
+// token is an HTTP token (RFC 9110), the syntax of methods and header names.
+var token = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// Validate checks the section; the body is read up to the daemon's
+// limits.max_response_bytes at most.
+func (h *Section) Validate(c *policy.SectionContext) {
+	maxBody := c.Env.LimitsOf().MaxResponseBytes
+	if !token.MatchString(h.Method) {
+		c.Addf("method", "invalid HTTP method: use a token such as GET or HEAD")
+	}
+	if err := policy.CheckRequestPath(h.Path); err != nil {
+		c.Addf("path", "%v", err)
+	}
+	canonical := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(h.Headers)) { // sorted: stable messages
+		value := h.Headers[name]
+		key := yamldoc.PathKey("headers", name)
+		if !token.MatchString(name) {
+			c.Addf(key, "invalid header name")
+		}
+		if strings.ContainsFunc(value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			c.Addf(key, "the value of header %s holds control characters", name)
+		}
+		canonicalName := http.CanonicalHeaderKey(name)
+		if other, dup := canonical[canonicalName]; dup {
+			c.Addf(key, "the header is given twice (also as %s)", c.Path(yamldoc.PathKey("headers", other)))
+		}
+		canonical[canonicalName] = name
+	}
+	if len(h.ExpectStatus) == 0 {
+		c.Addf("expect_status", "at least one status is required")
+	}
+	for i, status := range h.ExpectStatus {
+		if status < 100 || status > 599 {
+			c.Addf(fmt.Sprintf("expect_status[%d]", i), "HTTP status must be between 100 and 599, got %d", status)
+		}
+	}
+	if h.MaxBodyBytes < 1 || h.MaxBodyBytes > maxBody {
+		c.Addf("max_body_bytes", "must be between 1B and %s (limits.max_response_bytes of the daemon config), got %s", maxBody, h.MaxBodyBytes)
+	}
+	if h.BodyMatch != "" {
+		if _, err := regexp.Compile(h.BodyMatch); err != nil {
+			c.Addf("body_match", "invalid regular expression: %v", policy.RegexpReason(err))
+		}
+	}
+	for i, pointer := range h.Extract {
+		if err := checkJSONPointer(pointer); err != nil {
+			c.Addf(fmt.Sprintf("extract[%d]", i), "%v", err)
+		}
+	}
+	switch {
+	case h.MaxRedirects < 0 || h.MaxRedirects > maxRedirects:
+		c.Addf("max_redirects", "must be between 0 and %d, got %d", maxRedirects, h.MaxRedirects)
+	case h.FollowRedirects && h.MaxRedirects == 0:
+		c.Addf("max_redirects", "must be at least 1 when follow_redirects is true")
+	}
+}
+
+// Normalize spells header names canonically (they are case-insensitive)
+// and an empty extract as none.
+func (h *Section) Normalize() {
+	if len(h.Extract) == 0 {
+		h.Extract = nil
+	}
+	if len(h.Headers) == 0 {
+		h.Headers = nil
+		return
+	}
+	headers := make(map[string]string, len(h.Headers))
+	for name, value := range h.Headers {
+		headers[http.CanonicalHeaderKey(name)] = value
+	}
+	h.Headers = headers
+}
+
+// checkJSONPointer checks RFC 6901 syntax: empty (the whole document) or
+// /-separated tokens where ~ is only ever ~0 or ~1.
+func checkJSONPointer(p string) error {
+	if p != "" && !strings.HasPrefix(p, "/") {
+		return errors.New("invalid JSON pointer: it must be empty or begin with /")
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '~' && (i+1 == len(p) || (p[i+1] != '0' && p[i+1] != '1')) {
+			return errors.New("invalid JSON pointer: ~ must be followed by 0 or 1 (~0 is ~, ~1 is /)")
+		}
+	}
+	return nil
+}
