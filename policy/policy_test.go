@@ -13,12 +13,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	_ "github.com/polar/observerd/actors/observer/kinds/all"
+	"github.com/polar/observerd/actors/observer/kinds/http"
+	"github.com/polar/observerd/actors/observer/kinds/tcp"
+	"github.com/polar/observerd/actors/observer/kinds/wasm"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
-	_ "github.com/polar/observerd/kinds/all"
-	"github.com/polar/observerd/kinds/http"
-	"github.com/polar/observerd/kinds/tcp"
-	"github.com/polar/observerd/kinds/wasm"
 	"github.com/polar/observerd/policy"
 )
 

@@ -147,6 +147,6 @@ func newSection(kind string) Section {
 // unknown kind: a mistake of the program, not of the policy.
 func mustHaveKinds() {
 	if len(Kinds()) == 0 {
-		panic("policy: no observer kinds registered: import github.com/polar/observerd/kinds/all")
+		panic("policy: no observer kinds registered: import github.com/polar/observerd/actors/observer/kinds/all")
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/polar/observerd/kinds/process"
+	"github.com/polar/observerd/actors/observer/kinds/process"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/test/actortest"
 	"github.com/polar/observerd/test/proctest"

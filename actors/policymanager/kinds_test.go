@@ -1,4 +1,4 @@
 package policymanager
 
 // The policy-manager's tests parse policies of the daemon's kinds.
-import _ "github.com/polar/observerd/kinds/all"
+import _ "github.com/polar/observerd/actors/observer/kinds/all"

@@ -3,7 +3,7 @@ package state
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/polar/observerd/kinds"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/messages"
 )
 

@@ -54,8 +54,8 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/actors/protocol"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )

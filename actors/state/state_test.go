@@ -14,10 +14,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	_ "github.com/polar/observerd/actors/observer/kinds/all" // latency by kind
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/state"
 	"github.com/polar/observerd/configs/yamldoc"
-	_ "github.com/polar/observerd/kinds/all" // latency by kind
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"

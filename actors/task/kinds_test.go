@@ -1,4 +1,4 @@
 package task_test
 
 // The task-manager's tests parse and run policies of the daemon's kinds.
-import _ "github.com/polar/observerd/kinds/all"
+import _ "github.com/polar/observerd/actors/observer/kinds/all"

@@ -24,11 +24,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/polar/observerd/actors/observer"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"

@@ -18,7 +18,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	_ "github.com/polar/observerd/kinds/all" // the kinds whose policies it validates and whose observations it prints
+	_ "github.com/polar/observerd/actors/observer/kinds/all" // the kinds whose policies it validates and whose observations it prints
 )
 
 func main() {

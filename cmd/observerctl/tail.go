@@ -14,9 +14,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 )
 

@@ -22,7 +22,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	_ "github.com/polar/observerd/kinds/all" // the observer kinds it parses and runs
+	_ "github.com/polar/observerd/actors/observer/kinds/all" // the observer kinds it parses and runs
 )
 
 func main() {

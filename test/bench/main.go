@@ -61,7 +61,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors"
-	_ "github.com/polar/observerd/kinds/all" // the observer kinds of the policies it parses and runs
+	_ "github.com/polar/observerd/actors/observer/kinds/all" // the observer kinds of the policies it parses and runs
 	"github.com/polar/observerd/test/rabbitmq"
 )
 

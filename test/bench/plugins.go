@@ -23,9 +23,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/observer"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/configs"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"

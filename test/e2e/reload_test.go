@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	_ "github.com/polar/observerd/actors/observer/kinds/all" // to compute the revisions the daemon publishes
 	"github.com/polar/observerd/configs"
 	"github.com/polar/observerd/configs/yamldoc"
-	_ "github.com/polar/observerd/kinds/all" // to compute the revisions the daemon publishes
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )

@@ -5,12 +5,12 @@
 package all
 
 import (
-	"github.com/polar/observerd/kinds"
-	"github.com/polar/observerd/kinds/http"
-	"github.com/polar/observerd/kinds/process"
-	"github.com/polar/observerd/kinds/prometheus"
-	"github.com/polar/observerd/kinds/tcp"
-	"github.com/polar/observerd/kinds/wasm"
+	"github.com/polar/observerd/actors/observer/kinds"
+	"github.com/polar/observerd/actors/observer/kinds/http"
+	"github.com/polar/observerd/actors/observer/kinds/process"
+	"github.com/polar/observerd/actors/observer/kinds/prometheus"
+	"github.com/polar/observerd/actors/observer/kinds/tcp"
+	"github.com/polar/observerd/actors/observer/kinds/wasm"
 )
 
 func init() {

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/polar/observerd/kinds"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/messages"
 )
 

@@ -8,9 +8,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
@@ -59,7 +59,7 @@ func TestANewKindIsOneFolder(t *testing.T) {
 
 	// The revision of a policy of the built-in kinds is still the one
 	// its golden file holds.
-	p, err := policy.ParseFile("../policy/testdata/good-design-example/input.yaml", policy.Env{})
+	p, err := policy.ParseFile("../../../policy/testdata/good-design-example/input.yaml", policy.Env{})
 	require.NoError(t, err)
 	assert.Equal(t, "fa855091c099", p.Revision)
 

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/policy"
 )
 

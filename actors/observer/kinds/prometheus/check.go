@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/polar/observerd/kinds"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/messages"
 )
 

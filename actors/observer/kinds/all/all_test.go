@@ -15,16 +15,16 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/polar/observerd/actors/observer/kinds"
+	_ "github.com/polar/observerd/actors/observer/kinds/all"
 	"github.com/polar/observerd/configs/targets"
-	"github.com/polar/observerd/kinds"
-	_ "github.com/polar/observerd/kinds/all"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/wasm"
 )
 
 // root is the repository's root, from this package's directory.
-const root = "../.."
+const root = "../../../.."
 
 func names(ks []*kinds.Kind) []string {
 	var out []string

@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/polar/observerd/kinds"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/wasm"
 )

@@ -15,10 +15,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/observer/kinds"
+	_ "github.com/polar/observerd/actors/observer/kinds/all"
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/kinds"
-	_ "github.com/polar/observerd/kinds/all"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/procfs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/polar/observerd/kinds"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/messages"
 )
 

@@ -6,8 +6,8 @@ package process
 import (
 	"fmt"
 
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/kinds"
 	"github.com/polar/observerd/messages"
 )
 

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/polar/observerd/kinds"
+	"github.com/polar/observerd/actors/observer/kinds"
 	"github.com/polar/observerd/messages"
 )
 
