@@ -9,12 +9,11 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The messages of proto/polar/observer/v1/plugin.proto, encoded by hand
-// with protowire: the generated types live in package messages, which also
-// holds the daemon's internal types and does not build for wasip1, and the
-// reflection-based runtime they need would take a plugin from about 3 MB to
-// about 6.5 MB for four small messages. wire_test.go checks every function
-// against the generated types. Field numbers are the .proto's.
+// The messages of proto/polar/observer/v1/plugin.proto: their layouts
+// written here, the encoding protowire's, the low-level API of the
+// protobuf runtime the daemon's generated types use. Why not the generated
+// types, or easyproto: doc.go. wire_test.go checks every function against
+// the generated types. Field numbers are the .proto's.
 
 // appendObservation appends o encoded as a PluginObservation.
 func appendObservation(b []byte, o *Observation) []byte {
@@ -182,14 +181,23 @@ func appendVarint(b []byte, num protowire.Number, x uint64) []byte {
 }
 
 // appendMap appends m as a map<string, string> field, in key order so that
-// the same map always encodes to the same bytes.
+// the same map always encodes to the same bytes. Each entry is written in
+// place after its length, not built in a slice of its own and copied.
 func appendMap(b []byte, num protowire.Number, m map[string]string) []byte {
 	for _, k := range slices.Sorted(maps.Keys(m)) {
-		var e []byte
-		e = appendString(e, 1, k)
-		e = appendString(e, 2, m[k])
+		v := m[k]
 		b = protowire.AppendTag(b, num, protowire.BytesType)
-		b = protowire.AppendBytes(b, e)
+		b = protowire.AppendVarint(b, uint64(sizeString(1, k)+sizeString(2, v)))
+		b = appendString(b, 1, k)
+		b = appendString(b, 2, v)
 	}
 	return b
+}
+
+// sizeString is the size of what appendString appends.
+func sizeString(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }

@@ -1,7 +1,7 @@
 //go:build !wasip1
 
-// The tests run on the host only: they check the guest's side against
-// package messages, the daemon's side, which does not build for wasip1.
+// The tests run on the host only, like the package's others: they check
+// the guest's side against package messages, the daemon's side.
 
 package sdk
 
