@@ -259,8 +259,7 @@ func checkTopicPattern(pattern string) error {
 func checkReadable(file string) error {
 	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO must not hang the check
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
 			err = pe.Err
 		}
 		return fmt.Errorf("cannot read %s: %v", file, err)

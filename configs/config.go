@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -291,10 +292,8 @@ func (c *Config) Validate() error {
 
 // oneOf checks an enumerated value.
 func oneOf(r *yamldoc.Report, path, value string, allowed ...string) {
-	for _, a := range allowed {
-		if value == a {
-			return
-		}
+	if slices.Contains(allowed, value) {
+		return
 	}
 	r.Addf(path, "unknown value; use one of: %s", strings.Join(allowed, ", "))
 }

@@ -114,8 +114,7 @@ func tooLarge(file string, size int64) error {
 // unwrapPath drops the path from an *fs.PathError: problems name the file
 // already.
 func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
 		return pe.Err
 	}
 	return err

@@ -210,8 +210,7 @@ func CheckRequestPath(p string) error {
 // RegexpReason is the reason of a regexp.Compile error, without the
 // expression its Error repeats: problems never quote the document.
 func RegexpReason(err error) error {
-	var se *syntax.Error
-	if errors.As(err, &se) {
+	if se, ok := errors.AsType[*syntax.Error](err); ok {
 		return errors.New(se.Code.String())
 	}
 	return errors.New("invalid")

@@ -116,7 +116,7 @@ func (l *logBuffer) entries(tb testing.TB) []map[string]any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(l.buf.Bytes()), []byte("\n")) {
+	for line := range bytes.SplitSeq(bytes.TrimSpace(l.buf.Bytes()), []byte("\n")) {
 		if len(line) == 0 {
 			continue
 		}

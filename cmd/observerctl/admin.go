@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,10 +137,8 @@ func (a *adminAPI) do(ctx context.Context, method, path string, ok ...int) (int,
 	if err != nil {
 		return 0, nil, fmt.Errorf("read %s from %s: %w", path, a, err)
 	}
-	for _, code := range ok {
-		if resp.StatusCode == code {
-			return resp.StatusCode, body, nil
-		}
+	if slices.Contains(ok, resp.StatusCode) {
+		return resp.StatusCode, body, nil
 	}
 	var refusal struct {
 		Error string `json:"error"`

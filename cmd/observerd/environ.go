@@ -98,8 +98,7 @@ func statField(fields [][]byte, n int, name string) (int64, error) {
 	v, err := strconv.ParseInt(string(fields[n-3]), 10, 64)
 	if err != nil {
 		// Without the text, which strconv's error quotes.
-		var num *strconv.NumError
-		if errors.As(err, &num) {
+		if num, ok := errors.AsType[*strconv.NumError](err); ok {
 			err = num.Err
 		}
 		return 0, fmt.Errorf("%s: %w", name, err)

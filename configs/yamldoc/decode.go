@@ -481,7 +481,7 @@ func (d *decoder) into(n *yaml.Node, v reflect.Value, path string) {
 }
 
 func setDefaults(ptr reflect.Value) {
-	if def, ok := ptr.Interface().(Defaulter); ok {
+	if def, ok := reflect.TypeAssert[Defaulter](ptr); ok {
 		def.SetDefaults()
 	}
 }
@@ -579,7 +579,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	fields := yamlFields(v.Type())
 	var ext Extensible
 	if v.CanAddr() {
-		ext, _ = v.Addr().Interface().(Extensible)
+		ext, _ = reflect.TypeAssert[Extensible](v.Addr())
 	}
 	for _, e := range d.entries(n, path) {
 		if i, ok := fields[e.key.Value]; ok {

@@ -59,8 +59,7 @@ func ProblemsOf(err error) []*Problem {
 		}
 		return out
 	}
-	var p *Problem
-	if errors.As(err, &p) {
+	if p, ok := errors.AsType[*Problem](err); ok {
 		return []*Problem{p}
 	}
 	return []*Problem{{Message: err.Error()}}

@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -37,7 +37,8 @@ func findInstall() (install, error) {
 	var homes []string
 	debian, _ := filepath.Glob(debianHomes)
 	// The highest version sorts last; prefer it if several are unpacked.
-	sort.Sort(sort.Reverse(sort.StringSlice(debian)))
+	slices.Sort(debian)
+	slices.Reverse(debian)
 	homes = append(homes, debian...)
 	if ctl, err := exec.LookPath("rabbitmqctl"); err == nil {
 		if real, err := filepath.EvalSymlinks(ctl); err == nil {
@@ -136,7 +137,7 @@ func linkPlugins(src, dst string) error {
 			return fmt.Errorf("read application spec of %s: %w", app, err)
 		}
 		for _, m := range appDepsRE.FindAllSubmatch(spec, -1) {
-			for _, dep := range strings.Split(string(m[1]), ",") {
+			for dep := range strings.SplitSeq(string(m[1]), ",") {
 				if dep = strings.TrimSpace(dep); dep != "" {
 					queue = append(queue, dep)
 				}

@@ -131,12 +131,12 @@ func labelValue(s, label string) (value, rest string, err error) {
 		if strings.HasPrefix(s, "}") {
 			return value, s[1:], nil
 		}
-		eq := strings.IndexByte(s, '=')
-		if eq < 0 {
+		name, after, ok := strings.Cut(s, "=")
+		if !ok {
 			return "", "", errors.New("label set: want name=\"value\" or }")
 		}
-		name := strings.TrimSpace(s[:eq])
-		s = strings.TrimLeft(s[eq+1:], " \t")
+		name = strings.TrimSpace(name)
+		s = strings.TrimLeft(after, " \t")
 		v, n, err := unquote(s)
 		if err != nil {
 			return "", "", fmt.Errorf("label %s: %w", name, err)

@@ -111,8 +111,7 @@ func (c *check) start(ctx context.Context) (*wasm.Plugin, error) {
 // pinned sum, not ABI v1 after all) a permanent failure: restarting
 // cannot help, only a new module can.
 func permanentIfModule(err error) error {
-	var me *wasm.ModuleError
-	if errors.As(err, &me) {
+	if _, ok := errors.AsType[*wasm.ModuleError](err); ok {
 		return &kinds.Permanent{Err: err}
 	}
 	return err
