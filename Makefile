@@ -99,7 +99,7 @@ fuzz: ## run every native fuzz target for FUZZTIME each (default 60s); each inpu
 	done
 
 .PHONY: install
-install: $(if $(and $(wildcard $(BIN)/observerd),$(wildcard $(BIN)/observerctl)),,build) ## install observerd, observerctl, the systemd unit and the example config (DESTDIR, PREFIX=/usr/local; never overwrites /etc/observerd/observerd.yaml)
+install: $(if $(and $(wildcard $(BIN)/observerd),$(wildcard $(BIN)/observerctl)),,build) ## install observerd, observerctl, the systemd unit, the example config, the policy schema and the alerting rules (DESTDIR, PREFIX=/usr/local; never overwrites /etc/observerd/observerd.yaml)
 	install -D -m 0755 $(BIN)/observerd $(DESTDIR)$(PREFIX)/bin/observerd
 	install -D -m 0755 $(BIN)/observerctl $(DESTDIR)$(PREFIX)/bin/observerctl
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
@@ -119,6 +119,11 @@ install: $(if $(and $(wildcard $(BIN)/observerd),$(wildcard $(BIN)/observerctl))
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/observerd README.md docs/*.md
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/observerd/observers docs/observers/*.md
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/observerd/rabbitmq configs/rabbitmq/*
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(BIN)/observerctl policy schema > $$tmp/policy.schema.json && \
+	install -D -m 0644 $$tmp/policy.schema.json $(DESTDIR)$(PREFIX)/share/observerd/policy.schema.json && \
+	sed 's|/usr/share/doc/observerd|$(PREFIX)/share/doc/observerd|' configs/prometheus/observerd.rules.yml > $$tmp/observerd.rules.yml && \
+	install -D -m 0644 $$tmp/observerd.rules.yml $(DESTDIR)$(PREFIX)/share/observerd/prometheus/observerd.rules.yml
 	@for f in $(wildcard $(BIN)/plugins/*.wasm); do \
 		echo "install -m 0644 $$f $(DESTDIR)$(PREFIX)/lib/observerd/plugins/"; \
 		install -m 0644 $$f $(DESTDIR)$(PREFIX)/lib/observerd/plugins/ || exit 1; \

@@ -30,10 +30,10 @@ const MaxFileSize = 256 << 10
 
 // Policy is one policy file.
 type Policy struct {
-	APIVersion string   `yaml:"apiVersion"`
-	Kind       string   `yaml:"kind"`
-	Metadata   Metadata `yaml:"metadata"`
-	Spec       Spec     `yaml:"spec"`
+	APIVersion string   `yaml:"apiVersion" schema:"required"`
+	Kind       string   `yaml:"kind" schema:"required"`
+	Metadata   Metadata `yaml:"metadata" schema:"required"`
+	Spec       Spec     `yaml:"spec" schema:"required"`
 	File       string   `yaml:"-"` // the file it came from
 	Revision   string   `yaml:"-"` // canonical revision hash, set by Parse
 
@@ -47,28 +47,28 @@ func (p *Policy) SetDefaults() { p.Spec.Limits.SetDefaults() }
 // (observerd://<node>/observer/<policy>/<observer>) and must be unique
 // across the policy directory.
 type Metadata struct {
-	Name string `yaml:"name"`
+	Name string `yaml:"name" schema:"required" doc:"The policy's name, unique in the policy directory; part of its observers' event sources."`
 }
 
 // Spec is what to observe and how.
 type Spec struct {
-	Target    Target     `yaml:"target"`
-	Limits    Limits     `yaml:"limits"`
-	Observers []Observer `yaml:"observers"`
+	Target    Target     `yaml:"target" schema:"required" doc:"The observed service."`
+	Limits    Limits     `yaml:"limits" doc:"What all observers of the policy together may ask of the target."`
+	Observers []Observer `yaml:"observers" schema:"required,minItems=1"`
 }
 
 // Target is the observed service. Observers' paths are appended to the
 // URL's path.
 type Target struct {
-	Name string `yaml:"name"` // the events' subject
-	URL  string `yaml:"url"`  // http or https, host in allowed_targets
+	Name string `yaml:"name" schema:"required,minLength=1" doc:"The target's name: the subject of its observers' events."`
+	URL  string `yaml:"url" schema:"required,pattern=^[hH][tT][tT][pP][sS]?://" doc:"http:// or https:// URL of the target, its host in the daemon's allowed_targets; observers' paths are appended to its path."`
 }
 
 // Limits protect the observed service: all observers of a policy share one
 // rate limit and one concurrency limit.
 type Limits struct {
-	MaxRequestsPerSecond  float64 `yaml:"max_requests_per_second"` // default 10
-	MaxConcurrentRequests int     `yaml:"max_concurrent_requests"` // default 2
+	MaxRequestsPerSecond  float64 `yaml:"max_requests_per_second" schema:"xmin=0" doc:"Observations per second, all observers together; at most the daemon's limits.max_requests_per_second."`
+	MaxConcurrentRequests int     `yaml:"max_concurrent_requests" schema:"min=1" doc:"Observations at a time, all observers together; at most the daemon's limits.max_concurrent_requests."`
 }
 
 // SetDefaults sets 10 requests per second, 2 at a time.
@@ -80,13 +80,13 @@ func (l *Limits) SetDefaults() {
 // Observer is one scheduled observation. Its Kind names the kind of
 // observation (one of Kinds), whose Section holds the settings.
 type Observer struct {
-	Name     string           `yaml:"name"`
-	Kind     string           `yaml:"kind"`     // one of Kinds()
-	Interval yamldoc.Duration `yaml:"interval"` // required, > 0
+	Name     string           `yaml:"name" schema:"required" doc:"The observer's name, unique in the policy; part of its event source."`
+	Kind     string           `yaml:"kind" schema:"required" doc:"The kind of observation; the observer's section of that name holds its settings."`
+	Interval yamldoc.Duration `yaml:"interval" schema:"required" doc:"Time between observations, such as 5s; at least the daemon's limits.min_interval."`
 	// Timeout bounds one observation; default 1s, or half the interval when
 	// the interval is 2s or less, so that it always ends before the next.
-	Timeout    yamldoc.Duration `yaml:"timeout"`
-	Thresholds Thresholds       `yaml:"thresholds"`
+	Timeout    yamldoc.Duration `yaml:"timeout" doc:"Deadline of one observation, shorter than the interval; default 1s, or half the interval when it is 2s or less."`
+	Thresholds Thresholds       `yaml:"thresholds" doc:"How many results in a row change the observer's state."`
 	// Section is the section of the observer's kind, of that kind's type
 	// (such as *http.Section of package kinds/http); every observer of a
 	// valid policy has one.
@@ -129,8 +129,8 @@ func (o *Observer) SetDefaults() { o.Thresholds.SetDefaults() }
 // state.changed and in the state snapshot); the state-manager also damps
 // flapping (see actors/state).
 type Thresholds struct {
-	DownAfter int `yaml:"down_after"` // default 3, 1..100
-	UpAfter   int `yaml:"up_after"`   // default 1, 1..100
+	DownAfter int `yaml:"down_after" doc:"Consecutive failures that make the observer down."`
+	UpAfter   int `yaml:"up_after" doc:"Consecutive successes that bring it back up."`
 }
 
 // SetDefaults sets down after 3 failures, up after 1 success.

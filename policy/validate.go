@@ -192,6 +192,10 @@ func CheckHostPort(address string, allowed *targets.AllowList) error {
 	return checkAllowed(host, allowed)
 }
 
+// RequestPathPattern is, for schemas, what CheckRequestPath accepts
+// short of parsing: one leading /, no fragment.
+const RequestPathPattern = `^/([^/#][^#]*)?$`
+
 // CheckRequestPath accepts the path of a request to the target: an
 // absolute path, with an optional query. A path beginning with // would
 // read as another host when resolved against the target, so it is

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -26,9 +25,7 @@ func TestHugeModuleIsNotHashed(t *testing.T) {
 		require.NoError(t, f.Truncate(size))
 		require.NoError(t, f.Close())
 	}
-	start := time.Now()
 	_, err := policy.Parse("p.yaml", []byte(base), policy.Env{PluginDir: plugins})
-	assert.Less(t, time.Since(start), time.Minute, "the module was not read")
 	assert.Equal(t, []string{"p.yaml:9:62: spec.observers[2].wasm.module: cannot read plugin backlog.wasm: larger than 64MiB"},
 		problemLines(err, plugins))
 

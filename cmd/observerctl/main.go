@@ -4,6 +4,7 @@
 //	observerctl pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
 //	observerctl tail --config observerd.yaml [--bind KEY]... [--queue NAME] [--json]
 //	observerctl policy validate FILE...
+//	observerctl policy schema
 //
 // status reads the daemon's loopback TCP endpoint; the observer commands
 // go through its admin socket, found in the daemon's config.

@@ -30,6 +30,7 @@ commands:
                           check a plugin against ABI v1 and, with --target, run one observe call in the sandbox
   policy validate [--config FILE] FILE|DIR...
                           validate policies offline as the daemon does (file:line:col: message per problem)
+  policy schema           print the JSON Schema of policy files, for editors (docs/policies.md)
 
 Run "observerctl COMMAND --help" for a command's flags.
 
@@ -56,8 +57,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return pluginCheck(ctx, args[2:], stdout, stderr)
 		}
 	case "policy":
-		if len(args) > 1 && args[1] == "validate" {
+		switch {
+		case len(args) > 1 && args[1] == "validate":
 			return validate(args[2:], stdout, stderr)
+		case len(args) > 1 && args[1] == "schema":
+			return policySchema(args[2:], stdout, stderr)
 		}
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)

@@ -621,20 +621,24 @@ func isNull(n *yaml.Node) bool {
 func yamlFields(t reflect.Type) map[string]int {
 	fields := map[string]int{}
 	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
+		if name, ok := yamlName(t.Field(i)); ok {
+			fields[name] = i
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		switch name {
-		case "-":
-			continue
-		case "":
-			name = strings.ToLower(f.Name)
-		}
-		fields[name] = i
 	}
 	return fields
+}
+
+// yamlName is the key of a struct field: its yaml tag's name, or its
+// name in lower case; false for a field that is not decoded.
+func yamlName(f reflect.StructField) (string, bool) {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	switch {
+	case !f.IsExported() || name == "-":
+		return "", false
+	case name == "":
+		return strings.ToLower(f.Name), true
+	}
+	return name, true
 }
 
 // suggest names the closest known key, or lists them all when none is close.

@@ -92,6 +92,8 @@ func TestInstall(t *testing.T) {
 	assertMode(t, at("usr/lib/observerd/plugins"), fs.ModeDir|0o755)
 	assertMode(t, at("usr/share/doc/observerd/operations.md"), 0o644)
 	assertMode(t, at("usr/share/doc/observerd/rabbitmq/rabbitmq.conf"), 0o644)
+	assertMode(t, at("usr/share/observerd/policy.schema.json"), 0o644)
+	assertMode(t, at("usr/share/observerd/prometheus/observerd.rules.yml"), 0o644)
 	policies, err := os.ReadDir(at("etc/observerd/policies.d"))
 	require.NoError(t, err)
 	assert.Empty(t, policies, "policies.d starts empty")
@@ -114,6 +116,12 @@ func TestInstall(t *testing.T) {
 	assert.Contains(t, unit, "\nExecStart=/usr/bin/observerd --config /etc/observerd/observerd.yaml\n")
 	assert.Equal(t, "u observerd - \"observerd host-local observer\" /var/lib/observerd /usr/sbin/nologin\n",
 		read(t, at("usr/lib/sysusers.d/observerd.conf")))
+
+	schema, err := exec.Command(at("usr/bin/observerctl"), "policy", "schema").Output()
+	require.NoError(t, err)
+	assert.Equal(t, string(schema), read(t, at("usr/share/observerd/policy.schema.json")), "the schema of the installed observerctl")
+	assert.Equal(t, read(t, filepath.Join(root, "configs", "prometheus", "observerd.rules.yml")),
+		read(t, at("usr/share/observerd/prometheus/observerd.rules.yml")), "with PREFIX=/usr, the rules as they are")
 
 	t.Run("unit", func(t *testing.T) { checkUnit(t, unit) })
 	t.Run("keeps the operator's config", func(t *testing.T) {
@@ -148,6 +156,9 @@ func TestInstallPrefix(t *testing.T) {
 	assert.Contains(t, cfg, "\nplugin_dir: /opt/obs/lib/observerd/plugins ")
 	assert.Contains(t, cfg, "\npolicy_dir: /etc/observerd/policies.d ")
 	assert.Contains(t, cfg, "\nstate_dir: /var/lib/observerd ")
+	rules := read(t, at("opt/obs/share/observerd/prometheus/observerd.rules.yml"))
+	assert.Contains(t, rules, "file:///opt/obs/share/doc/observerd/troubleshooting.md#")
+	assert.NotContains(t, rules, "/usr/share/doc/observerd")
 }
 
 // checkUnit holds the unit to the hardening it promises.

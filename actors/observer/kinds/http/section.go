@@ -16,15 +16,15 @@ import (
 // Section is an http observer's section: which request to send to the
 // target, and what its answer must be.
 type Section struct {
-	Method          string            `yaml:"method"` // default GET
-	Path            string            `yaml:"path"`   // default /
-	Headers         map[string]string `yaml:"headers"`
-	ExpectStatus    []int             `yaml:"expect_status"`  // default [200]
-	MaxBodyBytes    yamldoc.ByteSize  `yaml:"max_body_bytes"` // read at most this much; default 64KiB
-	BodyMatch       string            `yaml:"body_match"`     // RE2 regexp the body must match
-	Extract         []string          `yaml:"extract"`        // JSON pointers (RFC 6901) of values to report
-	FollowRedirects bool              `yaml:"follow_redirects"`
-	MaxRedirects    int               `yaml:"max_redirects"` // default 3; each hop re-checked against allowed_targets
+	Method          string            `yaml:"method" doc:"HTTP method of the request."`
+	Path            string            `yaml:"path" doc:"Path (and query) of the request, appended to the target URL's path."`
+	Headers         map[string]string `yaml:"headers" doc:"Request headers, such as an Authorization the target needs."`
+	ExpectStatus    []int             `yaml:"expect_status" schema:"minItems=1" doc:"Statuses that make the observation a success."`
+	MaxBodyBytes    yamldoc.ByteSize  `yaml:"max_body_bytes" schema:"min=1" doc:"How much of the body is read, such as 64KiB; at most the daemon's limits.max_response_bytes."`
+	BodyMatch       string            `yaml:"body_match" doc:"RE2 regular expression the body must match for a success."`
+	Extract         []string          `yaml:"extract" doc:"JSON pointers (RFC 6901) of values of a JSON body to report in the observation."`
+	FollowRedirects bool              `yaml:"follow_redirects" doc:"Follow redirects, each hop checked against the daemon's allowed_targets."`
+	MaxRedirects    int               `yaml:"max_redirects" doc:"Redirects followed at most."`
 }
 
 // SetDefaults sets GET /, expecting 200, reading up to 64KiB.
@@ -38,6 +38,28 @@ func (h *Section) SetDefaults() {
 
 // maxRedirects bounds max_redirects: more is a loop, not a service.
 const maxRedirects = 20
+
+// ExtendSchema gives the schema what Validate checks with the section's
+// own constants and expressions.
+func (*Section) ExtendSchema(s *yamldoc.Schema) {
+	s.Properties["method"].Pattern = token.String()
+	s.Properties["path"].Pattern = policy.RequestPathPattern
+	lowest, highest := 100.0, 599.0
+	s.Properties["expect_status"].Items.Minimum = &lowest
+	s.Properties["expect_status"].Items.Maximum = &highest
+	s.Properties["extract"].Items.Pattern = "^(/.*)?$"
+	noRedirects, mostRedirects := 0.0, float64(maxRedirects)
+	s.Properties["max_redirects"].Minimum = &noRedirects
+	s.Properties["max_redirects"].Maximum = &mostRedirects
+	oneRedirect := 1.0
+	s.AllOf = append(s.AllOf, &yamldoc.Schema{
+		If: &yamldoc.Schema{
+			Required:   []string{"follow_redirects"},
+			Properties: map[string]*yamldoc.Schema{"follow_redirects": {Const: true}},
+		},
+		Then: &yamldoc.Schema{Properties: map[string]*yamldoc.Schema{"max_redirects": {Minimum: &oneRedirect}}},
+	})
+}
 
 // token is an HTTP token (RFC 9110), the syntax of methods and header names.
 var token = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -10,8 +10,8 @@ import (
 // Section is a process observer's section: the process is found by
 // exactly one of its pid file or its name.
 type Section struct {
-	PIDFile string `yaml:"pid_file"` // absolute path
-	Name    string `yaml:"name"`
+	PIDFile string `yaml:"pid_file" schema:"pattern=^(/.*)?$" doc:"Absolute path of the process's pid file, in the daemon's allowed_pid_dirs; or set name."`
+	Name    string `yaml:"name" doc:"The process's name, one of the daemon's allowed_process_names; or set pid_file."`
 }
 
 // Validate checks the section against the daemon config. A process

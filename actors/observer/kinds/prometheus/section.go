@@ -14,11 +14,11 @@ import (
 // expressions matched against whole metric names (anchored, as in
 // Prometheus relabelling); an empty Include keeps every metric.
 type Section struct {
-	Path        string            `yaml:"path"` // default /metrics
-	Include     []string          `yaml:"include"`
-	Exclude     []string          `yaml:"exclude"`
-	MatchLabels map[string]string `yaml:"match_labels"` // exact label values a sample must have
-	SampleLimit int               `yaml:"sample_limit"` // default 1000
+	Path        string            `yaml:"path" doc:"Path of the metrics endpoint, appended to the target URL's path."`
+	Include     []string          `yaml:"include" doc:"RE2 expressions: only metrics whose name matches one are reported."`
+	Exclude     []string          `yaml:"exclude" doc:"RE2 expressions: metrics whose name matches one are not reported."`
+	MatchLabels map[string]string `yaml:"match_labels" doc:"Exact label values a sample must have to be reported."`
+	SampleLimit int               `yaml:"sample_limit" doc:"Samples one observation reports at most."`
 }
 
 // SetDefaults sets /metrics and 1000 samples.
@@ -31,6 +31,15 @@ func (m *Section) SetDefaults() {
 const maxSampleLimit = 1_000_000
 
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// ExtendSchema gives the schema what Validate checks with the section's
+// own constants and expressions.
+func (*Section) ExtendSchema(s *yamldoc.Schema) {
+	s.Properties["path"].Pattern = policy.RequestPathPattern
+	s.Properties["match_labels"].PropertyNames = &yamldoc.Schema{Pattern: labelName.String()}
+	lowest, highest := 1.0, float64(maxSampleLimit)
+	s.Properties["sample_limit"].Minimum, s.Properties["sample_limit"].Maximum = &lowest, &highest
+}
 
 // Validate checks the section.
 func (m *Section) Validate(c *policy.SectionContext) {

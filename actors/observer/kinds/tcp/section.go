@@ -4,7 +4,7 @@ import "github.com/polar/observerd/policy"
 
 // Section is a tcp observer's section: the address to connect to.
 type Section struct {
-	Address string `yaml:"address"` // host:port; default the target URL's host:port
+	Address string `yaml:"address" doc:"host:port to connect to, its host in the daemon's allowed_targets; default the target URL's host and port."`
 }
 
 // Complete defaults the address to the target URL's host:port.

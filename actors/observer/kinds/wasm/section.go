@@ -21,13 +21,13 @@ import (
 // Section is a wasm observer's section: the plugin module to run, and
 // what it is given.
 type Section struct {
-	Module      string           `yaml:"module"`       // file name in plugin_dir
-	SHA256      string           `yaml:"sha256"`       // hex; when set, the module must match it
-	Config      map[string]any   `yaml:"config"`       // given to the plugin as JSON
-	MemoryLimit yamldoc.ByteSize `yaml:"memory_limit"` // 1MiB..4GiB in 64KiB pages; default 32MiB
+	Module      string           `yaml:"module" schema:"required" doc:"File name of the plugin module in the daemon's plugin_dir."`
+	SHA256      string           `yaml:"sha256" doc:"SHA-256 of the module in hex: when set, only that module runs."`
+	Config      map[string]any   `yaml:"config" doc:"The plugin's settings, given to it as JSON."`
+	MemoryLimit yamldoc.ByteSize `yaml:"memory_limit" doc:"The plugin's memory, 1MiB to 4GiB in 64KiB pages; all plugins together at most the daemon's limits.max_plugin_memory."`
 	// Timeout is the deadline of one plugin call; default 1s, capped at the
 	// observer's timeout, which bounds the whole observation anyway.
-	Timeout yamldoc.Duration `yaml:"timeout"`
+	Timeout yamldoc.Duration `yaml:"timeout" doc:"Deadline of one plugin call, at most the observer's timeout; default 1s."`
 }
 
 // SetDefaults sets a 32MiB memory limit.
@@ -56,6 +56,15 @@ const (
 )
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// ExtendSchema gives the schema the module's and the pinned sum's syntax,
+// and the least memory.
+func (*Section) ExtendSchema(s *yamldoc.Schema) {
+	s.Properties["module"].Pattern = `^[^./\\][^/\\]*$`         // a plain file name, no leading dot
+	s.Properties["sha256"].Pattern = "^$|" + hexSHA256.String() // "" pins nothing
+	least := float64(minMemory)                                 // of a size written in bytes: a schema cannot compare 32MiB
+	s.Properties["memory_limit"].Minimum = &least
+}
 
 // Validate checks the section, and the module when the daemon's
 // plugin_dir is known: present, the pinned one, and (Env.CheckPlugin) a
