@@ -10,10 +10,10 @@
 //	    │                          exits non-zero when a child fails beyond its intensity
 //	    ├── broker                 actors/broker: outbox (bbolt), THE AMQP connection, publish, confirms
 //	    ├── state-manager          actors/state: the state struct, event envelopes, transitions
-//	    ├── task-manager           actors/task: policies -> observer children
+//	    ├── task-manager           actors/task: what runs: diff, totals, observer children, policy events
 //	    │   └── observer/<policy>/<name> ...   actors/observer: one per policy observer
 //	    │                                      (http, prometheus, tcp, process, or a plugin run by package wasm)
-//	    ├── policy-manager         actors/policymanager: watches policy_dir, debounces, diffs, tells task-manager
+//	    ├── policy-manager         actors/policymanager: watches policy_dir, debounces, reads, owns the names, tells task-manager
 //	    │   └── parser/<file>#<n> ...  one short-lived child per changed file (a crash rejects that file)
 //	    └── admin                  actors/admin: the admin API on a unix socket (commands, peers checked)
 //	                               and on loopback HTTP (/healthz /readyz /metrics /v1/state only)
@@ -24,11 +24,11 @@
 //
 // Flow of one observation: observer -> state-manager (envelope, state) ->
 // broker (outbox, publish, confirm, delete). Flow of a policy change: file
-// event -> policy-manager (debounce, parser child, validate, diff against
-// what runs) -> task-manager (one ApplyPolicy or RemovePolicy: start,
-// restart or stop exactly the observers that changed), and
-// policy.applied/rejected/removed via state-manager -> broker. When the
-// task-manager restarts (with no observers), the supervisor tells the
-// policy-manager to task it again (messages.Resync); a restarted
-// policy-manager asks the task-manager what runs before it diffs.
+// event -> policy-manager (debounce, parser child, validate, which file
+// owns which name) -> task-manager (what the files ask for: diff against
+// what runs, totals, start, restart or stop exactly the observers that
+// changed, and policy.applied/rejected/removed from what it did) ->
+// state-manager -> broker. A restarted task-manager runs again what ran by
+// itself; a restarted policy-manager reads the files again. Neither needs
+// the other, nor the supervisor, to recover.
 package actors

@@ -372,11 +372,13 @@ func TestListenFailureFailsTheActor(t *testing.T) {
 			o := admin.Options{Listen: freeAddr(t), Socket: filepath.Join(socketDir(t), "admin.sock"), Log: log}
 			tt.prepare(t, &o)
 			gaveUp := make(chan restart.Failure, 1)
-			strategy := restart.New(restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 2, Window: time.Minute},
-				restart.Callbacks{GaveUp: func(f restart.Failure) { gaveUp <- f }})
+			strategy := restart.New(restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 2, Window: time.Minute})
 			parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-				if _, ok := ctx.Message().(*actor.Started); ok {
+				switch msg := ctx.Message().(type) {
+				case *actor.Started:
 					ctx.Spawn(admin.Props(o))
+				case *restart.GaveUp:
+					gaveUp <- msg.Failure
 				}
 			}, actor.WithSupervisor(strategy)))
 			t.Cleanup(func() { _ = sys.Root.StopFuture(parent).Wait() })

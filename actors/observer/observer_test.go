@@ -646,11 +646,13 @@ func TestObserverThatCannotStartIsPermanent(t *testing.T) {
 	// supervisor gives up at once.
 	sys, _ := actortest.SystemAndLogger(t)
 	gaveUp := make(chan restart.Failure, 1)
-	strategy := restart.New(restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 5, Window: time.Minute},
-		restart.Callbacks{GaveUp: func(f restart.Failure) { gaveUp <- f }})
+	strategy := restart.New(restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, GiveUpAt: 5, Window: time.Minute})
 	parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if _, ok := ctx.Message().(*actor.Started); ok {
+		switch msg := ctx.Message().(type) {
+		case *actor.Started:
 			ctx.Spawn(observer.Props(spec))
+		case *restart.GaveUp:
+			gaveUp <- msg.Failure
 		}
 	}, actor.WithSupervisor(strategy)))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(parent).Wait() })

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -27,10 +26,6 @@ type parser struct {
 	path  string
 	env   policy.Env
 	parse parseFunc
-	// settle is how long a file that fails to parse must stay unchanged
-	// before it is rejected: a file rewritten in place is empty or half
-	// written for a moment, and that moment is not worth a rejection.
-	settle time.Duration
 }
 
 type parseFunc func(file string, data []byte, env policy.Env) (*policy.Policy, error)
@@ -47,7 +42,7 @@ type parsed struct {
 	key      fileKey
 	hash     [sha256.Size]byte
 	policy   *policy.Policy
-	err      error // the file is rejected: *configs.Problem values
+	err      error // the file is rejected: *yamldoc.Problem values
 }
 
 func (p *parser) Receive(ctx actor.Context) {
@@ -60,36 +55,41 @@ func (p *parser) Receive(ctx actor.Context) {
 	ctx.Stop(ctx.Self())
 }
 
-// run reads the file until two stats around the read agree, so that a file
-// being written is read whole or not at all, and parses what it read.
+// run reads the file and parses what it read. Whether a file that fails
+// is rejected at once is the policy-manager's decision (Actor.settles).
 func (p *parser) run() *parsed {
+	res, data := p.read()
+	if res.err == nil && !res.gone && !res.unstable {
+		res.policy, res.err = p.parseSafely(data)
+	}
+	return res
+}
+
+// read reads the file until two stats around the read agree, so that a
+// file being written is read whole or not at all, as far as its stats
+// tell: a writer that truncates and writes the same length again within
+// one tick of the file system's clock leaves them as they were (see
+// Actor.settles).
+func (p *parser) read() (*parsed, []byte) {
 	for range maxReads {
 		before, err := os.Stat(p.path)
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, lerr := os.Lstat(p.path); lerr != nil {
-				return &parsed{gone: true}
+				return &parsed{gone: true}, nil
 			}
 			// A dangling symlink is a mistake to report, not a removal.
 		}
 		data, err := policy.ReadFile(p.path)
 		if err != nil {
-			return &parsed{err: err}
+			return &parsed{err: err}, nil
 		}
 		after, err := os.Stat(p.path)
 		if err != nil || keyOf(before) != keyOf(after) {
 			continue
 		}
-		res := &parsed{key: keyOf(after), hash: sha256.Sum256(data)}
-		res.policy, res.err = p.parseSafely(data)
-		if res.err != nil {
-			time.Sleep(p.settle) // this actor's only work: nothing waits behind it
-			if now, err := os.Stat(p.path); err != nil || keyOf(now) != res.key {
-				return &parsed{unstable: true}
-			}
-		}
-		return res
+		return &parsed{key: keyOf(after), hash: sha256.Sum256(data)}, data
 	}
-	return &parsed{unstable: true}
+	return &parsed{unstable: true}, nil
 }
 
 // parseSafely parses data. A parse that panics (on a hostile file) rejects

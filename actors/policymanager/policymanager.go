@@ -1,7 +1,8 @@
-// Package policymanager is the policy-manager actor: it watches policy_dir, parses
-// every changed file in a short-lived parser child, and retasks the
-// task-manager with the difference between what runs and what the files
-// now say.
+// Package policymanager is the policy-manager actor: it watches policy_dir,
+// parses every changed file in a short-lived parser child, and tells the
+// task-manager what the files now ask for. It owns the files: which file
+// declares which policy name, and which files are rejected. What runs,
+// the diff, the totals and the policy events are the task-manager's.
 //
 // A change goes through these steps:
 //
@@ -17,38 +18,42 @@
 //   - A round spawns one parser per changed file (parser/<file>#<n>). A
 //     parser reads its file until it is stable, parses and validates it,
 //     reports and stops; a parser that crashes rejects its file only. A
-//     file that fails must stay unchanged for Options.Settle to be
-//     rejected: one rewritten in place is empty or half written for a
-//     moment, and is read again in the next round instead.
-//   - When every parser has reported, the results are applied in file name
-//     order: rejections first keep the last good version of the file
-//     running (policy.rejected, once per distinct content); valid
-//     policies whose revision changed are diffed against what runs and
-//     sent to the task-manager as one messages.ApplyPolicy each
-//     (policy.applied, whose id is the correlation of everything the
-//     started observers emit); policies whose file went away, or whose
-//     file now declares another name, are removed (policy.removed). A
-//     policy name belongs to the file that declared it first; another file
-//     declaring it is rejected until the name is free again. Each valid
-//     policy is also checked against the daemon's totals
-//     (limits.max_observers, limits.max_plugin_memory) beside what runs at
-//     that point of the round: one that would exceed them is rejected like
-//     an invalid file, and read again after a round that frees room.
+//     file that fails less than Options.Settle after it changed is not
+//     rejected yet: it is read again Options.Settle later, and rejected
+//     then only if its stats and its content are still the same (see
+//     settles).
+//   - When every parser has reported, the results go to the task-manager
+//     in file name order: rejections first (protocol.RejectFile: the last
+//     good version of the file keeps running), then the names no file
+//     declares any more (protocol.RemovePolicy: the file went away, or now
+//     declares another name), then each valid policy
+//     (protocol.ApplyPolicy), and last protocol.FilesRead, which maps every
+//     file to the name it owns. A policy name belongs to the file that
+//     declared it first; another file declaring it is rejected until the
+//     name is free again, and then takes it over (an update, not a removal
+//     and an addition).
 //   - A rejected file is not read again at a rescan while its size, mtime,
 //     inode and device stay the same, unless plugin_dir's listing changed
-//     (the plugin it lacked may be there now). Files waiting for a name or
-//     for room are read again when a round frees one.
+//     (the plugin it lacked may be there now). Files waiting for a name
+//     are read again in every round, so that the round that frees a name
+//     hands it over.
 //
-// After every round the state-manager receives a messages.PoliciesLoaded
-// (the first one makes the daemon ready).
+// Which file owns which name is rebuilt from the files by a restarted
+// policy-manager: its first round reads every file, and what it sends
+// about the unchanged ones changes nothing in what runs (the task-manager
+// ignores a revision it runs, and reports a rejection once). FilesRead's
+// map lets the task-manager remove the policies whose files went while
+// the policy-manager was down. A name declared by two files goes, after
+// such a restart, to the first of them in file name order.
 package policymanager
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"iter"
 	"maps"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -56,15 +61,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/polar/observerd/actors/protocol"
+	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/configs/yamldoc"
-	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 )
 
 // Defaults of Options.
 const (
 	DefaultDebounce = 100 * time.Millisecond
-	DefaultSettle   = 100 * time.Millisecond
+	DefaultSettle   = time.Second
 	DefaultMaxDelay = time.Second
 	DefaultRescan   = 30 * time.Second
 	DefaultPoll     = 2 * time.Second
@@ -76,14 +81,14 @@ const (
 // Options configure the policy-manager.
 type Options struct {
 	Dir string
-	// Env validates the files; its Limits bound the totals of all
-	// policies, and its PluginDir is fingerprinted at every scan.
+	// Env validates the files; its PluginDir is fingerprinted at every
+	// scan.
 	Env policy.Env
-	// Task receives ApplyPolicy and RemovePolicy; State receives events.
-	Task, State *actor.PID
+	// Task receives ApplyPolicy, RemovePolicy, RejectFile and FilesRead.
+	Task *actor.PID
 	// Debounce, MaxDelay, Rescan and Poll: see the package doc. Settle
-	// is how long a file that fails must stay unchanged before it is
-	// rejected. Zero means the Default.
+	// is how long a file that fails right after it changed must stay the
+	// same before it is rejected. Zero means the Default.
 	Debounce, MaxDelay, Settle, Rescan, Poll time.Duration
 	Log                                      zerolog.Logger
 
@@ -92,22 +97,23 @@ type Options struct {
 
 // Actor is the policy-manager.
 type Actor struct {
-	opts Options
-	self *actor.PID
-	root *actor.RootContext
+	opts     Options
+	strategy *restart.Strategy
+	self     *actor.PID
+	root     *actor.RootContext
 
 	watcher *watcher // nil while polling
 	// files is what the last read of each policy file found.
 	files map[string]*file
-	// running is what the task-manager runs, by policy name.
-	running map[string]*current
+	// owners are the policy names the files own: each name's
+	// declaration by the file that owns it (its File says which).
+	owners map[string]*policy.Policy
 	// conflicts are files rejected because another file holds their
 	// policy name; they are read again when a name is freed.
 	conflicts map[string]bool
-	// roomless are files rejected because their policy would take the
-	// daemon past its totals; they are read again after a round that
-	// leaves the running policies smaller.
-	roomless map[string]bool
+	// settling are the files whose last read failed right after they
+	// changed: not rejected yet, read again once Options.Settle passed.
+	settling map[string]*settling
 	// plugins is the fingerprint of plugin_dir at the last scan.
 	plugins pluginPrint
 	// dirProblem is why the directory cannot be listed, reported once.
@@ -121,7 +127,6 @@ type Actor struct {
 
 	round      *round
 	roundGen   uint64
-	stopped    bool // Stopping or Restarting seen
 	flushAgain bool // a flush came while a round was in flight
 	parsers    uint64
 	loaded     bool
@@ -130,18 +135,17 @@ type Actor struct {
 // file is the last read of a policy file.
 type file struct {
 	key fileKey
-	// rejection is the reason and content of the last policy.rejected of
-	// this file, so that reading the same bad content again (a rescan)
-	// does not repeat it; empty while the file is good.
+	// rejection identifies the content and the problems of the file's
+	// last rejection (protocol.RejectFile.Key); empty while it is good.
 	rejection string
 }
 
-// current is a policy the task-manager runs.
-type current struct {
-	policy *policy.Policy
-	file   string
-	// eventID is the policy.applied event that last tasked its observers.
-	eventID string
+// settling is a failed read of a file that changed right before it.
+type settling struct {
+	key   fileKey
+	hash  [sha256.Size]byte
+	since time.Time
+	timer *time.Timer
 }
 
 // round is one batch of parsers.
@@ -173,6 +177,10 @@ type (
 	flush        struct{ gen uint64 }
 	rescanTick   struct{ gen uint64 }
 	roundTimeout struct{ gen uint64 }
+	settleDue    struct {
+		gen  uint64
+		name string
+	}
 )
 
 // New returns the policy-manager.
@@ -190,10 +198,11 @@ func New(opts Options) *Actor {
 		// whose message is still in the mailbox is recognised as stale.
 		timerGen:  incarnations.Add(1) << 32,
 		opts:      opts,
+		strategy:  restart.New(restart.Never),
 		files:     map[string]*file{},
-		running:   map[string]*current{},
+		owners:    map[string]*policy.Policy{},
 		conflicts: map[string]bool{},
-		roomless:  map[string]bool{},
+		settling:  map[string]*settling{},
 		dirty:     map[string]bool{},
 	}
 }
@@ -214,15 +223,11 @@ func Props(opts Options) *actor.Props {
 }
 
 // HandleFailure makes the actor its parsers' supervisor (protoactor uses an
-// actor's own HandleFailure when it has one): a crashed parser is stopped
-// and its file rejected with the reason, nothing else is touched.
-func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
-	sup.StopChildren(child)
-	if a.round != nil {
-		if name, ok := a.round.pending[child.Id]; ok {
-			sys.Root.Send(a.self, unreadable(child.Id, a.opts.Dir, name, fmt.Sprintf("the parser crashed: %v", reason)))
-		}
-	}
+// actor's own HandleFailure when it has one), with restart.Never: a crashed
+// parser is stopped (restart.GaveUp) and its file rejected with the
+// reason; nothing else is touched.
+func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
+	a.strategy.HandleFailure(sys, sup, child, rs, reason, msg)
 }
 
 // Receive handles the actor's messages.
@@ -230,18 +235,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
-		// Diff against what really runs: after a restart of this actor
-		// the task-manager still runs what the previous one applied.
-		ctx.ReenterAfter(ctx.RequestFuture(a.opts.Task, &protocol.GetRunning{}, 5*time.Second), func(res any, err error) {
-			if a.stopped {
-				return // this incarnation stopped or restarted meanwhile
-			}
-			a.seed(res, err)
-			a.startWatching()
-			a.scan(true)
-		})
+		a.startWatching()
+		a.scan(true)
 	case *actor.Stopping, *actor.Restarting:
-		a.stopped = true
 		a.watcher.close()
 		a.timerGen++
 		for _, t := range []*time.Timer{a.debounce, a.rescanning} {
@@ -251,6 +247,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 		if a.round != nil {
 			a.round.timer.Stop()
+		}
+		for _, s := range a.settling {
+			s.timer.Stop()
 		}
 	case *changed:
 		a.mark(msg.name)
@@ -274,6 +273,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if msg.gen == a.timerGen {
 			a.flush(ctx)
 		}
+	case *settleDue:
+		if msg.gen == a.timerGen {
+			a.mark(msg.name)
+		}
 	case *parsed:
 		a.parsed(ctx, msg)
 	case *roundTimeout:
@@ -285,25 +288,14 @@ func (a *Actor) Receive(ctx actor.Context) {
 			clear(a.round.pending)
 			a.finish(ctx)
 		}
-	case *protocol.Resync:
-		for _, name := range slices.Sorted(maps.Keys(a.running)) {
-			cur := a.running[name]
-			ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: cur.policy, Change: policy.Diff(nil, cur.policy), EventID: cur.eventID})
+	case *restart.GaveUp:
+		// A parser that crashed outside its parse (which catches its own
+		// panics): its file is rejected.
+		if a.round != nil {
+			if name, ok := a.round.pending[msg.Child.Id]; ok {
+				a.parsed(ctx, unreadable(msg.Child.Id, a.opts.Dir, name, fmt.Sprintf("the parser crashed: %v", msg.Reason)))
+			}
 		}
-	}
-}
-
-// seed takes what the task-manager runs as the state to diff against. The
-// files are read next, and a policy whose file is gone is then removed.
-func (a *Actor) seed(res any, err error) {
-	r, ok := res.(*protocol.Running)
-	if err != nil || !ok {
-		a.opts.Log.Warn().Err(err).Msg("cannot ask the task-manager what runs: assuming nothing")
-		return
-	}
-	for _, rp := range r.Policies {
-		a.running[rp.Policy.Metadata.Name] = &current{policy: rp.Policy, file: filepath.Base(rp.Policy.File), eventID: rp.EventID}
-		a.files[filepath.Base(rp.Policy.File)] = &file{}
 	}
 }
 
@@ -348,7 +340,7 @@ func (a *Actor) scanned(ctx actor.Context, s *scanned) {
 		// tries again.
 		if reason := s.err.Error(); reason != a.dirProblem {
 			a.dirProblem = reason
-			a.publishRejection(ctx, a.opts.Dir, []*yamldoc.Problem{{File: a.opts.Dir, Message: reason}}, nil)
+			ctx.Send(a.opts.Task, &protocol.RejectFile{File: a.opts.Dir, Problems: []*yamldoc.Problem{{File: a.opts.Dir, Message: reason}}, Key: reason})
 			a.finishLoad()
 		}
 		return
@@ -365,8 +357,8 @@ func (a *Actor) scanned(ctx actor.Context, s *scanned) {
 			continue
 		}
 		// An unchanged rejected file is read again only if the plugin it
-		// lacked may be there now; a free name or room is handed over by
-		// the round that frees it.
+		// lacked may be there now; a free name is handed over by the round
+		// that frees it.
 		if f, ok := a.files[name]; s.force || !ok || f.key != key || (f.rejection != "" && pluginsChanged) {
 			a.mark(name)
 		}
@@ -420,7 +412,7 @@ func (a *Actor) flush(ctx actor.Context) {
 	for _, name := range slices.Sorted(maps.Keys(a.dirty)) {
 		a.parsers++
 		props := actor.PropsFromProducer(func() actor.Actor {
-			return &parser{path: filepath.Join(a.opts.Dir, name), env: a.opts.Env, parse: a.opts.parse, settle: a.opts.Settle}
+			return &parser{path: filepath.Join(a.opts.Dir, name), env: a.opts.Env, parse: a.opts.parse}
 		})
 		pid, err := ctx.SpawnNamed(props, fmt.Sprintf("parser/%s#%d", name, a.parsers))
 		if err != nil {
@@ -452,107 +444,79 @@ func (a *Actor) parsed(ctx actor.Context, p *parsed) {
 	}
 }
 
-// finish applies a round's results in file name order.
+// finish hands a round's results to the task-manager in file name order.
 func (a *Actor) finish(ctx actor.Context) {
 	r := a.round
 	r.timer.Stop()
 	a.round = nil
 	names := slices.Sorted(maps.Keys(r.results))
 
-	// Who runs from which file, and which names the round frees.
-	owner := map[string]*current{}
-	var before policy.Usage
-	for _, cur := range a.running {
-		owner[cur.file] = cur
-		before = before.Add(policy.UsageOf(cur.policy))
+	// Which name each file owns, and which names the round frees.
+	owned := map[string]string{} // file name -> policy name
+	for pname, p := range a.owners {
+		owned[filepath.Base(p.File)] = pname
 	}
-	vacated := map[string]*current{}
+	vacated := map[string]bool{}
 	for _, name := range names {
-		res, cur := r.results[name], owner[name]
+		res := r.results[name]
+		if res.err == nil {
+			a.forgetSettling(name)
+		}
 		switch {
 		case res.unstable:
 			a.mark(name)
 		case res.gone:
 			delete(a.files, name)
 			delete(a.conflicts, name)
-			delete(a.roomless, name)
-			if cur != nil {
-				vacated[cur.policy.Metadata.Name] = cur
+			if pname := owned[name]; pname != "" {
+				vacated[pname] = true
 			}
+		case res.err != nil && a.settles(name, res):
+			// Read again later; what runs from it keeps running.
 		case res.err != nil:
-			delete(a.roomless, name)
-			a.reject(ctx, name, res, cur, yamldoc.ProblemsOf(res.err))
+			a.reject(ctx, name, res, yamldoc.ProblemsOf(res.err))
 		}
 	}
-	// usage is what runs at this point of the round: what keeps running,
-	// and the policies claimed so far instead of their previous versions.
-	var usage policy.Usage
-	for pname, cur := range a.running {
-		if vacated[pname] == nil {
-			usage = usage.Add(policy.UsageOf(cur.policy))
-		}
-	}
-	limits := a.opts.Env.LimitsOf()
-	var claims []string
+	var claims []*policy.Policy
 	claimed := map[string]*policy.Policy{} // by name, in this round
 	for _, name := range names {
 		res := r.results[name]
-		if res.policy == nil {
+		p := res.policy
+		if p == nil {
 			continue
 		}
-		pname := res.policy.Metadata.Name
+		pname := p.Metadata.Name
 		holder := claimed[pname]
-		if cur := a.running[pname]; holder == nil && cur != nil && cur.file != name && vacated[pname] == nil {
-			holder = cur.policy
+		if h := a.owners[pname]; holder == nil && h != nil && filepath.Base(h.File) != name && !vacated[pname] {
+			holder = h
 		}
 		if holder != nil {
 			a.conflicts[name] = true
-			delete(a.roomless, name)
-			a.reject(ctx, name, res, owner[name], []*yamldoc.Problem{res.policy.DuplicateOf(holder)})
+			a.reject(ctx, name, res, []*yamldoc.Problem{p.DuplicateOf(holder)})
 			continue
 		}
 		delete(a.conflicts, name)
-		others := usage
-		if cur := a.running[pname]; cur != nil && vacated[pname] == nil {
-			others = minus(others, policy.UsageOf(cur.policy)) // its previous version
-		}
-		if problem := res.policy.CheckTotals(others, limits); problem != nil {
-			a.roomless[name] = true
-			a.reject(ctx, name, res, owner[name], []*yamldoc.Problem{problem})
-			continue
-		}
-		delete(a.roomless, name)
-		usage = others.Add(policy.UsageOf(res.policy))
-		claimed[pname] = res.policy
+		a.files[name] = &file{key: res.key}
+		claimed[pname] = p
 		delete(vacated, pname)
-		if cur := owner[name]; cur != nil && cur.policy.Metadata.Name != pname {
-			// The file now declares another name: the old one goes.
-			vacated[cur.policy.Metadata.Name] = cur
-			usage = minus(usage, policy.UsageOf(cur.policy))
+		if prev := owned[name]; prev != "" && prev != pname {
+			vacated[prev] = true // the file now declares another name: the old one goes
 		}
-		claims = append(claims, name)
+		claims = append(claims, p)
 	}
 	// What goes stops before what comes starts.
 	for _, pname := range slices.Sorted(maps.Keys(vacated)) {
-		a.remove(ctx, vacated[pname])
+		delete(a.owners, pname)
+		ctx.Send(a.opts.Task, &protocol.RemovePolicy{Name: pname})
 	}
-	for _, name := range claims {
-		a.apply(ctx, name, r.results[name])
+	for _, p := range claims {
+		a.owners[p.Metadata.Name] = p
+		ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: p})
 	}
 	if len(vacated) > 0 && len(a.conflicts) > 0 {
 		// A name freed by a rename within a file: the files that wanted
 		// it get another chance.
 		for name := range a.conflicts {
-			a.mark(name)
-		}
-	}
-	var after policy.Usage
-	for _, cur := range a.running {
-		after = after.Add(policy.UsageOf(cur.policy))
-	}
-	if after.Observers < before.Observers || after.PluginMemory < before.PluginMemory {
-		// Room freed: the files that lacked it get another chance.
-		for name := range a.roomless {
 			a.mark(name)
 		}
 	}
@@ -563,131 +527,74 @@ func (a *Actor) finish(ctx actor.Context) {
 	}
 }
 
-// minus is u without v.
-func minus(u, v policy.Usage) policy.Usage {
-	return policy.Usage{Observers: u.Observers - v.Observers, PluginMemory: u.PluginMemory - v.PluginMemory}
-}
-
-// apply runs a valid policy read from file name.
-func (a *Actor) apply(ctx actor.Context, name string, res *parsed) {
-	p := res.policy
-	f := a.files[name]
-	wasRejected := f != nil && f.rejection != ""
-	a.files[name] = &file{key: res.key}
-	cur := a.running[p.Metadata.Name]
-	var old *policy.Policy
-	if cur != nil {
-		old = cur.policy
-		if old.Revision == p.Revision {
-			if cur.file != name {
-				// A moved file: the task-manager learns where the policy
-				// now comes from (nothing restarts), so that a restarted
-				// policy-manager knows which file owns the name.
-				ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: p, EventID: cur.eventID})
-			}
-			cur.file, cur.policy = name, p
-			if !wasRejected {
-				// Same meaning (a comment, a reordering, a moved file).
-				a.opts.Log.Debug().Str("policy", p.Metadata.Name).Str("file", p.File).Msg("policy unchanged")
-				return
-			}
+// settles reports whether the failed read res of file name waits before
+// it is rejected. A file that changed less than Options.Settle before may
+// be one a writer truncated and is writing again (an editor writing in
+// place, a shell's > redirection), however long the writer takes between
+// the two: on a loaded host a writer can be descheduled for longer than
+// the debounce, and the daemon must not publish a false rejection. Its
+// rejection waits until a read at least Options.Settle later finds it the
+// same, stats and content: the content too, because a writer that writes
+// the same length again within one tick of the file system's clock leaves
+// the stats as they were. A file that changed long before it failed (the
+// daemon starting on it, a rescan) is rejected at once, as is one read
+// again unchanged once settled.
+func (a *Actor) settles(name string, res *parsed) bool {
+	s := a.settling[name]
+	if s != nil && s.key == res.key && s.hash == res.hash {
+		if time.Since(s.since) < a.opts.Settle {
+			return true // read again too early (a rescan): its timer reads it again
 		}
+		a.forgetSettling(name)
+		return false
 	}
-	change := policy.Diff(old, p)
-	ev := messages.NewEvent(messages.TypePolicyApplied)
-	ev.Subject = p.Spec.Target.Name
-	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
-	outcome := &messages.PolicyOutcome{
-		Name: p.Metadata.Name, Revision: p.Revision, File: p.File,
-		Added: change.Added, Updated: change.Updated, Removed: change.Removed,
+	if s == nil && time.Since(res.key.mtime) >= a.opts.Settle {
+		return false
 	}
-	if old != nil {
-		outcome.PreviousRevision = old.Revision
-	}
-	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
-	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
-	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).
-		Strs("added", change.Added).Strs("updated", change.Updated).Strs("removed", change.Removed).Msg("policy applied")
-	if old != nil && old.Revision == p.Revision {
-		return // the file is good again, and says what already runs
-	}
-	ctx.Send(a.opts.Task, &protocol.ApplyPolicy{Policy: p, Change: change, EventID: ev.Id})
-	a.running[p.Metadata.Name] = &current{policy: p, file: name, eventID: ev.Id}
+	a.forgetSettling(name)
+	gen := a.timerGen
+	a.settling[name] = &settling{key: res.key, hash: res.hash, since: time.Now(),
+		timer: time.AfterFunc(a.opts.Settle, func() { a.root.Send(a.self, &settleDue{gen: gen, name: name}) })}
+	a.opts.Log.Debug().Str("file", name).Dur("settle", a.opts.Settle).Msg("policy file fails right after a change: reading it again before rejecting it")
+	return true
 }
 
-// reject records a rejected read of file name and publishes it, once per
-// distinct content and reason. What runs from the file keeps running.
-func (a *Actor) reject(ctx actor.Context, name string, res *parsed, cur *current, probs []*yamldoc.Problem) {
+// forgetSettling forgets the settling read of file name.
+func (a *Actor) forgetSettling(name string) {
+	if s := a.settling[name]; s != nil {
+		s.timer.Stop()
+		delete(a.settling, name)
+	}
+}
+
+// reject records a rejected read of file name and tells the task-manager,
+// which reports it (once per distinct content and problems) with the
+// version that stays in force.
+func (a *Actor) reject(ctx actor.Context, name string, res *parsed, probs []*yamldoc.Problem) {
 	slices.SortStableFunc(probs, func(x, y *yamldoc.Problem) int { return x.Line - y.Line })
 	key := fmt.Sprintf("%x\n%s", res.hash, yamldoc.Join(probs))
-	if f := a.files[name]; f != nil && f.rejection == key {
-		f.key = res.key
-		return
-	}
 	a.files[name] = &file{key: res.key, rejection: key}
-	a.publishRejection(ctx, filepath.Join(a.opts.Dir, name), probs, cur)
+	ctx.Send(a.opts.Task, &protocol.RejectFile{File: filepath.Join(a.opts.Dir, name), Problems: probs, Key: key})
 }
 
-// publishRejection emits policy.rejected for file, naming the revision
-// that stays in force (cur, when the file had a good version).
-func (a *Actor) publishRejection(ctx actor.Context, file string, probs []*yamldoc.Problem, cur *current) {
-	reasons := rejectionReasons(probs)
-	first := probs[0]
-	outcome := &messages.PolicyOutcome{
-		File: file, Line: int32(first.Line), Column: int32(first.Column), Reason: strings.Join(reasons, "\n"),
-	}
-	ev := messages.NewEvent(messages.TypePolicyRejected)
-	ev.Severity = messages.Severity_SEVERITY_MEDIUM
-	if cur != nil {
-		outcome.Name, outcome.PreviousRevision = cur.policy.Metadata.Name, cur.policy.Revision
-		ev.Policy = &messages.PolicyRef{Name: cur.policy.Metadata.Name, Revision: cur.policy.Revision}
-		ev.Subject = cur.policy.Spec.Target.Name
-	}
-	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
-	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
-	a.opts.Log.Error().Str("file", file).Str("kept_revision", outcome.PreviousRevision).Strs("problems", reasons).Msg("policy rejected")
-}
-
-// maxReason bounds the problems a policy.rejected carries (and its log
-// line): a file may have a hundred problems with long key paths, and the
-// first ones say what to fix.
-const maxReason = 16 << 10
-
-// rejectionReasons renders the problems, one per line, as many as fit in
-// maxReason, and says how many more there are.
-func rejectionReasons(probs []*yamldoc.Problem) []string {
-	var reasons []string
-	size := 0
-	for i, p := range probs {
-		line := p.Error()
-		if size += len(line) + 1; size > maxReason && i > 0 {
-			return append(reasons, fmt.Sprintf("… and %d more problems (observerctl policy validate lists them all)", len(probs)-i))
-		}
-		reasons = append(reasons, line)
-	}
-	return reasons
-}
-
-// remove stops a policy whose file went away or now declares another name.
-func (a *Actor) remove(ctx actor.Context, cur *current) {
-	p := cur.policy
-	ev := messages.NewEvent(messages.TypePolicyRemoved)
-	ev.Subject = p.Spec.Target.Name
-	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
-	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
-		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policy.Diff(p, nil).Removed,
-	}}
-	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.PolicyManager), Event: ev})
-	ctx.Send(a.opts.Task, &protocol.RemovePolicy{Name: p.Metadata.Name, EventID: ev.Id})
-	delete(a.running, p.Metadata.Name)
-	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy removed")
-}
-
-// finishLoad tells the state-manager what runs and what is rejected.
+// finishLoad tells the task-manager that a round (or the first load) is
+// over: which name each file owns, and which files are rejected.
 func (a *Actor) finishLoad() {
 	a.loaded = true
-	var done protocol.PoliciesLoaded
-	done.Applied = slices.Sorted(maps.Keys(a.running))
+	done := &protocol.FilesRead{}
+	if a.dirProblem == "" {
+		// Every file known, the ones still to read or settling included:
+		// a policy whose file is there but owns nothing keeps running.
+		done.Declared = map[string]string{}
+		for _, names := range []iter.Seq[string]{maps.Keys(a.dirty), maps.Keys(a.files), maps.Keys(a.settling)} {
+			for name := range names {
+				done.Declared[filepath.Join(a.opts.Dir, name)] = ""
+			}
+		}
+		for pname, p := range a.owners {
+			done.Declared[p.File] = pname
+		}
+	}
 	for name, f := range a.files {
 		if f.rejection != "" {
 			done.Rejected = append(done.Rejected, filepath.Join(a.opts.Dir, name))
@@ -697,5 +604,5 @@ func (a *Actor) finishLoad() {
 		done.Rejected = append(done.Rejected, a.opts.Dir)
 	}
 	slices.Sort(done.Rejected)
-	a.root.Send(a.opts.State, &done)
+	a.root.Send(a.opts.Task, done)
 }

@@ -1,10 +1,14 @@
 package policymanager
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,8 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/protocol"
+	"github.com/polar/observerd/actors/restart"
+	"github.com/polar/observerd/actors/task"
 	"github.com/polar/observerd/configs/targets"
-	"github.com/polar/observerd/configs/yamldoc"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
@@ -64,13 +69,32 @@ type fixture struct {
 	sys   *actor.ActorSystem
 	dir   string
 	state *actortest.Recorder
-	task  *actortest.Recorder
+	task  *tap
 	pid   *actor.PID
 	env   policy.Env
+	opts  Options
+}
+
+// tap records what the policy-manager sends the task-manager, and hands
+// it to a real one: what runs and the policy events are the
+// task-manager's.
+type tap struct {
+	PID *actor.PID
+
+	mu       sync.Mutex
+	messages []any
+}
+
+func (tp *tap) Messages() []any {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return slices.Clone(tp.messages)
 }
 
 // setup writes files into a fresh directory and starts a policy-manager on
-// it, with short timers; opts adjusts its options.
+// it, with short timers, and a task-manager behind a tap; opts adjusts the
+// policy-manager's options (its Env.Limits are the task-manager's too).
+// The task-manager's observers start, but skip their turns.
 func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixture {
 	t.Helper()
 	sys, log := actortest.SystemAndLogger(t)
@@ -80,23 +104,37 @@ func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixtu
 		sys:   sys,
 		dir:   t.TempDir(),
 		state: actortest.NewRecorder(t, sys, "state-manager"),
-		task:  actortest.NewRecorder(t, sys, "task-manager"),
+		task:  &tap{},
 		env:   policy.Env{Allowed: allowed, Limits: actortest.Limits()},
 	}
-	f.task.Respond(func(msg any) any {
-		if _, ok := msg.(*protocol.GetRunning); ok {
-			return &protocol.Running{}
-		}
-		return nil
-	})
+	// The files were there before the daemon started: one that fails is
+	// rejected at once (see Actor.settles).
 	for name, text := range files {
 		f.write(t, name, text)
+		f.age(t, name)
 	}
-	o := Options{Dir: f.dir, Env: f.env, Task: f.task.PID, State: f.state.PID, Log: log,
-		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
+	o := Options{Dir: f.dir, Env: f.env, Log: log, Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	closed := &protocol.Gate{}
+	closed.Close(true)
+	tm, err := sys.Root.SpawnNamed(task.Props(task.Options{State: f.state.PID, Allowed: allowed, Limits: o.Env.Limits, Gate: closed, Log: log}), "task-manager")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sys.Root.StopFuture(tm).Wait() })
+	f.task.PID, err = sys.Root.SpawnNamed(actor.PropsFromFunc(func(ctx actor.Context) {
+		switch msg := ctx.Message().(type) {
+		case actor.SystemMessage, actor.AutoReceiveMessage:
+		default:
+			f.task.mu.Lock()
+			f.task.messages = append(f.task.messages, msg)
+			f.task.mu.Unlock()
+			ctx.Send(tm, msg)
+		}
+	}), "tap")
+	require.NoError(t, err)
+	o.Task = f.task.PID
+	f.opts = o
 	f.pid = sys.Root.Spawn(Props(o))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(f.pid).Wait() })
 	return f
@@ -105,6 +143,22 @@ func setup(t *testing.T, files map[string]string, opts ...func(*Options)) *fixtu
 func (f *fixture) write(t *testing.T, name, text string) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(filepath.Join(f.dir, name), []byte(text), 0o600))
+}
+
+// age makes file name look changed an hour ago.
+func (f *fixture) age(t *testing.T, name string) {
+	t.Helper()
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, os.Chtimes(filepath.Join(f.dir, name), old, old))
+}
+
+// replace writes file name as a writer long done with it would have: a
+// temporary file, aged, renamed over it (one change, read once).
+func (f *fixture) replace(t *testing.T, name, text string) {
+	t.Helper()
+	f.write(t, ".tmp", text)
+	f.age(t, ".tmp")
+	require.NoError(t, os.Rename(filepath.Join(f.dir, ".tmp"), filepath.Join(f.dir, name)))
 }
 
 // loads returns how many PoliciesLoaded arrived: one per round.
@@ -138,7 +192,7 @@ func (f *fixture) round(t *testing.T, change func()) *protocol.PoliciesLoaded {
 	return last
 }
 
-// applies returns the ApplyPolicy and RemovePolicy messages the
+// changes returns the ApplyPolicy and RemovePolicy messages the
 // task-manager got.
 func (f *fixture) changes() []any {
 	var out []any
@@ -158,6 +212,27 @@ func (f *fixture) waitChanges(t *testing.T, n int) []any {
 	return f.changes()
 }
 
+// policyEvents returns the policy events received, by type.
+func (f *fixture) policyEvents(typ string) []*messages.PolicyOutcome {
+	var out []*messages.PolicyOutcome
+	for _, ev := range f.state.EventsOf(typ) {
+		out = append(out, ev.GetPolicyOutcome())
+	}
+	return out
+}
+
+// countPolicyEvents counts the policy events received, of every type.
+func (f *fixture) countPolicyEvents() int {
+	return len(f.state.EventsOf(messages.TypePolicyApplied)) + len(f.state.EventsOf(messages.TypePolicyRemoved)) +
+		len(f.state.EventsOf(messages.TypePolicyRejected))
+}
+
+// waitApplied waits for the policy.applied of revision.
+func (f *fixture) waitApplied(t *testing.T, revision string) *messages.Event {
+	t.Helper()
+	return f.state.WaitEvent(t, messages.TypePolicyApplied, func(ev *messages.Event) bool { return ev.GetPolicy().GetRevision() == revision })
+}
+
 func revisionOf(t *testing.T, name, text string) string {
 	t.Helper()
 	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
@@ -171,7 +246,8 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	f := setup(t, map[string]string{"web.yaml": good, "broken.yaml": bad, "notes.txt": "not a policy", ".hidden.yaml": bad})
 	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 
-	// policy.applied, then ApplyPolicy correlated with it.
+	// ApplyPolicy, then policy.applied and the observers it started,
+	// correlated with it.
 	applied := f.state.WaitEvent(t, messages.TypePolicyApplied, nil)
 	out := applied.GetPolicyOutcome()
 	require.NotNil(t, out)
@@ -188,10 +264,13 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	changes := f.waitChanges(t, 1)
 	require.Len(t, changes, 1, "only the good policy is applied")
 	apply := changes[0].(*protocol.ApplyPolicy)
-	assert.Equal(t, applied.Id, apply.EventID, "ApplyPolicy carries the policy.applied event's id")
 	assert.Equal(t, "web", apply.Policy.Metadata.Name)
 	assert.Equal(t, out.Revision, apply.Policy.Revision)
-	assert.Equal(t, policy.Change{Added: []string{"health", "status"}}, apply.Change)
+	for _, name := range []string{"health", "status"} {
+		f.state.WaitEvent(t, messages.TypeObserverStarted, func(ev *messages.Event) bool {
+			return ev.GetObserver().GetObserver() == name && ev.CorrelationId == applied.Id
+		})
+	}
 
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	ro := rejected.GetPolicyOutcome()
@@ -209,9 +288,13 @@ func TestLoadsGoodAndRejectsBad(t *testing.T) {
 	assert.Equal(t, []string{filepath.Join(f.dir, "broken.yaml")}, done.Rejected)
 
 	// PoliciesLoaded comes after the events it sums up.
-	msgs := f.state.Messages()
-	last, ok := msgs[len(msgs)-1].(*protocol.PoliciesLoaded)
-	assert.True(t, ok && last == done, "PoliciesLoaded is the last message")
+	var last any
+	for _, m := range f.state.Messages() {
+		if e, ok := m.(*protocol.Emit); (ok && strings.HasPrefix(e.Event.Type, "policy.")) || m == any(done) {
+			last = m
+		}
+	}
+	assert.Same(t, done, last, "PoliciesLoaded comes after the policy events")
 }
 
 func TestRejectedFileListsEveryProblemFirstLineFirst(t *testing.T) {
@@ -240,7 +323,6 @@ func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
 	changes := f.waitChanges(t, 2)
 	for i, m := range changes {
 		apply := m.(*protocol.ApplyPolicy)
-		assert.Equal(t, applied[i].Id, apply.EventID)
 		assert.Equal(t, applied[i].GetPolicyOutcome().GetName(), apply.Policy.Metadata.Name, "in file name order")
 	}
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
@@ -253,8 +335,9 @@ func TestDuplicateNameBelongsToTheFirstFileUntilFreed(t *testing.T) {
 	changes = f.waitChanges(t, 3)
 	apply := changes[2].(*protocol.ApplyPolicy)
 	assert.Equal(t, filepath.Join(f.dir, "c-dup.yaml"), apply.Policy.File)
-	assert.Equal(t, []string{"health", "status"}, apply.Change.Updated)
-	assert.True(t, apply.Change.TargetOrLimitsChanged)
+	out := f.waitApplied(t, apply.Policy.Revision).GetPolicyOutcome()
+	assert.Equal(t, []string{"health", "status"}, out.Updated, "its target changed: every observer is updated")
+	assert.Equal(t, applied[0].GetPolicyOutcome().Revision, out.PreviousRevision)
 	assert.Empty(t, f.state.EventsOf(messages.TypePolicyRemoved), "the name never stopped running")
 }
 
@@ -267,10 +350,8 @@ func TestHotReload(t *testing.T) {
 		next := named("web", 8080, "3s")
 		f.round(t, func() { f.write(t, "web.yaml", next) })
 		apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
-		assert.Equal(t, policy.Change{Updated: []string{"health"}}, apply.Change)
 		assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
-		ev := f.state.WaitEvent(t, messages.TypePolicyApplied, func(e *messages.Event) bool { return e.Id == apply.EventID })
-		out := ev.GetPolicyOutcome()
+		out := f.waitApplied(t, apply.Policy.Revision).GetPolicyOutcome()
 		assert.Equal(t, []string{"health"}, out.Updated)
 		assert.Empty(t, out.Added)
 		assert.Empty(t, out.Removed)
@@ -278,18 +359,19 @@ func TestHotReload(t *testing.T) {
 	})
 
 	t.Run("a comment and reordering change nothing", func(t *testing.T) {
-		before := len(f.state.Events())
+		before, stops := f.countPolicyEvents(), len(f.state.EventsOf(messages.TypeObserverStopped))
 		reordered := strings.Replace(named("web", 8080, "3s"),
 			"    - {name: health, kind: http, interval: 3s, http: {path: /healthz}}\n    - {name: status, kind: http, interval: 10s, http: {path: /status}}\n",
 			"    - {name: status, kind: http, interval: 10s, http: {path: /status}}   # the slow one\n    - {name: health, kind: http, interval: 3s, http: {path: /healthz}}\n", 1)
 		require.NotEqual(t, named("web", 8080, "3s"), reordered)
 		f.round(t, func() { f.write(t, "web.yaml", "# edited\n"+reordered) })
-		assert.Len(t, f.changes(), 2)
-		assert.Len(t, f.state.Events(), before)
+		assert.Equal(t, before, f.countPolicyEvents(), "no policy event")
+		assert.Len(t, f.state.EventsOf(messages.TypeObserverStopped), stops, "nothing restarted")
 	})
 
 	t.Run("a bad overwrite keeps the last good version", func(t *testing.T) {
 		running := revisionOf(t, "web.yaml", named("web", 8080, "3s"))
+		applied := len(f.state.EventsOf(messages.TypePolicyApplied))
 		f.round(t, func() { f.write(t, "web.yaml", strings.Replace(good, "interval: 5s", "interval: soon", 1)) })
 		ev := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 		out := ev.GetPolicyOutcome()
@@ -298,7 +380,8 @@ func TestHotReload(t *testing.T) {
 		assert.Equal(t, "web", out.Name)
 		assert.Equal(t, running, out.PreviousRevision, "the revision still in force")
 		assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: running}, ev.Policy)
-		assert.Len(t, f.changes(), 2, "nothing stopped")
+		assert.Len(t, f.state.EventsOf(messages.TypePolicyApplied), applied, "nothing stopped")
+		assert.Empty(t, f.state.EventsOf(messages.TypePolicyRemoved), "nothing stopped")
 
 		// The same bad content read again (a rescan) is not reported again.
 		f.round(t, func() { f.sys.Root.Send(f.pid, &rescan{}) })
@@ -308,13 +391,15 @@ func TestHotReload(t *testing.T) {
 	t.Run("the fixed file is applied", func(t *testing.T) {
 		fixed := named("web", 8080, "4s")
 		f.round(t, func() { f.write(t, "web.yaml", fixed) })
-		apply := f.waitChanges(t, 3)[2].(*protocol.ApplyPolicy)
-		assert.Equal(t, revisionOf(t, "web.yaml", fixed), apply.Policy.Revision)
-		assert.Equal(t, policy.Change{Updated: []string{"health"}}, apply.Change)
+		out := f.waitApplied(t, revisionOf(t, "web.yaml", fixed)).GetPolicyOutcome()
+		assert.Equal(t, []string{"health"}, out.Updated)
+		assert.Empty(t, out.Added)
+		assert.Empty(t, out.Removed)
 	})
 
 	t.Run("an editor's rename-save is one change", func(t *testing.T) {
 		saved := named("web", 8080, "6s")
+		applied := len(f.state.EventsOf(messages.TypePolicyApplied))
 		f.round(t, func() {
 			tmp := filepath.Join(f.dir, ".web.yaml.swp")
 			require.NoError(t, os.WriteFile(tmp, []byte(saved), 0o600))
@@ -322,29 +407,29 @@ func TestHotReload(t *testing.T) {
 			require.NoError(t, os.Rename(tmp, filepath.Join(f.dir, "web.yaml")))
 			require.NoError(t, os.Remove(filepath.Join(f.dir, "web.yaml~")))
 		})
-		changes := f.waitChanges(t, 4)
-		assert.Len(t, changes, 4)
-		assert.Equal(t, revisionOf(t, "web.yaml", saved), changes[3].(*protocol.ApplyPolicy).Policy.Revision)
+		f.waitApplied(t, revisionOf(t, "web.yaml", saved))
+		assert.Len(t, f.state.EventsOf(messages.TypePolicyApplied), applied+1)
 		assert.Empty(t, f.state.EventsOf(messages.TypePolicyRemoved))
 	})
 
 	t.Run("a renamed policy is removed, then added", func(t *testing.T) {
 		f.round(t, func() { f.write(t, "web.yaml", named("www", 8080, "6s")) })
-		changes := f.waitChanges(t, 6)
-		remove := changes[4].(*protocol.RemovePolicy)
+		changes := f.changes()
+		remove := changes[len(changes)-2].(*protocol.RemovePolicy)
 		assert.Equal(t, "web", remove.Name)
-		apply := changes[5].(*protocol.ApplyPolicy)
+		apply := changes[len(changes)-1].(*protocol.ApplyPolicy)
 		assert.Equal(t, "www", apply.Policy.Metadata.Name)
-		assert.Equal(t, []string{"health", "status"}, apply.Change.Added)
 		removed := f.state.WaitEvent(t, messages.TypePolicyRemoved, nil)
-		assert.Equal(t, removed.Id, remove.EventID)
+		assert.Equal(t, "web", removed.GetPolicyOutcome().Name)
 		assert.Equal(t, []string{"health", "status"}, removed.GetPolicyOutcome().Removed)
+		assert.Equal(t, []string{"health", "status"}, f.waitApplied(t, apply.Policy.Revision).GetPolicyOutcome().Added)
 	})
 
 	t.Run("a deleted file stops its policy", func(t *testing.T) {
 		done := f.round(t, func() { require.NoError(t, os.Remove(filepath.Join(f.dir, "web.yaml"))) })
-		changes := f.waitChanges(t, 7)
-		assert.Equal(t, "www", changes[6].(*protocol.RemovePolicy).Name)
+		changes := f.changes()
+		assert.Equal(t, "www", changes[len(changes)-1].(*protocol.RemovePolicy).Name)
+		assert.Equal(t, []string{"web", "www"}, []string{f.policyEvents(messages.TypePolicyRemoved)[0].Name, f.policyEvents(messages.TypePolicyRemoved)[1].Name})
 		assert.Empty(t, done.Applied)
 		assert.Empty(t, done.Rejected)
 	})
@@ -402,7 +487,7 @@ func TestConfigMapSymlinkSwap(t *testing.T) {
 	})
 	apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
 	assert.Equal(t, revisionOf(t, "web.yaml", next), apply.Policy.Revision)
-	assert.Equal(t, []string{"health"}, apply.Change.Updated)
+	assert.Equal(t, []string{"health"}, f.waitApplied(t, apply.Policy.Revision).GetPolicyOutcome().Updated)
 	assert.Empty(t, f.state.EventsOf(messages.TypePolicyRejected))
 }
 
@@ -464,62 +549,54 @@ func TestWatchFailureFallsBackToPolling(t *testing.T) {
 func TestMissingDirIsReportedAndStillLoaded(t *testing.T) {
 	// A policy_dir that cannot be read is a problem to report, and the
 	// load still ends (readiness must not hang on it).
-	sys, log := actortest.SystemAndLogger(t)
-	state := actortest.NewRecorder(t, sys, "state-manager")
-	task := actortest.NewRecorder(t, sys, "task-manager")
-	task.Respond(func(any) any { return &protocol.Running{} })
 	dir := filepath.Join(t.TempDir(), "missing")
-	pid := sys.Root.Spawn(Props(Options{Dir: dir, Task: task.PID, State: state.PID, Log: log, Poll: 20 * time.Millisecond}))
-	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
-	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, state, nil)
+	f := setup(t, nil, func(o *Options) { o.Dir, o.Poll = dir, 20*time.Millisecond })
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
 	assert.Empty(t, done.Applied)
 	assert.Equal(t, []string{dir}, done.Rejected)
-	rejected := state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	assert.Contains(t, rejected.GetPolicyOutcome().GetReason(), "no such file or directory")
 	assert.Equal(t, dir, rejected.GetPolicyOutcome().GetFile(), "policy.rejected names the directory")
 
 	// Created later, it is picked up.
 	require.NoError(t, os.Mkdir(dir, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(good), 0o600))
-	actortest.WaitMessage[*protocol.ApplyPolicy](t, task, nil)
-	assert.Len(t, state.EventsOf(messages.TypePolicyRejected), 1, "the directory's problem is reported once")
+	f.waitChanges(t, 1)
+	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "the directory's problem is reported once")
 }
 
-func TestRestartedManagerDiffsAgainstWhatRuns(t *testing.T) {
-	// The task-manager runs web (from web.yaml) and old (whose file is
-	// gone): a fresh policy-manager keeps web as it is and removes old.
-	f := setup(t, nil)
-	actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
+func TestRestartedManagerLeavesWhatRunsAlone(t *testing.T) {
+	// A fresh policy-manager knows nothing of the files, and asks nothing:
+	// it reads them again. What runs from files that did not change is
+	// left alone (no event, no restart), the last good version of a
+	// rejected file keeps running and its rejection is not repeated, so
+	// does that of a file being written as it reads it (settling), and a
+	// policy whose file went while it was down is removed.
+	broken := named("broken", 8082, "5s")
+	f := setup(t, map[string]string{"web.yaml": good, "old.yaml": named("old", 8081, "5s"), "broken.yaml": broken, "fresh.yaml": named("fresh", 8083, "5s")},
+		func(o *Options) { o.Settle = actortest.Wait })
+	f.waitChanges(t, 4)
+	f.round(t, func() { f.replace(t, "broken.yaml", strings.Replace(broken, "interval: 5s", "interval: soon", 1)) })
+	f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypeObserverStarted)) == 8 }, actortest.Wait, 5*time.Millisecond)
 	require.NoError(t, f.sys.Root.StopFuture(f.pid).Wait())
-	f.write(t, "web.yaml", good)
-	web, err := policy.ParseFile(filepath.Join(f.dir, "web.yaml"), f.env)
-	require.NoError(t, err)
-	old, err := policy.Parse(filepath.Join(f.dir, "old.yaml"), []byte(named("old", 8081, "5s")), f.env)
-	require.NoError(t, err)
-	f.task.Respond(func(msg any) any {
-		return &protocol.Running{Policies: []protocol.RunningPolicy{{Policy: web, EventID: "e-web"}, {Policy: old, EventID: "e-old"}}}
+	require.NoError(t, os.Remove(filepath.Join(f.dir, "old.yaml")))
+	f.write(t, "fresh.yaml", blank)
+	events, started := f.countPolicyEvents(), len(f.state.EventsOf(messages.TypeObserverStarted))
+
+	done := f.round(t, func() {
+		pid := f.sys.Root.Spawn(Props(f.opts))
+		t.Cleanup(func() { _ = f.sys.Root.StopFuture(pid).Wait() })
 	})
-	before := len(f.state.Messages())
-	pid := f.sys.Root.Spawn(Props(Options{Dir: f.dir, Env: f.env, Task: f.task.PID, State: f.state.PID, Log: actortest.Logger(t), Debounce: 20 * time.Millisecond}))
-	t.Cleanup(func() { _ = f.sys.Root.StopFuture(pid).Wait() })
-
-	remove := f.waitChanges(t, 1)[0].(*protocol.RemovePolicy)
-	assert.Equal(t, "old", remove.Name)
-	require.Eventually(t, func() bool { return f.loads() >= 2 }, actortest.Wait, 5*time.Millisecond)
-	var types []string
-	for _, m := range f.state.Messages()[before:] {
-		if e, ok := m.(*protocol.Emit); ok {
-			types = append(types, e.Event.Type)
-		}
+	assert.Equal(t, []string{"broken", "fresh", "web"}, done.Applied)
+	assert.Equal(t, []string{filepath.Join(f.dir, "broken.yaml")}, done.Rejected)
+	assert.Equal(t, events+1, f.countPolicyEvents(), "one event: old's removal")
+	removed := f.state.WaitEvent(t, messages.TypePolicyRemoved, nil)
+	assert.Equal(t, "old", removed.GetPolicyOutcome().Name)
+	for _, ev := range f.state.EventsOf(messages.TypeObserverStopped) {
+		assert.Equal(t, "old", ev.GetPolicy().GetName(), "only old's observers stopped")
 	}
-	assert.Equal(t, []string{messages.TypePolicyRemoved}, types, "web runs unchanged: no event")
-
-	// Resync: the task-manager restarted empty and gets web again, with
-	// the correlation of the event that tasked it.
-	f.sys.Root.Send(pid, &protocol.Resync{})
-	apply := f.waitChanges(t, 2)[1].(*protocol.ApplyPolicy)
-	assert.Equal(t, "e-web", apply.EventID)
-	assert.Equal(t, []string{"health", "status"}, apply.Change.Added)
+	assert.Len(t, f.state.EventsOf(messages.TypeObserverStarted), started, "nothing started again")
 }
 
 func TestFilesThatAreNotPoliciesAreRejected(t *testing.T) {
@@ -560,18 +637,95 @@ func TestRejectedFileIsReadAgainWhenAPluginArrives(t *testing.T) {
 	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "the unchanged rejection was not repeated")
 }
 
-func TestRejectionReasonsAreBounded(t *testing.T) {
-	var probs []*yamldoc.Problem
-	for i := range yamldoc.MaxProblems {
-		probs = append(probs, &yamldoc.Problem{File: "p.yaml", Line: i + 1, Path: strings.Repeat("k", 256) + ".x", Message: "unknown key"})
+// blank is as long as good and fails to parse (an empty document): what a
+// reader sees of a file truncated and being written again.
+var blank = strings.Repeat(" ", len(good))
+
+func TestFailureRightAfterAChangeWaitsForTheWriter(t *testing.T) {
+	// A writer descheduled between its truncate and its write: the
+	// rejection waits a settle time longer than this test takes, so the
+	// writer always comes first.
+	f := setup(t, map[string]string{"web.yaml": good}, func(o *Options) { o.Settle = actortest.Wait })
+	f.waitChanges(t, 1)
+	f.round(t, func() { f.write(t, "web.yaml", blank) })
+	next := named("web", 8080, "7s")
+	f.write(t, "web.yaml", next)
+	f.waitApplied(t, revisionOf(t, "web.yaml", next))
+	assert.Empty(t, f.state.EventsOf(messages.TypePolicyRejected), "the writer's moment was rejected")
+}
+
+func TestFailureThatStaysIsRejectedOnceSettled(t *testing.T) {
+	const settle = 50 * time.Millisecond
+	f := setup(t, map[string]string{"web.yaml": good}, func(o *Options) { o.Settle = settle })
+	f.waitChanges(t, 1)
+	start := time.Now()
+	done := f.round(t, func() { f.write(t, "web.yaml", blank) })
+	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	assert.GreaterOrEqual(t, time.Since(start), settle, "rejected before it settled")
+	assert.Empty(t, done.Rejected, "the round that read it first did not reject it")
+	assert.Contains(t, rejected.GetPolicyOutcome().Reason, "the document is empty")
+	assert.Equal(t, revisionOf(t, "web.yaml", good), rejected.GetPolicyOutcome().PreviousRevision)
+}
+
+func TestSettlesComparesStatsAndContent(t *testing.T) {
+	a := New(Options{Settle: time.Hour, Log: actortest.Logger(t)})
+	t.Cleanup(func() {
+		for name := range a.settling {
+			a.forgetSettling(name)
+		}
+	})
+	now := time.Now()
+	read := func(mtime time.Time, content string) *parsed {
+		return &parsed{key: fileKey{size: int64(len(content)), mtime: mtime}, hash: sha256.Sum256([]byte(content)), err: errors.New("the document is empty")}
 	}
-	reasons := rejectionReasons(probs)
-	total := 0
-	for _, r := range reasons {
-		total += len(r) + 1
+	settledLongAgo := func(name string) { a.settling[name].since = now.Add(-2 * time.Hour) }
+	steps := []struct {
+		name   string
+		file   string
+		read   *parsed
+		before func()
+		waits  bool
+	}{
+		{"a file that fails right after a change waits", "web.yaml", read(now, "     "), nil, true},
+		{"read again unchanged too early, it still waits", "web.yaml", read(now, "     "), nil, true},
+		// Written again within one tick of the clock, with the same
+		// length: only the content differs.
+		{"settled, but its content changed: it waits again", "web.yaml", read(now, "a: [b"), func() { settledLongAgo("web.yaml") }, true},
+		{"settled and the same: rejected", "web.yaml", read(now, "a: [b"), func() { settledLongAgo("web.yaml") }, false},
+		{"a file that changed long ago is rejected at once", "old.yaml", read(now.Add(-2*time.Hour), "a: [b"), nil, false},
 	}
-	assert.LessOrEqual(t, total, maxReason+100)
-	assert.Equal(t, probs[0].Error(), reasons[0], "the first problems, whole")
-	assert.Regexp(t, `^… and \d+ more problems \(observerctl policy validate lists them all\)$`, reasons[len(reasons)-1])
-	assert.Equal(t, []string{"p.yaml: short"}, rejectionReasons([]*yamldoc.Problem{{File: "p.yaml", Message: "short"}}))
+	for _, st := range steps {
+		if st.before != nil {
+			st.before()
+		}
+		assert.Equal(t, st.waits, a.settles(st.file, st.read), st.name)
+	}
+	assert.Empty(t, a.settling, "nothing left settling once rejected")
+}
+
+func TestParserGivenUpRejectsItsFile(t *testing.T) {
+	// A parser that crashes outside its parse (which catches its own
+	// panics) is given up by the strategy at once (restart.Never), which
+	// tells the policy-manager: the file is rejected with the reason, the
+	// parser's late report (if any) is ignored.
+	release := make(chan struct{})
+	f := setup(t, map[string]string{"web.yaml": good, "stuck.yaml": named("db", 5432, "5s")}, func(o *Options) {
+		o.parse = func(file string, data []byte, env policy.Env) (*policy.Policy, error) {
+			if strings.HasSuffix(file, "stuck.yaml") {
+				<-release
+			}
+			return policy.Parse(file, data, env)
+		}
+	})
+	t.Cleanup(func() { close(release) }) // before the policy-manager stops
+	// The first round's first parser (files in name order).
+	parser := actor.NewPID(f.sys.Address(), f.pid.Id+"/parser/stuck.yaml#1")
+	require.Eventually(t, func() bool { _, ok := f.sys.ProcessRegistry.GetLocal(parser.Id); return ok }, actortest.Wait, 5*time.Millisecond,
+		"no parser for stuck.yaml")
+	f.sys.Root.Send(f.pid, &restart.GaveUp{Failure: restart.Failure{Child: parser, Reason: errors.New("boom"), Failures: 1}})
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
+	assert.Equal(t, []string{"web"}, done.Applied)
+	assert.Equal(t, []string{filepath.Join(f.dir, "stuck.yaml")}, done.Rejected)
+	reason := f.state.WaitEvent(t, messages.TypePolicyRejected, nil).GetPolicyOutcome().Reason
+	assert.Equal(t, filepath.Join(f.dir, "stuck.yaml")+": the parser crashed: boom", reason)
 }

@@ -108,17 +108,17 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 			assert.Equal(t, filepath.Join(f.dir, "b.yaml"), out.File)
 			assert.Equal(t, "b", out.Name)
 			assert.Equal(t, revB, out.PreviousRevision, "the revision still in force")
-			assert.Len(t, f.changes(), 2, "nothing changed in what runs")
+			assert.Len(t, f.state.EventsOf(messages.TypePolicyApplied), 2, "nothing changed in what runs")
 			parsed := p.of("b.yaml")
 
 			// a shrinks: the room it frees lets b in, b's file untouched.
 			f.write(t, "a.yaml", sized("a", 1, tc.wasm))
-			changes := f.waitChanges(t, 4)
-			assert.Equal(t, "a", changes[2].(*protocol.ApplyPolicy).Policy.Metadata.Name)
-			apply := changes[3].(*protocol.ApplyPolicy)
-			assert.Equal(t, "b", apply.Policy.Metadata.Name)
-			assert.Equal(t, revisionOf(t, "b.yaml", sized("b", 2, tc.wasm)), apply.Policy.Revision)
-			assert.Equal(t, parsed+1, p.of("b.yaml"), "read again once, for the room")
+			require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypePolicyApplied)) == 4 }, actortest.Wait, 5*time.Millisecond)
+			applied := f.policyEvents(messages.TypePolicyApplied)
+			assert.Equal(t, "a", applied[2].Name)
+			assert.Equal(t, "b", applied[3].Name)
+			assert.Equal(t, revisionOf(t, "b.yaml", sized("b", 2, tc.wasm)), applied[3].Revision)
+			assert.Equal(t, parsed, p.of("b.yaml"), "not read again: the task-manager kept the version waiting for room")
 
 			// A new policy with no room left is rejected, and runs once
 			// another policy goes.
@@ -131,9 +131,9 @@ func TestTotalsRejectWhatWouldExceedTheLimits(t *testing.T) {
 			assert.Contains(t, rejected.GetPolicyOutcome().Reason, tc.key)
 			assert.Empty(t, rejected.GetPolicyOutcome().PreviousRevision)
 			require.NoError(t, os.Remove(filepath.Join(f.dir, "a.yaml")))
-			changes = f.waitChanges(t, 6)
-			assert.Equal(t, "a", changes[4].(*protocol.RemovePolicy).Name)
-			assert.Equal(t, "c", changes[5].(*protocol.ApplyPolicy).Policy.Metadata.Name)
+			require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypePolicyApplied)) == 5 }, actortest.Wait, 5*time.Millisecond)
+			assert.Equal(t, "a", f.policyEvents(messages.TypePolicyRemoved)[0].Name)
+			assert.Equal(t, "c", f.policyEvents(messages.TypePolicyApplied)[4].Name)
 		})
 	}
 }
@@ -158,16 +158,15 @@ func TestTotalsRejectedTakeOverLeavesTheNameFree(t *testing.T) {
 	require.NoError(t, os.Rename(filepath.Join(f.dir, ".tmp"), filepath.Join(f.dir, "c-web.yaml")))
 	require.NoError(t, os.Remove(filepath.Join(f.dir, "a-web.yaml")))
 
-	remove := f.waitChanges(t, 2)[1]
-	require.IsType(t, &protocol.RemovePolicy{}, remove, "the old web stops, the new one does not start")
-	assert.Equal(t, "web", remove.(*protocol.RemovePolicy).Name)
+	removed := f.state.WaitEvent(t, messages.TypePolicyRemoved, nil)
+	assert.Equal(t, "web", removed.GetPolicyOutcome().Name, "the old web stops, the new one does not start")
 	actortest.WaitMessage(t, f.state, func(l *protocol.PoliciesLoaded) bool {
 		return len(l.Applied) == 0 && slices.Equal(l.Rejected, []string{filepath.Join(f.dir, "c-web.yaml")})
 	})
 	f.state.WaitEvent(t, messages.TypePolicyRejected, func(ev *messages.Event) bool {
 		return strings.Contains(ev.GetPolicyOutcome().GetReason(), "limits.max_observers")
 	})
-	assert.Len(t, f.changes(), 2)
+	assert.Len(t, f.state.EventsOf(messages.TypePolicyApplied), 1)
 }
 
 // polling makes the policy-manager poll its directory every 20 ms: a
@@ -197,8 +196,9 @@ func TestRejectedFileIsNotReadAgainUntilItOrPluginDirChanges(t *testing.T) {
 	f.scans(t, 5)
 	assert.Equal(t, 1, p.of("broken.yaml"), "an unchanged rejected file is parsed once")
 
-	// Changed, it is read again, and rejected again.
-	f.write(t, "broken.yaml", strings.Replace(bad, "-5s", "-6s", 1))
+	// Changed, it is read again, and rejected again (a change long done,
+	// or it would be read once more when settled).
+	f.replace(t, "broken.yaml", strings.Replace(bad, "-5s", "-6s", 1))
 	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypePolicyRejected)) == 2 }, actortest.Wait, 5*time.Millisecond)
 	assert.Equal(t, 2, p.of("broken.yaml"))
 

@@ -5,15 +5,17 @@
 //	supervisor     starts and stops the tree (no messages of its own)
 //	broker         broker.go: Publish, SetOutboxLimit, GetOutboxStats
 //	state-manager  state.go: Emit, BrokerStatus, PoliciesLoaded, GetState
-//	task-manager   task.go: ApplyPolicy, RemovePolicy, Pause, Resume, ObserveNow
+//	task-manager   task.go: ApplyPolicy, RemovePolicy, RejectFile, FilesRead, Pause, Resume, ObserveNow
 //	observer       observer.go: RunNow, GetObserverStats
 //	admin          admin.go: Listen
 //
 // The flows (docs/architecture.md): an observer Emits to the
 // state-manager, which completes the envelope and Publishes to the
 // broker; the broker tells the state-manager its BrokerStatus; the
-// policy-manager sends the task-manager ApplyPolicy and RemovePolicy, and
-// the state-manager PoliciesLoaded; the admin asks the state-manager
+// policy-manager tells the task-manager what the files ask for
+// (ApplyPolicy, RemovePolicy, RejectFile, FilesRead), and the task-manager,
+// which alone decides what runs, tells the state-manager (the policy
+// events, PoliciesLoaded); the admin asks the state-manager
 // GetState and the broker GetOutboxStats, and sends the task-manager the
 // observer commands.
 //

@@ -10,7 +10,7 @@ import (
 // The state-manager accepts:
 //   - Emit, from every actor: an event to complete and publish;
 //   - BrokerStatus, from the broker;
-//   - PoliciesLoaded, from the policy-manager;
+//   - PoliciesLoaded, from the task-manager;
 //   - GetState, from the admin, answered with a *Snapshot.
 //
 // It sends the broker a Publish per event.
@@ -28,8 +28,8 @@ type Emit struct {
 }
 
 // PoliciesLoaded tells the state-manager which policies run and which files
-// are rejected, after the policy-manager's first load of policy_dir (a
-// readiness condition) and after every reload.
+// are rejected (invalid, or waiting for room under the totals), after the
+// first load of policy_dir (a readiness condition) and after every reload.
 type PoliciesLoaded struct {
 	Applied  []string
 	Rejected []string

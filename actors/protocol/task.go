@@ -1,54 +1,68 @@
 package protocol
 
-import "github.com/polar/observerd/policy"
+import (
+	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/policy"
+)
 
 // The task-manager accepts:
-//   - ApplyPolicy and RemovePolicy, from the policy-manager;
-//   - GetRunning, from a restarted policy-manager, answered with Running;
+//   - from the policy-manager, what the files of policy_dir ask for:
+//     ApplyPolicy, RemovePolicy and RejectFile as it reads them, and
+//     FilesRead at the end of each round;
 //   - Pause, Resume and ObserveNow, from the admin (the observer
 //     commands), answered with CommandDone when sent as requests.
 //
-// It sends its observers RunNow, and the state-manager an Emit for each
-// failure, restart and quarantine of an observer.
+// It alone decides what runs: it diffs each policy against the version it
+// runs, admits it under the daemon's totals, starts and stops the
+// observers, and sends the state-manager an Emit for each policy.applied,
+// policy.removed and policy.rejected (from what it did), and for each
+// failure, restart and quarantine of an observer, and a PoliciesLoaded
+// after each FilesRead. It sends its observers RunNow.
 
-// ApplyPolicy tells the task-manager to run Policy, new or changed. Change
-// is what differs from the version it runs (policy.Diff), computed by the
-// policy-manager; the task-manager starts, restarts and stops exactly those
-// observers. EventID is the policy.applied event: the correlation and
-// causation of everything the observers it starts will emit.
+// ApplyPolicy tells the task-manager what a policy file now declares:
+// Policy, valid, read from Policy.File, which owns the policy's name. The
+// task-manager diffs it against the version it runs and starts, restarts
+// and stops exactly the observers that changed (policy.applied); the
+// version it runs, read again, changes nothing. A version that would take
+// the daemon past its totals waits (policy.rejected) until room appears.
 type ApplyPolicy struct {
-	Policy  *policy.Policy
-	Change  policy.Change
-	EventID string
+	Policy *policy.Policy
 }
 
-// RemovePolicy tells the task-manager to stop every observer of a policy.
-// EventID is the policy.removed event.
+// RemovePolicy tells the task-manager that no file declares the policy
+// Name any more (its file went away, or now declares another name): its
+// observers stop (policy.removed).
 type RemovePolicy struct {
-	Name    string
-	EventID string
+	Name string
 }
 
-// GetRunning asks the task-manager for the policies it runs (a Running),
-// so that a restarted policy-manager diffs against what really runs.
-type GetRunning struct{}
-
-// Running is the task-manager's answer to GetRunning.
-type Running struct {
-	Policies []RunningPolicy
+// RejectFile tells the task-manager that File (a policy file, or
+// policy_dir itself) cannot be used, for Problems (first line first). What
+// runs from the file keeps running; a version of it waiting for room is
+// dropped, since the file no longer says it. The policy.rejected names the
+// version still in force, which only the task-manager knows. Key
+// identifies the content and the problems: the same rejection is reported
+// once, even when a restarted policy-manager reads the file again.
+type RejectFile struct {
+	File     string
+	Problems []*yamldoc.Problem
+	Key      string
 }
 
-// RunningPolicy is one policy the task-manager runs, with the event that
-// last tasked it.
-type RunningPolicy struct {
-	Policy  *policy.Policy
-	EventID string
+// FilesRead ends a round of the policy-manager (its first load of
+// policy_dir included). Declared maps every policy file the policy-manager
+// knows (by path) to the policy name it owns, "" when it owns none (it is
+// rejected, waits for a name, or is not read yet); it is nil when
+// policy_dir cannot be listed. A policy that no file declares, and whose
+// file is not there any more, is removed: a restarted policy-manager
+// cannot know which policies the files that went while it was down
+// declared. Rejected are the files (and policy_dir) the policy-manager
+// rejects; the task-manager adds those waiting for room, and tells the
+// state-manager what runs and what is rejected (PoliciesLoaded).
+type FilesRead struct {
+	Declared map[string]string
+	Rejected []string
 }
-
-// Resync tells the policy-manager (from the supervisor) that the
-// task-manager restarted with nothing running: it sends every policy in
-// force again.
-type Resync struct{}
 
 // Pause stops an observer until a Resume, whatever its policy does
 // meanwhile (an updated observer stays paused; a removed one is forgotten).

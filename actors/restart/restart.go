@@ -6,7 +6,10 @@
 // backoff with full jitter, counts failures in a sliding window, and gives
 // up on a child whose failures reach the limit within the window: the
 // supervising actor decides what giving up means (quarantine an observer,
-// escalate and exit for a manager).
+// escalate and exit for a manager, reject a file for a parser). It tells
+// the supervising actor through messages in its mailbox (Failed,
+// Restarted, GaveUp), so that every supervising actor handles its
+// children's failures the same way: in Receive.
 //
 // Why not restart at once? A child that fails because of its environment (a
 // sick target, a broker that refuses it) would fail again at once and
@@ -44,6 +47,11 @@ var Observers = Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time
 // intensity of 5 within 30 s (the 6th failure) escalate.
 var Managers = Policy{MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, GiveUpAt: 6, Window: 30 * time.Second}
 
+// Never is for children that are not worth a restart: the first failure
+// stops the child (the policy-manager's parsers, whose crash rejects their
+// file).
+var Never = Policy{GiveUpAt: 1}
+
 // Backoff is the delay before restarting after the n-th failure (n >= 1):
 // a uniformly random duration in [d/2, d] where d = MinBackoff * 2^(n-1)
 // capped at MaxBackoff. The lower half bound keeps restarts of many children
@@ -70,7 +78,7 @@ type Permanent struct{ Err error }
 func (e *Permanent) Error() string { return "permanent: " + e.Err.Error() }
 func (e *Permanent) Unwrap() error { return e.Err }
 
-// Failure describes one failure of a child, as given to the callbacks.
+// Failure describes one failure of a child.
 type Failure struct {
 	Child  *actor.PID
 	Reason error
@@ -81,23 +89,28 @@ type Failure struct {
 	Window  time.Duration
 }
 
-// Callbacks are how the supervising actor hears about its children. They
-// run on the supervisor's goroutine (Failed, GaveUp) or on a timer
-// goroutine (Restarted): send messages from them, do not touch state.
-type Callbacks struct {
-	// Failed: the child failed and will restart after f.Backoff.
-	Failed func(f Failure)
-	// Restarted: the child was just restarted.
-	Restarted func(f Failure)
-	// GaveUp: the child failed f.Failures times within the window or
+// The messages the strategy sends the supervising actor (its owner: the
+// actor whose children it supervises), into the owner's mailbox, so that
+// the owner handles its children's failures in Receive like any other
+// message, and no callback ever touches its state from another goroutine.
+// A child's PID is unique to it (each incarnation of an observer has a
+// name of its own), so the owner tells by Child which incarnation failed,
+// even when the message comes after a newer one replaced it.
+type (
+	// Failed: the child failed and will restart after Backoff.
+	Failed struct{ Failure }
+	// Restarted: the child is being restarted now (sent just before the
+	// restart, so that a new failure of the restarted child cannot be
+	// reported ahead of it).
+	Restarted struct{ Failure }
+	// GaveUp: the child failed Failures times within the window, or
 	// permanently; it has been stopped.
-	GaveUp func(f Failure)
-}
+	GaveUp struct{ Failure }
+)
 
 // Strategy implements actor.SupervisorStrategy.
 type Strategy struct {
 	policy Policy
-	cb     Callbacks
 
 	mu      sync.Mutex
 	history map[string][]time.Time // child id -> failure times within the window
@@ -106,17 +119,31 @@ type Strategy struct {
 
 var _ actor.SupervisorStrategy = (*Strategy)(nil)
 
-// New returns a strategy applying p and reporting through cb.
-func New(p Policy, cb Callbacks) *Strategy {
-	return &Strategy{policy: p, cb: cb, history: map[string][]time.Time{}, timers: map[string]*time.Timer{}}
+// New returns a strategy applying p.
+func New(p Policy) *Strategy {
+	return &Strategy{policy: p, history: map[string][]time.Time{}, timers: map[string]*time.Timer{}}
 }
+
+// owner is the supervising actor: protoactor hands HandleFailure the
+// owner's context as sup.
+type owner interface{ Self() *actor.PID }
 
 // HandleFailure is called by protoactor on the supervisor's goroutine when a
 // child panics (or escalates). The child's mailbox stays suspended until the
-// delayed restart.
-func (s *Strategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason any, _ any) {
+// delayed restart. The owner hears of it through Failed, Restarted and
+// GaveUp.
+func (s *Strategy) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason any, _ any) {
 	err := AsError(reason)
 	now := time.Now()
+	var to *actor.PID
+	if o, ok := sup.(owner); ok {
+		to = o.Self()
+	}
+	report := func(msg any) {
+		if to != nil {
+			sys.Root.Send(to, msg)
+		}
+	}
 
 	s.mu.Lock()
 	times := append(s.history[child.Id], now)
@@ -138,24 +165,16 @@ func (s *Strategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, chi
 
 	if giveUp {
 		sup.StopChildren(child)
-		if s.cb.GaveUp != nil {
-			s.cb.GaveUp(f)
-		}
+		report(&GaveUp{f})
 		return
 	}
-	if s.cb.Failed != nil {
-		s.cb.Failed(f)
-	}
+	report(&Failed{f})
 	s.mu.Lock()
 	s.timers[child.Id] = time.AfterFunc(f.Backoff, func() {
 		s.mu.Lock()
 		delete(s.timers, child.Id)
 		s.mu.Unlock()
-		// Reported before the restart so that a new failure of the
-		// restarted child cannot be reported ahead of it.
-		if s.cb.Restarted != nil {
-			s.cb.Restarted(f)
-		}
+		report(&Restarted{f})
 		sup.RestartChildren(child)
 	})
 	s.mu.Unlock()

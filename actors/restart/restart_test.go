@@ -3,6 +3,7 @@ package restart_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -138,20 +139,37 @@ type boom struct{ reason any }
 
 type ping struct{ n int }
 
-// calls records the strategy's callbacks.
+// calls records what the strategy told the supervising actor, in the
+// order its mailbox handed it over.
 type calls struct {
 	mu        sync.Mutex
+	order     []string
 	failed    []restart.Failure
 	restarted []restart.Failure
 	gaveUp    []restart.Failure
 }
 
-func (c *calls) callbacks() restart.Callbacks {
-	return restart.Callbacks{
-		Failed:    func(f restart.Failure) { c.mu.Lock(); c.failed = append(c.failed, f); c.mu.Unlock() },
-		Restarted: func(f restart.Failure) { c.mu.Lock(); c.restarted = append(c.restarted, f); c.mu.Unlock() },
-		GaveUp:    func(f restart.Failure) { c.mu.Lock(); c.gaveUp = append(c.gaveUp, f); c.mu.Unlock() },
+// record is called by the supervising actor's Receive.
+func (c *calls) record(msg any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch m := msg.(type) {
+	case *restart.Failed:
+		c.failed = append(c.failed, m.Failure)
+		c.order = append(c.order, "failed")
+	case *restart.Restarted:
+		c.restarted = append(c.restarted, m.Failure)
+		c.order = append(c.order, "restarted")
+	case *restart.GaveUp:
+		c.gaveUp = append(c.gaveUp, m.Failure)
+		c.order = append(c.order, "gave up")
 	}
+}
+
+func (c *calls) sequence() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.order)
 }
 
 func (c *calls) counts() (failed, restarted, gaveUp int) {
@@ -179,14 +197,15 @@ type fixture struct {
 
 type childStarted struct{}
 
-// setup spawns a parent supervising with a Strategy of policy p, and one
-// child that panics with boom.reason, forwards pings to a recorder and
-// reports each start to another.
+// setup spawns a parent supervising with a Strategy of policy p, which
+// records in f.calls what the strategy sends it, and one child that
+// panics with boom.reason, forwards pings to a recorder and reports each
+// start to another.
 func setup(t *testing.T, p restart.Policy) *fixture {
 	t.Helper()
 	sys, _ := actortest.SystemAndLogger(t)
 	f := &fixture{sys: sys, calls: &calls{}}
-	f.strategy = restart.New(p, f.calls.callbacks())
+	f.strategy = restart.New(p)
 	f.pings = actortest.NewRecorder(t, sys, "pings")
 	f.starts = actortest.NewRecorder(t, sys, "starts")
 	pings, starts := f.pings.PID, f.starts.PID
@@ -210,6 +229,7 @@ func setup(t *testing.T, p restart.Policy) *fixture {
 			}
 			spawned <- pid
 		}
+		f.calls.record(ctx.Message())
 	}, actor.WithSupervisor(f.strategy))
 	parent := sys.Root.Spawn(parentProps)
 	t.Cleanup(func() {
@@ -404,4 +424,30 @@ func TestStrategyStopCancelsPendingRestarts(t *testing.T) {
 	require.Eventually(t, func() bool { return time.Now().After(deadline) }, actortest.Wait, 10*time.Millisecond)
 	_, restarted, _ := f.calls.counts()
 	assert.Zero(t, restarted, "Stop did not cancel the pending restart")
+}
+
+func TestStrategyTellsItsOwnerThroughItsMailbox(t *testing.T) {
+	// Failed, Restarted and GaveUp arrive in the supervising actor's
+	// mailbox, in this order, each with the failure it is about.
+	f := setup(t, restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, GiveUpAt: 2, Window: time.Minute})
+	f.failAndRestart(t, 1)
+	f.sys.Root.Send(f.child, &boom{reason: "again"})
+	f.waitCounts(t, 1, 1, 1)
+	assert.Equal(t, []string{"failed", "restarted", "gave up"}, f.calls.sequence())
+	failed, restarted, gaveUp := f.calls.snapshot()
+	for _, fl := range []restart.Failure{failed[0], restarted[0], gaveUp[0]} {
+		assert.True(t, fl.Child.Equal(f.child), "the failure names the child, by its PID")
+	}
+	assert.Equal(t, "panic: again", gaveUp[0].Reason.Error())
+}
+
+func TestNeverGivesUpAtTheFirstFailure(t *testing.T) {
+	f := setup(t, restart.Never)
+	f.sys.Root.Send(f.child, &boom{reason: "once"})
+	f.waitCounts(t, 0, 0, 1)
+	_, _, gaveUp := f.calls.snapshot()
+	assert.Equal(t, 1, gaveUp[0].Failures)
+	assert.Equal(t, "panic: once", gaveUp[0].Reason.Error())
+	require.Eventually(t, func() bool { return !f.alive() }, actortest.Wait, 5*time.Millisecond, "the child was not stopped")
+	assert.Len(t, f.starts.Messages(), 1, "never restarted")
 }

@@ -55,8 +55,6 @@ type Options struct {
 type Actor struct {
 	opts     Options
 	strategy *restart.Strategy
-	self     *actor.PID
-	root     *actor.RootContext
 	state    *actor.PID
 	children []*actor.PID
 	// names are the children's names by PID id: who failed is looked
@@ -65,24 +63,12 @@ type Actor struct {
 	fatal error
 }
 
-type (
-	childFailed    struct{ f restart.Failure }
-	childRestarted struct{ f restart.Failure }
-	childGaveUp    struct{ f restart.Failure }
-)
-
 // New returns the supervisor.
 func New(opts Options) *Actor {
 	if opts.Supervision == (restart.Policy{}) {
 		opts.Supervision = restart.Managers
 	}
-	a := &Actor{opts: opts, names: map[string]string{}}
-	a.strategy = restart.New(opts.Supervision, restart.Callbacks{
-		Failed:    func(f restart.Failure) { a.root.Send(a.self, &childFailed{f}) },
-		Restarted: func(f restart.Failure) { a.root.Send(a.self, &childRestarted{f}) },
-		GaveUp:    func(f restart.Failure) { a.root.Send(a.self, &childGaveUp{f}) },
-	})
-	return a
+	return &Actor{opts: opts, strategy: restart.New(opts.Supervision), names: map[string]string{}}
 }
 
 // Props for the supervisor, to be spawned from the root as Name.
@@ -90,7 +76,9 @@ func Props(opts Options) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return New(opts) })
 }
 
-// HandleFailure makes the actor its children's strategy (see actors/task).
+// HandleFailure makes the actor its children's strategy (protoactor uses an
+// actor's own HandleFailure when it has one), which reports to this
+// actor's mailbox (restart.Failed, Restarted, GaveUp).
 func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
 	a.strategy.HandleFailure(sys, sup, child, rs, reason, msg)
 }
@@ -106,24 +94,20 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if a.opts.Exit != nil {
 			a.opts.Exit(a.fatal)
 		}
-	case *childFailed:
-		a.lifecycle(ctx, messages.TypeObserverFailed, msg.f)
-	case *childRestarted:
-		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f)
-		if msg.f.Child.Equal(PID(ctx.ActorSystem(), protocol.TaskManager)) {
-			// The task-manager restarts with no observers: the
-			// policy-manager tasks it again with what is in force.
-			ctx.Send(PID(ctx.ActorSystem(), protocol.PolicyManager), &protocol.Resync{})
-		}
-	case *childGaveUp:
-		a.fatal = fmt.Errorf("%s failed %d times within %s: %w", a.names[msg.f.Child.Id], msg.f.Failures, msg.f.Window, msg.f.Reason)
+	case *restart.Failed:
+		a.lifecycle(ctx, messages.TypeObserverFailed, msg.Failure)
+	case *restart.Restarted:
+		// Nothing else to do: a restarted child carries on by itself (the
+		// task-manager starts again what ran).
+		a.lifecycle(ctx, messages.TypeObserverRestarted, msg.Failure)
+	case *restart.GaveUp:
+		a.fatal = fmt.Errorf("%s failed %d times within %s: %w", a.names[msg.Child.Id], msg.Failures, msg.Window, msg.Reason)
 		a.opts.Log.Error().Err(a.fatal).Msg("escalating: stopping the daemon")
 		ctx.Stop(ctx.Self())
 	}
 }
 
 func (a *Actor) start(ctx actor.Context) {
-	a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
 	a.state = PID(ctx.ActorSystem(), protocol.StateManager)
 	for _, c := range a.opts.Children {
 		started := make(chan struct{})

@@ -3,6 +3,8 @@ package supervisor_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -11,10 +13,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polar/observerd/actors/policymanager"
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/actors/restart"
 	"github.com/polar/observerd/actors/supervisor"
+	"github.com/polar/observerd/actors/task"
+	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/messages"
+	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
 )
 
@@ -340,30 +346,87 @@ func TestStopDuringARestartBackoffIsPrompt(t *testing.T) {
 	assert.Equal(t, []string{"steady"}, j.with("stopping "))
 }
 
-func TestRestartedTaskManagerIsResynced(t *testing.T) {
-	// The task-manager restarts with no observers: the policy-manager is
-	// told to task it again.
-	sys, log := actortest.SystemAndLogger(t)
-	actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.StateManager)
-	policyManager := actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.PolicyManager)
-	j := &journal{}
-	task := actor.PropsFromFunc(func(ctx actor.Context) {
-		switch ctx.Message().(type) {
-		case *actor.Started:
-			j.add("started task")
-		case string:
-			panic(errors.New("task-manager bug"))
+// crashOnString makes props fail on a string message.
+func crashOnString(props *actor.Props) *actor.Props {
+	return props.Clone(actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+			if s, ok := env.Message.(string); ok {
+				panic(errors.New(s))
+			}
+			next(ctx, env)
 		}
-	})
+	}))
+}
+
+func TestRestartedManagersLeaveWhatRunsAlone(t *testing.T) {
+	// A restart of the task-manager or of the policy-manager is nobody
+	// else's business: the supervisor only restarts it. The task-manager
+	// runs again what ran by itself; the policy-manager reads the files
+	// again and changes nothing.
+	sys, log := actortest.SystemAndLogger(t)
+	state := actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.StateManager)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(`apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: web}
+spec:
+  target: {name: web, url: "http://127.0.0.1:8080"}
+  observers:
+    - {name: a, kind: http, interval: 1h, http: {}}
+    - {name: b, kind: http, interval: 1h, http: {}}
+`), 0o600))
+	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
+	require.NoError(t, err)
+	closed := &protocol.Gate{}
+	closed.Close(true) // the observers skip their turns: only their lives matter here
 	spawn(t, sys, supervisor.Options{
-		Children:    []supervisor.Child{{Name: protocol.TaskManager, Props: task}},
+		Children: []supervisor.Child{
+			{Name: protocol.TaskManager, Props: crashOnString(task.Props(task.Options{
+				State: supervisor.PID(sys, protocol.StateManager), Allowed: allowed, Gate: closed, Log: log,
+			}))},
+			{Name: protocol.PolicyManager, Props: crashOnString(policymanager.Props(policymanager.Options{
+				Dir: dir, Env: policy.Env{Allowed: allowed, Limits: actortest.Limits()}, Task: supervisor.PID(sys, protocol.TaskManager), Log: log,
+			}))},
+		},
 		Supervision: restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute},
 		Log:         log,
 	})
-	require.Eventually(t, func() bool { return len(j.with("started ")) == 1 }, actortest.Wait, 5*time.Millisecond)
-	assert.Empty(t, policyManager.Messages())
+	applied := state.WaitEvent(t, messages.TypePolicyApplied, nil)
+	started := func() []*messages.Event { return state.EventsOf(messages.TypeObserverStarted) }
+	require.Eventually(t, func() bool { return len(started()) == 2 }, actortest.Wait, 5*time.Millisecond)
+	policyEvents := func() int {
+		return len(state.EventsOf(messages.TypePolicyApplied)) + len(state.EventsOf(messages.TypePolicyRemoved)) + len(state.EventsOf(messages.TypePolicyRejected))
+	}
+	restarted := func(name string) bool {
+		for _, ev := range state.EventsOf(messages.TypeObserverRestarted) {
+			if ev.GetObserver().GetActor() == name {
+				return true
+			}
+		}
+		return false
+	}
 
-	sys.Root.Send(supervisor.PID(sys, protocol.TaskManager), "crash")
-	actortest.WaitMessage[*protocol.Resync](t, policyManager, nil)
-	require.Eventually(t, func() bool { return len(j.with("started ")) == 2 }, actortest.Wait, 5*time.Millisecond, "the task-manager restarted")
+	sys.Root.Send(supervisor.PID(sys, protocol.TaskManager), "task-manager bug")
+	require.Eventually(t, func() bool { return restarted(protocol.TaskManager) }, actortest.Wait, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(started()) == 4 }, actortest.Wait, 5*time.Millisecond, "the observers did not start again")
+	for _, ev := range started()[2:] {
+		assert.Equal(t, applied.Id, ev.CorrelationId, "in the chain of the policy.applied that started them first")
+	}
+
+	loads := func() int {
+		n := 0
+		for _, m := range state.Messages() {
+			if _, ok := m.(*protocol.PoliciesLoaded); ok {
+				n++
+			}
+		}
+		return n
+	}
+	before, stopped := loads(), len(state.EventsOf(messages.TypeObserverStopped))
+	sys.Root.Send(supervisor.PID(sys, protocol.PolicyManager), "policy-manager bug")
+	require.Eventually(t, func() bool { return restarted(protocol.PolicyManager) && loads() > before }, actortest.Wait, 5*time.Millisecond,
+		"the restarted policy-manager did not finish its first round")
+	assert.Equal(t, 1, policyEvents(), "neither restart made a policy event")
+	assert.Len(t, state.EventsOf(messages.TypeObserverStopped), stopped, "the policy-manager's restart stopped nothing")
+	assert.Len(t, started(), 4)
 }

@@ -1,23 +1,51 @@
-// Package task is the task-manager actor: it turns policies into running
-// observers, one child per policy observer, named observer/<policy>/<name>.
-// It changes only what the policy-manager's change message names: an
-// unchanged observer keeps running (and keeps its schedule), a changed one
-// is replaced, a removed one stops.
+// Package task is the task-manager actor: it alone decides what runs. The
+// policy-manager tells it what the files of policy_dir ask for (the
+// desired set: protocol.ApplyPolicy, RemovePolicy, RejectFile, FilesRead);
+// the task-manager diffs each policy against the version it runs, admits
+// it under the daemon's totals, starts, replaces and stops the observers
+// (one child per policy observer, named observer/<policy>/<name>#<n>), and
+// emits policy.applied, policy.removed and policy.rejected from what it
+// did. An unchanged observer keeps running (and keeps its schedule), a
+// changed one is replaced, a removed one stops.
 //
-// Configuration messages from inside the daemon (messages.Pause, Resume,
-// ObserveNow) act on one observer; sent as requests they are answered with
-// a messages.CommandDone.
+// Why here? The event says what changed, and the change is what this actor
+// does: deciding it where it is done keeps the event and the action the
+// same, with nothing to reconcile between two copies of what runs. The
+// policy events keep the source the contract gives them
+// (observerd://<node>/policy-manager, docs/policies.md): consumers follow
+// the daemon's policy handling, not the actor that emits.
+//
+// Totals: a version that would take the daemon past limits.max_observers
+// or limits.max_plugin_memory, beside the other policies that run, is
+// refused (policy.rejected naming its file); the version that ran keeps
+// running, and the refused one waits. At the end of every round
+// (protocol.FilesRead) the waiting versions are admitted, in file name
+// order, as far as there is room. A refused version that took the name
+// over from another file (which no longer declares it) stops the old
+// version, which has no file any more.
+//
+// What is desired and what runs (with the pauses and the rejections
+// reported) is shared by the actor's incarnations (see Props): a restarted
+// task-manager starts everything again by itself, with the correlation of
+// the policy.applied that last changed each policy, and nobody resends
+// anything.
+//
+// The observer commands (protocol.Pause, Resume, ObserveNow) act on one
+// observer; sent as requests they are answered with a
+// protocol.CommandDone.
 //
 // It supervises its observers with actors/restart's Observers policy:
 // a failed observer restarts after a capped exponential backoff and is
 // quarantined at its 5th failure within 60 s, until its policy changes or a
-// messages.Resume arrives. Every failure, restart and quarantine is an
+// protocol.Resume arrives. Every failure, restart and quarantine is an
 // event.
 package task
 
 import (
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -36,10 +64,13 @@ import (
 
 // Options configure the task-manager.
 type Options struct {
-	// State receives the observers' events.
+	// State receives the events and PoliciesLoaded.
 	State *actor.PID
 	// Allowed is what observers may reach (redirects are re-checked).
 	Allowed *targets.AllowList
+	// Limits bound the totals of all policies (limits.max_observers,
+	// limits.max_plugin_memory); nil means policy.DefaultBounds.
+	Limits *policy.Bounds
 	// Gate, when closed, makes observers skip their turns (the outbox is
 	// full with when_full: block).
 	Gate *protocol.Gate
@@ -64,107 +95,106 @@ type Options struct {
 	Log         zerolog.Logger
 }
 
+// policyEvents is the source of policy.applied, policy.removed and
+// policy.rejected, as the contract gives it (docs/policies.md).
+var policyEvents = protocol.ActorEmitter(protocol.PolicyManager)
+
 // Actor is the task-manager.
 type Actor struct {
 	opts     Options
 	strategy *restart.Strategy
-	self     *actor.PID
-	root     *actor.RootContext
-	policies map[string]*running
-	// children maps a child's PID id to what it was spawned for, so that
-	// its failures are reported with its own policy revision and
-	// correlation even after a newer version replaced it.
-	children   map[string]ref
-	generation uint64
-	// pauses are the paused observers, by policy, and budget the memory
-	// of all policies' answers (both shared by the actor's incarnations,
-	// see Props).
-	pauses map[string]map[string]bool
+	// book and budget are shared by the actor's incarnations (see Props).
+	book   *book
 	budget *kinds.MemoryBudget
+	// groups are the observers this incarnation runs, by policy name.
+	groups map[string]*group
+	// children is what each child was spawned for, by PID id, until it is
+	// gone for good: its failures are reported with its own policy
+	// revision and correlation even after a newer version replaced it.
+	children   map[string]*child
+	generation uint64
+	stopping   bool // Stopping or Restarting seen
 }
 
-type ref struct {
+// book is what the task-manager keeps across its restarts: what is
+// desired, what it decided to run, and what it reported rejected.
+type book struct {
+	policies map[string]*desired // by policy name
+	// rejected is, for each file whose rejection stands, the key of its
+	// last policy.rejected: the same rejection is reported once, and a
+	// file good again with the revision that runs is reported applied.
+	rejected map[string]string
+}
+
+func newBook() *book {
+	return &book{policies: map[string]*desired{}, rejected: map[string]string{}}
+}
+
+// desired is one policy a file asks for.
+type desired struct {
+	// policy is the version that runs (nil while none was admitted), and
+	// correlation the policy.applied that last changed it.
+	policy      *policy.Policy
+	correlation string
+	// waiting is a newer version refused for want of room under the
+	// totals, admitted when room appears.
+	waiting *policy.Policy
+	// paused are its paused observers: a pause holds across changes of
+	// the policy, and across restarts of this actor, until a Resume.
+	paused map[string]bool
+}
+
+// group is the observers of one policy that this incarnation runs.
+type group struct {
+	access      *kinds.TargetAccess
+	children    map[string]*actor.PID // observer name -> its current child
+	quarantined map[string]bool
+}
+
+// child is what one observer child was spawned for.
+type child struct {
 	policy      *policy.Policy
 	observer    string
 	correlation string
 	stop        *observer.StopNote
+	// stopped: stopped on purpose (replaced, removed, paused), so it is
+	// neither restarted nor quarantined any more.
+	stopped bool
 }
 
-// running is one policy being observed.
-type running struct {
-	policy      *policy.Policy
-	correlation string
-	access      *kinds.TargetAccess
-	children    map[string]*actor.PID // observer name -> child
-	quarantined map[string]bool
-	paused      map[string]bool
-}
-
-// childFailed, childRestarted and childGaveUp carry the strategy's
-// callbacks back into the mailbox. Failed and GaveUp run on this actor's
-// goroutine (inside HandleFailure), so they capture what the child was
-// spawned for at the moment it failed, before a policy change can replace
-// it.
-type (
-	childFailed struct {
-		f   restart.Failure
-		ref ref
-		ok  bool
-	}
-	childRestarted struct{ f restart.Failure }
-	childGaveUp    struct {
-		f   restart.Failure
-		ref ref
-		ok  bool
-	}
-)
+// gone says that a child has terminated, after the messages about it
+// already in the mailbox (protoactor hands Terminated over ahead of
+// them).
+type gone struct{ pid *actor.PID }
 
 // New returns the task-manager.
 func New(opts Options) *Actor {
 	if opts.Supervision == (restart.Policy{}) {
 		opts.Supervision = restart.Observers
 	}
-	a := &Actor{opts: opts, policies: map[string]*running{}, children: map[string]ref{}, pauses: map[string]map[string]bool{},
-		budget: kinds.NewMemoryBudget(opts.MaxResponseTotal)}
-	a.strategy = restart.New(opts.Supervision, restart.Callbacks{
-		Failed: func(f restart.Failure) {
-			r, ok := a.children[f.Child.Id]
-			a.root.Send(a.self, &childFailed{f, r, ok})
-		},
-		Restarted: func(f restart.Failure) { a.root.Send(a.self, &childRestarted{f}) },
-		GaveUp: func(f restart.Failure) {
-			r, ok := a.children[f.Child.Id]
-			a.root.Send(a.self, &childGaveUp{f, r, ok})
-		},
-	})
-	return a
+	return &Actor{opts: opts, strategy: restart.New(opts.Supervision), book: newBook(), budget: kinds.NewMemoryBudget(opts.MaxResponseTotal),
+		groups: map[string]*group{}, children: map[string]*child{}}
 }
 
-// Props for the task-manager. The pauses are shared by its incarnations:
-// a restarted task-manager starts again what the policy-manager resends,
-// and a paused observer must stay paused. So is the budget: answers that
-// observers of an earlier incarnation still read hold on to it.
+// Props for the task-manager. The book (what is desired and what runs,
+// the pauses, the rejections reported) is shared by its incarnations: a
+// restarted task-manager runs again what ran, and a paused observer stays
+// paused. So is the budget: answers that observers of an earlier
+// incarnation still read hold on to it.
 func Props(opts Options) *actor.Props {
-	pauses := map[string]map[string]bool{}
+	b := newBook()
 	budget := kinds.NewMemoryBudget(opts.MaxResponseTotal)
 	return actor.PropsFromProducer(func() actor.Actor {
 		a := New(opts)
-		a.pauses, a.budget = pauses, budget
+		a.book, a.budget = b, budget
 		return a
 	})
 }
 
-// paused is the set of paused observers of policy pol.
-func (a *Actor) paused(pol string) map[string]bool {
-	if a.pauses[pol] == nil {
-		a.pauses[pol] = map[string]bool{}
-	}
-	return a.pauses[pol]
-}
-
 // HandleFailure makes the actor its children's supervisor strategy
 // (protoactor uses an actor's own HandleFailure when it has one), so that
-// the strategy's callbacks can reach this actor's mailbox.
+// each incarnation has a strategy of its own, which reports to this
+// actor's mailbox (restart.Failed, Restarted, GaveUp).
 func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
 	a.strategy.HandleFailure(sys, sup, child, rs, reason, msg)
 }
@@ -173,152 +203,325 @@ func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, chil
 func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
+		a.restore(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		// protoactor stops the children after this; their observer.stopped
 		// events reach the state-manager before the supervisor stops it.
-		// A restart stops them too: the policy-manager resends what runs.
+		// After a restart, the next incarnation starts them again.
+		a.stopping = true
 		a.strategy.Stop()
-		for _, r := range a.policies {
-			r.access.Close()
+		for _, g := range a.groups {
+			g.access.Close()
 		}
+	case *actor.Terminated:
+		if !a.stopping {
+			ctx.Send(ctx.Self(), &gone{pid: msg.Who})
+		}
+	case *gone:
+		a.strategy.Forget(msg.pid)
+		delete(a.children, msg.pid.Id)
 	case *protocol.ApplyPolicy:
-		a.apply(ctx, msg)
+		a.apply(ctx, msg.Policy)
 	case *protocol.RemovePolicy:
-		if r, ok := a.policies[msg.Name]; ok {
-			for name := range r.children {
-				a.stopChild(ctx, r, name, "policy removed", msg.EventID)
-			}
-			r.access.Close()
-			delete(a.policies, msg.Name)
-			delete(a.pauses, msg.Name) // a policy added again starts unpaused
-		}
-	case *protocol.GetRunning:
-		var out protocol.Running
-		for _, r := range a.policies {
-			out.Policies = append(out.Policies, protocol.RunningPolicy{Policy: r.policy, EventID: r.correlation})
-		}
-		ctx.Respond(&out)
+		a.remove(ctx, msg.Name)
+	case *protocol.RejectFile:
+		a.fileRejected(ctx, msg)
+	case *protocol.FilesRead:
+		a.filesRead(ctx, msg)
 	case *protocol.Pause:
 		a.done(ctx, a.pause(ctx, msg))
 	case *protocol.Resume:
 		a.done(ctx, a.resume(ctx, msg))
 	case *protocol.ObserveNow:
 		a.done(ctx, a.observeNow(ctx, msg))
-	case *childFailed:
-		if msg.ok {
-			a.lifecycle(ctx, messages.TypeObserverFailed, msg.f, msg.ref)
+	case *restart.Failed:
+		if c := a.children[msg.Child.Id]; c != nil {
+			a.lifecycle(ctx, messages.TypeObserverFailed, msg.Failure, c)
 		}
-	case *childRestarted:
-		if ref, ok := a.children[msg.f.Child.Id]; ok {
-			a.lifecycle(ctx, messages.TypeObserverRestarted, msg.f, ref)
+	case *restart.Restarted:
+		if c := a.children[msg.Child.Id]; c != nil && !c.stopped {
+			a.lifecycle(ctx, messages.TypeObserverRestarted, msg.Failure, c)
 		}
-	case *childGaveUp:
-		if !msg.ok {
+	case *restart.GaveUp:
+		c := a.children[msg.Child.Id]
+		if c == nil {
 			return
 		}
-		// The child may be gone already (paused, or removed by a policy
-		// change handled between its failure and this message).
-		if r := a.policies[msg.ref.policy.Metadata.Name]; r != nil && r.children[msg.ref.observer] != nil &&
-			r.children[msg.ref.observer].Equal(msg.f.Child) {
-			delete(r.children, msg.ref.observer)
-			r.quarantined[msg.ref.observer] = true
+		// A child stopped on purpose since its failure (paused, or
+		// replaced by a policy change) is not the current one any more:
+		// only its failure is reported.
+		if g := a.groups[c.policy.Metadata.Name]; g != nil && !c.stopped {
+			delete(g.children, c.observer)
+			g.quarantined[c.observer] = true
 		}
-		delete(a.children, msg.f.Child.Id) // gone for good
-		a.lifecycle(ctx, messages.TypeObserverQuarantined, msg.f, msg.ref)
+		a.lifecycle(ctx, messages.TypeObserverQuarantined, msg.Failure, c)
 	}
 }
 
-// apply starts, replaces and stops the observers that msg.Change names.
-func (a *Actor) apply(ctx actor.Context, msg *protocol.ApplyPolicy) {
-	p := msg.Policy
-	r, ok := a.policies[p.Metadata.Name]
-	if !ok {
-		r = &running{children: map[string]*actor.PID{}, quarantined: map[string]bool{}, paused: a.paused(p.Metadata.Name)}
-		a.policies[p.Metadata.Name] = r
-	}
-	// What changes is decided against what runs here: the policy-manager's
-	// view can be stale (it restarted, or could not ask).
-	change := policy.Diff(r.policy, p)
-	if !sameChange(change, msg.Change) {
-		a.opts.Log.Warn().Str("policy", p.Metadata.Name).Msg("policy-manager's change differs from what runs: applying the change against what runs")
-	}
-	if r.access == nil || change.TargetOrLimitsChanged {
-		if r.access != nil {
-			r.access.Close()
+// restore starts what the book says runs: nothing at the first start;
+// after a restart of this actor, every observer that ran (its pauses
+// kept), with the correlation of the policy.applied that last changed its
+// policy, and no policy event, since nothing changed in what is desired.
+func (a *Actor) restore(ctx actor.Context) {
+	for _, name := range slices.Sorted(maps.Keys(a.book.policies)) {
+		d := a.book.policies[name]
+		if d.policy == nil {
+			continue
 		}
-		r.access = kinds.NewTargetAccess(p, a.opts.Allowed, a.budget)
+		a.opts.Log.Info().Str("policy", name).Str("revision", d.policy.Revision).Msg("starting again what ran")
+		g := a.group(name)
+		g.access = kinds.NewTargetAccess(d.policy, a.opts.Allowed, a.budget)
+		for _, o := range d.policy.Spec.Observers {
+			a.startChild(ctx, name, o.Name)
+		}
 	}
-	for _, name := range change.Removed {
-		a.stopChild(ctx, r, name, "removed from its policy", msg.EventID)
-		delete(r.paused, name)
+}
+
+// apply handles what a file now declares.
+func (a *Actor) apply(ctx actor.Context, p *policy.Policy) {
+	name := p.Metadata.Name
+	d := a.book.policies[name]
+	if d == nil {
+		d = &desired{paused: map[string]bool{}}
+		a.book.policies[name] = d
 	}
-	for _, name := range change.Updated {
-		a.stopChild(ctx, r, name, "replaced by a new version", msg.EventID)
+	if d.policy != nil && d.policy.Revision == p.Revision {
+		// The version that runs, read again (a comment changed, the file
+		// moved, the policy-manager restarted): nothing restarts. Its file
+		// may have been rejected meanwhile, or its newer version refused:
+		// then consumers learn that this revision is what is in force.
+		_, rejected := a.book.rejected[p.File]
+		waited := d.waiting != nil
+		d.policy, d.waiting = p, nil
+		if rejected || waited {
+			delete(a.book.rejected, p.File)
+			a.emitApplied(ctx, p, p, policy.Change{})
+		} else {
+			a.opts.Log.Debug().Str("policy", name).Str("file", p.File).Msg("policy unchanged")
+		}
+		return
 	}
-	r.policy, r.correlation = p, msg.EventID
+	if problem := p.CheckTotals(a.usage(name), a.limits()); problem != nil {
+		a.refuse(ctx, d, p, problem)
+		return
+	}
+	a.run(ctx, d, p)
+}
+
+// refuse keeps p waiting for room, and reports it.
+func (a *Actor) refuse(ctx actor.Context, d *desired, p *policy.Policy, problem *yamldoc.Problem) {
+	if d.policy != nil && d.policy.File != p.File {
+		// The name was taken over from a file that no longer declares
+		// it: the version of that file cannot stay.
+		a.remove(ctx, p.Metadata.Name)
+		d = &desired{paused: map[string]bool{}}
+		a.book.policies[p.Metadata.Name] = d
+	}
+	d.waiting = p
+	// Reported once per refused version, however the room changes.
+	a.reject(ctx, p.File, []*yamldoc.Problem{problem}, "room\n"+p.Revision)
+}
+
+// run makes p the version that runs: it emits policy.applied with what
+// changes, then stops the removed and updated observers and starts the
+// added and updated ones (and retries the quarantined ones).
+func (a *Actor) run(ctx actor.Context, d *desired, p *policy.Policy) {
+	name := p.Metadata.Name
+	change := policy.Diff(d.policy, p)
+	id := a.emitApplied(ctx, p, d.policy, change)
+	delete(a.book.rejected, p.File)
+	g := a.group(name)
+	if g.access == nil || change.TargetOrLimitsChanged {
+		if g.access != nil {
+			g.access.Close()
+		}
+		g.access = kinds.NewTargetAccess(p, a.opts.Allowed, a.budget)
+	}
+	for _, o := range change.Removed {
+		a.stopChild(ctx, g, o, "removed from its policy", id)
+		delete(d.paused, o)
+	}
+	for _, o := range change.Updated {
+		a.stopChild(ctx, g, o, "replaced by a new version", id)
+	}
+	d.policy, d.correlation, d.waiting = p, id, nil
 	// A policy change also retries its quarantined observers.
 	start := append(change.Added, change.Updated...)
-	for name := range r.quarantined {
-		start = append(start, name)
+	for o := range g.quarantined {
+		start = append(start, o)
 	}
-	clear(r.quarantined)
-	for _, name := range start {
-		a.startChild(ctx, r, name)
+	clear(g.quarantined)
+	for _, o := range start {
+		a.startChild(ctx, name, o)
 	}
 }
 
-func sameChange(x, y policy.Change) bool {
-	return slices.Equal(x.Added, y.Added) && slices.Equal(x.Updated, y.Updated) && slices.Equal(x.Removed, y.Removed) &&
-		x.TargetOrLimitsChanged == y.TargetOrLimitsChanged
+// remove stops a policy that no file declares any more.
+func (a *Actor) remove(ctx actor.Context, name string) {
+	d := a.book.policies[name]
+	if d == nil {
+		return
+	}
+	delete(a.book.policies, name) // a policy added again starts unpaused
+	if d.policy == nil {
+		return // it only waited for room
+	}
+	id := a.emitRemoved(ctx, d.policy)
+	if g := a.groups[name]; g != nil {
+		for o := range g.children {
+			a.stopChild(ctx, g, o, "policy removed", id)
+		}
+		g.access.Close()
+		delete(a.groups, name)
+	}
 }
 
-// lookup finds the running policy of an observer, for a configuration message.
-func (a *Actor) lookup(pol, name string) (*running, error) {
-	r, ok := a.policies[pol]
-	if !ok {
-		return nil, fmt.Errorf("no policy %q is running", pol)
+// fileRejected reports a file the policy-manager rejects. What runs from
+// it keeps running; a version of it waiting for room goes, since the file
+// no longer says it.
+func (a *Actor) fileRejected(ctx actor.Context, msg *protocol.RejectFile) {
+	for name, d := range a.book.policies {
+		if d.waiting != nil && d.waiting.File == msg.File {
+			d.waiting = nil
+			if d.policy == nil {
+				delete(a.book.policies, name)
+			}
+		}
 	}
-	if _, ok := r.policy.ObserverByName(name); !ok {
-		return nil, fmt.Errorf("policy %q has no observer %q", pol, name)
+	a.reject(ctx, msg.File, msg.Problems, msg.Key)
+}
+
+// filesRead ends a round of the policy-manager: the policies that no
+// file declares go, the versions waiting for room come in as far as they
+// fit, and the state-manager learns what runs and what is rejected.
+func (a *Actor) filesRead(ctx actor.Context, msg *protocol.FilesRead) {
+	if msg.Declared != nil {
+		declared := map[string]bool{}
+		for _, name := range msg.Declared {
+			declared[name] = true
+		}
+		for _, name := range slices.Sorted(maps.Keys(a.book.policies)) {
+			d := a.book.policies[name]
+			if declared[name] {
+				continue
+			}
+			if d.policy != nil {
+				if owns, there := msg.Declared[d.policy.File]; there && owns == "" {
+					continue // its file is there, rejected: the last good version keeps running
+				}
+			}
+			a.remove(ctx, name)
+		}
 	}
-	return r, nil
+	var waiting []*desired
+	for _, d := range a.book.policies {
+		if d.waiting != nil {
+			waiting = append(waiting, d)
+		}
+	}
+	slices.SortFunc(waiting, func(x, y *desired) int { return strings.Compare(x.waiting.File, y.waiting.File) })
+	for _, d := range waiting {
+		if d.waiting.CheckTotals(a.usage(d.waiting.Metadata.Name), a.limits()) == nil {
+			a.run(ctx, d, d.waiting)
+		}
+	}
+
+	rejected := map[string]bool{}
+	for _, file := range msg.Rejected {
+		rejected[file] = true
+	}
+	loaded := &protocol.PoliciesLoaded{}
+	for _, name := range slices.Sorted(maps.Keys(a.book.policies)) {
+		d := a.book.policies[name]
+		if d.policy != nil {
+			loaded.Applied = append(loaded.Applied, name)
+		}
+		if d.waiting != nil {
+			rejected[d.waiting.File] = true
+		}
+	}
+	// A rejection stands while its file is rejected; one that went (the
+	// file was removed) is forgotten.
+	for file := range a.book.rejected {
+		if !rejected[file] {
+			delete(a.book.rejected, file)
+		}
+	}
+	loaded.Rejected = slices.Sorted(maps.Keys(rejected))
+	ctx.Send(a.opts.State, loaded)
+}
+
+// usage is what the policies that run take, but policy name.
+func (a *Actor) usage(except string) policy.Usage {
+	var u policy.Usage
+	for name, d := range a.book.policies {
+		if name != except && d.policy != nil {
+			u = u.Add(policy.UsageOf(d.policy))
+		}
+	}
+	return u
+}
+
+func (a *Actor) limits() policy.Bounds {
+	return policy.Env{Limits: a.opts.Limits}.LimitsOf()
+}
+
+// group is the observers of policy name, made when missing.
+func (a *Actor) group(name string) *group {
+	g := a.groups[name]
+	if g == nil {
+		g = &group{children: map[string]*actor.PID{}, quarantined: map[string]bool{}}
+		a.groups[name] = g
+	}
+	return g
+}
+
+// lookup finds the policy of an observer, for an observer command.
+func (a *Actor) lookup(pol, name string) (*desired, *group, error) {
+	d := a.book.policies[pol]
+	if d == nil || d.policy == nil {
+		return nil, nil, fmt.Errorf("no policy %q is running", pol)
+	}
+	if _, ok := d.policy.ObserverByName(name); !ok {
+		return nil, nil, fmt.Errorf("policy %q has no observer %q", pol, name)
+	}
+	return d, a.group(pol), nil
 }
 
 func (a *Actor) pause(ctx actor.Context, msg *protocol.Pause) error {
-	r, err := a.lookup(msg.Policy, msg.Observer)
+	d, g, err := a.lookup(msg.Policy, msg.Observer)
 	if err != nil {
 		return fmt.Errorf("pause: %w", err)
 	}
-	if r.paused[msg.Observer] {
+	if d.paused[msg.Observer] {
 		return nil
 	}
-	a.stopChild(ctx, r, msg.Observer, protocol.StopReasonPaused, "")
-	r.paused[msg.Observer] = true
+	a.stopChild(ctx, g, msg.Observer, protocol.StopReasonPaused, "")
+	d.paused[msg.Observer] = true
 	a.opts.Log.Info().Str("observer", protocol.ObserverEmitter(msg.Policy, msg.Observer).Path()).Msg("observer paused")
 	return nil
 }
 
 func (a *Actor) resume(ctx actor.Context, msg *protocol.Resume) error {
-	r, err := a.lookup(msg.Policy, msg.Observer)
+	d, g, err := a.lookup(msg.Policy, msg.Observer)
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	if !r.paused[msg.Observer] && !r.quarantined[msg.Observer] {
+	if !d.paused[msg.Observer] && !g.quarantined[msg.Observer] {
 		return fmt.Errorf("resume: observer %s is neither paused nor quarantined", protocol.ObserverEmitter(msg.Policy, msg.Observer))
 	}
-	delete(r.paused, msg.Observer)
-	delete(r.quarantined, msg.Observer)
-	a.startChild(ctx, r, msg.Observer)
+	delete(d.paused, msg.Observer)
+	delete(g.quarantined, msg.Observer)
+	a.startChild(ctx, msg.Policy, msg.Observer)
 	return nil
 }
 
 func (a *Actor) observeNow(ctx actor.Context, msg *protocol.ObserveNow) error {
-	r, err := a.lookup(msg.Policy, msg.Observer)
+	_, g, err := a.lookup(msg.Policy, msg.Observer)
 	if err != nil {
 		return fmt.Errorf("observe now: %w", err)
 	}
-	pid, ok := r.children[msg.Observer]
+	pid, ok := g.children[msg.Observer]
 	if !ok {
 		return fmt.Errorf("observe now: observer %s is paused or quarantined", protocol.ObserverEmitter(msg.Policy, msg.Observer))
 	}
@@ -326,23 +529,26 @@ func (a *Actor) observeNow(ctx actor.Context, msg *protocol.ObserveNow) error {
 	return nil
 }
 
-// done answers a configuration message sent as a request.
+// done answers an observer command sent as a request.
 func (a *Actor) done(ctx actor.Context, err error) {
 	if ctx.Sender() != nil {
 		ctx.Respond(&protocol.CommandDone{Err: err})
 	}
 }
 
-func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
-	o, ok := r.policy.ObserverByName(name)
-	if !ok || r.children[name] != nil || r.paused[name] {
+// startChild starts observer name of policy pol, unless it runs or is
+// paused.
+func (a *Actor) startChild(ctx actor.Context, pol, name string) {
+	d, g := a.book.policies[pol], a.group(pol)
+	o, ok := d.policy.ObserverByName(name)
+	if !ok || g.children[name] != nil || d.paused[name] {
 		return
 	}
 	spec := observer.Spec{
-		Policy:        r.policy,
+		Policy:        d.policy,
 		Observer:      o,
-		CorrelationID: r.correlation,
-		Access:        r.access,
+		CorrelationID: d.correlation,
+		Access:        g.access,
 		Gate:          a.opts.Gate,
 		State:         a.opts.State,
 		Metrics:       a.opts.Metrics,
@@ -351,7 +557,7 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		PIDDirs:       a.opts.PIDDirs,
 		MaxResponse:   a.opts.MaxResponse,
 		Stop:          &observer.StopNote{},
-		Log:           a.opts.Log.With().Str("observer", r.policy.Metadata.Name+"/"+name).Logger(),
+		Log:           a.opts.Log.With().Str("observer", pol+"/"+name).Logger(),
 	}
 	// Each incarnation gets its own actor name, so that a late failure of
 	// a replaced observer can never be taken for its replacement's. The
@@ -362,23 +568,23 @@ func (a *Actor) startChild(ctx actor.Context, r *running, name string) {
 		a.opts.Log.Error().Err(err).Str("observer", spec.Path()).Msg("start observer")
 		return
 	}
-	r.children[name] = pid
-	a.children[pid.Id] = ref{policy: r.policy, observer: name, correlation: r.correlation, stop: spec.Stop}
+	g.children[name] = pid
+	a.children[pid.Id] = &child{policy: d.policy, observer: name, correlation: d.correlation, stop: spec.Stop}
 }
 
 // stopChild stops an observer. reason and causation (the event that
 // caused the stop, if any) go into its observer.stopped.
-func (a *Actor) stopChild(ctx actor.Context, r *running, name, reason, causation string) {
-	delete(r.quarantined, name)
-	pid, ok := r.children[name]
+func (a *Actor) stopChild(ctx actor.Context, g *group, name, reason, causation string) {
+	delete(g.quarantined, name)
+	pid, ok := g.children[name]
 	if !ok {
 		return
 	}
-	if ref, ok := a.children[pid.Id]; ok {
-		ref.stop.Set(reason, causation)
+	if c := a.children[pid.Id]; c != nil {
+		c.stop.Set(reason, causation)
+		c.stopped = true
 	}
-	delete(r.children, name)
-	delete(a.children, pid.Id)
+	delete(g.children, name)
 	a.strategy.Forget(pid)
 	// Not waited for: each incarnation has a name of its own, so its
 	// replacement can start at once, and a child that is failing or
@@ -388,8 +594,89 @@ func (a *Actor) stopChild(ctx actor.Context, r *running, name, reason, causation
 	ctx.Stop(pid)
 }
 
-func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, ref ref) {
-	p, name := ref.policy, ref.observer
+// emitApplied emits the policy.applied of p replacing old (nil: none)
+// with change, and returns its id: the correlation and causation of
+// everything the observers it starts emit.
+func (a *Actor) emitApplied(ctx actor.Context, p, old *policy.Policy, change policy.Change) string {
+	ev := messages.NewEvent(messages.TypePolicyApplied)
+	ev.Subject = p.Spec.Target.Name
+	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
+	outcome := &messages.PolicyOutcome{
+		Name: p.Metadata.Name, Revision: p.Revision, File: p.File,
+		Added: change.Added, Updated: change.Updated, Removed: change.Removed,
+	}
+	if old != nil {
+		outcome.PreviousRevision = old.Revision
+	}
+	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
+	ctx.Send(a.opts.State, &protocol.Emit{From: policyEvents, Event: ev})
+	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).
+		Strs("added", change.Added).Strs("updated", change.Updated).Strs("removed", change.Removed).Msg("policy applied")
+	return ev.Id
+}
+
+// emitRemoved emits the policy.removed of p and returns its id: the
+// causation of its observers' observer.stopped.
+func (a *Actor) emitRemoved(ctx actor.Context, p *policy.Policy) string {
+	ev := messages.NewEvent(messages.TypePolicyRemoved)
+	ev.Subject = p.Spec.Target.Name
+	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
+	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
+		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policy.Diff(p, nil).Removed,
+	}}
+	ctx.Send(a.opts.State, &protocol.Emit{From: policyEvents, Event: ev})
+	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy removed")
+	return ev.Id
+}
+
+// reject emits policy.rejected for file, once per key, naming the version
+// that stays in force from it (if any runs).
+func (a *Actor) reject(ctx actor.Context, file string, probs []*yamldoc.Problem, key string) {
+	if last, ok := a.book.rejected[file]; ok && last == key {
+		return
+	}
+	a.book.rejected[file] = key
+	reasons := rejectionReasons(probs)
+	first := probs[0]
+	outcome := &messages.PolicyOutcome{
+		File: file, Line: int32(first.Line), Column: int32(first.Column), Reason: strings.Join(reasons, "\n"),
+	}
+	ev := messages.NewEvent(messages.TypePolicyRejected)
+	ev.Severity = messages.Severity_SEVERITY_MEDIUM
+	for _, d := range a.book.policies {
+		if p := d.policy; p != nil && p.File == file {
+			outcome.Name, outcome.PreviousRevision = p.Metadata.Name, p.Revision
+			ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
+			ev.Subject = p.Spec.Target.Name
+		}
+	}
+	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: outcome}
+	ctx.Send(a.opts.State, &protocol.Emit{From: policyEvents, Event: ev})
+	a.opts.Log.Error().Str("file", file).Str("kept_revision", outcome.PreviousRevision).Strs("problems", reasons).Msg("policy rejected")
+}
+
+// maxReason bounds the problems a policy.rejected carries (and its log
+// line): a file may have a hundred problems with long key paths, and the
+// first ones say what to fix.
+const maxReason = 16 << 10
+
+// rejectionReasons renders the problems, one per line, as many as fit in
+// maxReason, and says how many more there are.
+func rejectionReasons(probs []*yamldoc.Problem) []string {
+	var reasons []string
+	size := 0
+	for i, p := range probs {
+		line := p.Error()
+		if size += len(line) + 1; size > maxReason && i > 0 {
+			return append(reasons, fmt.Sprintf("… and %d more problems (observerctl policy validate lists them all)", len(probs)-i))
+		}
+		reasons = append(reasons, line)
+	}
+	return reasons
+}
+
+func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, c *child) {
+	p, name := c.policy, c.observer
 	o, _ := p.ObserverByName(name)
 	payload := &messages.ObserverLifecycle{
 		Reason:   firstLine(f.Reason),
@@ -405,16 +692,11 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, ref 
 	}
 	log.Str("observer", p.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
 		Str("reason", f.Reason.Error()).Msg(typ)
-	ev := observer.LifecycleEvent(typ, p, o, ref.correlation, payload)
+	ev := observer.LifecycleEvent(typ, p, o, c.correlation, payload)
 	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ObserverEmitter(p.Metadata.Name, name), Event: ev})
 }
 
 func firstLine(err error) string {
-	s := err.Error()
-	for i, c := range s {
-		if c == '\n' {
-			return s[:i]
-		}
-	}
-	return s
+	line, _, _ := strings.Cut(err.Error(), "\n")
+	return line
 }

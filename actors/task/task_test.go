@@ -34,8 +34,14 @@ func allowList(t *testing.T) *targets.AllowList {
 }
 
 // parse builds policy name targeting url with the given observers (YAML
-// list items indented by four spaces).
+// list items indented by four spaces), from file <name>.yaml.
 func parse(t *testing.T, name, url, observers string) *policy.Policy {
+	t.Helper()
+	return parseIn(t, name+".yaml", name, url, observers)
+}
+
+// parseIn is parse from file.
+func parseIn(t *testing.T, file, name, url, observers string) *policy.Policy {
 	t.Helper()
 	doc := fmt.Sprintf(`apiVersion: observer.polar/v1
 kind: ObservationPolicy
@@ -45,7 +51,7 @@ spec:
   limits: {max_requests_per_second: 1000, max_concurrent_requests: 4}
   observers:
 %s`, name, name, url, observers)
-	p, err := policy.Parse(name+".yaml", []byte(doc), policy.Env{Allowed: allowList(t), Limits: actortest.Limits()})
+	p, err := policy.Parse(file, []byte(doc), policy.Env{Allowed: allowList(t), Limits: actortest.Limits()})
 	require.NoError(t, err, "policy:\n%s", doc)
 	return p
 }
@@ -55,34 +61,87 @@ type fixture struct {
 	state *actortest.Recorder
 	task  *actor.PID
 	url   string
-	// applied is the last version applied of each policy, to diff the
-	// next one against, as the policy-manager does.
-	applied map[string]*policy.Policy
 }
 
-func setup(t *testing.T) *fixture {
+// setup starts a task-manager whose observers fail fast, with opts
+// adjusting its options, and an HTTP server answering "ok" for them.
+func setup(t *testing.T, opts ...func(*task.Options)) *fixture {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	t.Cleanup(srv.Close)
 	sys, log := actortest.SystemAndLogger(t)
-	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL, applied: map[string]*policy.Policy{}}
+	f := &fixture{sys: sys, state: actortest.NewRecorder(t, sys, "state-manager"), url: srv.URL}
 	fast := restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
-	pid, err := sys.Root.SpawnNamed(task.Props(task.Options{State: f.state.PID, Allowed: allowList(t), Supervision: fast, Log: log}), taskName)
+	o := task.Options{State: f.state.PID, Allowed: allowList(t), Supervision: fast, Log: log}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	pid, err := sys.Root.SpawnNamed(task.Props(o), taskName)
 	require.NoError(t, err)
 	f.task = pid
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	return f
 }
 
-func (f *fixture) apply(p *policy.Policy, eventID string) {
-	change := policy.Diff(f.applied[p.Metadata.Name], p)
-	f.applied[p.Metadata.Name] = p
-	f.sys.Root.Send(f.task, &protocol.ApplyPolicy{Policy: p, Change: change, EventID: eventID})
+// send sends the task-manager msg.
+func (f *fixture) send(msg any) { f.sys.Root.Send(f.task, msg) }
+
+// apply sends p and waits for the policy.applied it makes the
+// task-manager emit, and returns its id.
+func (f *fixture) apply(t *testing.T, p *policy.Policy) string {
+	t.Helper()
+	before := len(f.state.EventsOf(messages.TypePolicyApplied))
+	f.send(&protocol.ApplyPolicy{Policy: p})
+	return f.newEvent(t, messages.TypePolicyApplied, before, p.Revision).Id
 }
 
-func (f *fixture) remove(name, eventID string) {
-	delete(f.applied, name)
-	f.sys.Root.Send(f.task, &protocol.RemovePolicy{Name: name, EventID: eventID})
+// remove removes policy name and waits for its policy.removed, and
+// returns its id.
+func (f *fixture) remove(t *testing.T, name string) string {
+	t.Helper()
+	before := len(f.state.EventsOf(messages.TypePolicyRemoved))
+	f.send(&protocol.RemovePolicy{Name: name})
+	require.Eventually(t, func() bool { return len(f.state.EventsOf(messages.TypePolicyRemoved)) > before },
+		actortest.Wait, 5*time.Millisecond, "no policy.removed")
+	ev := f.state.EventsOf(messages.TypePolicyRemoved)[before]
+	require.Equal(t, name, ev.GetPolicyOutcome().GetName())
+	return ev.Id
+}
+
+// newEvent waits for the event of type typ after the first before ones,
+// and checks that it is about revision.
+func (f *fixture) newEvent(t *testing.T, typ string, before int, revision string) *messages.Event {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.state.EventsOf(typ)) > before }, actortest.Wait, 5*time.Millisecond, "no new %s", typ)
+	ev := f.state.EventsOf(typ)[before]
+	require.Equal(t, revision, ev.GetPolicy().GetRevision(), typ)
+	return ev
+}
+
+// appliedID waits for the policy.applied of revision and returns its id.
+func (f *fixture) appliedID(t *testing.T, revision string) string {
+	t.Helper()
+	return f.state.WaitEvent(t, messages.TypePolicyApplied, func(ev *messages.Event) bool { return ev.GetPolicy().GetRevision() == revision }).Id
+}
+
+// loaded ends a round as the policy-manager does and returns the
+// PoliciesLoaded it makes the task-manager send.
+func (f *fixture) loaded(t *testing.T, msg *protocol.FilesRead) *protocol.PoliciesLoaded {
+	t.Helper()
+	before := len(loads(f.state))
+	f.send(msg)
+	require.Eventually(t, func() bool { return len(loads(f.state)) > before }, actortest.Wait, 5*time.Millisecond, "no PoliciesLoaded")
+	return loads(f.state)[before]
+}
+
+func loads(r *actortest.Recorder) []*protocol.PoliciesLoaded {
+	var out []*protocol.PoliciesLoaded
+	for _, m := range r.Messages() {
+		if l, ok := m.(*protocol.PoliciesLoaded); ok {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // process returns the running process of observer path (nil when none).
@@ -133,8 +192,7 @@ func (f *fixture) waitObservation(t *testing.T, path string, match func(*message
 func (f *fixture) sync(t *testing.T) {
 	t.Helper()
 	marker := parse(t, "zz-marker", f.url, "    - {name: m, kind: http, interval: 1h, http: {}}\n")
-	id := fmt.Sprintf("marker-%d", time.Now().UnixNano())
-	f.apply(marker, id)
+	id := f.apply(t, marker)
 	f.state.WaitEvent(t, messages.TypeObserverStarted, func(ev *messages.Event) bool { return ev.CorrelationId == id })
 }
 
@@ -144,18 +202,23 @@ const twoObservers = `    - {name: a, kind: http, interval: 20ms, http: {path: /
 
 func TestApplyPolicyStartsObservers(t *testing.T) {
 	f := setup(t)
-	p := parse(t, "web", f.url, twoObservers)
-	f.apply(p, "evt-1")
+	// The observations must be OK: each check may take half the test's
+	// wait, and its first turn comes within a tenth of its interval.
+	patient := fmt.Sprintf(`    - {name: a, kind: http, interval: %[1]s, timeout: %[2]s, http: {path: /a}}
+    - {name: b, kind: http, interval: %[1]s, timeout: %[2]s, http: {path: /b}}
+`, actortest.Wait, actortest.Wait/2)
+	p := parse(t, "web", f.url, patient)
+	evt1 := f.apply(t, p)
 
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 	for _, ev := range f.state.EventsOf(messages.TypeObserverStarted) {
-		assert.Equal(t, "evt-1", ev.CorrelationId)
+		assert.Equal(t, evt1, ev.CorrelationId)
 		assert.Equal(t, "http", ev.GetObserver().GetKind())
 		assert.Equal(t, p.Revision, ev.GetPolicy().GetRevision())
 	}
 	for _, path := range []string{"observer/web/a", "observer/web/b"} {
 		ev := f.waitObservation(t, path, nil)
-		assert.Equal(t, "evt-1", ev.CorrelationId, "observations are correlated with the ApplyPolicy event")
+		assert.Equal(t, evt1, ev.CorrelationId, "observations are correlated with the policy.applied event")
 		assert.Equal(t, "web-target", ev.Subject)
 		assert.Equal(t, messages.Result_RESULT_OK, ev.GetHttp().GetResult(), ev.GetHttp().GetError())
 		assert.NotNil(t, f.process(path), "%s is a child of the task-manager", path)
@@ -166,7 +229,7 @@ func TestApplyPolicyStartsObservers(t *testing.T) {
 func TestApplyChangedPolicyRestartsOnlyWhatChanged(t *testing.T) {
 	f := setup(t)
 	p1 := parse(t, "web", f.url, twoObservers)
-	f.apply(p1, "evt-1")
+	f.apply(t, p1)
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 	f.waitObservation(t, "observer/web/a", nil)
 	f.waitObservation(t, "observer/web/b", nil)
@@ -179,21 +242,21 @@ func TestApplyChangedPolicyRestartsOnlyWhatChanged(t *testing.T) {
     - {name: b, kind: http, interval: 20ms, http: {path: /b}}
 `)
 	require.NotEqual(t, p1.Revision, p2.Revision)
-	f.apply(p2, "evt-2")
+	evt2 := f.apply(t, p2)
 
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
-	f.state.WaitEvent(t, messages.TypeObserverStarted, func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+	f.state.WaitEvent(t, messages.TypeObserverStarted, func(ev *messages.Event) bool { return ev.CorrelationId == evt2 })
 	f.sync(t)
 
 	assert.ElementsMatch(t, []string{"observer/web/a", "observer/web/b", "observer/web/a", "observer/zz-marker/m"}, f.lifecycle(messages.TypeObserverStarted))
 	assert.Equal(t, []string{"observer/web/a"}, f.lifecycle(messages.TypeObserverStopped), "only the changed observer stopped")
 	stopped := f.state.EventsOf(messages.TypeObserverStopped)[0]
 	assert.Equal(t, "replaced by a new version", stopped.GetObserver().GetReason())
-	assert.Equal(t, "evt-2", stopped.CausationId, "caused by the change")
+	assert.Equal(t, evt2, stopped.CausationId, "caused by the change")
 	assert.Equal(t, p1.Revision, stopped.GetPolicy().GetRevision(), "the version that stopped")
 	restarted := f.state.EventsOf(messages.TypeObserverStarted)
 	for _, ev := range restarted {
-		if ev.GetObserver().GetActor() == "observer/web/a" && ev.CorrelationId == "evt-2" {
+		if ev.GetObserver().GetActor() == "observer/web/a" && ev.CorrelationId == evt2 {
 			assert.Equal(t, p2.Revision, ev.GetPolicy().GetRevision())
 		}
 	}
@@ -203,7 +266,7 @@ func TestApplyChangedPolicyRestartsOnlyWhatChanged(t *testing.T) {
 	assert.Same(t, procB, f.process("observer/web/b"), "the unchanged observer kept running")
 
 	// The new a reports under the new policy.
-	ev := f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+	ev := f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == evt2 })
 	assert.Equal(t, p2.Revision, ev.GetPolicy().GetRevision())
 	// b keeps observing.
 	n := len(observationsOf(f.state, "observer/web/b"))
@@ -213,12 +276,13 @@ func TestApplyChangedPolicyRestartsOnlyWhatChanged(t *testing.T) {
 func TestApplySamePolicyAgainChangesNothing(t *testing.T) {
 	f := setup(t)
 	p := parse(t, "web", f.url, twoObservers)
-	f.apply(p, "evt-1")
+	f.apply(t, p)
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 	procA := f.process("observer/web/a")
 
-	f.apply(parse(t, "web", f.url, twoObservers), "evt-2")
+	f.send(&protocol.ApplyPolicy{Policy: parse(t, "web", f.url, twoObservers)})
 	f.sync(t)
+	assert.Len(t, f.state.EventsOf(messages.TypePolicyApplied), 2, "web and the marker: the same revision again emits nothing")
 	assert.Empty(t, f.lifecycle(messages.TypeObserverStopped))
 	assert.Len(t, f.lifecycle(messages.TypeObserverStarted), 3, "a, b and the marker")
 	assert.Same(t, procA, f.process("observer/web/a"))
@@ -226,12 +290,12 @@ func TestApplySamePolicyAgainChangesNothing(t *testing.T) {
 
 func TestApplyPolicyAddsAndRemovesObservers(t *testing.T) {
 	f := setup(t)
-	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.apply(t, parse(t, "web", f.url, twoObservers))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 
-	f.apply(parse(t, "web", f.url, `    - {name: b, kind: http, interval: 20ms, http: {path: /b}}
+	f.apply(t, parse(t, "web", f.url, `    - {name: b, kind: http, interval: 20ms, http: {path: /b}}
     - {name: c, kind: http, interval: 20ms, http: {path: /c}}
-`), "evt-2")
+`))
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b", "observer/web/c")
 	assert.Eventually(t, func() bool { return f.process("observer/web/a") == nil }, actortest.Wait, 5*time.Millisecond)
@@ -240,24 +304,25 @@ func TestApplyPolicyAddsAndRemovesObservers(t *testing.T) {
 
 func TestRemovePolicyStopsAll(t *testing.T) {
 	f := setup(t)
-	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	evt1 := f.apply(t, parse(t, "web", f.url, twoObservers))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 
-	f.remove("web", "evt-rm")
+	rm := f.remove(t, "web")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a", "observer/web/b")
 	for _, ev := range f.state.EventsOf(messages.TypeObserverStopped) {
 		assert.Equal(t, "policy removed", ev.GetObserver().GetReason())
-		assert.Equal(t, "evt-rm", ev.CausationId, "caused by the policy.removed event")
-		assert.Equal(t, "evt-1", ev.CorrelationId, "in the chain of the policy.applied that started it")
+		assert.Equal(t, rm, ev.CausationId, "caused by the policy.removed event")
+		assert.Equal(t, evt1, ev.CorrelationId, "in the chain of the policy.applied that started it")
 	}
 	assert.Nil(t, f.process("observer/web/a"))
 	assert.Nil(t, f.process("observer/web/b"))
 
 	// Removing an unknown policy is harmless, and the policy can come back.
-	f.remove("nope", "")
-	f.apply(parse(t, "web", f.url, twoObservers), "evt-3")
+	f.send(&protocol.RemovePolicy{Name: "nope"})
+	evt3 := f.apply(t, parse(t, "web", f.url, twoObservers))
 	require.Eventually(t, func() bool { return len(f.lifecycle(messages.TypeObserverStarted)) == 4 }, actortest.Wait, 5*time.Millisecond)
-	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-3" })
+	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == evt3 })
+	assert.Len(t, f.state.EventsOf(messages.TypePolicyRemoved), 1, "an unknown policy's removal emits nothing")
 }
 
 func TestUnsupportedKindIsQuarantined(t *testing.T) {
@@ -265,7 +330,7 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	p := parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
     - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `)
-	f.apply(p, "evt-1")
+	evt1 := f.apply(t, p)
 
 	q := f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
 	o := q.GetObserver()
@@ -274,7 +339,7 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	assert.Equal(t, "wasm", o.GetKind())
 	assert.Contains(t, o.GetReason(), "observer/web/port: no plugin host")
 	assert.Equal(t, int32(1), o.GetFailures(), "quarantined at once, not after GiveUpAt failures")
-	assert.Equal(t, "evt-1", q.CorrelationId)
+	assert.Equal(t, evt1, q.CorrelationId)
 	assert.Equal(t, messages.Severity_SEVERITY_MEDIUM, q.Severity)
 	e := actortest.WaitMessage(t, f.state, func(e *protocol.Emit) bool { return e.Event.Id == q.Id })
 	assert.Equal(t, "observer/web/port", e.From.Path())
@@ -284,7 +349,7 @@ func TestUnsupportedKindIsQuarantined(t *testing.T) {
 	// The task-manager keeps working: the http observer observes, and a
 	// new policy starts.
 	f.waitObservation(t, "observer/web/a", nil)
-	f.apply(parse(t, "other", f.url, "    - {name: x, kind: http, interval: 20ms, http: {}}\n"), "evt-2")
+	f.apply(t, parse(t, "other", f.url, "    - {name: x, kind: http, interval: 20ms, http: {}}\n"))
 	f.waitObservation(t, "observer/other/x", nil)
 	assert.Nil(t, f.process("observer/web/port"), "the quarantined observer is not running")
 }
@@ -294,7 +359,7 @@ func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
 	observers := `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
     - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
 `
-	f.apply(parse(t, "web", f.url, observers), "evt-1")
+	f.apply(t, parse(t, "web", f.url, observers))
 	f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
 
 	// Resume retries it (and, still without a plugin host, it is quarantined
@@ -304,16 +369,16 @@ func TestQuarantinedObserverIsRetriedOnResumeAndPolicyChange(t *testing.T) {
 		actortest.Wait, 5*time.Millisecond, "Resume did not retry the quarantined observer")
 
 	// So does a change of its policy, even one that leaves it as it was.
-	f.apply(parse(t, "web", f.url, `    - {name: a, kind: http, interval: 30ms, http: {path: /a}}
+	evt2 := f.apply(t, parse(t, "web", f.url, `    - {name: a, kind: http, interval: 30ms, http: {path: /a}}
     - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
-`), "evt-2")
-	q := f.state.WaitEvent(t, messages.TypeObserverQuarantined, func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
+`))
+	q := f.state.WaitEvent(t, messages.TypeObserverQuarantined, func(ev *messages.Event) bool { return ev.CorrelationId == evt2 })
 	assert.Equal(t, "observer/web/port", q.GetObserver().GetActor())
 }
 
 func TestResumeOfARunningObserverIsHarmless(t *testing.T) {
 	f := setup(t)
-	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.apply(t, parse(t, "web", f.url, twoObservers))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 	procA := f.process("observer/web/a")
 
@@ -331,7 +396,7 @@ func TestResumeOfARunningObserverIsHarmless(t *testing.T) {
 
 func TestStoppingTheTaskManagerStopsItsObservers(t *testing.T) {
 	f := setup(t)
-	f.apply(parse(t, "web", f.url, twoObservers), "evt-1")
+	f.apply(t, parse(t, "web", f.url, twoObservers))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 	require.NoError(t, f.sys.Root.StopFuture(f.task).Wait())
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a", "observer/web/b")
@@ -349,15 +414,16 @@ func TestPolicyChangeRightAfterAPermanentFailure(t *testing.T) {
     - {name: port, kind: wasm, interval: 30ms, wasm: {module: port.wasm}}
 `)
 	f.hold(t, func() {
-		f.apply(p1, "evt-1")
-		f.apply(p2, "evt-2") // queued before the task-manager hears of port's failure
+		f.send(&protocol.ApplyPolicy{Policy: p1})
+		f.send(&protocol.ApplyPolicy{Policy: p2}) // queued before the task-manager hears of port's failure
 	})
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a")
 	procA := f.process("observer/web/a")
+	evt2 := f.appliedID(t, p2.Revision)
 	f.state.WaitEvent(t, messages.TypeObserverQuarantined, nil)
 	if !assert.Eventually(t, func() bool {
 		for _, ev := range f.state.EventsOf(messages.TypeObserverQuarantined) {
-			if ev.CorrelationId == "evt-2" {
+			if ev.CorrelationId == evt2 {
 				return true
 			}
 		}
@@ -372,7 +438,7 @@ func TestPolicyChangeRightAfterAPermanentFailure(t *testing.T) {
 	f.sync(t)
 	assert.Empty(t, f.lifecycle(messages.TypeObserverStopped), "the task-manager failed and lost its observers")
 	assert.Same(t, procA, f.process("observer/web/a"))
-	f.remove("web", "")
+	f.remove(t, "web")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/a")
 }
 
@@ -387,12 +453,13 @@ func TestPolicyChangeReplacingAFailedObserverKeepsTheReplacement(t *testing.T) {
 	p2 := parse(t, "web", f.url, `    - {name: port, kind: http, interval: 20ms, http: {path: /port}}
 `)
 	f.hold(t, func() {
-		f.apply(p1, "evt-1")
-		f.apply(p2, "evt-2") // queued before the task-manager hears of port's failure
+		f.send(&protocol.ApplyPolicy{Policy: p1})
+		f.send(&protocol.ApplyPolicy{Policy: p2}) // queued before the task-manager hears of port's failure
 	})
+	evt1, evt2 := f.appliedID(t, p1.Revision), f.appliedID(t, p2.Revision)
 	if !assert.Eventually(t, func() bool {
 		for _, ev := range observationsOf(f.state, "observer/web/port") {
-			if ev.CorrelationId == "evt-2" {
+			if ev.CorrelationId == evt2 {
 				return true
 			}
 		}
@@ -403,10 +470,10 @@ func TestPolicyChangeReplacingAFailedObserverKeepsTheReplacement(t *testing.T) {
 	f.sync(t)
 	for _, q := range f.state.EventsOf(messages.TypeObserverQuarantined) {
 		assert.Equal(t, "wasm", q.GetObserver().GetKind(), "a quarantine is reported for the broken version only")
-		assert.Equal(t, "evt-1", q.CorrelationId, "a quarantine is reported for the broken version only")
+		assert.Equal(t, evt1, q.CorrelationId, "a quarantine is reported for the broken version only")
 	}
 
-	f.remove("web", "")
+	f.remove(t, "web")
 	require.Eventually(t, func() bool { return f.process("observer/web/port") == nil }, 2*time.Second, 5*time.Millisecond,
 		"the replacement observer was orphaned: RemovePolicy did not stop it")
 	f.waitLifecycle(t, messages.TypeObserverStopped, "observer/web/port")
@@ -449,7 +516,7 @@ func TestConfigurationMessages(t *testing.T) {
 	observers := `    - {name: slow, kind: http, interval: 1h, http: {path: /slow}}
     - {name: a, kind: http, interval: 20ms, http: {path: /a}}
 `
-	f.apply(parse(t, "web", f.url, observers), "evt-1")
+	f.apply(t, parse(t, "web", f.url, observers))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/slow", "observer/web/a")
 	ask := func(msg any) error {
 		t.Helper()
@@ -480,27 +547,16 @@ func TestConfigurationMessages(t *testing.T) {
 	assert.Nil(t, f.process("observer/web/a"))
 	assert.EqualError(t, ask(&protocol.ObserveNow{Policy: "web", Observer: "a"}), "observe now: observer observer/web/a is paused or quarantined")
 	updated := parse(t, "web", f.url, strings.Replace(observers, "interval: 20ms", "interval: 30ms", 1))
-	f.apply(updated, "evt-2")
+	evt2 := f.apply(t, updated)
 	f.sync(t)
 	assert.Nil(t, f.process("observer/web/a"), "a paused observer stays paused when its policy changes")
 	assert.NotNil(t, f.process("observer/web/slow"), "the other observer keeps running")
 
-	// Resume starts it with its policy's current version.
+	// Resume starts it with its policy's current version, under the
+	// event that last changed the policy.
 	require.NoError(t, ask(&protocol.Resume{Policy: "web", Observer: "a"}))
-	f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == "evt-2" })
-
-	// GetRunning tells what runs, with the event that last tasked it.
-	res, err := f.sys.Root.RequestFuture(f.task, &protocol.GetRunning{}, actortest.Wait).Result()
-	require.NoError(t, err)
-	var web *protocol.RunningPolicy
-	for _, rp := range res.(*protocol.Running).Policies {
-		if rp.Policy.Metadata.Name == "web" {
-			web = &rp
-		}
-	}
-	require.NotNil(t, web)
-	assert.Equal(t, "evt-2", web.EventID)
-	assert.Equal(t, updated.Revision, web.Policy.Revision)
+	ev := f.waitObservation(t, "observer/web/a", func(ev *messages.Event) bool { return ev.CorrelationId == evt2 })
+	assert.Equal(t, updated.Revision, ev.GetPolicy().GetRevision())
 }
 
 func TestPauseOfAnObserverThatJustFailedForGood(t *testing.T) {
@@ -508,9 +564,9 @@ func TestPauseOfAnObserverThatJustFailedForGood(t *testing.T) {
 	// paused before the task-manager hears that its supervisor gave up:
 	// the late news of a child already gone must not crash it.
 	f := setup(t)
-	f.apply(parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
+	f.apply(t, parse(t, "web", f.url, `    - {name: a, kind: http, interval: 20ms, http: {path: /a}}
     - {name: port, kind: wasm, interval: 20ms, wasm: {module: port.wasm}}
-`), "evt-1")
+`))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a")
 	procA := f.process("observer/web/a")
 	require.NotNil(t, procA)
@@ -523,42 +579,46 @@ func TestPauseSurvivesARestartOfTheTaskManager(t *testing.T) {
 	sys, log := actortest.SystemAndLogger(t)
 	state := actortest.NewRecorder(t, sys, "state-manager")
 	url := setup(t).url
-	// The middleware makes the task-manager fail on a string; protoactor
-	// restarts it with the same Props, as the supervisor does.
-	props := task.Props(task.Options{State: state.PID, Allowed: allowList(t), Log: log}).
-		Clone(actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
-			return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
-				if _, ok := env.Message.(string); ok {
-					panic("task-manager bug")
-				}
-				next(ctx, env)
-			}
-		}))
-	pid, err := sys.Root.SpawnNamed(props, "tm")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	pid := spawnCrashable(t, sys, task.Options{State: state.PID, Allowed: allowList(t), Log: log})
 	p := parse(t, "web", url, twoObservers)
 	started := func() int { return len(state.EventsOf(messages.TypeObserverStarted)) }
-	sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
+	sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p})
 	require.Eventually(t, func() bool { return started() == 2 }, actortest.Wait, 5*time.Millisecond)
 	res, err := sys.Root.RequestFuture(pid, &protocol.Pause{Policy: "web", Observer: "a"}, actortest.Wait).Result()
 	require.NoError(t, err)
 	require.NoError(t, res.(*protocol.CommandDone).Err)
 
-	// After the restart, the policy-manager resends the policy (Resync):
-	// b starts again, a stays paused.
+	// After the restart, nobody resends anything: b starts again, a
+	// stays paused.
 	sys.Root.Send(pid, "crash")
-	sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-1"})
 	require.Eventually(t, func() bool { return started() == 3 }, actortest.Wait, 5*time.Millisecond)
-	res, err = sys.Root.RequestFuture(pid, &protocol.GetRunning{}, actortest.Wait).Result()
-	require.NoError(t, err)
-	require.Len(t, res.(*protocol.Running).Policies, 1)
+	sys.Root.Send(pid, &protocol.FilesRead{})
+	loaded := actortest.WaitMessage[*protocol.PoliciesLoaded](t, state, nil)
+	assert.Equal(t, []string{"web"}, loaded.Applied, "the policy still runs")
 	var paths []string
 	for _, ev := range state.EventsOf(messages.TypeObserverStarted) {
 		paths = append(paths, ev.GetObserver().GetActor())
 	}
 	assert.Equal(t, "observer/web/b", paths[2], "only b started again")
 	assert.ElementsMatch(t, []string{"observer/web/a", "observer/web/b", "observer/web/b"}, paths)
+}
+
+// spawnCrashable spawns a task-manager that fails on a string message;
+// protoactor restarts it with the same Props, as the supervisor does.
+func spawnCrashable(t *testing.T, sys *actor.ActorSystem, opts task.Options) *actor.PID {
+	t.Helper()
+	props := task.Props(opts).Clone(actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+			if _, ok := env.Message.(string); ok {
+				panic("task-manager bug")
+			}
+			next(ctx, env)
+		}
+	}))
+	pid, err := sys.Root.SpawnNamed(props, "tm")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	return pid
 }
 
 // TestOneMemoryBudgetForAllPolicies: limits.max_response_bytes_total is
@@ -585,7 +645,7 @@ func TestOneMemoryBudgetForAllPolicies(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
 	apply := func(p *policy.Policy) {
-		sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p, Change: policy.Diff(nil, p), EventID: "evt-" + p.Metadata.Name})
+		sys.Root.Send(pid, &protocol.ApplyPolicy{Policy: p})
 	}
 
 	apply(parse(t, "holder", srv.URL, "    - {name: h, kind: http, interval: 10s, timeout: 9s, http: {max_body_bytes: 64KiB}}\n"))

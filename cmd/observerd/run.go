@@ -187,14 +187,16 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 			// Each policy's budget of observation events, and all policies'.
 			EventsPerSecond: cfg.Limits.MaxEventsPerSecond, EventsPerSecondTotal: cfg.Limits.MaxEventsPerSecondTotal,
 		})},
+		// The task-manager alone decides what runs (the totals too); the
+		// policy-manager tells it what the files ask for.
 		{Name: protocol.TaskManager, Props: task.Props(task.Options{
-			State: pid(protocol.StateManager), Allowed: cfg.Targets(), Gate: gate,
+			State: pid(protocol.StateManager), Allowed: cfg.Targets(), Limits: &cfg.Limits, Gate: gate,
 			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(protocol.TaskManager),
 			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes, MaxResponseTotal: cfg.Limits.MaxResponseBytesTotal,
 		})},
 		{Name: protocol.PolicyManager, Props: policymanager.Props(policymanager.Options{
 			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),
-			Task: pid(protocol.TaskManager), State: pid(protocol.StateManager), Log: actorLog(protocol.PolicyManager),
+			Task: pid(protocol.TaskManager), Log: actorLog(protocol.PolicyManager),
 		})},
 		// Started even with admin.listen and admin.socket "", serving
 		// nothing, so that a SIGHUP can give it an address. A changed
