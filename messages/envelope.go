@@ -32,7 +32,9 @@ func NewEvent(typ string) *Event {
 // Stamp completes the envelope of ev emitted at path (its source: an
 // actor's name, or observer/<policy>/<name>) on node: its category, a
 // severity when none (info), a subject when none (the node), a time when
-// none, node, source, and a provenance hop.
+// none, its own id as its correlation when it has none (a chain's root:
+// every event of a chain, the root included, then shares one correlation
+// id), node, source, and a provenance hop.
 func Stamp(ev *Event, node, version, path string) {
 	now := timestamppb.Now()
 	ev.Category = CategoryOf(ev.Type)
@@ -46,6 +48,9 @@ func Stamp(ev *Event, node, version, path string) {
 	}
 	if ev.Time == nil {
 		ev.Time = now
+	}
+	if ev.CorrelationId == "" {
+		ev.CorrelationId = ev.Id
 	}
 	ev.Provenance = append(ev.Provenance, &Hop{Service: "observerd", Version: version, Node: node, Time: now})
 }

@@ -26,6 +26,8 @@ func TestNewEventAndStamp(t *testing.T) {
 	require.Len(t, ev.Provenance, 1)
 	assert.Equal(t, "observerd", ev.Provenance[0].Service)
 	assert.Equal(t, "v1", ev.Provenance[0].Version)
+	assert.Equal(t, ev.Id, ev.CorrelationId, "a root is its chain's correlation")
+	assert.Empty(t, ev.CausationId, "a root has no cause")
 
 	kept := NewEvent(TypeObserverFailed)
 	kept.Severity, kept.Subject = Severity_SEVERITY_MEDIUM, "web"
@@ -33,6 +35,11 @@ func TestNewEventAndStamp(t *testing.T) {
 	assert.Equal(t, Severity_SEVERITY_MEDIUM, kept.Severity)
 	assert.Equal(t, "web", kept.Subject)
 	assert.Equal(t, Category_CATEGORY_SYSTEM, kept.Category)
+
+	caused := NewEvent(TypeObserverStarted)
+	caused.CorrelationId, caused.CausationId = "root", "root"
+	Stamp(caused, "n", "v", "observer/web/health")
+	assert.Equal(t, "root", caused.CorrelationId, "an emitter's correlation is kept")
 }
 
 func TestRoutingKey(t *testing.T) {

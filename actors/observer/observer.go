@@ -66,7 +66,10 @@ type Spec struct {
 
 // StopNote is why an observer is stopped and the event that caused it. The
 // task-manager writes it before stopping the actor, which reads it while
-// stopping: the stop's system message orders the two.
+// stopping: the stop's system message orders the two. The cause is a root
+// event (policy.applied, policy.removed): the observer.stopped joins its
+// chain, its correlation and causation both the cause's id, as every
+// event's correlation is its cause's.
 type StopNote struct {
 	mu                sync.Mutex
 	reason, causation string
@@ -167,10 +170,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 			}
 		}
 		reason, causation := a.spec.Stop.get()
-		ev := LifecycleEvent(messages.TypeObserverStopped, a.spec.Policy, a.spec.Observer, a.spec.CorrelationID, &messages.ObserverLifecycle{Reason: reason})
+		correlation := a.spec.CorrelationID
 		if causation != "" {
-			ev.CausationId = causation
+			correlation = causation
 		}
+		ev := LifecycleEvent(messages.TypeObserverStopped, a.spec.Policy, a.spec.Observer, correlation, &messages.ObserverLifecycle{Reason: reason})
 		ctx.Send(a.spec.State, &protocol.Emit{From: a.spec.Emitter(), Event: ev})
 	case *actor.Restarting:
 		a.halt()

@@ -71,8 +71,14 @@ const (
 	StatusPaused      = "paused"
 )
 
-// StopReasonPaused is the reason of an observer.stopped for a pause.
-const StopReasonPaused = "paused"
+// Reasons of observer.stopped events that the state-manager tells apart:
+// a pause (listed as paused until it resumes), and a replacement by a new
+// version of its policy (whose observer.started follows: what the
+// observer went through stays counted).
+const (
+	StopReasonPaused   = "paused"
+	StopReasonReplaced = "replaced by a new version"
+)
 
 // ActorSnapshot is one of the daemon's own actors in a Snapshot.
 type ActorSnapshot struct {

@@ -175,7 +175,6 @@ func (l *lifecycle) record(ev *messages.Event) {
 type observer struct {
 	lifecycle
 	policy, revision string
-	correlation      string // of the running incarnation
 	kind             string
 	state            messages.ObserverState // as published
 	last             messages.Result
@@ -305,14 +304,16 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 			o = newObserver(ev.GetObserver().GetKind(), ev.Policy)
 			a.observers[from] = o
 		}
-		o.status, o.correlation = protocol.StatusRunning, ev.CorrelationId
+		o.status = protocol.StatusRunning
 		o.policy, o.revision = ev.Policy.GetName(), ev.Policy.GetRevision()
 	case messages.TypeObserverStopped:
 		o, ok := a.observers[from]
 		switch {
-		case !ok || ev.CorrelationId != o.correlation:
-			// A replaced incarnation stopping after its replacement
-			// started: the task-manager does not wait for stops.
+		case !ok:
+		case ev.GetObserver().GetReason() == protocol.StopReasonReplaced:
+			// Its replacement's observer.started follows (the
+			// task-manager starts it once this one has terminated):
+			// what the observer went through stays counted.
 		case ev.GetObserver().GetReason() == protocol.StopReasonPaused:
 			o.status = protocol.StatusPaused // listed until it resumes
 		case o.status == protocol.StatusQuarantined:
@@ -330,7 +331,6 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 			// One that never started (its spec cannot run) or that a
 			// give-up just stopped: listed with its failure.
 			o = newObserver(ev.GetObserver().GetKind(), ev.Policy)
-			o.correlation = ev.CorrelationId
 			o.record(ev)
 			a.observers[from] = o
 		default:

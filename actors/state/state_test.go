@@ -518,24 +518,26 @@ func lastBroker(msgs []any) *protocol.BrokerStatus {
 
 func TestObserverListFollowsIncarnationsAndPolicies(t *testing.T) {
 	f := setup(t)
-	withCorrelation := func(ev *messages.Event, id string) *messages.Event {
-		ev.CorrelationId = id
-		return ev
-	}
-	// A replacement (new correlation) starts before its predecessor's stop
-	// arrives: the late stop does not remove it.
-	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStarted, path, ""), "v1"))
-	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStarted, path, ""), "v2"))
-	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStopped, path, "replaced by a new version"), "v1"))
+	// A replaced incarnation stops before its replacement starts (the
+	// task-manager waits): it stays listed meanwhile, with what it went
+	// through, and the replacement runs on.
+	f.emit(path, lifecycleOf(messages.TypeObserverStarted, path, ""))
+	f.emit(path, lifecycleOf(messages.TypeObserverFailed, path, "boom"))
+	f.emit(path, lifecycleOf(messages.TypeObserverStopped, path, protocol.StopReasonReplaced))
 	s := f.snapshot(t)
-	require.Len(t, s.Observers, 1, "the replacement stays listed")
+	require.Len(t, s.Observers, 1, "a replaced observer stays listed")
+	assert.Equal(t, 1, s.Observers[0].Failures, "what it went through stays counted")
+	f.emit(path, lifecycleOf(messages.TypeObserverStarted, path, ""))
+	s = f.snapshot(t)
+	require.Len(t, s.Observers, 1)
 	assert.Equal(t, "running", s.Observers[0].Status)
+	assert.Equal(t, 1, s.Observers[0].Failures, "what its predecessor went through stays counted")
 
 	// A quarantine after its stop (a give-up stops the child first), and
 	// one of an observer that never started, are listed.
 	other := "observer/web/broken"
-	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverStopped, path, "stopped"), "v2"))
-	f.emit(path, withCorrelation(lifecycleOf(messages.TypeObserverQuarantined, path, "trap"), "v2"))
+	f.emit(path, lifecycleOf(messages.TypeObserverStopped, path, "stopped"))
+	f.emit(path, lifecycleOf(messages.TypeObserverQuarantined, path, "trap"))
 	f.emit(other, lifecycleOf(messages.TypeObserverQuarantined, other, "no plugin host"))
 	s = f.snapshot(t)
 	require.Len(t, s.Observers, 2)

@@ -111,7 +111,13 @@ type Actor struct {
 	// children is what each child was spawned for, by PID id, until it is
 	// gone for good: its failures are reported with its own policy
 	// revision and correlation even after a newer version replaced it.
-	children   map[string]*child
+	children map[string]*child
+	// alive is the child of each observer (by path) until it has
+	// terminated, and deferred the observers to start when it has: an
+	// observer's next incarnation starts after the last one's
+	// observer.stopped, so that consumers read its lifecycle in order.
+	alive      map[string]*actor.PID
+	deferred   map[string]bool
 	generation uint64
 	stopping   bool // Stopping or Restarting seen
 }
@@ -173,7 +179,7 @@ func New(opts Options) *Actor {
 		opts.Supervision = restart.Observers
 	}
 	return &Actor{opts: opts, strategy: restart.New(opts.Supervision), book: newBook(), budget: kinds.NewMemoryBudget(opts.MaxResponseTotal),
-		groups: map[string]*group{}, children: map[string]*child{}}
+		groups: map[string]*group{}, children: map[string]*child{}, alive: map[string]*actor.PID{}, deferred: map[string]bool{}}
 }
 
 // Props for the task-manager. The book (what is desired and what runs,
@@ -219,7 +225,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *gone:
 		a.strategy.Forget(msg.pid)
-		delete(a.children, msg.pid.Id)
+		a.terminated(ctx, msg.pid)
 	case *protocol.ApplyPolicy:
 		a.apply(ctx, msg.Policy)
 	case *protocol.RemovePolicy:
@@ -342,7 +348,7 @@ func (a *Actor) run(ctx actor.Context, d *desired, p *policy.Policy) {
 		delete(d.paused, o)
 	}
 	for _, o := range change.Updated {
-		a.stopChild(ctx, g, o, "replaced by a new version", id)
+		a.stopChild(ctx, g, o, protocol.StopReasonReplaced, id)
 	}
 	d.policy, d.correlation, d.waiting = p, id, nil
 	// A policy change also retries its quarantined observers.
@@ -544,6 +550,11 @@ func (a *Actor) startChild(ctx actor.Context, pol, name string) {
 	if !ok || g.children[name] != nil || d.paused[name] {
 		return
 	}
+	path := protocol.ObserverEmitter(pol, name).Path()
+	if a.alive[path] != nil {
+		a.deferred[path] = true // started by terminated
+		return
+	}
 	spec := observer.Spec{
 		Policy:        d.policy,
 		Observer:      o,
@@ -569,7 +580,30 @@ func (a *Actor) startChild(ctx actor.Context, pol, name string) {
 		return
 	}
 	g.children[name] = pid
+	a.alive[path] = pid
 	a.children[pid.Id] = &child{policy: d.policy, observer: name, correlation: d.correlation, stop: spec.Stop}
+}
+
+// terminated forgets a child that has terminated, and starts the
+// observer's next incarnation if one waited for it.
+func (a *Actor) terminated(ctx actor.Context, pid *actor.PID) {
+	c := a.children[pid.Id]
+	delete(a.children, pid.Id)
+	if c == nil {
+		return
+	}
+	pol := c.policy.Metadata.Name
+	path := protocol.ObserverEmitter(pol, c.observer).Path()
+	if live := a.alive[path]; live == nil || live.Id != pid.Id {
+		return // a predecessor of the child that runs
+	}
+	delete(a.alive, path)
+	if a.deferred[path] {
+		delete(a.deferred, path)
+		if d := a.book.policies[pol]; d != nil && d.policy != nil {
+			a.startChild(ctx, pol, c.observer)
+		}
+	}
 }
 
 // stopChild stops an observer. reason and causation (the event that
@@ -586,11 +620,9 @@ func (a *Actor) stopChild(ctx actor.Context, g *group, name, reason, causation s
 	}
 	delete(g.children, name)
 	a.strategy.Forget(pid)
-	// Not waited for: each incarnation has a name of its own, so its
-	// replacement can start at once, and a child that is failing or
-	// waiting out a backoff would hold this mailbox up. Its late
-	// observer.stopped carries its own correlation, which the
-	// state-manager tells from its replacement's.
+	// Not waited for here, which would hold this mailbox up behind a
+	// child that is failing or waiting out a backoff: its replacement, if
+	// any, starts when it has terminated (see terminated).
 	ctx.Stop(pid)
 }
 

@@ -302,9 +302,51 @@ func TestApplyPolicyAddsAndRemovesObservers(t *testing.T) {
 	assert.NotNil(t, f.process("observer/web/c"))
 }
 
+// TestReplacementStartsAfterItsPredecessorStopped: over many versions of
+// a policy, each version's observer.started comes after the
+// observer.stopped of the instance it replaces, so that a consumer folding
+// the lifecycle events in order always ends with the observer running;
+// the stop and the start are both in the chain of the policy.applied that
+// caused them.
+func TestReplacementStartsAfterItsPredecessorStopped(t *testing.T) {
+	f := setup(t)
+	const versions = 30
+	ids := []string{f.apply(t, parse(t, "web", f.url, "    - {name: a, kind: http, interval: 1h, http: {path: /a0}}\n"))}
+	for v := 1; v < versions; v++ {
+		ids = append(ids, f.apply(t, parse(t, "web", f.url, fmt.Sprintf("    - {name: a, kind: http, interval: 1h, http: {path: /a%d}}\n", v))))
+	}
+	require.Eventually(t, func() bool { return len(f.lifecycle(messages.TypeObserverStarted)) == versions },
+		actortest.Wait, 5*time.Millisecond, "every version started")
+
+	running := false
+	var starts, stops []*messages.Event
+	for _, m := range f.state.Messages() {
+		e, ok := m.(*protocol.Emit)
+		if !ok || e.From.Path() != "observer/web/a" {
+			continue
+		}
+		switch e.Event.Type {
+		case messages.TypeObserverStarted:
+			require.False(t, running, "started while its predecessor had not stopped (start %d)", len(starts))
+			running, starts = true, append(starts, e.Event)
+		case messages.TypeObserverStopped:
+			require.True(t, running, "stopped while not running")
+			running, stops = false, append(stops, e.Event)
+		}
+	}
+	assert.True(t, running, "the fold ends with the observer running")
+	require.Len(t, stops, versions-1)
+	for v, ev := range stops {
+		assert.Equal(t, protocol.StopReasonReplaced, ev.GetObserver().GetReason())
+		assert.Equal(t, ids[v+1], ev.CausationId, "stop %d: caused by the next version's policy.applied", v)
+		assert.Equal(t, ids[v+1], ev.CorrelationId, "stop %d: in its cause's chain", v)
+		assert.Equal(t, ids[v+1], starts[v+1].CorrelationId, "start %d: in the same chain", v+1)
+	}
+}
+
 func TestRemovePolicyStopsAll(t *testing.T) {
 	f := setup(t)
-	evt1 := f.apply(t, parse(t, "web", f.url, twoObservers))
+	f.apply(t, parse(t, "web", f.url, twoObservers))
 	f.waitLifecycle(t, messages.TypeObserverStarted, "observer/web/a", "observer/web/b")
 
 	rm := f.remove(t, "web")
@@ -312,7 +354,7 @@ func TestRemovePolicyStopsAll(t *testing.T) {
 	for _, ev := range f.state.EventsOf(messages.TypeObserverStopped) {
 		assert.Equal(t, "policy removed", ev.GetObserver().GetReason())
 		assert.Equal(t, rm, ev.CausationId, "caused by the policy.removed event")
-		assert.Equal(t, evt1, ev.CorrelationId, "in the chain of the policy.applied that started it")
+		assert.Equal(t, rm, ev.CorrelationId, "in the chain of its cause, as every event")
 	}
 	assert.Nil(t, f.process("observer/web/a"))
 	assert.Nil(t, f.process("observer/web/b"))
