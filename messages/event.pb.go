@@ -143,37 +143,46 @@ func (Severity) EnumDescriptor() ([]byte, []int) {
 	return file_polar_observer_v1_event_proto_rawDescGZIP(), []int{1}
 }
 
-// Event is the immutable envelope of everything observerd publishes.
+// Event is the immutable envelope of everything observerd publishes; the
+// event types, the AMQP message and the ordering are in docs/events.md.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UUIDv7, fixed when the event is created; the same on every redelivery,
 	// so consumers dedupe on it.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Dotted event type, e.g. "observation.http", "state.changed".
+	// Dotted event type, e.g. "observation.http", "state.changed", or a
+	// plugin's "observation.plugin.<type_suffix>".
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// observerd://<node>/<actor path>; for an observer
 	// observerd://<node>/observer/<policy>/<name>.
 	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	// The observed target's name (or the daemon's node for system events).
+	// What the event is about: the policy's target name for the events of a
+	// policy and its observers (a plugin may name another), the node for the
+	// daemon's own events.
 	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
-	// When it happened.
+	// When the event was made: a built-in observation's at the start of its
+	// check, a plugin's at the end of its call. Not an order: sequence is.
 	Time *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
-	// The daemon's node name.
+	// The daemon's node name, dots kept (the routing key replaces them by _).
 	Node string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
 	// Per node, starts at 1 for a fresh state_dir, +1 for every accepted event,
-	// never reused, survives restarts. A gap means a lost event, except the
-	// ranges named by outbox.overflow events.
+	// never reused, survives restarts. A gap in a node's sequence (per node,
+	// never per source: a source has only some of them) means a lost event,
+	// except the ranges named by outbox.overflow events. The
+	// cloudEvents:sequence header has it as 20 zero-padded digits.
 	Sequence uint64   `protobuf:"varint,7,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	Category Category `protobuf:"varint,8,opt,name=category,proto3,enum=polar.observer.v1.Category" json:"category,omitempty"`
 	Severity Severity `protobuf:"varint,9,opt,name=severity,proto3,enum=polar.observer.v1.Severity" json:"severity,omitempty"`
-	// Id of the root event of a chain (e.g. the policy.applied that started
-	// the observer); empty for a root event.
+	// Id of the root event of the chain (e.g. the policy.applied that started
+	// the observer); a root event carries its own id, so that every event of
+	// a chain shares one.
 	CorrelationId string `protobuf:"bytes,10,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
-	// Id of the direct parent event; empty for a root event.
+	// Id of the direct parent event; empty only for a root event.
 	CausationId string `protobuf:"bytes,11,opt,name=causation_id,json=causationId,proto3" json:"causation_id,omitempty"`
 	// Hops the event went through, first is the originating daemon.
 	Provenance []*Hop `protobuf:"bytes,12,rep,name=provenance,proto3" json:"provenance,omitempty"`
-	// The policy that tasked the observer, when there is one.
+	// The policy of the event and of the observer that made it; unset for
+	// the daemon's own events.
 	Policy *PolicyRef `protobuf:"bytes,13,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Typed payload, one per event type.
 	//
@@ -453,7 +462,7 @@ type Event_Process struct {
 }
 
 type Event_Plugin struct {
-	Plugin *PluginPayload `protobuf:"bytes,24,opt,name=plugin,proto3,oneof"` // observation.plugin
+	Plugin *PluginPayload `protobuf:"bytes,24,opt,name=plugin,proto3,oneof"` // observation.plugin, observation.plugin.<type_suffix>
 }
 
 type Event_StateChange struct {
@@ -637,7 +646,8 @@ type PluginPayload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The plugin module file name.
 	Plugin string `protobuf:"bytes,1,opt,name=plugin,proto3" json:"plugin,omitempty"`
-	// The type suffix the plugin chose (may be empty).
+	// The type suffix the plugin chose: empty, or 1 to 4 dot-separated words
+	// of [a-z0-9_], each at most 32 characters.
 	TypeSuffix string `protobuf:"bytes,2,opt,name=type_suffix,json=typeSuffix,proto3" json:"type_suffix,omitempty"`
 	// Schema of payload, e.g. "example.backlog.v1" or "application/json".
 	Schema  string            `protobuf:"bytes,3,opt,name=schema,proto3" json:"schema,omitempty"`

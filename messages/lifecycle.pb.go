@@ -287,8 +287,8 @@ func (x *PolicyOutcome) GetPreviousRevision() string {
 	return ""
 }
 
-// ObserverLifecycle is the payload of observer.* and of failures of the
-// daemon's own actors.
+// ObserverLifecycle is the payload of observer.*, and of observer.failed and
+// observer.restarted for the daemon's own actors.
 type ObserverLifecycle struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Actor path, e.g. "observer/web/health" or "broker".
@@ -296,7 +296,9 @@ type ObserverLifecycle struct {
 	// Observer name and kind, for observers.
 	Observer string `protobuf:"bytes,2,opt,name=observer,proto3" json:"observer,omitempty"`
 	Kind     string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	// Why it stopped, failed or was quarantined.
+	// Why it stopped, failed or was quarantined. observer.stopped: "replaced
+	// by a new version", "removed from its policy", "policy removed",
+	// "paused", or "stopped" (the daemon stops, or a quarantine).
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Restarts so far within the failure window.
 	Failures int32 `protobuf:"varint,5,opt,name=failures,proto3" json:"failures,omitempty"`

@@ -157,8 +157,10 @@ func (x *ObserveRequest) GetState() []byte {
 // PluginObservation is what a plugin passes to emit.
 type PluginObservation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Appended to the event type: "observation.plugin" or
-	// "observation.plugin.<type_suffix>".
+	// Appended to the event type: "observation.plugin" when empty, else
+	// "observation.plugin.<type_suffix>". 1 to 4 dot-separated words of
+	// [a-z0-9_], each at most 32 characters; the host drops a record with
+	// any other.
 	TypeSuffix string   `protobuf:"bytes,1,opt,name=type_suffix,json=typeSuffix,proto3" json:"type_suffix,omitempty"`
 	Severity   Severity `protobuf:"varint,2,opt,name=severity,proto3,enum=polar.observer.v1.Severity" json:"severity,omitempty"`
 	// Defaults to the policy's target name.

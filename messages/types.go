@@ -2,7 +2,7 @@ package messages
 
 import "strings"
 
-// Event types of the contract (docs/consumers.md).
+// Event types of the contract (docs/events.md).
 const (
 	TypeObservationHTTP       = "observation.http"
 	TypeObservationPrometheus = "observation.prometheus"

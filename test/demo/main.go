@@ -2,7 +2,10 @@
 // (test/rabbitmq), the demo observable service on 127.0.0.1:8080 flapping
 // every 20 s, observerd with the example policies of configs/policies, and
 // `observerctl tail` printing every event as it arrives. Ctrl-C stops
-// everything it started.
+// everything it started. The daemon also declares demo.events, bound to
+// every event, which nothing reads (tail binds a queue of its own): a
+// RabbitMQ policy keeps its newest 10,000 events, so that it does not grow
+// for as long as the demo runs.
 package main
 
 import (
@@ -14,10 +17,18 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"time"
 
 	"github.com/polar/observerd/test/rabbitmq"
+)
+
+const (
+	// demoQueue is the queue the daemon declares, bound to every event.
+	demoQueue = "demo.events"
+	// keptEvents is what demoQueue keeps: the newest, the oldest dropped.
+	keptEvents = 10_000
 )
 
 func main() {
@@ -54,6 +65,9 @@ func demo(ctx context.Context, bin, dir string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer node.Close()
+	if err := bound(ctx, node, demoQueue, keptEvents); err != nil {
+		return err
+	}
 
 	logs, err := os.Create(filepath.Join(dir, "observerd.log"))
 	if err != nil {
@@ -100,8 +114,8 @@ broker:
   password_file: %s
   tls: {ca_file: %s}
   queues:
-    - {name: demo.events, bindings: ["#"]}
-`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(sockets, "admin.sock"), node.URL(), node.PasswordFile, node.CAFile)
+    - {name: %s, bindings: ["#"]}
+`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(sockets, "admin.sock"), node.URL(), node.PasswordFile, node.CAFile, demoQueue)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -113,7 +127,8 @@ broker:
 	defer stopProcess(daemon)
 
 	fmt.Fprintf(stderr, "demo: observerd running (logs: %s, admin: http://127.0.0.1:9464/readyz, commands: %s pause --config %s POLICY/OBSERVER); "+
-		"the demo service flaps every 20 s. Ctrl-C stops everything.\n\n", logs.Name(), filepath.Join(bin, "observerctl"), config)
+		"the demo service flaps every 20 s; the queue %s keeps the newest %d events. Ctrl-C stops everything.\n\n",
+		logs.Name(), filepath.Join(bin, "observerctl"), config, demoQueue, keptEvents)
 	tail := exec.Command(filepath.Join(bin, "observerctl"), "tail", "--config", config)
 	tail.Stdout, tail.Stderr = stdout, stderr
 	if err := tail.Start(); err != nil {
@@ -130,6 +145,17 @@ broker:
 	case err := <-exited:
 		return fmt.Errorf("observerd exited: %v (see %s)", err, logs.Name())
 	}
+}
+
+// bound sets the RabbitMQ policy that keeps the newest keep messages of
+// queue and drops the oldest: a policy rather than queue arguments, which
+// the daemon's broker.queues does not set (and a queue cannot change).
+func bound(ctx context.Context, node *rabbitmq.Node, queue string, keep int) error {
+	definition := fmt.Sprintf(`{"max-length": %d, "overflow": "drop-head"}`, keep)
+	if _, err := node.Ctl(ctx, "set_policy", "--apply-to", "queues", queue, "^"+regexp.QuoteMeta(queue)+"$", definition); err != nil {
+		return fmt.Errorf("bound queue %s: %w", queue, err)
+	}
+	return nil
 }
 
 // stopProcess asks a process to stop and kills it if it has not within 15 s.

@@ -18,10 +18,18 @@ const mainStartTimeout = 2 * time.Minute
 // *node, runs the tests and closes the node. A missing RabbitMQ installation
 // exits 1 with a hint; it is never a skip.
 func Main(m *testing.M, node **Node) {
-	os.Exit(runMain(m, node))
+	os.Exit(runMain(m, node, nil))
 }
 
-func runMain(m *testing.M, node **Node) int {
+// MainWith is Main that runs setup on the started node before the tests,
+// for a package whose tests and examples all read what setup made (queues
+// filled by a daemon): examples cannot share a fixture otherwise. A setup
+// that fails fails the package.
+func MainWith(m *testing.M, node **Node, setup func(*Node) error) {
+	os.Exit(runMain(m, node, setup))
+}
+
+func runMain(m *testing.M, node **Node, setup func(*Node) error) int {
 	// testing.Verbose needs parsed flags; m.Run would parse them too late.
 	if !flag.Parsed() {
 		flag.Parse()
@@ -42,7 +50,15 @@ func runMain(m *testing.M, node **Node) int {
 		fmt.Fprintf(os.Stderr, "rabbitmq node on %s started in %s\n", n.URL(), time.Since(start).Round(time.Millisecond))
 	}
 	*node = n
-	code := m.Run()
+	if setup != nil {
+		err = setup(n)
+	}
+	code := 1
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "set up the tests: %v\n", err)
+	} else {
+		code = m.Run()
+	}
 	if err := n.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "close rabbitmq node: %v\n", err)
 		if code == 0 {

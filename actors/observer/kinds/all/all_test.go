@@ -20,6 +20,7 @@ import (
 	"github.com/polar/observerd/configs/targets"
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
+	"github.com/polar/observerd/test/docblock"
 	"github.com/polar/observerd/wasm"
 )
 
@@ -134,7 +135,7 @@ func TestPagesShowTheExamples(t *testing.T) {
 			require.NoError(t, err, "the kind's page")
 			file, err := os.ReadFile(filepath.Join(root, example))
 			require.NoError(t, err, "the kind's sample policy")
-			shown, ok := sample(doc, example)
+			shown, ok := docblock.After(doc, heading(example), "yaml")
 			require.True(t, ok, "%s has no section %q followed by a yaml block", page, heading(example))
 			assert.Equal(t, withoutLeadingComment(file), shown,
 				"the sample of %s differs from %s: copy the file (less its leading comment) into the page", page, example)
@@ -143,20 +144,6 @@ func TestPagesShowTheExamples(t *testing.T) {
 }
 
 func heading(example string) string { return "## Sample policy — `" + example + "`" }
-
-// sample is the first ```yaml block after the page's heading of example.
-func sample(doc []byte, example string) (string, bool) {
-	_, after, ok := bytes.Cut(doc, []byte(heading(example)+"\n"))
-	if !ok {
-		return "", false
-	}
-	_, block, ok := bytes.Cut(after, []byte("```yaml\n"))
-	if !ok {
-		return "", false
-	}
-	block, _, ok = bytes.Cut(block, []byte("```\n"))
-	return string(block), ok
-}
 
 // withoutLeadingComment is a file less its first lines that are comments.
 func withoutLeadingComment(file []byte) string {
