@@ -108,6 +108,10 @@ type ObserverSnapshot struct {
 	LastTime            time.Time `json:"last_time"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	Observations        uint64    `json:"observations"`
+	// LastLatency is how long the target took to answer the last
+	// observation that measured it (request, scrape or connect), in
+	// seconds as Prometheus writes durations; 0 when none did.
+	LastLatency float64 `json:"last_latency_seconds,omitempty"`
 }
 
 // Ready reports whether the daemon is ready, and why not.

@@ -182,6 +182,7 @@ type observer struct {
 	failedInARow     int // consecutive non-OK results
 	okInARow         int // consecutive OK results
 	observations     uint64
+	latency          time.Duration // of the last observation that measured one
 	// held is the state the thresholds give, which state shows unless
 	// the observer is flapping; flips are the times held changed between
 	// up and down within the flap window.
@@ -469,6 +470,9 @@ func (a *Actor) observe(from protocol.Emitter, ev *messages.Event, spec *policy.
 	now := ev.Time.AsTime()
 	o.kind = strings.TrimPrefix(ev.Type, "observation.")
 	o.last, o.lastTime = res, now
+	if _, d, ok := kinds.Latency(ev); ok {
+		o.latency = d
+	}
 	o.observations++
 	if res == messages.Result_RESULT_OK {
 		o.failedInARow, o.okInARow = 0, o.okInARow+1
@@ -592,6 +596,7 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 			LastTime:            o.lastTime,
 			ConsecutiveFailures: o.failedInARow,
 			Observations:        o.observations,
+			LastLatency:         o.latency.Seconds(),
 		})
 	}
 	slices.SortFunc(s.Observers, func(x, y protocol.ObserverSnapshot) int { return strings.Compare(x.Path, y.Path) })

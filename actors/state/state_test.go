@@ -384,6 +384,7 @@ func TestLifecyclesAndMetrics(t *testing.T) {
 	assert.Equal(t, 1, o.Failures)
 	assert.Equal(t, "panic: boom", o.LastError)
 	assert.Equal(t, "up", o.State)
+	assert.InDelta(t, 0.020, o.LastLatency, 1e-9, "the latency its last observation measured")
 
 	// The metrics count what the events said.
 	families, err := reg.Gather()

@@ -219,7 +219,7 @@ func renderTop(w io.Writer, v view, width, height int) {
 		lines = append(lines, "…")
 	}
 	for _, l := range lines {
-		fmt.Fprintln(w, clip(printable(l), width))
+		fmt.Fprintln(w, clip(strings.TrimRight(printable(l), " "), width))
 	}
 }
 
@@ -258,7 +258,7 @@ func topLines(v view) []string {
 		rate = fmt.Sprintf("%.1f", v.perSecond)
 	}
 	lines = append(lines, fmt.Sprintf("events  %s/s accepted; %d emitted since start; dropped %.0f", rate, st.EventsEmitted, s.dropped), "")
-	lines = append(lines, fmt.Sprintf("%-32s %-11s %-8s %-8s %6s %6s %5s  %s", "OBSERVER", "STATUS", "STATE", "LAST", "AGE", "RATE/s", "FAIL", "LAST ERROR"))
+	lines = append(lines, fmt.Sprintf("%-32s %-11s %-8s %-8s %6s %7s %6s %5s  %s", "OBSERVER", "STATUS", "STATE", "LAST", "AGE", "LATENCY", "RATE/s", "FAIL", "LAST ERROR"))
 	for _, o := range v.observers {
 		last, result := "-", "-"
 		if !o.LastTime.IsZero() {
@@ -268,13 +268,30 @@ func topLines(v view) []string {
 		if o.rate >= 0 {
 			r = fmt.Sprintf("%.1f", o.rate)
 		}
-		lines = append(lines, fmt.Sprintf("%-32s %-11s %-8s %-8s %6s %6s %5d  %s", o.Path, o.Status, o.State, result, last, r,
-			o.ConsecutiveFailures, o.LastError))
+		lines = append(lines, fmt.Sprintf("%-32s %-11s %-8s %-8s %6s %7s %6s %5d  %s", o.Path, o.Status, o.State, result, last,
+			latency(o.LastLatency), r, o.ConsecutiveFailures, o.LastError))
 	}
 	if len(v.observers) == 0 {
 		lines = append(lines, "(no observers)")
 	}
 	return lines
+}
+
+// latency shows seconds as a duration of three significant digits or so:
+// 850µs, 12.3ms, 1.25s; "-" for none.
+func latency(seconds float64) string {
+	d := time.Duration(seconds * float64(time.Second))
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < 100*time.Millisecond:
+		return d.Round(100 * time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
 }
 
 // clip cuts a line to width columns (runes; the escaped text is ASCII

@@ -80,7 +80,7 @@ func TestTop(t *testing.T) {
 	const width, height = 110, 14
 	top := newTmux(t, width, height, filepath.Join(bin, "observerctl")+" top --admin http://"+d.admin)
 	screen := top.waitScreen(func(s string) bool {
-		return strings.Contains(s, "observer/web/trap") && strings.Contains(s, "RATE/s") && strings.Contains(s, "/s accepted") &&
+		return strings.Contains(s, "observer/web/trap") && strings.Contains(s, "LATENCY") && strings.Contains(s, "/s accepted") &&
 			!strings.Contains(s, "events  -/s") && strings.Contains(s, "connected to")
 	}, "top shows the daemon, with a rate")
 	t.Logf("observerctl top, %dx%d:\n%s", width, height, screen)
@@ -104,6 +104,7 @@ func TestTop(t *testing.T) {
 	assert.True(t, strings.HasPrefix(rows[0], "observer/web/trap"), "the quarantined observer first: %q", rows[0])
 	assert.Contains(t, rows[0], "quarantined")
 	assert.Contains(t, rows[1], "observer/web/health")
+	assert.Regexp(t, `\s[0-9.]+(µs|ms|s)\s+[0-9.]+\s`, rows[1], "health's latency, then its rate")
 
 	// The daemon stops: top says it cannot read it, and goes on trying.
 	daemon.signal(t, syscall.SIGTERM)
