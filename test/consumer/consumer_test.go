@@ -52,6 +52,9 @@ var (
 	rabbit *rabbitmq.Node
 	// python is the directory of the classes that protoc generated.
 	python string
+	// daemonJSON are the bodies node-b.example published (broker.encoding:
+	// json), for TestJSONRoundTripsThroughPython.
+	daemonJSON [][]byte
 )
 
 func TestMain(m *testing.M) { rabbitmq.MainWith(m, &rabbit, setup) }
@@ -93,6 +96,7 @@ func setup(n *rabbitmq.Node) error {
 	if err := runDaemons(ctx, daemon, n, t); err != nil {
 		return err
 	}
+	daemonJSON = t.bodies("application/json")
 	first, ok := t.find(func(ev *messages.Event) bool { return ev.Node == "node-a.example" && ev.Sequence == 1 })
 	if !ok {
 		return errors.New("node-a.example's sequence 1 did not arrive")
@@ -324,6 +328,19 @@ func (t *tap) find(match func(*messages.Event) bool) (amqp.Delivery, bool) {
 		}
 	}
 	return amqp.Delivery{}, false
+}
+
+// bodies returns the bodies of the deliveries of contentType.
+func (t *tap) bodies(contentType string) [][]byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out [][]byte
+	for _, d := range t.got {
+		if d.ContentType == contentType {
+			out = append(out, d.Body)
+		}
+	}
+	return out
 }
 
 // await polls until an event of typ from node arrived.
