@@ -55,6 +55,17 @@ func Stamp(ev *Event, node, version, path string) {
 	ev.Provenance = append(ev.Provenance, &Hop{Service: "observerd", Version: version, Node: node, Time: now})
 }
 
+// DataSchema is the CloudEvents dataschema of every event's body, in
+// either encoding: the type URL of its message, as the CloudEvents
+// protobuf format recommends, so that a generic consumer can pick its
+// decoder without knowing the event types.
+const DataSchema = "type.googleapis.com/polar.observer.v1.Event"
+
+// CloudEventsSequence is the CloudEvents sequence of an event: its
+// node-wide sequence as 20 zero-padded digits, so that comparing the
+// strings orders them as the numbers (the largest uint64 has 20 digits).
+func CloudEventsSequence(seq uint64) string { return fmt.Sprintf("%020d", seq) }
+
 // RoutingKey is the AMQP routing key of an event: `<type>.<node>` with the
 // dots of the node name replaced by `_`, so that topic bindings such as
 // `observation.#` or `*.*.web-1` stay unambiguous.

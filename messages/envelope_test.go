@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"math"
 	"testing"
 
 	"github.com/google/uuid"
@@ -71,4 +72,20 @@ func TestResultOf(t *testing.T) {
 			assert.Equal(t, tc.ok, ok)
 		})
 	}
+}
+
+func TestDataSchemaNamesTheEvent(t *testing.T) {
+	assert.Equal(t, "type.googleapis.com/"+string((&Event{}).ProtoReflect().Descriptor().FullName()), DataSchema)
+}
+
+// TestCloudEventsSequenceOrdersAsNumbers: the strings compare as the
+// numbers, across digit counts, up to the largest sequence.
+func TestCloudEventsSequenceOrdersAsNumbers(t *testing.T) {
+	seqs := []uint64{0, 1, 9, 10, 99, 100, 278, 279, 1e9, 1<<63 - 1, 1 << 63, math.MaxUint64 - 1, math.MaxUint64}
+	for i := 1; i < len(seqs); i++ {
+		a, b := CloudEventsSequence(seqs[i-1]), CloudEventsSequence(seqs[i])
+		assert.Less(t, a, b, "%d before %d", seqs[i-1], seqs[i])
+		assert.Len(t, b, 20)
+	}
+	assert.Equal(t, "00000000000000000278", CloudEventsSequence(278))
 }
