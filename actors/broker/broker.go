@@ -20,9 +20,11 @@
 // Sends: a BrokerStatus to the state-manager at every change of its
 // connection; closes and opens the observers' Gate.
 //
-// The mailbox never waits on the network or the disk: commits, dialing,
-// publishing and confirms run in the pipeline's goroutines (pipeline.go)
-// and report back as messages.
+// The mailbox never waits on the network or the disk: it only hands events
+// in. The pipeline (pipeline.go) does the rest in two goroutines that each
+// own their state: the committer (committer.go), the outbox's one writer,
+// and the publisher (publisher.go), the connection's owner, which talks to
+// amqp091-go through one narrow seam (link, connection.go).
 package broker
 
 import (
@@ -36,6 +38,8 @@ import (
 // Actor is the broker actor.
 type Actor struct {
 	opts Options
+	// dial opens the connections: dialAMQP's, or a test's fake.
+	dial dialer
 	pipe *pipeline
 	// metrics are shared by the incarnations too: registered once, they
 	// keep counting across restarts.
@@ -44,7 +48,9 @@ type Actor struct {
 
 // New returns the broker actor.
 func New(opts Options) *Actor {
-	return &Actor{opts: opts, metrics: newMetrics(opts.Metrics, opts.Log)}
+	a := &Actor{opts: opts, metrics: newMetrics(opts.Metrics, opts.Log)}
+	a.dial = dialAMQP(&a.opts)
+	return a
 }
 
 // Props for the broker. Its children are goroutines, not actors: it
@@ -54,7 +60,10 @@ func New(opts Options) *Actor {
 // outlives them: opened before the tree (a state_dir that cannot be used
 // stops the daemon before it starts) and closed after it.
 func Props(opts Options) *actor.Props {
-	shared := New(opts)
+	return props(New(opts))
+}
+
+func props(shared *Actor) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		a := *shared
 		return &a
@@ -78,7 +87,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		ctx.Respond(&protocol.OutboxSnapshot{Events: st.Events, Bytes: st.Bytes, LastSequence: st.LastSequence})
 	case *protocol.SetOutboxLimit:
 		a.opts.Outbox.SetLimit(Limit{MaxBytes: msg.MaxBytes, DropOldest: msg.DropOldest})
-		a.pipe.gate()
+		a.pipe.LimitChanged()
 		a.opts.Log.Info().Int64("max_bytes", msg.MaxBytes).Bool("drop_oldest", msg.DropOldest).Msg("outbox limit changed")
 	}
 }
@@ -87,11 +96,12 @@ func (a *Actor) start(ctx actor.Context) {
 	ob := a.opts.Outbox
 	a.metrics.outbox.Store(ob)
 	root, state := ctx.ActorSystem().Root, a.opts.State
-	a.pipe = startPipeline(&a.opts, ob, a.metrics, func(s protocol.BrokerStatus) {
+	a.pipe = newPipeline(&a.opts, ob, a.metrics, func(s protocol.BrokerStatus) {
 		if state != nil {
 			root.Send(state, &s)
 		}
-	})
+	}, a.dial)
+	a.pipe.start()
 	st := ob.Stats()
 	a.opts.Log.Info().Int("outbox_events", st.Events).Uint64("last_sequence", st.LastSequence).Msg("broker started")
 }

@@ -170,8 +170,8 @@ func TestDialTriesURLsInOrder(t *testing.T) {
 	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/", node.URL()}
 	conn, err := dial(t.Context(), &f.opts)
 	require.NoError(t, err)
-	defer conn.close()
-	assert.Equal(t, configs.RedactURL(node.URL()), conn.url)
+	defer conn.Close()
+	assert.Equal(t, configs.RedactURL(node.URL()), conn.URL())
 
 	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/"}
 	_, err = dial(t.Context(), &f.opts)
@@ -248,7 +248,7 @@ func TestDamagedRecordIsReportedAndDeliveryGoesOn(t *testing.T) {
 	for _, ev := range before {
 		ev.Node = f.opts.Node
 	}
-	_, err := ob.Append(before, nil)
+	_, err := ob.Append(before)
 	require.NoError(t, err)
 	stored, err := ob.After(0, 5)
 	require.NoError(t, err)

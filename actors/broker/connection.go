@@ -13,16 +13,66 @@ import (
 	"github.com/polar/observerd/configs"
 )
 
-// connection is one AMQP connection and the raw socket under it, kept so
-// that a connection stuck behind a blocked socket (a RabbitMQ resource
-// alarm stops reading from publishers, and amqp091-go's Publish and even
-// Close then block forever) can be torn down by closing the socket.
-type connection struct {
+// link is all the publisher needs of amqp091-go: one connection and the one
+// channel it publishes on. It is the seam that lets the tests' fake
+// (fake_test.go) play RabbitMQ: acks, nacks, returns, blocking, a
+// connection lost at any point, confirms in any order.
+type link interface {
+	// URL is the connection's URL, redacted.
+	URL() string
+	// Open opens the channel in confirm mode, declares the topology and
+	// subscribes to the notifications.
+	Open() error
+	// Publish publishes msg as mandatory, with a deferred confirm. It may
+	// block while RabbitMQ stops reading (a resource alarm), beyond ctx:
+	// Abort ends that.
+	Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) (confirm, error)
+	// Returns, Blocked and Closed are the notifications, closed when the
+	// connection ends. amqp091-go sends to them from its reader goroutine
+	// and drops what is not taken within 5 s, so they are read at once or
+	// buffered for everything that can be outstanding.
+	Returns() <-chan amqp.Return
+	Blocked() <-chan amqp.Blocking
+	Closed() <-chan *amqp.Error
+	// Close closes the connection politely, and its socket when that
+	// does not finish within closeTimeout.
+	Close()
+	// Abort closes the socket: everything blocked on it returns.
+	Abort()
+}
+
+// confirm is a publication's deferred confirmation
+// (*amqp.DeferredConfirmation).
+type confirm interface {
+	Done() <-chan struct{}
+	Acked() bool
+}
+
+// dialer opens a link: dialAMQP's to RabbitMQ, or the tests' fake.
+type dialer func(ctx context.Context) (link, error)
+
+// returnsBuffer is the capacity of the returns channel: what can be
+// outstanding (the publisher publishes at most ConfirmWindow unconfirmed),
+// so that amqp091-go never waits on it, nor drops a return.
+func returnsBuffer(window int) int { return window }
+
+// amqpLink is a link over amqp091-go. It keeps the raw socket under the
+// connection, so that a connection stuck behind a blocked socket (a
+// RabbitMQ resource alarm stops reading from publishers, and amqp091-go's
+// Publish and even Close then block forever) can be torn down by closing
+// the socket.
+type amqpLink struct {
 	*amqp.Connection
+	o   *Options
 	url string // redacted
 
 	mu  sync.Mutex
 	raw net.Conn
+
+	ch      *amqp.Channel
+	returns chan amqp.Return
+	blocked chan amqp.Blocking
+	closed  chan *amqp.Error
 }
 
 // errCredentials marks a dial that failed before connecting: the TLS files
@@ -34,10 +84,21 @@ const (
 	closeTimeout = 2 * time.Second
 )
 
+// dialAMQP is the dialer of RabbitMQ at o.URLs.
+func dialAMQP(o *Options) dialer {
+	return func(ctx context.Context) (link, error) {
+		l, err := dial(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
+	}
+}
+
 // dial reads the credentials afresh (a rotated CA, certificate, key or
 // password needs no restart), then tries every URL in order and returns
 // the first connection that opens, or an error naming each URL's failure.
-func dial(ctx context.Context, o *Options) (*connection, error) {
+func dial(ctx context.Context, o *Options) (*amqpLink, error) {
 	creds, err := o.Credentials()
 	if err != nil {
 		// The reason names the file, never its content.
@@ -57,8 +118,8 @@ func dial(ctx context.Context, o *Options) (*connection, error) {
 	return nil, joinLine(errs)
 }
 
-func dialOne(ctx context.Context, o *Options, creds Credentials, url string) (*connection, error) {
-	c := &connection{url: configs.RedactURL(url)}
+func dialOne(ctx context.Context, o *Options, creds Credentials, url string) (*amqpLink, error) {
+	c := &amqpLink{o: o, url: configs.RedactURL(url)}
 	uri, err := amqp.ParseURI(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse url: %w", err)
@@ -103,9 +164,39 @@ func dialOne(ctx context.Context, o *Options, creds Credentials, url string) (*c
 	return c, nil
 }
 
-// close closes the connection politely, and the socket under it when that
-// does not finish within closeTimeout.
-func (c *connection) close() {
+func (c *amqpLink) URL() string { return c.url }
+
+func (c *amqpLink) Open() error {
+	ch, err := c.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		return fmt.Errorf("enable publisher confirms: %w", err)
+	}
+	if err := declare(ch, c.o); err != nil {
+		return err
+	}
+	c.ch = ch
+	c.returns = ch.NotifyReturn(make(chan amqp.Return, returnsBuffer(c.o.ConfirmWindow)))
+	c.closed = c.NotifyClose(make(chan *amqp.Error, 1))
+	c.blocked = c.NotifyBlocked(make(chan amqp.Blocking, 1))
+	return nil
+}
+
+func (c *amqpLink) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) (confirm, error) {
+	dc, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
+	if err != nil {
+		return nil, err
+	}
+	return dc, nil
+}
+
+func (c *amqpLink) Returns() <-chan amqp.Return   { return c.returns }
+func (c *amqpLink) Blocked() <-chan amqp.Blocking { return c.blocked }
+func (c *amqpLink) Closed() <-chan *amqp.Error    { return c.closed }
+
+func (c *amqpLink) Close() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -114,13 +205,12 @@ func (c *connection) close() {
 	select {
 	case <-done:
 	case <-time.After(closeTimeout):
-		c.forceClose()
+		c.Abort()
 		<-done
 	}
 }
 
-// forceClose closes the socket: every blocked read or write on it returns.
-func (c *connection) forceClose() {
+func (c *amqpLink) Abort() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.raw != nil {

@@ -56,7 +56,8 @@ func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
 			opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
 				Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: gate, Log: actortest.Logger(t)}
 			status := &statusLog{}
-			p := startPipeline(opts, ob, newMetrics(nil, opts.Log), status.report)
+			p := newPipeline(opts, ob, newMetrics(nil, opts.Log), status.report, dialAMQP(opts))
+			p.start()
 			defer func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
@@ -70,10 +71,7 @@ func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
 			for _, ev := range sent {
 				p.Accept(ev)
 			}
-			p.mu.Lock()
-			pending := p.pendingBytes
-			p.mu.Unlock()
-			assert.LessOrEqual(t, pending, pendingLimit(limit), "pending is bounded")
+			assert.LessOrEqual(t, p.intake.pendingBytes(), pendingLimit(limit), "pending is bounded")
 			require.Eventually(t, func() bool { _, last := status.outboxErrors(); return last != "" }, within, 10*time.Millisecond,
 				"readiness says the outbox cannot be written")
 			_, reason := status.outboxErrors()
@@ -136,7 +134,8 @@ func TestStopWhileTheOutboxCannotBeWrittenDoesNotHang(t *testing.T) {
 	opts := &Options{Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"}, Credentials: StaticCredentials(nil, ""),
 		ConfirmWindow: 16, Log: actortest.Logger(t)}
 	status := &statusLog{}
-	p := startPipeline(opts, ob, newMetrics(nil, opts.Log), status.report)
+	p := newPipeline(opts, ob, newMetrics(nil, opts.Log), status.report, dialAMQP(opts))
+	p.start()
 	tmpfs.Fill(t, dir)
 	for _, ev := range events(20000) {
 		p.Accept(ev)

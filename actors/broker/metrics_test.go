@@ -8,60 +8,12 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
-	"github.com/polar/observerd/test/actortest"
 )
-
-// metricValue sums the series of name that have the label pairs (name,
-// value, ...) in reg: counters' and gauges' values, histograms' sample
-// counts; -1 when there is no such series.
-func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	sum, found := 0.0, false
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if !hasLabels(m, labels) {
-				continue
-			}
-			found = true
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				sum += m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				sum += m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	if !found {
-		return -1
-	}
-	return sum
-}
-
-func hasLabels(m *dto.Metric, pairs []string) bool {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		found := false
-		for _, l := range m.GetLabel() {
-			found = found || l.GetName() == pairs[i] && l.GetValue() == pairs[i+1]
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
 
 // withMetrics gives the fixture's broker a registry of its own.
 func (f *fixture) withMetrics() *prometheus.Registry {
@@ -137,18 +89,6 @@ func TestMetricsDropsAreCountedExactly(t *testing.T) {
 	assert.Zero(t, metricValue(t, reg, "observerd_broker_connected"))
 }
 
-// failNow makes the broker actor panic, for its supervisor to restart it.
-type failNow struct{}
-
-func failOnFailNow(next actor.ReceiverFunc) actor.ReceiverFunc {
-	return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {
-		if _, ok := env.Message.(failNow); ok {
-			panic("test: broker fails")
-		}
-		next(c, env)
-	}
-}
-
 // A restart must neither register the metrics again (a panic) nor reset
 // them; a second broker actor with its own registry counts on its own.
 func TestMetricsSurviveARestartAndStayPerRegistry(t *testing.T) {
@@ -174,13 +114,4 @@ func TestMetricsSurviveARestartAndStayPerRegistry(t *testing.T) {
 	assert.Equal(t, 20.0, metricValue(t, reg, "observerd_events_accepted_total", "type", messages.TypeObservationHTTP))
 	assert.Equal(t, 5.0, metricValue(t, otherReg, "observerd_events_confirmed_total"))
 	assert.Zero(t, metricValue(t, otherReg, "observerd_broker_reconnects_total"))
-}
-
-func TestMetricsAreRegisteredOncePerRegistry(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	log := actortest.Logger(t)
-	first := newMetrics(reg, log)
-	assert.Same(t, first, newMetrics(reg, log), "a second Props with the same registry shares the metrics")
-	assert.NotSame(t, first, newMetrics(prometheus.NewRegistry(), log))
-	assert.NotNil(t, newMetrics(nil, log), "no registry: counted, not exported")
 }

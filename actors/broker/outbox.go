@@ -43,6 +43,11 @@ import (
 // to that record alone: readers leave it out and remember it, and the
 // committer's next Commit deletes it and returns it as a Dropped range
 // with policy corrupt, which the pipeline reports as any other loss.
+//
+// The outbox is also where the committer and the publisher meet: the
+// publisher claims the records it publishes (Claim), which drop_oldest
+// then never drops until they are deleted or released (Release), and
+// Appended wakes it when a commit added records.
 type Outbox struct {
 	dir, path string
 	opts      OutboxOptions
@@ -53,6 +58,12 @@ type Outbox struct {
 	// mu serializes the writers (bbolt does anyway), Claim against drops,
 	// and repairs; it is held across a commit's fsync.
 	mu sync.Mutex
+	// claimed are the records published and not yet confirmed (they may
+	// have been delivered): drop_oldest never takes them. Under mu; a
+	// subset of the records, since every way out of the file forgets them.
+	claimed map[uint64]bool
+	// appended is woken (cap 1) after every commit that added records.
+	appended chan struct{}
 	// dbMu guards db, file and closed: every transaction holds it shared,
 	// a repair or Close exclusively, so that no transaction runs on a file
 	// being replaced.
@@ -174,7 +185,8 @@ func OpenOutbox(dir string, opts OutboxOptions) (*Outbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
-	o := &Outbox{dir: dir, path: filepath.Join(dir, "outbox.db"), opts: opts}
+	o := &Outbox{dir: dir, path: filepath.Join(dir, "outbox.db"), opts: opts,
+		claimed: map[uint64]bool{}, appended: make(chan struct{}, 1)}
 	o.limit.Store(&opts.Limit)
 	seq, damage, err := o.open()
 	if err != nil {
@@ -473,10 +485,12 @@ func (o *Outbox) moveAside(cause error) error {
 		Msg("outbox file damaged: replaced by a new one; the events it held that no consumer received are lost")
 	o.report = r
 	o.last, o.floor, o.ceiling, o.events, o.bytes = last, s.floor, s.ceiling, 0, 0
-	// Damaged records of the old file are within the reported range.
+	// Damaged records of the old file are within the reported range, and
+	// its claims went with it.
 	o.damagedMu.Lock()
 	clear(o.damaged)
 	o.damagedMu.Unlock()
+	clear(o.claimed)
 	return nil
 }
 
@@ -540,11 +554,20 @@ func (o *Outbox) create() error {
 
 // Append assigns the next sequences to evs and commits them in one
 // transaction (one fsync for the whole group). With Limit.DropOldest it
-// drops, in the same transaction, the oldest events that keep(seq) does
-// not protect until the outbox fits in Limit.MaxBytes, and returns what
-// it dropped. Damaged records found by readers are left to Commit.
-func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dropped, error) {
-	return o.commit(evs, nil, keep, false)
+// drops, in the same transaction, the oldest events not claimed until the
+// outbox fits in Limit.MaxBytes, and returns what it dropped. Damaged
+// records found by readers are left to Commit.
+func (o *Outbox) Append(evs []*messages.Event) ([]Dropped, error) {
+	return o.commit(evs, nil, true, false)
+}
+
+// AppendReports appends outbox.overflow reports without making room for
+// them: once the committer stops, a drop made for them could not be
+// reported in turn. Reports are never dropped themselves, so the bound is
+// exceeded by their few hundred bytes until the next append makes room.
+func (o *Outbox) AppendReports(reports []*messages.Event) error {
+	_, err := o.commit(reports, nil, false, false)
+	return err
 }
 
 // Commit appends evs (as Append) and deletes the confirmed events del in
@@ -556,15 +579,17 @@ func (o *Outbox) Append(evs []*messages.Event, keep func(seq uint64) bool) ([]Dr
 // A damaged file is replaced first (and when the commit itself finds the
 // damage, the commit goes again to the new file): evs were not accepted
 // yet, so they are the new file's, after its report.
-func (o *Outbox) Commit(evs []*messages.Event, del []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
-	return o.commit(evs, del, keep, true)
+func (o *Outbox) Commit(evs []*messages.Event, del []uint64) ([]Dropped, error) {
+	return o.commit(evs, del, true, true)
 }
 
-// commit is Append, Commit or Delete; purge deletes the damaged records
+// commit is Append, AppendReports, Commit or Delete; room drops the oldest
+// to make room for evs (drop_oldest), purge deletes the damaged records
 // found by readers.
-func (o *Outbox) commit(evs []*messages.Event, del []uint64, keep func(seq uint64) bool, purge bool) ([]Dropped, error) {
+func (o *Outbox) commit(evs []*messages.Event, del []uint64, room, purge bool) ([]Dropped, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	last := o.last
 	var dropped []Dropped
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
@@ -575,8 +600,11 @@ func (o *Outbox) commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 		if purge {
 			damaged = o.damagedRecords()
 		}
-		if dropped, err = o.commitTx(evs, del, damaged, keep); err == nil {
+		if dropped, err = o.commitTx(evs, del, damaged, room); err == nil {
 			o.forgetDamaged(damaged)
+			for _, s := range slices.Concat(del, damaged) {
+				delete(o.claimed, s)
+			}
 		}
 		if !errors.Is(err, errDamaged) {
 			break
@@ -586,12 +614,15 @@ func (o *Outbox) commit(evs []*messages.Event, del []uint64, keep func(seq uint6
 		return nil, fmt.Errorf("commit to outbox: %w", err)
 	}
 	o.publish()
+	if o.last != last {
+		wake(o.appended) // new records, or a new file that starts with its report
+	}
 	return dropped, nil
 }
 
 // commitTx is one commit: it deletes the confirmed events del and the
 // damaged records damaged, appends evs, and drops to make room.
-func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, keep func(seq uint64) bool) ([]Dropped, error) {
+func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room bool) ([]Dropped, error) {
 	last, events, bytes := o.last, o.events, o.bytes
 	var dropped []Dropped
 	err := o.update(func(tx *bolt.Tx) error {
@@ -642,9 +673,9 @@ func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, keep fun
 			bytes += int64(len(data))
 		}
 		// Only an append makes room by dropping: a commit of deletes alone
-		// (Delete) has no keep function and nobody to report drops to.
-		if l := o.Limit(); len(evs) > 0 && l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
-			oldest, err := dropOldest(b, bytes-l.MaxBytes, keep)
+		// (Delete) has nobody to report drops to.
+		if l := o.Limit(); room && len(evs) > 0 && l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
+			oldest, err := dropOldest(b, bytes-l.MaxBytes, o.claimed)
 			if err != nil {
 				return err
 			}
@@ -687,17 +718,17 @@ func (o *Outbox) reserve(b *bolt.Bucket, need uint64) error {
 	return nil
 }
 
-// dropOldest deletes the oldest events not protected by keep until at
-// least need bytes are freed, and returns the contiguous ranges dropped.
+// dropOldest deletes the oldest events not claimed until at least need
+// bytes are freed, and returns the contiguous ranges dropped.
 // outbox.overflow events are never dropped: during a long outage they would
 // age into the oldest and take the report of a loss with them.
-func dropOldest(b *bolt.Bucket, need int64, keep func(uint64) bool) ([]Dropped, error) {
+func dropOldest(b *bolt.Bucket, need int64, claimed map[uint64]bool) ([]Dropped, error) {
 	var victims [][]byte
 	var out []Dropped
 	c := b.Cursor()
 	for k, v := c.First(); k != nil && need > 0; k, v = c.Next() {
 		seq := binary.BigEndian.Uint64(k)
-		if keep != nil && keep(seq) || isOverflow(v) {
+		if claimed[seq] || isOverflow(v) {
 			continue
 		}
 		victims = append(victims, k)
@@ -734,11 +765,12 @@ func isOverflow(v []byte) bool {
 	return false
 }
 
-// Claim calls mark for each event of evs still in the outbox and returns
-// those. It holds the writers' lock, so a concurrent Append drops an event
-// either before (Claim leaves it out) or not at all (mark, through Append's
-// keep, protects it).
-func (o *Outbox) Claim(rs []Record, mark func(seq uint64)) ([]Record, error) {
+// Claim claims the records of rs still in the outbox, for publishing, and
+// returns those: drop_oldest never drops a claimed record (once published
+// it may have been delivered) until it is deleted (confirmed) or released
+// (returned). It holds the writers' lock, so a concurrent Append drops a
+// record either before (Claim leaves it out) or not at all.
+func (o *Outbox) Claim(rs []Record) ([]Record, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	kept := rs[:0]
@@ -746,7 +778,6 @@ func (o *Outbox) Claim(rs []Record, mark func(seq uint64)) ([]Record, error) {
 		b := tx.Bucket(bucketEvents)
 		for _, r := range rs {
 			if b.Get(seqKey(r.Event.Sequence)) != nil {
-				mark(r.Event.Sequence)
 				kept = append(kept, r)
 			}
 		}
@@ -755,8 +786,25 @@ func (o *Outbox) Claim(rs []Record, mark func(seq uint64)) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
 	}
+	for _, r := range kept {
+		o.claimed[r.Event.Sequence] = true
+	}
 	return kept, nil
 }
+
+// Release ends the claim of seq: RabbitMQ returned it unroutable, so it
+// was certainly not delivered, and drop_oldest may take it (else an outbox
+// of unroutable events would outgrow its bound).
+func (o *Outbox) Release(seq uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.claimed, seq)
+}
+
+// Appended is woken after every commit that added records (a new file's
+// report included): the publisher, its one reader, waits on it once it
+// has read them all. Wakes coalesce.
+func (o *Outbox) Appended() <-chan struct{} { return o.appended }
 
 // Full reports whether the outbox holds Limit.MaxBytes or more.
 func (o *Outbox) Full() bool {
@@ -870,7 +918,7 @@ func (o *Outbox) Get(seq uint64) (*Record, error) {
 // Delete removes confirmed events; deleting an absent one is not an error.
 // Damaged records are left to Commit: nobody would report them here.
 func (o *Outbox) Delete(seqs []uint64) error {
-	_, err := o.commit(nil, seqs, nil, false)
+	_, err := o.commit(nil, seqs, false, false)
 	return err
 }
 

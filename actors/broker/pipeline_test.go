@@ -16,14 +16,15 @@ import (
 	"github.com/polar/observerd/test/tmpfs"
 )
 
-// brokerless starts a pipeline on ob with no broker to publish to:
-// everything stays in the outbox, to be counted. setup runs before the
-// pipeline's goroutines start. It is closed when the test ends.
+// brokerless starts a pipeline on ob with no broker to publish to (it
+// dials a closed port): everything stays in the outbox, to be counted.
+// setup runs before the pipeline's goroutines start. It is closed when the
+// test ends.
 func brokerless(t *testing.T, ob *Outbox, status func(protocol.BrokerStatus), setup func(*pipeline)) *pipeline {
 	t.Helper()
 	opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
 		Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Gate: &protocol.Gate{}, Log: actortest.Logger(t)}
-	p := newPipeline(opts, ob, newMetrics(nil, opts.Log), status)
+	p := newPipeline(opts, ob, newMetrics(nil, opts.Log), status, dialAMQP(opts))
 	if setup != nil {
 		setup(p)
 	}
@@ -34,10 +35,7 @@ func brokerless(t *testing.T, ob *Outbox, status func(protocol.BrokerStatus), se
 
 // closePipeline stops p, unless it was stopped already.
 func closePipeline(p *pipeline) {
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
+	if p.intake.isClosed() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -76,11 +74,8 @@ func TestBlockBoundsPendingWhileCommitsFail(t *testing.T) {
 	var worst atomic.Int64 // the largest pending seen after a failed commit
 	status := &statusLog{}
 	p := brokerless(t, ob, status.report, func(p *pipeline) {
-		p.failed = func() {
-			p.mu.Lock()
-			pending := p.pendingBytes
-			p.mu.Unlock()
-			if pending > worst.Load() {
+		p.committer.failed = func() {
+			if pending := p.intake.pendingBytes(); pending > worst.Load() {
 				worst.Store(pending)
 			}
 			failures.Add(1)
@@ -149,28 +144,23 @@ func TestSlowCommitsReportMemoryFull(t *testing.T) {
 }
 
 func TestDropsReportedByATimerRunningAtStopAreNotLost(t *testing.T) {
-	// The report timer fires as a stop begins: Close cannot stop a callback
-	// already running. Its drops must reach the outbox all the same.
+	// The report timer comes due while a commit is held up and a stop
+	// begins: whichever the committer takes first, the drops must reach
+	// the outbox, once.
 	ob, err := OpenOutbox(t.TempDir(), OutboxOptions{Node: "test.node"})
 	require.NoError(t, err)
 	defer ob.Close()
-	p := brokerless(t, ob, func(protocol.BrokerStatus) {}, nil)
-	p.mu.Lock()
-	p.drops = []Dropped{{First: 1, Last: 3, Events: 3, Bytes: 300, Policy: "drop_oldest"}}
-	p.mu.Unlock()
-
-	// A commit held up keeps Close between setting closed and its own
-	// report of the drops.
+	// A commit held up (as by a slow fsync) from the first event on.
 	ob.mu.Lock()
-	p.Accept(events(1)[0])
+	p := brokerless(t, ob, func(protocol.BrokerStatus) {}, func(p *pipeline) {
+		p.committer.drops = []Dropped{{First: 1, Last: 3, Events: 3, Bytes: 300, Policy: "drop_oldest"}}
+		p.committer.reportDelay = time.Nanosecond
+		p.Accept(events(1)[0])
+	})
+
 	closed := make(chan struct{})
 	go func() { closePipeline(p); close(closed) }()
-	require.Eventually(t, func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.closed
-	}, within, time.Millisecond)
-	p.reportDrops() // the timer's callback, running now
+	require.Eventually(t, p.intake.isClosed, within, time.Millisecond)
 	ob.mu.Unlock()
 	select {
 	case <-closed:
@@ -190,4 +180,52 @@ func TestDropsReportedByATimerRunningAtStopAreNotLost(t *testing.T) {
 	assert.Equal(t, "drop_oldest", reports[0].GetPolicy())
 	assert.Equal(t, uint64(1), reports[0].GetFirstSequence())
 	assert.Equal(t, uint64(3), reports[0].GetLastSequence())
+}
+
+func TestLossesAreReportedByAStopThatFindsTheDiskWritable(t *testing.T) {
+	// Events dropped from memory while the disk was full, then a stop
+	// whose last try of the commit succeeds: the stop must report them
+	// (a stop used to take the report for a late event and drop it).
+	dir := t.TempDir()
+	tmpfs.Mount(t, dir, "16m")
+	limit := Limit{MaxBytes: 4 << 20, DropOldest: true} // pending bound 1 MiB
+	ob, err := OpenOutbox(filepath.Join(dir, "outbox"), OutboxOptions{Limit: limit, Node: "test.node"})
+	require.NoError(t, err)
+	defer ob.Close()
+	var failures atomic.Int64
+	failed, release := make(chan struct{}), make(chan struct{})
+	p := brokerless(t, ob, func(protocol.BrokerStatus) {}, func(p *pipeline) {
+		p.committer.failed = func() {
+			if failures.Add(1) == 2 {
+				close(failed) // and wait, in the committer, for the stop to begin
+				<-release
+			}
+		}
+	})
+
+	free := tmpfs.Fill(t, dir)
+	sent := events(3 * (1 << 20) / 60) // three times the bound
+	for _, ev := range sent {
+		p.Accept(ev)
+	}
+	select {
+	case <-failed:
+	case <-time.After(within):
+		t.Fatal("the commits did not fail")
+	}
+	free()
+	closed := make(chan struct{})
+	go func() { closePipeline(p); close(closed) }()
+	require.Eventually(t, p.intake.isClosed, within, time.Millisecond)
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(within):
+		t.Fatal("stop hangs")
+	}
+
+	accepted, dropped := tally(t, ob)
+	t.Logf("%d accepted, %v dropped", accepted, dropped)
+	assert.Positive(t, dropped["disk_full"], "the loss is reported")
+	assert.Equal(t, uint64(len(sent)), accepted+dropped["disk_full"]+dropped["memory_full"], "every event accepted or reported")
 }

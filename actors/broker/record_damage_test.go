@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -63,7 +62,7 @@ func damagedOutbox(t *testing.T, dir string, n int, how damage, seqs ...uint64) 
 	t.Helper()
 	o, err := OpenOutbox(dir, OutboxOptions{})
 	require.NoError(t, err)
-	_, err = o.Append(events(n), nil)
+	_, err = o.Append(events(n))
 	require.NoError(t, err)
 	stored, err := o.After(0, n)
 	require.NoError(t, err)
@@ -126,13 +125,13 @@ func TestDamagedRecordIsLeftOutThenDeletedAndReturnedByCommit(t *testing.T) {
 
 			// Neither Append nor Delete, whose callers report nothing,
 			// takes them.
-			dropped, err := o.Append(events(1), nil)
+			dropped, err := o.Append(events(1))
 			require.NoError(t, err)
 			assert.Empty(t, dropped)
 			require.NoError(t, o.Delete([]uint64{good[0]}))
 			assert.True(t, o.NeedsRepair())
 
-			dropped, err = o.Commit(nil, nil, nil)
+			dropped, err = o.Commit(nil, nil)
 			require.NoError(t, err)
 			var want []Dropped
 			var bytes int64
@@ -151,7 +150,7 @@ func TestDamagedRecordIsLeftOutThenDeletedAndReturnedByCommit(t *testing.T) {
 			assert.Equal(t, len(good)-1+1, st.Events, "the good ones, less the one deleted, and the one appended")
 			assert.Equal(t, before.LastSequence+1, st.LastSequence)
 
-			dropped, err = o.Commit(nil, nil, nil)
+			dropped, err = o.Commit(nil, nil)
 			require.NoError(t, err)
 			assert.Empty(t, dropped, "deleted and returned once")
 
@@ -178,7 +177,7 @@ func TestDamagedRecordConfirmedMeanwhileIsNoLoss(t *testing.T) {
 	defer o.Close()
 	_, err = o.After(0, 10)
 	require.NoError(t, err)
-	dropped, err := o.Commit(nil, []uint64{2}, nil)
+	dropped, err := o.Commit(nil, []uint64{2})
 	require.NoError(t, err)
 	assert.Empty(t, dropped)
 	assert.False(t, o.NeedsRepair())
@@ -217,21 +216,16 @@ func TestCommitterDeletesAndReportsDamagedRecords(t *testing.T) {
 	require.NoError(t, err)
 	defer ob.Close()
 	logs := &logLines{}
-	// No broker: what the publisher reads is read here, as it does.
-	opts := &Options{Node: "test.node", Outbox: ob, URLs: []string{"amqp://observer@127.0.0.1:1/"},
-		Credentials: StaticCredentials(nil, ""), ConfirmWindow: 16, Log: zerolog.New(logs)}
+	opts := &Options{Node: "test.node", Outbox: ob, ConfirmWindow: 16, Log: zerolog.New(logs)}
 	m := newMetrics(nil, opts.Log)
-	p := startPipeline(opts, ob, m, func(protocol.BrokerStatus) {})
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		p.Close(ctx)
-	}()
-	for range 3 {
-		_, err := ob.After(0, 16)
-		require.NoError(t, err)
-	}
-	p.wakeCommitter()
+	// The fake broker holds every confirm: what the publisher reads (and
+	// so finds damaged) stays in the outbox.
+	fake := newFakeBroker(t, opts.ConfirmWindow)
+	p := newPipeline(opts, ob, m, func(protocol.BrokerStatus) {}, fake.dial)
+	p.start()
+	defer stopNow(p)
+	l := fake.next(t)
+	assert.Equal(t, []uint64{1, 4, 6}, seqsOf(l.nextN(t, 3)), "the others are published")
 
 	var reports []*messages.OutboxOverflow
 	require.Eventually(t, func() bool {
@@ -254,6 +248,8 @@ func TestCommitterDeletesAndReportsDamagedRecords(t *testing.T) {
 	got, err := ob.After(0, 16)
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 4, 6, 7, 8}, sequencesOf(got), "the others stay, the reports follow")
+	assert.Equal(t, []uint64{7, 8}, seqsOf(l.nextN(t, 2)), "and the reports are published")
+	fake.noMoreLinks(t)
 
 	lines := logs.matching("outbox record damaged")
 	require.Len(t, lines, 2, "logged once per range")

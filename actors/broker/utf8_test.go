@@ -26,7 +26,7 @@ func TestInvalidUTF8IsStoredNotWedged(t *testing.T) {
 	_, err = proto.Marshal(ev)
 	require.Error(t, err, "the case this test is about")
 
-	_, err = o.Append([]*messages.Event{ev}, nil)
+	_, err = o.Append([]*messages.Event{ev})
 	require.NoError(t, err)
 	recs, err := o.After(0, 10)
 	require.NoError(t, err)

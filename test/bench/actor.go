@@ -146,14 +146,14 @@ func (e *env) startBroker(ctx context.Context, kind string) (*brokerRun, error) 
 	return b, nil
 }
 
-func (b *brokerRun) stats() (broker.OutboxStats, error) {
+func (b *brokerRun) stats() (*protocol.OutboxSnapshot, error) {
 	res, err := b.e.sys.Root.RequestFuture(b.pid, &protocol.GetOutboxStats{}, 10*time.Second).Result()
 	if err != nil {
-		return broker.OutboxStats{}, fmt.Errorf("get outbox stats: %w", err)
+		return nil, fmt.Errorf("get outbox stats: %w", err)
 	}
-	st, ok := res.(broker.OutboxStats)
+	st, ok := res.(*protocol.OutboxSnapshot)
 	if !ok {
-		return broker.OutboxStats{}, fmt.Errorf("get outbox stats: unexpected answer %T", res)
+		return nil, fmt.Errorf("get outbox stats: unexpected answer %T", res)
 	}
 	return st, nil
 }

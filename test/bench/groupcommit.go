@@ -53,7 +53,7 @@ func (e *env) groupCommit(ctx context.Context) ([]groupResult, error) {
 		for time.Since(start) < e.cfg.groupTime && ctx.Err() == nil {
 			// Append assigns fresh sequences each time: the same events
 			// are stored again under new keys, as new events would be.
-			if _, err := ob.Append(batch, nil); err != nil {
+			if _, err := ob.Append(batch); err != nil {
 				_ = ob.Close()
 				return nil, err
 			}
