@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -513,7 +512,7 @@ func (p *publisher) publishing(rec Record) (amqp.Publishing, error) {
 }
 
 // Publishing maps an event with its encoded body onto the AMQP properties
-// and CloudEvents binary-mode headers of docs/consumers.md. It is
+// and CloudEvents binary-mode headers of docs/events.md. It is
 // exported so that a baseline (test/bench) sends exactly what the broker
 // sends.
 func Publishing(ev *messages.Event, body []byte, contentType string) amqp.Publishing {
@@ -526,7 +525,8 @@ func Publishing(ev *messages.Event, body []byte, contentType string) amqp.Publis
 			"cloudEvents:type":        ev.Type,
 			"cloudEvents:time":        t.Format(time.RFC3339Nano),
 			"cloudEvents:subject":     ev.Subject,
-			"cloudEvents:sequence":    strconv.FormatUint(ev.Sequence, 10),
+			"cloudEvents:sequence":    messages.CloudEventsSequence(ev.Sequence),
+			"cloudEvents:dataschema":  messages.DataSchema,
 		},
 		ContentType:   contentType,
 		DeliveryMode:  amqp.Persistent,

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +30,7 @@ func TestObservationEndToEnd(t *testing.T) {
 	p := d.start(t)
 
 	_, started := c.waitFor(t, messages.TypeDaemonStarted)
-	_, applied := c.waitFor(t, messages.TypePolicyApplied)
+	appliedDel, applied := c.waitFor(t, messages.TypePolicyApplied)
 	_, obsStarted := c.waitFor(t, messages.TypeObserverStarted)
 	del, obs := c.waitFor(t, messages.TypeObservationHTTP)
 
@@ -39,6 +38,13 @@ func TestObservationEndToEnd(t *testing.T) {
 	assert.Equal(t, "web", applied.GetPolicyOutcome().GetName())
 	assert.Equal(t, []string{"health"}, applied.GetPolicyOutcome().GetAdded())
 	assert.Equal(t, applied.Id, obsStarted.CorrelationId, "observer.started correlates with the policy that tasked it")
+	// Roots carry their own id as correlation, in the body and the AMQP
+	// property, and no cause.
+	for _, root := range []*messages.Event{started, applied} {
+		assert.Equal(t, root.Id, root.CorrelationId, root.Type)
+		assert.Empty(t, root.CausationId, root.Type)
+	}
+	assert.Equal(t, applied.Id, appliedDel.CorrelationId)
 
 	// The envelope, field by field.
 	id, err := uuid.Parse(obs.Id)
@@ -82,7 +88,8 @@ func TestObservationEndToEnd(t *testing.T) {
 	assert.Equal(t, obs.Source, del.Headers["cloudEvents:source"])
 	assert.Equal(t, obs.Type, del.Headers["cloudEvents:type"])
 	assert.Equal(t, obs.Subject, del.Headers["cloudEvents:subject"])
-	assert.Equal(t, strconv.FormatUint(obs.Sequence, 10), del.Headers["cloudEvents:sequence"])
+	assert.Equal(t, fmt.Sprintf("%020d", obs.Sequence), del.Headers["cloudEvents:sequence"], "orders as a string")
+	assert.Equal(t, "type.googleapis.com/polar.observer.v1.Event", del.Headers["cloudEvents:dataschema"])
 	ceTime, err := time.Parse(time.RFC3339, del.Headers["cloudEvents:time"].(string))
 	require.NoError(t, err)
 	assert.True(t, ceTime.Equal(obs.Time.AsTime()))
