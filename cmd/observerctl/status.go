@@ -81,8 +81,11 @@ func renderStatus(w io.Writer, s *protocol.Snapshot, now time.Time) {
 			blocked = "YES: " + b.LastError
 		}
 		fmt.Fprintf(w, "broker:    connected to %s since %s (%s ago); blocked: %s\n", b.URL, b.Since.Format(time.RFC3339), age(now, b.Since), blocked)
-	case b.URL == "":
+	case b.URL == "" && b.LastError == "":
 		fmt.Fprintln(w, "broker:    not connected yet")
+	case b.URL == "":
+		// Every URL failed to dial: the error names them.
+		fmt.Fprintf(w, "broker:    NOT connected: %s\n", b.LastError)
 	default:
 		fmt.Fprintf(w, "broker:    NOT connected (last tried %s): %s\n", b.URL, b.LastError)
 	}

@@ -121,3 +121,31 @@ func roundTrip(t *testing.T, s *protocol.Snapshot) *protocol.Snapshot {
 	require.NoError(t, json.Unmarshal(b, &out))
 	return &out
 }
+
+// TestBrokerLine: status and top say why the broker is not connected,
+// also when every URL failed to dial (the status has no URL then).
+func TestBrokerLine(t *testing.T) {
+	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name        string
+		broker      protocol.BrokerStatus
+		status, top string
+	}{
+		{"starting", protocol.BrokerStatus{}, "broker:    not connected yet", "broker  not connected yet"},
+		{"every URL failed", protocol.BrokerStatus{LastError: "dial amqps://mq.example:5671/: connection refused"},
+			"broker:    NOT connected: dial amqps://mq.example:5671/: connection refused",
+			"broker  NOT connected: dial amqps://mq.example:5671/: connection refused"},
+		{"lost", protocol.BrokerStatus{URL: "amqps://observer@mq.example:5671/", LastError: "EOF"},
+			"broker:    NOT connected (last tried amqps://observer@mq.example:5671/): EOF",
+			"broker  NOT connected (amqps://observer@mq.example:5671/): EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snapshotAt(now)
+			s.Broker = tc.broker
+			var b bytes.Buffer
+			renderStatus(&b, s, now)
+			assert.Contains(t, strings.Split(b.String(), "\n"), tc.status)
+			assert.Contains(t, topLines(newView("x", &sample{at: now, state: s}, nil)), tc.top)
+		})
+	}
+}

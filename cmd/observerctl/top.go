@@ -244,6 +244,10 @@ func topLines(v view) []string {
 		lines = append(lines, fmt.Sprintf("broker  connected to %s, BLOCKED: %s", b.URL, b.LastError))
 	case b.Connected:
 		lines = append(lines, fmt.Sprintf("broker  connected to %s for %s", b.URL, age(v.now, b.Since)))
+	case b.URL == "" && b.LastError == "":
+		lines = append(lines, "broker  not connected yet")
+	case b.URL == "":
+		lines = append(lines, "broker  NOT connected: "+b.LastError)
 	default:
 		lines = append(lines, fmt.Sprintf("broker  NOT connected (%s): %s", b.URL, b.LastError))
 	}
