@@ -52,7 +52,7 @@ build: ## build bin/observerd, bin/observerctl, bin/observable and the example p
 
 .PHONY: test
 test: deps proto-check lint build ## install what is missing, then run every test (unit, integration, end to end) against a private TLS RabbitMQ
-	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 9m ./...
+	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 15m ./...
 
 .PHONY: run
 run: deps build ## the demo: TLS RabbitMQ, bin/observable, observerd with configs/policies, a live tail of the events (Ctrl-C stops it all)
