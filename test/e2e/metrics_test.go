@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -71,8 +72,17 @@ func TestMetricsEndToEnd(t *testing.T) {
 	d.start(t)
 	c.waitFor(t, messages.TypeObservationHTTP)
 
-	first, err := d.scrape()
-	require.NoError(t, err)
+	// RabbitMQ delivers to the consumer and acks to the daemon
+	// independently: the ack that the histogram counts may come after the
+	// delivery.
+	var first map[string]*dto.MetricFamily
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var err error
+		first, err = d.scrape()
+		require.NoError(c, err)
+		require.Contains(c, first, "observerd_confirm_latency_seconds")
+		assert.Positive(c, first["observerd_confirm_latency_seconds"].GetMetric()[0].GetHistogram().GetSampleCount())
+	}, wait, 50*time.Millisecond, "an ack counted in observerd_confirm_latency_seconds")
 	for name, typ := range map[string]dto.MetricType{
 		"observerd_events_accepted_total":           dto.MetricType_COUNTER,
 		"observerd_events_published_total":          dto.MetricType_COUNTER,
@@ -106,7 +116,6 @@ func TestMetricsEndToEnd(t *testing.T) {
 	assert.Equal(t, 1.0, gaugeOf(first, "observerd_broker_connected"))
 	assert.Zero(t, gaugeOf(first, "observerd_broker_blocked"))
 	assert.Positive(t, counterOf(first, "observerd_events_accepted_total", "type", messages.TypeDaemonStarted))
-	assert.Positive(t, first["observerd_confirm_latency_seconds"].GetMetric()[0].GetHistogram().GetSampleCount())
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		second, err := d.scrape()
