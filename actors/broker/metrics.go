@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 			Name: "observerd_confirm_latency_seconds", Help: "Time from publishing an event to RabbitMQ's ack of it.",
 			Buckets: confirmBuckets,
 		}),
-		connected:  gauge("observerd_broker_connected", "1 while a connection to RabbitMQ is open, else 0."),
+		connected: gauge("observerd_broker_connected", "1 while a connection to RabbitMQ is open, else 0."),
 		node: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "observerd_broker_node_info", Help: "1 for the broker URL (redacted) the daemon is connected to; absent while not connected.",
 		}, []string{"url"}),
