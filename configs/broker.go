@@ -39,6 +39,7 @@ func (b *Broker) validate(r *yamldoc.Report) {
 		r.Addf("broker.urls", "mixes amqps:// and amqp://: a failover would silently drop TLS; use amqps:// for every node")
 	}
 
+	oneOf(r, "broker.url_order", b.URLOrder, "spread", "listed")
 	oneOf(r, "broker.auth", b.Auth, "plain", "external")
 	t := &b.TLS
 	if b.Auth == "external" && (t.CertFile == "" || t.KeyFile == "") {

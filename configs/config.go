@@ -75,7 +75,8 @@ type Admin struct {
 
 // Broker configures the RabbitMQ connection.
 type Broker struct {
-	URLs          []string         `yaml:"urls"`           // tried in order; default ["amqps://observer@localhost:5671/"]
+	URLs          []string         `yaml:"urls"`           // the cluster's nodes; default ["amqps://observer@localhost:5671/"]
+	URLOrder      string           `yaml:"url_order"`      // spread (default) | listed: the order urls are gone round in
 	AllowInsecure bool             `yaml:"allow_insecure"` // permits amqp:// (no TLS)
 	PasswordFile  string           `yaml:"password_file"`  // else env OBSERVERD_AMQP_PASSWORD
 	Auth          string           `yaml:"auth"`           // plain (default) | external (client certificate)
@@ -134,6 +135,7 @@ func Default() *Config {
 		Admin:          Admin{Listen: "127.0.0.1:9464", Socket: "/run/observerd/admin.sock"},
 		Broker: Broker{
 			URLs:          []string{"amqps://observer@localhost:5671/"},
+			URLOrder:      "spread",
 			Auth:          "plain",
 			TLS:           TLS{MinVersion: "1.2"},
 			Exchange:      "polar.events",

@@ -141,6 +141,8 @@ func TestBadValues(t *testing.T) {
 			`t.yaml:1:102: broker.urls[5]: the URL holds a password; secrets go in broker.password_file or the OBSERVERD_AMQP_PASSWORD environment variable, never in the config`}},
 		{"allow_insecure not a bool", `broker: {allow_insecure: "yes"}`,
 			[]string{`t.yaml:1:26: broker.allow_insecure: expected true or false, got a string of 3 bytes`}},
+		{"url_order", `broker: {url_order: random}`,
+			[]string{`t.yaml:1:21: broker.url_order: unknown value; use one of: spread, listed`}},
 		{"auth", `broker: {auth: kerberos}`,
 			[]string{`t.yaml:1:16: broker.auth: unknown value; use one of: plain, external`}},
 		{"auth external without certificate", `broker: {auth: external}`,
@@ -201,7 +203,7 @@ func TestBadValues(t *testing.T) {
 			`t.yaml:3:3: log.colour: unknown key "colour"; valid keys: format, level`,
 			`t.yaml:6:5: broker.tls.min_versoin: unknown key "min_versoin" (did you mean "min_version"?)`,
 			`t.yaml:8:5: broker.queues[0].nmae: unknown key "nmae" (did you mean "name"?)`,
-			`t.yaml:10:3: broker.wat: unknown key "wat"; valid keys: allow_insecure, auth, confirm_window, encoding, exchange, heartbeat, password_file, queues, tls, urls`}},
+			`t.yaml:10:3: broker.wat: unknown key "wat"; valid keys: allow_insecure, auth, confirm_window, encoding, exchange, heartbeat, password_file, queues, tls, url_order, urls`}},
 		{"duplicate key", "node: a\nlog: {level: info, level: debug}\nnode: b", []string{
 			`t.yaml:2:20: log.level: duplicate key "level" (first at line 2:7)`,
 			`t.yaml:3:1: node: duplicate key "node" (first at line 1:1)`}},

@@ -168,13 +168,13 @@ func TestUnroutableEventsStayInTheOutboxUntilRoutable(t *testing.T) {
 func TestDialTriesURLsInOrder(t *testing.T) {
 	f := newFixture(t)
 	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/", node.URL()}
-	conn, err := dial(t.Context(), &f.opts)
+	conn, err := dial(t.Context(), &f.opts, &ring{urls: f.opts.URLs})
 	require.NoError(t, err)
 	defer conn.Close()
 	assert.Equal(t, configs.RedactURL(node.URL()), conn.URL())
 
 	f.opts.URLs = []string{"amqps://observer@127.0.0.1:1/"}
-	_, err = dial(t.Context(), &f.opts)
+	_, err = dial(t.Context(), &f.opts, &ring{urls: f.opts.URLs})
 	require.ErrorContains(t, err, "127.0.0.1:1")
 	var amqpErr *amqp.Error
 	assert.NotErrorAs(t, err, &amqpErr)

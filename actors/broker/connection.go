@@ -84,10 +84,15 @@ const (
 	closeTimeout = 2 * time.Second
 )
 
-// dialAMQP is the dialer of RabbitMQ at o.URLs.
+// dialAMQP is the dialer of RabbitMQ at o.URLs, gone round in o's order
+// (nodes.go).
 func dialAMQP(o *Options) dialer {
+	r := &ring{urls: o.URLs}
+	if o.URLOrder != "listed" {
+		r.urls = spreadOrder(o.URLs, o.Node)
+	}
 	return func(ctx context.Context) (link, error) {
-		l, err := dial(ctx, o)
+		l, err := dial(ctx, o, r)
 		if err != nil {
 			return nil, err
 		}
@@ -96,26 +101,28 @@ func dialAMQP(o *Options) dialer {
 }
 
 // dial reads the credentials afresh (a rotated CA, certificate, key or
-// password needs no restart), then tries every URL in order and returns
-// the first connection that opens, or an error naming each URL's failure.
-func dial(ctx context.Context, o *Options) (*amqpLink, error) {
+// password needs no restart), then tries every URL once, from the ring's
+// position, and returns the first connection that opens, or an error
+// naming each URL's failure.
+func dial(ctx context.Context, o *Options, r *ring) (*amqpLink, error) {
 	creds, err := o.Credentials()
 	if err != nil {
 		// The reason names the file, never its content.
 		return nil, fmt.Errorf("%w: %w", errCredentials, err)
 	}
-	var errs []error
-	for _, u := range o.URLs {
+	var l *amqpLink
+	errs := r.dial(ctx, func(u string) error {
 		c, err := dialOne(ctx, o, creds, u)
-		if err == nil {
-			return c, nil
+		if err != nil {
+			return fmt.Errorf("%s: %w", configs.RedactURL(u), err)
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", configs.RedactURL(u), err))
-		if ctx.Err() != nil {
-			break
-		}
+		l = c
+		return nil
+	})
+	if l == nil {
+		return nil, joinLine(errs)
 	}
-	return nil, joinLine(errs)
+	return l, nil
 }
 
 func dialOne(ctx context.Context, o *Options, creds Credentials, url string) (*amqpLink, error) {

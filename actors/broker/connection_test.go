@@ -34,7 +34,7 @@ func TestDialNamesEveryURLAndNeverTheSecret(t *testing.T) {
 		URLs:        []string{"amqp://observer:hunter2@" + addr + "/", "not a url %%", "amqps://observer@" + addr + "/"},
 		Credentials: StaticCredentials(nil, "hunter2"),
 	}
-	_, err := dial(t.Context(), o)
+	_, err := dial(t.Context(), o, &ring{urls: o.URLs})
 	require.Error(t, err)
 	msg := err.Error()
 	assert.Contains(t, msg, configs.RedactURL(o.URLs[0])+": ")
@@ -57,10 +57,10 @@ func TestDialReadsTheCredentialsEveryTime(t *testing.T) {
 			}
 			return Credentials{}, nil
 		}}
-	_, err := dial(t.Context(), o)
+	_, err := dial(t.Context(), o, &ring{urls: o.URLs})
 	require.ErrorIs(t, err, errCredentials)
 	assert.EqualError(t, err, "cannot read broker credentials: read broker.password_file: permission denied")
-	_, err = dial(t.Context(), o)
+	_, err = dial(t.Context(), o, &ring{urls: o.URLs})
 	require.ErrorContains(t, err, "connection refused", "read again, and dialed")
 	assert.Equal(t, 2, calls)
 }

@@ -280,6 +280,12 @@ func (l *fakeLink) stats() (publishes, most int) {
 	return l.publishes, l.most
 }
 
+func (l *fakeLink) isGone() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gone
+}
+
 func (l *fakeLink) isAborted() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

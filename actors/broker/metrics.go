@@ -32,6 +32,7 @@ type metrics struct {
 	lost       prometheus.Counter
 	latency    prometheus.Histogram
 	connected  prometheus.Gauge
+	node       *prometheus.GaugeVec
 	blocked    prometheus.Gauge
 	reconnects prometheus.Counter
 
@@ -77,7 +78,10 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 			Name: "observerd_confirm_latency_seconds", Help: "Time from publishing an event to RabbitMQ's ack of it.",
 			Buckets: confirmBuckets,
 		}),
-		connected:  gauge("observerd_broker_connected", "1 while a connection to RabbitMQ is open, else 0."),
+		connected: gauge("observerd_broker_connected", "1 while a connection to RabbitMQ is open, else 0."),
+		node: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "observerd_broker_node_info", Help: "1 for the broker URL (redacted) the daemon is connected to; absent while not connected.",
+		}, []string{"url"}),
 		blocked:    gauge("observerd_broker_blocked", "1 while RabbitMQ blocks publishing (resource alarm), else 0."),
 		reconnects: counter("observerd_broker_reconnects_total", "Connections to RabbitMQ opened after the first one."),
 		outboxEvents: prometheus.NewDesc("observerd_outbox_events",
@@ -104,7 +108,7 @@ func newMetrics(reg prometheus.Registerer, log zerolog.Logger) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.accepted, m.published, m.confirmed, m.nacked, m.returned, m.dropped, m.damaged, m.lost,
-		m.latency, m.connected, m.blocked, m.reconnects}
+		m.latency, m.connected, m.node, m.blocked, m.reconnects}
 }
 
 // Describe implements prometheus.Collector.
@@ -199,6 +203,12 @@ func (m *metrics) opened() {
 // status follows the connection's state.
 func (m *metrics) status(s protocol.BrokerStatus) {
 	m.connected.Set(boolGauge(s.Connected))
+	// The series of a URL lives only while connected to it: the URLs are
+	// the config's, so at most broker.urls of them ever exist.
+	m.node.Reset()
+	if s.Connected {
+		m.node.WithLabelValues(s.URL).Set(1)
+	}
 	m.blocked.Set(boolGauge(s.Connected && s.Blocked))
 }
 

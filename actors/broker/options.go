@@ -20,8 +20,12 @@ type Options struct {
 	// Outbox is the opened outbox; it outlives the actor's incarnations,
 	// and its opener closes it after the actor stopped.
 	Outbox *Outbox
-	// URLs are tried in order at every (re)connect.
+	// URLs are the cluster's nodes. A dial tries each once, starting
+	// after the last one connected to (nodes.go).
 	URLs []string
+	// URLOrder is "listed" to go round URLs in their order; otherwise each
+	// daemon goes round them in an order derived from Node.
+	URLOrder string
 	// Credentials are called at every dial, so that a rotated CA,
 	// certificate, key or password is used at the next reconnect.
 	Credentials   func() (Credentials, error)
@@ -86,6 +90,7 @@ func OptionsFrom(cfg *configs.Config, version, envPassword string, outbox *Outbo
 		Version:       version,
 		Outbox:        outbox,
 		URLs:          cfg.Broker.URLs,
+		URLOrder:      cfg.Broker.URLOrder,
 		Credentials:   creds,
 		External:      cfg.Broker.Auth == "external",
 		Exchange:      cfg.Broker.Exchange,

@@ -49,8 +49,8 @@ func newPipeline(o *Options, outbox *Outbox, m *metrics, report func(protocol.Br
 		},
 		publisher: &publisher{
 			o: o, dial: dial, outbox: outbox, status: status, metrics: m, log: o.Log,
-			confirmed: confirms, retryDelay: retryDelay,
-			done: make(chan struct{}), retries: map[uint64]time.Time{},
+			confirmed: confirms, retryDelay: retryDelay, nackLimit: nackLimit, stallAfter: confirmStall,
+			done: make(chan struct{}),
 		},
 	}
 }

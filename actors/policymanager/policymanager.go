@@ -256,7 +256,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *rescan:
 		a.scan(true)
 	case *watchFailed:
-		a.opts.Log.Error().Err(msg.err).Dur("poll", a.opts.Poll).Msg("policy_dir watch failed: polling instead")
+		a.opts.Log.Error().Err(msg.err).Stringer("poll", a.opts.Poll).Msg("policy_dir watch failed: polling instead")
 		a.watcher.close()
 		a.watcher = nil
 		a.scan(true)
@@ -303,7 +303,7 @@ func (a *Actor) startWatching() {
 	w, err := watch(a.opts.Dir, func(m any) { a.root.Send(a.self, m) })
 	switch {
 	case err != nil && a.watcher == nil && !a.loaded:
-		a.opts.Log.Error().Err(err).Dur("poll", a.opts.Poll).Msg("cannot watch policy_dir: polling instead")
+		a.opts.Log.Error().Err(err).Stringer("poll", a.opts.Poll).Msg("cannot watch policy_dir: polling instead")
 	case err == nil && a.loaded:
 		a.opts.Log.Info().Str("dir", a.opts.Dir).Msg("watching policy_dir again")
 	}
@@ -555,7 +555,7 @@ func (a *Actor) settles(name string, res *parsed) bool {
 	gen := a.timerGen
 	a.settling[name] = &settling{key: res.key, hash: res.hash, since: time.Now(),
 		timer: time.AfterFunc(a.opts.Settle, func() { a.root.Send(a.self, &settleDue{gen: gen, name: name}) })}
-	a.opts.Log.Debug().Str("file", name).Dur("settle", a.opts.Settle).Msg("policy file fails right after a change: reading it again before rejecting it")
+	a.opts.Log.Debug().Str("file", name).Stringer("settle", a.opts.Settle).Msg("policy file fails right after a change: reading it again before rejecting it")
 	return true
 }
 

@@ -54,6 +54,12 @@ type BrokerStatus struct {
 	// Unroutable is set while events that RabbitMQ returned (no queue
 	// bound to their routing key) wait in the outbox for a retry.
 	Unroutable bool `json:"unroutable,omitempty"`
+	// Nacked is set while events that RabbitMQ nacked (a queue that
+	// refused them, or lost its leader) wait in the outbox for a retry.
+	Nacked bool `json:"nacked,omitempty"`
+	// Unconfirmed is set while a publication has waited 5 s or more for
+	// RabbitMQ's confirm (a quorum queue without a majority holds them).
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
 	// OutboxError is why the outbox cannot be written (a full or failing
 	// disk), while that lasts; events wait in a bounded memory buffer.
 	OutboxError string `json:"outbox_error,omitempty"`

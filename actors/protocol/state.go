@@ -132,6 +132,12 @@ func (s *Snapshot) Ready() (bool, []string) {
 	if s.Broker.Unroutable {
 		why = append(why, "events returned unroutable (no queue bound to their routing key): kept in the outbox and retried")
 	}
+	if s.Broker.Nacked {
+		why = append(why, "events nacked by RabbitMQ at "+s.Broker.URL+" (a queue refused them or lost its leader): kept in the outbox and retried")
+	}
+	if s.Broker.Connected && s.Broker.Unconfirmed {
+		why = append(why, "RabbitMQ at "+s.Broker.URL+" has not confirmed publications for 5s or more (a quorum queue without a majority?): events kept in the outbox")
+	}
 	if !s.PoliciesLoaded {
 		why = append(why, "policies not loaded yet")
 	}

@@ -429,7 +429,7 @@ func (a *Actor) report(ctx actor.Context, name string, b *budget, window time.Du
 		EventsPerSecondTotal: a.opts.EventsPerSecondTotal,
 		BurstTotal:           uint32(burstOf(a.opts.EventsPerSecondTotal)),
 	}}
-	a.opts.Log.Warn().Str("policy", name).Uint64("dropped", b.dropped).Uint64("dropped_by_total", b.byTotal).Dur("window", window).
+	a.opts.Log.Warn().Str("policy", name).Uint64("dropped", b.dropped).Uint64("dropped_by_total", b.byTotal).Stringer("window", window).
 		Float64("events_per_second", a.opts.EventsPerSecond).Float64("events_per_second_total", a.opts.EventsPerSecondTotal).
 		Msg("policy throttled: observations over its event budget, or over all policies' total, were not published")
 	b.stop()

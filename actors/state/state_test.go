@@ -466,6 +466,24 @@ func TestReadiness(t *testing.T) {
 			reasons: []string{"broker blocked publishing: low on memory"},
 		},
 		{
+			name:    "returned and nacked events are told apart",
+			send:    []any{&protocol.BrokerStatus{Connected: true, URL: "amqps://b@n2:5671/", Unroutable: true, Nacked: true}, &protocol.PoliciesLoaded{}},
+			ready:   false,
+			reasons: []string{"events returned unroutable (no queue bound to their routing key): kept in the outbox and retried", "events nacked by RabbitMQ at amqps://b@n2:5671/ (a queue refused them or lost its leader): kept in the outbox and retried"},
+		},
+		{
+			name:    "nacked only",
+			send:    []any{&protocol.BrokerStatus{Connected: true, URL: "amqps://b@n2:5671/", Nacked: true}, &protocol.PoliciesLoaded{}},
+			ready:   false,
+			reasons: []string{"events nacked by RabbitMQ at amqps://b@n2:5671/ (a queue refused them or lost its leader): kept in the outbox and retried"},
+		},
+		{
+			name:    "confirms do not come",
+			send:    []any{&protocol.BrokerStatus{Connected: true, URL: "amqps://b@n3:5671/", Unconfirmed: true}, &protocol.PoliciesLoaded{}},
+			ready:   false,
+			reasons: []string{"RabbitMQ at amqps://b@n3:5671/ has not confirmed publications for 5s or more (a quorum queue without a majority?): events kept in the outbox"},
+		},
+		{
 			name:  "connected and loaded",
 			send:  []any{&protocol.BrokerStatus{Connected: true}, &protocol.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"bad.yaml"}}},
 			ready: true,

@@ -722,7 +722,7 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, c *c
 	if typ == messages.TypeObserverRestarted {
 		log = a.opts.Log.Info()
 	}
-	log.Str("observer", p.Metadata.Name+"/"+name).Int("failures", f.Failures).Dur("backoff", f.Backoff).
+	log.Str("observer", p.Metadata.Name+"/"+name).Int("failures", f.Failures).Stringer("backoff", f.Backoff).
 		Str("reason", f.Reason.Error()).Msg(typ)
 	ev := observer.LifecycleEvent(typ, p, o, c.correlation, payload)
 	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ObserverEmitter(p.Metadata.Name, name), Event: ev})

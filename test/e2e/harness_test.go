@@ -168,14 +168,17 @@ type daemonConfig struct {
 	auth      string
 	admin     string
 	urls      []string
+	urlOrder  string // broker.url_order
 	outbox    string // the outbox mapping
 	observers string // the policy's observers list
 	limits    string // the limits mapping
 	extra     string // more top-level config keys, as YAML lines
 }
 
-// withURLs sets broker.urls.
-func withURLs(urls ...string) daemonOption { return func(c *daemonConfig) { c.urls = urls } }
+// withURLs sets broker.urls, tried in the order given (url_order: listed).
+func withURLs(urls ...string) daemonOption {
+	return func(c *daemonConfig) { c.urls, c.urlOrder = urls, "listed" }
+}
 
 // withOutbox sets the outbox mapping, e.g. "{max_bytes: 1MiB}".
 func withOutbox(o string) daemonOption { return func(c *daemonConfig) { c.outbox = o } }
@@ -222,7 +225,7 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
 	c := daemonConfig{
 		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
-		urls: []string{node.URL()}, outbox: "{}",
+		urls: []string{node.URL()}, urlOrder: "spread", outbox: "{}",
 		limits:    "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
 		observers: "    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}\n",
 	}
@@ -248,6 +251,7 @@ outbox: %s
 limits: %s
 broker:
   urls: %s
+  url_order: %s
   auth: %s
   password_file: %s
   tls: %s
@@ -256,7 +260,7 @@ broker:
   queues:
     - {name: %s, bindings: ["#"]}
 %s`, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue, c.extra)
+		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.urlOrder, c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue, c.extra)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	if target != "" {
 		pol := fmt.Sprintf(`apiVersion: observer.polar/v1
