@@ -34,9 +34,9 @@
 // or a PoliciesLoaded that no longer lists the policy, reports what its
 // open window dropped and forgets its budget.
 //
-// Messages: it accepts messages.Emit, messages.BrokerStatus,
-// messages.PoliciesLoaded and messages.GetState (answered with a
-// *messages.Snapshot); it sends messages.Publish to Options.Broker.
+// Messages: it accepts protocol.Emit, ObserverWarning, BrokerStatus,
+// PoliciesLoaded and GetState (answered with a *protocol.Snapshot); it
+// sends protocol.Publish to Options.Broker.
 package state
 
 import (
@@ -253,6 +253,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *protocol.Emit:
 		a.emit(ctx, msg)
+	case *protocol.ObserverWarning:
+		// An observer it does not list (stopped since) has no row to show.
+		if o, ok := a.observers[msg.From]; ok {
+			o.lastError = msg.Reason
+		}
 	case *windowEnded:
 		if b := a.budgets[msg.policy]; b == msg.budget && b.stop != nil && b.since.Equal(msg.since) {
 			a.report(ctx, msg.policy, b, a.opts.ThrottleWindow)
@@ -468,7 +473,9 @@ func (a *Actor) observe(from protocol.Emitter, ev *messages.Event, spec *policy.
 		a.observers[from] = o
 	}
 	now := ev.Time.AsTime()
-	o.kind = strings.TrimPrefix(ev.Type, "observation.")
+	if kind, ok := kinds.KindOf(ev); ok {
+		o.kind = kind // the policy's name for it: wasm, not plugin.<suffix>
+	}
 	o.last, o.lastTime = res, now
 	if _, d, ok := kinds.Latency(ev); ok {
 		o.latency = d
