@@ -57,6 +57,11 @@ type Snapshot struct {
 	PoliciesLoaded bool         `json:"policies_loaded"`
 	Policies       []string     `json:"policies"`
 	Rejected       []string     `json:"rejected,omitempty"`
+	// Rejections says why the files of Rejected are: the first line of
+	// each one's last policy.rejected reason (file:line:col: key:
+	// message). A rejection the state-manager did not see (it restarted
+	// since) has none.
+	Rejections map[string]string `json:"rejections,omitempty"`
 	// Actors are the daemon's own actors (the supervisor's children),
 	// in start order.
 	Actors    []ActorSnapshot    `json:"actors"`

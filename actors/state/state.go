@@ -121,7 +121,10 @@ type Actor struct {
 	budgets map[string]*budget
 	// total is the budget of all policies together.
 	total *rate.Limiter
-	snap  protocol.Snapshot
+	// rejections is why each rejected file is (Snapshot.Rejections), at
+	// most the files of the last PoliciesLoaded and those rejected since.
+	rejections map[string]string
+	snap       protocol.Snapshot
 }
 
 // budget is one policy's token bucket for observation events, and what it
@@ -225,6 +228,7 @@ func newActor(opts Options, m *metrics) *Actor {
 	a := &Actor{
 		opts: opts, metrics: m,
 		observers: map[protocol.Emitter]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
+		rejections: map[string]string{},
 		total: rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
 		snap:  protocol.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
 	}
@@ -268,6 +272,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.snap.PoliciesLoaded = true
 		a.snap.Policies = slices.Clone(msg.Applied)
 		a.snap.Rejected = slices.Clone(msg.Rejected)
+		maps.DeleteFunc(a.rejections, func(file, _ string) bool { return !slices.Contains(msg.Rejected, file) })
 		// Observations still in flight when their policy was removed
 		// made a budget for it again.
 		running := make(map[string]bool, len(msg.Applied))
@@ -347,6 +352,9 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 			}
 			l.record(ev)
 		}
+	case messages.TypePolicyRejected:
+		out := ev.GetPolicyOutcome()
+		a.rejections[out.GetFile()] = firstLine(out.GetReason(), maxRejection)
 	case messages.TypePolicyApplied, messages.TypePolicyRemoved:
 		// Observers a policy no longer has are forgotten, whatever state
 		// they were left in (a quarantined one sends no stop).
@@ -570,6 +578,9 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 	s := a.snap
 	s.Policies = slices.Clone(a.snap.Policies)
 	s.Rejected = slices.Clone(a.snap.Rejected)
+	if len(a.rejections) > 0 {
+		s.Rejections = maps.Clone(a.rejections)
+	}
 	s.Actors = make([]protocol.ActorSnapshot, 0, len(a.actors))
 	for path, l := range a.actors {
 		s.Actors = append(s.Actors, protocol.ActorSnapshot{
@@ -616,6 +627,19 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 		}
 	}
 	return &s
+}
+
+// maxRejection bounds the reason kept for a rejected file: its first
+// problem says what to fix, and observerctl status prints it on a line.
+const maxRejection = 1 << 10
+
+// firstLine is the first line of s, at most max bytes.
+func firstLine(s string, max int) string {
+	line, _, _ := strings.Cut(s, "\n")
+	if len(line) > max {
+		line = strings.ToValidUTF8(line[:max], "") + "…"
+	}
+	return line
 }
 
 func stateName(s messages.ObserverState) string {

@@ -19,16 +19,21 @@ import (
 func Build(tb testing.TB, pkg, dir, name string) string {
 	tb.Helper()
 	out := filepath.Join(dir, name+".wasm")
-	cmd := exec.Command(goTool(), "build", "-trimpath", "-buildmode=c-shared", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	b, err := cmd.CombinedOutput()
-	require.NoError(tb, err, "build %s:\n%s", pkg, b)
+	Go(tb, "", []string{"GOOS=wasip1", "GOARCH=wasm"}, "build", "-trimpath", "-buildmode=c-shared", "-o", out, pkg)
 	return out
 }
 
-// goTool is the go command of the toolchain that built the test binary,
-// whatever PATH says.
-func goTool() string {
+// Go runs the go command of the toolchain that built the test binary
+// (whatever PATH says) with args, in dir ("": the test's), its
+// environment plus env, and returns its output; it fails the test when
+// the command fails.
+func Go(tb testing.TB, dir string, env []string, args ...string) string {
+	tb.Helper()
 	//lint:ignore SA1019 the test binary runs where it was built
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	b, err := cmd.CombinedOutput()
+	require.NoError(tb, err, "go %v:\n%s", args, b)
+	return string(b)
 }

@@ -59,8 +59,8 @@
 //		}}, nil
 //	}
 //
-// Build it as a WASI preview 1 reactor (Go 1.24 or later, for
-// go:wasmexport):
+// Build it as a WASI preview 1 reactor, with Go 1.24 or later (which has
+// the wasmexport directive):
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o backlog.wasm .
 //
