@@ -68,15 +68,17 @@ plugins: $(C_PLUGINS:%=$(BIN)/plugins/%.wasm) $(RS_PLUGINS:%=$(BIN)/plugins/%.wa
 	done
 
 # A C example: a WASI reactor with wasi-libc, its names stripped: they
-# are debug data, 105 of the healthz example's 134 KiB.
+# are debug data, 105 of the healthz example's 134 KiB. The toolchains of
+# the C and Rust examples come from make deps (order-only: it checks
+# them, and installs what is missing, before any of them compiles).
 .SECONDEXPANSION:
-$(BIN)/plugins/%-c.wasm: $$(wildcard wasm/examples/%-c/*.c)
+$(BIN)/plugins/%-c.wasm: $$(wildcard wasm/examples/%-c/*.c) | deps
 	@mkdir -p $(@D)
 	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-all -o $@ $^
 
 # A Rust example: one file, the standard library only (no cargo, no
 # crates), a cdylib for wasm32-wasi, its symbols stripped.
-$(BIN)/plugins/%-rs.wasm: wasm/examples/%-rs/lib.rs
+$(BIN)/plugins/%-rs.wasm: wasm/examples/%-rs/lib.rs | deps
 	@mkdir -p $(@D)
 	$(RUSTC) --edition 2021 --target wasm32-wasi --crate-type cdylib -C opt-level=s -C lto -C codegen-units=1 -C strip=symbols -D warnings -o $@ $<
 

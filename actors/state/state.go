@@ -229,8 +229,8 @@ func newActor(opts Options, m *metrics) *Actor {
 		opts: opts, metrics: m,
 		observers: map[protocol.Emitter]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
 		rejections: map[string]string{},
-		total: rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
-		snap:  protocol.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
+		total:      rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
+		snap:       protocol.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
 	}
 	for _, name := range opts.Actors {
 		a.actors[name] = &lifecycle{status: protocol.StatusRunning}

@@ -64,17 +64,25 @@ func buildOutside(t *testing.T, dir string) (plugin, command string) {
 	return plugin, command
 }
 
-// noABIModule is a C plugin that forgot polar_abi_version, built with
-// the example's toolchain (Debian's clang and wasi-libc).
-func noABIModule(t *testing.T, dir string) string {
-	t.Helper()
-	src, out := filepath.Join(dir, "noabi.c"), filepath.Join(dir, "noabi.wasm")
-	require.NoError(t, os.WriteFile(src, []byte(`#include <stdint.h>
+// noABISource is a C plugin that forgot polar_abi_version.
+const noABISource = `#include <stdint.h>
 #include <stdlib.h>
 __attribute__((export_name("polar_alloc"))) void *polar_alloc(int32_t n) { return malloc(n ? (size_t)n : 1); }
 __attribute__((export_name("polar_observe"))) int32_t polar_observe(void *p, int32_t n) { (void)n; free(p); return 0; }
-`), 0o644))
-	b, err := exec.Command("/usr/bin/clang", "--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wl,--strip-all", "-o", out, src).CombinedOutput()
+`
+
+// cModule builds the C source src into dir as name.wasm with the C
+// example's toolchain (Debian's clang and wasi-libc): a reactor, or
+// without -mexec-model=reactor a command (src then needs a main).
+func cModule(t *testing.T, dir, name, src string, reactor bool) string {
+	t.Helper()
+	file, out := filepath.Join(dir, name+".c"), filepath.Join(dir, name+".wasm")
+	require.NoError(t, os.WriteFile(file, []byte(src), 0o644))
+	args := []string{"--target=wasm32-wasi", "-O2", "-Wl,--strip-all", "-o", out, file}
+	if reactor {
+		args = append(args, "-mexec-model=reactor")
+	}
+	b, err := exec.Command("/usr/bin/clang", args...).CombinedOutput()
 	require.NoError(t, err, "clang (make deps installs it):\n%s", b)
 	return out
 }
@@ -116,7 +124,15 @@ func TestPluginAuthorPath(t *testing.T) {
 	target := startObservable(t)
 	work := t.TempDir()
 	threshold, command := buildOutside(t, work)
-	noABI := noABIModule(t, work)
+	noABI := cModule(t, work, "noabi", noABISource, true)
+	// The daemon gets the command mistake as a small C module: it reads
+	// a policy within 10 s, module compilation included, which a loaded
+	// machine may spend on a Go module of 3 MiB (the bademit and threshold
+	// ones are compiled meanwhile).
+	commandC := cModule(t, work, "command-c", noABISource+
+		`__attribute__((export_name("polar_abi_version"))) int32_t polar_abi_version(void) { return 1; }
+int main(void) { return 0; }
+`, false)
 	badEmit := plugintest.Build(t, "github.com/polar/observerd/wasm/testdata/bademit", work, "bademit")
 	cPlugin, rsPlugin := filepath.Join(bin, "plugins", "healthz-c.wasm"), filepath.Join(bin, "plugins", "healthz-rs.wasm")
 
@@ -149,14 +165,14 @@ func TestPluginAuthorPath(t *testing.T) {
 
 	// The daemon runs the examples; the mistakes are rejected with the
 	// reason, or fail their observer with it.
-	d := newDaemon(t, target, withObservers(`    - {name: threshold, kind: wasm, interval: 300ms, timeout: 250ms, wasm: {module: threshold.wasm, config: {threshold: 100}}}
-    - {name: healthz-c, kind: wasm, interval: 300ms, timeout: 250ms, wasm: {module: healthz-c.wasm}}
-    - {name: healthz-rs, kind: wasm, interval: 300ms, timeout: 250ms, wasm: {module: healthz-rs.wasm}}
+	d := newDaemon(t, target, withObservers(`    - {name: threshold, kind: wasm, interval: 500ms, timeout: 450ms, wasm: {module: threshold.wasm, config: {threshold: 100}}}
+    - {name: healthz-c, kind: wasm, interval: 500ms, timeout: 450ms, wasm: {module: healthz-c.wasm}}
+    - {name: healthz-rs, kind: wasm, interval: 500ms, timeout: 450ms, wasm: {module: healthz-rs.wasm}}
 `))
-	installPlugins(t, d, threshold, cPlugin, rsPlugin, noABI, command, badEmit)
+	installPlugins(t, d, threshold, cPlugin, rsPlugin, noABI, commandC, badEmit)
 	noABIFile := policyFile(t, d, "noabi", target, "{name: plugin, kind: wasm, interval: 1s, wasm: {module: noabi.wasm}}")
-	commandFile := policyFile(t, d, "command", target, "{name: plugin, kind: wasm, interval: 1s, wasm: {module: command.wasm}}")
-	policyFile(t, d, "emit", target, "{name: bad, kind: wasm, interval: 200ms, timeout: 150ms, wasm: {module: bademit.wasm, config: {reject: suffix}}}")
+	commandFile := policyFile(t, d, "command", target, "{name: plugin, kind: wasm, interval: 1s, wasm: {module: command-c.wasm}}")
+	policyFile(t, d, "emit", target, "{name: bad, kind: wasm, interval: 500ms, timeout: 450ms, wasm: {module: bademit.wasm, config: {reject: suffix}}}")
 	c := d.consume(t)
 	// The binding docs/plugins.md gives for one plugin type.
 	healthz := d.consumeBound(t, randomName("e2e-healthz-"), "observation.plugin.healthz.*")
@@ -168,18 +184,19 @@ func TestPluginAuthorPath(t *testing.T) {
 		}).GetPolicyOutcome().GetReason()
 	}
 	assert.Contains(t, rejected(noABIFile), "spec.observers[0].wasm.module: plugin noabi.wasm: does not export polar_abi_version () -> i32")
-	assert.Contains(t, rejected(commandFile), "plugin command.wasm: is a WASI command (exports _start): build it as a reactor (Go: -buildmode=c-shared)")
+	assert.Contains(t, rejected(commandFile), "plugin command-c.wasm: is a WASI command (exports _start): build it as a reactor (Go: -buildmode=c-shared)")
 
 	for _, name := range []string{"threshold", "healthz-c", "healthz-rs"} {
 		ev := c.firstAfter(t, name, time.Time{}, nil)
 		assert.Equal(t, messages.Result_RESULT_OK, ev.GetPlugin().GetResult(), name)
 	}
 
-	// The invalid emit: a warning, then observer.failed with the reason,
-	// and quarantine as it goes on; listed, with its reason, after its
-	// stop.
+	// The invalid emit: a warning, then observer.failed with the reason
+	// (the first failure for it: a loaded machine may also time a call
+	// out), and quarantine as it goes on; listed, with its reason, after
+	// its stop.
 	failed := c.waitWhere(t, messages.TypeObserverFailed, func(ev *messages.Event) bool {
-		return ev.GetObserver().GetActor() == "observer/emit/bad"
+		return ev.GetObserver().GetActor() == "observer/emit/bad" && strings.Contains(ev.GetObserver().GetReason(), "invalid emit")
 	})
 	badReason := `plugin bademit.wasm: invalid emit: 1 of 2 records rejected; host: emit: record rejected: type_suffix "Not A Type!" is not lower-case dotted words (3 calls in a row)`
 	assert.Equal(t, badReason, failed.GetObserver().GetReason())
@@ -191,7 +208,7 @@ func TestPluginAuthorPath(t *testing.T) {
 	status := p.out.String()
 	assert.Regexp(t, `(?m)^rejected: +/`, status)
 	assert.Contains(t, status, noABIFile+":7:63: spec.observers[0].wasm.module: plugin noabi.wasm: does not export polar_abi_version () -> i32\n")
-	assert.Contains(t, status, commandFile+":7:63: spec.observers[0].wasm.module: plugin command.wasm: is a WASI command (exports _start): "+
+	assert.Contains(t, status, commandFile+":7:63: spec.observers[0].wasm.module: plugin command-c.wasm: is a WASI command (exports _start): "+
 		"build it as a reactor (Go: -buildmode=c-shared)\n")
 	// The last failure's count: it went on failing until quarantined.
 	lastReason := regexp.QuoteMeta(strings.TrimSuffix(badReason, "(3 calls in a row)")) + `\(\d+ calls in a row\)`

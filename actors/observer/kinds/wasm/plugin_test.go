@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -166,4 +167,23 @@ func TestPluginEvent(t *testing.T) {
 	ev = c.event(&messages.PluginObservation{}, took)
 	assert.Equal(t, messages.TypeObservationPlugin, ev.Type)
 	assert.Equal(t, messages.Result_RESULT_OK, ev.GetPlugin().GetResult(), "none is OK, explicitly for consumers")
+}
+
+// TestRequestTimeIsTheCallsStart: the request's time, which a plugin
+// divides a rate by (wasm/ABI.md, sdk.Request.Time), is when the host
+// started the call, on its wall clock; the test guest reports it in whole
+// seconds.
+func TestRequestTimeIsTheCallsStart(t *testing.T) {
+	c := newPluginCheck(t, "good", `{}`, zerolog.Nop())
+	for range 2 { // a fresh instance, then a warm one
+		before := time.Now().Unix()
+		evs, err := c.Observe(context.Background())
+		after := time.Now().Unix()
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
+		got, err := strconv.ParseInt(evs[0].GetPlugin().GetLabels()["time"], 10, 64)
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, got, before)
+		assert.LessOrEqual(t, got, after)
+	}
 }
