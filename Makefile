@@ -10,8 +10,16 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin
 PROTOS   := $(wildcard proto/polar/observer/v1/*.proto)
-PLUGINS  := $(notdir $(wildcard wasm/examples/*))
-APT_PKGS := rabbitmq-server protobuf-compiler libprotobuf-dev systemd
+# The example plugins (wasm/examples/README.md): Go ones (a main.go), C
+# ones (<name>-c/<name>.c) and Rust ones (<name>-rs/lib.rs).
+GO_PLUGINS := $(patsubst wasm/examples/%/main.go,%,$(wildcard wasm/examples/*/main.go))
+C_PLUGINS  := $(patsubst wasm/examples/%/,%,$(dir $(wildcard wasm/examples/*-c/*.c)))
+RS_PLUGINS := $(patsubst wasm/examples/%/lib.rs,%,$(wildcard wasm/examples/*-rs/lib.rs))
+# Debian bookworm's toolchains for the C and Rust examples (make deps):
+# clang 14 with wasi-libc, and rustc 1.63 with its wasm32-wasi std, named
+# by path since a rustup toolchain on PATH would lack that target.
+CLANG    ?= /usr/bin/clang
+RUSTC    ?= /usr/bin/rustc
 FUZZTIME ?= 60s
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 # make install: DESTDIR stages (packaging), PREFIX places binaries, unit and plugins.
@@ -24,13 +32,19 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what is missing (apt-get): Debian's rabbitmq-server, protoc, systemd-analyze, promtool, and Debian's Python with pika, protobuf and jsonschema
+deps: ## install what is missing (apt-get): Debian's rabbitmq-server, protoc, systemd-analyze, promtool, Python with pika, protobuf and jsonschema, clang with wasi-libc and rustc with its wasm32-wasi std (the C and Rust example plugins)
 	@missing=""; \
 	command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	[ -f /usr/include/google/protobuf/timestamp.proto ] || missing="$$missing libprotobuf-dev"; \
+	[ -x $(CLANG) ] || missing="$$missing clang"; \
+	[ -x /usr/bin/wasm-ld ] || missing="$$missing lld"; \
+	[ -f /usr/lib/wasm32-wasi/libc.a ] || missing="$$missing wasi-libc"; \
+	ls /usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || missing="$$missing libclang-rt-14-dev-wasm32"; \
+	[ -x $(RUSTC) ] || missing="$$missing rustc"; \
+	[ -d /usr/lib/rustlib/wasm32-wasi/lib ] || missing="$$missing libstd-rust-dev-wasm32"; \
 	for m in pika:python3-pika google.protobuf:python3-protobuf jsonschema:python3-jsonschema; do \
 		/usr/bin/python3 -c "import $${m%%:*}" >/dev/null 2>&1 || missing="$$missing $${m##*:}"; \
 	done; \
@@ -42,16 +56,35 @@ deps: ## install what is missing (apt-get): Debian's rabbitmq-server, protoc, sy
 	fi
 
 .PHONY: build
-build: ## build bin/observerd, bin/observerctl, bin/observable and the example plugins bin/plugins/*.wasm
+build: deps plugins ## build bin/observerd, bin/observerctl, bin/observable and the example plugins bin/plugins/*.wasm
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/observerd ./cmd/observerctl ./cmd/observable
+
+.PHONY: plugins
+plugins: $(C_PLUGINS:%=$(BIN)/plugins/%.wasm) $(RS_PLUGINS:%=$(BIN)/plugins/%.wasm) ## build the example plugins (Go, C, Rust) into bin/plugins (make deps installs the C and Rust toolchains)
 	@mkdir -p $(BIN)/plugins
 	@# One module per build: c-shared takes one main package.
-	for p in $(PLUGINS); do \
+	for p in $(GO_PLUGINS); do \
 		GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./wasm/examples/$$p || exit 1; \
 	done
 
+# A C example: a WASI reactor with wasi-libc, its names stripped: they
+# are debug data, 105 of the healthz example's 134 KiB. The toolchains of
+# the C and Rust examples come from make deps (order-only: it checks
+# them, and installs what is missing, before any of them compiles).
+.SECONDEXPANSION:
+$(BIN)/plugins/%-c.wasm: $$(wildcard wasm/examples/%-c/*.c) | deps
+	@mkdir -p $(@D)
+	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-all -o $@ $^
+
+# A Rust example: one file, the standard library only (no cargo, no
+# crates), a cdylib for wasm32-wasi, its symbols stripped.
+$(BIN)/plugins/%-rs.wasm: wasm/examples/%-rs/lib.rs | deps
+	@mkdir -p $(@D)
+	$(RUSTC) --edition 2021 --target wasm32-wasi --crate-type cdylib -C opt-level=s -C lto -C codegen-units=1 -C strip=symbols -D warnings -o $@ $<
+
 .PHONY: test
 test: deps proto-check lint build ## install what is missing, then run every test (unit, integration, end to end) against a private TLS RabbitMQ
+	cd wasm/sdk && $(GO) test -count=1 ./...
 	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 15m ./...
 
 .PHONY: run
@@ -76,14 +109,20 @@ proto-check: deps ## fail when messages/*.pb.go differ from what `make proto` ge
 	done; \
 	echo "proto-check: messages/ matches proto/"
 
+# The guest SDK is a module of its own (wasm/sdk/go.mod), which the
+# daemon's module requires through a replace: named by its import path,
+# its packages are checked from here with the daemon's pinned tools.
+SDK := github.com/polar/observerd/wasm/sdk/...
+
 .PHONY: lint
-lint: ## go mod tidy -diff, go vet, gofmt and staticcheck (pinned in go.mod)
+lint: ## go mod tidy -diff (both modules), go vet, gofmt and staticcheck (pinned in go.mod)
 	$(GO) mod tidy -diff
-	$(GO) vet -tags integration ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./wasm/sdk/... ./wasm/examples/...
+	cd wasm/sdk && $(GO) mod tidy -diff
+	$(GO) vet -tags integration ./... $(SDK)
+	GOOS=wasip1 GOARCH=wasm $(GO) vet $(SDK) ./wasm/examples/...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) tool staticcheck -tags integration ./...
+	$(GO) tool staticcheck -tags integration ./... $(SDK)
 
 .PHONY: bench
 bench: deps build ## measure the broker actor against baselines on a private TLS RabbitMQ (~3 min; BENCH_FLAGS=--quick ~1 min), write docs/benchmarks.md

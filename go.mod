@@ -6,6 +6,7 @@ require (
 	github.com/asynkron/protoactor-go v0.0.0-20240822202345-3c0e61ca19c9
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/google/uuid v1.6.0
+	github.com/polar/observerd/wasm/sdk v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.73.1
@@ -56,3 +57,8 @@ tool (
 	google.golang.org/protobuf/cmd/protoc-gen-go
 	honnef.co/go/tools/cmd/staticcheck
 )
+
+// The guest SDK is a module of its own (authors must not pull the
+// daemon's dependencies into a plugin); the examples and the tests that
+// check it against the generated types use this checkout's.
+replace github.com/polar/observerd/wasm/sdk => ./wasm/sdk

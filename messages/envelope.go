@@ -81,8 +81,9 @@ func Source(node, path string) string {
 
 // ResultOf returns the result an observation carries: the `result` field
 // of its payload, whatever its kind, so that a kind added to the schema
-// needs nothing here. An observation whose payload has no result (a
-// plugin's, which reports through its payload) counts as OK. ok is false
+// needs nothing here. An observation whose payload has no result field,
+// or leaves it unspecified (a plugin's that reports none, as every plugin
+// did before PluginObservation had a result), counts as OK. ok is false
 // for an event that is not an observation.
 func ResultOf(ev *Event) (r Result, ok bool) {
 	if CategoryOf(ev.GetType()) != Category_CATEGORY_OBSERVATION {
@@ -98,5 +99,8 @@ func ResultOf(ev *Event) (r Result, ok bool) {
 	if rf == nil || rf.Enum() == nil || rf.Enum().FullName() != Result_RESULT_OK.Descriptor().FullName() {
 		return Result_RESULT_OK, true
 	}
-	return Result(payload.Get(rf).Enum()), true
+	if r := Result(payload.Get(rf).Enum()); r != Result_RESULT_UNSPECIFIED {
+		return r, true
+	}
+	return Result_RESULT_OK, true
 }

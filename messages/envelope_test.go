@@ -61,7 +61,9 @@ func TestResultOf(t *testing.T) {
 		{"prometheus", &Event{Type: TypeObservationPrometheus, Data: &Event_Prometheus{Prometheus: &PrometheusObservation{Result: Result_RESULT_TIMEOUT}}}, Result_RESULT_TIMEOUT, true},
 		{"tcp", &Event{Type: TypeObservationTCP, Data: &Event_Tcp{Tcp: &TcpObservation{Result: Result_RESULT_ERROR}}}, Result_RESULT_ERROR, true},
 		{"process", &Event{Type: TypeObservationProcess, Data: &Event_Process{Process: &ProcessObservation{Result: Result_RESULT_OK}}}, Result_RESULT_OK, true},
-		{"plugin: no result field, OK", &Event{Type: "observation.plugin.x", Data: &Event_Plugin{Plugin: &PluginPayload{}}}, Result_RESULT_OK, true},
+		{"plugin", &Event{Type: "observation.plugin.x", Data: &Event_Plugin{Plugin: &PluginPayload{Result: Result_RESULT_FAILED}}}, Result_RESULT_FAILED, true},
+		{"plugin: no result, OK", &Event{Type: "observation.plugin.x", Data: &Event_Plugin{Plugin: &PluginPayload{}}}, Result_RESULT_OK, true},
+		{"unspecified, OK", &Event{Type: TypeObservationTCP, Data: &Event_Tcp{Tcp: &TcpObservation{}}}, Result_RESULT_OK, true},
 		{"an observation without payload", &Event{Type: TypeObservationHTTP}, Result_RESULT_OK, true},
 		{"not an observation", &Event{Type: TypeStateChanged, Data: &Event_StateChange{StateChange: &StateChange{LastResult: Result_RESULT_FAILED}}}, Result_RESULT_UNSPECIFIED, false},
 	}

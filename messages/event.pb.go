@@ -654,7 +654,13 @@ type PluginPayload struct {
 	Payload []byte            `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	Labels  map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Duration of the plugin call that produced it.
-	CallDuration  *durationpb.Duration `protobuf:"bytes,6,opt,name=call_duration,json=callDuration,proto3" json:"call_duration,omitempty"`
+	CallDuration *durationpb.Duration `protobuf:"bytes,6,opt,name=call_duration,json=callDuration,proto3" json:"call_duration,omitempty"`
+	// The plugin's result for the observation: RESULT_OK when the plugin
+	// set none (RESULT_UNSPECIFIED only in events of daemons older than
+	// this field, which count as RESULT_OK too).
+	Result Result `protobuf:"varint,7,opt,name=result,proto3,enum=polar.observer.v1.Result" json:"result,omitempty"`
+	// Why result is not RESULT_OK, as the plugin said it.
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +737,20 @@ func (x *PluginPayload) GetCallDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *PluginPayload) GetResult() Result {
+	if x != nil {
+		return x.Result
+	}
+	return Result_RESULT_UNSPECIFIED
+}
+
+func (x *PluginPayload) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_polar_observer_v1_event_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_event_proto_rawDesc = "" +
@@ -776,7 +796,7 @@ const file_polar_observer_v1_event_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\";\n" +
 	"\tPolicyRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\tR\brevision\"\xbb\x02\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"\x84\x03\n" +
 	"\rPluginPayload\x12\x16\n" +
 	"\x06plugin\x18\x01 \x01(\tR\x06plugin\x12\x1f\n" +
 	"\vtype_suffix\x18\x02 \x01(\tR\n" +
@@ -784,7 +804,9 @@ const file_polar_observer_v1_event_proto_rawDesc = "" +
 	"\x06schema\x18\x03 \x01(\tR\x06schema\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12D\n" +
 	"\x06labels\x18\x05 \x03(\v2,.polar.observer.v1.PluginPayload.LabelsEntryR\x06labels\x12>\n" +
-	"\rcall_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fcallDuration\x1a9\n" +
+	"\rcall_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fcallDuration\x121\n" +
+	"\x06result\x18\a \x01(\x0e2\x19.polar.observer.v1.ResultR\x06result\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*|\n" +
@@ -837,6 +859,7 @@ var file_polar_observer_v1_event_proto_goTypes = []any{
 	(*CommandResult)(nil),         // 17: polar.observer.v1.CommandResult
 	(*PolicyThrottled)(nil),       // 18: polar.observer.v1.PolicyThrottled
 	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(Result)(0),                   // 20: polar.observer.v1.Result
 }
 var file_polar_observer_v1_event_proto_depIdxs = []int32{
 	7,  // 0: polar.observer.v1.Event.time:type_name -> google.protobuf.Timestamp
@@ -859,11 +882,12 @@ var file_polar_observer_v1_event_proto_depIdxs = []int32{
 	7,  // 17: polar.observer.v1.Hop.time:type_name -> google.protobuf.Timestamp
 	6,  // 18: polar.observer.v1.PluginPayload.labels:type_name -> polar.observer.v1.PluginPayload.LabelsEntry
 	19, // 19: polar.observer.v1.PluginPayload.call_duration:type_name -> google.protobuf.Duration
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	20, // 20: polar.observer.v1.PluginPayload.result:type_name -> polar.observer.v1.Result
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_polar_observer_v1_event_proto_init() }

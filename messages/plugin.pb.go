@@ -164,10 +164,17 @@ type PluginObservation struct {
 	TypeSuffix string   `protobuf:"bytes,1,opt,name=type_suffix,json=typeSuffix,proto3" json:"type_suffix,omitempty"`
 	Severity   Severity `protobuf:"varint,2,opt,name=severity,proto3,enum=polar.observer.v1.Severity" json:"severity,omitempty"`
 	// Defaults to the policy's target name.
-	Subject       string            `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
-	Payload       []byte            `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	Schema        string            `protobuf:"bytes,5,opt,name=schema,proto3" json:"schema,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Subject string            `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Payload []byte            `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	Schema  string            `protobuf:"bytes,5,opt,name=schema,proto3" json:"schema,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// What the observation found, which drives the observer's state as a
+	// built-in observer's result does. RESULT_UNSPECIFIED (what plugins
+	// built before this field send) counts as RESULT_OK; a value outside
+	// the enum rejects the record.
+	Result Result `protobuf:"varint,7,opt,name=result,proto3,enum=polar.observer.v1.Result" json:"result,omitempty"`
+	// Why result is not RESULT_OK, one line.
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +249,20 @@ func (x *PluginObservation) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *PluginObservation) GetResult() Result {
+	if x != nil {
+		return x.Result
+	}
+	return Result_RESULT_UNSPECIFIED
+}
+
+func (x *PluginObservation) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 // HttpRequest is what a plugin passes to http_request. url is absolute (it
@@ -388,7 +409,7 @@ var File_polar_observer_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1epolar/observer/v1/plugin.proto\x12\x11polar.observer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpolar/observer/v1/event.proto\".\n" +
+	"\x1epolar/observer/v1/plugin.proto\x12\x11polar.observer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpolar/observer/v1/event.proto\x1a$polar/observer/v1/observations.proto\".\n" +
 	"\x06Target\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\"\xc6\x01\n" +
@@ -398,7 +419,7 @@ const file_polar_observer_v1_plugin_proto_rawDesc = "" +
 	"\vconfig_json\x18\x03 \x01(\fR\n" +
 	"configJson\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\fR\x05state\"\xbe\x02\n" +
+	"\x05state\x18\x05 \x01(\fR\x05state\"\x87\x03\n" +
 	"\x11PluginObservation\x12\x1f\n" +
 	"\vtype_suffix\x18\x01 \x01(\tR\n" +
 	"typeSuffix\x127\n" +
@@ -406,7 +427,9 @@ const file_polar_observer_v1_plugin_proto_rawDesc = "" +
 	"\asubject\x18\x03 \x01(\tR\asubject\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x16\n" +
 	"\x06schema\x18\x05 \x01(\tR\x06schema\x12H\n" +
-	"\x06labels\x18\x06 \x03(\v20.polar.observer.v1.PluginObservation.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x06 \x03(\v20.polar.observer.v1.PluginObservation.LabelsEntryR\x06labels\x121\n" +
+	"\x06result\x18\a \x01(\x0e2\x19.polar.observer.v1.ResultR\x06result\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
@@ -452,19 +475,21 @@ var file_polar_observer_v1_plugin_proto_goTypes = []any{
 	nil,                           // 7: polar.observer.v1.HttpResponse.HeadersEntry
 	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 	(Severity)(0),                 // 9: polar.observer.v1.Severity
+	(Result)(0),                   // 10: polar.observer.v1.Result
 }
 var file_polar_observer_v1_plugin_proto_depIdxs = []int32{
-	0, // 0: polar.observer.v1.ObserveRequest.target:type_name -> polar.observer.v1.Target
-	8, // 1: polar.observer.v1.ObserveRequest.time:type_name -> google.protobuf.Timestamp
-	9, // 2: polar.observer.v1.PluginObservation.severity:type_name -> polar.observer.v1.Severity
-	5, // 3: polar.observer.v1.PluginObservation.labels:type_name -> polar.observer.v1.PluginObservation.LabelsEntry
-	6, // 4: polar.observer.v1.HttpRequest.headers:type_name -> polar.observer.v1.HttpRequest.HeadersEntry
-	7, // 5: polar.observer.v1.HttpResponse.headers:type_name -> polar.observer.v1.HttpResponse.HeadersEntry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: polar.observer.v1.ObserveRequest.target:type_name -> polar.observer.v1.Target
+	8,  // 1: polar.observer.v1.ObserveRequest.time:type_name -> google.protobuf.Timestamp
+	9,  // 2: polar.observer.v1.PluginObservation.severity:type_name -> polar.observer.v1.Severity
+	5,  // 3: polar.observer.v1.PluginObservation.labels:type_name -> polar.observer.v1.PluginObservation.LabelsEntry
+	10, // 4: polar.observer.v1.PluginObservation.result:type_name -> polar.observer.v1.Result
+	6,  // 5: polar.observer.v1.HttpRequest.headers:type_name -> polar.observer.v1.HttpRequest.HeadersEntry
+	7,  // 6: polar.observer.v1.HttpResponse.headers:type_name -> polar.observer.v1.HttpResponse.HeadersEntry
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_polar_observer_v1_plugin_proto_init() }
@@ -473,6 +498,7 @@ func file_polar_observer_v1_plugin_proto_init() {
 		return
 	}
 	file_polar_observer_v1_event_proto_init()
+	file_polar_observer_v1_observations_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/rs/zerolog"
@@ -37,6 +39,14 @@ type call struct {
 
 	// limit is the first limit the guest hit: the call fails with it.
 	limit *CallError
+	// rejected counts the records emit refused as invalid: the call ends
+	// as FailureInvalidEmit.
+	rejected int
+	// refusal is the last thing a host function refused the guest, and
+	// why; guestError the last line the guest logged at level error. A
+	// failed call's CallError quotes both (see CallError.Host).
+	refusal    string
+	guestError string
 }
 
 type callKey struct{}
@@ -69,14 +79,48 @@ func (c *call) budget(n int) int {
 	return ok
 }
 
-// clip shortens a guest's string for a host warning: the guest chooses it,
-// and the log budget is for the guest's own output.
+// maxText bounds a guest's text that the host quotes (in a warning, in a
+// failure's detail): the guest chooses it, and the log budget is for the
+// guest's own output.
+const maxText = 256
+
+// clip shortens a guest's string to maxText bytes of valid UTF-8, cut on a
+// character's boundary: what it returns may end up in an event, whose
+// strings protobuf wants valid.
 func clip(s string) string {
-	const max = 256
-	if len(s) <= max {
+	s = strings.ToValidUTF8(s, string(utf8.RuneError))
+	if len(s) <= maxText {
 		return s
 	}
-	return s[:max] + "…"
+	cut := maxText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// oneLine is a guest's text as one line, clipped, with control and other
+// unprintable characters escaped (\n, \x1b, \u202e), so that a reason
+// quoting it stays one line and prints safely anywhere.
+func oneLine(s string) string {
+	var b strings.Builder
+	for _, r := range clip(s) {
+		if unicode.IsPrint(r) || r == utf8.RuneError {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRune(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
+}
+
+// refuse logs that a host function refused the guest something (what,
+// and detail, which may hold the guest's own text) and remembers it for
+// the call's failure.
+func (c *call) refuse(what, detail string) {
+	c.log.Warn().Str("error", clip(detail)).Msg(what)
+	c.refusal = what + ": " + oneLine(detail)
 }
 
 // logRecordCost is what one log record costs the budget on top of its
@@ -102,6 +146,7 @@ func (c *call) logText(level int32, b []byte) {
 		lvl = zerolog.WarnLevel
 	case 3:
 		lvl = zerolog.ErrorLevel
+		c.guestError = oneLine(text(b))
 	}
 	c.log.WithLevel(lvl).Str("stream", "log").Msg(text(b))
 }
@@ -142,10 +187,7 @@ func (c *call) flush() {
 // Go guest's "panic: ..." or "fatal error: ..."), for the failure detail.
 func (c *call) stderrLine() string {
 	line, _, _ := strings.Cut(strings.TrimSpace(text(c.stderr.Bytes())), "\n")
-	if len(line) > 200 {
-		line = line[:200] + "…"
-	}
-	return line
+	return oneLine(line)
 }
 
 // text is b as valid UTF-8, without a trailing newline.

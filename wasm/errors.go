@@ -34,18 +34,23 @@ const (
 	// or returned a buffer outside its memory, or it passed a host function
 	// a pointer outside its memory.
 	FailureABI
+	// FailureInvalidEmit: the guest passed emit a record that is not a
+	// valid PluginObservation, and otherwise returned 0. The instance is
+	// healthy and kept warm.
+	FailureInvalidEmit
 )
 
 var failureNames = map[Failure]string{
-	FailureGuest:      "guest error",
-	FailureTrap:       "trap",
-	FailureTimeout:    "timeout",
-	FailureCanceled:   "canceled",
-	FailureMemory:     "memory limit",
-	FailureEmitLimit:  "emit limit",
-	FailureHTTPLimit:  "http limit",
-	FailureStateLimit: "state limit",
-	FailureABI:        "abi violation",
+	FailureGuest:       "guest error",
+	FailureTrap:        "trap",
+	FailureTimeout:     "timeout",
+	FailureCanceled:    "canceled",
+	FailureMemory:      "memory limit",
+	FailureEmitLimit:   "emit limit",
+	FailureHTTPLimit:   "http limit",
+	FailureStateLimit:  "state limit",
+	FailureABI:         "abi violation",
+	FailureInvalidEmit: "invalid emit",
 }
 
 func (f Failure) String() string {
@@ -55,17 +60,38 @@ func (f Failure) String() string {
 	return fmt.Sprintf("failure(%d)", int(f))
 }
 
-// CallError is a failed plugin call. Every failure but FailureGuest
-// discarded the instance: the next call gets a fresh one.
+// keepsInstance reports whether a call that failed so leaves its instance
+// healthy: the guest ran to its end and returned.
+func (f Failure) keepsInstance() bool { return f == FailureGuest || f == FailureInvalidEmit }
+
+// CallError is a failed plugin call. Every failure but FailureGuest and
+// FailureInvalidEmit discarded the instance: the next call gets a fresh
+// one.
 type CallError struct {
 	Plugin  string  // the module's file name
 	Failure Failure // why
 	Detail  string  // what happened, one line
-	Err     error   // the underlying error (e.g. wazero's, with the wasm stack trace), may be nil
+	// Host is the last thing a host function refused the guest in the
+	// call, and why (a record emit rejected, a request refused), and
+	// GuestLog the last line the guest logged at level error: what the
+	// guest was told, and what it said of it. Either may be empty; both
+	// are one line, their guest-chosen text clipped and escaped.
+	Host     string
+	GuestLog string
+	Err      error // the underlying error (e.g. wazero's, with the wasm stack trace), may be nil
 }
 
+// Error is the failure on one line, bounded: the reason of its
+// observer.failed event.
 func (e *CallError) Error() string {
-	return fmt.Sprintf("plugin %s: %s: %s", e.Plugin, e.Failure, e.Detail)
+	s := fmt.Sprintf("plugin %s: %s: %s", e.Plugin, e.Failure, e.Detail)
+	if e.Host != "" {
+		s += "; host: " + e.Host
+	}
+	if e.GuestLog != "" {
+		s += `; guest log: "` + e.GuestLog + `"`
+	}
+	return s
 }
 
 func (e *CallError) Unwrap() error { return e.Err }

@@ -3,7 +3,6 @@ package wasm
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/polar/observerd/test/jsonlog"
 )
 
 // The test plugins are Go programs under testdata/<name>, written against
@@ -110,20 +111,14 @@ func (l *logBuffer) len() int {
 	return l.buf.Len()
 }
 
-// entries returns the log lines decoded.
+// entries returns the log lines decoded, each a JSON object whose keys
+// appear once, as the daemon's log consumers expect.
 func (l *logBuffer) entries(tb testing.TB) []map[string]any {
 	tb.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []map[string]any
-	for line := range bytes.SplitSeq(bytes.TrimSpace(l.buf.Bytes()), []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		var e map[string]any
-		require.NoError(tb, json.Unmarshal(line, &e))
-		out = append(out, e)
-	}
+	out, err := jsonlog.Lines(l.buf.Bytes())
+	require.NoError(tb, err)
 	return out
 }
 

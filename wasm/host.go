@@ -262,8 +262,12 @@ func (h *Host) acquire(ctx context.Context, path, want string, installed bool) (
 		// Compiled off the caller's context: others may be waiting for it,
 		// and an abandoned compilation would leave them an error.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compileTimeout)
+		began := time.Now()
 		m.compiled, m.info, m.err = h.compile(cctx, plugin, bin)
 		cancel()
+		if m.err == nil {
+			h.log.Debug().Str("plugin", plugin).Str("sha256", hexSum).Dur("took", time.Since(began)).Msg("plugin module compiled")
+		}
 		m.info.SHA256, m.info.Size = hexSum, len(bin)
 		close(m.ready)
 	}

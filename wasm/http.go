@@ -38,7 +38,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 		return requestCount
 	}
 	if n > MaxRequestBytes {
-		c.log.Warn().Uint32("bytes", n).Msg("http_request: request over its cap")
+		c.refuse("http_request: request over its cap", fmt.Sprintf("%d bytes, the cap is %d", n, MaxRequestBytes))
 		return requestInvalid
 	}
 	b := read(mod, "http_request", ptr, n)
@@ -46,20 +46,20 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	var hr messages.HttpRequest
 	// A copy: the body outlives the guest's buffer.
 	if err := proto.Unmarshal(bytes.Clone(b), &hr); err != nil {
-		c.log.Warn().Err(err).Msg("http_request: not an HttpRequest")
+		c.refuse("http_request: not an HttpRequest", err.Error())
 		return requestInvalid
 	}
 	if c.target == nil || c.http == nil {
-		c.log.Warn().Str("url", clip(hr.Url)).Msg("http_request: the plugin has no target")
+		c.refuse("http_request: the plugin has no target", hr.Url)
 		return requestNotAllowed
 	}
 	u, err := c.resolve(hr.Url)
 	if err != nil {
-		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request: bad url")
+		c.refuse("http_request: bad url", err.Error())
 		return requestInvalid
 	}
 	if err := c.allowed(u); err != nil {
-		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request: url not allowed")
+		c.refuse("http_request: url not allowed", err.Error())
 		return requestNotAllowed
 	}
 	method := hr.Method
@@ -68,7 +68,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(hr.Body))
 	if err != nil {
-		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request: bad request")
+		c.refuse("http_request: bad request", err.Error())
 		return requestInvalid
 	}
 	for k, v := range hr.Headers {
@@ -84,7 +84,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	case ctx.Err() != nil:
 		return requestTimeout
 	default:
-		c.log.Warn().Str("error", clip(err.Error())).Msg("http_request failed")
+		c.refuse("http_request failed", err.Error())
 		return requestFailed
 	}
 }

@@ -71,13 +71,16 @@ var typeSuffix = regexp.MustCompile(`^[a-z0-9_]{1,32}(\.[a-z0-9_]{1,32}){0,3}$`)
 //
 // 0 when the record was accepted, or:
 //   - -1: not a valid PluginObservation (not protobuf, a type_suffix other
-//     than lower-case dotted words, a severity out of range); dropped
+//     than lower-case dotted words, a severity or result out of range);
+//     dropped
 //   - -2: the call already made MaxEmits (64) emit calls; dropped
 //   - -3: the call's records would exceed MaxEmitBytes (1 MiB); dropped
 //
-// -2 and -3 fail the call (FailureEmitLimit) when it returns; -1 does
-// not, it is the guest's to handle. A buffer outside the guest's memory
-// traps the call (FailureABI).
+// -2 and -3 fail the call (FailureEmitLimit) when it returns; -1 ends it
+// as FailureInvalidEmit (the instance kept) unless it fails otherwise,
+// with the reason in CallError.Host: an invalid record is a bug of the
+// plugin's, which its author and operator must see. A buffer outside the
+// guest's memory traps the call (FailureABI).
 //
 // For example, a 12-byte record at offset 1024:
 //
@@ -106,7 +109,8 @@ func (c *call) emit(mod api.Module, ptr, n uint32) int32 {
 	// A copy: the record outlives the guest's buffer.
 	obs, err := decodeObservation(bytes.Clone(b))
 	if err != nil {
-		c.log.Warn().Str("error", clip(err.Error())).Msg("emit: record dropped")
+		c.rejected++
+		c.refuse("emit: record rejected", err.Error())
 		return emitInvalid
 	}
 	c.obs = append(c.obs, obs)
@@ -115,8 +119,8 @@ func (c *call) emit(mod api.Module, ptr, n uint32) int32 {
 
 // decodeObservation decodes a record a guest passed to emit and checks
 // what the daemon relies on: a type_suffix that may end an event type and
-// a routing key, a severity that exists. The rest (subject, schema,
-// labels, payload) is the plugin's, carried as is.
+// a routing key, a severity and a result that exist. The rest (subject,
+// schema, labels, payload, error) is the plugin's, carried as is.
 func decodeObservation(b []byte) (*messages.PluginObservation, error) {
 	obs := &messages.PluginObservation{}
 	if err := proto.Unmarshal(b, obs); err != nil {
@@ -127,6 +131,9 @@ func decodeObservation(b []byte) (*messages.PluginObservation, error) {
 	}
 	if _, ok := messages.Severity_name[int32(obs.Severity)]; !ok {
 		return nil, fmt.Errorf("severity %d out of range", int32(obs.Severity))
+	}
+	if _, ok := messages.Result_name[int32(obs.Result)]; !ok {
+		return nil, fmt.Errorf("result %d out of range", int32(obs.Result))
 	}
 	return obs, nil
 }

@@ -137,11 +137,11 @@ func (h *Host) NewPlugin(ctx context.Context, spec PluginSpec) (*Plugin, error) 
 }
 
 // Observe runs one call of the plugin: polar_observe with an
-// ObserveRequest for now, in the warm instance or a fresh one. It returns
-// the observations the plugin emitted. On error (a *CallError, or a
-// *ModuleError when a fresh instance reports another ABI version) it also
-// returns those emitted before the failure; every failure but
-// FailureGuest discards the instance.
+// ObserveRequest whose time is now, in the warm instance or a fresh one.
+// It returns the observations the plugin emitted. On error (a
+// *CallError, or a *ModuleError when a fresh instance reports another ABI
+// version) it also returns those emitted before the failure; every
+// failure but FailureGuest and FailureInvalidEmit discards the instance.
 func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.PluginObservation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -155,9 +155,15 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	start := time.Now()
 	err := p.run(ctx, c, now)
 	p.host.metrics.calls.WithLabelValues(p.name, outcome(err)).Observe(time.Since(start).Seconds())
+	if c.rejected > 0 {
+		p.host.metrics.rejected.WithLabelValues(p.name).Add(float64(c.rejected))
+	}
 	c.flush()
-	var ce *CallError
-	if err != nil && (!errors.As(err, &ce) || ce.Failure != FailureGuest) {
+	ce, ok := errors.AsType[*CallError](err)
+	if ok {
+		ce.Host, ce.GuestLog = c.refusal, c.guestError
+	}
+	if err != nil && (!ok || !ce.Failure.keepsInstance()) {
 		p.discard()
 	}
 	return c.obs, err
@@ -205,6 +211,8 @@ func (p *Plugin) run(ctx context.Context, c *call, now time.Time) error {
 		return &CallError{Plugin: c.plugin, Failure: FailureMemory, Detail: fmt.Sprintf("grew its memory past its limit of %d KiB", inst.mem.limit>>10)}
 	case int32(rc) != 0:
 		return &CallError{Plugin: c.plugin, Failure: FailureGuest, Detail: fmt.Sprintf("polar_observe returned %d", int32(rc))}
+	case c.rejected > 0:
+		return &CallError{Plugin: c.plugin, Failure: FailureInvalidEmit, Detail: fmt.Sprintf("%d of %d records rejected", c.rejected, c.emits)}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -203,6 +204,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 		for _, ev := range msg.evs {
 			a.observed(ctx, ev)
 		}
+		if w, ok := errors.AsType[*kinds.Warning](msg.err); ok {
+			// The observer goes on; its last error says what is wrong.
+			ctx.Send(a.spec.State, &protocol.ObserverWarning{From: a.spec.Emitter(), Reason: firstLine(w.Error())})
+			msg.err = nil
+		}
 		if msg.err != nil {
 			// The observer failed: its supervisor reports and restarts it,
 			// or gives up at once on what no restart mends.
@@ -354,6 +360,12 @@ func LifecycleEvent(typ string, p *policy.Policy, o policy.Observer, correlation
 	}
 	ev.Data = &messages.Event_Observer{Observer: payload}
 	return ev
+}
+
+// firstLine is the first line of s.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // jitter is a uniformly random duration in [0, d].

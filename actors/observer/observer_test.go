@@ -1,6 +1,7 @@
 package observer_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +34,8 @@ import (
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/plugintest"
+	"github.com/polar/observerd/wasm"
 )
 
 const correlation = "01900000-0000-7000-8000-000000000001"
@@ -895,4 +899,65 @@ func TestUnansweringServiceBlocksNothing(t *testing.T) {
 		assert.Less(t, time.Since(start), time.Second, "stopping waits for no observation")
 	}
 	assert.Empty(t, f.state.EventsOf(messages.TypeObservationHTTP), "an abandoned observation is not reported")
+}
+
+// TestPluginInvalidEmitWarnsThenFails: a plugin whose call ends as an
+// invalid emit does not fail its observer: the state-manager hears a
+// warning (its last error) and gets the valid observations; the third
+// call in a row fails the observer, with the host's reason.
+func TestPluginInvalidEmitWarnsThenFails(t *testing.T) {
+	dir := t.TempDir()
+	plugintest.Build(t, "github.com/polar/observerd/wasm/testdata/bademit", dir, "bademit")
+	p := parse(t, "http://127.0.0.1:1", "",
+		"    - {name: plugin, kind: wasm, interval: 500ms, timeout: 400ms, wasm: {module: bademit.wasm, config: {reject: suffix}}}\n")
+	host, err := wasm.NewHost(context.Background(), wasm.HostOptions{CacheDir: t.TempDir(), Log: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = host.Close(context.Background()) })
+	// As the daemon's policy validation does: the module is compiled into
+	// the cache before its observer starts, whose first turn would
+	// otherwise spend its deadline compiling.
+	require.NoError(t, host.CheckFile(filepath.Join(dir, "bademit.wasm"), 0))
+	f := setup(t)
+	spec := observer.Spec{Policy: p, Observer: p.Spec.Observers[0], CorrelationID: correlation, State: f.state.PID, Log: f.log,
+		Access: kinds.NewTargetAccess(p, allowList(t, f.allowed...), nil), Plugins: host, PluginDir: dir}
+	t.Cleanup(spec.Access.Close)
+
+	failed := make(chan restart.Failure, 10)
+	strategy := restart.New(restart.Policy{MinBackoff: time.Hour, MaxBackoff: time.Hour, GiveUpAt: 5, Window: time.Minute})
+	parent := f.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		switch msg := ctx.Message().(type) {
+		case *actor.Started:
+			ctx.Spawn(observer.Props(spec))
+		case *restart.Failed:
+			failed <- msg.Failure
+		}
+	}, actor.WithSupervisor(strategy)))
+	t.Cleanup(func() { _ = f.sys.Root.StopFuture(parent).Wait() })
+
+	var failure restart.Failure
+	select {
+	case failure = <-failed:
+	case <-time.After(actortest.Wait):
+		t.Fatal("the observer never failed")
+	}
+	assert.Contains(t, failure.Reason.Error(), `plugin bademit.wasm: invalid emit: 1 of 2 records rejected; host: emit: record rejected: type_suffix "Not A Type!"`)
+	assert.Contains(t, failure.Reason.Error(), "(3 calls in a row)")
+
+	var warnings []*protocol.ObserverWarning
+	require.Eventually(t, func() bool {
+		warnings = warnings[:0]
+		for _, m := range f.state.Messages() {
+			if w, ok := m.(*protocol.ObserverWarning); ok {
+				warnings = append(warnings, w)
+			}
+		}
+		return len(warnings) >= 2
+	}, actortest.Wait, 5*time.Millisecond, "the first two calls warn")
+	require.Len(t, warnings, 2, "the third call failed instead")
+	for _, w := range warnings {
+		assert.Equal(t, "observer/web/plugin", w.From.Path())
+		assert.Equal(t, `plugin bademit.wasm: invalid emit: 1 of 2 records rejected; host: emit: record rejected: type_suffix "Not A Type!" is not lower-case dotted words`, w.Reason)
+	}
+	// Every call's valid record is published, the failed one's included.
+	f.waitEvents(t, "observation.plugin.valid", 3)
 }

@@ -9,6 +9,7 @@ import (
 
 // The state-manager accepts:
 //   - Emit, from every actor: an event to complete and publish;
+//   - ObserverWarning, from observers;
 //   - BrokerStatus, from the broker;
 //   - PoliciesLoaded, from the task-manager;
 //   - GetState, from the admin, answered with a *Snapshot.
@@ -25,6 +26,14 @@ type Emit struct {
 	// Observer is the spec behind an observation: its thresholds and
 	// interval drive the observer's state. Nil means the defaults.
 	Observer *policy.Observer
+}
+
+// ObserverWarning tells the state-manager of an observer's problem that
+// did not fail it (a plugin's invalid emit): shown as its last error,
+// with no event.
+type ObserverWarning struct {
+	From   Emitter
+	Reason string // one line
 }
 
 // PoliciesLoaded tells the state-manager which policies run and which files
@@ -48,6 +57,11 @@ type Snapshot struct {
 	PoliciesLoaded bool         `json:"policies_loaded"`
 	Policies       []string     `json:"policies"`
 	Rejected       []string     `json:"rejected,omitempty"`
+	// Rejections says why the files of Rejected are: the first line of
+	// each one's last policy.rejected reason (file:line:col: key:
+	// message). A rejection the state-manager did not see (it restarted
+	// since) has none.
+	Rejections map[string]string `json:"rejections,omitempty"`
 	// Actors are the daemon's own actors (the supervisor's children),
 	// in start order.
 	Actors    []ActorSnapshot    `json:"actors"`
@@ -99,7 +113,9 @@ type ObserverSnapshot struct {
 	// State is the health its results give: unknown, up, degraded, down.
 	State string `json:"state"`
 	// Status, Failures, Restarts and LastError are the actor's (its
-	// failures are crashes, not failed observations).
+	// failures are crashes, not failed observations); LastError is also
+	// its last warning (a plugin's invalid emit), which fails it only when
+	// it persists.
 	Status              string    `json:"status"`
 	Failures            int       `json:"failures"`
 	Restarts            int       `json:"restarts"`

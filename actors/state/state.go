@@ -34,9 +34,9 @@
 // or a PoliciesLoaded that no longer lists the policy, reports what its
 // open window dropped and forgets its budget.
 //
-// Messages: it accepts messages.Emit, messages.BrokerStatus,
-// messages.PoliciesLoaded and messages.GetState (answered with a
-// *messages.Snapshot); it sends messages.Publish to Options.Broker.
+// Messages: it accepts protocol.Emit, ObserverWarning, BrokerStatus,
+// PoliciesLoaded and GetState (answered with a *protocol.Snapshot); it
+// sends protocol.Publish to Options.Broker.
 package state
 
 import (
@@ -121,7 +121,10 @@ type Actor struct {
 	budgets map[string]*budget
 	// total is the budget of all policies together.
 	total *rate.Limiter
-	snap  protocol.Snapshot
+	// rejections is why each rejected file is (Snapshot.Rejections), at
+	// most the files of the last PoliciesLoaded and those rejected since.
+	rejections map[string]string
+	snap       protocol.Snapshot
 }
 
 // budget is one policy's token bucket for observation events, and what it
@@ -225,8 +228,9 @@ func newActor(opts Options, m *metrics) *Actor {
 	a := &Actor{
 		opts: opts, metrics: m,
 		observers: map[protocol.Emitter]*observer{}, actors: map[string]*lifecycle{}, budgets: map[string]*budget{},
-		total: rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
-		snap:  protocol.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
+		rejections: map[string]string{},
+		total:      rate.NewLimiter(rate.Limit(opts.EventsPerSecondTotal), burstOf(opts.EventsPerSecondTotal)),
+		snap:       protocol.Snapshot{Node: opts.Node, Version: opts.Version, Started: time.Now()},
 	}
 	for _, name := range opts.Actors {
 		a.actors[name] = &lifecycle{status: protocol.StatusRunning}
@@ -253,6 +257,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *protocol.Emit:
 		a.emit(ctx, msg)
+	case *protocol.ObserverWarning:
+		// An observer it does not list (stopped since) has no row to show.
+		if o, ok := a.observers[msg.From]; ok {
+			o.lastError = msg.Reason
+		}
 	case *windowEnded:
 		if b := a.budgets[msg.policy]; b == msg.budget && b.stop != nil && b.since.Equal(msg.since) {
 			a.report(ctx, msg.policy, b, a.opts.ThrottleWindow)
@@ -263,6 +272,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.snap.PoliciesLoaded = true
 		a.snap.Policies = slices.Clone(msg.Applied)
 		a.snap.Rejected = slices.Clone(msg.Rejected)
+		maps.DeleteFunc(a.rejections, func(file, _ string) bool { return !slices.Contains(msg.Rejected, file) })
 		// Observations still in flight when their policy was removed
 		// made a budget for it again.
 		running := make(map[string]bool, len(msg.Applied))
@@ -342,6 +352,9 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 			}
 			l.record(ev)
 		}
+	case messages.TypePolicyRejected:
+		out := ev.GetPolicyOutcome()
+		a.rejections[out.GetFile()] = firstLine(out.GetReason(), maxRejection)
 	case messages.TypePolicyApplied, messages.TypePolicyRemoved:
 		// Observers a policy no longer has are forgotten, whatever state
 		// they were left in (a quarantined one sends no stop).
@@ -468,7 +481,9 @@ func (a *Actor) observe(from protocol.Emitter, ev *messages.Event, spec *policy.
 		a.observers[from] = o
 	}
 	now := ev.Time.AsTime()
-	o.kind = strings.TrimPrefix(ev.Type, "observation.")
+	if kind, ok := kinds.KindOf(ev); ok {
+		o.kind = kind // the policy's name for it: wasm, not plugin.<suffix>
+	}
 	o.last, o.lastTime = res, now
 	if _, d, ok := kinds.Latency(ev); ok {
 		o.latency = d
@@ -563,6 +578,9 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 	s := a.snap
 	s.Policies = slices.Clone(a.snap.Policies)
 	s.Rejected = slices.Clone(a.snap.Rejected)
+	if len(a.rejections) > 0 {
+		s.Rejections = maps.Clone(a.rejections)
+	}
 	s.Actors = make([]protocol.ActorSnapshot, 0, len(a.actors))
 	for path, l := range a.actors {
 		s.Actors = append(s.Actors, protocol.ActorSnapshot{
@@ -609,6 +627,19 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 		}
 	}
 	return &s
+}
+
+// maxRejection bounds the reason kept for a rejected file: its first
+// problem says what to fix, and observerctl status prints it on a line.
+const maxRejection = 1 << 10
+
+// firstLine is the first line of s, at most max bytes.
+func firstLine(s string, max int) string {
+	line, _, _ := strings.Cut(s, "\n")
+	if len(line) > max {
+		line = strings.ToValidUTF8(line[:max], "") + "…"
+	}
+	return line
 }
 
 func stateName(s messages.ObserverState) string {

@@ -2,10 +2,13 @@ package state_test
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -603,4 +606,74 @@ func TestQuarantinedObserverStaysListedAfterItsStop(t *testing.T) {
 	resumed.CorrelationId = "v1"
 	f.emit(path, resumed)
 	assert.Equal(t, "running", f.snapshot(t).Observers[0].Status)
+}
+
+// pluginObservation is a plugin's observation with result r.
+func pluginObservation(r messages.Result) *messages.Event {
+	ev := messages.NewEvent("observation.plugin.threshold")
+	ev.Category = messages.Category_CATEGORY_OBSERVATION
+	ev.Subject = "web"
+	ev.Policy = &messages.PolicyRef{Name: "web", Revision: "r1"}
+	ev.Data = &messages.Event_Plugin{Plugin: &messages.PluginPayload{Plugin: "p.wasm", TypeSuffix: "threshold", Result: r}}
+	return ev
+}
+
+// TestPluginObserver: a plugin's results drive its observer's state as a
+// built-in's do (down after down_after failures, up again), it is listed
+// as of kind wasm, and a warning (an invalid emit) is its last error,
+// with no event.
+func TestPluginObserver(t *testing.T) {
+	f := setup(t)
+	const plugin = "observer/web/plugin"
+	f.emit(plugin, pluginObservation(messages.Result_RESULT_OK))
+	for range 3 { // the default down_after
+		f.emit(plugin, pluginObservation(messages.Result_RESULT_FAILED))
+	}
+	f.emit(plugin, pluginObservation(messages.Result_RESULT_OK)) // the default up_after is 1
+	f.sys.Root.Send(f.pid, &protocol.ObserverWarning{From: emitterAt(plugin), Reason: "plugin p.wasm: invalid emit: 1 of 1 records rejected"})
+	f.sys.Root.Send(f.pid, &protocol.ObserverWarning{From: emitterAt("observer/web/gone"), Reason: "of an observer not listed"})
+
+	s := f.snapshot(t)
+	require.Len(t, s.Observers, 1, "a warning lists no observer")
+	o := s.Observers[0]
+	assert.Equal(t, "wasm", o.Kind, "the policy's kind, not the event type's suffix")
+	assert.Equal(t, "up", o.State)
+	assert.Equal(t, "running", o.Status)
+	assert.Equal(t, "plugin p.wasm: invalid emit: 1 of 1 records rejected", o.LastError)
+
+	var states []string
+	for _, ev := range f.published(t, 8) {
+		if c := ev.GetStateChange(); c != nil {
+			states = append(states, c.NewState.String())
+		}
+	}
+	assert.Equal(t, []string{"OBSERVER_STATE_UP", "OBSERVER_STATE_DOWN", "OBSERVER_STATE_UP"}, states)
+	assert.Len(t, f.broker.Events(), 8, "5 observations and 3 state changes; no event for the warning")
+}
+
+// TestRejections: the snapshot says why each rejected file is, the first
+// line of its last policy.rejected, bounded, for as long as it stays
+// rejected.
+func TestRejections(t *testing.T) {
+	f := setup(t)
+	rejected := func(file, reason string) *messages.Event {
+		ev := messages.NewEvent(messages.TypePolicyRejected)
+		ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{File: file, Reason: reason}}
+		return ev
+	}
+	f.emit("policy-manager", rejected("/p/a.yaml", "/p/a.yaml:8:41: spec.observers[0].wasm.module: plugin x.wasm: does not export polar_abi_version () -> i32\n/p/a.yaml:9:1: bogus: unknown key"))
+	f.emit("policy-manager", rejected("/p/b.yaml", "/p/b.yaml:1:1: "+strings.Repeat("é", 1000)))
+	f.emit("policy-manager", rejected("/p/c.yaml", "/p/c.yaml:3:1: gone since"))
+	f.sys.Root.Send(f.pid, &protocol.PoliciesLoaded{Applied: []string{"web"}, Rejected: []string{"/p/a.yaml", "/p/b.yaml"}})
+
+	s := f.snapshot(t)
+	assert.Equal(t, []string{"/p/a.yaml", "/p/b.yaml"}, s.Rejected)
+	require.Len(t, s.Rejections, 2, "c.yaml is no longer rejected")
+	assert.Equal(t, "/p/a.yaml:8:41: spec.observers[0].wasm.module: plugin x.wasm: does not export polar_abi_version () -> i32", s.Rejections["/p/a.yaml"])
+	b := s.Rejections["/p/b.yaml"]
+	assert.LessOrEqual(t, len(b), 1<<10+len("…"))
+	assert.True(t, utf8.ValidString(b))
+
+	f.sys.Root.Send(f.pid, &protocol.PoliciesLoaded{Applied: []string{"web", "a"}, Rejected: []string{"/p/b.yaml"}})
+	assert.Equal(t, []string{"/p/b.yaml"}, slices.Collect(maps.Keys(f.snapshot(t).Rejections)), "a.yaml good again")
 }

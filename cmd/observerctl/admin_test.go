@@ -182,7 +182,11 @@ func TestCommands(t *testing.T) {
 			err: "observerctl pause web/stranger: uid 1001 may not use the admin socket (403 Forbidden)\n"},
 		{name: "no target", args: []string{"pause", "--socket", socket}, code: exitUsage, err: "usage: observerctl pause [--socket PATH | --config FILE] POLICY/OBSERVER\n"},
 		{name: "--admin takes no commands", args: []string{"pause", "--admin", "http://127.0.0.1:9464", "web/health"}, code: exitUsage,
-			err: "flag provided but not defined: -admin"},
+			err: "commands go through the admin socket, not the read-only admin URL: use --socket PATH or --config FILE"},
+		{name: "--admin after the argument says so too", args: []string{"resume", "web/health", "--admin", "http://127.0.0.1:9464"}, code: exitUsage,
+			err: "commands go through the admin socket, not the read-only admin URL: use --socket PATH or --config FILE"},
+		{name: "flags on both sides", args: []string{"pause", "--config", "/nonexistent.yaml", "web/health", "--socket", socket}, code: exitOK,
+			out: "pause web/health: done\n"},
 		{name: "status over the socket", args: []string{"status", "--socket", socket}, code: exitOK, out: "ready:     yes"},
 	}
 	for _, tt := range tests {
@@ -200,7 +204,7 @@ func TestCommands(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"localhost /v1/observers/web/health/pause", "localhost /v1/observers/web/health/resume", "localhost /v1/observers/web/gone/resume",
-		"localhost /v1/observers/web/limited/observe", "localhost /v1/observers/web/stranger/pause",
+		"localhost /v1/observers/web/limited/observe", "localhost /v1/observers/web/stranger/pause", "localhost /v1/observers/web/health/pause",
 	}, got.get())
 }
 

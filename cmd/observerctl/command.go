@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,11 @@ func command(ctx context.Context, name string, args []string, stdout, stderr io.
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "`path` of the daemon's admin socket (default: admin.socket of --config, else of /etc/observerd/observerd.yaml, else /run/observerd/admin.sock)")
 	configPath := fs.String("config", "", "daemon config `file` to take admin.socket from")
+	// status and top read --admin, the read-only TCP endpoint: said so
+	// here, since an operator naturally tries it.
+	fs.Func("admin", "not for commands: the admin `URL` is read-only (status, top); commands go through the socket", func(string) error {
+		return errors.New("commands go through the admin socket, not the read-only admin URL: use --socket PATH or --config FILE")
+	})
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

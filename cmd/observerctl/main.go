@@ -3,6 +3,7 @@
 //	observerctl status [--admin URL | --socket PATH | --config FILE] [--json]
 //	observerctl pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
 //	observerctl tail --config observerd.yaml [--bind KEY]... [--queue NAME] [--json]
+//	observerctl plugin check [--target URL [--config JSON] [--calls N]] FILE.wasm
 //	observerctl policy validate FILE...
 //	observerctl policy schema
 //

@@ -26,13 +26,15 @@ commands:
                           (through the daemon's admin socket: as root or a member of its group)
   tail --config FILE [--bind KEY]... [--queue NAME] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
-  plugin check [--target URL] [--config JSON] FILE.wasm
-                          check a plugin against ABI v1 and, with --target, run one observe call in the sandbox
+  plugin check [--target URL [--config JSON] [--calls N]] FILE.wasm
+                          check a plugin against ABI v1 and, with --target, run observe calls in the sandbox
+                          (exit 1 when a call fails or emits a record the daemon rejects)
   policy validate [--config FILE] FILE|DIR...
                           validate policies offline as the daemon does (file:line:col: message per problem)
   policy schema           print the JSON Schema of policy files, for editors (docs/policies.md)
 
-Run "observerctl COMMAND --help" for a command's flags.
+Run "observerctl COMMAND --help" for a command's flags; they may come
+before or after its arguments ("--" ends them).
 
 Exit codes: 0 success; 1 a problem to report (a rejected policy, a daemon
 not ready or not reachable, a broker that refused); 2 bad usage.

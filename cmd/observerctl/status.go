@@ -98,7 +98,15 @@ func renderStatus(w io.Writer, s *protocol.Snapshot, now time.Time) {
 	if len(s.Rejected) > 0 {
 		fmt.Fprintf(w, "; REJECTED: %s", strings.Join(s.Rejected, ", "))
 	}
-	fmt.Fprintf(w, "\nevents:    %d emitted\n\n", s.EventsEmitted)
+	fmt.Fprintln(w)
+	label := "rejected:"
+	for _, file := range s.Rejected {
+		if why, ok := s.Rejections[file]; ok {
+			fmt.Fprintf(w, "%-10s %s\n", label, why)
+			label = ""
+		}
+	}
+	fmt.Fprintf(w, "events:    %d emitted\n\n", s.EventsEmitted)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACTOR\tSTATUS\tFAILURES\tRESTARTS\tLAST ERROR")

@@ -26,7 +26,13 @@ func snapshotAt(now time.Time) *protocol.Snapshot {
 	return &protocol.Snapshot{
 		Node: "web-1.example", Version: "1.4.0", Started: now.Add(-2*time.Hour - 3*time.Minute),
 		Broker:         protocol.BrokerStatus{Connected: true, URL: "amqps://observer@mq.example:5671/", Since: now.Add(-90 * time.Minute)},
-		PoliciesLoaded: true, Policies: []string{"db", "web"}, Rejected: []string{"/etc/observerd/policies.d/bad.yaml"},
+		PoliciesLoaded: true, Policies: []string{"db", "web"},
+		Rejected: []string{"/etc/observerd/policies.d/bad.yaml", "/etc/observerd/policies.d/cache.yaml", "/etc/observerd/policies.d/plugin.yaml"},
+		Rejections: map[string]string{
+			"/etc/observerd/policies.d/bad.yaml": "/etc/observerd/policies.d/bad.yaml:7:44: spec.observers[0].interval: must be at least 1s (limits.min_interval of the daemon config), got 0s",
+			"/etc/observerd/policies.d/plugin.yaml": "/etc/observerd/policies.d/plugin.yaml:8:41: spec.observers[0].wasm.module: plugin noabi.wasm: " +
+				"does not export polar_abi_version () -> i32",
+		},
 		Actors: []protocol.ActorSnapshot{
 			{Path: "broker", Status: "running"},
 			{Path: "state-manager", Status: "running"},

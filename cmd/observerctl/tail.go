@@ -26,7 +26,7 @@ func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
 func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
 // tail consumes events and prints them one per line, with a warning line
-// for every sequence gap and duplicate id it sees.
+// for every sequence gap and duplicate id it sees (on stderr with --json).
 func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,7 +34,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var binds stringsFlag
 	fs.Var(&binds, "bind", "routing key pattern to bind (repeatable; default #)")
 	queue := fs.String("queue", "", "consume (and so remove the events from) this existing queue instead of a temporary one: only a queue of your own")
-	asJSON := fs.Bool("json", false, "print each event as protojson")
+	asJSON := fs.Bool("json", false, "print each event as protojson, one object per line (warnings go to stderr)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -74,17 +74,28 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "undecodable message %s: %v\n", printable(d.MessageId), err)
 				continue
 			}
-			for _, w := range t.see(ev) {
-				fmt.Fprintln(stdout, printable(w))
-			}
-			if *asJSON {
-				b, _ := protojson.Marshal(ev)
-				fmt.Fprintln(stdout, string(jsonSafe(b)))
-			} else {
-				fmt.Fprintln(stdout, line(ev))
-			}
+			show(stdout, stderr, t, ev, *asJSON)
 		}
 	}
+}
+
+// show prints ev, and before it the warnings it raises: one line each on
+// stdout, or with asJSON the event as one JSON object per line on stdout
+// and the warnings on stderr, so that stdout stays JSON lines.
+func show(stdout, stderr io.Writer, t *tracker, ev *messages.Event, asJSON bool) {
+	warnings := stdout
+	if asJSON {
+		warnings = stderr
+	}
+	for _, w := range t.see(ev) {
+		fmt.Fprintln(warnings, printable(w))
+	}
+	if asJSON {
+		b, _ := protojson.Marshal(ev)
+		fmt.Fprintln(stdout, string(jsonSafe(b)))
+		return
+	}
+	fmt.Fprintln(stdout, line(ev))
 }
 
 func dialBroker(cfg *configs.Config) (*amqp.Connection, error) {
@@ -212,10 +223,13 @@ func (t *tracker) remember(id string) {
 	t.ids[id] = true
 }
 
-// line is the one-line rendering of an event, safe for a terminal.
+// line is the one-line rendering of an event, safe for a terminal: its
+// time, sequence, type, severity, node, subject and a summary of its
+// payload.
 func line(ev *messages.Event) string {
-	return printable(fmt.Sprintf("%s %6d %-22s %-10s %-12s %s",
-		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type, ev.Node, ev.Subject, summary(ev)))
+	return printable(fmt.Sprintf("%s %6d %-22s %-8s %-10s %-12s %s",
+		ev.GetTime().AsTime().Local().Format(time.TimeOnly), ev.Sequence, ev.Type,
+		severity(ev.Severity), ev.Node, ev.Subject, summary(ev)))
 }
 
 // summary renders an event's payload: an observation by its kind, the
@@ -245,6 +259,11 @@ func summary(ev *messages.Event) string {
 		return fmt.Sprintf("version %s pid %d %s", d.Daemon.Version, d.Daemon.Pid, d.Daemon.Reason)
 	}
 	return ""
+}
+
+// severity is a severity as the docs write it: info, high...
+func severity(s messages.Severity) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "SEVERITY_"))
 }
 
 func state(s messages.ObserverState) string {

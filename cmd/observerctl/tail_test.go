@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/polar/observerd/messages"
 )
@@ -64,8 +69,9 @@ func TestSummaries(t *testing.T) {
 			"127.0.0.1:8080 error in 1.5ms refused"},
 		{&messages.Event{Data: &messages.Event_Process{Process: &messages.ProcessObservation{Pid: 42, Name: "web", Result: messages.Result_RESULT_OK, CpuSeconds: 1.25, RssBytes: 2 << 20, OpenFds: 9, Threads: 4}}},
 			"pid 42 web ok cpu 1.25s rss 2MiB fds 9 threads 4 restarted=false "},
-		{&messages.Event{Data: &messages.Event_Plugin{Plugin: &messages.PluginPayload{Plugin: "status-threshold.wasm", Schema: "polar.examples.status_threshold.v1", Payload: make([]byte, 12), CallDuration: ms}}},
-			"status-threshold.wasm polar.examples.status_threshold.v1 12 bytes in 1.5ms"},
+		{&messages.Event{Data: &messages.Event_Plugin{Plugin: &messages.PluginPayload{Plugin: "status-threshold.wasm", Schema: "polar.examples.status_threshold.v1",
+			Labels: map[string]string{"pointer": "/backlog"}, Payload: []byte(`{"value":7}`), Result: messages.Result_RESULT_OK, CallDuration: ms}}},
+			`status-threshold.wasm ok polar.examples.status_threshold.v1 pointer=/backlog {"value":7} (11 bytes) in 1.5ms`},
 		{&messages.Event{Data: &messages.Event_StateChange{StateChange: &messages.StateChange{Observer: "observer/web/health", OldState: messages.ObserverState_OBSERVER_STATE_UP, NewState: messages.ObserverState_OBSERVER_STATE_DOWN}}},
 			"observer/web/health: up -> down"},
 		{&messages.Event{Data: &messages.Event_PolicyThrottled{PolicyThrottled: &messages.PolicyThrottled{Name: "flood", Window: durationpb.New(10 * time.Second), DroppedEvents: 4180, EventsPerSecond: 20, Burst: 64}}},
@@ -74,4 +80,47 @@ func TestSummaries(t *testing.T) {
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, summary(tt.ev))
 	}
+}
+
+// TestLine: an event's line shows its envelope (severity included) and
+// its payload's summary, escaped for a terminal.
+func TestLine(t *testing.T) {
+	ev := &messages.Event{Type: "observation.plugin.threshold", Severity: messages.Severity_SEVERITY_HIGH, Sequence: 42, Node: "web-1",
+		Subject: "web", Time: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)),
+		Data: &messages.Event_Plugin{Plugin: &messages.PluginPayload{Plugin: "p.wasm", Result: messages.Result_RESULT_FAILED,
+			Payload: []byte("\x1b[31mred"), CallDuration: durationpb.New(time.Millisecond)}}}
+	assert.Equal(t, `03:04:05     42 observation.plugin.threshold high     web-1      web          p.wasm failed \x1b[31mred (8 bytes) in 1ms`, line(ev))
+}
+
+// TestShowJSON: with --json, stdout holds one JSON object per line and
+// nothing else; the gap and duplicate warnings go to stderr. Without, they
+// are lines of stdout before the event's.
+func TestShowJSON(t *testing.T) {
+	evs := []*messages.Event{
+		{Id: "a", Node: "n", Sequence: 1, Type: messages.TypeObservationHTTP},
+		{Id: "b", Node: "n", Sequence: 4, Type: messages.TypeObservationHTTP},
+		{Id: "b", Node: "n", Sequence: 4, Type: messages.TypeObservationHTTP},
+	}
+	var stdout, stderr bytes.Buffer
+	tr := newTracker()
+	for _, ev := range evs {
+		show(&stdout, &stderr, tr, ev, true)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	require.Len(t, lines, 3)
+	for _, l := range lines {
+		var v map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &v), "stdout line %q", l)
+	}
+	assert.Equal(t, "!! gap on n: sequences 2..3 missing\n!! duplicate id b (sequence 4)\n", stderr.String())
+
+	stdout.Reset()
+	stderr.Reset()
+	tr = newTracker()
+	for _, ev := range evs {
+		show(&stdout, &stderr, tr, ev, false)
+	}
+	assert.Empty(t, stderr.String())
+	assert.Equal(t, 5, strings.Count(stdout.String(), "\n"), "three events and two warnings:\n%s", stdout.String())
+	assert.Contains(t, stdout.String(), "!! gap on n: sequences 2..3 missing\n")
 }

@@ -53,15 +53,11 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 			os.Exit(1)
 		}
-		// The example plugins, as make build puts them in bin/plugins.
-		for _, p := range []string{"status-threshold", "error-ratio", "raw-abi"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-buildmode=c-shared", "-o", dir+"/plugins/"+p+".wasm",
-				"github.com/polar/observerd/wasm/examples/"+p)
-			cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build plugin %s: %v\n%s", p, err, out)
-				os.Exit(1)
-			}
+		// The example plugins (Go, C, Rust), as make build puts them in
+		// bin/plugins: its rules are the one place that says how.
+		if out, err := exec.Command("make", "-s", "-C", "../..", "plugins", "BIN="+dir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the example plugins (make plugins): %v\n%s", err, out)
+			os.Exit(1)
 		}
 		bin = dir
 	}
@@ -304,13 +300,20 @@ type consumer struct {
 // bound to everything) and collects what arrives until the test ends.
 func (d *daemon) consume(t *testing.T) *consumer {
 	t.Helper()
+	return d.consumeBound(t, d.queue, "#")
+}
+
+// consumeBound declares queue, bound to the daemon's exchange by binding,
+// and collects what arrives until the test ends.
+func (d *daemon) consumeBound(t *testing.T, queue, binding string) *consumer {
+	t.Helper()
 	conn, err := node.Dial()
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	require.NoError(t, rabbitmq.DeclareQuorum(ch, d.exchange, d.queue, "#"))
-	dels, err := ch.Consume(d.queue, "", true, false, false, false, nil)
+	require.NoError(t, rabbitmq.DeclareQuorum(ch, d.exchange, queue, binding))
+	dels, err := ch.Consume(queue, "", true, false, false, false, nil)
 	require.NoError(t, err)
 	c := &consumer{}
 	go func() {

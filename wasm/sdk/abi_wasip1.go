@@ -7,7 +7,7 @@ import "unsafe"
 
 //go:wasmexport polar_abi_version
 //lint:ignore U1000 called by the host
-func polarABIVersion() int32 { return 1 }
+func polarABIVersion() int32 { return ABIVersion }
 
 //go:wasmexport polar_alloc
 //lint:ignore U1000 called by the host
@@ -32,17 +32,17 @@ func hostHTTPRequest(ptr unsafe.Pointer, size uint32) int32
 //go:wasmimport polar http_response
 func hostHTTPResponse(ptr unsafe.Pointer, size uint32) int32
 
-var polar host = wasmHost{}
+var polar Host = wasmHost{}
 
 // wasmHost passes Go memory to the imports. The host reads or writes it
 // only during the call, and the slice arguments keep it alive until then.
 type wasmHost struct{}
 
-func (wasmHost) emit(b []byte) int32         { return hostEmit(ptr(b), uint32(len(b))) }
-func (wasmHost) log(level Level, msg string) { hostLog(int32(level), msg) }
-func (wasmHost) setState(b []byte) int32     { return hostSetState(ptr(b), uint32(len(b))) }
-func (wasmHost) httpRequest(b []byte) int32  { return hostHTTPRequest(ptr(b), uint32(len(b))) }
-func (wasmHost) httpResponse(b []byte) int32 { return hostHTTPResponse(ptr(b), uint32(len(b))) }
+func (wasmHost) Emit(b []byte) int32         { return hostEmit(ptr(b), uint32(len(b))) }
+func (wasmHost) Log(level Level, msg string) { hostLog(int32(level), msg) }
+func (wasmHost) SetState(b []byte) int32     { return hostSetState(ptr(b), uint32(len(b))) }
+func (wasmHost) HTTPRequest(b []byte) int32  { return hostHTTPRequest(ptr(b), uint32(len(b))) }
+func (wasmHost) HTTPResponse(b []byte) int32 { return hostHTTPResponse(ptr(b), uint32(len(b))) }
 
 // ptr is b's address; it may be nil when b is empty, which is fine since
 // the host accesses no byte of a buffer of length 0.

@@ -42,21 +42,25 @@
 //		if err := json.Unmarshal(resp.Body, &status); err != nil {
 //			return []sdk.Observation{sdk.Unobservable("backlog", fmt.Errorf("decode /api/status: %w", err))}, nil
 //		}
-//		sev := sdk.SeverityInfo
+//		// The result drives the observer's state: down after
+//		// thresholds.down_after results that are not ok in a row.
+//		sev, result := sdk.SeverityInfo, sdk.ResultOK
 //		if status.Backlog > cfg.Limit {
-//			sev = sdk.SeverityHigh
+//			sev, result = sdk.SeverityHigh, sdk.ResultFailed
 //		}
 //		sdk.Log(sdk.LevelDebug, "backlog %v, limit %v", status.Backlog, cfg.Limit)
 //		payload, _ := json.Marshal(status)
 //		return []sdk.Observation{{
 //			TypeSuffix: "backlog",
 //			Severity:   sev,
+//			Result:     result,
 //			Payload:    payload,
 //			Schema:     "example.backlog.v1",
 //		}}, nil
 //	}
 //
-// Build it as a WASI preview 1 reactor:
+// Build it as a WASI preview 1 reactor, with Go 1.24 or later (which has
+// the wasmexport directive):
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o backlog.wasm .
 //
@@ -69,16 +73,25 @@
 // # What goes where
 //
 // What the host hands the plugin is on the [Request]: the observer's name,
-// the target, the configuration ([Request.Config]), the time and the state
-// saved by the previous call ([Request.State]). What the plugin tells the
-// host is a package function: [Emit], [Log], [SetState], [Get] and [Do].
+// the target, the configuration ([Request.Config]), the time the host
+// started the call ([Request.Time]) and the state saved by the previous
+// call ([Request.State]). What the plugin tells the host is a package
+// function: [Emit], [Log], [SetState], [Get] and [Do].
+//
+// Each observation counts for the observer's state by its
+// [Observation.Result], as a built-in observer's result does: results
+// other than [ResultOK] in a row take it down (thresholds.down_after),
+// [ResultOK] brings it up again, and every change is a state.changed
+// event. An observation without a result counts as [ResultOK], so a plugin
+// that reports results sets one on every observation it emits.
 //
 // The observations the handler returns are emitted after it returns, in
-// order; when the host refuses one (a cap reached), the rest are dropped
-// and the call fails. [Emit] sends one at once, which keeps it even when
-// the handler fails afterwards. An error from the handler is logged at level error and
-// makes polar_observe return non-zero, which the daemon reports as
-// observer.failed. A panic is not recovered: the runtime prints it with its
+// order; when the host refuses one (a cap reached, a record it finds
+// invalid), the rest are dropped and the call fails. [Emit] sends one at
+// once, which keeps it even when the handler fails afterwards. An error
+// from the handler is logged at level error and makes polar_observe
+// return non-zero, which the daemon reports as observer.failed, quoting
+// that log line. A panic is not recovered: the runtime prints it with its
 // stack on stderr (the daemon's log) and the call traps, so that the host
 // discards the instance, whose globals the panic may have left half
 // updated, and starts a fresh one.
@@ -125,8 +138,9 @@
 // The four messages of the ABI are encoded with
 // google.golang.org/protobuf/encoding/protowire, the wire-level API of the
 // runtime behind the daemon's generated types: wire.go spells out their
-// layouts (field numbers and types), and its tests check each against the
-// generated types. Measured with status-threshold (its module, make bench's
+// layouts (field numbers and types), and the daemon's tests
+// (wasm/sdk_test.go in its module, which this one does not require) check
+// each against the generated types, through [Call]. Measured with status-threshold (its module, make bench's
 // row 7, and BenchmarkWire of wire_bench_test.go in the guest):
 //
 //   - The generated types bring the protobuf runtime (reflection,
@@ -149,6 +163,27 @@
 // # Testing on the host
 //
 // The package compiles for every platform, so that a plugin's own logic can
-// be tested with a plain go test. Outside GOOS=wasip1 there is no host:
-// [Emit], [Log], [SetState], [Get] and [Do] panic.
+// be tested with a plain go test. Outside GOOS=wasip1 there is no daemon:
+// [Emit], [Log], [SetState], [Get] and [Do] panic, except within [Call],
+// which runs the handler with a [Host] of the test's making.
+//
+// # Versions, and using it before it is published
+//
+// The SDK is a Go module of its own, github.com/polar/observerd/wasm/sdk,
+// which requires google.golang.org/protobuf and nothing of the daemon. Its
+// major version follows the ABI it speaks ([ABIVersion]): v1 speaks ABI v1
+// (tags wasm/sdk/v1.x.y of the observerd repository); an ABI v2 would be
+// the module github.com/polar/observerd/wasm/sdk/v2.
+//
+// Until a version is published, point your plugin's module at a checkout
+// of observerd, with a replace directive:
+//
+//	go mod init example.com/backlog
+//	go mod edit -require=github.com/polar/observerd/wasm/sdk@v0.0.0 \
+//		-replace=github.com/polar/observerd/wasm/sdk=/path/to/observerd/wasm/sdk
+//	go mod tidy
+//
+// or with a workspace beside your module (go work init; go work use .
+// /path/to/observerd/wasm/sdk). observerd's make test builds an example
+// plugin this way, from a directory outside the repository.
 package sdk

@@ -54,12 +54,12 @@ func Do(req *HTTPRequest) (*Response, error) {
 	if method == "" {
 		method = "GET"
 	}
-	n := polar.httpRequest(appendHTTPRequest(nil, method, req))
+	n := polar.HTTPRequest(appendHTTPRequest(nil, method, req))
 	if n < 0 {
 		return nil, fmt.Errorf("http %s %s: %w", method, req.URL, httpError(n))
 	}
 	buf := make([]byte, n)
-	if got := polar.httpResponse(buf); got != n {
+	if got := polar.HTTPResponse(buf); got != n {
 		return nil, fmt.Errorf("http %s %s: read response: host copied %d of %d bytes", method, req.URL, got, n)
 	}
 	resp, err := decodeHTTPResponse(buf)

@@ -29,7 +29,10 @@ type Request struct {
 	// ConfigJSON is the observer's wasm.config from the policy, as JSON;
 	// empty when the policy has none. Config decodes it.
 	ConfigJSON []byte
-	// Time is when the host started the call, in UTC.
+	// Time is when the host started the call, in UTC: a warm instance
+	// is called at once, a fresh one after its _initialize. It is the
+	// host's wall clock, so two calls' times measure the interval between
+	// them (error-ratio's window), jitter and backoff included.
 	Time time.Time
 	// State is what the plugin passed to SetState last, empty on the first
 	// call. It survives restarts of the instance.
@@ -80,12 +83,41 @@ type Observation struct {
 	Schema string
 	// Labels are free-form key-value pairs carried with the event.
 	Labels map[string]string
+	// Result is what the observation found, which drives the observer's
+	// state (up, down, state.changed) as a built-in observer's result
+	// does; the zero value counts as ResultOK, as it did before results
+	// existed.
+	Result Result
+	// Error says why the result is not ResultOK, on one line.
+	Error string
 }
+
+// Result is the outcome of an observation, as polar.observer.v1.Result.
+type Result int32
+
+// The results. The daemon counts consecutive results other than ResultOK
+// against the observer's thresholds.down_after, and ResultOK against
+// thresholds.up_after.
+const (
+	// ResultOK: the target answered as expected.
+	ResultOK Result = iota + 1
+	// ResultFailed: the target answered, not as expected (a value over
+	// its threshold, a status saying it is sick).
+	ResultFailed
+	// ResultTimeout: the target did not answer in time.
+	ResultTimeout
+	// ResultError: the target could not be observed (refused, an error
+	// status, an unreadable answer).
+	ResultError
+)
 
 // Unobservable is the observation to return when the target could not be
 // observed (unreachable, an error status, an unreadable answer): a
-// high-severity observation of typeSuffix whose payload is
-// {"error": "..."} (schema polar.sdk.error.v1) and label result=error.
+// high-severity observation of typeSuffix with ResultError and err's text
+// as its Error, whose payload is {"error": "..."} (schema
+// polar.sdk.error.v1) and label result=error. Its result counts against
+// the observer's thresholds: the observer goes down when the target stays
+// unobservable.
 //
 // Why not return the error? A non-zero polar_observe is a failure of the
 // plugin: the daemon restarts it with backoff and quarantines it when it
@@ -98,6 +130,8 @@ func Unobservable(typeSuffix string, err error) Observation {
 		Payload:    payload,
 		Schema:     "polar.sdk.error.v1",
 		Labels:     map[string]string{"result": "error"},
+		Result:     ResultError,
+		Error:      err.Error(),
 	}
 }
 
@@ -146,14 +180,16 @@ var (
 	ErrTimeout = errors.New("request timed out")
 )
 
-// Log writes a line to the daemon's log, attributed to the observer.
+// Log writes a line to the daemon's log, attributed to the observer. The
+// last line at LevelError of a call that fails is quoted in the
+// observer.failed event.
 func Log(level Level, format string, args ...any) {
-	polar.log(level, fmt.Sprintf(format, args...))
+	polar.Log(level, fmt.Sprintf(format, args...))
 }
 
 // Emit sends one observation at once.
 func Emit(o Observation) error {
-	switch rc := polar.emit(appendObservation(nil, &o)); rc {
+	switch rc := polar.Emit(appendObservation(nil, &o)); rc {
 	case 0:
 		return nil
 	case -1:
@@ -170,7 +206,7 @@ func Emit(o Observation) error {
 // SetState hands state to the host, which passes it back as Request.State
 // on the next call, also after a restart of the instance.
 func SetState(state []byte) error {
-	switch rc := polar.setState(state); rc {
+	switch rc := polar.SetState(state); rc {
 	case 0:
 		return nil
 	case -1:
@@ -180,15 +216,21 @@ func SetState(state []byte) error {
 	}
 }
 
-// host is the ABI's "polar" import module: the real imports under wasip1,
-// a fake in the tests.
-type host interface {
-	emit(observation []byte) int32
-	log(level Level, msg string)
-	setState(state []byte) int32
-	httpRequest(req []byte) int32
-	httpResponse(buf []byte) int32
+// Host is the ABI's "polar" import module, the host functions a plugin
+// calls: under GOOS=wasip1 the daemon's imports; elsewhere what Call is
+// given. Each takes and returns what wasm/ABI.md says of the function of
+// its name: encoded messages and the function's result.
+type Host interface {
+	Emit(observation []byte) int32
+	Log(level Level, msg string)
+	SetState(state []byte) int32
+	HTTPRequest(req []byte) int32
+	HTTPResponse(buf []byte) int32
 }
+
+// ABIVersion is the plugin ABI this SDK speaks, what polar_abi_version
+// returns: the SDK module's major version follows it.
+const ABIVersion = 1
 
 // Results of polar_observe (documented in doc.go).
 const (

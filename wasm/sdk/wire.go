@@ -22,7 +22,9 @@ func appendObservation(b []byte, o *Observation) []byte {
 	b = appendString(b, 3, o.Subject)
 	b = appendBytes(b, 4, o.Payload)
 	b = appendString(b, 5, o.Schema)
-	return appendMap(b, 6, o.Labels)
+	b = appendMap(b, 6, o.Labels)
+	b = appendVarint(b, 7, uint64(o.Result))
+	return appendString(b, 8, o.Error)
 }
 
 // appendHTTPRequest appends r encoded as an HttpRequest with method.

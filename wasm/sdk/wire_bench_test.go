@@ -1,13 +1,10 @@
+//go:build !wasip1
+
 package sdk
 
 import (
 	"testing"
 	"time"
-
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/polar/observerd/messages"
 )
 
 // BenchmarkWire is the wire code of one call of status-threshold.wasm as
@@ -16,24 +13,17 @@ import (
 //
 //	go test -run '^$' -bench Wire ./wasm/sdk/
 func BenchmarkWire(b *testing.B) {
-	marshal := func(m proto.Message) []byte {
-		enc, err := proto.Marshal(m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return enc
-	}
-	req := marshal(&messages.ObserveRequest{
+	req := encodeRequest(&Request{
 		Observer:   "plugin",
-		Target:     &messages.Target{Name: "status", Url: "http://127.0.0.1:8080"},
-		ConfigJson: []byte(`{"threshold":100}`),
-		Time:       timestamppb.New(time.Date(2026, 12, 4, 22, 6, 35, 123456789, time.UTC)),
+		Target:     Target{Name: "status", URL: "http://127.0.0.1:8080"},
+		ConfigJSON: []byte(`{"threshold":100}`),
+		Time:       time.Date(2026, 12, 4, 22, 6, 35, 123456789, time.UTC),
 	})
 	body := `{"status":"ok","mode":"ok","backlog":150,"latency":"0s","uptime_seconds":12.5,` +
 		`"requests":{"/healthz":3,"/api/status":42},"version":"dev"}`
-	resp := marshal(&messages.HttpResponse{
+	resp := encodeResponse(&Response{
 		StatusCode: 200,
-		Headers: map[string]string{
+		Header: map[string]string{
 			"Content-Type":   "application/json",
 			"Content-Length": "123",
 			"Date":           "Fri, 04 Dec 2026 22:06:35 GMT",
@@ -47,6 +37,7 @@ func BenchmarkWire(b *testing.B) {
 		Payload:    []byte(`{"value":150,"threshold":100,"above":true}`),
 		Schema:     "polar.examples.status_threshold.v1",
 		Labels:     map[string]string{"pointer": "/backlog"},
+		Result:     ResultFailed,
 	}
 	steps := []struct {
 		name string

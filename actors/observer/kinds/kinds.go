@@ -42,9 +42,9 @@ import (
 // Observe makes one turn's observations: events with their type and
 // payload set (the observer fills in the envelope). An error fails the
 // observer (observer.failed, a restart with backoff, and quarantine when
-// it keeps failing; at once when it wraps a *Permanent): a check fails
-// when it cannot observe at all, never because the target is down, which
-// is an observation.
+// it keeps failing; at once when it wraps a *Permanent), unless it is a
+// *Warning: a check fails when it cannot observe at all, never because
+// the target is down, which is an observation.
 type Check interface {
 	Observe(ctx context.Context) ([]*messages.Event, error)
 }
@@ -58,6 +58,16 @@ type OneObservation func(ctx context.Context) *messages.Event
 func (f OneObservation) Observe(ctx context.Context) ([]*messages.Event, error) {
 	return []*messages.Event{f(ctx)}, nil
 }
+
+// Warning is a check's problem that does not fail its observer (yet):
+// the turn's observations stand, the observer goes on, and the daemon
+// shows Err as the observer's last error (/v1/state, observerctl status).
+// The wasm kind returns one for a plugin's invalid emit until it
+// persists. Its Error is its Err's.
+type Warning struct{ Err error }
+
+func (e *Warning) Error() string { return e.Err.Error() }
+func (e *Warning) Unwrap() error { return e.Err }
 
 // Permanent marks a check's failure that no restart can mend (a plugin
 // module missing, or not the one pinned): the observer gives up at once

@@ -203,6 +203,16 @@ func Summary(ev *messages.Event) (line string, ok bool) {
 	return k.summary(payload), true
 }
 
+// KindOf is the name of the kind whose payload an observation carries;
+// ok is false for an event that is no observation of a registered kind.
+func KindOf(ev *messages.Event) (name string, ok bool) {
+	k, _, ok := observation(ev)
+	if !ok {
+		return "", false
+	}
+	return k.name, true
+}
+
 // Latency is how long the target took to answer, of an observation of a
 // kind that measures it, with the kind's name; ok is false when the
 // observation measured none.

@@ -21,7 +21,9 @@ type payload struct {
 }
 
 // evaluate compares the number at pointer in the JSON document doc with
-// threshold: severity high above it, info otherwise.
+// threshold: above it, the result is failed (which takes the observer
+// down after thresholds.down_after such results) and the severity high;
+// otherwise ok and info.
 func evaluate(doc []byte, pointer string, threshold float64) (sdk.Observation, error) {
 	v, err := lookupNumber(doc, pointer)
 	if err != nil {
@@ -32,17 +34,19 @@ func evaluate(doc []byte, pointer string, threshold float64) (sdk.Observation, e
 	if err != nil {
 		return sdk.Observation{}, fmt.Errorf("encode payload: %w", err)
 	}
-	sev := sdk.SeverityInfo
-	if p.Above {
-		sev = sdk.SeverityHigh
-	}
-	return sdk.Observation{
+	o := sdk.Observation{
 		TypeSuffix: typeSuffix,
-		Severity:   sev,
+		Severity:   sdk.SeverityInfo,
+		Result:     sdk.ResultOK,
 		Payload:    b,
 		Schema:     "polar.examples.status_threshold.v1",
 		Labels:     map[string]string{"pointer": pointer},
-	}, nil
+	}
+	if p.Above {
+		o.Severity, o.Result = sdk.SeverityHigh, sdk.ResultFailed
+		o.Error = fmt.Sprintf("%s is %g, above the threshold %g", pointer, v, threshold)
+	}
+	return o, nil
 }
 
 // lookupNumber returns the number that the JSON pointer (RFC 6901) locates

@@ -19,6 +19,8 @@ func TestEvaluate(t *testing.T) {
 	assert.Equal(t, sdk.Observation{
 		TypeSuffix: "threshold",
 		Severity:   sdk.SeverityHigh,
+		Result:     sdk.ResultFailed,
+		Error:      "/backlog is 150, above the threshold 100",
 		Payload:    []byte(`{"value":150,"threshold":100,"above":true}`),
 		Schema:     "polar.examples.status_threshold.v1",
 		Labels:     map[string]string{"pointer": "/backlog"},
@@ -27,6 +29,8 @@ func TestEvaluate(t *testing.T) {
 	o, err = evaluate([]byte(status), "/backlog", 150)
 	require.NoError(t, err)
 	assert.Equal(t, sdk.SeverityInfo, o.Severity, "equal is not above")
+	assert.Equal(t, sdk.ResultOK, o.Result)
+	assert.Empty(t, o.Error)
 	assert.JSONEq(t, `{"value":150,"threshold":150,"above":false}`, string(o.Payload))
 }
 

@@ -18,8 +18,9 @@ import (
 
 // check is one wasm observer's. Each turn is one polar_observe call;
 // every PluginObservation the plugin emits becomes an observation.plugin
-// event. A trap, a timeout, a limit hit or a non-zero result fails the
-// observer.
+// event, its result the plugin's. A trap, a timeout, a limit hit or a
+// non-zero result fails the observer; an invalid emit is its last error
+// until it persists (invalidCallsToFail).
 type check struct {
 	host   *wasm.Host
 	spec   wasm.PluginSpec
@@ -31,7 +32,20 @@ type check struct {
 	// task-manager's mailbox. It then lives as long as the check, across
 	// restarts of the actor, and with it the plugin's state.
 	plugin *wasm.Plugin
+	// invalidCalls counts the calls in a row that ended as an invalid
+	// emit, across restarts of the actor.
+	invalidCalls int
 }
+
+// invalidCallsToFail is how many calls in a row must end as an invalid
+// emit for the observer to fail. One is a record a plugin may have built
+// from what the target said (a label that is not UTF-8): the observer
+// goes on, its last error saying why. Three in a row, three intervals,
+// is the plugin's own bug, and fails the observer (observer.failed, and
+// quarantine if it goes on), which an operator cannot miss; sooner would
+// quarantine a plugin for one odd answer, later would leave a broken one
+// looking merely unknown for longer.
+const invalidCallsToFail = 3
 
 func newCheck(w *Section, s kinds.Setup) (kinds.Check, error) {
 	if s.Plugins == nil {
@@ -59,7 +73,8 @@ func newCheck(w *Section, s kinds.Setup) (kinds.Check, error) {
 		// Checked again at every load, since the file may have changed
 		// since its policy was validated.
 		Installed: true,
-		Log:       s.Log.With().Str("plugin", w.Module).Logger(),
+		// The host names the plugin in its log lines, once.
+		Log: s.Log,
 	}}, nil
 }
 
@@ -74,21 +89,47 @@ func (c *check) Observe(ctx context.Context) ([]*messages.Event, error) {
 	took := durationpb.New(time.Since(start))
 	evs := make([]*messages.Event, 0, len(obs))
 	for _, o := range obs {
-		typ := messages.TypeObservationPlugin
-		if o.TypeSuffix != "" {
-			typ += "." + o.TypeSuffix
-		}
-		ev := messages.NewEvent(typ)
-		if o.Severity != messages.Severity_SEVERITY_UNSPECIFIED {
-			ev.Severity = o.Severity
-		}
-		ev.Subject = o.Subject
-		ev.Data = &messages.Event_Plugin{Plugin: &messages.PluginPayload{
-			Plugin: c.module, TypeSuffix: o.TypeSuffix, Schema: o.Schema, Payload: o.Payload, Labels: o.Labels, CallDuration: took,
-		}}
-		evs = append(evs, ev)
+		evs = append(evs, c.event(o, took))
 	}
-	return evs, permanentIfModule(err)
+	return evs, c.judge(err)
+}
+
+// event is the observation.plugin event of what the plugin emitted. A
+// plugin that sets no result (all did before results existed) observed
+// what it expected: its result is OK, explicitly, for consumers.
+func (c *check) event(o *messages.PluginObservation, took *durationpb.Duration) *messages.Event {
+	typ := messages.TypeObservationPlugin
+	if o.TypeSuffix != "" {
+		typ += "." + o.TypeSuffix
+	}
+	ev := messages.NewEvent(typ)
+	if o.Severity != messages.Severity_SEVERITY_UNSPECIFIED {
+		ev.Severity = o.Severity
+	}
+	ev.Subject = o.Subject
+	ev.Data = &messages.Event_Plugin{Plugin: &messages.PluginPayload{
+		Plugin: c.module, TypeSuffix: o.TypeSuffix, Schema: o.Schema, Payload: o.Payload, Labels: o.Labels, CallDuration: took,
+		Result: resultOf(o.Result), Error: o.Error,
+	}}
+	return ev
+}
+
+// judge says what a call's error does to the observer: an invalid emit
+// is a warning until invalidCallsToFail calls in a row ended so; a module
+// that cannot run fails it for good; anything else fails it.
+func (c *check) judge(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ce, ok := errors.AsType[*wasm.CallError](err)
+	if !ok || ce.Failure != wasm.FailureInvalidEmit {
+		c.invalidCalls = 0
+		return permanentIfModule(err)
+	}
+	c.invalidCalls++
+	if c.invalidCalls < invalidCallsToFail {
+		return &kinds.Warning{Err: err}
+	}
+	return fmt.Errorf("%w (%d calls in a row)", err, c.invalidCalls)
 }
 
 // start makes the plugin at the first turn.
