@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -206,7 +205,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 		if w, ok := errors.AsType[*kinds.Warning](msg.err); ok {
 			// The observer goes on; its last error says what is wrong.
-			ctx.Send(a.spec.State, &protocol.ObserverWarning{From: a.spec.Emitter(), Reason: firstLine(w.Error())})
+			ctx.Send(a.spec.State, &protocol.ObserverWarning{From: a.spec.Emitter(), Reason: protocol.Reason(w.Error())})
 			msg.err = nil
 		}
 		if msg.err != nil {
@@ -360,12 +359,6 @@ func LifecycleEvent(typ string, p *policy.Policy, o policy.Observer, correlation
 	}
 	ev.Data = &messages.Event_Observer{Observer: payload}
 	return ev
-}
-
-// firstLine is the first line of s.
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
 }
 
 // jitter is a uniformly random duration in [0, d].

@@ -354,7 +354,7 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 		}
 	case messages.TypePolicyRejected:
 		out := ev.GetPolicyOutcome()
-		a.rejections[out.GetFile()] = firstLine(out.GetReason(), maxRejection)
+		a.rejections[out.GetFile()] = protocol.Reason(out.GetReason())
 	case messages.TypePolicyApplied, messages.TypePolicyRemoved:
 		// Observers a policy no longer has are forgotten, whatever state
 		// they were left in (a quarantined one sends no stop).
@@ -627,19 +627,6 @@ func (a *Actor) snapshot() *protocol.Snapshot {
 		}
 	}
 	return &s
-}
-
-// maxRejection bounds the reason kept for a rejected file: its first
-// problem says what to fix, and observerctl status prints it on a line.
-const maxRejection = 1 << 10
-
-// firstLine is the first line of s, at most max bytes.
-func firstLine(s string, max int) string {
-	line, _, _ := strings.Cut(s, "\n")
-	if len(line) > max {
-		line = strings.ToValidUTF8(line[:max], "") + "…"
-	}
-	return line
 }
 
 func stateName(s messages.ObserverState) string {

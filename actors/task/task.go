@@ -711,7 +711,7 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, c *c
 	p, name := c.policy, c.observer
 	o, _ := p.ObserverByName(name)
 	payload := &messages.ObserverLifecycle{
-		Reason:   firstLine(f.Reason),
+		Reason:   protocol.Reason(f.Reason.Error()),
 		Failures: int32(f.Failures),
 		Window:   durationpb.New(f.Window),
 	}
@@ -726,9 +726,4 @@ func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure, c *c
 		Str("reason", f.Reason.Error()).Msg(typ)
 	ev := observer.LifecycleEvent(typ, p, o, c.correlation, payload)
 	ctx.Send(a.opts.State, &protocol.Emit{From: protocol.ObserverEmitter(p.Metadata.Name, name), Event: ev})
-}
-
-func firstLine(err error) string {
-	line, _, _ := strings.Cut(err.Error(), "\n")
-	return line
 }
