@@ -45,24 +45,22 @@ type parsed struct {
 	err      error // the file is rejected: *yamldoc.Problem values
 }
 
+// Receive reads the file, tells the policy-manager it did (its deadline
+// for reads no longer applies), and parses what it read. Whether a file
+// that fails is rejected at once is the policy-manager's decision
+// (Actor.settles).
 func (p *parser) Receive(ctx actor.Context) {
 	if _, ok := ctx.Message().(*actor.Started); !ok {
 		return
 	}
-	res := p.run()
+	res, data := p.read()
+	if res.err == nil && !res.gone && !res.unstable {
+		ctx.Send(ctx.Parent(), &fileRead{id: ctx.Self().Id})
+		res.policy, res.err = p.parseSafely(data)
+	}
 	res.id, res.name = ctx.Self().Id, filepath.Base(p.path)
 	ctx.Send(ctx.Parent(), res)
 	ctx.Stop(ctx.Self())
-}
-
-// run reads the file and parses what it read. Whether a file that fails
-// is rejected at once is the policy-manager's decision (Actor.settles).
-func (p *parser) run() *parsed {
-	res, data := p.read()
-	if res.err == nil && !res.gone && !res.unstable {
-		res.policy, res.err = p.parseSafely(data)
-	}
-	return res
 }
 
 // read reads the file until two stats around the read agree, so that a

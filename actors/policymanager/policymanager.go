@@ -21,7 +21,10 @@
 //     file that fails less than Options.Settle after it changed is not
 //     rejected yet: it is read again Options.Settle later, and rejected
 //     then only if its stats and its content are still the same (see
-//     settles).
+//     settles). A file not read within Options.ReadTimeout (a stuck
+//     mount) is rejected; one read but not validated within
+//     Options.CheckTimeout more (its plugins compile on a loaded host) is
+//     rejected then.
 //   - When every parser has reported, the results go to the task-manager
 //     in file name order: rejections first (protocol.RejectFile: the last
 //     good version of the file keeps running), then the names no file
@@ -73,9 +76,13 @@ const (
 	DefaultMaxDelay = time.Second
 	DefaultRescan   = 30 * time.Second
 	DefaultPoll     = 2 * time.Second
-	// maxRoundTime bounds a round whose parser hangs (a file on a stuck
-	// network mount): its file is rejected and the next round can start.
-	maxRoundTime = 10 * time.Second
+	// DefaultReadTimeout bounds the read of a file in a round (a file on
+	// a stuck network mount): it is rejected and the next round can
+	// start. DefaultCheckTimeout bounds, after the read, its validation:
+	// compiling its plugins is CPU work that a loaded host may take tens
+	// of seconds over, and a busy host must not reject a good policy.
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultCheckTimeout = 2 * time.Minute
 )
 
 // Options configure the policy-manager.
@@ -90,7 +97,10 @@ type Options struct {
 	// is how long a file that fails right after it changed must stay the
 	// same before it is rejected. Zero means the Default.
 	Debounce, MaxDelay, Settle, Rescan, Poll time.Duration
-	Log                                      zerolog.Logger
+	// ReadTimeout and CheckTimeout bound a round's reads and, after them,
+	// its validations (zero: the Defaults).
+	ReadTimeout, CheckTimeout time.Duration
+	Log                       zerolog.Logger
 
 	parse parseFunc // policy.Parse; tests make it crash
 }
@@ -152,6 +162,7 @@ type settling struct {
 type round struct {
 	gen     uint64
 	pending map[string]string // parser PID id -> file name
+	read    map[string]bool   // the pending parsers that read their file
 	results map[string]*parsed
 	timer   *time.Timer
 }
@@ -176,7 +187,12 @@ func (r *round) reads(name string) bool {
 type (
 	flush        struct{ gen uint64 }
 	rescanTick   struct{ gen uint64 }
-	roundTimeout struct{ gen uint64 }
+	roundTimeout struct {
+		gen      uint64
+		checking bool // the validations' deadline, after the reads'
+	}
+	// fileRead is a parser's word that it read its file and validates it.
+	fileRead struct{ id string }
 	settleDue    struct {
 		gen  uint64
 		name string
@@ -188,6 +204,8 @@ func New(opts Options) *Actor {
 	opts.Debounce = orDefault(opts.Debounce, DefaultDebounce)
 	opts.MaxDelay = orDefault(opts.MaxDelay, DefaultMaxDelay)
 	opts.Settle = orDefault(opts.Settle, DefaultSettle)
+	opts.ReadTimeout = orDefault(opts.ReadTimeout, DefaultReadTimeout)
+	opts.CheckTimeout = orDefault(opts.CheckTimeout, DefaultCheckTimeout)
 	opts.Rescan = orDefault(opts.Rescan, DefaultRescan)
 	opts.Poll = orDefault(opts.Poll, DefaultPoll)
 	if opts.parse == nil {
@@ -279,14 +297,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case *parsed:
 		a.parsed(ctx, msg)
+	case *fileRead:
+		if a.round != nil {
+			if _, ok := a.round.pending[msg.id]; ok {
+				a.round.read[msg.id] = true
+			}
+		}
 	case *roundTimeout:
 		if a.round != nil && a.round.gen == msg.gen {
-			for id, name := range a.round.pending {
-				a.round.results[name] = unreadable(id, a.opts.Dir, name, fmt.Sprintf("reading the file took longer than %s", maxRoundTime))
-				ctx.Stop(actor.NewPID(ctx.Self().Address, id))
-			}
-			clear(a.round.pending)
-			a.finish(ctx)
+			a.timedOut(ctx, msg.checking)
 		}
 	case *restart.GaveUp:
 		// A parser that crashed outside its parse (which catches its own
@@ -407,7 +426,7 @@ func (a *Actor) flush(ctx actor.Context) {
 		a.dirty[name] = true
 	}
 	a.roundGen++
-	r := &round{gen: a.roundGen, pending: map[string]string{}, results: map[string]*parsed{}}
+	r := &round{gen: a.roundGen, pending: map[string]string{}, read: map[string]bool{}, results: map[string]*parsed{}}
 	a.round = r
 	for _, name := range slices.Sorted(maps.Keys(a.dirty)) {
 		a.parsers++
@@ -423,7 +442,7 @@ func (a *Actor) flush(ctx actor.Context) {
 	}
 	clear(a.dirty)
 	gen := r.gen
-	r.timer = time.AfterFunc(maxRoundTime, func() { a.root.Send(a.self, &roundTimeout{gen: gen}) })
+	r.timer = time.AfterFunc(a.opts.ReadTimeout, func() { a.root.Send(a.self, &roundTimeout{gen: gen}) })
 	if len(r.pending) == 0 {
 		a.finish(ctx)
 	}
@@ -438,10 +457,37 @@ func (a *Actor) parsed(ctx actor.Context, p *parsed) {
 		return // a parser that reported after its round timed out
 	}
 	delete(r.pending, p.id)
+	delete(r.read, p.id)
 	r.results[p.name] = p
 	if len(r.pending) == 0 {
 		a.finish(ctx)
 	}
+}
+
+// timedOut rejects the files of the round whose parsers did not read them
+// within ReadTimeout, or, checking, did not validate them within
+// CheckTimeout after that. The round then finishes, unless files that were
+// read are still being validated: they get CheckTimeout more.
+func (a *Actor) timedOut(ctx actor.Context, checking bool) {
+	r := a.round
+	for id, name := range r.pending {
+		if r.read[id] && !checking {
+			continue
+		}
+		reason := fmt.Sprintf("reading the file took longer than %s", a.opts.ReadTimeout)
+		if checking {
+			reason = fmt.Sprintf("validating the file (compiling its plugins) took longer than %s after it was read", a.opts.CheckTimeout)
+		}
+		r.results[name] = unreadable(id, a.opts.Dir, name, reason)
+		delete(r.pending, id)
+		ctx.Stop(actor.NewPID(ctx.Self().Address, id))
+	}
+	if len(r.pending) > 0 {
+		gen := r.gen
+		r.timer = time.AfterFunc(a.opts.CheckTimeout, func() { a.root.Send(a.self, &roundTimeout{gen: gen, checking: true}) })
+		return
+	}
+	a.finish(ctx)
 }
 
 // finish hands a round's results to the task-manager in file name order.

@@ -729,3 +729,44 @@ func TestParserGivenUpRejectsItsFile(t *testing.T) {
 	reason := f.state.WaitEvent(t, messages.TypePolicyRejected, nil).GetPolicyOutcome().Reason
 	assert.Equal(t, filepath.Join(f.dir, "stuck.yaml")+": the parser crashed: boom", reason)
 }
+
+func TestAFileReadInTimeMayTakeLongerToValidate(t *testing.T) {
+	// A policy whose plugins compile slowly on a loaded host was rejected
+	// as "reading the file took longer than 10s": the read's deadline no
+	// longer applies once the file is read; validation has its own.
+	const readTimeout = 20 * time.Millisecond
+	f := setup(t, map[string]string{"web.yaml": good}, func(o *Options) {
+		o.ReadTimeout = readTimeout
+		o.parse = func(file string, data []byte, env policy.Env) (*policy.Policy, error) {
+			// Validation slower than the read's deadline, as a plugin's
+			// compilation on a loaded host is.
+			<-time.After(5 * readTimeout)
+			return policy.Parse(file, data, env)
+		}
+	})
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
+	assert.Equal(t, []string{"web"}, done.Applied)
+	assert.Empty(t, done.Rejected)
+}
+
+func TestAFileThatNeverValidatesIsRejected(t *testing.T) {
+	block := make(chan struct{})
+	f := setup(t, map[string]string{"web.yaml": good, "db.yaml": named("db", 5432, "5s")}, func(o *Options) {
+		o.ReadTimeout = 20 * time.Millisecond
+		o.CheckTimeout = 50 * time.Millisecond
+		o.parse = func(file string, data []byte, env policy.Env) (*policy.Policy, error) {
+			if strings.HasSuffix(file, "db.yaml") {
+				<-block
+			}
+			return policy.Parse(file, data, env)
+		}
+	})
+	// Registered after setup's: runs first, so that the stuck parser ends
+	// before the actor system is shut down.
+	t.Cleanup(func() { close(block) })
+	done := actortest.WaitMessage[*protocol.PoliciesLoaded](t, f.state, nil)
+	assert.Equal(t, []string{"web"}, done.Applied)
+	assert.Equal(t, []string{filepath.Join(f.dir, "db.yaml")}, done.Rejected)
+	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
+	assert.Contains(t, rejected.GetPolicyOutcome().Reason, "validating the file (compiling its plugins) took longer than 50ms after it was read")
+}
