@@ -192,8 +192,8 @@ type (
 		checking bool // the validations' deadline, after the reads'
 	}
 	// fileRead is a parser's word that it read its file and validates it.
-	fileRead struct{ id string }
-	settleDue    struct {
+	fileRead  struct{ id string }
+	settleDue struct {
 		gen  uint64
 		name string
 	}
