@@ -81,7 +81,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		// What was committed stays in the outbox for the next incarnation.
 		a.stop(0)
 	case *protocol.Publish:
-		a.pipe.Accept(msg.Event)
+		a.pipe.Accept(msg.Event, msg.Accepted)
 	case *protocol.GetOutboxStats:
 		st := a.opts.Outbox.Stats()
 		ctx.Respond(&protocol.OutboxSnapshot{Events: st.Events, Bytes: st.Bytes, LastSequence: st.LastSequence})
@@ -101,6 +101,9 @@ func (a *Actor) start(ctx actor.Context) {
 			root.Send(state, &s)
 		}
 	}, a.dial)
+	if ctl := a.opts.ControlActor; ctl != nil {
+		a.pipe.publisher.deliver = func(d *protocol.ControlDelivery) { root.Send(ctl, d) }
+	}
 	a.pipe.start()
 	st := ob.Stats()
 	a.opts.Log.Info().Int("outbox_events", st.Events).Uint64("last_sequence", st.LastSequence).Msg("broker started")
