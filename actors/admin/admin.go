@@ -210,7 +210,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 // start serves the socket and the TCP address, whichever is set.
 func (a *Actor) start(root *actor.RootContext) error {
 	a.state = newCached(a.opts.Now, func() (*protocol.Snapshot, error) { return protocol.AskSnapshot(root, a.opts.State, askTimeout) })
-	a.outbox = newCached(a.opts.Now, func() (*protocol.OutboxSnapshot, error) { return protocol.AskOutbox(root, a.opts.Broker, askTimeout), nil })
+	a.outbox = newCached(a.opts.Now, func() (*protocol.OutboxSnapshot, error) {
+		return protocol.AskOutbox(root, a.opts.Broker, askTimeout), nil
+	})
 	if a.opts.Socket != "" {
 		gid, group := -1, os.Getegid()
 		if a.opts.SocketGroup != "" {
