@@ -165,7 +165,9 @@ func TestRefusals(t *testing.T) {
 		}, messages.ReturnCode_RETURN_CODE_MALFORMED, "not a UUIDv7"},
 		{"no target", "ops", func(t *testing.T) []byte { return body(t, command(func(c *messages.Command) { c.Target = nil })) },
 			messages.ReturnCode_RETURN_CODE_MALFORMED, "no target"},
-		{"expired", "ops", func(t *testing.T) []byte { return body(t, command(func(c *messages.Command) { c.ExpiresAt = expired })) },
+		{"expired", "ops", func(t *testing.T) []byte {
+			return body(t, command(func(c *messages.Command) { c.ExpiresAt = expired }))
+		},
 			messages.ReturnCode_RETURN_CODE_EXPIRED, "expired at"},
 		{"another node", "ops", func(t *testing.T) []byte {
 			return body(t, command(func(c *messages.Command) {
