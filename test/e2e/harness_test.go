@@ -172,7 +172,11 @@ type daemonConfig struct {
 	observers string // the policy's observers list
 	limits    string // the limits mapping
 	extra     string // more top-level config keys, as YAML lines
+	node      string // the node name; default e2e-node.example
 }
+
+// withNode names the node.
+func withNode(name string) daemonOption { return func(c *daemonConfig) { c.node = name } }
 
 // withURLs sets broker.urls.
 func withURLs(urls ...string) daemonOption { return func(c *daemonConfig) { c.urls = urls } }
@@ -228,6 +232,9 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	}
 	for _, o := range opts {
 		o(&c)
+	}
+	if c.node != "" {
+		d.node = c.node
 	}
 	d.admin = c.admin
 	// A unix socket's path has at most 107 bytes: t.TempDir() is too long.
