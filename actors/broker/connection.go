@@ -77,7 +77,7 @@ type amqpLink struct {
 	raw net.Conn
 
 	ch      *amqp.Channel
-	control *amqp.Channel // the control channel, when consumed
+	replies *amqp.Channel // the control channel's reply copies, opened at the first
 	returns chan amqp.Return
 	blocked chan amqp.Blocking
 	closed  chan *amqp.Error

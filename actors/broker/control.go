@@ -81,15 +81,24 @@ func (c *amqpLink) Consume(ctl *ControlOptions) (<-chan amqp.Delivery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consume control queue %q: %w", ctl.Queue, err)
 	}
-	c.control = ch
 	return deliveries, nil
 }
 
 // Reply publishes msg to the default exchange with routing key to (a
-// direct reply-to address), on the control channel: unconfirmed and not
-// mandatory, a copy for an interactive client that may be gone.
+// direct reply-to address): unconfirmed and not mandatory, a copy for an
+// interactive client that may be gone. On a channel of its own, opened
+// again after it closed: a refusal (a daemon without write on
+// amq.default) closes that channel, and must not take the control
+// channel's deliveries with it. Called from one goroutine (consume's).
 func (c *amqpLink) Reply(ctx context.Context, to string, msg amqp.Publishing) error {
-	return c.control.PublishWithContext(ctx, "", to, false, false, msg)
+	if c.replies == nil || c.replies.IsClosed() {
+		ch, err := c.Channel()
+		if err != nil {
+			return fmt.Errorf("open reply channel: %w", err)
+		}
+		c.replies = ch
+	}
+	return c.replies.PublishWithContext(ctx, "", to, false, false, msg)
 }
 
 // settlement is a delivery the control actor settled, with its answer.

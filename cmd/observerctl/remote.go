@@ -122,7 +122,7 @@ func remote(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitProblems
 	}
 	defer conn.Close()
-	answers, err := send(ctx, conn, key, *user, cmd, *wait)
+	answers, err := send(ctx, conn, key, *user, cmd, *wait, expected)
 	if err != nil {
 		fmt.Fprintf(stderr, "observerctl remote: %v\n", err)
 		return exitProblems
@@ -199,11 +199,12 @@ func policyName(file string, doc []byte) (string, error) {
 }
 
 // send publishes cmd to the control exchange with routing key key, as
-// user, and collects the answers on direct reply-to until wait passed.
+// user, and collects the answers on direct reply-to until wait passed or
+// every node of expected (if any) answered.
 // A refusal of the broker (a user_id that is not the login's: 406
 // PRECONDITION_FAILED; no permission on the exchange: 403) is an error,
 // as is a command that no node's queue is bound to.
-func send(ctx context.Context, conn *amqp.Connection, key, user string, cmd *messages.Command, wait time.Duration) ([]*messages.Event, error) {
+func send(ctx context.Context, conn *amqp.Connection, key, user string, cmd *messages.Command, wait time.Duration, expected []string) ([]*messages.Event, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("open channel: %w", err)
@@ -244,6 +245,10 @@ func send(ctx context.Context, conn *amqp.Connection, key, user string, cmd *mes
 		return nil, fmt.Errorf("the broker did not confirm the command within %s", wait)
 	}
 	var answers []*messages.Event
+	waiting := map[string]bool{}
+	for _, n := range expected {
+		waiting[n] = true
+	}
 	deadline := time.NewTimer(time.Until(cmd.ExpiresAt.AsTime()))
 	defer deadline.Stop()
 	for len(answers) < maxAnswers {
@@ -258,6 +263,10 @@ func send(ctx context.Context, conn *amqp.Connection, key, user string, cmd *mes
 			}
 			if ev, err := decode(d); err == nil && ev.CorrelationId == cmd.Id && ev.GetCommandResult() != nil {
 				answers = append(answers, ev)
+				delete(waiting, ev.Node)
+				if len(expected) > 0 && len(waiting) == 0 {
+					return answers, nil
+				}
 			}
 		case <-deadline.C:
 			return answers, nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,6 +56,12 @@ func (f *fleet) controlUser(t *testing.T, name string) string {
 	return user
 }
 
+func setPermissions(t *testing.T, user, configure, write, read string) {
+	t.Helper()
+	_, err := node.Ctl(context.Background(), "set_permissions", "-p", "/", user, configure, write, read)
+	require.NoError(t, err)
+}
+
 func (f *fleet) config(user string) string { return filepath.Join(f.dir, user+".yaml") }
 
 // dial logs in as user.
@@ -72,6 +79,11 @@ func newFleet(t *testing.T, names ...string) *fleet {
 	t.Helper()
 	f := &fleet{daemons: map[string]*daemon{}, procs: map[string]*proc{}, dir: t.TempDir(), label: randomName("web")}
 	f.ops, f.deployer, f.mall, f.burst = f.controlUser(t, "ops"), f.controlUser(t, "deployer"), f.controlUser(t, "mallory"), f.controlUser(t, "burst")
+	// Operators may write on polar.control and nothing else
+	// (docs/control.md): direct reply-to needs no permission.
+	for _, u := range []string{f.ops, f.deployer, f.mall, f.burst} {
+		setPermissions(t, u, `^$`, `^polar\.control$`, `^$`)
+	}
 	f.target = startObservable(t)
 	for i, name := range names {
 		label := f.label
@@ -87,8 +99,22 @@ control:
     %s: [apply_policy, remove_policy, get_state]
     %s: [get_state]
 `, label, f.ops, f.deployer, f.burst)
-		d := newDaemon(t, f.target, withNode(name), withConfig(control))
+		opts := []daemonOption{withNode(name), withConfig(control)}
+		user := ""
+		if i == 2 {
+			// The last one logs in with the permissions docs/control.md
+			// gives a daemon: its events, its control queue.
+			user = f.controlUser(t, "daemon")
+			opts = append(opts, withLogin(user, filepath.Join(f.dir, user+".password")))
+		}
+		d := newDaemon(t, f.target, opts...)
 		f.daemons[name] = d
+		if user != "" {
+			q := regexp.QuoteMeta
+			events, queue := q(d.exchange)+"|"+q(d.queue), q("polar.control."+name)
+			setPermissions(t, user, "^("+events+`|polar\.control|`+queue+")$", "^("+events+"|"+queue+`|amq\.default)$`,
+				"^("+q(d.exchange)+`|polar\.control|`+queue+")$")
+		}
 		d.declare(t)
 	}
 	t.Cleanup(func() {
@@ -266,6 +292,7 @@ func TestControlChannel(t *testing.T) {
 
 	var firstRevision string
 	t.Run("apply to a group, then a bad version that every node rejects", func(t *testing.T) {
+		events := f.daemons[n1].consume(t)
 		good := filepath.Join(t.TempDir(), "central.yaml")
 		require.NoError(t, os.WriteFile(good, []byte(centralPolicy("central", "1s")), 0o644))
 		code, out := ctl(t, "remote", "apply", good, "--config", f.config(f.deployer), "--group", f.label, "--nodes", n1+","+n2)
@@ -277,6 +304,26 @@ func TestControlChannel(t *testing.T) {
 		}
 		assert.Empty(t, revisionOf(f.daemons[n3].state(t), "central"), "not in the group")
 		firstRevision = revisionOf(f.daemons[n1].state(t), "central")
+		// The events say where the policy came from, and answer the
+		// command through the outbox, correlated with it.
+		require.Eventually(t, func() bool {
+			for _, ev := range events.ofType(messages.TypePolicyApplied) {
+				if out := ev.GetPolicyOutcome(); out.Name == "central" {
+					return out.Origin == messages.PolicyOrigin_POLICY_ORIGIN_CENTRAL && out.Issuer == f.deployer
+				}
+			}
+			return false
+		}, wait, tick, "policy.applied of central, origin central, issuer %s", f.deployer)
+		require.Eventually(t, func() bool {
+			for _, ev := range events.ofType(messages.TypeCommandResult) {
+				res := ev.GetCommandResult()
+				if res.Answered.GetApplyPolicy().GetName() == "central" {
+					return ev.CorrelationId == res.Answered.Id && ev.CausationId == res.Answered.Id &&
+						res.Caller.GetUser() == f.deployer && res.Code == messages.ReturnCode_RETURN_CODE_OK
+				}
+			}
+			return false
+		}, wait, tick, "the command.result of the apply, in the outbox")
 
 		bad := filepath.Join(t.TempDir(), "central.yaml")
 		require.NoError(t, os.WriteFile(bad, []byte(strings.Replace(centralPolicy("central", "2s"), "interval: 2s", "interval: -2s", 1)), 0o644))

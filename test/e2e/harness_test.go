@@ -173,6 +173,15 @@ type daemonConfig struct {
 	limits    string // the limits mapping
 	extra     string // more top-level config keys, as YAML lines
 	node      string // the node name; default e2e-node.example
+	password  string // broker.password_file; default the harness user's
+}
+
+// withLogin logs in as another broker user than the harness's.
+func withLogin(user, passwordFile string) daemonOption {
+	return func(c *daemonConfig) {
+		c.urls = []string{strings.Replace(node.URL(), "observer@", user+"@", 1)}
+		c.password = passwordFile
+	}
 }
 
 // withNode names the node.
@@ -226,7 +235,7 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
 	c := daemonConfig{
 		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
-		urls: []string{node.URL()}, outbox: "{}",
+		urls: []string{node.URL()}, outbox: "{}", password: node.PasswordFile,
 		limits:    "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
 		observers: "    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}\n",
 	}
@@ -263,7 +272,7 @@ broker:
   queues:
     - {name: %s, bindings: ["#"]}
 %s`, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue, c.extra)
+		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.auth, c.password, c.brokerTLS, d.exchange, d.queue, c.extra)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	if target != "" {
 		pol := fmt.Sprintf(`apiVersion: observer.polar/v1
