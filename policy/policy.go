@@ -39,8 +39,8 @@ type Policy struct {
 	// Central is set for a central policy: sent over the control channel
 	// (ApplyPolicy) and read from its cache under state_dir, not from
 	// policy_dir. Issuer is who sent it (the verified broker user).
-	Central bool   `yaml:"-"`
-	Issuer  string `yaml:"-"`
+	Central bool   `yaml:"-" json:",omitempty"`
+	Issuer  string `yaml:"-" json:",omitempty"`
 
 	doc *yamldoc.Document // positions, for problems found after parsing
 }

@@ -123,7 +123,7 @@ func (w *window) put(id string, res *messages.CommandResult, now time.Time) erro
 func (w *window) prune(byID, byTime *bolt.Bucket, n int, now time.Time) (int, error) {
 	cutoff := uint64(now.Add(-w.maxAge).UnixNano())
 	c := byTime.Cursor()
-	for k, _ := c.First(); k != nil && len(k) >= 8; k, _ = c.First() {
+	for k, _ := c.First(); len(k) >= 8; k, _ = c.First() {
 		if n <= w.max && binary.BigEndian.Uint64(k[:8]) >= cutoff {
 			break
 		}
