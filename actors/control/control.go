@@ -19,10 +19,12 @@
 // to its reply_to) only once the answer is in the outbox.
 //
 // A delivery is refused, with one messages.ReturnCode each and a message
-// that never quotes the body, when it is too large, has no user_id, comes
-// from a user control.allow does not name, is not a valid Command, is over
-// its user's rate, has expired, targets other nodes, carries no argument
-// this daemon knows, or is a command its user may not send. A refusal is
+// that never quotes the body, when it is over its sender's rate, too
+// large, has no user_id, comes from a user control.allow does not name, is
+// not a valid Command, has expired, targets other nodes, carries no
+// argument this daemon knows, or is a command its user may not send. A
+// sender over its rate twice over gets no answers (they are bounded too),
+// its deliveries acked. A refusal is
 // acked like any answer: it is never requeued. A command whose id was
 // answered before (a redelivery) is answered again from the window of
 // recent ids (window.go), with repeat set, and nothing is done twice.
@@ -94,9 +96,17 @@ const (
 type Actor struct {
 	opts   Options
 	window *window
-	// rates are the users' buckets, made at the first command of each
-	// user control.allow names (so at most as many as it names).
-	rates map[string]*rate.Limiter
+	// rates are the senders' buckets, made at the first command of each:
+	// one per user control.allow names, and one that every other sender
+	// shares (key ""), so at most as many as it names, plus one. answers
+	// bound, the same way, the refusals of what is over the rate: beyond
+	// them a delivery is acked without an answer, so that no sender can
+	// fill the outbox with answers.
+	rates, answers map[string]*rate.Limiter
+	// unanswered counts the deliveries acked without an answer since the
+	// last log line about them, at most one a second.
+	unanswered int
+	logged     time.Time
 }
 
 // New returns the control actor.
@@ -104,7 +114,7 @@ func New(opts Options) *Actor {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Actor{opts: opts, rates: map[string]*rate.Limiter{}}
+	return &Actor{opts: opts, rates: map[string]*rate.Limiter{}, answers: map[string]*rate.Limiter{}}
 }
 
 // Props for the control actor; each incarnation opens the window anew.
@@ -133,9 +143,22 @@ func (a *Actor) Receive(ctx actor.Context) {
 	}
 }
 
-// answer handles a delivery and emits its answer, whatever came of it.
+// answer handles a delivery and emits its answer, whatever came of it,
+// unless its sender is over its rate twice over.
 func (a *Actor) answer(root *actor.RootContext, d *protocol.ControlDelivery) {
 	res, id := a.handleSafely(root, d)
+	if res == nil {
+		a.unanswered++
+		if now := a.opts.Now(); now.Sub(a.logged) >= time.Second {
+			a.opts.Log.Warn().Int("deliveries", a.unanswered).Str("user", d.UserID).
+				Msg("control: commands far over their sender's rate, acked without an answer")
+			a.unanswered, a.logged = 0, now
+		}
+		if d.Settle != nil {
+			d.Settle(nil)
+		}
+		return
+	}
 	res.Caller = &messages.Caller{Channel: "amqp", User: d.UserID}
 	res.Ok = res.Code == messages.ReturnCode_RETURN_CODE_OK
 	ev := messages.NewEvent(messages.TypeCommandResult)
@@ -169,10 +192,28 @@ func (a *Actor) handleSafely(root *actor.RootContext, d *protocol.ControlDeliver
 }
 
 // handle decides whether the command may run, and runs it; id is the
-// command's id when it has a valid one.
+// command's id when it has a valid one. A nil result: no answer (the
+// sender is far over its rate).
 func (a *Actor) handle(root *actor.RootContext, d *protocol.ControlDelivery) (*messages.CommandResult, string) {
 	now := a.opts.Now()
 	allowed, known := a.opts.Allow[d.UserID]
+	sender := d.UserID
+	if !known {
+		sender = "" // one bucket for every sender control.allow does not name
+	}
+	// First, so that every delivery spends the rate, refused ones too.
+	if !a.bucket(a.rates, sender).AllowN(now, 1) {
+		if !a.bucket(a.answers, sender).AllowN(now, 1) {
+			return nil, ""
+		}
+		id := ""
+		if len(d.Body) <= maxBody {
+			if cmd, err := Decode(d.Body); err == nil {
+				id = cmd.Id
+			}
+		}
+		return refuse(messages.ReturnCode_RETURN_CODE_RATE_LIMITED, "more than %g commands a second from broker user %q; send it again later", a.opts.Rate, d.UserID), id
+	}
 	switch {
 	case len(d.Body) > maxBody:
 		return refuse(messages.ReturnCode_RETURN_CODE_TOO_LARGE, "the message has %d bytes; a command may have at most %d", len(d.Body), maxBody), ""
@@ -212,8 +253,6 @@ func (a *Actor) handle(root *actor.RootContext, d *protocol.ControlDelivery) (*m
 func (a *Actor) decide(root *actor.RootContext, cmd *messages.Command, user string, allowed []string, now time.Time) *messages.CommandResult {
 	name := CommandName(cmd)
 	switch {
-	case !a.rate(user).AllowN(now, 1):
-		return refuse(messages.ReturnCode_RETURN_CODE_RATE_LIMITED, "broker user %q sent more than %g commands a second; send it again later", user, a.opts.Rate)
 	case cmd.ExpiresAt != nil && !now.Before(cmd.ExpiresAt.AsTime()):
 		return refuse(messages.ReturnCode_RETURN_CODE_EXPIRED, "the command expired at %s", cmd.ExpiresAt.AsTime().UTC().Format(time.RFC3339))
 	case !a.targets(cmd.Target):
@@ -377,12 +416,13 @@ func problems(err error) string {
 	return b.String()
 }
 
-// rate is user's bucket.
-func (a *Actor) rate(user string) *rate.Limiter {
-	l := a.rates[user]
+// bucket is sender's bucket in buckets: Rate a second, bursts of twice
+// as many.
+func (a *Actor) bucket(buckets map[string]*rate.Limiter, sender string) *rate.Limiter {
+	l := buckets[sender]
 	if l == nil {
 		l = rate.NewLimiter(rate.Limit(a.opts.Rate), max(1, int(2*a.opts.Rate)))
-		a.rates[user] = l
+		buckets[sender] = l
 	}
 	return l
 }

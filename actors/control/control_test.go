@@ -222,6 +222,33 @@ func TestRateLimitPerUser(t *testing.T) {
 	assert.Equal(t, messages.ReturnCode_RETURN_CODE_NOT_FOUND, result(f.send(t, "deployer", body(t, cmd))).Code)
 }
 
+func TestFarOverTheRateIsAckedWithoutAnswer(t *testing.T) {
+	f := setup(t, func(o *Options) { o.Rate = 1 }) // bursts of 2, and 2 refusals
+	// Senders control.allow does not name share one bucket.
+	var codes []messages.ReturnCode
+	for _, user := range []string{"mallory", "", "eve", "mallory"} {
+		codes = append(codes, result(f.send(t, user, body(t, command(nil)))).Code)
+	}
+	assert.Equal(t, []messages.ReturnCode{messages.ReturnCode_RETURN_CODE_NOT_ALLOWED, messages.ReturnCode_RETURN_CODE_NO_USER,
+		messages.ReturnCode_RETURN_CODE_RATE_LIMITED, messages.ReturnCode_RETURN_CODE_RATE_LIMITED}, codes)
+
+	// Beyond: settled (acked) with no answer, and nothing emitted.
+	before := len(f.state.EventsOf(messages.TypeCommandResult))
+	settled := make(chan *messages.Event, 1)
+	f.sys.Root.Send(f.pid, &protocol.ControlDelivery{Body: body(t, command(nil)), UserID: "mallory",
+		Settle: func(ev *messages.Event) { settled <- ev }})
+	select {
+	case ev := <-settled:
+		assert.Nil(t, ev)
+	case <-time.After(actortest.Wait):
+		t.Fatal("not settled")
+	}
+	assert.Len(t, f.state.EventsOf(messages.TypeCommandResult), before)
+
+	// A user control.allow names has a bucket of its own.
+	assert.Equal(t, messages.ReturnCode_RETURN_CODE_OK, result(f.send(t, "ops", body(t, command(nil)))).Code)
+}
+
 func TestObserverCommandsGoToTheTaskManager(t *testing.T) {
 	f := setup(t)
 	group := &messages.Command_Target{Selector: &messages.Command_Target_Group{Group: "eu"}}
