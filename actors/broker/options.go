@@ -34,7 +34,8 @@ type Options struct {
 	// Control is the control channel's; nil declares and consumes
 	// nothing of it.
 	Control *ControlOptions
-	// ControlActor receives the control channel's deliveries.
+	// ControlActor receives the control channel's deliveries; without
+	// it, Control is not consumed.
 	ControlActor *actor.PID
 	// Gate is closed while a when_full: block outbox is full or cannot be
 	// written.

@@ -175,7 +175,7 @@ func (p *publisher) session(ctx context.Context, l link) error {
 		return err
 	}
 	var controlDone <-chan struct{}
-	if p.o.Control != nil {
+	if p.o.Control != nil && p.deliver != nil {
 		deliveries, err := l.Consume(p.o.Control)
 		if err != nil {
 			l.Close()

@@ -41,7 +41,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
@@ -471,9 +470,3 @@ func firstLine(s string) string {
 
 // WindowPath is the window's file in stateDir.
 func WindowPath(stateDir string) string { return filepath.Join(stateDir, WindowFile) }
-
-// validID reports whether id is a UUIDv7, as a command's id must be.
-func validID(id string) bool {
-	u, err := uuid.Parse(id)
-	return err == nil && u.Version() == 7 && len(id) == 36
-}

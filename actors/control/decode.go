@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polar/observerd/messages"
@@ -54,4 +55,10 @@ func CommandName(cmd *messages.Command) string {
 		return "get_state"
 	}
 	return ""
+}
+
+// validID reports whether id is a UUIDv7, as a command's id must be.
+func validID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.Version() == 7 && len(id) == 36
 }
