@@ -4,6 +4,13 @@
 // declares which policy name, and which files are rejected. What runs,
 // the diff, the totals and the policy events are the task-manager's.
 //
+// With the control channel, it watches the central policies' cache
+// (Options.Central, central.go) as well: its files are read as those of
+// policy_dir, named by their paths as every file is, and parsed as
+// Central policies with their Issuer. One name is held by one file of
+// either directory. It accepts PolicyOwner (who holds a name), answered
+// with an Owner, from the control actor.
+//
 // A change goes through these steps:
 //
 //   - The watcher (fsnotify, on the directory) reports the names of
