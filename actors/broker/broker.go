@@ -15,10 +15,14 @@
 // memory_full; a damaged outbox file, and damaged records of a healthy
 // one (the latter exactly, as drop_oldest's), by ones with policy corrupt.
 //
-// Accepts (actors/protocol): Publish, from the state-manager (no reply);
+// Accepts (actors/protocol): Publish, from the state-manager (no reply;
+// its Accepted, when set, is called once the event is committed);
 // SetOutboxLimit (no reply); GetOutboxStats, replies an OutboxSnapshot.
 // Sends: a BrokerStatus to the state-manager at every change of its
-// connection; closes and opens the observers' Gate.
+// connection; closes and opens the observers' Gate; with Options.Control,
+// a ControlDelivery to Options.ControlActor for each message of the
+// node's control queue, which it consumes on a second channel of its
+// connection (control.go).
 //
 // The mailbox never waits on the network or the disk: it only hands events
 // in. The pipeline (pipeline.go) does the rest in two goroutines that each
