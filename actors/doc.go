@@ -15,6 +15,8 @@
 //	    │                                      (http, prometheus, tcp, process, or a plugin run by package wasm)
 //	    ├── policy-manager         actors/policymanager: watches policy_dir, debounces, reads, owns the names, tells task-manager
 //	    │   └── parser/<file>#<n> ...  one short-lived child per changed file (a crash rejects that file)
+//	    ├── control                actors/control: commands over RabbitMQ (control.enabled only): authorizes by
+//	    │                          user_id, answers every delivery with a command.result, caches central policies
 //	    └── admin                  actors/admin: the admin API on a unix socket (commands, peers checked)
 //	                               and on loopback HTTP (/healthz /readyz /metrics /v1/state only)
 //

@@ -16,6 +16,7 @@ package configs
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -51,6 +52,10 @@ type Config struct {
 	Admin               Admin         `yaml:"admin"`
 	Broker              Broker        `yaml:"broker"`
 	Outbox              Outbox        `yaml:"outbox"`
+	// Labels name the groups the node belongs to: the control channel's
+	// commands for group.<label> reach it (docs/control.md).
+	Labels  []string `yaml:"labels"`
+	Control Control  `yaml:"control"`
 
 	doc *yamldoc.Document // where each key was written, for validation messages
 }
@@ -114,6 +119,23 @@ type Outbox struct {
 	WhenFull string           `yaml:"when_full"` // drop_oldest (default) | block
 }
 
+// Control configures the control channel over the broker connection
+// (docs/control.md): off by default, and then nothing is declared.
+type Control struct {
+	Enabled bool `yaml:"enabled"`
+	// Allow maps a broker user (the AMQP user_id RabbitMQ checked) to the
+	// commands it may send: observe_now, pause, resume, get_state,
+	// apply_policy, remove_policy.
+	Allow map[string][]string `yaml:"allow"`
+	// MaxCommandsPerSecond bounds each user's commands (bursts of twice
+	// as many); default 10.
+	MaxCommandsPerSecond float64 `yaml:"max_commands_per_second"`
+}
+
+// ControlCommands are the commands control.allow may name, as the
+// Command's arguments are named in proto/.
+var ControlCommands = []string{"observe_now", "pause", "resume", "get_state", "apply_policy", "remove_policy"}
+
 // PasswordEnv is the environment variable holding the broker password when
 // broker.password_file is not set.
 const PasswordEnv = "OBSERVERD_AMQP_PASSWORD"
@@ -143,7 +165,8 @@ func Default() *Config {
 			ConfirmWindow: 256,
 			Heartbeat:     yamldoc.Duration(10 * time.Second),
 		},
-		Outbox: Outbox{MaxBytes: yamldoc.GiB, WhenFull: "drop_oldest"},
+		Outbox:  Outbox{MaxBytes: yamldoc.GiB, WhenFull: "drop_oldest"},
+		Control: Control{MaxCommandsPerSecond: 10},
 	}
 	c.Node, _ = os.Hostname() // when unknown, Validate asks for node
 	return c
@@ -289,7 +312,66 @@ func (c *Config) Validate() error {
 		r.Addf("outbox.max_bytes", "must be at least 1MiB, got %s", c.Outbox.MaxBytes)
 	}
 	oneOf(r, "outbox.when_full", c.Outbox.WhenFull, "drop_oldest", "block")
+	c.validateControl(r)
 	return r.Err()
+}
+
+// label is a group label: a word of a routing key (group.<label>).
+var label = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+
+// brokerUser is a RabbitMQ user name as control.allow may name it.
+var brokerUser = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,255}$`)
+
+// maxAllowUsers bounds control.allow: each user has a rate bucket.
+const maxAllowUsers = 256
+
+func (c *Config) validateControl(r *yamldoc.Report) {
+	seen := map[string]bool{}
+	for i, l := range c.Labels {
+		path := fmt.Sprintf("labels[%d]", i)
+		switch {
+		case !label.MatchString(l):
+			r.Addf(path, "invalid label: use up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit")
+		case seen[l]:
+			r.Addf(path, "duplicate label %q", l)
+		}
+		seen[l] = true
+	}
+	ctl := &c.Control
+	if ctl.MaxCommandsPerSecond <= 0 || ctl.MaxCommandsPerSecond > 1000 {
+		r.Addf("control.max_commands_per_second", "must be more than 0 and at most 1000")
+	}
+	if len(ctl.Allow) > maxAllowUsers {
+		r.Addf("control.allow", "has %d users; at most %d", len(ctl.Allow), maxAllowUsers)
+	}
+	for _, user := range slices.Sorted(maps.Keys(ctl.Allow)) {
+		path := "control.allow." + user
+		if !brokerUser.MatchString(user) {
+			r.Addf(path, "invalid broker user name: use letters, digits, '.', '_', '@' and '-'")
+		}
+		for i, cmd := range ctl.Allow[user] {
+			if !slices.Contains(ControlCommands, cmd) {
+				r.Addf(fmt.Sprintf("%s[%d]", path, i), "unknown command; use one of: %s", strings.Join(ControlCommands, ", "))
+			}
+		}
+	}
+	if ctl.Enabled && len(ctl.Allow) == 0 {
+		r.Addf("control.enabled", "the control channel is enabled but control.allow names no user: every command would be refused")
+	}
+}
+
+// ControlQueue is the durable queue of node's commands on the
+// polar.control exchange.
+func ControlQueue(node string) string { return "polar.control." + node }
+
+// ControlKeys are the routing keys that reach node: its own, every
+// node's, and one per label.
+func (c *Config) ControlKeys() []string {
+	keys := []string{"node." + c.Node, "all"}
+	for _, l := range c.Labels {
+		keys = append(keys, "group."+l)
+	}
+	return keys
 }
 
 // oneOf checks an enumerated value.

@@ -54,7 +54,8 @@ func TestExampleLoadsAsDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, c.Broker.Queues)
 	assert.Empty(t, c.AllowedProcessNames)
-	c.Broker.Queues, c.AllowedProcessNames = nil, nil
+	assert.Empty(t, c.Labels)
+	c.Broker.Queues, c.AllowedProcessNames, c.Labels = nil, nil, nil
 	c.File, c.doc = "", nil
 	assert.Equal(t, Default(), c)
 }
@@ -628,4 +629,43 @@ func TestParseReturnsTheConfigWithItsProblems(t *testing.T) {
 	c, err = Parse("t.yaml", []byte("\x00\x01 not yaml"))
 	require.Error(t, err)
 	assert.Nil(t, c)
+}
+
+func TestControlValues(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"labels", "labels: [web, Web, 'a b', web, '-x']", []string{
+			`t.yaml:1:15: labels[1]: invalid label: use up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit`,
+			`t.yaml:1:20: labels[2]: invalid label: use up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit`,
+			`t.yaml:1:27: labels[3]: duplicate label "web"`,
+			`t.yaml:1:32: labels[4]: invalid label: use up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit`}},
+		{"enabled without users", "control: {enabled: true}", []string{
+			`t.yaml:1:20: control.enabled: the control channel is enabled but control.allow names no user: every command would be refused`}},
+		{"unknown commands and users", "control:\n  allow:\n    ops: [pause, reboot]\n    'bad user': [get_state]", []string{
+			`t.yaml:2:3: control.allow.bad user: invalid broker user name: use letters, digits, '.', '_', '@' and '-'`,
+			`t.yaml:3:18: control.allow.ops[1]: unknown command; use one of: observe_now, pause, resume, get_state, apply_policy, remove_policy`}},
+		{"rate", "control: {max_commands_per_second: 0}", []string{
+			`t.yaml:1:36: control.max_commands_per_second: must be more than 0 and at most 1000`}},
+		{"every problem at once", "labels: [A]\ncontrol:\n  enabled: true\n  max_commands_per_second: 5000\n  allow: {ops: [halt]}", []string{
+			`t.yaml:1:10: labels[0]: invalid label: use up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit`,
+			`t.yaml:4:28: control.max_commands_per_second: must be more than 0 and at most 1000`,
+			`t.yaml:5:17: control.allow.ops[0]: unknown command; use one of: observe_now, pause, resume, get_state, apply_policy, remove_policy`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.yaml))
+			require.Error(t, err)
+			assert.Equal(t, tt.want, lines(err, ""))
+		})
+	}
+}
+
+func TestControlKeys(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("node: web-1\nlabels: [web, eu]\ncontrol: {enabled: true, allow: {ops: [get_state]}}"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"node.web-1", "all", "group.web", "group.eu"}, c.ControlKeys())
+	assert.Equal(t, "polar.control.web-1", ControlQueue(c.Node))
 }

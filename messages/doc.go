@@ -5,7 +5,9 @@
 // adds; routing keys; the CloudEvents sequence and dataschema). It is a
 // leaf: it imports no package of the daemon, so that consumers and plugin
 // tools can import it alone, and it builds for wasip1. docs/events.md is
-// its reference.
+// its reference; docs/control.md that of the control channel's Command
+// (command.pb.go), which operators' tools publish and the daemon answers
+// with a command.result.
 //
 // The messages that travel between the daemon's actors are in
 // actors/protocol.

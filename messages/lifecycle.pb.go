@@ -78,6 +78,56 @@ func (ObserverState) EnumDescriptor() ([]byte, []int) {
 	return file_polar_observer_v1_lifecycle_proto_rawDescGZIP(), []int{0}
 }
 
+// PolicyOrigin is where a policy came from.
+type PolicyOrigin int32
+
+const (
+	PolicyOrigin_POLICY_ORIGIN_UNSPECIFIED PolicyOrigin = 0
+	PolicyOrigin_POLICY_ORIGIN_LOCAL       PolicyOrigin = 1 // a file of policy_dir
+	PolicyOrigin_POLICY_ORIGIN_CENTRAL     PolicyOrigin = 2 // ApplyPolicy over the control channel
+)
+
+// Enum value maps for PolicyOrigin.
+var (
+	PolicyOrigin_name = map[int32]string{
+		0: "POLICY_ORIGIN_UNSPECIFIED",
+		1: "POLICY_ORIGIN_LOCAL",
+		2: "POLICY_ORIGIN_CENTRAL",
+	}
+	PolicyOrigin_value = map[string]int32{
+		"POLICY_ORIGIN_UNSPECIFIED": 0,
+		"POLICY_ORIGIN_LOCAL":       1,
+		"POLICY_ORIGIN_CENTRAL":     2,
+	}
+)
+
+func (x PolicyOrigin) Enum() *PolicyOrigin {
+	p := new(PolicyOrigin)
+	*p = x
+	return p
+}
+
+func (x PolicyOrigin) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PolicyOrigin) Descriptor() protoreflect.EnumDescriptor {
+	return file_polar_observer_v1_lifecycle_proto_enumTypes[1].Descriptor()
+}
+
+func (PolicyOrigin) Type() protoreflect.EnumType {
+	return &file_polar_observer_v1_lifecycle_proto_enumTypes[1]
+}
+
+func (x PolicyOrigin) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PolicyOrigin.Descriptor instead.
+func (PolicyOrigin) EnumDescriptor() ([]byte, []int) {
+	return file_polar_observer_v1_lifecycle_proto_rawDescGZIP(), []int{1}
+}
+
 // StateChange is the payload of state.changed; causation_id is the
 // observation that caused it.
 type StateChange struct {
@@ -183,8 +233,15 @@ type PolicyOutcome struct {
 	Removed []string `protobuf:"bytes,9,rep,name=removed,proto3" json:"removed,omitempty"`
 	// The revision still in force after a rejection (empty when none).
 	PreviousRevision string `protobuf:"bytes,10,opt,name=previous_revision,json=previousRevision,proto3" json:"previous_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Where the policy came from: a file of policy_dir, or a central policy
+	// sent with ApplyPolicy over the control channel (cached under
+	// state_dir). Unspecified in events of daemons older than the field.
+	Origin PolicyOrigin `protobuf:"varint,11,opt,name=origin,proto3,enum=polar.observer.v1.PolicyOrigin" json:"origin,omitempty"`
+	// For a central policy, the broker user who sent it (the command's
+	// verified AMQP user_id); empty for a local file.
+	Issuer        string `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PolicyOutcome) Reset() {
@@ -283,6 +340,20 @@ func (x *PolicyOutcome) GetRemoved() []string {
 func (x *PolicyOutcome) GetPreviousRevision() string {
 	if x != nil {
 		return x.PreviousRevision
+	}
+	return ""
+}
+
+func (x *PolicyOutcome) GetOrigin() PolicyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return PolicyOrigin_POLICY_ORIGIN_UNSPECIFIED
+}
+
+func (x *PolicyOutcome) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
 	}
 	return ""
 }
@@ -573,7 +644,18 @@ type CommandResult struct {
 	Ok      bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
 	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	// Who sent the command, as the daemon verified it.
-	Caller        *Caller `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
+	Caller *Caller `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
+	// 0 for success, else the kind of failure. ok is code == 0.
+	Code ReturnCode `protobuf:"varint,6,opt,name=code,proto3,enum=polar.observer.v1.ReturnCode" json:"code,omitempty"`
+	// What the command produced: for GetState, the JSON of /v1/state.
+	Output []byte `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`
+	// The command answered, as it was decoded (the control channel's; unset
+	// for the admin socket's). Its ApplyPolicy document is left out: the
+	// result names the policy, and the file is in the cache.
+	Answered *Command `protobuf:"bytes,8,opt,name=answered,proto3" json:"answered,omitempty"`
+	// Set when the command's id was answered before (a redelivery): this is
+	// the same answer, and nothing was done again.
+	Repeat        bool `protobuf:"varint,9,opt,name=repeat,proto3" json:"repeat,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,16 +725,47 @@ func (x *CommandResult) GetCaller() *Caller {
 	return nil
 }
 
+func (x *CommandResult) GetCode() ReturnCode {
+	if x != nil {
+		return x.Code
+	}
+	return ReturnCode_RETURN_CODE_OK
+}
+
+func (x *CommandResult) GetOutput() []byte {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *CommandResult) GetAnswered() *Command {
+	if x != nil {
+		return x.Answered
+	}
+	return nil
+}
+
+func (x *CommandResult) GetRepeat() bool {
+	if x != nil {
+		return x.Repeat
+	}
+	return false
+}
+
 // Caller is the verified sender of a command.
 type Caller struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How the command arrived: "unix" (the admin socket).
+	// How the command arrived: "unix" (the admin socket) or "amqp" (the
+	// control channel).
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// The peer's credentials, read from the socket (SO_PEERCRED).
 	Uid int64 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
 	Gid int64 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
 	Pid int64 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
-	// The user name of uid, when the host knows it.
+	// The user name of uid, when the host knows it; on the control channel
+	// the AMQP user_id, which RabbitMQ checked against the sender's login
+	// (uid, gid and pid are 0 there).
 	User          string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -841,7 +954,7 @@ var File_polar_observer_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
-	"!polar/observer/v1/lifecycle.proto\x12\x11polar.observer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a$polar/observer/v1/observations.proto\"\xae\x02\n" +
+	"!polar/observer/v1/lifecycle.proto\x12\x11polar.observer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fpolar/observer/v1/command.proto\x1a$polar/observer/v1/observations.proto\"\xae\x02\n" +
 	"\vStateChange\x12\x1a\n" +
 	"\bobserver\x18\x01 \x01(\tR\bobserver\x12=\n" +
 	"\told_state\x18\x02 \x01(\x0e2 .polar.observer.v1.ObserverStateR\boldState\x12=\n" +
@@ -849,7 +962,7 @@ const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\x14consecutive_failures\x18\x04 \x01(\x05R\x13consecutiveFailures\x12:\n" +
 	"\vlast_result\x18\x05 \x01(\x0e2\x19.polar.observer.v1.ResultR\n" +
 	"lastResult\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x8e\x02\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xdf\x02\n" +
 	"\rPolicyOutcome\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12\x12\n" +
@@ -861,7 +974,9 @@ const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\aupdated\x18\b \x03(\tR\aupdated\x12\x18\n" +
 	"\aremoved\x18\t \x03(\tR\aremoved\x12+\n" +
 	"\x11previous_revision\x18\n" +
-	" \x01(\tR\x10previousRevision\"\xf5\x01\n" +
+	" \x01(\tR\x10previousRevision\x127\n" +
+	"\x06origin\x18\v \x01(\x0e2\x1f.polar.observer.v1.PolicyOriginR\x06origin\x12\x16\n" +
+	"\x06issuer\x18\f \x01(\tR\x06issuer\"\xf5\x01\n" +
 	"\x11ObserverLifecycle\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1a\n" +
 	"\bobserver\x18\x02 \x01(\tR\bobserver\x12\x12\n" +
@@ -881,13 +996,17 @@ const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1a\n" +
 	"\bpolicies\x18\x04 \x03(\tR\bpolicies\x12#\n" +
-	"\routbox_events\x18\x05 \x01(\x04R\foutboxEvents\"\x9e\x01\n" +
+	"\routbox_events\x18\x05 \x01(\x04R\foutboxEvents\"\xb9\x02\n" +
 	"\rCommandResult\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\tR\acommand\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x121\n" +
-	"\x06caller\x18\x05 \x01(\v2\x19.polar.observer.v1.CallerR\x06caller\"l\n" +
+	"\x06caller\x18\x05 \x01(\v2\x19.polar.observer.v1.CallerR\x06caller\x121\n" +
+	"\x04code\x18\x06 \x01(\x0e2\x1d.polar.observer.v1.ReturnCodeR\x04code\x12\x16\n" +
+	"\x06output\x18\a \x01(\fR\x06output\x126\n" +
+	"\banswered\x18\b \x01(\v2\x1a.polar.observer.v1.CommandR\banswered\x12\x16\n" +
+	"\x06repeat\x18\t \x01(\bR\x06repeat\"l\n" +
 	"\x06Caller\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\x03R\x03uid\x12\x10\n" +
@@ -909,7 +1028,11 @@ const file_polar_observer_v1_lifecycle_proto_rawDesc = "" +
 	"\x16OBSERVER_STATE_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11OBSERVER_STATE_UP\x10\x02\x12\x1b\n" +
 	"\x17OBSERVER_STATE_DEGRADED\x10\x03\x12\x17\n" +
-	"\x13OBSERVER_STATE_DOWN\x10\x04B.Z,github.com/polar/observerd/messages;messagesb\x06proto3"
+	"\x13OBSERVER_STATE_DOWN\x10\x04*a\n" +
+	"\fPolicyOrigin\x12\x1d\n" +
+	"\x19POLICY_ORIGIN_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13POLICY_ORIGIN_LOCAL\x10\x01\x12\x19\n" +
+	"\x15POLICY_ORIGIN_CENTRAL\x10\x02B.Z,github.com/polar/observerd/messages;messagesb\x06proto3"
 
 var (
 	file_polar_observer_v1_lifecycle_proto_rawDescOnce sync.Once
@@ -923,34 +1046,40 @@ func file_polar_observer_v1_lifecycle_proto_rawDescGZIP() []byte {
 	return file_polar_observer_v1_lifecycle_proto_rawDescData
 }
 
-var file_polar_observer_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_polar_observer_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_polar_observer_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_polar_observer_v1_lifecycle_proto_goTypes = []any{
 	(ObserverState)(0),          // 0: polar.observer.v1.ObserverState
-	(*StateChange)(nil),         // 1: polar.observer.v1.StateChange
-	(*PolicyOutcome)(nil),       // 2: polar.observer.v1.PolicyOutcome
-	(*ObserverLifecycle)(nil),   // 3: polar.observer.v1.ObserverLifecycle
-	(*OutboxOverflow)(nil),      // 4: polar.observer.v1.OutboxOverflow
-	(*DaemonLifecycle)(nil),     // 5: polar.observer.v1.DaemonLifecycle
-	(*CommandResult)(nil),       // 6: polar.observer.v1.CommandResult
-	(*Caller)(nil),              // 7: polar.observer.v1.Caller
-	(*PolicyThrottled)(nil),     // 8: polar.observer.v1.PolicyThrottled
-	(Result)(0),                 // 9: polar.observer.v1.Result
-	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
+	(PolicyOrigin)(0),           // 1: polar.observer.v1.PolicyOrigin
+	(*StateChange)(nil),         // 2: polar.observer.v1.StateChange
+	(*PolicyOutcome)(nil),       // 3: polar.observer.v1.PolicyOutcome
+	(*ObserverLifecycle)(nil),   // 4: polar.observer.v1.ObserverLifecycle
+	(*OutboxOverflow)(nil),      // 5: polar.observer.v1.OutboxOverflow
+	(*DaemonLifecycle)(nil),     // 6: polar.observer.v1.DaemonLifecycle
+	(*CommandResult)(nil),       // 7: polar.observer.v1.CommandResult
+	(*Caller)(nil),              // 8: polar.observer.v1.Caller
+	(*PolicyThrottled)(nil),     // 9: polar.observer.v1.PolicyThrottled
+	(Result)(0),                 // 10: polar.observer.v1.Result
+	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
+	(ReturnCode)(0),             // 12: polar.observer.v1.ReturnCode
+	(*Command)(nil),             // 13: polar.observer.v1.Command
 }
 var file_polar_observer_v1_lifecycle_proto_depIdxs = []int32{
 	0,  // 0: polar.observer.v1.StateChange.old_state:type_name -> polar.observer.v1.ObserverState
 	0,  // 1: polar.observer.v1.StateChange.new_state:type_name -> polar.observer.v1.ObserverState
-	9,  // 2: polar.observer.v1.StateChange.last_result:type_name -> polar.observer.v1.Result
-	10, // 3: polar.observer.v1.ObserverLifecycle.backoff:type_name -> google.protobuf.Duration
-	10, // 4: polar.observer.v1.ObserverLifecycle.window:type_name -> google.protobuf.Duration
-	7,  // 5: polar.observer.v1.CommandResult.caller:type_name -> polar.observer.v1.Caller
-	10, // 6: polar.observer.v1.PolicyThrottled.window:type_name -> google.protobuf.Duration
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 2: polar.observer.v1.StateChange.last_result:type_name -> polar.observer.v1.Result
+	1,  // 3: polar.observer.v1.PolicyOutcome.origin:type_name -> polar.observer.v1.PolicyOrigin
+	11, // 4: polar.observer.v1.ObserverLifecycle.backoff:type_name -> google.protobuf.Duration
+	11, // 5: polar.observer.v1.ObserverLifecycle.window:type_name -> google.protobuf.Duration
+	8,  // 6: polar.observer.v1.CommandResult.caller:type_name -> polar.observer.v1.Caller
+	12, // 7: polar.observer.v1.CommandResult.code:type_name -> polar.observer.v1.ReturnCode
+	13, // 8: polar.observer.v1.CommandResult.answered:type_name -> polar.observer.v1.Command
+	11, // 9: polar.observer.v1.PolicyThrottled.window:type_name -> google.protobuf.Duration
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_polar_observer_v1_lifecycle_proto_init() }
@@ -958,13 +1087,14 @@ func file_polar_observer_v1_lifecycle_proto_init() {
 	if File_polar_observer_v1_lifecycle_proto != nil {
 		return
 	}
+	file_polar_observer_v1_command_proto_init()
 	file_polar_observer_v1_observations_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_polar_observer_v1_lifecycle_proto_rawDesc), len(file_polar_observer_v1_lifecycle_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,

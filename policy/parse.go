@@ -181,6 +181,9 @@ func (p *Policy) DuplicateOf(first *Policy) *yamldoc.Problem {
 		first.File, first.doc.Line("metadata.name"))
 }
 
+// NameLine is the line of the policy's metadata.name in its file.
+func (p *Policy) NameLine() int { return p.doc.Line("metadata.name") }
+
 // complete applies the defaults that depend on other values (those of
 // the observers' sections through their Completer), and records each
 // observer's line and section.

@@ -36,6 +36,11 @@ type Policy struct {
 	Spec       Spec     `yaml:"spec" schema:"required"`
 	File       string   `yaml:"-"` // the file it came from
 	Revision   string   `yaml:"-"` // canonical revision hash, set by Parse
+	// Central is set for a central policy: sent over the control channel
+	// (ApplyPolicy) and read from its cache under state_dir, not from
+	// policy_dir. Issuer is who sent it (the verified broker user).
+	Central bool   `yaml:"-" json:",omitempty"`
+	Issuer  string `yaml:"-" json:",omitempty"`
 
 	doc *yamldoc.Document // positions, for problems found after parsing
 }

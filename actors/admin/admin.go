@@ -209,8 +209,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 
 // start serves the socket and the TCP address, whichever is set.
 func (a *Actor) start(root *actor.RootContext) error {
-	a.state = newCached(a.opts.Now, func() (*protocol.Snapshot, error) { return a.snapshot(root) })
-	a.outbox = newCached(a.opts.Now, func() (*protocol.OutboxSnapshot, error) { return a.askOutbox(root), nil })
+	a.state = newCached(a.opts.Now, func() (*protocol.Snapshot, error) { return protocol.AskSnapshot(root, a.opts.State, askTimeout) })
+	a.outbox = newCached(a.opts.Now, func() (*protocol.OutboxSnapshot, error) {
+		return protocol.AskOutbox(root, a.opts.Broker, askTimeout), nil
+	})
 	if a.opts.Socket != "" {
 		gid, group := -1, os.Getegid()
 		if a.opts.SocketGroup != "" {
@@ -362,7 +364,7 @@ func (a *Actor) routes(root *actor.RootContext, ch channel) *http.ServeMux {
 // the names.
 func (a *Actor) handleCommand(root *actor.RootContext, w http.ResponseWriter, r *http.Request) {
 	name, pol, obs := r.PathValue("command"), r.PathValue("policy"), r.PathValue("observer")
-	newMsg, known := commands[name]
+	_, known := protocol.ObserverCommands[name]
 	switch {
 	case !a.shared.commands.AllowN(a.opts.Now(), 1):
 		a.tooMany(w, overUnix, fmt.Sprintf("too many commands: at most %g a second (bursts of %d); retry in a second", float64(commandRate), commandBurst))
@@ -372,7 +374,7 @@ func (a *Actor) handleCommand(root *actor.RootContext, w http.ResponseWriter, r 
 		a.refuse(w, overUnix, http.StatusBadRequest, "invalid name",
 			"invalid policy or observer name: each has up to 63 lower-case letters, digits, '-' and '_', beginning and ending with a letter or digit")
 	default:
-		res := a.command(root, name, newMsg(pol, obs), pol+"/"+obs, peerOf(r.Context()).caller())
+		res := a.command(root, name, pol, obs, peerOf(r.Context()).caller())
 		// The caller's next read shows what the command did.
 		a.state.forget()
 		code := http.StatusOK
@@ -390,63 +392,19 @@ func (a *Actor) refuse(w http.ResponseWriter, ch channel, code int, reason, mess
 	writeJSON(w, code, map[string]string{"error": message})
 }
 
-func (a *Actor) snapshot(root *actor.RootContext) (*protocol.Snapshot, error) {
-	res, err := root.RequestFuture(a.opts.State, &protocol.GetState{}, askTimeout).Result()
-	if err != nil {
-		return nil, fmt.Errorf("ask state-manager: %w", err)
-	}
-	s, ok := res.(*protocol.Snapshot)
-	if !ok {
-		return nil, fmt.Errorf("ask state-manager: unexpected answer %T", res)
-	}
-	return s, nil
-}
-
-// commands are the observer commands of POST /v1/observers/P/O/COMMAND.
-var commands = map[string]func(policy, observer string) any{
-	"pause":   func(p, o string) any { return &protocol.Pause{Policy: p, Observer: o} },
-	"resume":  func(p, o string) any { return &protocol.Resume{Policy: p, Observer: o} },
-	"observe": func(p, o string) any { return &protocol.ObserveNow{Policy: p, Observer: o} },
-}
-
 // command has the task-manager carry out an observer command, and records
 // it, with its caller, as a command.result event and a log line, whatever
 // came of it.
-func (a *Actor) command(root *actor.RootContext, name string, msg any, target string, caller *messages.Caller) *messages.CommandResult {
-	res := &messages.CommandResult{Command: name, Target: target, Caller: caller}
-	answer, err := root.RequestFuture(a.opts.Task, msg, askTimeout).Result()
-	done, _ := answer.(*protocol.CommandDone)
-	switch {
-	case err != nil:
-		res.Message = fmt.Sprintf("ask task-manager: %v", err)
-	case done == nil:
-		res.Message = fmt.Sprintf("ask task-manager: unexpected answer %T", answer)
-	case done.Err != nil:
-		res.Message = done.Err.Error()
-	default:
-		res.Ok = true
-	}
+func (a *Actor) command(root *actor.RootContext, name, pol, obs string, caller *messages.Caller) *messages.CommandResult {
+	res := protocol.RunObserverCommand(root, a.opts.Task, name, pol, obs, askTimeout)
+	res.Caller = caller
 	ev := messages.NewEvent(messages.TypeCommandResult)
 	ev.Data = &messages.Event_CommandResult{CommandResult: res}
 	root.Send(a.opts.State, &protocol.Emit{From: protocol.ActorEmitter(protocol.Admin), Event: ev})
-	a.opts.Log.Info().Str("command", name).Str("target", target).Bool("ok", res.Ok).Str("result", res.Message).
+	a.opts.Log.Info().Str("command", name).Str("target", res.Target).Bool("ok", res.Ok).Str("result", res.Message).
 		Str("channel", caller.GetChannel()).Int64("uid", caller.GetUid()).Int64("gid", caller.GetGid()).
 		Int64("pid", caller.GetPid()).Str("user", caller.GetUser()).Msg("command")
 	return res
-}
-
-// askOutbox asks the broker for its outbox's counters; nil when it does
-// not answer (restarting, or busy past askTimeout).
-func (a *Actor) askOutbox(root *actor.RootContext) *protocol.OutboxSnapshot {
-	if a.opts.Broker == nil {
-		return nil
-	}
-	res, err := root.RequestFuture(a.opts.Broker, &protocol.GetOutboxStats{}, askTimeout).Result()
-	st, ok := res.(*protocol.OutboxSnapshot)
-	if err != nil || !ok {
-		return nil
-	}
-	return st
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -15,10 +15,14 @@
 // memory_full; a damaged outbox file, and damaged records of a healthy
 // one (the latter exactly, as drop_oldest's), by ones with policy corrupt.
 //
-// Accepts (actors/protocol): Publish, from the state-manager (no reply);
+// Accepts (actors/protocol): Publish, from the state-manager (no reply;
+// its Accepted, when set, is called once the event is committed);
 // SetOutboxLimit (no reply); GetOutboxStats, replies an OutboxSnapshot.
 // Sends: a BrokerStatus to the state-manager at every change of its
-// connection; closes and opens the observers' Gate.
+// connection; closes and opens the observers' Gate; with Options.Control,
+// a ControlDelivery to Options.ControlActor for each message of the
+// node's control queue, which it consumes on a second channel of its
+// connection (control.go).
 //
 // The mailbox never waits on the network or the disk: it only hands events
 // in. The pipeline (pipeline.go) does the rest in two goroutines that each
@@ -81,7 +85,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		// What was committed stays in the outbox for the next incarnation.
 		a.stop(0)
 	case *protocol.Publish:
-		a.pipe.Accept(msg.Event)
+		a.pipe.Accept(msg.Event, msg.Accepted)
 	case *protocol.GetOutboxStats:
 		st := a.opts.Outbox.Stats()
 		ctx.Respond(&protocol.OutboxSnapshot{Events: st.Events, Bytes: st.Bytes, LastSequence: st.LastSequence})
@@ -101,6 +105,9 @@ func (a *Actor) start(ctx actor.Context) {
 			root.Send(state, &s)
 		}
 	}, a.dial)
+	if ctl := a.opts.ControlActor; ctl != nil {
+		a.pipe.publisher.deliver = func(d *protocol.ControlDelivery) { root.Send(ctl, d) }
+	}
 	a.pipe.start()
 	st := ob.Stats()
 	a.opts.Log.Info().Int("outbox_events", st.Events).Uint64("last_sequence", st.LastSequence).Msg("broker started")

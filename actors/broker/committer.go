@@ -154,6 +154,11 @@ func (c *committer) commit() bool {
 		c.setOutboxError("")
 	}
 	c.metrics.accept(batch)
+	for _, pe := range pending {
+		if pe.accepted != nil {
+			pe.accepted(pe.ev)
+		}
+	}
 	c.reports, c.deletes = nil, nil
 	c.dropped(dropped)
 	// The events dropped from memory are reported once the outbox takes

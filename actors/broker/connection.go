@@ -34,6 +34,13 @@ type link interface {
 	Returns() <-chan amqp.Return
 	Blocked() <-chan amqp.Blocking
 	Closed() <-chan *amqp.Error
+	// Consume opens the control channel, a second channel of the
+	// connection (control.go), declares its topology and consumes the
+	// node's queue; the deliveries end when that channel or the
+	// connection closes.
+	Consume(c *ControlOptions) (<-chan amqp.Delivery, error)
+	// Reply sends msg to a direct reply-to address on the control channel.
+	Reply(ctx context.Context, to string, msg amqp.Publishing) error
 	// Close closes the connection politely, and its socket when that
 	// does not finish within closeTimeout.
 	Close()
@@ -70,6 +77,7 @@ type amqpLink struct {
 	raw net.Conn
 
 	ch      *amqp.Channel
+	replies *amqp.Channel // the control channel's reply copies, opened at the first
 	returns chan amqp.Return
 	blocked chan amqp.Blocking
 	closed  chan *amqp.Error

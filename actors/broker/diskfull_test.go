@@ -69,7 +69,7 @@ func TestDiskFullBoundsPendingAndReportsWhatItDropped(t *testing.T) {
 			// cannot.
 			sent := events(3 * (1 << 20) / 60)
 			for _, ev := range sent {
-				p.Accept(ev)
+				p.Accept(ev, nil)
 			}
 			assert.LessOrEqual(t, p.intake.pendingBytes(), pendingLimit(limit), "pending is bounded")
 			require.Eventually(t, func() bool { _, last := status.outboxErrors(); return last != "" }, within, 10*time.Millisecond,
@@ -138,7 +138,7 @@ func TestStopWhileTheOutboxCannotBeWrittenDoesNotHang(t *testing.T) {
 	p.start()
 	tmpfs.Fill(t, dir)
 	for _, ev := range events(20000) {
-		p.Accept(ev)
+		p.Accept(ev, nil)
 	}
 	require.Eventually(t, func() bool { _, last := status.outboxErrors(); return last != "" }, within, 10*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -23,10 +23,11 @@ type fakeBroker struct {
 	t      testing.TB
 	window int // the pipeline's ConfirmWindow: what its returns channel holds
 
-	mu      sync.Mutex
-	down    error // dials fail with it while set
-	openErr error // the next Open fails with it
-	links   chan *fakeLink
+	mu         sync.Mutex
+	down       error // dials fail with it while set
+	openErr    error // the next Open fails with it
+	consumeErr error // the next Consume fails with it
+	links      chan *fakeLink
 }
 
 func newFakeBroker(t testing.TB, window int) *fakeBroker {
@@ -41,14 +42,18 @@ func (b *fakeBroker) dial(context.Context) (link, error) {
 		return nil, b.down
 	}
 	l := &fakeLink{
-		t:         b.t,
-		openErr:   b.openErr,
-		published: make(chan *fakePub, 1<<14),
-		returns:   make(chan amqp.Return, returnsBuffer(b.window)),
-		blocked:   make(chan amqp.Blocking, 1),
-		closed:    make(chan *amqp.Error, 1),
+		t:          b.t,
+		openErr:    b.openErr,
+		consumeErr: b.consumeErr,
+		control:    make(chan amqp.Delivery, 64),
+		acks:       make(chan uint64, 64),
+		replies:    make(chan fakeReply, 64),
+		published:  make(chan *fakePub, 1<<14),
+		returns:    make(chan amqp.Return, returnsBuffer(b.window)),
+		blocked:    make(chan amqp.Blocking, 1),
+		closed:     make(chan *amqp.Error, 1),
 	}
-	b.openErr = nil
+	b.openErr, b.consumeErr = nil, nil
 	select {
 	case b.links <- l:
 	default:
@@ -102,6 +107,16 @@ type fakeLink struct {
 	blocked   chan amqp.Blocking
 	closed    chan *amqp.Error
 
+	// The control channel: deliveries the test sends, the delivery tags
+	// acked, the reply copies sent.
+	consumeErr error
+	consumed   *ControlOptions
+	// controlClosed: the deliveries ended (l.mu).
+	controlClosed bool
+	control       chan amqp.Delivery
+	acks          chan uint64
+	replies       chan fakeReply
+
 	mu          sync.Mutex
 	opened      bool
 	gone        bool          // closed, aborted or lost: no more publishing
@@ -154,6 +169,69 @@ func (l *fakeLink) Publish(_ context.Context, exchange, key string, msg amqp.Pub
 	return p, nil
 }
 
+func (l *fakeLink) Consume(c *ControlOptions) (<-chan amqp.Delivery, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.consumeErr != nil {
+		return nil, l.consumeErr
+	}
+	l.consumed = c
+	return l.control, nil
+}
+
+func (l *fakeLink) Reply(_ context.Context, to string, msg amqp.Publishing) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gone {
+		return amqp.ErrClosed
+	}
+	l.replies <- fakeReply{to: to, msg: msg}
+	return nil
+}
+
+// fakeReply is a reply copy the control channel sent.
+type fakeReply struct {
+	to  string
+	msg amqp.Publishing
+}
+
+// deliver sends a command to the control channel as RabbitMQ would, with
+// delivery tag tag.
+func (l *fakeLink) deliver(tag uint64, userID, replyTo string, body []byte) {
+	l.control <- amqp.Delivery{Acknowledger: fakeAcker{l}, DeliveryTag: tag, UserId: userID, ReplyTo: replyTo, Body: body}
+}
+
+// loseControl closes the control channel alone, as a channel error does.
+func (l *fakeLink) loseControl() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.controlClosed = true
+	close(l.control)
+}
+
+// fakeAcker records the acks of the control channel's deliveries.
+type fakeAcker struct{ l *fakeLink }
+
+func (a fakeAcker) Ack(tag uint64, _ bool) error {
+	a.l.mu.Lock()
+	defer a.l.mu.Unlock()
+	if a.l.gone {
+		return amqp.ErrClosed
+	}
+	a.l.acks <- tag
+	return nil
+}
+
+func (a fakeAcker) Nack(uint64, bool, bool) error {
+	a.l.t.Error("fake link: a control delivery was nacked")
+	return nil
+}
+
+func (a fakeAcker) Reject(uint64, bool) error {
+	a.l.t.Error("fake link: a control delivery was rejected")
+	return nil
+}
+
 func (l *fakeLink) Returns() <-chan amqp.Return   { return l.returns }
 func (l *fakeLink) Blocked() <-chan amqp.Blocking { return l.blocked }
 func (l *fakeLink) Closed() <-chan *amqp.Error    { return l.closed }
@@ -186,6 +264,10 @@ func (l *fakeLink) shutdown(err *amqp.Error) {
 		l.closed <- err
 	}
 	close(l.returns)
+	if l.consumed != nil && !l.controlClosed {
+		l.controlClosed = true
+		close(l.control)
+	}
 	for p := range l.outstanding {
 		p.settle(false)
 	}

@@ -37,10 +37,12 @@ type intake struct {
 	unsettled Dropped
 }
 
-// pendingEvent is an event waiting for a commit with its encoded size.
+// pendingEvent is an event waiting for a commit with its encoded size,
+// and who wants to know when it is accepted (protocol.Publish.Accepted).
 type pendingEvent struct {
-	ev   *messages.Event
-	size int64
+	ev       *messages.Event
+	size     int64
+	accepted func(*messages.Event)
 }
 
 // The bound of pending: what arrives during one fsync, normally; while the
@@ -63,8 +65,9 @@ func newIntake(outbox *Outbox, m *metrics, log zerolog.Logger, wake chan struct{
 	return &intake{outbox: outbox, metrics: m, log: log, wake: wake}
 }
 
-// add queues ev for the committer.
-func (in *intake) add(ev *messages.Event) {
+// add queues ev for the committer; accepted (if not nil) is called once
+// it is committed.
+func (in *intake) add(ev *messages.Event, accepted func(*messages.Event)) {
 	size := int64(proto.Size(ev))
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -72,7 +75,7 @@ func (in *intake) add(ev *messages.Event) {
 		in.log.Error().Str("event", ev.Id).Str("type", ev.Type).Msg("event after broker stop, not accepted")
 		return
 	}
-	in.events = append(in.events, pendingEvent{ev: ev, size: size})
+	in.events = append(in.events, pendingEvent{ev: ev, size: size, accepted: accepted})
 	in.bytes += size
 	in.trim()
 	wake(in.wake)

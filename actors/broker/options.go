@@ -35,6 +35,12 @@ type Options struct {
 	ConfirmWindow int
 	Heartbeat     time.Duration
 	Queues        []configs.Queue
+	// Control is the control channel's; nil declares and consumes
+	// nothing of it.
+	Control *ControlOptions
+	// ControlActor receives the control channel's deliveries; without
+	// it, Control is not consumed.
+	ControlActor *actor.PID
 	// Gate is closed while a when_full: block outbox is full or cannot be
 	// written.
 	Gate *protocol.Gate
@@ -98,11 +104,21 @@ func OptionsFrom(cfg *configs.Config, version, envPassword string, outbox *Outbo
 		ConfirmWindow: cfg.Broker.ConfirmWindow,
 		Heartbeat:     time.Duration(cfg.Broker.Heartbeat),
 		Queues:        cfg.Broker.Queues,
+		Control:       controlOf(cfg),
 		Gate:          gate,
 		DrainTimeout:  8 * time.Second,
 		State:         state,
 		Log:           log,
 	}, nil
+}
+
+// controlOf is the control channel of a daemon config; nil when
+// control.enabled is false.
+func controlOf(cfg *configs.Config) *ControlOptions {
+	if !cfg.Control.Enabled {
+		return nil
+	}
+	return &ControlOptions{Exchange: ControlExchange, Queue: configs.ControlQueue(cfg.Node), Keys: cfg.ControlKeys(), Prefetch: DefaultPrefetch}
 }
 
 // LimitOf is the outbox bound of the daemon config's outbox section.

@@ -62,8 +62,11 @@ func (p *pipeline) start() {
 	go p.publisher.run(ctx)
 }
 
-// Accept queues ev for the outbox; it never blocks.
-func (p *pipeline) Accept(ev *messages.Event) { p.intake.add(ev) }
+// Accept queues ev for the outbox, to call accepted (if not nil) once it
+// is; it never blocks.
+func (p *pipeline) Accept(ev *messages.Event, accepted func(*messages.Event)) {
+	p.intake.add(ev, accepted)
+}
 
 // LimitChanged makes the committer decide the gate again, for the
 // outbox's new limit.

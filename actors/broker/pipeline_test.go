@@ -88,7 +88,7 @@ func TestBlockBoundsPendingWhileCommitsFail(t *testing.T) {
 	var sent int
 	for failures.Load() < 5 {
 		sent++
-		p.Accept(messages.NewEvent(messages.TypeObservationHTTP))
+		p.Accept(messages.NewEvent(messages.TypeObservationHTTP), nil)
 	}
 	_, reason := status.outboxErrors()
 	require.Contains(t, reason, "no space left on device")
@@ -126,7 +126,7 @@ func TestSlowCommitsReportMemoryFull(t *testing.T) {
 			ob.mu.Lock()
 			sent := events(3 * (1 << 20) / 60) // three times the bound
 			for _, ev := range sent {
-				p.Accept(ev)
+				p.Accept(ev, nil)
 			}
 			ob.mu.Unlock()
 			require.Eventually(t, func() bool {
@@ -155,7 +155,7 @@ func TestDropsReportedByATimerRunningAtStopAreNotLost(t *testing.T) {
 	p := brokerless(t, ob, func(protocol.BrokerStatus) {}, func(p *pipeline) {
 		p.committer.drops = []Dropped{{First: 1, Last: 3, Events: 3, Bytes: 300, Policy: "drop_oldest"}}
 		p.committer.reportDelay = time.Nanosecond
-		p.Accept(events(1)[0])
+		p.Accept(events(1)[0], nil)
 	})
 
 	closed := make(chan struct{})
@@ -206,7 +206,7 @@ func TestLossesAreReportedByAStopThatFindsTheDiskWritable(t *testing.T) {
 	free := tmpfs.Fill(t, dir)
 	sent := events(3 * (1 << 20) / 60) // three times the bound
 	for _, ev := range sent {
-		p.Accept(ev)
+		p.Accept(ev, nil)
 	}
 	select {
 	case <-failed:

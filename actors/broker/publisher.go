@@ -40,6 +40,9 @@ type publisher struct {
 	// before the connection is given up (nackLimit); stallAfter how long a
 	// confirm may be awaited before the status says so (confirmStall).
 	retryDelay, nackLimit, stallAfter time.Duration
+	// deliver hands a delivery of the control channel to the control
+	// actor (set by the broker actor when Options.Control is).
+	deliver func(*protocol.ControlDelivery)
 
 	// connected is set while a session is open: a stop waits for the
 	// outbox to drain only then.
@@ -207,6 +210,15 @@ func (p *publisher) session(ctx context.Context, l link) error {
 		l.Close()
 		return err
 	}
+	var controlDone <-chan struct{}
+	if p.o.Control != nil && p.deliver != nil {
+		deliveries, err := l.Consume(p.o.Control)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		controlDone = p.consume(ctx, l, deliveries)
+	}
 	// Retries are moot: everything goes again from the start. The claims
 	// are kept: an event published on a lost connection may have been
 	// delivered, so it stays protected from drop_oldest until confirmed.
@@ -214,7 +226,7 @@ func (p *publisher) session(ctx context.Context, l link) error {
 	p.status.retrying(p.retries.waiting())
 	p.status.connection(protocol.BrokerStatus{Connected: true, URL: l.URL(), Since: time.Now()})
 
-	s := &session{p: p, l: l, returned: map[string]bool{}, unblocked: make(chan struct{}, 1)}
+	s := &session{p: p, l: l, returned: map[string]bool{}, unblocked: make(chan struct{}, 1), controlDone: controlDone}
 	// Blocking notifications are read by their own goroutine: amqp091-go
 	// sends them from its reader goroutine, which would stall the whole
 	// connection (heartbeats included) while nobody reads, and drops them
@@ -242,6 +254,9 @@ func (p *publisher) session(ctx context.Context, l link) error {
 	// Closing the connection ends its notifications: a blocking report
 	// never follows the report of the loss.
 	<-watched
+	if controlDone != nil {
+		<-controlDone
+	}
 	return err
 }
 
@@ -277,6 +292,9 @@ type session struct {
 	// stalled is set while the oldest publication has waited for its
 	// confirm for confirmStall.
 	stalled bool
+	// controlDone is closed when the control channel's deliveries ended
+	// (nil: no control channel).
+	controlDone <-chan struct{}
 }
 
 // sent is one published, not yet confirmed event.
@@ -319,6 +337,8 @@ func (s *session) run(ctx context.Context) error {
 			return ctx.Err()
 		case e := <-s.l.Closed():
 			return closedErr(e)
+		case <-s.controlDone:
+			return errControlClosed
 		case <-oldest:
 		case <-s.unblocked:
 		case <-s.p.outbox.Appended():

@@ -71,7 +71,7 @@ func stopNow(p *pipeline) {
 func accept(p *pipeline, n int) []*messages.Event {
 	evs := events(n)
 	for _, ev := range evs {
-		p.Accept(ev)
+		p.Accept(ev, nil)
 	}
 	return evs
 }

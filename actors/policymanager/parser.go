@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -23,9 +22,12 @@ const maxReads = 3
 // policy-manager's mailbox, and a crash of the parser rejects that file
 // only (see Actor.HandleFailure).
 type parser struct {
-	path  string
-	env   policy.Env
-	parse parseFunc
+	path string
+	// central: the file is a central policy's, sent by the broker user
+	// its issuer file names (IssuerFile).
+	central bool
+	env     policy.Env
+	parse   parseFunc
 }
 
 type parseFunc func(file string, data []byte, env policy.Env) (*policy.Policy, error)
@@ -33,7 +35,7 @@ type parseFunc func(file string, data []byte, env policy.Env) (*policy.Policy, e
 // parsed is what a parser found in its file.
 type parsed struct {
 	id   string // the parser's PID id
-	name string // the file's name in the directory
+	name string // the file's path
 	// gone: the file no longer exists (or is a dangling symlink).
 	gone bool
 	// unstable: the file kept changing while it was read; the watcher
@@ -58,7 +60,10 @@ func (p *parser) Receive(ctx actor.Context) {
 		ctx.Send(ctx.Parent(), &fileRead{id: ctx.Self().Id})
 		res.policy, res.err = p.parseSafely(data)
 	}
-	res.id, res.name = ctx.Self().Id, filepath.Base(p.path)
+	if res.policy != nil && p.central {
+		res.policy.Central, res.policy.Issuer = true, readIssuer(p.path)
+	}
+	res.id, res.name = ctx.Self().Id, p.path
 	ctx.Send(ctx.Parent(), res)
 	ctx.Stop(ctx.Self())
 }
@@ -104,6 +109,6 @@ func (p *parser) parseSafely(data []byte) (pol *policy.Policy, err error) {
 
 // unreadable is the result of a parser that failed or did not finish: its
 // file is rejected with message.
-func unreadable(id, dir, name, message string) *parsed {
-	return &parsed{id: id, name: name, err: &yamldoc.Problem{File: filepath.Join(dir, name), Message: message}}
+func unreadable(id, path, message string) *parsed {
+	return &parsed{id: id, name: path, err: &yamldoc.Problem{File: path, Message: message}}
 }

@@ -4,6 +4,13 @@
 // declares which policy name, and which files are rejected. What runs,
 // the diff, the totals and the policy events are the task-manager's.
 //
+// With the control channel, it watches the central policies' cache
+// (Options.Central, central.go) as well: its files are read as those of
+// policy_dir, named by their paths as every file is, and parsed as
+// Central policies with their Issuer. One name is held by one file of
+// either directory. It accepts PolicyOwner (who holds a name), answered
+// with an Owner, from the control actor.
+//
 // A change goes through these steps:
 //
 //   - The watcher (fsnotify, on the directory) reports the names of
@@ -88,6 +95,11 @@ const (
 // Options configure the policy-manager.
 type Options struct {
 	Dir string
+	// Central is the cache of the central policies (ApplyPolicy over the
+	// control channel), watched as Dir is; "" when there is none. Its
+	// files are read as Central policies, with the Issuer their
+	// .<file>.issuer beside them names.
+	Central string
 	// Env validates the files; its PluginDir is fingerprinted at every
 	// scan.
 	Env policy.Env
@@ -113,7 +125,8 @@ type Actor struct {
 	root     *actor.RootContext
 
 	watcher *watcher // nil while polling
-	// files is what the last read of each policy file found.
+	// files is what the last read of each policy file found, by path
+	// (in Dir or Central): every file is named by its path below.
 	files map[string]*file
 	// owners are the policy names the files own: each name's
 	// declaration by the file that owns it (its File says which).
@@ -126,8 +139,9 @@ type Actor struct {
 	settling map[string]*settling
 	// plugins is the fingerprint of plugin_dir at the last scan.
 	plugins pluginPrint
-	// dirProblem is why the directory cannot be listed, reported once.
-	dirProblem string
+	// dirProblem is why a directory (problemDir) cannot be listed,
+	// reported once.
+	dirProblem, problemDir string
 
 	dirty      map[string]bool
 	firstDirty time.Time
@@ -161,7 +175,7 @@ type settling struct {
 // round is one batch of parsers.
 type round struct {
 	gen     uint64
-	pending map[string]string // parser PID id -> file name
+	pending map[string]string // parser PID id -> file path
 	read    map[string]bool   // the pending parsers that read their file
 	results map[string]*parsed
 	timer   *time.Timer
@@ -208,6 +222,10 @@ func New(opts Options) *Actor {
 	opts.CheckTimeout = orDefault(opts.CheckTimeout, DefaultCheckTimeout)
 	opts.Rescan = orDefault(opts.Rescan, DefaultRescan)
 	opts.Poll = orDefault(opts.Poll, DefaultPoll)
+	opts.Dir = filepath.Clean(opts.Dir)
+	if opts.Central != "" {
+		opts.Central = filepath.Clean(opts.Central)
+	}
 	if opts.parse == nil {
 		opts.parse = policy.Parse
 	}
@@ -251,6 +269,8 @@ func (a *Actor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, chil
 // Receive handles the actor's messages.
 func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
+	case *protocol.PolicyOwner:
+		ctx.Respond(a.owner(msg.Name))
 	case *actor.Started:
 		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
 		a.startWatching()
@@ -312,14 +332,32 @@ func (a *Actor) Receive(ctx actor.Context) {
 		// panics): its file is rejected.
 		if a.round != nil {
 			if name, ok := a.round.pending[msg.Child.Id]; ok {
-				a.parsed(ctx, unreadable(msg.Child.Id, a.opts.Dir, name, fmt.Sprintf("the parser crashed: %v", msg.Reason)))
+				a.parsed(ctx, unreadable(msg.Child.Id, name, fmt.Sprintf("the parser crashed: %v", msg.Reason)))
 			}
 		}
 	}
 }
 
+// owner is the file that owns the policy name, if any.
+func (a *Actor) owner(name string) *protocol.Owner {
+	p := a.owners[name]
+	if p == nil {
+		return &protocol.Owner{}
+	}
+	return &protocol.Owner{File: p.File, Line: p.NameLine()}
+}
+
+// dirs are the directories of policy files: policy_dir, and the central
+// policies' cache.
+func (a *Actor) dirs() []string {
+	if a.opts.Central == "" {
+		return []string{a.opts.Dir}
+	}
+	return []string{a.opts.Dir, a.opts.Central}
+}
+
 func (a *Actor) startWatching() {
-	w, err := watch(a.opts.Dir, func(m any) { a.root.Send(a.self, m) })
+	w, err := watch(a.dirs(), func(m any) { a.root.Send(a.self, m) })
 	switch {
 	case err != nil && a.watcher == nil && !a.loaded:
 		a.opts.Log.Error().Err(err).Stringer("poll", a.opts.Poll).Msg("cannot watch policy_dir: polling instead")
@@ -332,9 +370,9 @@ func (a *Actor) startWatching() {
 // scan lists the directory, and fingerprints plugin_dir, off the mailbox;
 // force reads every file again.
 func (a *Actor) scan(force bool) {
-	root, self, dir, plugins := a.root, a.self, a.opts.Dir, a.opts.Env.PluginDir
+	root, self, dirs, plugins := a.root, a.self, a.dirs(), a.opts.Env.PluginDir
 	go func() {
-		s := scan(dir, force)
+		s := scan(dirs, force)
 		s.plugins = fingerprint(plugins)
 		root.Send(self, s)
 	}()
@@ -358,15 +396,16 @@ func (a *Actor) scanned(ctx actor.Context, s *scanned) {
 		// Reported once: what runs keeps running, and the next scan
 		// tries again.
 		if reason := s.err.Error(); reason != a.dirProblem {
-			a.dirProblem = reason
-			ctx.Send(a.opts.Task, &protocol.RejectFile{File: a.opts.Dir, Problems: []*yamldoc.Problem{{File: a.opts.Dir, Message: reason}}, Key: reason})
+			a.dirProblem, a.problemDir = reason, s.errDir
+			ctx.Send(a.opts.Task, &protocol.RejectFile{File: s.errDir, Problems: []*yamldoc.Problem{{File: s.errDir, Message: reason}}, Key: reason})
 			a.finishLoad()
 		}
 		return
 	}
 	if a.dirProblem != "" {
 		a.dirProblem = ""
-		a.opts.Log.Info().Str("dir", a.opts.Dir).Msg("policy_dir readable again")
+		a.opts.Log.Info().Str("dir", a.problemDir).Msg("policy directory readable again")
+		a.problemDir = ""
 	}
 	pluginsChanged := s.plugins != a.plugins
 	a.plugins = s.plugins
@@ -431,11 +470,11 @@ func (a *Actor) flush(ctx actor.Context) {
 	for _, name := range slices.Sorted(maps.Keys(a.dirty)) {
 		a.parsers++
 		props := actor.PropsFromProducer(func() actor.Actor {
-			return &parser{path: filepath.Join(a.opts.Dir, name), env: a.opts.Env, parse: a.opts.parse}
+			return &parser{path: name, central: a.isCentral(name), env: a.opts.Env, parse: a.opts.parse}
 		})
-		pid, err := ctx.SpawnNamed(props, fmt.Sprintf("parser/%s#%d", name, a.parsers))
+		pid, err := ctx.SpawnNamed(props, fmt.Sprintf("parser/%s#%d", filepath.Base(name), a.parsers))
 		if err != nil {
-			r.results[name] = unreadable("", a.opts.Dir, name, fmt.Sprintf("cannot start a parser: %v", err))
+			r.results[name] = unreadable("", name, fmt.Sprintf("cannot start a parser: %v", err))
 			continue
 		}
 		r.pending[pid.Id] = name
@@ -478,7 +517,7 @@ func (a *Actor) timedOut(ctx actor.Context, checking bool) {
 		if checking {
 			reason = fmt.Sprintf("validating the file (compiling its plugins) took longer than %s after it was read", a.opts.CheckTimeout)
 		}
-		r.results[name] = unreadable(id, a.opts.Dir, name, reason)
+		r.results[name] = unreadable(id, name, reason)
 		delete(r.pending, id)
 		ctx.Stop(actor.NewPID(ctx.Self().Address, id))
 	}
@@ -500,7 +539,7 @@ func (a *Actor) finish(ctx actor.Context) {
 	// Which name each file owns, and which names the round frees.
 	owned := map[string]string{} // file name -> policy name
 	for pname, p := range a.owners {
-		owned[filepath.Base(p.File)] = pname
+		owned[p.File] = pname
 	}
 	vacated := map[string]bool{}
 	for _, name := range names {
@@ -533,7 +572,7 @@ func (a *Actor) finish(ctx actor.Context) {
 		}
 		pname := p.Metadata.Name
 		holder := claimed[pname]
-		if h := a.owners[pname]; holder == nil && h != nil && filepath.Base(h.File) != name && !vacated[pname] {
+		if h := a.owners[pname]; holder == nil && h != nil && h.File != name && !vacated[pname] {
 			holder = h
 		}
 		if holder != nil {
@@ -620,7 +659,16 @@ func (a *Actor) reject(ctx actor.Context, name string, res *parsed, probs []*yam
 	slices.SortStableFunc(probs, func(x, y *yamldoc.Problem) int { return x.Line - y.Line })
 	key := fmt.Sprintf("%x\n%s", res.hash, yamldoc.Join(probs))
 	a.files[name] = &file{key: res.key, rejection: key}
-	ctx.Send(a.opts.Task, &protocol.RejectFile{File: filepath.Join(a.opts.Dir, name), Problems: probs, Key: key})
+	reject := &protocol.RejectFile{File: name, Problems: probs, Key: key}
+	if a.isCentral(name) {
+		reject.Central, reject.Issuer = true, readIssuer(name)
+	}
+	ctx.Send(a.opts.Task, reject)
+}
+
+// isCentral reports whether the file at path is a central policy's.
+func (a *Actor) isCentral(path string) bool {
+	return a.opts.Central != "" && filepath.Dir(path) == a.opts.Central
 }
 
 // finishLoad tells the task-manager that a round (or the first load) is
@@ -634,7 +682,7 @@ func (a *Actor) finishLoad() {
 		done.Declared = map[string]string{}
 		for _, names := range []iter.Seq[string]{maps.Keys(a.dirty), maps.Keys(a.files), maps.Keys(a.settling)} {
 			for name := range names {
-				done.Declared[filepath.Join(a.opts.Dir, name)] = ""
+				done.Declared[name] = ""
 			}
 		}
 		for pname, p := range a.owners {
@@ -643,11 +691,11 @@ func (a *Actor) finishLoad() {
 	}
 	for name, f := range a.files {
 		if f.rejection != "" {
-			done.Rejected = append(done.Rejected, filepath.Join(a.opts.Dir, name))
+			done.Rejected = append(done.Rejected, name)
 		}
 	}
 	if a.dirProblem != "" {
-		done.Rejected = append(done.Rejected, a.opts.Dir)
+		done.Rejected = append(done.Rejected, a.problemDir)
 	}
 	slices.Sort(done.Rejected)
 	a.root.Send(a.opts.Task, done)

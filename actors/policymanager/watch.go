@@ -35,22 +35,25 @@ type (
 // kernel's inotify limits.
 var newWatcher = fsnotify.NewWatcher
 
-// watcher forwards the events of one directory (not of its files, so that
-// rename-saves and files created later are seen) as messages.
+// watcher forwards the events of the policy directories (not of their
+// files, so that rename-saves and files created later are seen) as
+// messages, naming files by path.
 type watcher struct {
 	w *fsnotify.Watcher
 }
 
-// watch starts watching dir; send receives changed, rescan and
+// watch starts watching dirs; send receives changed, rescan and
 // watchFailed. After watchFailed nothing more is sent.
-func watch(dir string, send func(any)) (*watcher, error) {
+func watch(dirs []string, send func(any)) (*watcher, error) {
 	w, err := newWatcher()
 	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", dir, explainWatchError(err))
+		return nil, fmt.Errorf("watch %s: %w", dirs[0], explainWatchError(err))
 	}
-	if err := w.Add(dir); err != nil {
-		_ = w.Close()
-		return nil, fmt.Errorf("watch %s: %w", dir, explainWatchError(err))
+	for _, dir := range dirs {
+		if err := w.Add(dir); err != nil {
+			_ = w.Close()
+			return nil, fmt.Errorf("watch %s: %w", dir, explainWatchError(err))
+		}
 	}
 	go func() {
 		for {
@@ -59,10 +62,11 @@ func watch(dir string, send func(any)) (*watcher, error) {
 				if !ok {
 					return
 				}
-				name := filepath.Base(ev.Name)
+				path := filepath.Clean(ev.Name)
+				name := filepath.Base(path)
 				switch {
-				case filepath.Clean(ev.Name) == filepath.Clean(dir):
-					send(&watchFailed{err: fmt.Errorf("watch %s: the directory was removed or renamed", dir)})
+				case slices.Contains(dirs, path):
+					send(&watchFailed{err: fmt.Errorf("watch %s: the directory was removed or renamed", path)})
 					return
 				case strings.HasPrefix(name, ".."):
 					// Kubernetes swaps ..data to point at a new ..<timestamp>
@@ -70,7 +74,7 @@ func watch(dir string, send func(any)) (*watcher, error) {
 					// have changed at once.
 					send(&rescan{})
 				case policy.IsPolicyFile(name):
-					send(&changed{name: name})
+					send(&changed{name: path})
 				}
 			case err, ok := <-w.Errors:
 				if !ok {
@@ -80,7 +84,7 @@ func watch(dir string, send func(any)) (*watcher, error) {
 					send(&rescan{})
 					continue
 				}
-				send(&watchFailed{err: fmt.Errorf("watch %s: %w", dir, err)})
+				send(&watchFailed{err: fmt.Errorf("watch %s: %w", strings.Join(dirs, ", "), err)})
 				return
 			}
 		}
@@ -133,6 +137,7 @@ type scanned struct {
 	force   bool // read every file again, whatever its key
 	plugins pluginPrint
 	err     error
+	errDir  string // the directory err is about
 }
 
 // pluginPrint is a fingerprint of plugin_dir's listing: a rejected policy
@@ -179,13 +184,24 @@ func fingerprint(dir string) pluginPrint {
 	return pluginPrint(h.Sum(nil))
 }
 
-// scan lists dir off the mailbox.
-func scan(dir string, force bool) *scanned {
+// scan lists dirs off the mailbox; the first that cannot be listed fails
+// the scan.
+func scan(dirs []string, force bool) *scanned {
+	out := &scanned{keys: map[string]fileKey{}, force: force}
+	for _, dir := range dirs {
+		if err := scanDir(dir, out.keys); err != nil {
+			return &scanned{force: force, err: err, errDir: dir}
+		}
+	}
+	return out
+}
+
+// scanDir adds the key of every policy file of dir to keys, by path.
+func scanDir(dir string, keys map[string]fileKey) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return &scanned{force: force, err: fmt.Errorf("scan %s: %w", dir, err)}
+		return fmt.Errorf("scan %s: %w", dir, err)
 	}
-	out := &scanned{keys: map[string]fileKey{}, force: force}
 	for _, e := range entries {
 		if !policy.IsPolicyFile(e.Name()) {
 			continue
@@ -199,8 +215,8 @@ func scan(dir string, force bool) *scanned {
 			fi, err = os.Lstat(path)
 		}
 		if err == nil {
-			out.keys[e.Name()] = keyOf(fi)
+			keys[path] = keyOf(fi)
 		}
 	}
-	return out
+	return nil
 }

@@ -19,6 +19,12 @@ import (
 // outbox (assigning its sequence) and delivers it at least once.
 type Publish struct {
 	Event *messages.Event
+	// Accepted, when set, is called with the event once it is accepted
+	// into the outbox (its sequence assigned), from the broker's
+	// committer: it must not block. An event the broker drops before (a
+	// full memory buffer) never calls it. The control channel acks a
+	// command only then, so that its answer is never lost.
+	Accepted func(*messages.Event)
 }
 
 // SetOutboxLimit changes the outbox's bound (outbox.max_bytes and

@@ -6,7 +6,9 @@
 //	broker         broker.go: Publish, SetOutboxLimit, GetOutboxStats
 //	state-manager  state.go: Emit, BrokerStatus, PoliciesLoaded, GetState
 //	task-manager   task.go: ApplyPolicy, RemovePolicy, RejectFile, FilesRead, Pause, Resume, ObserveNow
+//	policy-manager policymanager.go: PolicyOwner
 //	observer       observer.go: RunNow, GetObserverStats
+//	control        control.go: ControlDelivery
 //	admin          admin.go: Listen
 //
 // The flows (docs/architecture.md): an observer Emits to the
@@ -17,7 +19,9 @@
 // which alone decides what runs, tells the state-manager (the policy
 // events, PoliciesLoaded); the admin asks the state-manager
 // GetState and the broker GetOutboxStats, and sends the task-manager the
-// observer commands.
+// observer commands (requests.go: the same code for the admin and the
+// control actor, which takes the broker's control deliveries and asks the
+// policy-manager who owns a policy name).
 //
 // Why a package of its own? The wire contract (package messages) is what
 // consumers import, and must not carry the daemon's internals; an actor's

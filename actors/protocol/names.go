@@ -13,13 +13,15 @@ const (
 	StateManager  = "state-manager"
 	TaskManager   = "task-manager"
 	PolicyManager = "policy-manager"
+	Control       = "control"
 	Admin         = "admin"
 )
 
 // Managers are the supervisor's children, in start order: the broker
 // first, so that nothing emitted at start-up is lost; the admin last, so
-// that it never reports on actors that do not exist.
-var Managers = []string{Broker, StateManager, TaskManager, PolicyManager, Admin}
+// that it never reports on actors that do not exist. The control actor
+// runs only when control.enabled is set.
+var Managers = []string{Broker, StateManager, TaskManager, PolicyManager, Control, Admin}
 
 // Emitter is who emits an event: one of the daemon's own actors (Actor,
 // one of the names above), or an observer of a policy (Policy and

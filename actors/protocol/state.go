@@ -26,6 +26,8 @@ type Emit struct {
 	// Observer is the spec behind an observation: its thresholds and
 	// interval drive the observer's state. Nil means the defaults.
 	Observer *policy.Observer
+	// Accepted, when set, goes with the event to the broker (Publish).
+	Accepted func(*messages.Event)
 }
 
 // ObserverWarning tells the state-manager of an observer's problem that

@@ -47,6 +47,9 @@ type RejectFile struct {
 	File     string
 	Problems []*yamldoc.Problem
 	Key      string
+	// Central: File is a central policy's cache file, sent by Issuer.
+	Central bool
+	Issuer  string
 }
 
 // FilesRead ends a round of the policy-manager (its first load of

@@ -300,11 +300,11 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 	case ev.Type == messages.TypePolicyRemoved:
 		// Its last report comes before its removal.
 		a.forget(ctx, ev.GetPolicyOutcome().GetName())
-		a.publish(ctx, path, ev)
+		a.publish(ctx, path, ev, nil)
 	case observation && !a.admit(ctx, ev):
 		a.metrics.count(path, ev) // made, and counted for the state, but not published
 	default:
-		a.publish(ctx, path, ev)
+		a.publish(ctx, path, ev, msg.Accepted)
 	}
 	switch ev.Type {
 	case messages.TypeObserverStarted:
@@ -366,7 +366,7 @@ func (a *Actor) emit(ctx actor.Context, msg *protocol.Emit) {
 	if observation {
 		if change := a.observe(from, ev, msg.Observer); change != nil {
 			a.stamp(path, change)
-			a.publish(ctx, path, change)
+			a.publish(ctx, path, change, nil)
 		}
 	}
 }
@@ -375,10 +375,10 @@ func (a *Actor) stamp(path string, ev *messages.Event) {
 	messages.Stamp(ev, a.opts.Node, a.opts.Version, path)
 }
 
-func (a *Actor) publish(ctx actor.Context, path string, ev *messages.Event) {
+func (a *Actor) publish(ctx actor.Context, path string, ev *messages.Event, accepted func(*messages.Event)) {
 	a.snap.EventsEmitted++
 	a.metrics.count(path, ev)
-	ctx.Send(a.opts.Broker, &protocol.Publish{Event: ev})
+	ctx.Send(a.opts.Broker, &protocol.Publish{Event: ev, Accepted: accepted})
 }
 
 // admit reports whether ev may be published: when both its policy's
@@ -448,7 +448,7 @@ func (a *Actor) report(ctx actor.Context, name string, b *budget, window time.Du
 	b.stop()
 	b.dropped, b.byTotal, b.since, b.stop = 0, 0, time.Time{}, nil
 	a.stamp(protocol.StateManager, ev)
-	a.publish(ctx, protocol.StateManager, ev)
+	a.publish(ctx, protocol.StateManager, ev, nil)
 }
 
 // closeWindow reports b's open window, if any, before its end: the report

@@ -48,7 +48,7 @@ func TestPolicyEventsSayWhatItDid(t *testing.T) {
 	ev, out := f.policyEvent(t, id1)
 	assert.Equal(t, "web-target", ev.Subject)
 	assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: v1.Revision}, ev.Policy)
-	assert.Equal(t, &messages.PolicyOutcome{Name: "web", Revision: v1.Revision, File: "/p/web.yaml", Added: []string{"a", "b"}}, out)
+	assert.Equal(t, &messages.PolicyOutcome{Origin: messages.PolicyOrigin_POLICY_ORIGIN_LOCAL, Name: "web", Revision: v1.Revision, File: "/p/web.yaml", Added: []string{"a", "b"}}, out)
 
 	// a changes, b goes, c comes: the event says so, and is the cause of
 	// the stops and the correlation of the starts.
@@ -57,7 +57,7 @@ func TestPolicyEventsSayWhatItDid(t *testing.T) {
 `)
 	id2 := f.apply(t, v2)
 	_, out = f.policyEvent(t, id2)
-	assert.Equal(t, &messages.PolicyOutcome{Name: "web", Revision: v2.Revision, File: "/p/web.yaml",
+	assert.Equal(t, &messages.PolicyOutcome{Origin: messages.PolicyOrigin_POLICY_ORIGIN_LOCAL, Name: "web", Revision: v2.Revision, File: "/p/web.yaml",
 		Added: []string{"c"}, Updated: []string{"a"}, Removed: []string{"b"}, PreviousRevision: v1.Revision}, out)
 	stopped := f.stoppedBy(t, id2, 2)
 	assert.Equal(t, "replaced by a new version", stopped["observer/web/a"].GetObserver().GetReason())
@@ -83,7 +83,7 @@ func TestPolicyEventsSayWhatItDid(t *testing.T) {
 	}
 	rejected := f.state.WaitEvent(t, messages.TypePolicyRejected, nil)
 	_, out = f.policyEvent(t, rejected.Id)
-	assert.Equal(t, &messages.PolicyOutcome{Name: "web", File: "/p/www.yaml", Line: 7, Column: 5,
+	assert.Equal(t, &messages.PolicyOutcome{Origin: messages.PolicyOrigin_POLICY_ORIGIN_LOCAL, Name: "web", File: "/p/www.yaml", Line: 7, Column: 5,
 		Reason: "/p/www.yaml:7:5: spec.observers[0].interval: invalid duration", PreviousRevision: v2.Revision}, out)
 	assert.Equal(t, &messages.PolicyRef{Name: "web", Revision: v2.Revision}, rejected.Policy)
 	assert.Equal(t, "web-target", rejected.Subject)
@@ -94,14 +94,14 @@ func TestPolicyEventsSayWhatItDid(t *testing.T) {
 	f.send(&protocol.ApplyPolicy{Policy: moved})
 	again := f.newEvent(t, messages.TypePolicyApplied, before, v2.Revision)
 	_, out = f.policyEvent(t, again.Id)
-	assert.Equal(t, &messages.PolicyOutcome{Name: "web", Revision: v2.Revision, File: "/p/www.yaml", PreviousRevision: v2.Revision}, out)
+	assert.Equal(t, &messages.PolicyOutcome{Origin: messages.PolicyOrigin_POLICY_ORIGIN_LOCAL, Name: "web", Revision: v2.Revision, File: "/p/www.yaml", PreviousRevision: v2.Revision}, out)
 	f.sync(t)
 	assert.Len(t, f.state.EventsOf(messages.TypePolicyRejected), 1, "the same rejection is reported once")
 	assert.Len(t, f.state.EventsOf(messages.TypeObserverStopped), 2, "nothing restarted since v2")
 
 	rm := f.remove(t, "web")
 	_, out = f.policyEvent(t, rm)
-	assert.Equal(t, &messages.PolicyOutcome{Name: "web", Revision: v2.Revision, File: "/p/www.yaml", Removed: []string{"a", "c"}}, out)
+	assert.Equal(t, &messages.PolicyOutcome{Origin: messages.PolicyOrigin_POLICY_ORIGIN_LOCAL, Name: "web", Revision: v2.Revision, File: "/p/www.yaml", Removed: []string{"a", "c"}}, out)
 	stopped = f.stoppedBy(t, rm, 2)
 	assert.Equal(t, "policy removed", stopped["observer/web/c"].GetObserver().GetReason())
 }
@@ -329,4 +329,23 @@ func TestFilesReadRemovesWhatNoFileDeclares(t *testing.T) {
 		removed = append(removed, ev.GetPolicyOutcome().Name)
 	}
 	assert.Equal(t, []string{"gone", "old"}, removed)
+}
+
+func TestCentralPolicyEventsSayWhoSentThem(t *testing.T) {
+	f := setup(t)
+	p := parseIn(t, "/s/central-policies/web.yaml", "web", f.url, twoObservers)
+	p.Central, p.Issuer = true, "deployer"
+	_, out := f.policyEvent(t, f.apply(t, p))
+	assert.Equal(t, messages.PolicyOrigin_POLICY_ORIGIN_CENTRAL, out.Origin)
+	assert.Equal(t, "deployer", out.Issuer)
+
+	problem := &yamldoc.Problem{File: "/s/central-policies/web.yaml", Line: 3, Message: "bad"}
+	f.send(&protocol.RejectFile{File: problem.File, Problems: []*yamldoc.Problem{problem}, Key: "k", Central: true, Issuer: "deployer"})
+	_, out = f.policyEvent(t, f.state.WaitEvent(t, messages.TypePolicyRejected, nil).Id)
+	assert.Equal(t, messages.PolicyOrigin_POLICY_ORIGIN_CENTRAL, out.Origin)
+	assert.Equal(t, "deployer", out.Issuer)
+
+	_, out = f.policyEvent(t, f.remove(t, "web"))
+	assert.Equal(t, messages.PolicyOrigin_POLICY_ORIGIN_CENTRAL, out.Origin)
+	assert.Equal(t, "deployer", out.Issuer)
 }

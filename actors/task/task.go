@@ -325,7 +325,7 @@ func (a *Actor) refuse(ctx actor.Context, d *desired, p *policy.Policy, problem 
 	}
 	d.waiting = p
 	// Reported once per refused version, however the room changes.
-	a.reject(ctx, p.File, []*yamldoc.Problem{problem}, "room\n"+p.Revision)
+	a.reject(ctx, p.File, []*yamldoc.Problem{problem}, "room\n"+p.Revision, p.Central, p.Issuer)
 }
 
 // run makes p the version that runs: it emits policy.applied with what
@@ -394,7 +394,7 @@ func (a *Actor) fileRejected(ctx actor.Context, msg *protocol.RejectFile) {
 			}
 		}
 	}
-	a.reject(ctx, msg.File, msg.Problems, msg.Key)
+	a.reject(ctx, msg.File, msg.Problems, msg.Key, msg.Central, msg.Issuer)
 }
 
 // filesRead ends a round of the policy-manager: the policies that no
@@ -636,6 +636,7 @@ func (a *Actor) emitApplied(ctx actor.Context, p, old *policy.Policy, change pol
 	outcome := &messages.PolicyOutcome{
 		Name: p.Metadata.Name, Revision: p.Revision, File: p.File,
 		Added: change.Added, Updated: change.Updated, Removed: change.Removed,
+		Origin: originOf(p.Central), Issuer: p.Issuer,
 	}
 	if old != nil {
 		outcome.PreviousRevision = old.Revision
@@ -655,15 +656,26 @@ func (a *Actor) emitRemoved(ctx actor.Context, p *policy.Policy) string {
 	ev.Policy = &messages.PolicyRef{Name: p.Metadata.Name, Revision: p.Revision}
 	ev.Data = &messages.Event_PolicyOutcome{PolicyOutcome: &messages.PolicyOutcome{
 		Name: p.Metadata.Name, Revision: p.Revision, File: p.File, Removed: policy.Diff(p, nil).Removed,
+		Origin: originOf(p.Central), Issuer: p.Issuer,
 	}}
 	ctx.Send(a.opts.State, &protocol.Emit{From: policyEvents, Event: ev})
 	a.opts.Log.Info().Str("policy", p.Metadata.Name).Str("revision", p.Revision).Str("file", p.File).Msg("policy removed")
 	return ev.Id
 }
 
+// originOf is where a policy came from: a central policy or a file of
+// policy_dir.
+func originOf(central bool) messages.PolicyOrigin {
+	if central {
+		return messages.PolicyOrigin_POLICY_ORIGIN_CENTRAL
+	}
+	return messages.PolicyOrigin_POLICY_ORIGIN_LOCAL
+}
+
 // reject emits policy.rejected for file, once per key, naming the version
-// that stays in force from it (if any runs).
-func (a *Actor) reject(ctx actor.Context, file string, probs []*yamldoc.Problem, key string) {
+// that stays in force from it (if any runs); central and issuer say where
+// the file came from.
+func (a *Actor) reject(ctx actor.Context, file string, probs []*yamldoc.Problem, key string, central bool, issuer string) {
 	if last, ok := a.book.rejected[file]; ok && last == key {
 		return
 	}
@@ -672,6 +684,7 @@ func (a *Actor) reject(ctx actor.Context, file string, probs []*yamldoc.Problem,
 	first := probs[0]
 	outcome := &messages.PolicyOutcome{
 		File: file, Line: int32(first.Line), Column: int32(first.Column), Reason: strings.Join(reasons, "\n"),
+		Origin: originOf(central), Issuer: issuer,
 	}
 	ev := messages.NewEvent(messages.TypePolicyRejected)
 	ev.Severity = messages.Severity_SEVERITY_MEDIUM

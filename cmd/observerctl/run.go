@@ -26,6 +26,10 @@ commands:
                           (through the daemon's admin socket: as root or a member of its group)
   tail --config FILE [--bind KEY]... [--queue NAME] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
+  remote pause|resume|observe POLICY/OBSERVER | status | apply FILE | remove NAME
+         [--config FILE] [--url URL] [--node NODE | --group LABEL] [--nodes N1,N2] [--wait D] [--json]
+                          command nodes over RabbitMQ (docs/control.md): one line per answering node, then the
+                          silent ones of --nodes (exit 1 when a node refused, failed or stayed silent)
   plugin check [--target URL [--config JSON] [--calls N]] FILE.wasm
                           check a plugin against ABI v1 and, with --target, run observe calls in the sandbox
                           (exit 1 when a call fails or emits a record the daemon rejects)
@@ -54,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return command(ctx, args[0], args[1:], stdout, stderr)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr)
+	case "remote":
+		return remote(ctx, args[1:], stdout, stderr)
 	case "plugin":
 		if len(args) > 1 && args[1] == "check" {
 			return pluginCheck(ctx, args[2:], stdout, stderr)

@@ -48,7 +48,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(binds) == 0 {
 		binds = stringsFlag{"#"}
 	}
-	conn, err := dialBroker(cfg)
+	conn, err := dialBroker(cfg, "observerctl tail")
 	if err != nil {
 		fmt.Fprintf(stderr, "observerctl tail: %v\n", err)
 		return exitProblems
@@ -98,7 +98,9 @@ func show(stdout, stderr io.Writer, t *tracker, ev *messages.Event, asJSON bool)
 	fmt.Fprintln(stdout, line(ev))
 }
 
-func dialBroker(cfg *configs.Config) (*amqp.Connection, error) {
+// dialBroker logs in to the broker of cfg's broker section, as the
+// connection name.
+func dialBroker(cfg *configs.Config, name string) (*amqp.Connection, error) {
 	tlsCfg, err := cfg.Broker.ClientTLS()
 	if err != nil {
 		return nil, err
@@ -115,7 +117,7 @@ func dialBroker(cfg *configs.Config) (*amqp.Connection, error) {
 			continue
 		}
 		c := amqp.Config{TLSClientConfig: tlsCfg.Clone(), Properties: amqp.NewConnectionProperties()}
-		c.Properties.SetClientConnectionName("observerctl tail")
+		c.Properties.SetClientConnectionName(name)
 		if cfg.Broker.Auth == "external" {
 			c.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
 		} else {

@@ -19,6 +19,7 @@ import (
 	"github.com/polar/observerd/actors"
 	"github.com/polar/observerd/actors/admin"
 	"github.com/polar/observerd/actors/broker"
+	"github.com/polar/observerd/actors/control"
 	"github.com/polar/observerd/actors/observer"
 	"github.com/polar/observerd/actors/policymanager"
 	"github.com/polar/observerd/actors/protocol"
@@ -169,6 +170,22 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 	}
 	metrics := newRegistry()
 	brokerOpts.Metrics = metrics
+	// The central policies' cache: watched, and written, only while the
+	// control channel is enabled.
+	central := ""
+	if cfg.Control.Enabled {
+		central = filepath.Join(cfg.StateDir, "central-policies")
+		if err := os.MkdirAll(central, 0o700); err != nil {
+			log.Error().Err(err).Msg("observerd cannot start: state_dir unusable")
+			return exitStateDir
+		}
+		brokerOpts.ControlActor = pid(protocol.Control)
+	}
+	actorNames := []string{protocol.Broker, protocol.StateManager, protocol.TaskManager, protocol.PolicyManager}
+	if cfg.Control.Enabled {
+		actorNames = append(actorNames, protocol.Control)
+	}
+	actorNames = append(actorNames, protocol.Admin)
 	plugins, err := wasm.NewHost(ctx, wasm.HostOptions{
 		CacheDir: filepath.Join(cfg.StateDir, "wasm-cache"), Metrics: metrics, Log: actorLog("plugin-host"),
 	})
@@ -183,7 +200,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 		{Name: protocol.Broker, Props: broker.Props(brokerOpts)},
 		{Name: protocol.StateManager, Props: state.Props(state.Options{
 			Node: cfg.Node, Version: version, Broker: pid(protocol.Broker), Metrics: metrics, Log: actorLog(protocol.StateManager),
-			Actors: []string{protocol.Broker, protocol.StateManager, protocol.TaskManager, protocol.PolicyManager, protocol.Admin},
+			Actors: actorNames,
 			// Each policy's budget of observation events, and all policies'.
 			EventsPerSecond: cfg.Limits.MaxEventsPerSecond, EventsPerSecondTotal: cfg.Limits.MaxEventsPerSecondTotal,
 		})},
@@ -195,9 +212,20 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes, MaxResponseTotal: cfg.Limits.MaxResponseBytesTotal,
 		})},
 		{Name: protocol.PolicyManager, Props: policymanager.Props(policymanager.Options{
-			Dir: cfg.PolicyDir, Env: policyEnv(cfg, plugins),
+			Dir: cfg.PolicyDir, Central: central, Env: policyEnv(cfg, plugins),
 			Task: pid(protocol.TaskManager), Log: actorLog(protocol.PolicyManager),
 		})},
+	}
+	if cfg.Control.Enabled {
+		// After the managers it asks, before the admin.
+		children = append(children, supervisor.Child{Name: protocol.Control, Props: control.Props(control.Options{
+			Node: cfg.Node, Labels: cfg.Labels, Allow: cfg.Control.Allow, Rate: cfg.Control.MaxCommandsPerSecond,
+			Window: control.WindowPath(cfg.StateDir), Central: central, Env: policyEnv(cfg, plugins),
+			State: pid(protocol.StateManager), Task: pid(protocol.TaskManager), Broker: pid(protocol.Broker),
+			Policies: pid(protocol.PolicyManager), Log: actorLog(protocol.Control),
+		})})
+	}
+	children = append(children, []supervisor.Child{
 		// Started even with admin.listen and admin.socket "", serving
 		// nothing, so that a SIGHUP can give it an address. A changed
 		// admin.socket or admin.socket_group needs a restart.
@@ -206,7 +234,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 			State: pid(protocol.StateManager), Broker: pid(protocol.Broker), Task: pid(protocol.TaskManager),
 			Metrics: metrics, Log: actorLog(protocol.Admin),
 		})},
-	}
+	}...)
 
 	exited := make(chan error, 1)
 	sup, err := sys.Root.SpawnNamed(supervisor.Props(supervisor.Options{

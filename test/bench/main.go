@@ -34,6 +34,10 @@
 //     decode), the cold start of a Go plugin without and with the
 //     compilation cache, the instantiate time and the RSS per warm
 //     instance;
+//  8. the control channel's round trip: `observerctl remote status` run
+//     to every node's answer, p50 and p99, for 1 daemon and for 50 (each
+//     with one observer; their RSS), against a raw amqp091-go RPC through
+//     the same broker to as many responders in this process;
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -113,7 +117,7 @@ const (
 	quickPairs       = 6
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -331,6 +335,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["plugins"] {
 		if res.plugins, err = e.plugins(ctx); err != nil {
 			return fmt.Errorf("plugins: %w", err)
+		}
+	}
+	if cfg.rows["control"] {
+		if res.control, err = e.control(ctx); err != nil {
+			return fmt.Errorf("control: %w", err)
 		}
 	}
 	res.took = time.Since(began)

@@ -24,6 +24,7 @@ type results struct {
 	reload     *reloadResult
 	overhead   *overheadResult
 	plugins    *pluginsResult
+	control    *controlResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -91,6 +92,14 @@ func (r *results) markdown() string {
 		rss, anon := p.perInstance()
 		fmt.Fprintf(&b, "| 7 | instantiate a compiled Go plugin; RSS per warm instance (%d instances) | %s; %s (anonymous %s) | – | – |\n",
 			len(p.firstObserve), ms(p.instantiate()), signedMiB(rss), signedMiB(anon))
+	}
+	if c := r.control; c != nil {
+		for _, f := range c.fleets {
+			fmt.Fprintf(&b, "| 8 | command round trip: `observerctl remote status` to every answer, %d daemon(s), p50 / p99 of %d | %s / %s (a process started each time; RSS %s per daemon) | %s / %s (raw amqp091-go RPC, TLS login included, to %d responders in-process) | **p99 %s** ctl/raw |\n",
+				f.daemons, len(f.ctl), ms(percentile(f.ctl, 50)), ms(percentile(f.ctl, 99)), mib(f.rss),
+				ms(percentile(f.baseline, 50)), ms(percentile(f.baseline, 99)), f.daemons,
+				ratio(percentile(f.ctl, 99).Seconds(), percentile(f.baseline, 99).Seconds()))
+		}
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]

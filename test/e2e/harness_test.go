@@ -168,7 +168,6 @@ type daemonOption func(*daemonConfig)
 
 type daemonConfig struct {
 	broker    rabbit
-	password  string // broker.password_file
 	brokerTLS string // the broker.tls mapping
 	auth      string
 	admin     string
@@ -178,7 +177,20 @@ type daemonConfig struct {
 	observers string // the policy's observers list
 	limits    string // the limits mapping
 	extra     string // more top-level config keys, as YAML lines
+	node      string // the node name; default e2e-node.example
+	password  string // broker.password_file; default the harness user's
 }
+
+// withLogin logs in as another broker user than the harness's.
+func withLogin(user, passwordFile string) daemonOption {
+	return func(c *daemonConfig) {
+		c.urls = []string{strings.Replace(node.URL(), "observer@", user+"@", 1)}
+		c.password = passwordFile
+	}
+}
+
+// withNode names the node.
+func withNode(name string) daemonOption { return func(c *daemonConfig) { c.node = name } }
 
 // withURLs sets broker.urls, tried in the order given (url_order: listed).
 func withURLs(urls ...string) daemonOption {
@@ -237,6 +249,9 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	}
 	for _, o := range opts {
 		o(&c)
+	}
+	if c.node != "" {
+		d.node = c.node
 	}
 	d.admin, d.broker = c.admin, c.broker
 	// A unix socket's path has at most 107 bytes: t.TempDir() is too long.
