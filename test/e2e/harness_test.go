@@ -156,14 +156,23 @@ func runObservable(t *testing.T, listen string, extra ...string) (*proc, string)
 	return p, strings.TrimSpace(string(addr))
 }
 
-// daemon is one observerd set-up: its files, its exchange and queue.
+// daemon is one observerd set-up: its files, its exchange and queue, and
+// the broker they are on.
 type daemon struct {
 	dir, config, admin, socket, exchange, queue, node string
+	broker                                            rabbit
+}
+
+// rabbit is where a daemon's queue is: the package's node, or a cluster.
+type rabbit interface {
+	Dial() (*amqp.Connection, error)
 }
 
 type daemonOption func(*daemonConfig)
 
 type daemonConfig struct {
+	broker    rabbit
+	password  string // broker.password_file
 	brokerTLS string // the broker.tls mapping
 	auth      string
 	admin     string
@@ -221,6 +230,7 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	t.Helper()
 	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
 	c := daemonConfig{
+		broker: node, password: node.PasswordFile,
 		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
 		urls: []string{node.URL()}, outbox: "{}",
 		limits:    "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
@@ -229,7 +239,7 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	for _, o := range opts {
 		o(&c)
 	}
-	d.admin = c.admin
+	d.admin, d.broker = c.admin, c.broker
 	// A unix socket's path has at most 107 bytes: t.TempDir() is too long.
 	sockDir, err := os.MkdirTemp("", "od")
 	require.NoError(t, err)
@@ -256,7 +266,7 @@ broker:
   queues:
     - {name: %s, bindings: ["#"]}
 %s`, d.node, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.auth, node.PasswordFile, c.brokerTLS, d.exchange, d.queue, c.extra)
+		c.admin, d.socket, c.outbox, c.limits, yamlList(c.urls), c.auth, c.password, c.brokerTLS, d.exchange, d.queue, c.extra)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	if target != "" {
 		pol := fmt.Sprintf(`apiVersion: observer.polar/v1
@@ -300,7 +310,7 @@ type consumer struct {
 // bound to everything) and collects what arrives until the test ends.
 func (d *daemon) consume(t *testing.T) *consumer {
 	t.Helper()
-	conn, err := node.Dial()
+	conn, err := d.broker.Dial()
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
@@ -382,7 +392,7 @@ func yamlList(items []string) string {
 // keeps every event from the first one, without consuming.
 func (d *daemon) declare(t *testing.T) {
 	t.Helper()
-	conn, err := node.Dial()
+	conn, err := d.broker.Dial()
 	require.NoError(t, err)
 	defer conn.Close()
 	ch, err := conn.Channel()
@@ -393,7 +403,7 @@ func (d *daemon) declare(t *testing.T) {
 // queued returns how many events wait in the daemon's queue (-1 while the
 // broker cannot say).
 func (d *daemon) queued() int {
-	conn, err := node.Dial()
+	conn, err := d.broker.Dial()
 	if err != nil {
 		return -1
 	}
@@ -414,7 +424,7 @@ func (d *daemon) drain(t *testing.T) []*messages.Event {
 	t.Helper()
 	n := d.queued()
 	require.GreaterOrEqual(t, n, 0)
-	conn, err := node.Dial()
+	conn, err := d.broker.Dial()
 	require.NoError(t, err)
 	defer conn.Close()
 	ch, err := conn.Channel()
