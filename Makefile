@@ -88,8 +88,8 @@ test: deps proto-check lint build ## install what is missing, then run every tes
 	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 15m ./...
 
 .PHONY: run
-run: deps build ## the demo: TLS RabbitMQ, bin/observable, observerd with configs/policies, a live tail of the events (Ctrl-C stops it all)
-	$(GO) run ./test/demo --bin $(BIN)
+run: deps build ## the demo: TLS RabbitMQ (CLUSTER=3: a three-node cluster), bin/observable, observerd with configs/policies, a live tail of the events (Ctrl-C stops it all)
+	$(GO) run ./test/demo --bin $(BIN)$(if $(CLUSTER), --cluster $(CLUSTER))
 
 .PHONY: proto
 proto: deps ## regenerate messages/*.pb.go from proto/ (pinned protoc-gen-go)

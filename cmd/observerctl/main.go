@@ -2,7 +2,7 @@
 //
 //	observerctl status [--admin URL | --socket PATH | --config FILE] [--json]
 //	observerctl pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
-//	observerctl tail --config observerd.yaml [--bind KEY]... [--queue NAME] [--json]
+//	observerctl tail --config observerd.yaml [--bind KEY]... [--queue NAME | --stream NAME [--from WHERE]] [--json]
 //	observerctl plugin check [--target URL [--config JSON] [--calls N]] FILE.wasm
 //	observerctl policy validate FILE...
 //	observerctl policy schema

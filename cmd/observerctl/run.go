@@ -24,7 +24,7 @@ commands:
   pause|resume|observe [--socket PATH | --config FILE] POLICY/OBSERVER
                           stop an observer until resumed; restart a paused or quarantined one; observe at once
                           (through the daemon's admin socket: as root or a member of its group)
-  tail --config FILE [--bind KEY]... [--queue NAME] [--json]
+  tail --config FILE [--bind KEY]... [--queue NAME | --stream NAME [--from WHERE]] [--json]
                           print the events published to RabbitMQ, flagging sequence gaps and duplicate ids
   remote pause|resume|observe POLICY/OBSERVER | status | apply FILE | remove NAME
          [--config FILE] [--url URL] [--node NODE | --group LABEL] [--nodes N1,N2] [--wait D] [--json]

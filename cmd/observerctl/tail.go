@@ -35,8 +35,15 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&binds, "bind", "routing key pattern to bind (repeatable; default #)")
 	queue := fs.String("queue", "", "consume (and so remove the events from) this existing queue instead of a temporary one: only a queue of your own")
 	asJSON := fs.Bool("json", false, "print each event as protojson, one object per line (warnings go to stderr)")
+	stream := fs.String("stream", "", "read this existing stream (x-queue-type: stream) instead of a temporary queue")
+	from := fs.String("from", "", "where --stream starts: first, last, next (default), an RFC 3339 time, or an offset")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	offset, err := streamOffset(*stream, *from, *queue, binds)
+	if err != nil {
+		fmt.Fprintf(stderr, "observerctl tail: %v\n", err)
+		return exitUsage
 	}
 	cfg, err := configs.Load(*configPath)
 	if err != nil {
@@ -54,7 +61,12 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitProblems
 	}
 	defer conn.Close()
-	deliveries, err := subscribe(conn, cfg.Broker.Exchange, *queue, binds)
+	var deliveries <-chan amqp.Delivery
+	if offset != nil {
+		deliveries, err = subscribeStream(ctx, conn, *stream, offset)
+	} else {
+		deliveries, err = subscribe(conn, cfg.Broker.Exchange, *queue, binds)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "observerctl tail: %v\n", err)
 		return exitProblems

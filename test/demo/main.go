@@ -1,5 +1,6 @@
 // Command demo is `make run`: it starts a private RabbitMQ node with TLS
-// (test/rabbitmq), the demo observable service on 127.0.0.1:8080 flapping
+// (test/rabbitmq), or with --cluster N (`make run CLUSTER=3`) a cluster of
+// N such nodes whose every URL the daemon gets, the demo observable service on 127.0.0.1:8080 flapping
 // every 20 s, observerd with the example policies of configs/policies, and
 // `observerctl tail` printing every event as it arrives. Ctrl-C stops
 // everything it started. The daemon also declares demo.events, bound to
@@ -18,6 +19,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,17 +44,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	bin := fs.String("bin", "bin", "directory of the built binaries")
 	dir := fs.String("dir", ".run", "working directory for the broker, the config and the state")
+	cluster := fs.Int("cluster", 0, "run a RabbitMQ cluster of this many nodes (1 to 9) instead of a single node")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := demo(ctx, *bin, *dir, stdout, stderr); err != nil {
+	if err := demo(ctx, *bin, *dir, *cluster, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func demo(ctx context.Context, bin, dir string, stdout, stderr io.Writer) error {
+func demo(ctx context.Context, bin, dir string, cluster int, stdout, stderr io.Writer) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -59,13 +63,12 @@ func demo(ctx context.Context, bin, dir string, stdout, stderr io.Writer) error 
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clean %s: %w", dir, err)
 	}
-	fmt.Fprintln(stderr, "demo: starting RabbitMQ with TLS ...")
-	node, err := rabbitmq.Start(ctx, rabbitmq.Options{Dir: filepath.Join(dir, "rabbitmq")})
+	b, err := startBroker(ctx, filepath.Join(dir, "rabbitmq"), cluster, stderr)
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	if err := bound(ctx, node, demoQueue, keptEvents); err != nil {
+	defer b.Close()
+	if err := bound(ctx, b.ctl, demoQueue, keptEvents); err != nil {
 		return err
 	}
 
@@ -110,12 +113,12 @@ admin: {listen: "127.0.0.1:9464", socket: %s}
 # configs/policies/web.yaml observes the demo service's process by name.
 allowed_process_names: [observable]
 broker:
-  urls: [%q]
+  urls: [%s]
   password_file: %s
   tls: {ca_file: %s}
   queues:
     - {name: %s, bindings: ["#"]}
-`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(sockets, "admin.sock"), node.URL(), node.PasswordFile, node.CAFile, demoQueue)
+`, policies, plugins, filepath.Join(dir, "state"), filepath.Join(sockets, "admin.sock"), quoted(b.urls), b.passwordFile, b.caFile, demoQueue)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -147,12 +150,53 @@ broker:
 	}
 }
 
+// ctlFunc runs rabbitmqctl: Node.Ctl or Cluster.Ctl.
+type ctlFunc func(ctx context.Context, args ...string) (string, error)
+
+// broker is the demo's RabbitMQ: a node or a cluster.
+type broker struct {
+	urls                 []string
+	passwordFile, caFile string
+	ctl                  ctlFunc
+	io.Closer
+}
+
+// startBroker starts a single node in dir, or a cluster of nodes nodes.
+func startBroker(ctx context.Context, dir string, nodes int, stderr io.Writer) (*broker, error) {
+	if nodes == 0 {
+		fmt.Fprintln(stderr, "demo: starting RabbitMQ with TLS ...")
+		n, err := rabbitmq.Start(ctx, rabbitmq.Options{Dir: dir})
+		if err != nil {
+			return nil, err
+		}
+		return &broker{urls: []string{n.URL()}, passwordFile: n.PasswordFile, caFile: n.CAFile, ctl: n.Ctl, Closer: n}, nil
+	}
+	fmt.Fprintf(stderr, "demo: starting a RabbitMQ cluster of %d nodes with TLS ...\n", nodes)
+	c, err := rabbitmq.StartCluster(ctx, rabbitmq.ClusterOptions{Nodes: nodes, Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range c.Nodes {
+		fmt.Fprintf(stderr, "demo: node %s at %s (logs: %s)\n", n.Name(), n.URL(), filepath.Join(n.Dir, "log"))
+	}
+	return &broker{urls: c.URLs(), passwordFile: c.PasswordFile, caFile: c.CAFile, ctl: c.Ctl, Closer: c}, nil
+}
+
+// quoted renders strings as the items of a YAML flow sequence.
+func quoted(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
 // bound sets the RabbitMQ policy that keeps the newest keep messages of
 // queue and drops the oldest: a policy rather than queue arguments, which
 // the daemon's broker.queues does not set (and a queue cannot change).
-func bound(ctx context.Context, node *rabbitmq.Node, queue string, keep int) error {
+func bound(ctx context.Context, ctl ctlFunc, queue string, keep int) error {
 	definition := fmt.Sprintf(`{"max-length": %d, "overflow": "drop-head"}`, keep)
-	if _, err := node.Ctl(ctx, "set_policy", "--apply-to", "queues", queue, "^"+regexp.QuoteMeta(queue)+"$", definition); err != nil {
+	if _, err := ctl(ctx, "set_policy", "--apply-to", "queues", queue, "^"+regexp.QuoteMeta(queue)+"$", definition); err != nil {
 		return fmt.Errorf("bound queue %s: %w", queue, err)
 	}
 	return nil

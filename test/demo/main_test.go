@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { rabbitmq.Main(m, &node) }
 func TestDemoQueueIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	require.NoError(t, bound(ctx, node, demoQueue, keptEvents))
+	require.NoError(t, bound(ctx, node.Ctl, demoQueue, keptEvents))
 	conn, err := node.Dial()
 	require.NoError(t, err)
 	defer conn.Close()

@@ -298,7 +298,9 @@ func TestRabbitMQConfigMatchesHarness(t *testing.T) {
 		settings++
 		switch {
 		case key == "listeners.ssl.default":
-			assert.Contains(t, harness, `"listeners.ssl.default = 127.0.0.1:"`)
+			// On a loopback address: 127.0.0.1, or a cluster node's own.
+			assert.Contains(t, harness, `"listeners.ssl.default = " + net.JoinHostPort(n.listen,`)
+			assert.Contains(t, harness, `listen: "127.0.0.1"`)
 		case strings.HasSuffix(key, "file"):
 			assert.Contains(t, harness, `"`+key+` = "`)
 		default:

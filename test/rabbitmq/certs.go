@@ -25,20 +25,26 @@ type issuer struct {
 	key  *ecdsa.PrivateKey
 }
 
-// certFiles names the PEM files generated for one node.
+// certFiles names the PEM files of the test PKI: the CA, the client
+// certificates and the untrusted CA, shared by every node of a cluster.
 type certFiles struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-	untrustedCA, untrustedCert, untrustedKey         string
+	ca, clientCert, clientKey                string
+	untrustedCA, untrustedCert, untrustedKey string
 }
 
-// writeCerts generates the test PKI into dir: a CA, a server certificate for
-// localhost, a client certificate CN=observer signed by that CA, and an
-// unrelated CA with its own CN=observer client certificate for negative tests.
-func writeCerts(dir string) (certFiles, error) {
+// pki is the harness CA and the files it wrote.
+type pki struct {
+	ca    *issuer
+	files certFiles
+}
+
+// newPKI generates the test PKI into dir: a CA, a client certificate
+// CN=observer signed by it, and an unrelated CA with its own CN=observer
+// client certificate for negative tests. Server certificates are issued
+// per node with serverCert.
+func newPKI(dir string) (*pki, error) {
 	f := certFiles{
 		ca:            filepath.Join(dir, "ca.pem"),
-		serverCert:    filepath.Join(dir, "server.pem"),
-		serverKey:     filepath.Join(dir, "server-key.pem"),
 		clientCert:    filepath.Join(dir, "client.pem"),
 		clientKey:     filepath.Join(dir, "client-key.pem"),
 		untrustedCA:   filepath.Join(dir, "untrusted-ca.pem"),
@@ -49,45 +55,47 @@ func writeCerts(dir string) (certFiles, error) {
 
 	ca, err := newCA("observerd test CA", now)
 	if err != nil {
-		return f, err
+		return nil, err
 	}
 	if err := writeCertPEM(f.ca, ca.cert.Raw); err != nil {
-		return f, err
+		return nil, err
 	}
-
-	server := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "localhost"},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if err := ca.issue(server, now, f.serverCert, f.serverKey); err != nil {
-		return f, err
-	}
-
 	client := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: User},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if err := ca.issue(client, now, f.clientCert, f.clientKey); err != nil {
-		return f, err
+		return nil, err
 	}
 
 	untrusted, err := newCA("observerd untrusted test CA", now)
 	if err != nil {
-		return f, err
+		return nil, err
 	}
 	if err := writeCertPEM(f.untrustedCA, untrusted.cert.Raw); err != nil {
-		return f, err
+		return nil, err
 	}
 	stranger := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: User},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if err := untrusted.issue(stranger, now, f.untrustedCert, f.untrustedKey); err != nil {
-		return f, err
+		return nil, err
 	}
-	return f, nil
+	return &pki{ca: ca, files: f}, nil
+}
+
+// serverCert issues a server certificate valid for exactly dnsNames and
+// ips into dir (server.pem, server-key.pem) and returns the two paths.
+func (p *pki) serverCert(dir string, dnsNames []string, ips []net.IP) (cert, key string, err error) {
+	cert, key = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	server := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: dnsNames[0]},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	return cert, key, p.ca.issue(server, time.Now(), cert, key)
 }
 
 func newCA(name string, now time.Time) (*issuer, error) {

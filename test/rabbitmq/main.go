@@ -30,6 +30,7 @@ func MainWith(m *testing.M, node **Node, setup func(*Node) error) {
 }
 
 func runMain(m *testing.M, node **Node, setup func(*Node) error) int {
+	cleanUpOnInterrupt()
 	// testing.Verbose needs parsed flags; m.Run would parse them too late.
 	if !flag.Parsed() {
 		flag.Parse()

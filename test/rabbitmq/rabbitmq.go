@@ -39,6 +39,10 @@
 //
 //	func TestMain(m *testing.M) { rabbitmq.Main(m, &node) }
 //
+// StartCluster runs several such nodes as one RabbitMQ cluster
+// (cluster.go). Whatever the harness started is also taken down when the
+// test binary is interrupted (SIGINT, SIGTERM) in Main.
+//
 // A missing RabbitMQ installation fails the tests; it is never a skip.
 package rabbitmq
 
@@ -100,8 +104,8 @@ type Options struct {
 // serialised.
 type Node struct {
 	Dir      string
-	Host     string // "localhost"
-	Port     int    // AMQPS (TLS) listener on 127.0.0.1, stable across Restart
+	Host     string // "localhost"; a cluster node's own loopback IP
+	Port     int    // AMQPS (TLS) listener on Host's IP, stable across Restart
 	User     string // "observer"
 	Password string // random, per Start
 	CAFile   string // PEM CA that signed the server and client certificates
@@ -119,6 +123,7 @@ type Node struct {
 	UntrustedKeyFile  string
 
 	name     string // Erlang node name, e.g. obsd-1a2b3c@localhost
+	listen   string // the IP of the AMQPS listener
 	distPort int
 	epmdPort int
 	env      []string
@@ -129,7 +134,7 @@ type Node struct {
 	life   sync.Mutex // serialises Stop, Kill, Restart, Close
 	mu     sync.Mutex // guards proc, epmd and closed
 	proc   *process   // the node's VM, nil when not started
-	epmd   *process
+	epmd   *process   // nil for a cluster's node: the cluster owns it
 	closed bool
 }
 
@@ -160,24 +165,12 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Host: Host, User: User, in: in, timeout: opts.StartTimeout}
+	n := &Node{Host: Host, User: User, in: in, timeout: opts.StartTimeout, listen: "127.0.0.1"}
 	if n.timeout <= 0 {
 		n.timeout = defaultStartTimeout
 	}
-
-	if opts.Dir == "" {
-		n.Dir, err = os.MkdirTemp("", "observerd-rabbitmq-")
-		if err != nil {
-			return nil, fmt.Errorf("create rabbitmq dir: %w", err)
-		}
-		n.tempDir = true
-	} else {
-		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create rabbitmq dir: %w", err)
-		}
-		if n.Dir, err = filepath.Abs(opts.Dir); err != nil {
-			return nil, fmt.Errorf("resolve rabbitmq dir: %w", err)
-		}
+	if n.Dir, n.tempDir, err = makeDir(opts.Dir); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -186,12 +179,29 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	if err := n.prepare(); err != nil {
+	ports, err := freePorts(3)
+	if err != nil {
 		return nil, err
 	}
-	if err := n.startEpmd(ctx); err != nil {
+	n.Port, n.distPort, n.epmdPort = ports[0], ports[1], ports[2]
+	// A fresh name per Start also means a fresh database: a Dir reused from
+	// an earlier Start cannot carry over a user with an old password.
+	n.name = "obsd-" + randomHex(6) + "@localhost"
+	n.Password = randomHex(16)
+	p, err := newPKI(n.Dir)
+	if err != nil {
 		return nil, err
 	}
+	if err := n.prepare(p, newCookie(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}); err != nil {
+		return nil, err
+	}
+	epmd, err := startEpmd(ctx, n.in, n.path("log"), n.env, n.epmdPort, n.timeout)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.epmd = epmd
+	n.mu.Unlock()
 	n.life.Lock()
 	defer n.life.Unlock()
 	if err := n.boot(ctx); err != nil {
@@ -200,36 +210,52 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	return n, nil
 }
 
-// prepare writes everything the node reads at boot into n.Dir.
-func (n *Node) prepare() error {
-	ports, err := freePorts(3)
-	if err != nil {
-		return err
+// makeDir creates dir, or a fresh temporary directory when dir is empty
+// (temp is then true, and the directory is removed on an interrupt).
+func makeDir(dir string) (abs string, temp bool, err error) {
+	if dir == "" {
+		abs, err = os.MkdirTemp("", "observerd-rabbitmq-")
+		if err != nil {
+			return "", false, fmt.Errorf("create rabbitmq dir: %w", err)
+		}
+		registerTempDir(abs)
+		return abs, true, nil
 	}
-	n.Port, n.distPort, n.epmdPort = ports[0], ports[1], ports[2]
-	// A fresh name per Start also means a fresh database: a Dir reused from
-	// an earlier Start cannot carry over a user with an old password.
-	n.name = "obsd-" + randomHex(6) + "@localhost"
-	n.Password = randomHex(16)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, fmt.Errorf("create rabbitmq dir: %w", err)
+	}
+	if abs, err = filepath.Abs(dir); err != nil {
+		return "", false, fmt.Errorf("resolve rabbitmq dir: %w", err)
+	}
+	return abs, false, nil
+}
 
-	certs, err := writeCerts(n.Dir)
+// newCookie is an Erlang cookie: the nodes of a cluster share one.
+func newCookie() string { return strings.ToUpper(randomHex(10)) }
+
+// prepare writes everything the node reads at boot into n.Dir: its server
+// certificate for dnsNames and ips, issued by p, the shared files of p,
+// the cookie, the password and the config. The caller has set n's name,
+// ports and password.
+func (n *Node) prepare(p *pki, cookie string, dnsNames []string, ips []net.IP) error {
+	c := p.files
+	n.CAFile, n.CertFile, n.KeyFile = c.ca, c.clientCert, c.clientKey
+	n.UntrustedCAFile, n.UntrustedCertFile, n.UntrustedKeyFile = c.untrustedCA, c.untrustedCert, c.untrustedKey
+	serverCert, serverKey, err := p.serverCert(n.Dir, dnsNames, ips)
 	if err != nil {
 		return err
 	}
-	n.CAFile, n.CertFile, n.KeyFile = certs.ca, certs.clientCert, certs.clientKey
-	n.UntrustedCAFile, n.UntrustedCertFile, n.UntrustedKeyFile = certs.untrustedCA, certs.untrustedCert, certs.untrustedKey
 
 	n.PasswordFile = filepath.Join(n.Dir, "password")
 	if err := writeFile(n.PasswordFile, []byte(n.Password), 0o600); err != nil {
 		return err
 	}
 	// Erlang refuses a cookie file that others can read.
-	cookie := strings.ToUpper(randomHex(10))
 	if err := writeFile(filepath.Join(n.Dir, ".erlang.cookie"), []byte(cookie), 0o400); err != nil {
 		return err
 	}
 	// The config holds default_pass, hence 0600.
-	if err := writeFile(n.path("rabbitmq.conf"), []byte(n.config(certs)), 0o600); err != nil {
+	if err := writeFile(n.path("rabbitmq.conf"), []byte(n.config(c.ca, serverCert, serverKey)), 0o600); err != nil {
 		return err
 	}
 	if err := writeFile(n.path("enabled_plugins"), []byte("[rabbitmq_auth_mechanism_ssl].\n"), 0o644); err != nil {
@@ -254,15 +280,15 @@ func (n *Node) prepare() error {
 }
 
 // config renders rabbitmq.conf.
-func (n *Node) config(c certFiles) string {
+func (n *Node) config(ca, serverCert, serverKey string) string {
 	lines := []string{
 		"# Generated by the observerd test harness (test/rabbitmq) on every Start.",
 		// TLS only, on loopback only.
 		"listeners.tcp = none",
-		"listeners.ssl.default = 127.0.0.1:" + strconv.Itoa(n.Port),
-		"ssl_options.cacertfile = " + c.ca,
-		"ssl_options.certfile = " + c.serverCert,
-		"ssl_options.keyfile = " + c.serverKey,
+		"listeners.ssl.default = " + net.JoinHostPort(n.listen, strconv.Itoa(n.Port)),
+		"ssl_options.cacertfile = " + ca,
+		"ssl_options.certfile = " + serverCert,
+		"ssl_options.keyfile = " + serverKey,
 		// Verify a client certificate when one is sent (EXTERNAL) but let
 		// password clients in without one.
 		"ssl_options.verify = verify_peer",
@@ -363,32 +389,35 @@ func (n *Node) serverArgs() []string {
 	}
 }
 
-// startEpmd runs the node's private epmd in the foreground, owned by the
-// harness for the Node's whole life, so no daemonised epmd outlives Close.
-func (n *Node) startEpmd(ctx context.Context) error {
-	cmd := exec.Command(n.in.epmd, "-port", strconv.Itoa(n.epmdPort), "-address", "127.0.0.1")
-	cmd.Dir = n.Dir
-	cmd.Env = n.env
-	p, err := spawn(cmd, n.path("log", "epmd.log"))
+// startEpmd runs a private epmd on port in the foreground, owned by the
+// harness for the life of the node (or cluster) that uses it, so no
+// daemonised epmd outlives Close.
+func startEpmd(ctx context.Context, in install, dir string, env []string, port int, timeout time.Duration) (*process, error) {
+	cmd := exec.Command(in.epmd, "-port", strconv.Itoa(port), "-address", "127.0.0.1")
+	cmd.Dir = dir
+	cmd.Env = env
+	logPath := filepath.Join(dir, "epmd.log")
+	p, err := spawn(cmd, logPath)
 	if err != nil {
-		return fmt.Errorf("start epmd: %w", err)
+		return nil, fmt.Errorf("start epmd: %w", err)
 	}
-	n.mu.Lock()
-	n.epmd = p
-	n.mu.Unlock()
-
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(n.epmdPort))
-	ctx, cancel := context.WithTimeout(ctx, n.timeout)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return poll(ctx, p, func() error {
+	err = poll(ctx, p, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err
 	}, func(err error) error {
-		return fmt.Errorf("wait for epmd on %s: %w\n%s", addr, err, tail(n.path("log", "epmd.log"), 20))
+		return fmt.Errorf("wait for epmd on %s: %w\n%s", addr, err, tail(logPath, 20))
 	})
+	if err != nil {
+		_ = killTree(p)
+		return nil, err
+	}
+	return p, nil
 }
 
 // boot starts the node's VM and waits until it is ready. n.life is held.
@@ -434,9 +463,11 @@ func spawn(cmd *exec.Cmd, logPath string) (*process, error) {
 		return nil, err
 	}
 	p := &process{cmd: cmd, done: make(chan struct{})}
+	registerChild(p)
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
+		unregisterChild(p)
 	}()
 	return p, nil
 }
@@ -711,8 +742,8 @@ func (n *Node) Close() error {
 		}
 	}
 	if n.tempDir && len(errs) == 0 {
-		if err := os.RemoveAll(n.Dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove rabbitmq dir: %w", err))
+		if err := removeTempDir(n.Dir); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -765,9 +796,11 @@ func tail(path string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// freePorts reserves k distinct free TCP ports on loopback. They are
-// released before use, so another process could take one in between;
-// holding all k at once at least keeps them distinct from each other.
+// freePorts reserves k distinct free TCP ports on 127.0.0.1 (a port free
+// there is free on the other loopback addresses too, unless someone binds
+// exactly one of those). They are released before use, so another process
+// could take one in between; holding all k at once at least keeps them
+// distinct from each other.
 func freePorts(k int) ([]int, error) {
 	var ports []int
 	for range k {
@@ -790,7 +823,9 @@ func randomHex(nbytes int) string {
 
 // DeclareQuorum declares, as the daemon's broker.queues does, the durable
 // topic exchange and a durable quorum queue bound to it with each of
-// bindings, so that the queue keeps every event from the first one.
+// bindings, so that the queue keeps every event from the first one. On a
+// Cluster the queue gets a member on every running node: RabbitMQ's
+// default membership, as when the daemon declares it.
 func DeclareQuorum(ch *amqp.Channel, exchange, queue string, bindings ...string) error {
 	if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %s: %w", exchange, err)
