@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -172,4 +173,38 @@ func TestNodeInfoFollowsTheConnection(t *testing.T) {
 	m.status(protocol.BrokerStatus{Connected: true, URL: "amqps://o@n2:5671/"})
 	assert.Equal(t, -1.0, metricValue(t, reg, "observerd_broker_node_info", "url", "amqps://o@n1:5671/"))
 	assert.Equal(t, 1.0, metricValue(t, reg, "observerd_broker_node_info", "url", "amqps://o@n2:5671/"))
+}
+
+func TestAckedEventsAwaitingTheCommitterHoldPublishingBack(t *testing.T) {
+	// An acked event stays in the outbox until the committer deletes it,
+	// and goes again after a crash: with handOverEvery of them waiting for
+	// the committer, nothing more is published, which bounds a failure's
+	// duplicates.
+	ob := testOutbox(t, Limit{})
+	_, err := ob.Append(events(4))
+	require.NoError(t, err)
+	recs, err := ob.After(0, 4)
+	require.NoError(t, err)
+	fake := newFakeBroker(t, 16)
+	l, err := fake.dial(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, l.Open())
+	fl := fake.next(t)
+	p := &publisher{o: &Options{Exchange: "x", ConfirmWindow: 16}, outbox: ob, metrics: newMetrics(nil, zerolog.Nop())}
+	for _, tc := range []struct {
+		acked, published int
+	}{
+		{handOverEvery, 0},
+		{handOverEvery - 1, 2},
+		{0, 2},
+	} {
+		s := &session{p: p, l: l, ready: slices.Clone(recs[:2])}
+		p.acked = make([]uint64, tc.acked)
+		n, err := s.publish(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, tc.published, n, "%d acked awaiting the committer", tc.acked)
+		for range n {
+			fl.next(t)
+		}
+	}
 }

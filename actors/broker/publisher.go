@@ -169,6 +169,11 @@ func (p *publisher) pause(ctx context.Context, d time.Duration) bool {
 // handOverEvery is how many acked events the publisher gathers before it
 // hands them to the committer while confirms are outstanding: each hand
 // over costs a commit, and a steady stream then deletes in large groups.
+// With that many waiting, the publisher publishes nothing more until the
+// committer took them: an acked event stays in the outbox until its
+// deletion is committed, and goes again after a crash, so this bounds the
+// duplicates of a failure (docs/delivery.md, "Limits") and the memory the
+// acks take while the disk is slow.
 const handOverEvery = 256
 
 // toCommitter is the send case of a select that hands the committer what
@@ -517,7 +522,7 @@ func (s *session) publish(ctx context.Context) (int, error) {
 		}
 	}
 	n := 0
-	for len(s.ready) > 0 && len(s.window) < s.p.o.ConfirmWindow && !s.blocked.Load() {
+	for len(s.ready) > 0 && len(s.window) < s.p.o.ConfirmWindow && len(s.p.acked) < handOverEvery && !s.blocked.Load() {
 		rec := s.ready[0]
 		s.ready[0] = Record{}
 		s.ready = s.ready[1:]
