@@ -85,7 +85,14 @@ $(BIN)/plugins/%-rs.wasm: wasm/examples/%-rs/lib.rs | deps
 .PHONY: test
 test: deps proto-check lint build ## install what is missing, then run every test (unit, integration, end to end) against a private TLS RabbitMQ
 	cd wasm/sdk && $(GO) test -count=1 ./...
-	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 15m ./...
+	@# The cluster's fault tests are minutes of real outages, mostly waiting:
+	@# they run in a test binary of their own beside everything else, and
+	@# their output follows.
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 15m -run '^TestClusterFaults$$' ./test/e2e/ >$$log 2>&1 & faults=$$!; \
+	OBSERVERD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -tags integration -timeout 15m -skip '^TestClusterFaults$$' ./...; rest=$$?; \
+	wait $$faults; status=$$?; echo "--- the cluster's fault tests (test/e2e TestClusterFaults):"; cat $$log; \
+	[ $$rest -eq 0 ] && [ $$status -eq 0 ]
 
 .PHONY: run
 run: deps build ## the demo: TLS RabbitMQ (CLUSTER=3: a three-node cluster), bin/observable, observerd with configs/policies, a live tail of the events (Ctrl-C stops it all)
