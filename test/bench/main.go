@@ -38,6 +38,15 @@
 //     to every node's answer, p50 and p99, for 1 daemon and for 50 (each
 //     with one observer; their RSS), against a raw amqp091-go RPC through
 //     the same broker to as many responders in this process;
+//  9. the fleet, on a three-node RabbitMQ cluster of its own: 100 real
+//     bin/observerd processes (--fleet-daemons), five observers each of
+//     one bin/observable, publishing into one quorum queue that one
+//     consumer reads; end-to-end latency, the daemons' CPU and RSS, the
+//     broker's CPU, memory and connections, one node SIGKILLed (how long
+//     the daemons take to reconnect, and where they go) and restarted,
+//     100 more daemons joining, and every sequence checked; against as
+//     many plain amqp091-go publishers with confirms in one process (this
+//     program again, run as "fleet-publishers"), at the same rate;
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -72,6 +81,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == publishersCommand {
+		// The fleet row's baseline, in a process of its own.
+		if err := runPublishers(ctx, os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", publishersCommand, err)
+			os.Exit(1)
+		}
+		return
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -91,12 +108,16 @@ type config struct {
 	// overheadInterval is the overhead row's observers' interval.
 	overheadInterval time.Duration
 	pluginCalls      int // the plugins row's calls per side
-	out              string
-	dir              string
-	logLevel         string
-	cpuProfile       string
-	rows             map[string]bool
-	rowsString       string
+	// fleetDaemons is the fleet row's first fleet (as many join later);
+	// fleetWindow its measuring windows.
+	fleetDaemons int
+	fleetWindow  time.Duration
+	out          string
+	dir          string
+	logLevel     string
+	cpuProfile   string
+	rows         map[string]bool
+	rowsString   string
 }
 
 // Defaults are sized so that a full `make bench` stays under about four
@@ -115,9 +136,15 @@ const (
 	quickLoadTime    = 500 * time.Millisecond
 	defaultPairs     = 20
 	quickPairs       = 6
+	// The fleet row: a hundred daemons, as the issue asks, in about four
+	// minutes; --quick runs twenty.
+	defaultFleetDaemons = 100
+	quickFleetDaemons   = 20
+	defaultFleetWindow  = 15 * time.Second
+	quickFleetWindow    = 5 * time.Second
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -136,6 +163,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.pairs, "pairs", defaultPairs, "alone/observed segment pairs in the overhead row (--quick: 6)")
 	fs.DurationVar(&c.overheadInterval, "overhead-interval", time.Second, "interval of the overhead row's five observers")
 	fs.IntVar(&c.pluginCalls, "plugin-calls", defaultPluginCalls, "calls per side in the plugins row's per-call comparisons, the empty observe 10 times as many (--quick: 400)")
+	fs.IntVar(&c.fleetDaemons, "fleet-daemons", defaultFleetDaemons, "daemons of the fleet row, as many joining later (--quick: 20)")
+	fs.DurationVar(&c.fleetWindow, "fleet-window", defaultFleetWindow, "measuring window of each phase of the fleet row (--quick: 5s)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -171,6 +200,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["plugin-calls"] {
 			c.pluginCalls = quickPluginCalls
 		}
+		if !set["fleet-daemons"] {
+			c.fleetDaemons = quickFleetDaemons
+		}
+		if !set["fleet-window"] {
+			c.fleetWindow = quickFleetWindow
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -188,10 +223,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.rows[r] = true
 	}
 	switch {
-	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1, c.pairs < 1, c.pluginCalls < 1:
-		return c, errors.New("--events, --runs, --window, --rate, --pairs and --plugin-calls must be positive")
-	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0:
-		return c, errors.New("--outage, --mem-outage, --group-time, --load-time and --overhead-interval must be positive")
+	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1, c.pairs < 1, c.pluginCalls < 1, c.fleetDaemons < 1:
+		return c, errors.New("--events, --runs, --window, --rate, --pairs, --plugin-calls and --fleet-daemons must be positive")
+	case c.fleetDaemons > maxFleetDaemons:
+		return c, fmt.Errorf("--fleet-daemons is at most %d (twice as many run at the end)", maxFleetDaemons)
+	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0:
+		return c, errors.New("--outage, --mem-outage, --group-time, --load-time, --overhead-interval and --fleet-window must be positive")
 	}
 	return c, nil
 }
@@ -340,6 +377,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["control"] {
 		if res.control, err = e.control(ctx); err != nil {
 			return fmt.Errorf("control: %w", err)
+		}
+	}
+	if cfg.rows["fleet"] {
+		if res.fleet, err = e.fleet(ctx); err != nil {
+			return fmt.Errorf("fleet: %w", err)
 		}
 	}
 	res.took = time.Since(began)

@@ -25,6 +25,7 @@ type results struct {
 	overhead   *overheadResult
 	plugins    *pluginsResult
 	control    *controlResult
+	fleet      *fleetResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -100,6 +101,9 @@ func (r *results) markdown() string {
 				ms(percentile(f.baseline, 50)), ms(percentile(f.baseline, 99)), f.daemons,
 				ratio(percentile(f.ctl, 99).Seconds(), percentile(f.baseline, 99).Seconds()))
 		}
+	}
+	if f := r.fleet; f != nil {
+		f.summary(&b)
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -248,6 +252,9 @@ func (r *results) markdown() string {
 			ms(p.instantiate()), len(p.firstObserve), mib(p.rssBefore.rss), mib(p.rssAfter.rss), mib(p.rssBefore.anon), mib(p.rssAfter.anon),
 			signedMiB(rss), signedMiB(anon), mib(p.rssClosed.rss))
 	}
+	if f := r.fleet; f != nil {
+		f.details(&b)
+	}
 	if len(r.group) > 0 {
 		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")
 		fmt.Fprintf(&b, "`broker.OpenOutbox` + `Append` in a loop for %s per size, no actor, no network.\n\n", whole(r.cfg.groupTime))
@@ -262,8 +269,8 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d",
-		c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls)
+	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s",
+		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow)
 }
 
 // quartiles of the pairs' observed/alone ratios.
