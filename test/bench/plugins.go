@@ -302,7 +302,7 @@ spec:
     - {name: plugin, kind: wasm, interval: 1h, wasm: {module: status-threshold.wasm, config: {threshold: 100}}}
 `, target)
 	allowed := configs.Default().Targets()
-	p, err := policy.Parse("bench-plugins.yaml", []byte(doc), benchEnv(allowed, pluginDir))
+	p, err := policy.Parse("bench-plugins.yaml", []byte(doc), benchEnv(allowed, pluginDir, nil))
 	if err != nil {
 		return nil, nil, fmt.Errorf("plugins policy: %w", err)
 	}

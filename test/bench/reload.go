@@ -57,12 +57,13 @@ spec:
 }
 
 // benchEnv is what the bench's policies are validated against: its
-// daemon's lifted limits, pid files under its work directory.
-func benchEnv(allowed *targets.AllowList, pluginDir string) policy.Env {
+// daemon's lifted limits, and pidDirs its allowed_pid_dirs (nil: the
+// default).
+func benchEnv(allowed *targets.AllowList, pluginDir string, pidDirs []string) policy.Env {
 	limits := policy.DefaultBounds()
 	limits.MinInterval = yamldoc.Duration(10 * time.Millisecond)
 	limits.MaxRequestsPerSecond, limits.MaxConcurrentRequests, limits.MaxEventsPerSecond = 1_000_000, 64, 1_000_000
-	return policy.Env{Allowed: allowed, PluginDir: pluginDir, Limits: &limits}
+	return policy.Env{Allowed: allowed, PluginDir: pluginDir, PIDDirs: pidDirs, Limits: &limits}
 }
 
 // daemonRun is bin/observerd running against the bench's node, with a
@@ -73,6 +74,8 @@ type daemonRun struct {
 	events  chan *messages.Event
 	conn    *amqp.Connection
 	applied int // policy.applied events seen so far
+	// work is the bench's work directory, the daemon's allowed_pid_dirs.
+	work string
 }
 
 // reload runs bin/observerd, renames 100 changed versions of a policy into
@@ -235,7 +238,7 @@ broker:
 	if err != nil {
 		return nil, err
 	}
-	d := &daemonRun{dir: dir, conn: conn, events: make(chan *messages.Event, 4096)}
+	d := &daemonRun{dir: dir, conn: conn, events: make(chan *messages.Event, 4096), work: work}
 	ch, err := conn.Channel()
 	if err != nil {
 		d.close()
@@ -291,7 +294,7 @@ broker:
 // waitStarted waits for the observer.started event of the policy text's
 // revision.
 func (d *daemonRun) waitStarted(ctx context.Context, text string) (*messages.Event, error) {
-	p, err := policy.Parse("web.yaml", []byte(text), benchEnv(configs.Default().Targets(), ""))
+	p, err := policy.Parse("web.yaml", []byte(text), benchEnv(configs.Default().Targets(), "", []string{d.work}))
 	if err != nil {
 		return nil, fmt.Errorf("parse bench policy: %w", err)
 	}
