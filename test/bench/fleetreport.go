@@ -7,6 +7,30 @@ import (
 	"time"
 )
 
+// saturatedShare is the share of the clients' events/s below which a
+// phase is marked saturated: the machine could not carry the clients
+// and the cluster together, so its latencies and costs measure a
+// machine out of CPU, not the clients.
+const saturatedShare = 0.9
+
+// expected is the events/s the phase's clients make.
+func (p fleetPhase) expected() float64 { return float64(p.clients * fleetRate) }
+
+// saturated tells whether the consumer received less than saturatedShare
+// of what the clients make.
+func (p fleetPhase) saturated() bool {
+	return p.clients > 0 && p.window.rate(p.took) < saturatedShare*p.expected()
+}
+
+// saturation is a note for a saturated phase, or "".
+func (p fleetPhase) saturation() string {
+	if !p.saturated() {
+		return ""
+	}
+	return fmt.Sprintf(" **(saturated: %s of the %s events/s made reached the consumer; the machine ran out of CPU)**",
+		thousands(p.window.rate(p.took)), thousands(p.expected()))
+}
+
 // summary writes row 9's lines of the summary table.
 func (r *fleetResult) summary(b *strings.Builder) {
 	for i, p := range r.fleet {
@@ -16,8 +40,8 @@ func (r *fleetResult) summary(b *strings.Builder) {
 		base := r.baseline[i]
 		cpu, baseCPU := p.perClient(p.cpuShare(p.clientCPU)), base.perClient(base.cpuShare(base.clientCPU))
 		rss, baseRSS := p.perClient(float64(p.clientRSS)), base.perClient(float64(base.clientRSS))
-		fmt.Fprintf(b, "| 9 | fleet of %d daemons on a three-node cluster (%s events/s): CPU and RSS per daemon | %s of a core, %s | %s of a core, %s per publisher (%d amqp091-go publishers with confirms in one process, as many events/s) | **%s** CPU, **%s** RSS daemon/publisher |\n",
-			p.clients, thousands(p.window.rate(p.took)), percent(cpu), mib(uint64(rss)), percent(baseCPU), mib(uint64(baseRSS)),
+		fmt.Fprintf(b, "| 9 | fleet of %d daemons on a three-node cluster (%s events/s): CPU and RSS per daemon%s | %s of a core, %s | %s of a core, %s per publisher (%d amqp091-go publishers with confirms in one process, as many events/s) | **%s** CPU, **%s** RSS daemon/publisher |\n",
+			p.clients, thousands(p.window.rate(p.took)), p.saturation(), percent(cpu), mib(uint64(rss)), percent(baseCPU), mib(uint64(baseRSS)),
 			base.clients, ratio(cpu, baseCPU), ratio(rss, baseRSS))
 		fmt.Fprintf(b, "| 9 | end-to-end latency, event `time` → the consumer, p50 / p99, %d daemons | %s / %s | %s / %s (the publishers) | **p99 %s** |\n",
 			p.clients, ms(percentile(p.window.latencies, 50)), ms(percentile(p.window.latencies, 99)),
@@ -33,16 +57,27 @@ func (r *fleetResult) summary(b *strings.Builder) {
 		fmt.Fprintf(b, "| 9 | connections by node: at the kill → settled → node back | %s → %s → %s | – | – |\n",
 			sortedNodes(k.before), sortedNodes(k.after), sortedNodes(k.rejoined))
 	}
+	if len(r.fleet) > 0 && len(r.baseline) > 0 {
+		d, base := added(r.before, r.fleet[0]), added(r.idle, r.baseline[0])
+		r.costLine(b, fmt.Sprintf("the first %d daemons", d.clients), d, base, r.fleet[0])
+	}
 	if len(r.fleet) == 2 && len(r.baseline) == 2 {
 		d, base := added(r.restarted, r.fleet[1]), added(r.baseline[0], r.baseline[1])
-		fmt.Fprintf(b, "| 9 | what each of the %d daemons that join costs the cluster: CPU, memory (erlang:memory), connections, channels | %s of a core, %s, %.2f, %.2f | %s of a core, %s, %.2f, %.2f per added publisher | **%s** CPU, **%s** memory |\n",
-			d.clients, percent(d.brokerCPU), signedMiB(int64(d.brokerMemory)), d.connections, d.channels,
-			percent(base.brokerCPU), signedMiB(int64(base.brokerMemory)), base.connections, base.channels,
-			ratio(d.brokerCPU, base.brokerCPU), ratio(d.brokerMemory, base.brokerMemory))
+		r.costLine(b, fmt.Sprintf("the %d daemons that join", d.clients), d, base, r.fleet[1])
 	}
 	l := r.loss
 	fmt.Fprintf(b, "| 9 | sequences lost, every node's 1..last checked (less outbox.overflow ranges) | **%d** of %s events from %d nodes (daemons and publishers); %d duplicates | – | – |\n",
 		l.lost, thousands(float64(l.events)), l.nodes, l.duplicates)
+}
+
+// costLine writes a summary line of what each daemon of some costs the
+// cluster, against as many publishers; to is the phase they were
+// measured in.
+func (r *fleetResult) costLine(b *strings.Builder, some string, d, base addedCost, to fleetPhase) {
+	fmt.Fprintf(b, "| 9 | what each of %s costs the cluster: CPU, memory (erlang:memory), connections, channels%s | %s of a core, %s, %.2f, %.2f | %s of a core, %s, %.2f, %.2f per added publisher | **%s** CPU, **%s** memory |\n",
+		some, to.saturation(), percent(d.brokerCPU), signedMiB(int64(d.brokerMemory)), d.connections, d.channels,
+		percent(base.brokerCPU), signedMiB(int64(base.brokerMemory)), base.connections, base.channels,
+		ratio(d.brokerCPU, base.brokerCPU), ratio(d.brokerMemory, base.brokerMemory))
 }
 
 // addedCost is what each client added between two phases cost the
@@ -118,6 +153,9 @@ func (r *fleetResult) details(b *strings.Builder) {
 		if p.connections != nil {
 			conns = fmt.Sprintf("%s (%d)", sortedNodes(p.connections), p.channels)
 		}
+		if p.saturated() {
+			name += " (saturated)"
+		}
 		fmt.Fprintf(b, "| %s | %d | %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n", name, p.clients, thousands(p.window.rate(p.took)), mean, lat,
 			clients, rss, percent(p.cpuShare(p.brokerCPU)), mib(p.brokerRSS), mib(p.brokerMemory), conns)
 	}
@@ -133,6 +171,7 @@ func (r *fleetResult) details(b *strings.Builder) {
 		row(fmt.Sprintf("**%d daemons**", p.clients), p)
 	}
 	b.WriteString("\nThe clients' CPU share is of one core over the window (200 % = both cores of this machine); the broker's is the three VMs together. The daemons' events are larger than the baseline's (the prometheus observation carries the scraped values; mean bytes in the table). ")
+	fmt.Fprintf(b, "A phase is *saturated* when less than %s of the events/s its clients make (%d each) reached the consumer: the clients, the three nodes and the consumer share this machine's cores, and a saturated phase measures a machine out of CPU (events queue in the daemons, their observations time out), not what a client costs. ", percent(saturatedShare), fleetRate)
 	if len(r.started) == 2 {
 		fmt.Fprintf(b, "Starting the first %d daemons took %s, the %d that joined %s (each until ready). ", r.daemons, secs(r.started[0]), r.daemons, secs(r.started[1]))
 	}
