@@ -125,7 +125,7 @@ func (a *Actor) start(ctx actor.Context) {
 		select {
 		case <-started:
 		case <-time.After(startTimeout):
-			a.opts.Log.Warn().Str("actor", c.Name).Stringer("after", startTimeout).Msg("child slow to start, starting the next")
+			a.opts.Log.Warn().Str("child", c.Name).Stringer("after", startTimeout).Msg("child slow to start, starting the next")
 		}
 	}
 	a.daemon(ctx, messages.TypeDaemonStarted, "")
@@ -149,7 +149,7 @@ func (a *Actor) stopChildren(ctx actor.Context) {
 			stop = ctx.StopFuture // awaiting a restart: it would never read a poison pill
 		}
 		if err := stop(pid).Wait(); err != nil && !errors.Is(err, actor.ErrDeadLetter) {
-			a.opts.Log.Error().Err(err).Str("actor", pid.Id).Msg("stop child")
+			a.opts.Log.Error().Err(err).Str("child", pid.Id).Msg("stop child")
 		}
 	}
 }
@@ -179,7 +179,7 @@ func (a *Actor) daemon(ctx actor.Context, typ, reason string) {
 
 func (a *Actor) lifecycle(ctx actor.Context, typ string, f restart.Failure) {
 	name := a.names[f.Child.Id]
-	a.opts.Log.Warn().Str("actor", name).Int("failures", f.Failures).Stringer("backoff", f.Backoff).Err(f.Reason).Msg(typ)
+	a.opts.Log.Warn().Str("child", name).Int("failures", f.Failures).Stringer("backoff", f.Backoff).Err(f.Reason).Msg(typ)
 	ev := messages.NewEvent(typ)
 	ev.Severity = messages.Severity_SEVERITY_HIGH
 	ev.Data = &messages.Event_Observer{Observer: &messages.ObserverLifecycle{

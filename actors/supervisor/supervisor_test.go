@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/polar/observerd/messages"
 	"github.com/polar/observerd/policy"
 	"github.com/polar/observerd/test/actortest"
+	"github.com/polar/observerd/test/jsonlog"
 )
 
 // journal is the shared, ordered record of the children's lifecycles.
@@ -429,4 +433,36 @@ spec:
 	assert.Equal(t, 1, policyEvents(), "neither restart made a policy event")
 	assert.Len(t, state.EventsOf(messages.TypeObserverStopped), stopped, "the policy-manager's restart stopped nothing")
 	assert.Len(t, started(), 4)
+}
+
+// The daemon's logger names the supervisor as the actor of its lines
+// (cmd/observerd): a child's failure names the child under a key of its
+// own, so that each key appears once per JSON line.
+func TestAChildsFailureIsLoggedWithEachKeyOnce(t *testing.T) {
+	sys, _ := actortest.SystemAndLogger(t)
+	actortest.NewRecorder(t, sys, protocol.Supervisor+"/"+protocol.StateManager)
+	var out actortest.SyncBuffer
+	log := zerolog.New(&out).With().Str("actor", protocol.Supervisor).Logger()
+	var starts atomic.Int32
+	flaky := actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*actor.Started); ok && starts.Add(1) == 1 {
+			panic(errors.New("flaky cannot start"))
+		}
+	})
+	policy := restart.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, GiveUpAt: 3, Window: time.Minute}
+	spawn(t, sys, supervisor.Options{Children: []supervisor.Child{{Name: "flaky", Props: flaky}}, Supervision: policy, Log: log})
+
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), messages.TypeObserverRestarted) },
+		actortest.Wait, 5*time.Millisecond, "the restart is logged")
+	lines, err := jsonlog.Lines([]byte(out.String()))
+	require.NoError(t, err, "each key once per line")
+	var failed map[string]any
+	for _, l := range lines {
+		if l["message"] == messages.TypeObserverFailed {
+			failed = l
+		}
+	}
+	require.NotNil(t, failed, "the failure is logged")
+	assert.Equal(t, protocol.Supervisor, failed["actor"])
+	assert.Equal(t, "flaky", failed["child"])
 }

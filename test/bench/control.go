@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -73,13 +74,13 @@ func (e *env) controlFleet(ctx context.Context, n int) (controlFleet, error) {
 	}()
 	for i := range n {
 		node := fmt.Sprintf("%s-%d", label, i)
-		cmd, admin, err := e.startControlDaemon(node, label)
+		cmd, admin, err := e.startControlDaemon(node, label, daemonAdmin(controlAddrBlock, i))
 		if err != nil {
 			return f, err
 		}
 		procs = append(procs, cmd)
 		nodes = append(nodes, node)
-		if err := waitReady(ctx, admin); err != nil {
+		if err := waitReady(ctx, admin, node); err != nil {
 			return f, fmt.Errorf("daemon %s: %w", node, err)
 		}
 	}
@@ -118,7 +119,7 @@ func (e *env) controlFleet(ctx context.Context, n int) (controlFleet, error) {
 // startControlDaemon starts bin/observerd as node, labelled label, with
 // the control channel enabled for the bench's broker user, and one tcp
 // observer; it returns the process and its admin address.
-func (e *env) startControlDaemon(node, label string) (*exec.Cmd, string, error) {
+func (e *env) startControlDaemon(node, label, admin string) (*exec.Cmd, string, error) {
 	bin, err := filepath.Abs("bin/observerd")
 	if err != nil {
 		return nil, "", err
@@ -141,10 +142,6 @@ spec:
     - {name: tcp, kind: tcp, interval: 10s, tcp: {}}
 `
 	if err := os.WriteFile(filepath.Join(dir, "policies", "port.yaml"), []byte(pol), 0o600); err != nil {
-		return nil, "", err
-	}
-	admin, err := freeLoopback()
-	if err != nil {
 		return nil, "", err
 	}
 	cfg := fmt.Sprintf(`node: %s
@@ -182,25 +179,40 @@ control:
 	return cmd, admin, nil
 }
 
-// freeLoopback is a free port of loopback, released for the daemon.
-func freeLoopback() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+// Why does each daemon of the bench get an address of its own?
+//
+// A free port picked by the bench and released for the daemon can be
+// taken by any other socket before the daemon binds it: one daemon of a
+// hundred then stops (its admin listener fails), and the bench, polling
+// that address, reads another daemon's state as if it were its own. A
+// loopback address per daemon, with the daemons' default port, collides
+// with nothing: ephemeral ports are above it, and nothing else binds
+// these addresses.
+
+// Blocks of 127.0.0.0/8 for the rows' daemons, apart from the RabbitMQ
+// nodes' (127.0.0.x) and from each other.
+const (
+	controlAddrBlock = 2
+	fleetAddrBlock   = 1
+	// adminPort is the daemons' default admin port.
+	adminPort = 9464
+)
+
+// daemonAdmin is the admin address of daemon i of a row's block.
+func daemonAdmin(block, i int) string {
+	return fmt.Sprintf("127.%d.%d.%d:%d", block, i/250, i%250+1, adminPort)
 }
 
-// waitReady waits until the daemon at admin is ready (its broker
-// connected: its control queue is consumed).
-func waitReady(ctx context.Context, admin string) error {
+// waitReady waits until the daemon node at admin is ready (its broker
+// connected, its policies loaded), and checks that it is the daemon
+// answering there.
+func waitReady(ctx context.Context, admin, node string) error {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return checkNode(ctx, admin, node)
 			}
 		}
 		select {
@@ -210,6 +222,31 @@ func waitReady(ctx context.Context, admin string) error {
 		}
 	}
 	return errors.New("not ready within a minute")
+}
+
+// checkNode reads the node name of the daemon at admin from its
+// /v1/state.
+func checkNode(ctx context.Context, admin, node string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/v1/state", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("read /v1/state: %w", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Node string `json:"node"`
+	}
+	// A /v1/state of a few observers is a few KB; 1 MiB is plenty.
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return fmt.Errorf("read /v1/state: %w", err)
+	}
+	if st.Node != node {
+		return fmt.Errorf("%s answers as node %q", admin, st.Node)
+	}
+	return nil
 }
 
 // rawRPC is the baseline: n responders in this process, each consuming a

@@ -507,7 +507,7 @@ func (f *fleetRun) startDaemons(ctx context.Context, from, to int) error {
 				return err
 			}
 			started[i-from] = d
-			if err := waitReady(gctx, d.admin); err != nil {
+			if err := waitReady(gctx, d.admin, d.name); err != nil {
 				return fmt.Errorf("daemon %s: %w (see %s)", d.name, err, filepath.Join(d.dir, "log"))
 			}
 			return nil
@@ -536,11 +536,7 @@ func (f *fleetRun) startDaemon(i int) (*fleetDaemon, error) {
 	if err := os.WriteFile(filepath.Join(d.dir, "policies", "web.yaml"), []byte(overheadPolicy(f.target, f.pidFile, fleetInterval)), 0o600); err != nil {
 		return nil, fmt.Errorf("write policy: %w", err)
 	}
-	admin, err := freeLoopback()
-	if err != nil {
-		return nil, err
-	}
-	d.admin = admin
+	d.admin = daemonAdmin(fleetAddrBlock, i)
 	urls, err := json.Marshal(f.c.URLs())
 	if err != nil {
 		return nil, err
@@ -559,7 +555,7 @@ broker:
   tls: {ca_file: %q}
   exchange: %s
 `, d.name, filepath.Join(d.dir, "policies"), filepath.Join(d.dir, "plugins"), filepath.Join(d.dir, "state"),
-		filepath.Dir(f.pidFile), admin, urls, f.c.PasswordFile, f.c.CAFile, f.exchange)
+		filepath.Dir(f.pidFile), d.admin, urls, f.c.PasswordFile, f.c.CAFile, f.exchange)
 	config := filepath.Join(d.dir, "observerd.yaml")
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write daemon config: %w", err)
