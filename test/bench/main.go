@@ -139,12 +139,12 @@ type config struct {
 	scaleWindow   time.Duration
 	scalePairs    int
 	scaleReloads  int
-	out          string
-	dir          string
-	logLevel     string
-	cpuProfile   string
-	rows         map[string]bool
-	rowsString   string
+	out           string
+	dir           string
+	logLevel      string
+	cpuProfile    string
+	rows          map[string]bool
+	rowsString    string
 }
 
 // Defaults are sized so that a full `make bench` stays under ten minutes
