@@ -7,7 +7,7 @@
 // The schedule is a fixed grid: after the first (at the observer's place
 // in a tenth of the interval, soon after it starts), an observer's turns
 // fall at its phase in every interval (Unix time ≡ phase modulo the
-// interval), the phase a hash of its path. Observers of equal intervals are so spread evenly over the
+// interval), the phase a hash of its path and the daemon's node name. Observers of equal intervals are so spread evenly over the
 // interval instead of all firing together, a turn does not drift by the
 // time its runs take, and an observer replaced by a new version keeps its
 // place. A run that outlasts the interval skips the turns it covered
@@ -42,6 +42,9 @@ import (
 
 // Spec is what an observer runs.
 type Spec struct {
+	// Node is the daemon's node name: with the observer's path, it places
+	// the observer's turns in its interval (Phase).
+	Node     string
 	Policy   *policy.Policy
 	Observer policy.Observer
 	// CorrelationID is the id of the policy event that tasked the observer;
@@ -175,7 +178,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 		// the interval, so that observers started together are spread
 		// over it; the turns after it are on the grid of the interval.
 		spread := a.interval() / 10
-		a.schedule(ctx, Slot(time.Now(), spread, Phase(a.spec.Path(), spread)))
+		a.schedule(ctx, Slot(time.Now(), spread, Phase(a.spec.Node, a.spec.Path(), spread)))
 	case *actor.Stopping:
 		a.halt()
 		if c, ok := a.check.(io.Closer); ok {
@@ -295,18 +298,21 @@ func (a *Actor) lateAfter() time.Duration {
 	return min(max(a.interval()/10, 10*time.Millisecond), time.Second)
 }
 
-// Phase is where in each interval the turns of the observer at path fall:
-// a hash of the path, so that observers of equal intervals spread evenly
-// over it.
-func Phase(path string, interval time.Duration) time.Duration {
+// Phase is where in each interval the turns of the observer at path of
+// the daemon node fall: a hash of both, so that the observers of equal
+// intervals in one daemon spread evenly over it, and so do the daemons of
+// a fleet that run the same policy against one service.
+func Phase(node, path string, interval time.Duration) time.Duration {
 	h := fnv.New64a()
-	_, _ = h.Write([]byte(path)) // a hash.Hash never fails
+	_, _ = h.Write([]byte(node)) // a hash.Hash never fails
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(path))
 	return time.Duration(h.Sum64() % uint64(interval))
 }
 
 // slot is the observer's first turn on its grid at or after t.
 func (a *Actor) slot(t time.Time) time.Time {
-	return Slot(t, a.interval(), Phase(a.spec.Path(), a.interval()))
+	return Slot(t, a.interval(), Phase(a.spec.Node, a.spec.Path(), a.interval()))
 }
 
 // Slot is the first time at or after t whose Unix time is phase modulo

@@ -39,21 +39,35 @@ func TestSlot(t *testing.T) {
 // TestPhasesSpread: the phases of 10,000 observers of equal interval, as
 // the bench's policies name them, fill every hundredth of the interval
 // with no more than twice the mean: no thundering herd at :00.
+//
+// So do the daemons of a fleet that run one policy against one service.
 func TestPhasesSpread(t *testing.T) {
 	const interval, bins = 10 * time.Second, 100
-	var count [bins]int
-	for p := range 100 {
-		for o := range 100 {
-			path := protocol.ObserverEmitter(fmt.Sprintf("scale-%03d", p), fmt.Sprintf("o%03d", o)).Path()
-			ph := observer.Phase(path, interval)
-			require.GreaterOrEqual(t, ph, time.Duration(0))
-			require.Less(t, ph, interval)
-			count[ph*bins/interval]++
-		}
-	}
-	for i, n := range count {
-		assert.Positive(t, n, "bin %d", i)
-		assert.LessOrEqual(t, n, 2*10_000/bins, "bin %d", i)
+	for _, tc := range []struct {
+		name string
+		node func(i int) string
+		path func(i int) string
+	}{
+		{"10,000 observers of one daemon", func(int) string { return "web-1" }, func(i int) string {
+			return protocol.ObserverEmitter(fmt.Sprintf("scale-%03d", i/100), fmt.Sprintf("o%03d", i%100)).Path()
+		}},
+		{"one observer of 10,000 daemons", func(i int) string { return fmt.Sprintf("web-%d", i) }, func(int) string {
+			return protocol.ObserverEmitter("web", "health").Path()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var count [bins]int
+			for i := range 10_000 {
+				ph := observer.Phase(tc.node(i), tc.path(i), interval)
+				require.GreaterOrEqual(t, ph, time.Duration(0))
+				require.Less(t, ph, interval)
+				count[ph*bins/interval]++
+			}
+			for i, n := range count {
+				assert.Positive(t, n, "bin %d", i)
+				assert.LessOrEqual(t, n, 2*10_000/bins, "bin %d", i)
+			}
+		})
 	}
 }
 
@@ -66,7 +80,7 @@ func TestTurnsFollowTheGrid(t *testing.T) {
 	const interval = 30 * time.Millisecond
 	p := parse(t, srv.URL, "", "    - {name: check, kind: http, interval: 30ms, http: {}}\n")
 	pid := f.start(t, p, "check")[0]
-	phase := observer.Phase("observer/web/check", interval)
+	phase := observer.Phase("", "observer/web/check", interval)
 
 	var dues []time.Time
 	for len(dues) < 5 {

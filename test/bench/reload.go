@@ -56,6 +56,9 @@ spec:
 `, target, interval)
 }
 
+// daemonNode is the node name of the daemons the bench runs one at a time.
+const daemonNode = "bench"
+
 // benchEnv is what the bench's policies are validated against: its
 // daemon's lifted limits, and pidDirs its allowed_pid_dirs (nil: the
 // default).
@@ -226,7 +229,7 @@ func (e *env) launchDaemon(ctx context.Context, setup daemonSetup) (*daemonRun, 
 		return nil, fmt.Errorf("find work dir: %w", err)
 	}
 	config := filepath.Join(dir, "observerd.yaml")
-	cfg := fmt.Sprintf(`node: bench
+	cfg := fmt.Sprintf(`node: `+daemonNode+`
 policy_dir: %s
 plugin_dir: %s
 state_dir: %s

@@ -192,7 +192,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 // lateness is how long after its observer's place in the interval a turn
 // started at t.
 func lateness(path string, t time.Time, interval time.Duration) time.Duration {
-	due := observer.Slot(t, interval, observer.Phase(path, interval))
+	due := observer.Slot(t, interval, observer.Phase(daemonNode, path, interval))
 	if due.After(t) {
 		due = due.Add(-interval)
 	}
@@ -508,7 +508,7 @@ func (s *scaleRun) reloads(ctx context.Context, d *daemonRun, rec *scaleRecorder
 				}
 			}
 			// The turns due in [began, ended) against those that started.
-			phase := observer.Phase(path, interval)
+			phase := observer.Phase(daemonNode, path, interval)
 			for due := observer.Slot(began, interval, phase); due.Before(ended); due = due.Add(interval) {
 				r.othersDue++
 				seen := false

@@ -104,7 +104,7 @@ func runScaleObservers(ctx context.Context, args []string, stdin io.Reader, stdo
 	start := func(kind, path string) {
 		wg.Go(func() {
 			// The first turn at the observer's place, as the daemon's.
-			first := observer.Slot(time.Now(), *interval, observer.Phase(path, *interval))
+			first := observer.Slot(time.Now(), *interval, observer.Phase(daemonNode, path, *interval))
 			if sleep(ctx, time.Until(first)) != nil {
 				return
 			}
