@@ -1,8 +1,17 @@
 // Package observer is the observer actor: one per observer of a policy,
 // child of the task-manager. It runs its kind's check (package kinds) on
-// a schedule (interval with jitter, never two runs at once, a hard timeout
-// per run, backoff while the target fails) off its mailbox, and sends
-// each observation to the state-manager as a protocol.Emit.
+// a schedule (never two runs at once, a hard timeout per run, backoff
+// while the target fails) off its mailbox, and sends each observation to
+// the state-manager as a protocol.Emit.
+//
+// The schedule is a fixed grid: after the first (at the observer's place
+// in a tenth of the interval, soon after it starts), an observer's turns
+// fall at its phase in every interval (Unix time ≡ phase modulo the
+// interval), the phase a hash of its path and the daemon's node name. Observers of equal intervals are so spread evenly over the
+// interval instead of all firing together, a turn does not drift by the
+// time its runs take, and an observer replaced by a new version keeps its
+// place. A run that outlasts the interval skips the turns it covered
+// (counted as skipped, "still running").
 //
 // A check that panics, in the mailbox or in its goroutine, fails the actor:
 // the task-manager restarts it with backoff and quarantines it when it keeps
@@ -13,8 +22,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -33,6 +42,9 @@ import (
 
 // Spec is what an observer runs.
 type Spec struct {
+	// Node is the daemon's node name: with the observer's path, it places
+	// the observer's turns in its interval (Phase).
+	Node     string
 	Policy   *policy.Policy
 	Observer policy.Observer
 	// CorrelationID is the id of the policy event that tasked the observer;
@@ -121,9 +133,12 @@ type Actor struct {
 	spec  Spec
 	check kinds.Check
 
-	timer  *time.Timer
-	turn   uint64             // generation of the pending timer: ticks of stopped ones are stale
-	due    time.Time          // when the pending turn is due
+	timer *time.Timer
+	turn  uint64    // generation of the pending timer: ticks of stopped ones are stale
+	due   time.Time // when the pending turn is due
+	// last is when the last turn taken (or skipped) was due: the next
+	// one is due a delay after it. Zero before the first turn.
+	last   time.Time
 	cancel context.CancelFunc // of the run in flight, nil when idle
 	stats  protocol.ObserverStats
 }
@@ -159,9 +174,11 @@ func (a *Actor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		a.lifecycle(ctx, messages.TypeObserverStarted, "")
-		// The first run comes soon, spread over a tenth of the interval so
-		// that the observers of one policy do not all fire together.
-		a.schedule(ctx, jitter(a.interval()/10))
+		// The first turn comes soon, at the observer's place in a tenth of
+		// the interval, so that observers started together are spread
+		// over it; the turns after it are on the grid of the interval.
+		spread := a.interval() / 10
+		a.schedule(ctx, Slot(time.Now(), spread, Phase(a.spec.Node, a.spec.Path(), spread)))
 	case *actor.Stopping:
 		a.halt()
 		if c, ok := a.check.(io.Closer); ok {
@@ -182,12 +199,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if msg.turn != a.turn {
 			return // its timer was stopped after it fired
 		}
-		if late := time.Since(a.due); late > a.lateAfter() {
-			a.tally(&a.stats.Late, a.metrics().late.WithLabelValues(a.spec.Path()), "observation turn late",
+		late := time.Since(a.due)
+		a.metrics().lateness.Observe(late.Seconds())
+		if late > a.lateAfter() {
+			a.tally(&a.stats.Late, 1, a.metrics().late.WithLabelValues(a.spec.Path()), "observation turn late",
 				fmt.Sprintf("started %s after it was due", late.Round(time.Millisecond)))
 		}
+		a.last = a.due
 		if !a.run(ctx) {
-			a.schedule(ctx, a.delay())
+			a.scheduleNext(ctx)
 		}
 	case *protocol.RunNow:
 		if a.run(ctx) {
@@ -216,23 +236,27 @@ func (a *Actor) Receive(ctx actor.Context) {
 			}
 			panic(msg.err)
 		}
-		d := a.delay()
-		a.schedule(ctx, d-d/20+jitter(d/10))
+		a.scheduleNext(ctx)
 	case *protocol.GetObserverStats:
 		s := a.stats
 		s.Delay = a.delay()
+		if a.timer != nil && a.cancel == nil {
+			s.Next = a.due
+		}
 		ctx.Respond(&s)
 	case *crashed:
 		panic(msg.err)
 	}
 }
 
-// tally counts a skipped or late turn in n; the log says so for the first
-// and then every hundredth, so that a long stretch does not flood it.
-func (a *Actor) tally(n *uint64, metric prometheus.Counter, msg, why string) {
-	*n++
-	metric.Inc()
-	if *n%100 == 1 {
+// tally counts k skipped or late turns in n; the log says so for the
+// first and then once per hundred, so that a long stretch does not flood
+// it.
+func (a *Actor) tally(n *uint64, k uint64, metric prometheus.Counter, msg, why string) {
+	before := *n
+	*n += k
+	metric.Add(float64(k))
+	if before == 0 || before/100 != *n/100 {
 		a.spec.Log.Warn().Uint64("count", *n).Str("reason", why).Msg(msg)
 	}
 }
@@ -274,12 +298,60 @@ func (a *Actor) lateAfter() time.Duration {
 	return min(max(a.interval()/10, 10*time.Millisecond), time.Second)
 }
 
-// schedule replaces the pending turn, if any, with one in d.
-func (a *Actor) schedule(ctx actor.Context, d time.Duration) {
+// Phase is where in each interval the turns of the observer at path of
+// the daemon node fall: a hash of both, so that the observers of equal
+// intervals in one daemon spread evenly over it, and so do the daemons of
+// a fleet that run the same policy against one service.
+func Phase(node, path string, interval time.Duration) time.Duration {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(node)) // a hash.Hash never fails
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(path))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// slot is the observer's first turn on its grid at or after t.
+func (a *Actor) slot(t time.Time) time.Time {
+	return Slot(t, a.interval(), Phase(a.spec.Node, a.spec.Path(), a.interval()))
+}
+
+// Slot is the first time at or after t whose Unix time is phase modulo
+// interval.
+func Slot(t time.Time, interval, phase time.Duration) time.Time {
+	off := (time.Duration(t.UnixNano()) - phase) % interval
+	if off < 0 {
+		off += interval
+	}
+	if off == 0 {
+		return t
+	}
+	return t.Add(interval - off)
+}
+
+// scheduleNext schedules the turn a delay after the last one (the
+// interval, longer while the target fails), or the first slot from now
+// when the run went past it: the turns it covered are skipped.
+func (a *Actor) scheduleNext(ctx actor.Context) {
+	want := a.due // before the first turn (an ObserveNow), it keeps its place
+	if !a.last.IsZero() {
+		want = a.slot(a.last.Add(a.delay()))
+	}
+	next := want
+	if now := time.Now(); next.Before(now) {
+		next = a.slot(now)
+		skipped := (next.Sub(want) + a.interval() - 1) / a.interval()
+		a.tally(&a.stats.Skipped, uint64(skipped), a.metrics().skipped.WithLabelValues(a.spec.Path(), "still running"),
+			"observation turn skipped", "previous observation still running")
+	}
+	a.schedule(ctx, next)
+}
+
+// schedule replaces the pending turn, if any, with one at due.
+func (a *Actor) schedule(ctx actor.Context, due time.Time) {
 	a.stopTimer()
 	root, self, turn := ctx.ActorSystem().Root, ctx.Self(), a.turn
-	a.due = time.Now().Add(d)
-	a.timer = time.AfterFunc(d, func() { root.Send(self, &tick{turn: turn}) })
+	a.due = due
+	a.timer = time.AfterFunc(time.Until(due), func() { root.Send(self, &tick{turn: turn}) })
 }
 
 // stopTimer cancels the pending turn; a tick of it already in the mailbox
@@ -303,10 +375,10 @@ func (a *Actor) halt() {
 func (a *Actor) run(ctx actor.Context) bool {
 	switch {
 	case a.spec.Gate.Closed():
-		a.tally(&a.stats.Skipped, a.metrics().skipped.WithLabelValues(a.spec.Path(), "outbox full"), "observation turn skipped", "outbox full (when_full: block)")
+		a.tally(&a.stats.Skipped, 1, a.metrics().skipped.WithLabelValues(a.spec.Path(), "outbox full"), "observation turn skipped", "outbox full (when_full: block)")
 		return false
 	case a.cancel != nil:
-		a.tally(&a.stats.Skipped, a.metrics().skipped.WithLabelValues(a.spec.Path(), "still running"), "observation turn skipped", "previous observation still running")
+		a.tally(&a.stats.Skipped, 1, a.metrics().skipped.WithLabelValues(a.spec.Path(), "still running"), "observation turn skipped", "previous observation still running")
 		return false
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), a.timeout())
@@ -359,14 +431,6 @@ func LifecycleEvent(typ string, p *policy.Policy, o policy.Observer, correlation
 	}
 	ev.Data = &messages.Event_Observer{Observer: payload}
 	return ev
-}
-
-// jitter is a uniformly random duration in [0, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return rand.N(d + 1)
 }
 
 // broken stands in for an observer whose spec cannot run: it fails at

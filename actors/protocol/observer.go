@@ -10,7 +10,7 @@ import "time"
 
 // RunNow asks an observer for an observation at once. It is skipped (and
 // counted) while an observation is in flight or the gate is closed;
-// otherwise the next scheduled turn comes one delay after it.
+// otherwise the scheduled turns keep their places.
 type RunNow struct{}
 
 // GetObserverStats asks an observer how its turns went.
@@ -27,7 +27,9 @@ type ObserverStats struct {
 	Late uint64
 	// Failures is the number of consecutive non-OK results.
 	Failures int
-	// Delay is the delay before the next turn, stretched by backoff, and
-	// before jitter.
+	// Delay is the delay between turns, stretched by backoff.
 	Delay time.Duration
+	// Next is when the next turn is due; zero while an observation runs
+	// (its end schedules the next turn).
+	Next time.Time
 }

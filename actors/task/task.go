@@ -64,6 +64,8 @@ import (
 
 // Options configure the task-manager.
 type Options struct {
+	// Node is the daemon's node name (observer.Spec.Node).
+	Node string
 	// State receives the events and PoliciesLoaded.
 	State *actor.PID
 	// Allowed is what observers may reach (redirects are re-checked).
@@ -556,6 +558,7 @@ func (a *Actor) startChild(ctx actor.Context, pol, name string) {
 		return
 	}
 	spec := observer.Spec{
+		Node:          a.opts.Node,
 		Policy:        d.policy,
 		Observer:      o,
 		CorrelationID: d.correlation,

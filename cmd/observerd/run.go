@@ -207,7 +207,7 @@ func daemon(ctx context.Context, cfg *configs.Config, configPath, envPassword st
 		// The task-manager alone decides what runs (the totals too); the
 		// policy-manager tells it what the files ask for.
 		{Name: protocol.TaskManager, Props: task.Props(task.Options{
-			State: pid(protocol.StateManager), Allowed: cfg.Targets(), Limits: &cfg.Limits, Gate: gate,
+			Node: cfg.Node, State: pid(protocol.StateManager), Allowed: cfg.Targets(), Limits: &cfg.Limits, Gate: gate,
 			Plugins: plugins, PluginDir: cfg.PluginDir, Metrics: observer.NewMetrics(metrics), Log: actorLog(protocol.TaskManager),
 			PIDDirs: cfg.AllowedPIDDirs, MaxResponse: cfg.Limits.MaxResponseBytes, MaxResponseTotal: cfg.Limits.MaxResponseBytesTotal,
 		})},

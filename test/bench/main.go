@@ -47,6 +47,18 @@
 //     100 more daemons joining, and every sequence checked; against as
 //     many plain amqp091-go publishers with confirms in one process (this
 //     program again, run as "fleet-publishers"), at the same rate;
+//  10. thousands of observers in one daemon (manyobservers, scale.go):
+//     10,000 http observers of bin/observable every 10 s, then 1,000 tcp
+//     and 1,000 process observers more: RSS, CPU per observation, how
+//     late the turns start and where in the interval, bin/observable's
+//     throughput observed against alone;
+//  11. the start of that daemon (startup): daemon.started to every
+//     observer started and to the first observation;
+//  12. one policy of the hundred changed while the others run
+//     (reloadmany), timed as row 4, the others checked for restarts and
+//     missed turns; rows 10 to 12 against the same observers as plain
+//     goroutines in a process of their own (this program again, run as
+//     "scale-observers");
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -81,6 +93,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == scaleCommand {
+		// The scale rows' baseline, in a process of its own.
+		if err := runScaleObservers(ctx, os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", scaleCommand, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == publishersCommand {
 		// The fleet row's baseline, in a process of its own.
 		if err := runPublishers(ctx, os.Args[2:], os.Stdin, os.Stdout); err != nil {
@@ -112,12 +132,19 @@ type config struct {
 	// fleetWindow its measuring windows.
 	fleetDaemons int
 	fleetWindow  time.Duration
-	out          string
-	dir          string
-	logLevel     string
-	cpuProfile   string
-	rows         map[string]bool
-	rowsString   string
+	// The scale rows: policies of 100 http observers, their interval, the
+	// measuring window, the load pairs and the policy changes.
+	scalePolicies int
+	scaleInterval time.Duration
+	scaleWindow   time.Duration
+	scalePairs    int
+	scaleReloads  int
+	out           string
+	dir           string
+	logLevel      string
+	cpuProfile    string
+	rows          map[string]bool
+	rowsString    string
 }
 
 // Defaults are sized so that a full `make bench` stays under ten minutes
@@ -142,9 +169,15 @@ const (
 	quickFleetDaemons   = 20
 	defaultFleetWindow  = 15 * time.Second
 	quickFleetWindow    = 5 * time.Second
+	// The scale rows: 10,000 observers (--quick: 1,000).
+	defaultScalePolicies = 100
+	quickScalePolicies   = 10
+	defaultScalePairs    = 8
+	quickScalePairs      = 3
+	quickScaleReloads    = 5
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "manyobservers", "startup", "reloadmany", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -165,6 +198,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.pluginCalls, "plugin-calls", defaultPluginCalls, "calls per side in the plugins row's per-call comparisons, the empty observe 10 times as many (--quick: 400)")
 	fs.IntVar(&c.fleetDaemons, "fleet-daemons", defaultFleetDaemons, "daemons of the fleet row, as many joining later (--quick: 20)")
 	fs.DurationVar(&c.fleetWindow, "fleet-window", defaultFleetWindow, "measuring window of each phase of the fleet row (--quick: 5s)")
+	fs.IntVar(&c.scalePolicies, "scale-policies", defaultScalePolicies, "policies of 100 http observers in rows 10 to 12, a tenth as many of tcp and of process observers in row 10 (--quick: 10)")
+	fs.DurationVar(&c.scaleInterval, "scale-interval", 10*time.Second, "interval of the observers of rows 10 to 12")
+	fs.DurationVar(&c.scaleWindow, "scale-window", 10*time.Second, "measuring window of row 10")
+	fs.IntVar(&c.scalePairs, "scale-pairs", defaultScalePairs, "alone/observed segment pairs in row 10 (--quick: 3)")
+	fs.IntVar(&c.scaleReloads, "scale-reloads", scaleReloads, "policy changes timed in row 12 (--quick: 5)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -206,6 +244,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["fleet-window"] {
 			c.fleetWindow = quickFleetWindow
 		}
+		if !set["scale-policies"] {
+			c.scalePolicies = quickScalePolicies
+		}
+		if !set["scale-pairs"] {
+			c.scalePairs = quickScalePairs
+		}
+		if !set["scale-reloads"] {
+			c.scaleReloads = quickScaleReloads
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -225,6 +272,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case c.events < 1, c.runs < 1, c.window < 1, c.rate < 1, c.pairs < 1, c.pluginCalls < 1, c.fleetDaemons < 1:
 		return c, errors.New("--events, --runs, --window, --rate, --pairs, --plugin-calls and --fleet-daemons must be positive")
+	case c.scalePolicies < 1, c.scalePolicies > maxScaleObservers/scalePerPolicy/2, c.scalePairs < 1, c.scaleReloads < 1:
+		return c, fmt.Errorf("--scale-policies (at most %d), --scale-pairs and --scale-reloads must be positive", maxScaleObservers/scalePerPolicy/2)
+	case c.scaleInterval < time.Second, c.scaleWindow <= 0:
+		return c, errors.New("--scale-interval must be at least 1s, --scale-window positive")
 	case c.fleetDaemons > maxFleetDaemons:
 		return c, fmt.Errorf("--fleet-daemons is at most %d (twice as many run at the end)", maxFleetDaemons)
 	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0:
@@ -382,6 +433,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["fleet"] {
 		if res.fleet, err = e.fleet(ctx); err != nil {
 			return fmt.Errorf("fleet: %w", err)
+		}
+	}
+	if cfg.rows["manyobservers"] || cfg.rows["startup"] || cfg.rows["reloadmany"] {
+		if res.scale, err = e.scale(ctx); err != nil {
+			return fmt.Errorf("scale: %w", err)
 		}
 	}
 	res.took = time.Since(began)

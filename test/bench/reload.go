@@ -56,6 +56,9 @@ spec:
 `, target, interval)
 }
 
+// daemonNode is the node name of the daemons the bench runs one at a time.
+const daemonNode = "bench"
+
 // benchEnv is what the bench's policies are validated against: its
 // daemon's lifted limits, and pidDirs its allowed_pid_dirs (nil: the
 // default).
@@ -188,6 +191,20 @@ func (d *daemonRun) policyFile() string { return filepath.Join(d.dir, "policies"
 // startDaemon runs bin/observerd against the node with policy (YAML) as
 // its only policy, and consumes its events.
 func (e *env) startDaemon(ctx context.Context, policy string) (*daemonRun, error) {
+	return e.launchDaemon(ctx, daemonSetup{policies: map[string]string{"web.yaml": policy}})
+}
+
+// daemonSetup is what a bench daemon starts with: its policy files by
+// name, and limits.* entries beside the bench's own (a YAML flow mapping's
+// entries, "" for none).
+type daemonSetup struct {
+	policies map[string]string
+	limits   string
+}
+
+// launchDaemon runs bin/observerd against the node with setup's policies
+// in its policy_dir, and consumes its events.
+func (e *env) launchDaemon(ctx context.Context, setup daemonSetup) (*daemonRun, error) {
 	bin, err := filepath.Abs("bin/observerd")
 	if err != nil {
 		return nil, fmt.Errorf("find bin/observerd: %w", err)
@@ -212,7 +229,7 @@ func (e *env) startDaemon(ctx context.Context, policy string) (*daemonRun, error
 		return nil, fmt.Errorf("find work dir: %w", err)
 	}
 	config := filepath.Join(dir, "observerd.yaml")
-	cfg := fmt.Sprintf(`node: bench
+	cfg := fmt.Sprintf(`node: `+daemonNode+`
 policy_dir: %s
 plugin_dir: %s
 state_dir: %s
@@ -221,14 +238,14 @@ admin: {listen: "", socket: ""}
 # The rows observe faster than the default limits allow, and the
 # overhead row's process observer reads a pid file under the bench's
 # work directory.
-limits: {min_interval: 10ms, max_requests_per_second: 1000000, max_concurrent_requests: 64, max_events_per_second: 1000000}
+limits: {min_interval: 10ms, max_requests_per_second: 1000000, max_concurrent_requests: 64, max_events_per_second: 1000000%s}
 allowed_pid_dirs: [%q]
 broker:
   urls: [%q]
   password_file: %s
   tls: {ca_file: %q}
   exchange: %s
-`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), work,
+`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), extraLimits(setup.limits), work,
 		e.node.URL(), e.node.PasswordFile, e.node.CAFile, exchange)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write daemon config: %w", err)
@@ -273,9 +290,11 @@ broker:
 		}
 	}()
 
-	if err := os.WriteFile(d.policyFile(), []byte(policy), 0o644); err != nil {
-		d.close()
-		return nil, fmt.Errorf("write policy: %w", err)
+	for name, text := range setup.policies {
+		if err := os.WriteFile(filepath.Join(dir, "policies", name), []byte(text), 0o644); err != nil {
+			d.close()
+			return nil, fmt.Errorf("write policy: %w", err)
+		}
 	}
 	d.cmd = e.pinning.command(bin, "--config", config)
 	logFile, err := os.Create(filepath.Join(dir, "observerd.log"))
@@ -289,6 +308,13 @@ broker:
 		return nil, fmt.Errorf("start observerd: %w", err)
 	}
 	return d, nil
+}
+
+func extraLimits(entries string) string {
+	if entries == "" {
+		return ""
+	}
+	return ", " + entries
 }
 
 // waitStarted waits for the observer.started event of the policy text's

@@ -26,6 +26,7 @@ type results struct {
 	plugins    *pluginsResult
 	control    *controlResult
 	fleet      *fleetResult
+	scale      *scaleResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -104,6 +105,9 @@ func (r *results) markdown() string {
 	}
 	if f := r.fleet; f != nil {
 		f.summary(&b)
+	}
+	if s := r.scale; s != nil {
+		s.summary(&b, r.cfg)
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -255,6 +259,9 @@ func (r *results) markdown() string {
 	if f := r.fleet; f != nil {
 		f.details(&b)
 	}
+	if s := r.scale; s != nil {
+		s.details(&b, r.cfg)
+	}
 	if len(r.group) > 0 {
 		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")
 		fmt.Fprintf(&b, "`broker.OpenOutbox` + `Append` in a loop for %s per size, no actor, no network.\n\n", whole(r.cfg.groupTime))
@@ -269,8 +276,9 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s",
-		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow)
+	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s --scale-policies %d --scale-interval %s --scale-window %s --scale-pairs %d --scale-reloads %d",
+		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow,
+		c.scalePolicies, c.scaleInterval, c.scaleWindow, c.scalePairs, c.scaleReloads)
 }
 
 // quartiles of the pairs' observed/alone ratios.
