@@ -43,6 +43,19 @@ type TargetAccess struct {
 // otherwise read up to 10 MiB of before any body cap applies.
 const maxHeaderBytes = 1 << 20
 
+// idleConnsPerHost bounds the keep-alive connections a policy keeps open
+// to its target between requests.
+//
+// Why not as many as max_concurrent_requests? Each idle connection holds
+// two buffers and two goroutines here and a goroutine in the service, for
+// 90 s after its last use. Observers started together fire within a
+// tenth of their interval, so at start-up a policy opens about as many
+// connections as it may; kept, 100 policies held 1,400 connections to one
+// service (some 40 MB of the daemon's heap) while their steady turns,
+// spread over the interval, use one or two at a time. Beyond this bound,
+// a burst's extra connections close after use.
+const idleConnsPerHost = 4
+
 // NewTargetAccess returns the access of policy p's observers to its
 // target. Targets, redirects and every address connected to are checked
 // against allowed (nil allows nothing). Answers are held within budget,
@@ -67,7 +80,7 @@ func NewTargetAccess(p *policy.Policy, allowed *targets.AllowList, budget *Memor
 		Transport: &http.Transport{
 			Proxy:                  nil, // an observer talks to its target, never through a proxy
 			DialContext:            s.dialHTTP,
-			MaxIdleConnsPerHost:    cap(s.slots),
+			MaxIdleConnsPerHost:    min(cap(s.slots), idleConnsPerHost),
 			MaxConnsPerHost:        cap(s.slots),
 			IdleConnTimeout:        90 * time.Second,
 			TLSHandshakeTimeout:    5 * time.Second,
