@@ -47,6 +47,11 @@
 //     100 more daemons joining, and every sequence checked; against as
 //     many plain amqp091-go publishers with confirms in one process (this
 //     program again, run as "fleet-publishers"), at the same rate;
+//  10. CPU per observation: bin/observerd with 20 http observers every
+//     200 ms, its CPU time per observation published, against a plain Go
+//     loop doing the same GETs and publishing each result with a confirm,
+//     in a process of its own (this program again, run as
+//     "observation-loop");
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -89,6 +94,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == loopCommand {
+		// The CPU per observation row's baseline, in a process of its own.
+		if err := runLoop(ctx, os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", loopCommand, err)
+			os.Exit(1)
+		}
+		return
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -112,6 +125,8 @@ type config struct {
 	// fleetWindow its measuring windows.
 	fleetDaemons int
 	fleetWindow  time.Duration
+	// perObsWindow is the CPU per observation row's window, per side.
+	perObsWindow time.Duration
 	out          string
 	dir          string
 	logLevel     string
@@ -142,9 +157,11 @@ const (
 	quickFleetDaemons   = 20
 	defaultFleetWindow  = 15 * time.Second
 	quickFleetWindow    = 5 * time.Second
+	defaultPerObsWindow = 60 * time.Second
+	quickPerObsWindow   = 15 * time.Second
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "perobservation", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -165,6 +182,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.pluginCalls, "plugin-calls", defaultPluginCalls, "calls per side in the plugins row's per-call comparisons, the empty observe 10 times as many (--quick: 400)")
 	fs.IntVar(&c.fleetDaemons, "fleet-daemons", defaultFleetDaemons, "daemons of the fleet row, as many joining later (--quick: 20)")
 	fs.DurationVar(&c.fleetWindow, "fleet-window", defaultFleetWindow, "measuring window of each phase of the fleet row (--quick: 5s)")
+	fs.DurationVar(&c.perObsWindow, "per-observation-window", defaultPerObsWindow, "measuring window of each side of the CPU per observation row (--quick: 15s)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -206,6 +224,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["fleet-window"] {
 			c.fleetWindow = quickFleetWindow
 		}
+		if !set["per-observation-window"] {
+			c.perObsWindow = quickPerObsWindow
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -227,8 +248,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--events, --runs, --window, --rate, --pairs, --plugin-calls and --fleet-daemons must be positive")
 	case c.fleetDaemons > maxFleetDaemons:
 		return c, fmt.Errorf("--fleet-daemons is at most %d (twice as many run at the end)", maxFleetDaemons)
-	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0:
-		return c, errors.New("--outage, --mem-outage, --group-time, --load-time, --overhead-interval and --fleet-window must be positive")
+	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0, c.perObsWindow <= 0:
+		return c, errors.New("--outage, --mem-outage, --group-time, --load-time, --overhead-interval, --fleet-window and --per-observation-window must be positive")
 	}
 	return c, nil
 }
@@ -382,6 +403,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["fleet"] {
 		if res.fleet, err = e.fleet(ctx); err != nil {
 			return fmt.Errorf("fleet: %w", err)
+		}
+	}
+	if cfg.rows["perobservation"] {
+		if res.perObservation, err = e.perObservation(ctx); err != nil {
+			return fmt.Errorf("cpu per observation: %w", err)
 		}
 	}
 	res.took = time.Since(began)

@@ -26,6 +26,8 @@ type results struct {
 	plugins    *pluginsResult
 	control    *controlResult
 	fleet      *fleetResult
+	// perObservation is row 10.
+	perObservation *perObservationResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -104,6 +106,9 @@ func (r *results) markdown() string {
 	}
 	if f := r.fleet; f != nil {
 		f.summary(&b)
+	}
+	if p := r.perObservation; p != nil {
+		p.summary(&b)
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -269,8 +274,8 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s",
-		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow)
+	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s --per-observation-window %s",
+		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow, c.perObsWindow)
 }
 
 // quartiles of the pairs' observed/alone ratios.
