@@ -204,20 +204,12 @@ func runPublishers(ctx context.Context, args []string, stdin io.Reader, stdout i
 // so on ready, then publishes until ctx ends.
 func (p *publishers) publish(ctx context.Context, i int, ready chan<- error) error {
 	name := fmt.Sprintf("baseline-%03d", i+1)
-	conn, err := dialBaseline(name, p.urls[i%len(p.urls)], p.tls, p.password)
+	conn, ch, err := dialBaseline(name, p.urls[i%len(p.urls)], p.tls, p.password)
 	if err != nil {
 		ready <- err
 		return nil
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
-	}
-	if err != nil {
-		ready <- fmt.Errorf("%s: channel with confirms: %w", name, err)
-		return nil
-	}
 	ready <- nil
 	// Spread over the interval, as the daemons' observers are.
 	if sleep(ctx, rand.N(p.interval)) != nil {
@@ -275,11 +267,12 @@ func readCredentials(caFile, passwordFile string) (*tls.Config, string, error) {
 }
 
 // dialBaseline opens a baseline process's connection named name to the
-// AMQPS URL raw, as the daemon opens its own.
-func dialBaseline(name, raw string, tlsConf *tls.Config, password string) (*amqp.Connection, error) {
+// AMQPS URL raw, as the daemon opens its own, and a channel on it with
+// publisher confirms.
+func dialBaseline(name, raw string, tlsConf *tls.Config, password string) (*amqp.Connection, *amqp.Channel, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: parse url: %w", name, err)
+		return nil, nil, fmt.Errorf("%s: parse url: %w", name, err)
 	}
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(name)
@@ -291,7 +284,15 @@ func dialBaseline(name, raw string, tlsConf *tls.Config, password string) (*amqp
 		Properties:      props,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: dial %s: %w", name, raw, err)
+		return nil, nil, fmt.Errorf("%s: dial %s: %w", name, raw, err)
 	}
-	return conn, nil
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("%s: channel with confirms: %w", name, err)
+	}
+	return conn, ch, nil
 }

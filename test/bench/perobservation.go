@@ -261,18 +261,11 @@ func runLoop(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	conn, err := dialBaseline("observation-loop", *rawURL, tlsConf, password)
+	conn, ch, err := dialBaseline(loopCommand, *rawURL, tlsConf, password)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
-	}
-	if err != nil {
-		return fmt.Errorf("channel with confirms: %w", err)
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
