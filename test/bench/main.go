@@ -169,7 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.quick, "quick", false, "shorter runs (fewer events, shorter outages); explicit flags still win")
 	fs.IntVar(&c.events, "events", defaultEvents, "events per throughput run (--quick: 3000)")
-	fs.IntVar(&c.runs, "runs", 3, "throughput runs per side, alternated; the median is reported")
+	fs.IntVar(&c.runs, "runs", 5, "throughput runs per side, alternated; the median is reported")
 	fs.IntVar(&c.window, "window", 256, "confirm window of the broker actor and of the baseline publisher")
 	fs.IntVar(&c.rate, "rate", 500, "events per second of the steady producer (outage and memory rows)")
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "steady production before an outage starts")
