@@ -155,6 +155,13 @@ func (c *committer) run() {
 			linger.Stop()
 			lingerUntil = time.Time{}
 		}
+		// Confirms waiting go with this commit rather than the next: the
+		// publisher publishes nothing more while handOverEvery wait.
+		select {
+		case m := <-c.confirmed:
+			c.deletes = append(c.deletes, m.seqs...)
+		default:
+		}
 		if !c.commit() {
 			retry = time.After(commitRetry.Backoff(c.failures))
 		}
