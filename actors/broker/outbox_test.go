@@ -322,3 +322,44 @@ func TestOutboxClosedStaysClosed(t *testing.T) {
 	require.ErrorIs(t, err, errOutboxClosed, "not a missing file to create again")
 	assert.False(t, o.NeedsRepair())
 }
+
+func TestRecentRecordsMirrorTheFile(t *testing.T) {
+	// After serves the last commits' records from memory: what it returns
+	// must be what the file holds, through appends, deletes, drops made
+	// for room, claims and the bound on what memory keeps.
+	per := perEvent(t)
+	o, err := OpenOutbox(t.TempDir(), OutboxOptions{Limit: Limit{MaxBytes: 40 * per, DropOldest: true}})
+	require.NoError(t, err)
+	defer o.Close()
+	same := func(what string) {
+		t.Helper()
+		for _, from := range []uint64{0, o.Stats().LastSequence / 2, o.Stats().LastSequence} {
+			mem, err := o.After(from, recentMax+100)
+			require.NoError(t, err)
+			file, err := o.afterInFile(from, recentMax+100)
+			require.NoError(t, err)
+			require.Equal(t, len(file), len(mem), "%s, after %d", what, from)
+			for i := range file {
+				assert.Equal(t, file[i].Event.Sequence, mem[i].Event.Sequence, what)
+				assert.Equal(t, file[i].Raw, mem[i].Raw, what)
+			}
+		}
+	}
+	_, err = o.Append(events(10))
+	require.NoError(t, err)
+	same("appended")
+	_, err = o.Commit(events(5), []uint64{2, 3, 7})
+	require.NoError(t, err)
+	same("deleted in the middle")
+	claimed, err := o.Claim([]Record{{Event: &messages.Event{Sequence: 1}}, {Event: &messages.Event{Sequence: 2}}, {Event: &messages.Event{Sequence: 4}}})
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{1, 4}, sequencesOf(claimed), "a deleted record is not claimed")
+	dropped, err := o.Append(events(40))
+	require.NoError(t, err)
+	require.NotEmpty(t, dropped)
+	same("dropped for room, the claimed kept")
+	o.SetLimit(Limit{})
+	_, err = o.Append(events(recentMax + 10))
+	require.NoError(t, err)
+	same("beyond what memory keeps")
+}

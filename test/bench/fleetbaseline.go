@@ -146,20 +146,12 @@ func runPublishers(ctx context.Context, args []string, stdin io.Reader, stdout i
 	if *urls == "" || *exchange == "" || *rate < 1 {
 		return errors.New("--urls, --exchange and a positive --rate are required")
 	}
-	pem, err := os.ReadFile(*caFile)
+	tlsConf, password, err := readCredentials(*caFile, *passwordFile)
 	if err != nil {
-		return fmt.Errorf("read CA: %w", err)
+		return err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return errors.New("the CA file holds no PEM certificate")
-	}
-	password, err := os.ReadFile(*passwordFile)
-	if err != nil {
-		return fmt.Errorf("read password: %w", err)
-	}
-	p := &publishers{urls: strings.Split(*urls, ","), tls: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		password: strings.TrimSpace(string(password)), exchange: *exchange, interval: time.Second / time.Duration(*rate)}
+	p := &publishers{urls: strings.Split(*urls, ","), tls: tlsConf,
+		password: password, exchange: *exchange, interval: time.Second / time.Duration(*rate)}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -212,34 +204,12 @@ func runPublishers(ctx context.Context, args []string, stdin io.Reader, stdout i
 // so on ready, then publishes until ctx ends.
 func (p *publishers) publish(ctx context.Context, i int, ready chan<- error) error {
 	name := fmt.Sprintf("baseline-%03d", i+1)
-	raw := p.urls[i%len(p.urls)]
-	u, err := url.Parse(raw)
+	conn, ch, err := dialBaseline(name, p.urls[i%len(p.urls)], p.tls, p.password)
 	if err != nil {
 		ready <- err
 		return nil
 	}
-	props := amqp.NewConnectionProperties()
-	props.SetClientConnectionName(name)
-	conn, err := amqp.DialConfig(raw, amqp.Config{
-		TLSClientConfig: p.tls.Clone(),
-		SASL:            []amqp.Authentication{&amqp.PlainAuth{Username: u.User.Username(), Password: p.password}},
-		Heartbeat:       10 * time.Second,
-		Dial:            amqp.DefaultDial(10 * time.Second),
-		Properties:      props,
-	})
-	if err != nil {
-		ready <- fmt.Errorf("%s: dial %s: %w", name, raw, err)
-		return nil
-	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
-	}
-	if err != nil {
-		ready <- fmt.Errorf("%s: channel with confirms: %w", name, err)
-		return nil
-	}
 	ready <- nil
 	// Spread over the interval, as the daemons' observers are.
 	if sleep(ctx, rand.N(p.interval)) != nil {
@@ -277,4 +247,52 @@ func (p *publishers) publish(ctx context.Context, i int, ready chan<- error) err
 			return fmt.Errorf("%s: event %d nacked", name, seq)
 		}
 	}
+}
+
+// readCredentials reads a baseline process's CA and password files.
+func readCredentials(caFile, passwordFile string) (*tls.Config, string, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("read CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, "", errors.New("the CA file holds no PEM certificate")
+	}
+	password, err := os.ReadFile(passwordFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("read password: %w", err)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, strings.TrimSpace(string(password)), nil
+}
+
+// dialBaseline opens a baseline process's connection named name to the
+// AMQPS URL raw, as the daemon opens its own, and a channel on it with
+// publisher confirms.
+func dialBaseline(name, raw string, tlsConf *tls.Config, password string) (*amqp.Connection, *amqp.Channel, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: parse url: %w", name, err)
+	}
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(name)
+	conn, err := amqp.DialConfig(raw, amqp.Config{
+		TLSClientConfig: tlsConf.Clone(),
+		SASL:            []amqp.Authentication{&amqp.PlainAuth{Username: u.User.Username(), Password: password}},
+		Heartbeat:       10 * time.Second,
+		Dial:            amqp.DefaultDial(10 * time.Second),
+		Properties:      props,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: dial %s: %w", name, raw, err)
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("%s: channel with confirms: %w", name, err)
+	}
+	return conn, ch, nil
 }

@@ -59,6 +59,11 @@
 //     missed turns; rows 10 to 12 against the same observers as plain
 //     goroutines in a process of their own (this program again, run as
 //     "scale-observers");
+//  13. CPU per observation: bin/observerd with 20 http observers every
+//     200 ms, its CPU time per observation published, against a plain Go
+//     loop doing the same GETs and publishing each result with a confirm,
+//     in a process of its own (this program again, run as
+//     "observation-loop");
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
@@ -109,6 +114,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == loopCommand {
+		// The CPU per observation row's baseline, in a process of its own.
+		if err := runLoop(ctx, os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", loopCommand, err)
+			os.Exit(1)
+		}
+		return
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -139,12 +152,14 @@ type config struct {
 	scaleWindow   time.Duration
 	scalePairs    int
 	scaleReloads  int
-	out           string
-	dir           string
-	logLevel      string
-	cpuProfile    string
-	rows          map[string]bool
-	rowsString    string
+	// perObsWindow is the CPU per observation row's window, per side.
+	perObsWindow time.Duration
+	out          string
+	dir          string
+	logLevel     string
+	cpuProfile   string
+	rows         map[string]bool
+	rowsString   string
 }
 
 // Defaults are sized so that a full `make bench` stays under ten minutes
@@ -175,9 +190,11 @@ const (
 	defaultScalePairs    = 8
 	quickScalePairs      = 3
 	quickScaleReloads    = 5
+	defaultPerObsWindow  = 60 * time.Second
+	quickPerObsWindow    = 15 * time.Second
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "manyobservers", "startup", "reloadmany", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "manyobservers", "startup", "reloadmany", "perobservation", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -185,7 +202,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.quick, "quick", false, "shorter runs (fewer events, shorter outages); explicit flags still win")
 	fs.IntVar(&c.events, "events", defaultEvents, "events per throughput run (--quick: 3000)")
-	fs.IntVar(&c.runs, "runs", 3, "throughput runs per side, alternated; the median is reported")
+	fs.IntVar(&c.runs, "runs", 5, "throughput runs per side, alternated; the median is reported")
 	fs.IntVar(&c.window, "window", 256, "confirm window of the broker actor and of the baseline publisher")
 	fs.IntVar(&c.rate, "rate", 500, "events per second of the steady producer (outage and memory rows)")
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "steady production before an outage starts")
@@ -203,6 +220,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.scaleWindow, "scale-window", 10*time.Second, "measuring window of row 10")
 	fs.IntVar(&c.scalePairs, "scale-pairs", defaultScalePairs, "alone/observed segment pairs in row 10 (--quick: 3)")
 	fs.IntVar(&c.scaleReloads, "scale-reloads", scaleReloads, "policy changes timed in row 12 (--quick: 5)")
+	fs.DurationVar(&c.perObsWindow, "per-observation-window", defaultPerObsWindow, "measuring window of each side of the CPU per observation row (--quick: 15s)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")
@@ -253,6 +271,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["scale-reloads"] {
 			c.scaleReloads = quickScaleReloads
 		}
+		if !set["per-observation-window"] {
+			c.perObsWindow = quickPerObsWindow
+		}
 	}
 	c.rows = map[string]bool{}
 	for r := range strings.SplitSeq(c.rowsString, ",") {
@@ -278,8 +299,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--scale-interval must be at least 1s, --scale-window positive")
 	case c.fleetDaemons > maxFleetDaemons:
 		return c, fmt.Errorf("--fleet-daemons is at most %d (twice as many run at the end)", maxFleetDaemons)
-	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0:
-		return c, errors.New("--outage, --mem-outage, --group-time, --load-time, --overhead-interval and --fleet-window must be positive")
+	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0, c.perObsWindow <= 0:
+		return c, errors.New("--outage, --mem-outage, --group-time, --load-time, --overhead-interval, --fleet-window and --per-observation-window must be positive")
 	}
 	return c, nil
 }
@@ -438,6 +459,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["manyobservers"] || cfg.rows["startup"] || cfg.rows["reloadmany"] {
 		if res.scale, err = e.scale(ctx); err != nil {
 			return fmt.Errorf("scale: %w", err)
+		}
+	}
+	if cfg.rows["perobservation"] {
+		if res.perObservation, err = e.perObservation(ctx); err != nil {
+			return fmt.Errorf("cpu per observation: %w", err)
 		}
 	}
 	res.took = time.Since(began)

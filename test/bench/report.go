@@ -27,6 +27,8 @@ type results struct {
 	control    *controlResult
 	fleet      *fleetResult
 	scale      *scaleResult
+	// perObservation is row 13.
+	perObservation *perObservationResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -108,6 +110,9 @@ func (r *results) markdown() string {
 	}
 	if s := r.scale; s != nil {
 		s.summary(&b, r.cfg)
+	}
+	if p := r.perObservation; p != nil {
+		p.summary(&b)
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -276,9 +281,9 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s --scale-policies %d --scale-interval %s --scale-window %s --scale-pairs %d --scale-reloads %d",
+	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s --scale-policies %d --scale-interval %s --scale-window %s --scale-pairs %d --scale-reloads %d --per-observation-window %s",
 		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow,
-		c.scalePolicies, c.scaleInterval, c.scaleWindow, c.scalePairs, c.scaleReloads)
+		c.scalePolicies, c.scaleInterval, c.scaleWindow, c.scalePairs, c.scaleReloads, c.perObsWindow)
 }
 
 // quartiles of the pairs' observed/alone ratios.
