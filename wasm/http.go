@@ -49,6 +49,10 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 		c.refuse("http_request: not an HttpRequest", err.Error())
 		return requestInvalid
 	}
+	if err := checkExtract(hr.Extract); err != nil {
+		c.refuse("http_request: bad extract", err.Error())
+		return requestInvalid
+	}
 	if c.target == nil || c.http == nil {
 		c.refuse("http_request: the plugin has no target", hr.Url)
 		return requestNotAllowed
@@ -76,7 +80,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	}
 	resp, err := c.follow(req, hr.Body)
 	if err == nil {
-		c.pending, err = readResponse(resp, c.maxBody)
+		c.pending, err = readResponse(resp, c.maxBody, hr.Extract)
 	}
 	switch {
 	case err == nil:
@@ -139,8 +143,8 @@ func redirect(status int) bool {
 }
 
 // readResponse reads resp's body up to limit bytes, closes it, and encodes
-// the HttpResponse.
-func readResponse(resp *http.Response, limit int) ([]byte, error) {
+// the HttpResponse, with the values of the extract pointers.
+func readResponse(resp *http.Response, limit int, extract []string) ([]byte, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	if err != nil {
@@ -151,6 +155,7 @@ func readResponse(resp *http.Response, limit int) ([]byte, error) {
 		body, out.Truncated = body[:limit], true
 	}
 	out.Body = body
+	out.Values = extractJSON(body, extract)
 	for k, v := range resp.Header {
 		out.Headers[k] = strings.Join(v, ", ")
 	}

@@ -32,7 +32,13 @@ func appendHTTPRequest(b []byte, method string, r *HTTPRequest) []byte {
 	b = appendString(b, 1, method)
 	b = appendString(b, 2, r.URL)
 	b = appendMap(b, 3, r.Header)
-	return appendBytes(b, 4, r.Body)
+	b = appendBytes(b, 4, r.Body)
+	for _, p := range r.Extract {
+		// A repeated field keeps its empty strings: "" is the whole document.
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		b = protowire.AppendString(b, p)
+	}
+	return b
 }
 
 // decodeObserveRequest decodes an ObserveRequest. Config and state alias b.
@@ -94,6 +100,11 @@ func decodeHTTPResponse(b []byte) (*Response, error) {
 			r.Body = v
 		case 4:
 			r.Truncated = x != 0
+		case 5:
+			if r.Values == nil {
+				r.Values = map[string]string{}
+			}
+			return decodeMapEntry(v, r.Values)
 		}
 		return nil
 	})
