@@ -75,6 +75,7 @@ type Host struct {
 
 	mu      sync.Mutex
 	modules map[string]*module // by sha256
+	pools   map[poolKey]*pool
 	// unpinned holds the installed modules run without a pinned sha256
 	// that were warned about, by path and sum (see warnUnpinned).
 	unpinned map[string]bool
@@ -100,6 +101,9 @@ type ModuleInfo struct {
 	// Initialize reports whether the module exports _initialize (a WASI
 	// reactor), which the host calls once per instance.
 	Initialize bool
+	// Stateless is what polar_stateless returned (Check only): the
+	// module's instances may be shared by the observers of a policy.
+	Stateless bool
 	// Imports and Exports are the module's functions, "module.name" and
 	// "name", sorted.
 	Imports []string
@@ -119,7 +123,7 @@ func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
 // which the daemon never runs without (see doc.go).
 func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
-	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, unpinned: map[string]bool{}}
+	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, pools: map[poolKey]*pool{}, unpinned: map[string]bool{}}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create wasm cache: %w", err)
@@ -230,6 +234,7 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	}
 	inst.close()
 	info.ABIVersion = ABIVersion
+	info.Stateless = inst.stateless
 	return &info, nil
 }
 
@@ -492,6 +497,9 @@ const (
 	allocExport   = "polar_alloc"
 	observeExport = "polar_observe"
 	initExport    = "_initialize"
+	// statelessExport is optional: () -> i32, 1 when any instance may
+	// serve any observer of a policy (pool.go).
+	statelessExport = "polar_stateless"
 )
 
 var (
@@ -519,6 +527,9 @@ func (h *Host) validate(cm wazero.CompiledModule) []string {
 			problems = append(problems, fmt.Sprintf("exports %s as %s, ABI v1 wants %s",
 				want.name, signature(f.ParamTypes(), f.ResultTypes()), signature(want.params, want.results)))
 		}
+	}
+	if f, ok := exports[statelessExport]; ok && !sameSignature(f, nil, []api.ValueType{i32}) {
+		problems = append(problems, fmt.Sprintf("exports %s as %s, ABI v1 wants () -> i32", statelessExport, signature(f.ParamTypes(), f.ResultTypes())))
 	}
 	if f, ok := exports[initExport]; ok && !sameSignature(f, nil, nil) {
 		problems = append(problems, fmt.Sprintf("exports %s as %s, WASI wants () -> ()", initExport, signature(f.ParamTypes(), f.ResultTypes())))

@@ -31,6 +31,8 @@ func TestCheck(t *testing.T) {
 			wantErr: "plugin badversion.wasm: polar_abi_version() returned 2, the host speaks ABI 1"},
 		{name: "import the host does not offer", path: guest(t, "badimport"),
 			wantErr: `plugin badimport.wasm: imports "env"."socket", which the host does not offer`},
+		{name: "polar_stateless with a parameter", path: guest(t, "badstateless"),
+			wantErr: "plugin badstateless.wasm: exports polar_stateless as (i32) -> i32, ABI v1 wants () -> i32"},
 		{name: "missing file", path: filepath.Join(t.TempDir(), "absent.wasm"),
 			wantErr: "plugin absent.wasm: read module: open"},
 		{name: "not wasm", path: garbage, wantErr: "plugin garbage.wasm: compile:"},
