@@ -75,6 +75,9 @@ func newCheck(w *Section, s kinds.Setup) (kinds.Check, error) {
 		Installed: true,
 		// The host names the plugin in its log lines, once.
 		Log: s.Log,
+		// A stateless module's instances serve the policy's observers
+		// that run it, never another policy's, nor another revision's.
+		Share: s.Policy.Metadata.Name + "@" + s.Policy.Revision,
 	}}, nil
 }
 
