@@ -76,6 +76,10 @@ type Host struct {
 	mu      sync.Mutex
 	modules map[string]*module // by sha256
 	pools   map[poolKey]*pool
+	// checked holds what check found of the modules it instantiated, so
+	// that a policy of a thousand observers of one module instantiates
+	// it once, not a thousand times.
+	checked map[checkKey]ModuleInfo
 	// unpinned holds the installed modules run without a pinned sha256
 	// that were warned about, by path and sum (see warnUnpinned).
 	unpinned map[string]bool
@@ -123,7 +127,7 @@ func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
 // which the daemon never runs without (see doc.go).
 func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
-	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, pools: map[poolKey]*pool{}, unpinned: map[string]bool{}}
+	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, pools: map[poolKey]*pool{}, checked: map[checkKey]ModuleInfo{}, unpinned: map[string]bool{}}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create wasm cache: %w", err)
@@ -212,7 +216,19 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	if memoryLimit == 0 {
 		memoryLimit = DefaultMemoryLimit
 	}
-	m, err := h.acquire(ctx, path, "", installed)
+	bin, err := readModule(path, installed)
+	if err != nil {
+		return nil, &ModuleError{Plugin: name(path), Err: err}
+	}
+	key := checkKey{sum: sha256.Sum256(bin), limit: memoryLimit}
+	h.mu.Lock()
+	known, ok := h.checked[key]
+	h.mu.Unlock()
+	if ok {
+		known.Path = path
+		return &known, nil
+	}
+	m, err := h.acquireBytes(ctx, name(path), bin, key.sum, "")
 	if err != nil {
 		return nil, err
 	}
@@ -235,20 +251,41 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	inst.close()
 	info.ABIVersion = ABIVersion
 	info.Stateless = inst.stateless
+	h.mu.Lock()
+	if len(h.checked) >= maxChecked {
+		clear(h.checked)
+	}
+	h.checked[key] = info
+	h.mu.Unlock()
 	return &info, nil
 }
+
+// checkKey is a module's content and the memory limit it was checked
+// with: what decides the outcome of a check, whatever the module's path.
+type checkKey struct {
+	sum   [sha256.Size]byte
+	limit uint64
+}
+
+// maxChecked bounds the checks remembered: past it, the memory starts
+// over, and a module is instantiated again at its next check.
+const maxChecked = 1024
 
 // acquire returns the compiled module at path, compiling and validating
 // it unless a module of the same content is already compiled. want, when
 // set, is the hex sha256 the module must have; installed checks the
 // module and its directory (see CheckFile). Release it when done.
 func (h *Host) acquire(ctx context.Context, path, want string, installed bool) (*module, error) {
-	plugin := name(path)
 	bin, err := readModule(path, installed)
 	if err != nil {
-		return nil, &ModuleError{Plugin: plugin, Err: err}
+		return nil, &ModuleError{Plugin: name(path), Err: err}
 	}
-	sum := sha256.Sum256(bin)
+	return h.acquireBytes(ctx, name(path), bin, sha256.Sum256(bin), want)
+}
+
+// acquireBytes is acquire of the module bin, read from the file of
+// plugin, whose sha256 is sum.
+func (h *Host) acquireBytes(ctx context.Context, plugin string, bin []byte, sum [sha256.Size]byte, want string) (*module, error) {
 	hexSum := hex.EncodeToString(sum[:])
 	if want != "" && !strings.EqualFold(want, hexSum) {
 		return nil, &ModuleError{Plugin: plugin, Err: fmt.Errorf("sha256 is %s, the policy pins %s", hexSum, want)}

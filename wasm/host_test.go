@@ -342,3 +342,31 @@ func TestUnpinnedWarning(t *testing.T) {
 	require.Len(t, w, 2)
 	assert.NotEqual(t, info.SHA256, w[1]["sha256"])
 }
+
+// TestCheckRemembered: a module's content checked once with a memory
+// limit is not instantiated again for the next check (a policy of many
+// observers of one module), at any path; another content, or another
+// limit, is checked anew. A canceled context shows it: any instantiation
+// would fail with it.
+func TestCheckRemembered(t *testing.T) {
+	h := newTestHost(t)
+	dir := t.TempDir()
+	copyTo := func(name, guestName string) string {
+		b, err := os.ReadFile(guest(t, guestName))
+		require.NoError(t, err)
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		return p
+	}
+	_, err := h.Check(context.Background(), guest(t, "good"), 0)
+	require.NoError(t, err)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	info, err := h.Check(canceled, copyTo("again.wasm", "good"), 0)
+	require.NoError(t, err, "the same content is not instantiated again")
+	assert.Equal(t, filepath.Join(dir, "again.wasm"), info.Path)
+	_, err = h.Check(canceled, copyTo("other.wasm", "shared"), 0)
+	assert.Error(t, err, "another content is")
+	_, err = h.Check(canceled, guest(t, "good"), 16<<20)
+	assert.Error(t, err, "so is another limit")
+}
