@@ -47,7 +47,7 @@ func TestStatelessShared(t *testing.T) {
 func TestStatelessNotSharedAcrossPolicies(t *testing.T) {
 	h := newTestHost(t)
 	for name, specs := range map[string][2]PluginSpec{
-		"two policies": {sharedSpec(t, "a", "web@1", `{}`), sharedSpec(t, "a", "db@1", `{}`)},
+		"two policies":  {sharedSpec(t, "a", "web@1", `{}`), sharedSpec(t, "a", "db@1", `{}`)},
 		"two revisions": {sharedSpec(t, "a", "web@1", `{}`), sharedSpec(t, "a", "web@2", `{}`)},
 		"no share":      {sharedSpec(t, "a", "", `{}`), sharedSpec(t, "b", "", `{}`)},
 		"stateful module": {
