@@ -220,7 +220,8 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	if err != nil {
 		return nil, &ModuleError{Plugin: name(path), Err: err}
 	}
-	key := checkKey{sum: sha256.Sum256(bin), limit: memoryLimit}
+	sum := sha256.Sum256(bin)
+	key := checkKey{sum: hex.EncodeToString(sum[:]), limit: memoryLimit}
 	h.mu.Lock()
 	known, ok := h.checked[key]
 	h.mu.Unlock()
@@ -228,7 +229,7 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 		known.Path = path
 		return &known, nil
 	}
-	m, err := h.acquireBytes(ctx, name(path), bin, key.sum, "")
+	m, err := h.acquireBytes(ctx, name(path), bin, sum, "")
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +264,7 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 // checkKey is a module's content and the memory limit it was checked
 // with: what decides the outcome of a check, whatever the module's path.
 type checkKey struct {
-	sum   [sha256.Size]byte
+	sum   string // hex
 	limit uint64
 }
 

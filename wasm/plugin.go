@@ -148,6 +148,11 @@ func (h *Host) NewPlugin(ctx context.Context, spec PluginSpec) (*Plugin, error) 
 	p.mod = m
 	if spec.Share != "" {
 		p.pool = h.joinPool(poolKey{sum: m.sum, share: spec.Share, limit: p.limit})
+		h.mu.Lock()
+		if h.checked[checkKey{sum: m.sum, limit: p.limit}].Stateless {
+			p.pool.stateless.Store(true)
+		}
+		h.mu.Unlock()
 	}
 	return p, nil
 }
@@ -166,6 +171,16 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	if p.pool != nil && p.pool.stateless.Load() {
+		if err := p.pool.enter(ctx); err != nil {
+			f := FailureTimeout
+			if !errors.Is(err, context.DeadlineExceeded) {
+				f = FailureCanceled
+			}
+			return nil, &CallError{Plugin: p.name, Failure: f, Detail: fmt.Sprintf("waited for one of the %d instances its calls share", maxBusy), Err: err}
+		}
+		defer p.pool.leave()
+	}
 	c := newCall(ctx, p.name, p.log, p.spec.HTTP, p.target, &p.state, p.timeout)
 	c.maxBody = p.maxBody
 	start := time.Now()
@@ -183,6 +198,7 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	case err != nil && (!ok || !ce.Failure.keepsInstance()):
 		p.discard()
 	case p.pool != nil && p.inst != nil && p.inst.stateless:
+		p.pool.stateless.Store(true)
 		p.pool.put(p.inst)
 		p.inst = nil
 	}

@@ -1,8 +1,10 @@
 package wasm
 
 import (
+	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Instances of a stateless module (one whose polar_stateless returns 1)
@@ -10,10 +12,13 @@ import (
 // with the same memory limit, and the same PluginSpec.Share, which the
 // daemon sets to the policy (its name and revision). A call takes an idle
 // instance of its pool, or makes one; after it, a healthy instance goes
-// back to the pool, a failed one is discarded as ever. A pool so holds
-// as many instances as calls ran at once, at most maxIdle of them idle:
-// a thousand observers of one policy that run the same plugin every few
-// seconds cost an instance or two, not a thousand. The state stays each
+// back to the pool, a failed one is discarded as ever. At most maxBusy
+// calls of a pool hold an instance at once; the others wait for one
+// within their deadline. A pool so holds as many instances as calls ran
+// at once, at most maxBusy, and at most maxIdle of them idle: a thousand
+// observers of one policy that run the same plugin every few seconds
+// cost an instance or two, not a thousand, and a thousand first calls at
+// once (the daemon's start) make maxBusy instances, not a thousand. The state stays each
 // plugin's own (Plugin.state, passed in every ObserveRequest); what a
 // call leaves in an instance's memory may be seen by the next call of
 // another observer of the same policy, which is what a module declares
@@ -21,6 +26,10 @@ import (
 type pool struct {
 	key  poolKey
 	refs int // the plugins in the pool; guarded by Host.mu
+	// stateless is set once the module is known to be stateless (a
+	// check, or an instance, said so): its calls then take a slot.
+	stateless atomic.Bool
+	slots     chan struct{} // a call holding an instance holds one
 
 	mu   sync.Mutex
 	idle []*instance
@@ -37,6 +46,25 @@ type poolKey struct {
 // runs Go code in parallel: more could never run at once.
 var maxIdle = runtime.GOMAXPROCS(0)
 
+// maxBusy bounds the calls of a pool that hold an instance at once: the
+// instances of a pool are maxBusy × 3.4 MiB (a Go plugin) at most. As many
+// as a policy's HTTP requests may run at once by default
+// (max_concurrent_requests): more calls could only wait for the policy's
+// limiter, an instance each.
+const maxBusy = 16
+
+// enter waits, within ctx, for a slot of the pool; leave frees it.
+func (pl *pool) enter(ctx context.Context) error {
+	select {
+	case pl.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (pl *pool) leave() { <-pl.slots }
+
 // joinPool returns the pool of key, making it if none, with one more
 // plugin in it.
 func (h *Host) joinPool(key poolKey) *pool {
@@ -44,7 +72,7 @@ func (h *Host) joinPool(key poolKey) *pool {
 	defer h.mu.Unlock()
 	pl, ok := h.pools[key]
 	if !ok {
-		pl = &pool{key: key}
+		pl = &pool{key: key, slots: make(chan struct{}, maxBusy)}
 		h.pools[key] = pl
 	}
 	pl.refs++

@@ -85,23 +85,35 @@ func TestStatelessTrapDiscards(t *testing.T) {
 	assert.Equal(t, "2", plugin, "with the plugin's state")
 }
 
-// TestStatelessPoolBounded: however many plugins call at once, at most
-// maxIdle instances stay once they are done, and the last plugin to
-// leave the pool closes them.
+// TestStatelessPoolBounded: however many plugins of a pool call at once,
+// at most maxBusy instances serve them (the others wait for one), at most
+// maxIdle stay once they are done, and the last plugin to leave the pool
+// closes them. Each call holds its instance 50 ms, so that they overlap.
 func TestStatelessPoolBounded(t *testing.T) {
 	h := newTestHost(t)
-	ps := make([]*Plugin, 4*maxIdle+1)
+	ps := make([]*Plugin, 3*maxBusy)
 	for i := range ps {
-		ps[i] = newPlugin(t, h, sharedSpec(t, fmt.Sprint(i), "web@1", `{}`))
+		ps[i] = newPlugin(t, h, sharedSpec(t, fmt.Sprint(i), "web@1", `{"sleep_ms":50}`))
 	}
-	var wg sync.WaitGroup
+	_, err := ps[0].Observe(context.Background(), timeNow()) // the pool learns the module is stateless
+	require.NoError(t, err)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		fresh int // calls served by a fresh instance: the instances made
+	)
 	for _, p := range ps {
 		wg.Go(func() {
-			_, err := p.Observe(context.Background(), timeNow())
-			assert.NoError(t, err)
+			obs, err := p.Observe(context.Background(), timeNow())
+			if assert.NoError(t, err) && assert.Len(t, obs, 1) && obs[0].Labels["instance calls"] == "1" {
+				mu.Lock()
+				fresh++
+				mu.Unlock()
+			}
 		})
 	}
 	wg.Wait()
+	assert.LessOrEqual(t, fresh, maxBusy, "instances made for %d calls at once", len(ps))
 	pl := ps[0].pool
 	assert.LessOrEqual(t, pl.idleCount(), maxIdle)
 	assert.Positive(t, pl.idleCount())

@@ -1,12 +1,14 @@
 // Command shared declares itself stateless, so that its instances may be
 // shared by the plugins of a pool, and counts the calls of its instance
 // all the same, which shows the tests which instance served a call. Its
-// state counts the calls of the plugin; config {"trap": true} traps.
+// state counts the calls of the plugin; config {"trap": true} traps, and
+// {"sleep_ms": n} holds the instance n ms before returning.
 package main
 
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 
 	"github.com/polar/observerd/wasm/testdata/guest"
 )
@@ -25,7 +27,8 @@ func observe(p, n int32) int32 {
 	calls++
 	req := guest.ParseRequest(p, n)
 	var cfg struct {
-		Trap bool `json:"trap"`
+		Trap    bool `json:"trap"`
+		SleepMS int  `json:"sleep_ms"`
 	}
 	if err := json.Unmarshal(req.Config, &cfg); err != nil {
 		guest.Log(3, "bad config: "+err.Error())
@@ -34,6 +37,7 @@ func observe(p, n int32) int32 {
 	if cfg.Trap {
 		panic("trap as configured")
 	}
+	time.Sleep(time.Duration(cfg.SleepMS) * time.Millisecond)
 	total, _ := strconv.Atoi(string(req.State))
 	if guest.SetState([]byte(strconv.Itoa(total+1))) != 0 {
 		return 1
