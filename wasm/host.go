@@ -80,6 +80,10 @@ type Host struct {
 	// that a policy of a thousand observers of one module instantiates
 	// it once, not a thousand times.
 	checked map[checkKey]ModuleInfo
+	// sums holds the sha256 of the module files read, by what identifies
+	// a file's content (fileID): a thousand observers of one module read
+	// and hash it once, not a thousand times.
+	sums map[fileID]string
 	// unpinned holds the installed modules run without a pinned sha256
 	// that were warned about, by path and sum (see warnUnpinned).
 	unpinned map[string]bool
@@ -127,7 +131,7 @@ func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
 // which the daemon never runs without (see doc.go).
 func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
-	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, pools: map[poolKey]*pool{}, checked: map[checkKey]ModuleInfo{}, unpinned: map[string]bool{}}
+	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, pools: map[poolKey]*pool{}, checked: map[checkKey]ModuleInfo{}, sums: map[fileID]string{}, unpinned: map[string]bool{}}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create wasm cache: %w", err)
@@ -216,19 +220,29 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	if memoryLimit == 0 {
 		memoryLimit = DefaultMemoryLimit
 	}
-	bin, err := readModule(path, installed)
+	checked := func(sum string) (ModuleInfo, bool) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		info, ok := h.checked[checkKey{sum: sum, limit: memoryLimit}]
+		return info, ok
+	}
+	bin, sum, err := h.readModule(path, installed, func(sum string) bool {
+		_, ok := checked(sum)
+		return ok
+	})
 	if err != nil {
 		return nil, &ModuleError{Plugin: name(path), Err: err}
 	}
-	sum := sha256.Sum256(bin)
-	key := checkKey{sum: hex.EncodeToString(sum[:]), limit: memoryLimit}
-	h.mu.Lock()
-	known, ok := h.checked[key]
-	h.mu.Unlock()
-	if ok {
+	if known, ok := checked(sum); ok {
 		known.Path = path
 		return &known, nil
 	}
+	if bin == nil { // forgotten since readModule asked: read it after all
+		if bin, sum, err = h.readModule(path, installed, nil); err != nil {
+			return nil, &ModuleError{Plugin: name(path), Err: err}
+		}
+	}
+	key := checkKey{sum: sum, limit: memoryLimit}
 	m, err := h.acquireBytes(ctx, name(path), bin, sum, "")
 	if err != nil {
 		return nil, err
@@ -277,23 +291,44 @@ const maxChecked = 1024
 // set, is the hex sha256 the module must have; installed checks the
 // module and its directory (see CheckFile). Release it when done.
 func (h *Host) acquire(ctx context.Context, path, want string, installed bool) (*module, error) {
-	bin, err := readModule(path, installed)
+	compiled := func(sum string) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		_, ok := h.modules[sum]
+		return ok
+	}
+	bin, sum, err := h.readModule(path, installed, compiled)
 	if err != nil {
 		return nil, &ModuleError{Plugin: name(path), Err: err}
 	}
-	return h.acquireBytes(ctx, name(path), bin, sha256.Sum256(bin), want)
+	m, err := h.acquireBytes(ctx, name(path), bin, sum, want)
+	if errors.Is(err, errNeedBytes) { // released since readModule asked: read it after all
+		if bin, sum, err = h.readModule(path, installed, nil); err != nil {
+			return nil, &ModuleError{Plugin: name(path), Err: err}
+		}
+		m, err = h.acquireBytes(ctx, name(path), bin, sum, want)
+	}
+	return m, err
 }
 
+// errNeedBytes: acquireBytes has no module of the sum and was given no
+// content to compile.
+var errNeedBytes = errors.New("module not compiled, and not read")
+
 // acquireBytes is acquire of the module bin, read from the file of
-// plugin, whose sha256 is sum.
-func (h *Host) acquireBytes(ctx context.Context, plugin string, bin []byte, sum [sha256.Size]byte, want string) (*module, error) {
-	hexSum := hex.EncodeToString(sum[:])
+// plugin, whose sha256 is hexSum; bin is nil when readModule knew the
+// content's sum without reading it.
+func (h *Host) acquireBytes(ctx context.Context, plugin string, bin []byte, hexSum, want string) (*module, error) {
 	if want != "" && !strings.EqualFold(want, hexSum) {
 		return nil, &ModuleError{Plugin: plugin, Err: fmt.Errorf("sha256 is %s, the policy pins %s", hexSum, want)}
 	}
 
 	h.mu.Lock()
 	m, ok := h.modules[hexSum]
+	if !ok && bin == nil {
+		h.mu.Unlock()
+		return nil, errNeedBytes
+	}
 	if !ok {
 		m = &module{sum: hexSum, ready: make(chan struct{})}
 		h.modules[hexSum] = m
@@ -344,38 +379,60 @@ func (h *Host) release(m *module) {
 
 // readModule reads the module file at path: a regular file of at most
 // policy.MaxModuleBytes, and when installed one that only root or the
-// daemon's user may change (see openInstalled and checkOwner).
-func readModule(path string, installed bool) ([]byte, error) {
+// daemon's user may change (see openInstalled and checkOwner). It
+// returns its content and its hex sha256; or only the sum, without
+// reading the file, when the file is unchanged since a read (see
+// fileID) and known(sum) says the content is not needed.
+func (h *Host) readModule(path string, installed bool, known func(sum string) bool) ([]byte, string, error) {
 	f, err := openModule(path, installed)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close()
 	// Checked on the file opened, which is the file read.
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return nil, "", fmt.Errorf("read module: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read module %s: not a regular file (mode %s)", path, st.Mode())
+		return nil, "", fmt.Errorf("read module %s: not a regular file (mode %s)", path, st.Mode())
 	}
 	if installed {
 		if err := checkOwner("module", path, st); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	tooLarge := fmt.Errorf("read module: larger than %d MiB", policy.MaxModuleBytes>>20)
 	if st.Size() > policy.MaxModuleBytes {
-		return nil, tooLarge
+		return nil, "", tooLarge
+	}
+	id, identified := identify(st)
+	if identified && known != nil {
+		h.mu.Lock()
+		sum, ok := h.sums[id]
+		h.mu.Unlock()
+		if ok && known(sum) {
+			return nil, sum, nil
+		}
 	}
 	bin, err := io.ReadAll(io.LimitReader(f, policy.MaxModuleBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return nil, "", fmt.Errorf("read module: %w", err)
 	}
 	if len(bin) > policy.MaxModuleBytes {
-		return nil, tooLarge
+		return nil, "", tooLarge
 	}
-	return bin, nil
+	raw := sha256.Sum256(bin)
+	sum := hex.EncodeToString(raw[:])
+	if identified {
+		h.mu.Lock()
+		if len(h.sums) >= maxChecked {
+			clear(h.sums)
+		}
+		h.sums[id] = sum
+		h.mu.Unlock()
+	}
+	return bin, sum, nil
 }
 
 // moduleFlags open a module. O_NONBLOCK: opening a FIFO for reading would

@@ -370,3 +370,28 @@ func TestCheckRemembered(t *testing.T) {
 	_, err = h.Check(canceled, guest(t, "good"), 16<<20)
 	assert.Error(t, err, "so is another limit")
 }
+
+// TestRewrittenModuleReadAgain: a module file is hashed once while it is
+// unchanged, but a rewrite in place, even of the same size with its
+// modification time set back, is read again: its change time moved.
+func TestRewrittenModuleReadAgain(t *testing.T) {
+	h := newTestHost(t)
+	b, err := os.ReadFile(guest(t, "good"))
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "m.wasm")
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	first := newPlugin(t, h, PluginSpec{Path: path})
+	again := newPlugin(t, h, PluginSpec{Path: path})
+	require.Same(t, first.mod, again.mod)
+
+	b[len(b)-1] ^= 0xff // in the last custom section: still a module
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	require.NoError(t, os.Chtimes(path, st.ModTime(), st.ModTime()))
+	p, err := h.NewPlugin(context.Background(), PluginSpec{Path: path})
+	if err == nil {
+		defer p.Close(context.Background())
+		assert.NotEqual(t, first.mod.sum, p.mod.sum, "the new content was read")
+	}
+}
