@@ -173,11 +173,11 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	defer cancel()
 	if p.pool != nil && p.pool.stateless.Load() {
 		if err := p.pool.enter(ctx); err != nil {
-			f := FailureTimeout
+			f := FailureBusy
 			if !errors.Is(err, context.DeadlineExceeded) {
 				f = FailureCanceled
 			}
-			return nil, &CallError{Plugin: p.name, Failure: f, Detail: fmt.Sprintf("waited for one of the %d instances its calls share", maxBusy), Err: err}
+			return nil, &CallError{Plugin: p.name, Failure: f, Detail: fmt.Sprintf("all %d instances its calls share stayed busy", maxBusy), Err: err}
 		}
 		defer p.pool.leave()
 	}

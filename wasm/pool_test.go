@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -135,4 +136,25 @@ func TestCheckStateless(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, want, info.Stateless, name)
 	}
+}
+
+// TestStatelessBusy: a call that finds every instance of its pool busy
+// until its deadline fails as FailureBusy, without running the guest.
+func TestStatelessBusy(t *testing.T) {
+	h := newTestHost(t)
+	spec := sharedSpec(t, "a", "web@1", `{}`)
+	spec.Timeout = 50 * time.Millisecond
+	p := newPlugin(t, h, spec)
+	inst, plugin := calls(t, p) // the pool learns the module is stateless
+	require.Equal(t, [2]string{"1", "1"}, [2]string{inst, plugin})
+	for range maxBusy { // every slot taken, as by calls running elsewhere
+		require.NoError(t, p.pool.enter(context.Background()))
+	}
+	_, err := p.Observe(context.Background(), timeNow())
+	requireFailure(t, err, FailureBusy)
+	for range maxBusy {
+		p.pool.leave()
+	}
+	inst, plugin = calls(t, p)
+	assert.Equal(t, [2]string{"2", "2"}, [2]string{inst, plugin}, "the busy call never reached the guest")
 }

@@ -116,6 +116,7 @@ func TestJudge(t *testing.T) {
 	invalid := &wasm.CallError{Plugin: "p.wasm", Failure: wasm.FailureInvalidEmit, Detail: "1 of 1 records rejected"}
 	trap := &wasm.CallError{Plugin: "p.wasm", Failure: wasm.FailureTrap, Detail: "unreachable"}
 	module := &wasm.ModuleError{Plugin: "p.wasm", Err: fmt.Errorf("gone")}
+	busy := &wasm.CallError{Plugin: "p.wasm", Failure: wasm.FailureBusy, Detail: "all 16 instances its calls share stayed busy"}
 	const (
 		none = iota
 		warns
@@ -130,6 +131,7 @@ func TestJudge(t *testing.T) {
 		{invalid, warns}, {trap, fails}, // so does a failure of another kind
 		{invalid, warns}, {invalid, warns}, {invalid, fails}, {invalid, fails},
 		{module, permanent},
+		{busy, warns}, {busy, warns}, {busy, warns}, // the daemon's congestion, never the plugin's failure
 	}
 	c := &check{}
 	for i, call := range calls {
