@@ -169,18 +169,26 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	if p.closed {
 		return nil, fmt.Errorf("observe with plugin %s: closed", p.name)
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
 	if p.pool != nil && p.pool.stateless.Load() {
-		if err := p.pool.enter(ctx); err != nil {
+		// The wait for an instance has a deadline of its own, the call's
+		// timeout, and the call has its whole timeout once it has one: a
+		// call that waited long and then ran out of time would discard a
+		// healthy instance, and the next call would spend its own time
+		// instantiating one, slower still under the load that made it wait.
+		wctx, wcancel := context.WithTimeout(ctx, p.timeout)
+		err := p.pool.enter(wctx)
+		wcancel()
+		if err != nil {
 			f := FailureBusy
-			if !errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(ctx.Err(), context.Canceled) {
 				f = FailureCanceled
 			}
 			return nil, &CallError{Plugin: p.name, Failure: f, Detail: fmt.Sprintf("all %d instances its calls share stayed busy", maxBusy), Err: err}
 		}
 		defer p.pool.leave()
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
 	c := newCall(ctx, p.name, p.log, p.spec.HTTP, p.target, &p.state, p.timeout)
 	c.maxBody = p.maxBody
 	start := time.Now()

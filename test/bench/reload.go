@@ -188,6 +188,17 @@ func (d *daemonRun) policyFile() string { return filepath.Join(d.dir, "policies"
 // startDaemon runs bin/observerd against the node with policy (YAML) as
 // its only policy, and consumes its events.
 func (e *env) startDaemon(ctx context.Context, policy string) (*daemonRun, error) {
+	return e.startDaemonWith(ctx, policy, daemonOptions{})
+}
+
+// daemonOptions are what a row changes of startDaemon's daemon.
+type daemonOptions struct {
+	limits  string   // more keys of the config's limits, "key: value, ..."
+	plugins []string // modules copied into its plugin_dir before it starts
+}
+
+// startDaemonWith is startDaemon with opts.
+func (e *env) startDaemonWith(ctx context.Context, policy string, opts daemonOptions) (*daemonRun, error) {
 	bin, err := filepath.Abs("bin/observerd")
 	if err != nil {
 		return nil, fmt.Errorf("find bin/observerd: %w", err)
@@ -221,14 +232,14 @@ admin: {listen: "", socket: ""}
 # The rows observe faster than the default limits allow, and the
 # overhead row's process observer reads a pid file under the bench's
 # work directory.
-limits: {min_interval: 10ms, max_requests_per_second: 1000000, max_concurrent_requests: 64, max_events_per_second: 1000000}
+limits: {min_interval: 10ms, max_requests_per_second: 1000000, max_concurrent_requests: 64, max_events_per_second: 1000000%s}
 allowed_pid_dirs: [%q]
 broker:
   urls: [%q]
   password_file: %s
   tls: {ca_file: %q}
   exchange: %s
-`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), work,
+`, filepath.Join(dir, "policies"), filepath.Join(dir, "plugins"), filepath.Join(dir, "state"), extraLimits(opts.limits), work,
 		e.node.URL(), e.node.PasswordFile, e.node.CAFile, exchange)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write daemon config: %w", err)
@@ -273,6 +284,12 @@ broker:
 		}
 	}()
 
+	for _, m := range opts.plugins {
+		if err := copyModule(m, filepath.Join(dir, "plugins")); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
 	if err := os.WriteFile(d.policyFile(), []byte(policy), 0o644); err != nil {
 		d.close()
 		return nil, fmt.Errorf("write policy: %w", err)
