@@ -70,6 +70,8 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	if method == "" {
 		method = http.MethodGet
 	}
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(hr.Body))
 	if err != nil {
 		c.refuse("http_request: bad request", err.Error())
@@ -91,6 +93,22 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 		c.refuse("http_request failed", err.Error())
 		return requestFailed
 	}
+}
+
+// requestContext bounds a request of the call: it ends a tenth of the
+// call's timeout before the call's deadline. A request that runs out of
+// time returns -5 while the guest still has time to report it (the
+// target as unobservable, say) and return; one that ran to the call's
+// deadline would have the guest stopped there, the call failed as a
+// timeout, and the instance discarded, so that the next call spends its
+// time on a fresh one: what a slow target, or a congested daemon, should
+// not cost.
+func (c *call) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-c.timeout/10))
 }
 
 // follow sends req and follows redirects on the target, as a browser

@@ -33,6 +33,7 @@ type target struct {
 	hits    atomic.Int64 // requests that reached outside
 	// requests counts those that reached the target.
 	requests atomic.Int64
+	hang     chan struct{} // /app/hang answers when it is closed
 }
 
 func newTarget(t *testing.T) *target {
@@ -45,6 +46,14 @@ func newTarget(t *testing.T) *target {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/app/status", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `{"backlog":42}`)
+	})
+	tg.hang = make(chan struct{})
+	t.Cleanup(func() { close(tg.hang) })
+	mux.HandleFunc("/app/hang", func(w http.ResponseWriter, r *http.Request) {
+		select { // answers once the test is over
+		case <-tg.hang:
+		case <-r.Context().Done():
+		}
 	})
 	mux.HandleFunc("/app/doc", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `{"backlog":42,"mode":"ok","queues":[{"n":1},{"n":2}]}`)
@@ -231,6 +240,23 @@ func TestHTTPExtract(t *testing.T) {
 			}
 			assert.Equal(t, tt.want, got)
 		})
+	}
+}
+
+// TestHTTPRequestEndsBeforeTheCall: a request that gets no answer ends
+// with -5 a tenth of the call's timeout before the call's deadline, so
+// that the guest reports it and returns in time: the call succeeds and
+// the instance stays warm.
+func TestHTTPRequestEndsBeforeTheCall(t *testing.T) {
+	h := newTestHost(t)
+	tg := newTarget(t)
+	spec := tg.spec(t, "good", map[string]any{"url": "/hang"}, &logBuffer{})
+	spec.Timeout = 300 * time.Millisecond
+	p := newPlugin(t, h, spec)
+	for i := range 2 {
+		o := observeOne(t, p)
+		assert.Equal(t, strconv.Itoa(requestTimeout), o.Labels["http"])
+		assert.Equal(t, strconv.Itoa(i+1), o.Labels["calls"], "the instance stayed warm")
 	}
 }
 
