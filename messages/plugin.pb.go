@@ -268,11 +268,16 @@ func (x *PluginObservation) GetError() string {
 // HttpRequest is what a plugin passes to http_request. url is absolute (it
 // must be on the policy's target) or a path relative to the target url.
 type HttpRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Method        string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
-	Url           string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
-	Headers       map[string]string      `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Method  string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	Url     string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	Headers map[string]string      `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Body    []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	// RFC 6901 JSON pointers (at most 64, each at most 1 KiB) whose values
+	// the host looks up in the response body, decoded as JSON, and returns
+	// in HttpResponse.values: a plugin that only needs a few values of a
+	// JSON answer need not decode it itself.
+	Extract       []string `protobuf:"bytes,5,rep,name=extract,proto3" json:"extract,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -335,6 +340,13 @@ func (x *HttpRequest) GetBody() []byte {
 	return nil
 }
 
+func (x *HttpRequest) GetExtract() []string {
+	if x != nil {
+		return x.Extract
+	}
+	return nil
+}
+
 // HttpResponse is what http_response copies into the guest.
 type HttpResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -342,7 +354,11 @@ type HttpResponse struct {
 	Headers    map[string]string      `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Body       []byte                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
 	// Set when the body was cut at the host's cap.
-	Truncated     bool `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// The values of HttpRequest.extract found in the body, by pointer, each
+	// as JSON text (150, "ok", {"a":1}); a pointer that locates nothing, or
+	// a body that is not JSON, has none.
+	Values        map[string]string `protobuf:"bytes,5,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +421,13 @@ func (x *HttpResponse) GetTruncated() bool {
 	return false
 }
 
+func (x *HttpResponse) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 var File_polar_observer_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_polar_observer_v1_plugin_proto_rawDesc = "" +
@@ -432,22 +455,27 @@ const file_polar_observer_v1_plugin_proto_rawDesc = "" +
 	"\x05error\x18\b \x01(\tR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe8\x01\n" +
 	"\vHttpRequest\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12E\n" +
 	"\aheaders\x18\x03 \x03(\v2+.polar.observer.v1.HttpRequest.HeadersEntryR\aheaders\x12\x12\n" +
-	"\x04body\x18\x04 \x01(\fR\x04body\x1a:\n" +
+	"\x04body\x18\x04 \x01(\fR\x04body\x12\x18\n" +
+	"\aextract\x18\x05 \x03(\tR\aextract\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x02\n" +
 	"\fHttpResponse\x12\x1f\n" +
 	"\vstatus_code\x18\x01 \x01(\x05R\n" +
 	"statusCode\x12F\n" +
 	"\aheaders\x18\x02 \x03(\v2,.polar.observer.v1.HttpResponse.HeadersEntryR\aheaders\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12\x1c\n" +
-	"\ttruncated\x18\x04 \x01(\bR\ttruncated\x1a:\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\x12C\n" +
+	"\x06values\x18\x05 \x03(\v2+.polar.observer.v1.HttpResponse.ValuesEntryR\x06values\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B.Z,github.com/polar/observerd/messages;messagesb\x06proto3"
 
@@ -463,7 +491,7 @@ func file_polar_observer_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_polar_observer_v1_plugin_proto_rawDescData
 }
 
-var file_polar_observer_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_polar_observer_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_polar_observer_v1_plugin_proto_goTypes = []any{
 	(*Target)(nil),                // 0: polar.observer.v1.Target
 	(*ObserveRequest)(nil),        // 1: polar.observer.v1.ObserveRequest
@@ -473,23 +501,25 @@ var file_polar_observer_v1_plugin_proto_goTypes = []any{
 	nil,                           // 5: polar.observer.v1.PluginObservation.LabelsEntry
 	nil,                           // 6: polar.observer.v1.HttpRequest.HeadersEntry
 	nil,                           // 7: polar.observer.v1.HttpResponse.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(Severity)(0),                 // 9: polar.observer.v1.Severity
-	(Result)(0),                   // 10: polar.observer.v1.Result
+	nil,                           // 8: polar.observer.v1.HttpResponse.ValuesEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(Severity)(0),                 // 10: polar.observer.v1.Severity
+	(Result)(0),                   // 11: polar.observer.v1.Result
 }
 var file_polar_observer_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: polar.observer.v1.ObserveRequest.target:type_name -> polar.observer.v1.Target
-	8,  // 1: polar.observer.v1.ObserveRequest.time:type_name -> google.protobuf.Timestamp
-	9,  // 2: polar.observer.v1.PluginObservation.severity:type_name -> polar.observer.v1.Severity
+	9,  // 1: polar.observer.v1.ObserveRequest.time:type_name -> google.protobuf.Timestamp
+	10, // 2: polar.observer.v1.PluginObservation.severity:type_name -> polar.observer.v1.Severity
 	5,  // 3: polar.observer.v1.PluginObservation.labels:type_name -> polar.observer.v1.PluginObservation.LabelsEntry
-	10, // 4: polar.observer.v1.PluginObservation.result:type_name -> polar.observer.v1.Result
+	11, // 4: polar.observer.v1.PluginObservation.result:type_name -> polar.observer.v1.Result
 	6,  // 5: polar.observer.v1.HttpRequest.headers:type_name -> polar.observer.v1.HttpRequest.HeadersEntry
 	7,  // 6: polar.observer.v1.HttpResponse.headers:type_name -> polar.observer.v1.HttpResponse.HeadersEntry
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	8,  // 7: polar.observer.v1.HttpResponse.values:type_name -> polar.observer.v1.HttpResponse.ValuesEntry
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_polar_observer_v1_plugin_proto_init() }
@@ -505,7 +535,7 @@ func file_polar_observer_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_polar_observer_v1_plugin_proto_rawDesc), len(file_polar_observer_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

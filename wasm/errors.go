@@ -38,6 +38,11 @@ const (
 	// valid PluginObservation, and otherwise returned 0. The instance is
 	// healthy and kept warm.
 	FailureInvalidEmit
+	// FailureBusy: the instances that the plugin's calls share (a
+	// stateless module, see pool.go) were all busy until the call's
+	// deadline, and the guest never ran: the daemon is congested, the
+	// plugin is not at fault.
+	FailureBusy
 )
 
 var failureNames = map[Failure]string{
@@ -51,6 +56,7 @@ var failureNames = map[Failure]string{
 	FailureStateLimit:  "state limit",
 	FailureABI:         "abi violation",
 	FailureInvalidEmit: "invalid emit",
+	FailureBusy:        "busy",
 }
 
 func (f Failure) String() string {

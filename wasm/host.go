@@ -75,6 +75,15 @@ type Host struct {
 
 	mu      sync.Mutex
 	modules map[string]*module // by sha256
+	pools   map[poolKey]*pool
+	// checked holds what check found of the modules it instantiated, so
+	// that a policy of a thousand observers of one module instantiates
+	// it once, not a thousand times.
+	checked map[checkKey]ModuleInfo
+	// sums holds the sha256 of the module files read, by what identifies
+	// a file's content (fileID): a thousand observers of one module read
+	// and hash it once, not a thousand times.
+	sums map[fileID]string
 	// unpinned holds the installed modules run without a pinned sha256
 	// that were warned about, by path and sum (see warnUnpinned).
 	unpinned map[string]bool
@@ -100,6 +109,9 @@ type ModuleInfo struct {
 	// Initialize reports whether the module exports _initialize (a WASI
 	// reactor), which the host calls once per instance.
 	Initialize bool
+	// Stateless is what polar_stateless returned (Check only): the
+	// module's instances may be shared by the observers of a policy.
+	Stateless bool
 	// Imports and Exports are the module's functions, "module.name" and
 	// "name", sorted.
 	Imports []string
@@ -119,7 +131,7 @@ func NewHost(ctx context.Context, opts HostOptions) (*Host, error) {
 // which the daemon never runs without (see doc.go).
 func newHost(ctx context.Context, opts HostOptions, closeOnDone bool) (*Host, error) {
 	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone)
-	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, unpinned: map[string]bool{}}
+	h := &Host{log: opts.Log, metrics: newMetrics(opts.Metrics), modules: map[string]*module{}, pools: map[poolKey]*pool{}, checked: map[checkKey]ModuleInfo{}, sums: map[fileID]string{}, unpinned: map[string]bool{}}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create wasm cache: %w", err)
@@ -208,7 +220,30 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	if memoryLimit == 0 {
 		memoryLimit = DefaultMemoryLimit
 	}
-	m, err := h.acquire(ctx, path, "", installed)
+	checked := func(sum string) (ModuleInfo, bool) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		info, ok := h.checked[checkKey{sum: sum, limit: memoryLimit}]
+		return info, ok
+	}
+	bin, sum, err := h.readModule(path, installed, func(sum string) bool {
+		_, ok := checked(sum)
+		return ok
+	})
+	if err != nil {
+		return nil, &ModuleError{Plugin: name(path), Err: err}
+	}
+	if known, ok := checked(sum); ok {
+		known.Path = path
+		return &known, nil
+	}
+	if bin == nil { // forgotten since readModule asked: read it after all
+		if bin, sum, err = h.readModule(path, installed, nil); err != nil {
+			return nil, &ModuleError{Plugin: name(path), Err: err}
+		}
+	}
+	key := checkKey{sum: sum, limit: memoryLimit}
+	m, err := h.acquireBytes(ctx, name(path), bin, sum, "")
 	if err != nil {
 		return nil, err
 	}
@@ -230,27 +265,70 @@ func (h *Host) check(ctx context.Context, path string, memoryLimit uint64, insta
 	}
 	inst.close()
 	info.ABIVersion = ABIVersion
+	info.Stateless = inst.stateless
+	h.mu.Lock()
+	if len(h.checked) >= maxChecked {
+		clear(h.checked)
+	}
+	h.checked[key] = info
+	h.mu.Unlock()
 	return &info, nil
 }
+
+// checkKey is a module's content and the memory limit it was checked
+// with: what decides the outcome of a check, whatever the module's path.
+type checkKey struct {
+	sum   string // hex
+	limit uint64
+}
+
+// maxChecked bounds the checks remembered: past it, the memory starts
+// over, and a module is instantiated again at its next check.
+const maxChecked = 1024
 
 // acquire returns the compiled module at path, compiling and validating
 // it unless a module of the same content is already compiled. want, when
 // set, is the hex sha256 the module must have; installed checks the
 // module and its directory (see CheckFile). Release it when done.
 func (h *Host) acquire(ctx context.Context, path, want string, installed bool) (*module, error) {
-	plugin := name(path)
-	bin, err := readModule(path, installed)
-	if err != nil {
-		return nil, &ModuleError{Plugin: plugin, Err: err}
+	compiled := func(sum string) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		_, ok := h.modules[sum]
+		return ok
 	}
-	sum := sha256.Sum256(bin)
-	hexSum := hex.EncodeToString(sum[:])
+	bin, sum, err := h.readModule(path, installed, compiled)
+	if err != nil {
+		return nil, &ModuleError{Plugin: name(path), Err: err}
+	}
+	m, err := h.acquireBytes(ctx, name(path), bin, sum, want)
+	if errors.Is(err, errNeedBytes) { // released since readModule asked: read it after all
+		if bin, sum, err = h.readModule(path, installed, nil); err != nil {
+			return nil, &ModuleError{Plugin: name(path), Err: err}
+		}
+		m, err = h.acquireBytes(ctx, name(path), bin, sum, want)
+	}
+	return m, err
+}
+
+// errNeedBytes: acquireBytes has no module of the sum and was given no
+// content to compile.
+var errNeedBytes = errors.New("module not compiled, and not read")
+
+// acquireBytes is acquire of the module bin, read from the file of
+// plugin, whose sha256 is hexSum; bin is nil when readModule knew the
+// content's sum without reading it.
+func (h *Host) acquireBytes(ctx context.Context, plugin string, bin []byte, hexSum, want string) (*module, error) {
 	if want != "" && !strings.EqualFold(want, hexSum) {
 		return nil, &ModuleError{Plugin: plugin, Err: fmt.Errorf("sha256 is %s, the policy pins %s", hexSum, want)}
 	}
 
 	h.mu.Lock()
 	m, ok := h.modules[hexSum]
+	if !ok && bin == nil {
+		h.mu.Unlock()
+		return nil, errNeedBytes
+	}
 	if !ok {
 		m = &module{sum: hexSum, ready: make(chan struct{})}
 		h.modules[hexSum] = m
@@ -301,38 +379,60 @@ func (h *Host) release(m *module) {
 
 // readModule reads the module file at path: a regular file of at most
 // policy.MaxModuleBytes, and when installed one that only root or the
-// daemon's user may change (see openInstalled and checkOwner).
-func readModule(path string, installed bool) ([]byte, error) {
+// daemon's user may change (see openInstalled and checkOwner). It
+// returns its content and its hex sha256; or only the sum, without
+// reading the file, when the file is unchanged since a read (see
+// fileID) and known(sum) says the content is not needed.
+func (h *Host) readModule(path string, installed bool, known func(sum string) bool) ([]byte, string, error) {
 	f, err := openModule(path, installed)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close()
 	// Checked on the file opened, which is the file read.
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return nil, "", fmt.Errorf("read module: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read module %s: not a regular file (mode %s)", path, st.Mode())
+		return nil, "", fmt.Errorf("read module %s: not a regular file (mode %s)", path, st.Mode())
 	}
 	if installed {
 		if err := checkOwner("module", path, st); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	tooLarge := fmt.Errorf("read module: larger than %d MiB", policy.MaxModuleBytes>>20)
 	if st.Size() > policy.MaxModuleBytes {
-		return nil, tooLarge
+		return nil, "", tooLarge
+	}
+	id, identified := identify(st)
+	if identified && known != nil {
+		h.mu.Lock()
+		sum, ok := h.sums[id]
+		h.mu.Unlock()
+		if ok && known(sum) {
+			return nil, sum, nil
+		}
 	}
 	bin, err := io.ReadAll(io.LimitReader(f, policy.MaxModuleBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return nil, "", fmt.Errorf("read module: %w", err)
 	}
 	if len(bin) > policy.MaxModuleBytes {
-		return nil, tooLarge
+		return nil, "", tooLarge
 	}
-	return bin, nil
+	raw := sha256.Sum256(bin)
+	sum := hex.EncodeToString(raw[:])
+	if identified {
+		h.mu.Lock()
+		if len(h.sums) >= maxChecked {
+			clear(h.sums)
+		}
+		h.sums[id] = sum
+		h.mu.Unlock()
+	}
+	return bin, sum, nil
 }
 
 // moduleFlags open a module. O_NONBLOCK: opening a FIFO for reading would
@@ -492,6 +592,9 @@ const (
 	allocExport   = "polar_alloc"
 	observeExport = "polar_observe"
 	initExport    = "_initialize"
+	// statelessExport is optional: () -> i32, 1 when any instance may
+	// serve any observer of a policy (pool.go).
+	statelessExport = "polar_stateless"
 )
 
 var (
@@ -519,6 +622,9 @@ func (h *Host) validate(cm wazero.CompiledModule) []string {
 			problems = append(problems, fmt.Sprintf("exports %s as %s, ABI v1 wants %s",
 				want.name, signature(f.ParamTypes(), f.ResultTypes()), signature(want.params, want.results)))
 		}
+	}
+	if f, ok := exports[statelessExport]; ok && !sameSignature(f, nil, []api.ValueType{i32}) {
+		problems = append(problems, fmt.Sprintf("exports %s as %s, ABI v1 wants () -> i32", statelessExport, signature(f.ParamTypes(), f.ResultTypes())))
 	}
 	if f, ok := exports[initExport]; ok && !sameSignature(f, nil, nil) {
 		problems = append(problems, fmt.Sprintf("exports %s as %s, WASI wants () -> ()", initExport, signature(f.ParamTypes(), f.ResultTypes())))

@@ -31,6 +31,8 @@ func TestCheck(t *testing.T) {
 			wantErr: "plugin badversion.wasm: polar_abi_version() returned 2, the host speaks ABI 1"},
 		{name: "import the host does not offer", path: guest(t, "badimport"),
 			wantErr: `plugin badimport.wasm: imports "env"."socket", which the host does not offer`},
+		{name: "polar_stateless with a parameter", path: guest(t, "badstateless"),
+			wantErr: "plugin badstateless.wasm: exports polar_stateless as (i32) -> i32, ABI v1 wants () -> i32"},
 		{name: "missing file", path: filepath.Join(t.TempDir(), "absent.wasm"),
 			wantErr: "plugin absent.wasm: read module: open"},
 		{name: "not wasm", path: garbage, wantErr: "plugin garbage.wasm: compile:"},
@@ -339,4 +341,57 @@ func TestUnpinnedWarning(t *testing.T) {
 	w = warnings()
 	require.Len(t, w, 2)
 	assert.NotEqual(t, info.SHA256, w[1]["sha256"])
+}
+
+// TestCheckRemembered: a module's content checked once with a memory
+// limit is not instantiated again for the next check (a policy of many
+// observers of one module), at any path; another content, or another
+// limit, is checked anew. A canceled context shows it: any instantiation
+// would fail with it.
+func TestCheckRemembered(t *testing.T) {
+	h := newTestHost(t)
+	dir := t.TempDir()
+	copyTo := func(name, guestName string) string {
+		b, err := os.ReadFile(guest(t, guestName))
+		require.NoError(t, err)
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		return p
+	}
+	_, err := h.Check(context.Background(), guest(t, "good"), 0)
+	require.NoError(t, err)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	info, err := h.Check(canceled, copyTo("again.wasm", "good"), 0)
+	require.NoError(t, err, "the same content is not instantiated again")
+	assert.Equal(t, filepath.Join(dir, "again.wasm"), info.Path)
+	_, err = h.Check(canceled, copyTo("other.wasm", "shared"), 0)
+	assert.Error(t, err, "another content is")
+	_, err = h.Check(canceled, guest(t, "good"), 16<<20)
+	assert.Error(t, err, "so is another limit")
+}
+
+// TestRewrittenModuleReadAgain: a module file is hashed once while it is
+// unchanged, but a rewrite in place, even of the same size with its
+// modification time set back, is read again: its change time moved.
+func TestRewrittenModuleReadAgain(t *testing.T) {
+	h := newTestHost(t)
+	b, err := os.ReadFile(guest(t, "good"))
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "m.wasm")
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	first := newPlugin(t, h, PluginSpec{Path: path})
+	again := newPlugin(t, h, PluginSpec{Path: path})
+	require.Same(t, first.mod, again.mod)
+
+	b[len(b)-1] ^= 0xff // in the last custom section: still a module
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	require.NoError(t, os.Chtimes(path, st.ModTime(), st.ModTime()))
+	p, err := h.NewPlugin(context.Background(), PluginSpec{Path: path})
+	if err == nil {
+		defer p.Close(context.Background())
+		assert.NotEqual(t, first.mod.sum, p.mod.sum, "the new content was read")
+	}
 }

@@ -49,6 +49,10 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 		c.refuse("http_request: not an HttpRequest", err.Error())
 		return requestInvalid
 	}
+	if err := checkExtract(hr.Extract); err != nil {
+		c.refuse("http_request: bad extract", err.Error())
+		return requestInvalid
+	}
 	if c.target == nil || c.http == nil {
 		c.refuse("http_request: the plugin has no target", hr.Url)
 		return requestNotAllowed
@@ -66,6 +70,8 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	if method == "" {
 		method = http.MethodGet
 	}
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(hr.Body))
 	if err != nil {
 		c.refuse("http_request: bad request", err.Error())
@@ -76,7 +82,7 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 	}
 	resp, err := c.follow(req, hr.Body)
 	if err == nil {
-		c.pending, err = readResponse(resp, c.maxBody)
+		c.pending, err = readResponse(resp, c.maxBody, hr.Extract)
 	}
 	switch {
 	case err == nil:
@@ -87,6 +93,22 @@ func (c *call) httpRequest(ctx context.Context, mod api.Module, ptr, n uint32) i
 		c.refuse("http_request failed", err.Error())
 		return requestFailed
 	}
+}
+
+// requestContext bounds a request of the call: it ends a tenth of the
+// call's timeout before the call's deadline. A request that runs out of
+// time returns -5 while the guest still has time to report it (the
+// target as unobservable, say) and return; one that ran to the call's
+// deadline would have the guest stopped there, the call failed as a
+// timeout, and the instance discarded, so that the next call spends its
+// time on a fresh one: what a slow target, or a congested daemon, should
+// not cost.
+func (c *call) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-c.timeout/10))
 }
 
 // follow sends req and follows redirects on the target, as a browser
@@ -139,8 +161,8 @@ func redirect(status int) bool {
 }
 
 // readResponse reads resp's body up to limit bytes, closes it, and encodes
-// the HttpResponse.
-func readResponse(resp *http.Response, limit int) ([]byte, error) {
+// the HttpResponse, with the values of the extract pointers.
+func readResponse(resp *http.Response, limit int, extract []string) ([]byte, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	if err != nil {
@@ -151,6 +173,7 @@ func readResponse(resp *http.Response, limit int) ([]byte, error) {
 		body, out.Truncated = body[:limit], true
 	}
 	out.Body = body
+	out.Values = extractJSON(body, extract)
 	for k, v := range resp.Header {
 		out.Headers[k] = strings.Join(v, ", ")
 	}

@@ -202,7 +202,8 @@ func setState(ctx context.Context, mod api.Module, stack []uint64) {
 //   - len: its length in bytes, at most MaxRequestBytes (1 MiB)
 //
 // The request goes through the policy's rate limit, concurrency limit and
-// HTTP client, within the call's deadline. Redirects are followed (at
+// HTTP client, within its deadline: a tenth of the call's timeout before
+// the call's own (requestDeadline). Redirects are followed (at
 // most MaxRedirects) only to the target and within allowed_targets, each
 // checked again. The body is read up to MaxBodyBytes (1 MiB), or the
 // plugin's PluginSpec.MaxBodyBytes when lower; the rest is cut and
@@ -218,7 +219,7 @@ func setState(ctx context.Context, mod api.Module, stack []uint64) {
 //     (FailureHTTPLimit) when it returns
 //   - -4: the request failed: connection, TLS, a redirect refused or too
 //     many (the host logs why)
-//   - -5: the call's deadline passed
+//   - -5: the request's deadline passed
 //
 // Any response pending before is dropped. A buffer outside the guest's
 // memory traps the call (FailureABI).

@@ -59,6 +59,12 @@ type PluginSpec struct {
 	// Log receives the plugin's log, stdout and stderr, and the host's
 	// messages about it.
 	Log zerolog.Logger
+	// Share, when set, lets the plugin share instances with the other
+	// plugins of the same Share, module and memory limit, if the module
+	// is stateless (polar_stateless returns 1; see pool.go). The daemon
+	// sets it to the policy's name and revision, so that no instance ever
+	// serves two policies. Empty: the plugin has an instance of its own.
+	Share string
 }
 
 // Plugin is one plugin observer: a compiled module, at most one warm
@@ -78,8 +84,12 @@ type Plugin struct {
 	maxBody int
 	log     zerolog.Logger
 
+	// pool is where the plugin takes and returns instances of a
+	// stateless module; nil without spec.Share.
+	pool *pool
+
 	mu     sync.Mutex
-	inst   *instance // nil until the next call instantiates one
+	inst   *instance // nil until the next call takes or makes one
 	state  []byte
 	closed bool
 }
@@ -91,6 +101,9 @@ type instance struct {
 	alloc   api.Function
 	observe api.Function
 	call    *call // the call running, nil between calls
+	// stateless is what polar_stateless returned: the instance may serve
+	// the calls of the plugins of a pool.
+	stateless bool
 }
 
 // NewPlugin compiles (or reuses) and validates the module of spec. The
@@ -133,6 +146,14 @@ func (h *Host) NewPlugin(ctx context.Context, spec PluginSpec) (*Plugin, error) 
 		return nil, err
 	}
 	p.mod = m
+	if spec.Share != "" {
+		p.pool = h.joinPool(poolKey{sum: m.sum, share: spec.Share, limit: p.limit})
+		h.mu.Lock()
+		if h.checked[checkKey{sum: m.sum, limit: p.limit}].Stateless {
+			p.pool.stateless.Store(true)
+		}
+		h.mu.Unlock()
+	}
 	return p, nil
 }
 
@@ -147,6 +168,24 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, fmt.Errorf("observe with plugin %s: closed", p.name)
+	}
+	if p.pool != nil && p.pool.stateless.Load() {
+		// The wait for an instance has a deadline of its own, the call's
+		// timeout, and the call has its whole timeout once it has one: a
+		// call that waited long and then ran out of time would discard a
+		// healthy instance, and the next call would spend its own time
+		// instantiating one, slower still under the load that made it wait.
+		wctx, wcancel := context.WithTimeout(ctx, p.timeout)
+		err := p.pool.enter(wctx)
+		wcancel()
+		if err != nil {
+			f := FailureBusy
+			if errors.Is(ctx.Err(), context.Canceled) {
+				f = FailureCanceled
+			}
+			return nil, &CallError{Plugin: p.name, Failure: f, Detail: fmt.Sprintf("all %d instances its calls share stayed busy", maxBusy), Err: err}
+		}
+		defer p.pool.leave()
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -163,13 +202,21 @@ func (p *Plugin) Observe(ctx context.Context, now time.Time) ([]*messages.Plugin
 	if ok {
 		ce.Host, ce.GuestLog = c.refusal, c.guestError
 	}
-	if err != nil && (!ok || !ce.Failure.keepsInstance()) {
+	switch {
+	case err != nil && (!ok || !ce.Failure.keepsInstance()):
 		p.discard()
+	case p.pool != nil && p.inst != nil && p.inst.stateless:
+		p.pool.stateless.Store(true)
+		p.pool.put(p.inst)
+		p.inst = nil
 	}
 	return c.obs, err
 }
 
 func (p *Plugin) run(ctx context.Context, c *call, now time.Time) error {
+	if p.inst == nil && p.pool != nil {
+		p.inst = p.pool.get()
+	}
 	if p.inst == nil {
 		inst, err := p.host.instantiate(ctx, p.mod, c, p.limit)
 		if err != nil {
@@ -234,6 +281,9 @@ func (p *Plugin) Close(context.Context) error {
 	}
 	p.closed = true
 	p.discard()
+	if p.pool != nil {
+		p.host.leavePool(p.pool)
+	}
 	p.host.release(p.mod)
 	return nil
 }
@@ -282,6 +332,14 @@ func (h *Host) instantiate(ctx context.Context, m *module, c *call, limit uint64
 	if int32(v) != ABIVersion {
 		inst.close()
 		return nil, &ModuleError{Plugin: c.plugin, Err: fmt.Errorf("%s() returned %d, the host speaks ABI %d", versionExport, int32(v), ABIVersion)}
+	}
+	if f := mod.ExportedFunction(statelessExport); f != nil {
+		v, err := inst.invoke(ctx, c, f)
+		if err != nil {
+			inst.close()
+			return nil, err
+		}
+		inst.stateless = int32(v) == 1
 	}
 	return inst, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +30,10 @@ func timeNow() time.Time { return time.Unix(1_700_000_000, 0) }
 type target struct {
 	srv     *httptest.Server
 	outside *httptest.Server
-	hits    atomic.Int64
+	hits    atomic.Int64 // requests that reached outside
+	// requests counts those that reached the target.
+	requests atomic.Int64
+	hang     chan struct{} // /app/hang answers when it is closed
 }
 
 func newTarget(t *testing.T) *target {
@@ -43,6 +47,17 @@ func newTarget(t *testing.T) *target {
 	mux.HandleFunc("/app/status", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `{"backlog":42}`)
 	})
+	tg.hang = make(chan struct{})
+	t.Cleanup(func() { close(tg.hang) })
+	mux.HandleFunc("/app/hang", func(w http.ResponseWriter, r *http.Request) {
+		select { // answers once the test is over
+		case <-tg.hang:
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("/app/doc", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"backlog":42,"mode":"ok","queues":[{"n":1},{"n":2}]}`)
+	})
 	mux.HandleFunc("/app/hop", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/app/status", http.StatusFound)
 	})
@@ -55,7 +70,10 @@ func newTarget(t *testing.T) *target {
 	mux.HandleFunc("/app/big", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write(make([]byte, MaxBodyBytes+1000))
 	})
-	tg.srv = httptest.NewServer(mux)
+	tg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tg.requests.Add(1)
+		mux.ServeHTTP(w, r)
+	}))
 	t.Cleanup(tg.srv.Close)
 	return tg
 }
@@ -175,6 +193,70 @@ func TestHTTPRequest(t *testing.T) {
 			}
 			assert.Zero(t, tg.hits.Load(), "nothing reached the host outside the target")
 		})
+	}
+}
+
+// TestHTTPExtract: the host looks up the pointers of HttpRequest.extract
+// in the JSON body and returns their values as JSON text; a pointer that
+// locates nothing, or a body that is not JSON, has none; an extract over
+// its caps is refused before anything is sent.
+func TestHTTPExtract(t *testing.T) {
+	h := newTestHost(t)
+	tg := newTarget(t)
+	long := "/" + strings.Repeat("x", MaxPointerBytes)
+	tests := []struct {
+		name    string
+		url     string
+		extract []string
+		want    map[string]string // the values returned
+		code    int               // http_request's result when refused
+	}{
+		{name: "values", url: "/doc", extract: []string{"/backlog", "/mode", "/queues/1", "/queues/1/n", ""},
+			want: map[string]string{"/backlog": "42", "/mode": `"ok"`, "/queues/1": `{"n":2}`, "/queues/1/n": "2",
+				"": `{"backlog":42,"mode":"ok","queues":[{"n":1},{"n":2}]}`}},
+		{name: "absent", url: "/doc", extract: []string{"/missing", "/queues/01", "/queues/2", "/backlog/x"}, want: map[string]string{}},
+		{name: "not json", url: "/big", extract: []string{"/backlog"}, want: map[string]string{}},
+		{name: "none asked", url: "/status", want: map[string]string{}},
+		{name: "not a pointer", url: "/status", extract: []string{"backlog"}, code: requestInvalid},
+		{name: "pointer over the cap", url: "/status", extract: []string{long}, code: requestInvalid},
+		{name: "too many pointers", url: "/status", extract: make([]string, MaxExtract+1), code: requestInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			before := tg.requests.Load()
+			o := observeOne(t, newPlugin(t, h, tg.spec(t, "good", map[string]any{"url": tt.url, "extract": tt.extract}, logs)))
+			if tt.code != 0 {
+				assert.Equal(t, strconv.Itoa(tt.code), o.Labels["http"])
+				assert.NotNil(t, logs.find(t, "http_request: bad extract"))
+				assert.Equal(t, before, tg.requests.Load(), "nothing was sent")
+				return
+			}
+			got := map[string]string{}
+			for k, v := range o.Labels {
+				if p, ok := strings.CutPrefix(k, "value "); ok {
+					got[p] = v
+				}
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// TestHTTPRequestEndsBeforeTheCall: a request that gets no answer ends
+// with -5 a tenth of the call's timeout before the call's deadline, so
+// that the guest reports it and returns in time: the call succeeds and
+// the instance stays warm.
+func TestHTTPRequestEndsBeforeTheCall(t *testing.T) {
+	h := newTestHost(t)
+	tg := newTarget(t)
+	spec := tg.spec(t, "good", map[string]any{"url": "/hang"}, &logBuffer{})
+	spec.Timeout = 300 * time.Millisecond
+	p := newPlugin(t, h, spec)
+	for i := range 2 {
+		o := observeOne(t, p)
+		assert.Equal(t, strconv.Itoa(requestTimeout), o.Labels["http"])
+		assert.Equal(t, strconv.Itoa(i+1), o.Labels["calls"], "the instance stayed warm")
 	}
 }
 

@@ -96,6 +96,7 @@ func TestSDKSpeaksTheHostsMessages(t *testing.T) {
 		Headers:    map[string]string{"Content-Type": "application/json", "X-A": "1"},
 		Body:       []byte(`{"status":"failing"}`),
 		Truncated:  true,
+		Values:     map[string]string{"/status": `"failing"`, "": `{"status":"failing"}`},
 	})}
 	var (
 		req  *sdk.Request
@@ -104,7 +105,8 @@ func TestSDKSpeaksTheHostsMessages(t *testing.T) {
 	sdkHandle(t, func(r *sdk.Request) ([]sdk.Observation, error) {
 		req = r
 		var err error
-		resp, err = sdk.Do(&sdk.HTTPRequest{Method: "POST", URL: "/metrics", Header: map[string]string{"Accept": "text/plain"}, Body: []byte("x")})
+		resp, err = sdk.Do(&sdk.HTTPRequest{Method: "POST", URL: "/metrics", Header: map[string]string{"Accept": "text/plain"}, Body: []byte("x"),
+			Extract: []string{"/status", ""}})
 		require.NoError(t, err)
 		return []sdk.Observation{{
 			TypeSuffix: "threshold",
@@ -129,12 +131,14 @@ func TestSDKSpeaksTheHostsMessages(t *testing.T) {
 	require.Len(t, h.requests, 1)
 	assert.True(t, proto.Equal(&messages.HttpRequest{
 		Method: "POST", Url: "/metrics", Headers: map[string]string{"Accept": "text/plain"}, Body: []byte("x"),
+		Extract: []string{"/status", ""},
 	}, h.requests[0]), "got %v", h.requests[0])
 	assert.Equal(t, &sdk.Response{
 		StatusCode: 503,
 		Header:     map[string]string{"Content-Type": "application/json", "X-A": "1"},
 		Body:       []byte(`{"status":"failing"}`),
 		Truncated:  true,
+		Values:     map[string]string{"/status": `"failing"`, "": `{"status":"failing"}`},
 	}, resp)
 	require.Len(t, h.emitted, 2)
 	assert.True(t, proto.Equal(&messages.PluginObservation{

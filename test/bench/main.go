@@ -194,7 +194,7 @@ const (
 	quickPerObsWindow    = 15 * time.Second
 )
 
-var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "manyobservers", "startup", "reloadmany", "perobservation", "groupcommit"}
+var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "manyobservers", "startup", "reloadmany", "perobservation", "pluginfleet", "groupcommit"}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -444,6 +444,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.rows["plugins"] {
 		if res.plugins, err = e.plugins(ctx); err != nil {
 			return fmt.Errorf("plugins: %w", err)
+		}
+	}
+	if cfg.rows["pluginfleet"] {
+		if res.pluginFleet, err = e.pluginFleet(ctx); err != nil {
+			return fmt.Errorf("pluginfleet: %w", err)
 		}
 	}
 	if cfg.rows["control"] {

@@ -200,6 +200,7 @@ func (e *env) startDaemon(ctx context.Context, policy string) (*daemonRun, error
 type daemonSetup struct {
 	policies map[string]string
 	limits   string
+	plugins  []string // modules copied into its plugin_dir before it starts
 }
 
 // launchDaemon runs bin/observerd against the node with setup's policies
@@ -290,6 +291,12 @@ broker:
 		}
 	}()
 
+	for _, m := range setup.plugins {
+		if err := copyModule(m, filepath.Join(dir, "plugins")); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
 	for name, text := range setup.policies {
 		if err := os.WriteFile(filepath.Join(dir, "policies", name), []byte(text), 0o644); err != nil {
 			d.close()

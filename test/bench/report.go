@@ -29,6 +29,8 @@ type results struct {
 	scale      *scaleResult
 	// perObservation is row 13.
 	perObservation *perObservationResult
+	// pluginFleet is row 14.
+	pluginFleet *pluginFleetResult
 }
 
 // markdown renders the results: a summary table (one line per row, each
@@ -113,6 +115,9 @@ func (r *results) markdown() string {
 	}
 	if p := r.perObservation; p != nil {
 		p.summary(&b)
+	}
+	if f := r.pluginFleet; f != nil {
+		f.summary(&b)
 	}
 	if len(r.group) >= 2 {
 		one, top := r.group[0], r.group[len(r.group)-1]
@@ -237,7 +242,8 @@ func (r *results) markdown() string {
 		}
 		fmt.Fprintf(&b, "\nOn the host alone, the plugin takes **%s×** the baseline's time per call. The empty observe (encode the request, "+
 			"`polar_alloc`, write it, `polar_observe` returning 0) is %s of it: the rest is the plugin's own work, in the guest (the SDK's "+
-			"protobuf, encoding/json, the Go guest's runtime, each loop paying close-on-context-done's check) and its `http_request`.\n\n",
+			"protobuf, the Go guest's runtime and collector, each loop paying close-on-context-done's check) and its `http_request` "+
+			"(a net/http round trip, and the JSON lookup the host makes for it, `HttpRequest.extract`).\n\n",
 			ratio(p.hostPluginCall().Seconds(), p.hostBaselineCall().Seconds()), percent(p.emptyCall().Seconds()/p.hostPluginCall().Seconds()))
 		b.WriteString("| start-up | runs | min | median | max |\n|---|---|---|---|---|\n")
 		for _, row := range []struct {
@@ -266,6 +272,9 @@ func (r *results) markdown() string {
 	}
 	if s := r.scale; s != nil {
 		s.details(&b, r.cfg)
+	}
+	if f := r.pluginFleet; f != nil {
+		f.details(&b)
 	}
 	if len(r.group) > 0 {
 		b.WriteString("\n#### fsync group commit: the outbox alone\n\n")

@@ -38,3 +38,8 @@ func Call(host Host, request []byte) int32 {
 	copy(pinned[p], request)
 	return observe(p, n)
 }
+
+// Stateless returns what polar_stateless returns to the daemon: 1 when
+// the plugin registered its handler with HandleStateless. Outside
+// GOOS=wasip1 only, for tests.
+func Stateless() int32 { return statelessResult() }

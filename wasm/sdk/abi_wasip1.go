@@ -9,6 +9,10 @@ import "unsafe"
 //lint:ignore U1000 called by the host
 func polarABIVersion() int32 { return ABIVersion }
 
+//go:wasmexport polar_stateless
+//lint:ignore U1000 called by the host
+func polarStateless() int32 { return statelessResult() }
+
 //go:wasmexport polar_alloc
 //lint:ignore U1000 called by the host
 func polarAlloc(size int32) uint32 { return uint32(alloc(size)) }

@@ -10,8 +10,7 @@
 //	package main
 //
 //	import (
-//		"encoding/json"
-//		"fmt"
+//		"strconv"
 //
 //		"github.com/polar/observerd/wasm/sdk"
 //	)
@@ -20,7 +19,9 @@
 //		Limit float64 `json:"limit"`
 //	}
 //
-//	func init() { sdk.Handle(observe) }
+//	// Stateless: a call depends on its request only (see "Many observers
+//	// of one plugin"); sdk.Handle if it keeps anything between calls.
+//	func init() { sdk.HandleStateless(observe) }
 //
 //	// main is never called: the module is a reactor, and the host calls its
 //	// exports after _initialize has run the init functions.
@@ -32,29 +33,29 @@
 //			return nil, err
 //		}
 //		// A sick target is an observation; an error would fail the plugin.
-//		resp, err := sdk.GetOK("/api/status")
+//		// The host decodes the JSON answer and returns the value at
+//		// /backlog: no JSON decoder runs in the sandbox.
+//		resp, err := sdk.DoOK(&sdk.HTTPRequest{URL: "/api/status", Extract: []string{"/backlog"}})
 //		if err != nil {
 //			return []sdk.Observation{sdk.Unobservable("backlog", err)}, nil
 //		}
-//		var status struct {
-//			Backlog float64 `json:"backlog"`
-//		}
-//		if err := json.Unmarshal(resp.Body, &status); err != nil {
-//			return []sdk.Observation{sdk.Unobservable("backlog", fmt.Errorf("decode /api/status: %w", err))}, nil
+//		backlog, err := resp.Number("/backlog")
+//		if err != nil {
+//			return []sdk.Observation{sdk.Unobservable("backlog", err)}, nil
 //		}
 //		// The result drives the observer's state: down after
 //		// thresholds.down_after results that are not ok in a row.
 //		sev, result := sdk.SeverityInfo, sdk.ResultOK
-//		if status.Backlog > cfg.Limit {
+//		if backlog > cfg.Limit {
 //			sev, result = sdk.SeverityHigh, sdk.ResultFailed
 //		}
-//		sdk.Log(sdk.LevelDebug, "backlog %v, limit %v", status.Backlog, cfg.Limit)
-//		payload, _ := json.Marshal(status)
+//		sdk.Log(sdk.LevelDebug, "backlog %v, limit %v", backlog, cfg.Limit)
+//		payload := strconv.AppendFloat([]byte(`{"backlog":`), backlog, 'g', -1, 64)
 //		return []sdk.Observation{{
 //			TypeSuffix: "backlog",
 //			Severity:   sev,
 //			Result:     result,
-//			Payload:    payload,
+//			Payload:    append(payload, '}'),
 //			Schema:     "example.backlog.v1",
 //		}}, nil
 //	}
@@ -76,7 +77,7 @@
 // the target, the configuration ([Request.Config]), the time the host
 // started the call ([Request.Time]) and the state saved by the previous
 // call ([Request.State]). What the plugin tells the host is a package
-// function: [Emit], [Log], [SetState], [Get] and [Do].
+// function: [Emit], [Log], [SetState], [Get], [GetOK], [Do] and [DoOK].
 //
 // Each observation counts for the observer's state by its
 // [Observation.Result], as a built-in observer's result does: results
@@ -95,6 +96,27 @@
 // stack on stderr (the daemon's log) and the call traps, so that the host
 // discards the instance, whose globals the panic may have left half
 // updated, and starts a fresh one.
+//
+// # Many observers of one plugin
+//
+// An instance of a Go plugin holds about 3.4 MiB. Registered with
+// [HandleStateless] (its polar_stateless export then returns 1), a plugin
+// declares that a call depends only on its [Request] and the target; the
+// observers of one policy that run it then share a few instances, as many
+// as run calls at once (at most 16), instead of one each. Such a plugin
+// keeps nothing in its globals that must follow one observer: another
+// observer's call may run next in the same instance. [SetState] is per
+// observer, and a cache keyed by what it caches (the configuration's
+// JSON, as status-threshold's) is fine.
+//
+// # What a call costs
+//
+// Guest code runs several times slower in the sandbox than natively: every
+// loop checks the call's deadline. What costs a plugin most is what it
+// could leave to the host or do once: decoding a JSON answer
+// ([HTTPRequest.Extract] has the host do it), decoding its configuration
+// at every call (status-threshold keeps it with the JSON it came from),
+// reflection (encoding/json, fmt) in what it sends.
 //
 // # Memory ownership
 //

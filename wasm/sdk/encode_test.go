@@ -43,7 +43,7 @@ func encodeResponse(r *Response) []byte {
 	if r.Truncated {
 		b = appendVarint(b, 4, 1)
 	}
-	return b
+	return appendMap(b, 5, r.Values)
 }
 
 // at is a fixed request time.

@@ -13,12 +13,30 @@ import (
 // observations it returns are emitted in order after it returns.
 type Handler func(req *Request) ([]Observation, error)
 
-// handler is the plugin's Handler; one module is one plugin.
-var handler Handler
+// handler is the plugin's Handler; one module is one plugin. stateless
+// says that it keeps nothing between calls (HandleStateless).
+var (
+	handler   Handler
+	stateless bool
+)
 
 // Handle registers the plugin's handler. Call it from an init function:
 // the host runs init functions (through _initialize) before its first call.
-func Handle(h Handler) { handler = h }
+// Each observer running the plugin has an instance of its own, which
+// keeps whatever the plugin keeps in memory from one call to the next.
+func Handle(h Handler) { handler, stateless = h, false }
+
+// HandleStateless registers the plugin's handler, as Handle does, and
+// declares the plugin stateless (polar_stateless returns 1): what a call
+// does depends only on its Request (its config, its state from SetState)
+// and the target, never on what an earlier call left in the plugin's
+// memory. The host may then run the calls of all the observers of a
+// policy that run the plugin in a few shared instances, sized by how
+// many calls run at once rather than by observers: a thousand observers
+// cost a few instances' memory instead of a thousand. A cache keyed by
+// what it caches (the config's JSON, say) is fine; a counter of calls
+// is not, and belongs in SetState.
+func HandleStateless(h Handler) { handler, stateless = h, true }
 
 // Request is what the host passes to one call.
 type Request struct {
@@ -261,6 +279,15 @@ func alloc(size int32) uintptr {
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(buf[:1])))
 	pinned[p] = buf
 	return p
+}
+
+// statelessResult implements polar_stateless: 1 when the plugin was
+// registered with HandleStateless.
+func statelessResult() int32 {
+	if stateless {
+		return 1
+	}
+	return 0
 }
 
 // observe implements polar_observe.

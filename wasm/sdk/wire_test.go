@@ -52,7 +52,7 @@ func TestAppendObservation(t *testing.T) {
 }
 
 func TestAppendHTTPRequest(t *testing.T) {
-	r := HTTPRequest{URL: "/metrics", Header: map[string]string{"Accept": "text/plain"}, Body: []byte("x")}
+	r := HTTPRequest{URL: "/metrics", Header: map[string]string{"Accept": "text/plain"}, Body: []byte("x"), Extract: []string{"/a", ""}}
 	golden(t, "http-request", appendHTTPRequest(nil, "POST", &r))
 }
 
@@ -92,6 +92,7 @@ func TestDecodeHTTPResponse(t *testing.T) {
 		Header:     map[string]string{"Content-Type": "application/json", "X-A": "1"},
 		Body:       []byte(`{"status":"failing"}`),
 		Truncated:  true,
+		Values:     map[string]string{"/status": `"failing"`},
 	}
 	got, err := decodeHTTPResponse(encodeResponse(want))
 	require.NoError(t, err)
@@ -113,4 +114,23 @@ func TestDecodeRejectsMalformedMessages(t *testing.T) {
 			assert.ErrorContains(t, err, "decode HttpResponse: ")
 		})
 	}
+}
+
+func TestResponseNumber(t *testing.T) {
+	r := &Response{Values: map[string]string{"/n": "-1.5e3", "/s": `"150"`, "/o": `{"a":1}`, "/t": "true"}}
+	n, err := r.Number("/n")
+	require.NoError(t, err)
+	assert.Equal(t, -1500.0, n)
+	for p, want := range map[string]string{
+		"/s":       `pointer "/s": "150", not a number`,
+		"/o":       `pointer "/o": {"a":1}, not a number`,
+		"/t":       `pointer "/t": true, not a number`,
+		"/missing": `pointer "/missing": no value in the body (not extracted, absent, or the body is not JSON)`,
+	} {
+		_, err := r.Number(p)
+		assert.EqualError(t, err, want, p)
+	}
+	v, err := r.Value("/s")
+	require.NoError(t, err)
+	assert.Equal(t, `"150"`, v)
 }

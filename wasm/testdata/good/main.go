@@ -22,8 +22,9 @@ func observe(p, n int32) int32 {
 	calls++
 	req := guest.ParseRequest(p, n)
 	var cfg struct {
-		URL  string `json:"url"`
-		Fail bool   `json:"fail"`
+		URL     string   `json:"url"`
+		Extract []string `json:"extract"`
+		Fail    bool     `json:"fail"`
 	}
 	if err := json.Unmarshal(req.Config, &cfg); err != nil {
 		guest.Log(3, "bad config: "+err.Error())
@@ -39,11 +40,14 @@ func observe(p, n int32) int32 {
 	}
 	var body []byte
 	if cfg.URL != "" {
-		code, resp := guest.HTTP("GET", cfg.URL)
+		code, resp := guest.HTTP("GET", cfg.URL, cfg.Extract...)
 		labels["http"] = strconv.Itoa(int(code))
 		labels["status"] = strconv.Itoa(resp.Status)
 		labels["truncated"] = strconv.FormatBool(resp.Truncated)
 		labels["body"] = strconv.Itoa(len(resp.Body))
+		for k, v := range resp.Values {
+			labels["value "+k] = v
+		}
 		if !resp.Truncated {
 			body = resp.Body
 		}

@@ -164,17 +164,23 @@ type Response struct {
 	Status    int
 	Body      []byte
 	Truncated bool
+	Values    map[string]string
 }
 
 // HTTP makes one request with http_request and, when it succeeds, fetches
 // the response with http_response. code is the result of http_request, or
 // of http_response when that failed.
-func HTTP(method, url string) (code int32, resp Response) {
+// extract, when set, is HttpRequest.extract.
+func HTTP(method, url string, extract ...string) (code int32, resp Response) {
 	var b []byte
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendString(b, method)
 	b = protowire.AppendTag(b, 2, protowire.BytesType)
 	b = protowire.AppendString(b, url)
+	for _, p := range extract {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		b = protowire.AppendString(b, p)
+	}
 	n := httpRequest(ptr(b), int32(len(b)))
 	if n < 0 {
 		return n, resp
@@ -196,6 +202,19 @@ func HTTP(method, url string) (code int32, resp Response) {
 			resp.Body = append([]byte(nil), v...)
 		case 4:
 			resp.Truncated = x != 0
+		case 5:
+			if resp.Values == nil {
+				resp.Values = map[string]string{}
+			}
+			var k, val string
+			fields(v, func(num protowire.Number, v []byte, _ uint64) {
+				if num == 1 {
+					k = string(v)
+				} else if num == 2 {
+					val = string(v)
+				}
+			})
+			resp.Values[k] = val
 		}
 	})
 	return n, resp

@@ -75,6 +75,9 @@ func newCheck(w *Section, s kinds.Setup) (kinds.Check, error) {
 		Installed: true,
 		// The host names the plugin in its log lines, once.
 		Log: s.Log,
+		// A stateless module's instances serve the policy's observers
+		// that run it, never another policy's, nor another revision's.
+		Share: s.Policy.Metadata.Name + "@" + s.Policy.Revision,
 	}}, nil
 }
 
@@ -115,12 +118,20 @@ func (c *check) event(o *messages.PluginObservation, took *durationpb.Duration) 
 }
 
 // judge says what a call's error does to the observer: an invalid emit
-// is a warning until invalidCallsToFail calls in a row ended so; a module
-// that cannot run fails it for good; anything else fails it.
+// is a warning until invalidCallsToFail calls in a row ended so; a call
+// that found no free instance is a warning; a module that cannot run
+// fails it for good; anything else fails it.
 func (c *check) judge(err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ce, ok := errors.AsType[*wasm.CallError](err)
+	if ok && ce.Failure == wasm.FailureBusy {
+		// The daemon is congested (the policy's observers of a stateless
+		// module wait for its shared instances): failing the plugin, and
+		// quarantining it, would punish it for the daemon's load. The
+		// turn is lost, and said so.
+		return &kinds.Warning{Err: err}
+	}
 	if !ok || ce.Failure != wasm.FailureInvalidEmit {
 		c.invalidCalls = 0
 		return permanentIfModule(err)

@@ -116,6 +116,7 @@ func TestJudge(t *testing.T) {
 	invalid := &wasm.CallError{Plugin: "p.wasm", Failure: wasm.FailureInvalidEmit, Detail: "1 of 1 records rejected"}
 	trap := &wasm.CallError{Plugin: "p.wasm", Failure: wasm.FailureTrap, Detail: "unreachable"}
 	module := &wasm.ModuleError{Plugin: "p.wasm", Err: fmt.Errorf("gone")}
+	busy := &wasm.CallError{Plugin: "p.wasm", Failure: wasm.FailureBusy, Detail: "all 16 instances its calls share stayed busy"}
 	const (
 		none = iota
 		warns
@@ -130,6 +131,7 @@ func TestJudge(t *testing.T) {
 		{invalid, warns}, {trap, fails}, // so does a failure of another kind
 		{invalid, warns}, {invalid, warns}, {invalid, fails}, {invalid, fails},
 		{module, permanent},
+		{busy, warns}, {busy, warns}, {busy, warns}, // the daemon's congestion, never the plugin's failure
 	}
 	c := &check{}
 	for i, call := range calls {
@@ -185,5 +187,54 @@ func TestRequestTimeIsTheCallsStart(t *testing.T) {
 		require.NoError(t, err)
 		assert.GreaterOrEqual(t, got, before)
 		assert.LessOrEqual(t, got, after)
+	}
+}
+
+// TestStatelessSharedWithinAPolicy: the observers of one policy that run
+// a stateless module share its instances; another policy's never do, nor
+// does the next revision of the same policy.
+func TestStatelessSharedWithinAPolicy(t *testing.T) {
+	dir := t.TempDir()
+	plugintest.Build(t, "github.com/polar/observerd/wasm/testdata/shared", dir, "shared")
+	host, err := wasm.NewHost(context.Background(), wasm.HostOptions{Log: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = host.Close(context.Background()) })
+	allowed, err := targets.Parse([]string{"127.0.0.0/8"})
+	require.NoError(t, err)
+	checks := func(name, interval string) []*check {
+		p, err := policy.Parse(name+".yaml", fmt.Appendf(nil, `apiVersion: observer.polar/v1
+kind: ObservationPolicy
+metadata: {name: %s}
+spec:
+  target: {name: web, url: "http://127.0.0.1:1"}
+  observers:
+    - {name: a, kind: wasm, interval: %s, wasm: {module: shared.wasm}}
+    - {name: b, kind: wasm, interval: %s, wasm: {module: shared.wasm}}
+`, name, interval, interval), policy.Env{})
+		require.NoError(t, err)
+		access := kinds.NewTargetAccess(p, allowed, nil)
+		t.Cleanup(access.Close)
+		var cs []*check
+		for i := range p.Spec.Observers {
+			made, err := kinds.NewCheck(kinds.Setup{Policy: p, Observer: &p.Spec.Observers[i], Path: "observer/" + name, Access: access,
+				Plugins: host, PluginDir: dir, MaxResponse: 1 << 20, Log: zerolog.Nop()})
+			require.NoError(t, err)
+			c := made.(*check)
+			t.Cleanup(func() { require.NoError(t, c.Close()) })
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	instanceCalls := func(c *check) string {
+		evs, err := c.Observe(context.Background())
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
+		return evs[0].GetPlugin().GetLabels()["instance calls"]
+	}
+	web := checks("web", "1s")
+	assert.Equal(t, "1", instanceCalls(web[0]))
+	assert.Equal(t, "2", instanceCalls(web[1]), "the policy's observers share the instance")
+	for _, other := range [][]*check{checks("db", "1s"), checks("web", "2s")} {
+		assert.Equal(t, "1", instanceCalls(other[0]), "another policy, or revision, has instances of its own")
 	}
 }
