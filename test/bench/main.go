@@ -64,6 +64,9 @@
 //     loop doing the same GETs and publishing each result with a confirm,
 //     in a process of its own (this program again, run as
 //     "observation-loop");
+//  14. the plugin fleet (pluginfleet): 1,000 observers of one stateless
+//     plugin module in one daemon, their CPU per call and the daemon's
+//     RSS, against the same checks as goroutines with net/http;
 //
 // and, for context, the outbox's fsync group commit: Append throughput
 // with 1, 16 and 256 events per transaction.
