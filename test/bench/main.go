@@ -185,7 +185,7 @@ const (
 	// minutes; --quick runs twenty, then forty.
 	defaultFleetDaemons = 100
 	quickFleetDaemons   = 20
-	defaultFleetWindow  = 15 * time.Second
+	defaultFleetWindow  = 10 * time.Second
 	quickFleetWindow    = 5 * time.Second
 	// The scale rows: 10,000 observers (--quick: 1,000).
 	defaultScalePolicies = 100
@@ -193,7 +193,7 @@ const (
 	defaultScalePairs    = 8
 	quickScalePairs      = 3
 	quickScaleReloads    = 5
-	defaultPerObsWindow  = 60 * time.Second
+	defaultPerObsWindow  = 30 * time.Second
 	quickPerObsWindow    = 15 * time.Second
 )
 
