@@ -120,6 +120,9 @@ type fleetLoss struct {
 	lostNodes  []string // "node a..b", at most a few
 	duplicates int
 	overflow   int // events the daemons reported dropped (outbox.overflow)
+	// drained is how long the daemons' outboxes took to empty once their
+	// observations stopped.
+	drained time.Duration
 }
 
 // fleetLimits are the machine's limits the row checked (and raised).
@@ -162,7 +165,7 @@ const (
 	// node, and fleetDrainWait the final wait for the consumer to read
 	// every event the daemons had accepted.
 	fleetReconnectWait = 90 * time.Second
-	fleetDrainWait     = time.Minute
+	fleetDrainWait     = 3 * time.Minute
 	// fleetClusterTimeout bounds the cluster's boot and each wait for it
 	// to be whole, on a loaded 2-core machine.
 	fleetClusterTimeout = 3 * time.Minute
@@ -769,12 +772,42 @@ func (f *fleetRun) killNode(ctx context.Context) (fleetKill, error) {
 	return k, nil
 }
 
-// checkLoss reads every daemon's last sequence (the last event its
-// outbox accepted: from then on it must be delivered), waits until the
-// consumer has read every sequence up to it, then counts the sequences
-// missing from 1 to the last of every node, less those outbox.overflow
-// reported.
+// checkLoss stops the fleet's observations (each daemon's policy file
+// removed: its observers stop, its outbox drains), waits until every
+// daemon's outbox is empty, reads every daemon's last sequence (the last
+// event its outbox accepted: from then on it must be delivered), waits
+// until the consumer has read every sequence up to it, then counts the
+// sequences missing from 1 to the last of every node, less those
+// outbox.overflow reported. A saturated fleet holds a backlog in its
+// outboxes: stopping the load first tells events not yet delivered from
+// lost ones.
 func (f *fleetRun) checkLoss(ctx context.Context) (fleetLoss, error) {
+	for _, d := range f.daemons {
+		if err := os.Remove(filepath.Join(d.dir, "policies", "web.yaml")); err != nil {
+			return fleetLoss{}, fmt.Errorf("stop %s's observations: %w", d.name, err)
+		}
+	}
+	stopped := time.Now()
+	deadline := stopped.Add(fleetDrainWait)
+	for {
+		states := f.states(ctx)
+		waiting := 0
+		for _, s := range states {
+			if s.err != nil || s.Outbox == nil || s.Outbox.Events > 0 {
+				waiting++
+			}
+		}
+		if waiting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fleetLoss{}, fmt.Errorf("%d daemons' outboxes still held events %s after their observations stopped", waiting, whole(fleetDrainWait))
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return fleetLoss{}, err
+		}
+	}
+	drained := time.Since(stopped)
 	last := map[string]uint64{}
 	for i, s := range f.states(ctx) {
 		if s.err != nil {
@@ -785,14 +818,16 @@ func (f *fleetRun) checkLoss(ctx context.Context) (fleetLoss, error) {
 		}
 		last[f.daemons[i].name] = s.Outbox.LastSequence
 	}
-	deadline := time.Now().Add(fleetDrainWait)
+	deadline = time.Now().Add(fleetDrainWait)
 	for !f.consumer.caughtUp(last) && time.Now().Before(deadline) {
 		// What is still missing at the deadline is counted as lost.
 		if err := sleep(ctx, fleetPollEvery); err != nil {
 			return fleetLoss{}, err
 		}
 	}
-	return f.consumer.loss(last), nil
+	l := f.consumer.loss(last)
+	l.drained = drained
+	return l, nil
 }
 
 // checkFleetLimits checks, and raises where it can, what clients this

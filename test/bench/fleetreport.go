@@ -219,10 +219,11 @@ func (r *fleetResult) details(b *strings.Builder) {
 		b.WriteString("\nThe kill's time is when a connection of the bench's own to rabbit-1 saw it close (`Cluster.Kill` first syncs the node's metadata, then SIGKILLs it).\n")
 	}
 	l := r.loss
-	fmt.Fprintf(b, "\nAt the end, every daemon's last accepted sequence was read from its /v1/state (the outbox's `last_sequence`: every event up to it "+
+	fmt.Fprintf(b, "\nAt the end, the fleet's observations were stopped (each daemon's policy file removed) and every daemon's outbox emptied, in %s; "+
+		"then every daemon's last accepted sequence was read from its /v1/state (the outbox's `last_sequence`: every event up to it "+
 		"must be delivered), and the consumer was waited for (at most %s) until it held every sequence up to it. Of %s events from %d nodes, "+
 		"**%d** sequences were missing (of 1..last per node, less %d reported dropped by outbox.overflow); %d duplicates were received.",
-		whole(fleetDrainWait), thousands(float64(l.events)), l.nodes, l.lost, l.overflow, l.duplicates)
+		secs(l.drained), whole(fleetDrainWait), thousands(float64(l.events)), l.nodes, l.lost, l.overflow, l.duplicates)
 	if len(l.lostNodes) > 0 {
 		fmt.Fprintf(b, " Notes: %s.", strings.Join(l.lostNodes, "; "))
 	}

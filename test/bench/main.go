@@ -165,9 +165,10 @@ type config struct {
 	rowsString   string
 }
 
-// Defaults are sized so that a full `make bench` stays under ten minutes
-// on a 2-core machine, RabbitMQ's boots included; --quick keeps the same
-// shape with smaller numbers for a check in about three.
+// Defaults are sized so that a full `make bench` takes about thirteen
+// minutes on a 2-core machine, RabbitMQ's boots included (--rows runs
+// fewer); --quick keeps the same shape with smaller numbers, in about
+// four.
 const (
 	defaultEvents    = 20000
 	quickEvents      = 3000
