@@ -55,16 +55,12 @@ type Outbox struct {
 	// full never waits for a commit's fsync.
 	limit atomic.Pointer[Limit]
 
-	// mu serializes the writers (bbolt does anyway) and repairs; it is
-	// held across a commit's fsync.
+	// mu serializes the writers (bbolt does anyway), Claim against drops,
+	// and repairs; it is held across a commit's fsync.
 	mu sync.Mutex
 	// claimed are the records published and not yet confirmed (they may
-	// have been delivered): drop_oldest never takes them. Under claimMu,
-	// which a commit that drops holds from its choice of what to drop
-	// until recent says so (Claim against drops), and no other commit
-	// holds: a Claim never waits for an fsync but a dropping one's. A
+	// have been delivered): drop_oldest never takes them. Under mu; a
 	// subset of the records, since every way out of the file forgets them.
-	claimMu sync.Mutex
 	claimed map[uint64]bool
 	// appended is woken (cap 1) after every commit that added records.
 	appended chan struct{}
@@ -102,29 +98,7 @@ type Outbox struct {
 	// damagedMu: readers do not hold mu.
 	damagedMu sync.Mutex
 	damaged   map[uint64]bool
-
-	// recent are the records of the last commits, for the publisher's
-	// reads: a steady stream publishes what was just committed, and After
-	// and Claim then serve it from memory instead of reading the file back
-	// and decoding every event again. They mirror the file exactly from
-	// recentFirst up to last: recent[i] is the record of recentFirst+i, an
-	// Event nil one that is not in the file (recentFirst 0: there is no
-	// file). A commit appends what it added and clears what it deleted
-	// (after its fsync), the oldest leave beyond recentMax, and whatever
-	// else changes the file empties them. Under recentMu, which no fsync
-	// holds.
-	recentMu    sync.Mutex
-	recent      []Record
-	recentFirst uint64
 }
-
-// recentMax bounds the records kept in memory for the publisher: two
-// confirm windows (256 by default) of a steady stream, which reads them
-// soon after their commit. Beyond, memory would hold events nobody reads
-// yet: make bench measured 5 MiB more RSS during an outage with 2048 (the
-// newest, which the publisher reads last); it reads the rest from the
-// file.
-const recentMax = 512
 
 // OutboxOptions configure an Outbox.
 type OutboxOptions struct {
@@ -234,7 +208,6 @@ func OpenOutbox(dir string, opts OutboxOptions) (*Outbox, error) {
 		}
 	}
 	o.publish()
-	o.resetRecent()
 	return o, nil
 }
 
@@ -486,11 +459,6 @@ func (o *Outbox) closeDB() {
 		_ = o.db.Close()
 	}
 	o.db, o.file = nil, nil
-	// No file, no records: recent holds nothing until the next one.
-	o.recentMu.Lock()
-	clear(o.recent)
-	o.recent, o.recentFirst = o.recent[:0], 0
-	o.recentMu.Unlock()
 }
 
 // moveAside renames the damaged file, then reserves the sequences of the
@@ -522,9 +490,7 @@ func (o *Outbox) moveAside(cause error) error {
 	o.damagedMu.Lock()
 	clear(o.damaged)
 	o.damagedMu.Unlock()
-	o.claimMu.Lock()
 	clear(o.claimed)
-	o.claimMu.Unlock()
 	return nil
 }
 
@@ -583,7 +549,6 @@ func (o *Outbox) create() error {
 	o.db, o.file = db, file
 	o.dbMu.Unlock()
 	o.last, o.events, o.bytes, o.report = last, events, bytes, nil
-	o.resetRecent()
 	return nil
 }
 
@@ -637,11 +602,9 @@ func (o *Outbox) commit(evs []*messages.Event, del []uint64, room, purge bool) (
 		}
 		if dropped, err = o.commitTx(evs, del, damaged, room); err == nil {
 			o.forgetDamaged(damaged)
-			o.claimMu.Lock()
 			for _, s := range slices.Concat(del, damaged) {
 				delete(o.claimed, s)
 			}
-			o.claimMu.Unlock()
 		}
 		if !errors.Is(err, errDamaged) {
 			break
@@ -662,17 +625,7 @@ func (o *Outbox) commit(evs []*messages.Event, del []uint64, room, purge bool) (
 func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room bool) ([]Dropped, error) {
 	last, events, bytes := o.last, o.events, o.bytes
 	var dropped []Dropped
-	// What the commit deletes and adds, for recent once it is durable.
-	var gone []uint64
-	added := make([]Record, 0, len(evs))
-	dropping := false
-	defer func() {
-		if dropping {
-			o.claimMu.Unlock()
-		}
-	}()
 	err := o.update(func(tx *bolt.Tx) error {
-		gone, added = gone[:0], added[:0]
 		b := tx.Bucket(bucketEvents)
 		if err := o.reserve(b, last+uint64(len(evs))); err != nil {
 			return err
@@ -685,7 +638,6 @@ func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room boo
 				if err := b.Delete(k); err != nil {
 					return err
 				}
-				gone = append(gone, s)
 			}
 		}
 		// After the confirmed ones: a record confirmed before it was
@@ -702,7 +654,6 @@ func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room boo
 			if err := b.Delete(k); err != nil {
 				return err
 			}
-			gone = append(gone, s)
 		}
 		for _, ev := range evs {
 			last++
@@ -718,17 +669,12 @@ func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room boo
 			if err := b.Put(seqKey(last), data); err != nil {
 				return err
 			}
-			added = append(added, Record{Event: ev, Raw: data})
 			events++
 			bytes += int64(len(data))
 		}
 		// Only an append makes room by dropping: a commit of deletes alone
 		// (Delete) has nobody to report drops to.
 		if l := o.Limit(); room && len(evs) > 0 && l.DropOldest && l.MaxBytes > 0 && bytes > l.MaxBytes {
-			if !dropping {
-				dropping = true
-				o.claimMu.Lock()
-			}
 			oldest, err := dropOldest(b, bytes-l.MaxBytes, o.claimed)
 			if err != nil {
 				return err
@@ -736,9 +682,6 @@ func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room boo
 			for _, d := range oldest {
 				events -= int(d.Events)
 				bytes -= int64(d.Bytes)
-				for s := d.First; s <= d.Last; s++ {
-					gone = append(gone, s)
-				}
 			}
 			dropped = append(dropped, oldest...)
 		}
@@ -752,61 +695,7 @@ func (o *Outbox) commitTx(evs []*messages.Event, del, damaged []uint64, room boo
 		return nil, err
 	}
 	o.last, o.events, o.bytes = last, events, bytes
-	o.committed(gone, added)
 	return dropped, nil
-}
-
-// resetRecent empties recent: the file changed otherwise than by a
-// commit (opened, moved aside, created), and is read again.
-func (o *Outbox) resetRecent() {
-	o.recentMu.Lock()
-	defer o.recentMu.Unlock()
-	clear(o.recent)
-	o.recent, o.recentFirst = o.recent[:0], o.last+1
-}
-
-// committed updates recent with a durable commit: the records it appended
-// (added), which follow the last one, and those it deleted (gone). mu
-// held.
-func (o *Outbox) committed(gone []uint64, added []Record) {
-	o.recentMu.Lock()
-	defer o.recentMu.Unlock()
-	if o.recentFirst == 0 {
-		return
-	}
-	// Appended first: drop_oldest may drop some of what it adds.
-	o.recent = append(o.recent, added...)
-	for _, s := range gone {
-		if s >= o.recentFirst && s-o.recentFirst < uint64(len(o.recent)) {
-			o.recent[s-o.recentFirst] = Record{}
-		}
-	}
-	// The oldest leave first: beyond the bound, and those deleted, which
-	// a steady stream's confirms are.
-	n := max(len(o.recent)-recentMax, 0)
-	for n < len(o.recent) && o.recent[n].Event == nil {
-		n++
-	}
-	clear(o.recent[:n])
-	o.recent, o.recentFirst = o.recent[n:], o.recentFirst+uint64(n)
-}
-
-// recentAfter returns up to n records of recent with a sequence above
-// seq, and whether recent holds every record above seq (else the file
-// must be read: also while it is damaged, for the read to say so).
-func (o *Outbox) recentAfter(seq uint64, n int) ([]Record, bool) {
-	o.recentMu.Lock()
-	defer o.recentMu.Unlock()
-	if o.recentFirst == 0 || seq+1 < o.recentFirst || o.broken.Load() {
-		return nil, false
-	}
-	var out []Record
-	for i := seq + 1 - o.recentFirst; i < uint64(len(o.recent)) && len(out) < n; i++ {
-		if r := o.recent[i]; r.Event != nil {
-			out = append(out, r)
-		}
-	}
-	return out, true
 }
 
 // reserve writes a new ceiling to the sequence file before a commit uses
@@ -879,27 +768,23 @@ func isOverflow(v []byte) bool {
 // Claim claims the records of rs still in the outbox, for publishing, and
 // returns those: drop_oldest never drops a claimed record (once published
 // it may have been delivered) until it is deleted (confirmed) or released
-// (returned). A concurrent Append that drops holds claimMu until its drops
-// are committed and in recent, so it drops a record either before (Claim
-// leaves it out) or not at all.
+// (returned). It holds the writers' lock, so a concurrent Append drops a
+// record either before (Claim leaves it out) or not at all.
 func (o *Outbox) Claim(rs []Record) ([]Record, error) {
-	o.claimMu.Lock()
-	defer o.claimMu.Unlock()
-	kept, ok := o.recentHeld(rs)
-	if !ok {
-		kept = rs[:0]
-		err := o.view(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketEvents)
-			for _, r := range rs {
-				if b.Get(seqKey(r.Event.Sequence)) != nil {
-					kept = append(kept, r)
-				}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	kept := rs[:0]
+	err := o.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		for _, r := range rs {
+			if b.Get(seqKey(r.Event.Sequence)) != nil {
+				kept = append(kept, r)
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("read outbox: %w", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
 	}
 	for _, r := range kept {
 		o.claimed[r.Event.Sequence] = true
@@ -907,34 +792,12 @@ func (o *Outbox) Claim(rs []Record) ([]Record, error) {
 	return kept, nil
 }
 
-// recentHeld returns the records of rs still in the file, in order, when
-// recent tells for all of them; otherwise ok is false and rs is as it was.
-func (o *Outbox) recentHeld(rs []Record) (held []Record, ok bool) {
-	o.recentMu.Lock()
-	defer o.recentMu.Unlock()
-	if o.recentFirst == 0 || o.broken.Load() {
-		return nil, false
-	}
-	for _, r := range rs {
-		if r.Event.Sequence < o.recentFirst {
-			return nil, false
-		}
-	}
-	held = rs[:0]
-	for _, r := range rs {
-		if i := r.Event.Sequence - o.recentFirst; i < uint64(len(o.recent)) && o.recent[i].Event != nil {
-			held = append(held, r)
-		}
-	}
-	return held, true
-}
-
 // Release ends the claim of seq: RabbitMQ returned it unroutable, so it
 // was certainly not delivered, and drop_oldest may take it (else an outbox
 // of unroutable events would outgrow its bound).
 func (o *Outbox) Release(seq uint64) {
-	o.claimMu.Lock()
-	defer o.claimMu.Unlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	delete(o.claimed, seq)
 }
 
@@ -964,20 +827,10 @@ type Record struct {
 	Raw   []byte
 }
 
-// After returns up to n events with a sequence above seq, in order: from
-// memory when they are among the last commits' (recent), else from the
-// file. A damaged record is left out and remembered for the next Commit,
-// which deletes and reports it: the events after it go on. The records
-// may share their Raw with other readers: nobody writes to it.
+// After returns up to n events with a sequence above seq, in order. A
+// damaged record is left out and remembered for the next Commit, which
+// deletes and reports it: the events after it go on.
 func (o *Outbox) After(seq uint64, n int) ([]Record, error) {
-	if out, ok := o.recentAfter(seq, n); ok {
-		return out, nil
-	}
-	return o.afterInFile(seq, n)
-}
-
-// afterInFile is After, read from the file.
-func (o *Outbox) afterInFile(seq uint64, n int) ([]Record, error) {
 	var out []Record
 	err := o.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
@@ -1054,10 +907,8 @@ func (o *Outbox) forgetDamaged(seqs []uint64) {
 }
 
 // Get returns the record with sequence seq, or nil when it is not there.
-// It reads the file: it serves the retries, which are rare, and a read of
-// the file is what finds damage to it.
 func (o *Outbox) Get(seq uint64) (*Record, error) {
-	rs, err := o.afterInFile(seq-1, 1)
+	rs, err := o.After(seq-1, 1)
 	if err != nil || len(rs) == 0 || rs[0].Event.Sequence != seq {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
@@ -229,46 +228,4 @@ func TestLossesAreReportedByAStopThatFindsTheDiskWritable(t *testing.T) {
 	t.Logf("%d accepted, %v dropped", accepted, dropped)
 	assert.Positive(t, dropped["disk_full"], "the loss is reported")
 	assert.Equal(t, uint64(len(sent)), accepted+dropped["disk_full"]+dropped["memory_full"], "every event accepted or reported")
-}
-
-// lastTxID is the id of ob's last write transaction.
-func lastTxID(t *testing.T, ob *Outbox) int {
-	t.Helper()
-	var id int
-	require.NoError(t, ob.view(func(tx *bolt.Tx) error {
-		id = tx.ID()
-		return nil
-	}))
-	return id
-}
-
-// lingering starts a pipeline whose commits of few events linger an hour,
-// hands it one event, and returns once the committer has seen it, with
-// the id of the outbox's last write transaction before that event.
-func lingering(t *testing.T) (*pipeline, *Outbox, int) {
-	t.Helper()
-	ob := testOutbox(t, Limit{})
-	p, fake, _ := faked(t, ob, func(p *pipeline, _ *fakeBroker) { p.committer.linger = time.Hour })
-	fake.next(t)
-	before := lastTxID(t, ob)
-	accept(p, 1)
-	eventually(t, func() bool { return len(p.committer.work) == 0 }, "the committer took its wake")
-	return p, ob, before
-}
-
-func TestFewEventsLingerForOneCommitUntilEnoughWait(t *testing.T) {
-	// At a low rate every event paid a transaction and an fsync of its
-	// own: the first now waits for more, and enough of them are committed
-	// at once, however long the linger.
-	p, ob, before := lingering(t)
-	accept(p, lingerEnough-1)
-	eventually(t, func() bool { return ob.Stats().LastSequence == lingerEnough }, "enough events are committed without waiting out the linger")
-	assert.Equal(t, 1, lastTxID(t, ob)-before, "in one transaction")
-}
-
-func TestAStopCommitsTheEventsThatLinger(t *testing.T) {
-	p, ob, _ := lingering(t)
-	stopNow(p)
-	assert.Equal(t, uint64(1), ob.Stats().LastSequence, "accepted at the stop, not lost")
-	assert.Equal(t, 1, ob.Stats().Events)
 }
