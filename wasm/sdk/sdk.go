@@ -140,15 +140,23 @@ const (
 // Why not return the error? A non-zero polar_observe is a failure of the
 // plugin: the daemon restarts it with backoff and quarantines it when it
 // keeps failing. A sick target is what the plugin is there to report.
+//
+// A request that ran out of time (ErrTimeout) is reported as
+// ResultTimeout, label result=timeout, as the built-in kinds report a
+// target that did not answer in time.
 func Unobservable(typeSuffix string, err error) Observation {
 	payload, _ := json.Marshal(map[string]string{"error": err.Error()}) // a map of strings always encodes
+	result, label := ResultError, "error"
+	if errors.Is(err, ErrTimeout) {
+		result, label = ResultTimeout, "timeout"
+	}
 	return Observation{
 		TypeSuffix: typeSuffix,
 		Severity:   SeverityHigh,
 		Payload:    payload,
 		Schema:     "polar.sdk.error.v1",
-		Labels:     map[string]string{"result": "error"},
-		Result:     ResultError,
+		Labels:     map[string]string{"result": label},
+		Result:     result,
 		Error:      err.Error(),
 	}
 }

@@ -229,15 +229,26 @@ func TestConfig(t *testing.T) {
 }
 
 func TestUnobservable(t *testing.T) {
-	err := fmt.Errorf("http GET /api/status: %w", ErrRequestFailed)
-	o := Unobservable("threshold", err)
-	assert.Equal(t, Observation{
-		TypeSuffix: "threshold",
-		Severity:   SeverityHigh,
-		Payload:    []byte(`{"error":"http GET /api/status: ` + ErrRequestFailed.Error() + `"}`),
-		Schema:     "polar.sdk.error.v1",
-		Labels:     map[string]string{"result": "error"},
-		Result:     ResultError,
-		Error:      "http GET /api/status: request failed",
-	}, o)
+	for _, tc := range []struct {
+		cause  error
+		label  string
+		result Result
+	}{
+		{ErrRequestFailed, "error", ResultError},
+		{ErrTimeout, "timeout", ResultTimeout},
+	} {
+		t.Run(tc.label, func(t *testing.T) {
+			err := fmt.Errorf("http GET /api/status: %w", tc.cause)
+			o := Unobservable("threshold", err)
+			assert.Equal(t, Observation{
+				TypeSuffix: "threshold",
+				Severity:   SeverityHigh,
+				Payload:    []byte(`{"error":"http GET /api/status: ` + tc.cause.Error() + `"}`),
+				Schema:     "polar.sdk.error.v1",
+				Labels:     map[string]string{"result": tc.label},
+				Result:     tc.result,
+				Error:      "http GET /api/status: " + tc.cause.Error(),
+			}, o)
+		})
+	}
 }
