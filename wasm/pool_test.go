@@ -91,40 +91,59 @@ func TestStatelessTrapDiscards(t *testing.T) {
 // maxIdle stay once they are done, and the last plugin to leave the pool
 // closes them. Each call holds its instance 50 ms, so that they overlap.
 func TestStatelessPoolBounded(t *testing.T) {
-	h := newTestHost(t)
-	ps := make([]*Plugin, 3*maxBusy)
-	for i := range ps {
-		ps[i] = newPlugin(t, h, sharedSpec(t, fmt.Sprint(i), "web@1", `{"sleep_ms":50}`))
-	}
-	_, err := ps[0].Observe(context.Background(), timeNow()) // the pool learns the module is stateless
-	require.NoError(t, err)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		fresh int // calls served by a fresh instance: the instances made
-	)
-	for _, p := range ps {
-		wg.Go(func() {
-			obs, err := p.Observe(context.Background(), timeNow())
-			if assert.NoError(t, err) && assert.Len(t, obs, 1) && obs[0].Labels["instance calls"] == "1" {
-				mu.Lock()
-				fresh++
-				mu.Unlock()
+	for _, tc := range []struct {
+		name    string
+		maxIdle int
+	}{
+		// Every instance made is kept: the instances made are the most
+		// that lived at once, which must be maxBusy at most.
+		{"instances at once", maxBusy},
+		// The default: the instances beyond maxIdle are closed after
+		// their call (so more than maxBusy may be made over the burst).
+		{"idle", maxIdle},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(n int) { maxIdle = n }(maxIdle)
+			maxIdle = tc.maxIdle
+			h := newTestHost(t)
+			ps := make([]*Plugin, 3*maxBusy)
+			for i := range ps {
+				ps[i] = newPlugin(t, h, sharedSpec(t, fmt.Sprint(i), "web@1", `{"sleep_ms":50}`))
 			}
+			_, err := ps[0].Observe(context.Background(), timeNow()) // the pool learns the module is stateless
+			require.NoError(t, err)
+			var (
+				wg    sync.WaitGroup
+				mu    sync.Mutex
+				fresh = 1 // calls served by a fresh instance: the instances made
+			)
+			for _, p := range ps {
+				wg.Go(func() {
+					obs, err := p.Observe(context.Background(), timeNow())
+					if assert.NoError(t, err) && assert.Len(t, obs, 1) && obs[0].Labels["instance calls"] == "1" {
+						mu.Lock()
+						fresh++
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			pl := ps[0].pool
+			if tc.maxIdle == maxBusy {
+				assert.LessOrEqual(t, fresh, maxBusy, "instances made for %d calls at once", len(ps))
+				assert.Equal(t, fresh, pl.idleCount(), "every instance made was kept")
+			}
+			assert.LessOrEqual(t, pl.idleCount(), tc.maxIdle)
+			assert.Positive(t, pl.idleCount())
+			for _, p := range ps {
+				require.NoError(t, p.Close(context.Background()))
+			}
+			assert.Zero(t, pl.idleCount(), "the last plugin closed the idle instances")
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			assert.Empty(t, h.pools)
 		})
 	}
-	wg.Wait()
-	assert.LessOrEqual(t, fresh, maxBusy, "instances made for %d calls at once", len(ps))
-	pl := ps[0].pool
-	assert.LessOrEqual(t, pl.idleCount(), maxIdle)
-	assert.Positive(t, pl.idleCount())
-	for _, p := range ps {
-		require.NoError(t, p.Close(context.Background()))
-	}
-	assert.Zero(t, pl.idleCount(), "the last plugin closed the idle instances")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	assert.Empty(t, h.pools)
 }
 
 // TestCheckStateless: Check reports what polar_stateless returns, false

@@ -130,6 +130,9 @@ func (c *committer) commit() bool {
 	c.intake.settle(err != nil)
 	if err != nil {
 		c.failures++
+		// Before readiness says why: whoever reads the reason finds the
+		// gate already closed.
+		c.setGate()
 		// Before requeue: what it drops is the disk's doing.
 		c.setOutboxError(err.Error())
 		c.intake.requeue(pending)
