@@ -45,6 +45,10 @@ type committer struct {
 	node, version string
 	// reportDelay gathers drops into few reports (overflowReportDelay).
 	reportDelay time.Duration
+	// linger and deleteLinger are how long a commit of few events, or of
+	// deletes alone, waits for more to share its fsync (commitLinger,
+	// deleteLinger).
+	linger, deleteLinger time.Duration
 	// failed, when set (by tests), is called after each failed commit,
 	// once its group is back in the intake.
 	failed func()
@@ -62,6 +66,26 @@ type committer struct {
 	logged   time.Time         // when a failure was last logged
 }
 
+// commitLinger is the longest a commit of fewer than lingerEnough events
+// waits for more. Why: at a low steady rate every event came alone and paid
+// a transaction and an fsync of its own (make bench: about 170 µs of CPU
+// each, against under 20 µs per event in groups of 20); events that come
+// within a few milliseconds of each other now share one. Nothing is
+// acknowledged before its commit, so waiting loses nothing; it delays an
+// event's publication by at most this, and never once lingerEnough wait.
+const commitLinger = 5 * time.Millisecond
+
+// deleteLinger is the longest the confirmed events' deletes wait, alone,
+// for events to commit with: at a low rate the next event then takes them
+// into its transaction instead of their taking one of their own. Nothing
+// waits for a delete but the space it frees; a crash meanwhile sends them
+// again, fewer than lingerEnough: within the duplicates' bound.
+const deleteLinger = 20 * time.Millisecond
+
+// lingerEnough events (and deletes) waiting are a group worth its fsync:
+// they are committed at once.
+const lingerEnough = 64
+
 // overflowReportDelay gathers drops into few outbox.overflow events: each
 // report is an event too, and takes outbox space while it is full.
 const overflowReportDelay = time.Second
@@ -76,6 +100,10 @@ const commitLogEvery = 30 * time.Second
 func (c *committer) run() {
 	defer close(c.done)
 	var retry, report <-chan time.Time
+	// One timer for the lingers, not one per commit.
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	var lingerUntil time.Time // zero: not lingering
 	for {
 		if len(c.drops) > 0 && report == nil {
 			report = time.After(c.reportDelay)
@@ -86,15 +114,24 @@ func (c *committer) run() {
 			// many events arrive meanwhile.
 			work = nil
 		}
+		var lingered <-chan time.Time
+		if !lingerUntil.IsZero() {
+			lingered = linger.C
+		}
+		woken := false
 		select {
 		case <-work:
+			woken = true
 		case m := <-c.confirmed:
 			c.deletes = append(c.deletes, m.seqs...)
 			if retry != nil {
 				continue
 			}
+			woken = true
 		case <-retry:
 			retry = nil
+		case <-lingered:
+			lingerUntil = time.Time{}
 		case <-report:
 			report = nil
 			c.reportDrops()
@@ -103,11 +140,53 @@ func (c *committer) run() {
 			c.stop()
 			return
 		}
+		if woken {
+			if d := c.lingerFor(); d > 0 {
+				// A linger never grows: it ends at the earliest deadline of
+				// what waits.
+				if until := time.Now().Add(d); lingerUntil.IsZero() || until.Before(lingerUntil) {
+					lingerUntil = until
+					linger.Reset(d)
+				}
+				continue
+			}
+		}
+		if !lingerUntil.IsZero() {
+			linger.Stop()
+			lingerUntil = time.Time{}
+		}
+		// Confirms waiting go with this commit rather than the next: the
+		// publisher publishes nothing more while handOverEvery wait.
+		select {
+		case m := <-c.confirmed:
+			c.deletes = append(c.deletes, m.seqs...)
+		default:
+		}
 		if !c.commit() {
 			retry = time.After(commitRetry.Backoff(c.failures))
 		}
 		c.setGate()
 	}
+}
+
+// lingerFor is how long the next commit may wait for more to group with:
+// none when lingerEnough events and deletes wait, when loss reports wait,
+// when the outbox needs a repair or commits fail, or when nothing waits (a
+// changed limit: the gate is decided at once).
+func (c *committer) lingerFor() time.Duration {
+	if c.failures > 0 || len(c.reports) > 0 || c.outbox.NeedsRepair() {
+		return 0
+	}
+	waiting := c.intake.waiting()
+	switch {
+	case waiting+len(c.deletes) >= lingerEnough:
+		return 0
+	case waiting > 0:
+		return c.linger
+	case len(c.deletes) > 0:
+		return c.deleteLinger
+	}
+	return 0
 }
 
 // commit commits the loss reports, what the intake holds and the confirmed

@@ -202,6 +202,13 @@ func (in *intake) counts() (waiting int, lost uint64) {
 	return len(in.events), lost
 }
 
+// waiting is how many events wait.
+func (in *intake) waiting() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.events)
+}
+
 // pendingBytes are the bytes waiting.
 func (in *intake) pendingBytes() int64 {
 	in.mu.Lock()

@@ -44,7 +44,7 @@ func newPipeline(o *Options, outbox *Outbox, m *metrics, report func(protocol.Br
 		intake: in,
 		committer: &committer{
 			outbox: outbox, intake: in, confirmed: confirms, status: status, gate: o.Gate, metrics: m, log: o.Log,
-			node: o.Node, version: o.Version, reportDelay: overflowReportDelay,
+			node: o.Node, version: o.Version, reportDelay: overflowReportDelay, linger: commitLinger, deleteLinger: deleteLinger,
 			work: work, stopping: make(chan struct{}), flushed: make(chan struct{}), done: make(chan struct{}),
 		},
 		publisher: &publisher{

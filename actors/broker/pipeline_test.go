@@ -2,13 +2,16 @@ package broker
 
 import (
 	"context"
+	"math/rand/v2"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/polar/observerd/actors/protocol"
 	"github.com/polar/observerd/messages"
@@ -228,4 +231,156 @@ func TestLossesAreReportedByAStopThatFindsTheDiskWritable(t *testing.T) {
 	t.Logf("%d accepted, %v dropped", accepted, dropped)
 	assert.Positive(t, dropped["disk_full"], "the loss is reported")
 	assert.Equal(t, uint64(len(sent)), accepted+dropped["disk_full"]+dropped["memory_full"], "every event accepted or reported")
+}
+
+// lastTxID is the id of ob's last write transaction.
+func lastTxID(t *testing.T, ob *Outbox) int {
+	t.Helper()
+	var id int
+	require.NoError(t, ob.view(func(tx *bolt.Tx) error {
+		id = tx.ID()
+		return nil
+	}))
+	return id
+}
+
+// lingering starts a pipeline whose commits of few events linger an hour,
+// hands it one event, and returns once the committer has seen it, with
+// the id of the outbox's last write transaction before that event.
+func lingering(t *testing.T) (*pipeline, *Outbox, int) {
+	t.Helper()
+	ob := testOutbox(t, Limit{})
+	p, fake, _ := faked(t, ob, func(p *pipeline, _ *fakeBroker) { p.committer.linger = time.Hour })
+	fake.next(t)
+	before := lastTxID(t, ob)
+	accept(p, 1)
+	eventually(t, func() bool { return len(p.committer.work) == 0 }, "the committer took its wake")
+	return p, ob, before
+}
+
+func TestFewEventsLingerForOneCommitUntilEnoughWait(t *testing.T) {
+	// At a low rate every event paid a transaction and an fsync of its
+	// own: the first now waits for more, and enough of them are committed
+	// at once, however long the linger.
+	p, ob, before := lingering(t)
+	accept(p, lingerEnough-1)
+	eventually(t, func() bool { return ob.Stats().LastSequence == lingerEnough }, "enough events are committed without waiting out the linger")
+	assert.Equal(t, 1, lastTxID(t, ob)-before, "in one transaction")
+}
+
+func TestAStopCommitsTheEventsThatLinger(t *testing.T) {
+	p, ob, _ := lingering(t)
+	stopNow(p)
+	assert.Equal(t, uint64(1), ob.Stats().LastSequence, "accepted at the stop, not lost")
+	assert.Equal(t, 1, ob.Stats().Events)
+}
+
+func TestAReconnectWhileDeletesLingerPublishesEveryEventAgain(t *testing.T) {
+	// The first connection's acks of 20 events linger in the committer
+	// (fewer than lingerEnough deletes, an hour) or still wait in the
+	// publisher when the connection is lost: the next connection
+	// publishes the 20 again, as the outbox still holds them, and the
+	// next commit of enough events takes their deletes along.
+	ob := testOutbox(t, Limit{})
+	p, fake, _ := faked(t, ob, func(p *pipeline, _ *fakeBroker) { p.committer.linger, p.committer.deleteLinger = 0, time.Hour })
+	first := fake.next(t)
+	accept(p, 20)
+	eventually(t, func() bool { return ob.Stats().LastSequence == 20 }, "all 20 committed: no commit of events takes the deletes along")
+	ackAll(first.nextN(t, 16))
+	ackAll(first.nextN(t, 4))
+	first.lose(&amqp.Error{Code: 320, Reason: "CONNECTION_FORCED"})
+	second := fake.next(t)
+	again := second.nextN(t, 16)
+	ackAll(again)
+	again = append(again, second.nextN(t, 4)...)
+	ackAll(again[16:])
+	assert.Equal(t, seqRange(1, 20), seqsOf(again), "every event again, in order")
+	assert.Equal(t, uint64(20), ob.Stats().LastSequence)
+	accept(p, lingerEnough)
+	var next []*fakePub
+	for len(next) < lingerEnough {
+		pub := second.next(t)
+		pub.ack()
+		next = append(next, pub)
+	}
+	assert.Equal(t, seqRange(21, 20+lingerEnough), seqsOf(next))
+	eventually(t, func() bool { s := storedSeqs(t, ob); return len(s) == 0 || s[0] > 20 }, "the first 20 deleted with the events committed next")
+}
+
+func TestAReconnectWhileEventsLingerPublishesThemOnTheNextConnection(t *testing.T) {
+	// Events linger (not committed, not accepted) while the connection is
+	// lost and the next one opens: once committed they go on the new one.
+	ob := testOutbox(t, Limit{})
+	p, fake, _ := faked(t, ob, func(p *pipeline, _ *fakeBroker) { p.committer.linger = time.Hour })
+	first := fake.next(t)
+	accept(p, 1)
+	eventually(t, func() bool { return len(p.committer.work) == 0 }, "the committer took its wake")
+	first.lose(&amqp.Error{Code: 320, Reason: "CONNECTION_FORCED"})
+	second := fake.next(t)
+	first.quiet(t)
+	assert.Zero(t, ob.Stats().LastSequence, "still lingering")
+	accept(p, lingerEnough-1)
+	assert.Equal(t, seqRange(1, lingerEnough), ackUntilEmpty(t, second, ob, lingerEnough))
+}
+
+func TestReconnectsUnderASteadyStreamLoseNothing(t *testing.T) {
+	// The lingers at their real lengths, a stream of events at a low rate
+	// (an event every 2 ms: commits linger), and the connection lost after
+	// a few publications each time, some of them acked and some not:
+	// every sequence is acked in the end and the outbox empties, whatever
+	// the interleaving of a linger, a commit, an fsync and a reconnect.
+	ob := testOutbox(t, Limit{})
+	p, fake, _ := faked(t, ob, nil)
+	const total = 300
+	go func() {
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for range total {
+			<-tick.C
+			if p.intake.isClosed() {
+				return
+			}
+			accept(p, 1)
+		}
+	}()
+	rng := rand.New(rand.NewPCG(1, 2))
+	acked := map[uint64]bool{}
+	deadline := time.After(within)
+	links := 0
+	for l := fake.next(t); ; l = fake.next(t) {
+		links++
+		// The link lives for a few publications, or until none comes for
+		// 20 ms (a window held by an unconfirmed one, or nothing left).
+		for keep := 1 + rng.IntN(60); keep > 0; keep-- {
+			select {
+			case pub := <-l.published:
+				if rng.IntN(16) > 0 { // one in sixteen stays unconfirmed at the loss
+					pub.ack()
+					acked[pub.seq] = true
+				}
+				continue
+			case <-time.After(20 * time.Millisecond):
+			case <-deadline:
+				t.Fatalf("after %d connections the outbox holds %v; %d of %d acked", links, storedSeqs(t, ob), len(acked), total)
+			}
+			break
+		}
+		if st := ob.Stats(); st.LastSequence == total && st.Events == 0 {
+			break
+		}
+		l.lose(&amqp.Error{Code: 320, Reason: "CONNECTION_FORCED"})
+	}
+	t.Logf("%d connections", links)
+	for s := uint64(1); s <= total; s++ {
+		assert.True(t, acked[s], "sequence %d acked", s)
+	}
+}
+
+// seqRange is from..to.
+func seqRange(from, to uint64) []uint64 {
+	var s []uint64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
 }

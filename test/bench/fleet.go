@@ -134,9 +134,10 @@ type fleetLimits struct {
 }
 
 const (
-	// maxFleetDaemons bounds --fleet-daemons: twice as many daemons run
-	// at the end, each some 25 MiB and a few descriptors and ports.
-	maxFleetDaemons = 500
+	// maxFleetDaemons bounds the fleet (--fleet-daemons and --fleet-join
+	// together): each daemon is some 25 MiB and a few descriptors and
+	// ports.
+	maxFleetDaemons = 1000
 	// fleetInterval is the observers' interval: five observers, five
 	// events a second per daemon.
 	fleetInterval = time.Second
@@ -207,15 +208,15 @@ type fleetDaemon struct {
 
 // fleet is row 9. On a fresh three-node cluster with one quorum queue
 // bound `#` and one consumer: the baseline's publishers (daemons of them,
-// then twice as many) in one process, then the fleet of daemons, one
-// node SIGKILLed and restarted, as many daemons again joining, and every
+// then as many as the whole fleet) in one process, then the fleet of daemons, one
+// node SIGKILLed and restarted, --fleet-join daemons joining, and every
 // sequence checked.
 func (e *env) fleet(ctx context.Context) (*fleetResult, error) {
 	began := time.Now()
-	n := e.cfg.fleetDaemons
+	n, all := e.cfg.fleetDaemons, e.cfg.fleetDaemons+e.cfg.fleetJoin
 	res := &fleetResult{daemons: n, window: e.cfg.fleetWindow}
 	var err error
-	if res.limits, err = checkFleetLimits(2 * n); err != nil {
+	if res.limits, err = checkFleetLimits(all); err != nil {
 		return nil, err
 	}
 	bin, err := filepath.Abs("bin/observerd")
@@ -270,7 +271,7 @@ func (e *env) fleet(ctx context.Context) (*fleetResult, error) {
 	if res.idle, err = f.measure(ctx, nil, "", fleetIdle); err != nil {
 		return nil, err
 	}
-	if res.baseline, err = f.runBaseline(ctx, n); err != nil {
+	if res.baseline, err = f.runBaseline(ctx, n, all); err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
 	f.say("the cluster once the baseline has gone, %s", whole(fleetIdle))
@@ -278,10 +279,10 @@ func (e *env) fleet(ctx context.Context) (*fleetResult, error) {
 		return nil, err
 	}
 
-	for _, size := range []int{n, 2 * n} {
+	for _, size := range []int{n, all} {
 		if size > n {
-			// While it runs: the 100 more join a fleet that has just
-			// lost and regained a node.
+			// While it runs: the others join a fleet that has just lost
+			// and regained a node.
 			if res.kill, err = f.killNode(ctx); err != nil {
 				return nil, fmt.Errorf("kill a node: %w", err)
 			}

@@ -34,7 +34,7 @@ import (
 // publishes an event shaped like an observation every 1/fleetRate s,
 // waiting for its confirm: no actors, no outbox.
 //
-// The parent drives it on stdin, a line per size ("100", then "200");
+// The parent drives it on stdin, a line per size ("100", then "120");
 // it answers "ready N" on stdout once N publishers are connected, and
 // stops them all at the end of stdin.
 
@@ -42,9 +42,9 @@ import (
 // baseline's process.
 const publishersCommand = "fleet-publishers"
 
-// runBaseline runs the baseline with n publishers, then 2n, a measuring
+// runBaseline runs the baseline with n publishers, then all, a measuring
 // window each.
-func (f *fleetRun) runBaseline(ctx context.Context, n int) ([]fleetPhase, error) {
+func (f *fleetRun) runBaseline(ctx context.Context, n, all int) ([]fleetPhase, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find the bench's executable: %w", err)
@@ -84,7 +84,7 @@ func (f *fleetRun) runBaseline(ctx context.Context, n int) ([]fleetPhase, error)
 	}
 	lines := bufio.NewScanner(stdout)
 	var phases []fleetPhase
-	for _, size := range []int{n, 2 * n} {
+	for _, size := range []int{n, all} {
 		f.say("baseline, %d amqp091-go publishers in one process, %s window", size, whole(f.e.cfg.fleetWindow))
 		if _, err := fmt.Fprintf(stdin, "%d\n", size); err != nil {
 			return nil, failed(fmt.Errorf("ask for %d publishers: %w", size, err))

@@ -147,6 +147,7 @@ type config struct {
 	// fleetDaemons is the fleet row's first fleet (as many join later);
 	// fleetWindow its measuring windows.
 	fleetDaemons int
+	fleetJoin    int
 	fleetWindow  time.Duration
 	// The scale rows: policies of 100 http observers, their interval, the
 	// measuring window, the load pairs and the policy changes.
@@ -172,9 +173,9 @@ type config struct {
 const (
 	defaultEvents    = 20000
 	quickEvents      = 3000
-	defaultOutage    = 30 * time.Second
+	defaultOutage    = 20 * time.Second
 	quickOutage      = 5 * time.Second
-	defaultMemOutage = 60 * time.Second
+	defaultMemOutage = 30 * time.Second
 	quickMemOutage   = 10 * time.Second
 	defaultGroupTime = 2 * time.Second
 	quickGroupTime   = 500 * time.Millisecond
@@ -182,10 +183,14 @@ const (
 	quickLoadTime    = 500 * time.Millisecond
 	defaultPairs     = 20
 	quickPairs       = 6
-	// The fleet row: a hundred daemons, then two hundred, in about five
-	// minutes; --quick runs twenty, then forty.
+	// The fleet row: a hundred daemons, then twenty join; --quick runs
+	// twenty, then five join. The join is a fifth, not as many again:
+	// two hundred daemons saturated this machine, and their phase
+	// measured the machine, not the daemons.
 	defaultFleetDaemons = 100
 	quickFleetDaemons   = 20
+	defaultFleetJoin    = 20
+	quickFleetJoin      = 5
 	defaultFleetWindow  = 10 * time.Second
 	quickFleetWindow    = 5 * time.Second
 	// The scale rows: 10,000 observers (--quick: 1,000).
@@ -194,7 +199,7 @@ const (
 	defaultScalePairs    = 8
 	quickScalePairs      = 3
 	quickScaleReloads    = 5
-	defaultPerObsWindow  = 30 * time.Second
+	defaultPerObsWindow  = 20 * time.Second
 	quickPerObsWindow    = 15 * time.Second
 )
 
@@ -217,7 +222,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.pairs, "pairs", defaultPairs, "alone/observed segment pairs in the overhead row (--quick: 6)")
 	fs.DurationVar(&c.overheadInterval, "overhead-interval", time.Second, "interval of the overhead row's five observers")
 	fs.IntVar(&c.pluginCalls, "plugin-calls", defaultPluginCalls, "calls per side in the plugins row's per-call comparisons, the empty observe 10 times as many (--quick: 400)")
-	fs.IntVar(&c.fleetDaemons, "fleet-daemons", defaultFleetDaemons, "daemons of the fleet row, as many joining later (--quick: 20)")
+	fs.IntVar(&c.fleetDaemons, "fleet-daemons", defaultFleetDaemons, "daemons of the fleet row's first fleet (--quick: 20)")
+	fs.IntVar(&c.fleetJoin, "fleet-join", defaultFleetJoin, "daemons that join the fleet after the node's restart (--quick: 5)")
 	fs.DurationVar(&c.fleetWindow, "fleet-window", defaultFleetWindow, "measuring window of each phase of the fleet row (--quick: 5s)")
 	fs.IntVar(&c.scalePolicies, "scale-policies", defaultScalePolicies, "policies of 100 http observers in rows 10 to 12, a tenth as many of tcp and of process observers in row 10 (--quick: 10)")
 	fs.DurationVar(&c.scaleInterval, "scale-interval", 10*time.Second, "interval of the observers of rows 10 to 12")
@@ -263,6 +269,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["fleet-daemons"] {
 			c.fleetDaemons = quickFleetDaemons
 		}
+		if !set["fleet-join"] {
+			c.fleetJoin = quickFleetJoin
+		}
 		if !set["fleet-window"] {
 			c.fleetWindow = quickFleetWindow
 		}
@@ -301,8 +310,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--scale-policies (at most %d), --scale-pairs and --scale-reloads must be positive", maxScaleObservers/scalePerPolicy/2)
 	case c.scaleInterval < time.Second, c.scaleWindow <= 0:
 		return c, errors.New("--scale-interval must be at least 1s, --scale-window positive")
-	case c.fleetDaemons > maxFleetDaemons:
-		return c, fmt.Errorf("--fleet-daemons is at most %d (twice as many run at the end)", maxFleetDaemons)
+	case c.fleetJoin < 1, c.fleetDaemons+c.fleetJoin > maxFleetDaemons:
+		return c, fmt.Errorf("--fleet-join must be positive, and --fleet-daemons plus --fleet-join at most %d", maxFleetDaemons)
 	case c.outage <= 0, c.memOutage <= 0, c.groupTime <= 0, c.loadTime <= 0, c.overheadInterval <= 0, c.fleetWindow <= 0, c.perObsWindow <= 0:
 		return c, errors.New("--outage, --mem-outage, --group-time, --load-time, --overhead-interval, --fleet-window and --per-observation-window must be positive")
 	}
@@ -413,67 +422,43 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	mach := describeMachine(ctx, node)
 	res := &results{cfg: cfg, machine: mach}
-	if cfg.rows["groupcommit"] {
-		// First, while nothing else runs: it measures the disk alone.
-		e.say("group commit: outbox Append with 1, 16 and 256 events per transaction")
-		if res.group, err = e.groupCommit(ctx); err != nil {
-			return fmt.Errorf("group commit: %w", err)
+	// In this order: group commit first, while nothing else runs (it
+	// measures the disk alone).
+	for _, row := range []struct {
+		name, what string // what names it in an error
+		on         bool
+		run        func() error
+	}{
+		{"groupcommit", "group commit", cfg.rows["groupcommit"], func() (err error) {
+			e.say("group commit: outbox Append with 1, 16 and 256 events per transaction")
+			res.group, err = e.groupCommit(ctx)
+			return err
+		}},
+		{"throughput", "throughput", cfg.rows["throughput"], func() (err error) { res.throughput, err = e.throughput(ctx); return err }},
+		{"outage", "outage recovery", cfg.rows["outage"], func() (err error) { res.outage, err = e.outageRecovery(ctx); return err }},
+		{"memory", "memory", cfg.rows["memory"], func() (err error) { res.memory, err = e.memory(ctx); return err }},
+		{"reload", "reload", cfg.rows["reload"], func() (err error) { res.reload, err = e.reload(ctx); return err }},
+		{"overhead", "overhead", cfg.rows["overhead"], func() (err error) { res.overhead, err = e.overhead(ctx); return err }},
+		{"plugins", "plugins", cfg.rows["plugins"], func() (err error) { res.plugins, err = e.plugins(ctx); return err }},
+		{"pluginfleet", "pluginfleet", cfg.rows["pluginfleet"], func() (err error) { res.pluginFleet, err = e.pluginFleet(ctx); return err }},
+		{"control", "control", cfg.rows["control"], func() (err error) { res.control, err = e.control(ctx); return err }},
+		{"fleet", "fleet", cfg.rows["fleet"], func() (err error) { res.fleet, err = e.fleet(ctx); return err }},
+		{"manyobservers,startup,reloadmany", "scale", cfg.rows["manyobservers"] || cfg.rows["startup"] || cfg.rows["reloadmany"],
+			func() (err error) { res.scale, err = e.scale(ctx); return err }},
+		{"perobservation", "cpu per observation", cfg.rows["perobservation"], func() (err error) {
+			res.perObservation, err = e.perObservation(ctx)
+			return err
+		}},
+	} {
+		if !row.on {
+			continue
 		}
-	}
-	if cfg.rows["throughput"] {
-		if res.throughput, err = e.throughput(ctx); err != nil {
-			return fmt.Errorf("throughput: %w", err)
+		start := time.Now()
+		if err := row.run(); err != nil {
+			return fmt.Errorf("%s: %w", row.what, err)
 		}
-	}
-	if cfg.rows["outage"] {
-		if res.outage, err = e.outageRecovery(ctx); err != nil {
-			return fmt.Errorf("outage recovery: %w", err)
-		}
-	}
-	if cfg.rows["memory"] {
-		if res.memory, err = e.memory(ctx); err != nil {
-			return fmt.Errorf("memory: %w", err)
-		}
-	}
-	if cfg.rows["reload"] {
-		if res.reload, err = e.reload(ctx); err != nil {
-			return fmt.Errorf("reload: %w", err)
-		}
-	}
-	if cfg.rows["overhead"] {
-		if res.overhead, err = e.overhead(ctx); err != nil {
-			return fmt.Errorf("overhead: %w", err)
-		}
-	}
-	if cfg.rows["plugins"] {
-		if res.plugins, err = e.plugins(ctx); err != nil {
-			return fmt.Errorf("plugins: %w", err)
-		}
-	}
-	if cfg.rows["pluginfleet"] {
-		if res.pluginFleet, err = e.pluginFleet(ctx); err != nil {
-			return fmt.Errorf("pluginfleet: %w", err)
-		}
-	}
-	if cfg.rows["control"] {
-		if res.control, err = e.control(ctx); err != nil {
-			return fmt.Errorf("control: %w", err)
-		}
-	}
-	if cfg.rows["fleet"] {
-		if res.fleet, err = e.fleet(ctx); err != nil {
-			return fmt.Errorf("fleet: %w", err)
-		}
-	}
-	if cfg.rows["manyobservers"] || cfg.rows["startup"] || cfg.rows["reloadmany"] {
-		if res.scale, err = e.scale(ctx); err != nil {
-			return fmt.Errorf("scale: %w", err)
-		}
-	}
-	if cfg.rows["perobservation"] {
-		if res.perObservation, err = e.perObservation(ctx); err != nil {
-			return fmt.Errorf("cpu per observation: %w", err)
-		}
+		res.rowTimes = append(res.rowTimes, rowTime{row.name, time.Since(start)})
+		e.say("%s: %s", row.name, time.Since(start).Round(time.Second))
 	}
 	res.took = time.Since(began)
 	res.machine.loadEnd = loadAvg()

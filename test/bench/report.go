@@ -17,6 +17,7 @@ type results struct {
 	cfg        config
 	machine    machine
 	took       time.Duration
+	rowTimes   []rowTime
 	group      []groupResult
 	throughput *throughputResult
 	outage     *outageResult
@@ -33,6 +34,12 @@ type results struct {
 	pluginFleet *pluginFleetResult
 }
 
+// rowTime is how long a row (or rows measured together) took.
+type rowTime struct {
+	rows string
+	took time.Duration
+}
+
 // markdown renders the results: a summary table (one line per row, each
 // against its baseline) and the details behind each line.
 func (r *results) markdown() string {
@@ -40,6 +47,13 @@ func (r *results) markdown() string {
 	m := r.machine
 	fmt.Fprintf(&b, "Measured on %s with `go run ./test/bench %s` (%s in all).\n\n",
 		m.date.Format("2006-01-02 15:04 MST"), r.cfg.flags(), r.took.Round(time.Second))
+	if len(r.rowTimes) > 1 {
+		parts := make([]string, len(r.rowTimes))
+		for i, t := range r.rowTimes {
+			parts[i] = fmt.Sprintf("%s %s", t.rows, t.took.Round(time.Second))
+		}
+		fmt.Fprintf(&b, "Time per row: %s.\n\n", strings.Join(parts, ", "))
+	}
 	b.WriteString("| machine | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| CPU | %s, %d cores |\n", m.cpu, m.cores)
 	fmt.Fprintf(&b, "| memory | %s |\n", m.memory)
@@ -80,10 +94,9 @@ func (r *results) markdown() string {
 	if o := r.overhead; o != nil {
 		obs, alone := sumRate(o.pairs, true), sumRate(o.pairs, false)
 		share := o.daemonCPU.Seconds() / o.observedIn.Seconds()
-		q1, q2, q3 := quartiles(o.pairs)
-		fmt.Fprintf(&b, "| 6 | service overhead: bin/observable's requests/s under load, %d pairs of %s segments | %s observed by five observers of all four kinds every %s (observerd: %s of the service's core, RSS %s) | %s alone (observerd frozen) | **%s** observed/alone (pairs: median %.3f, quartiles %.3f–%.3f); %.3f = 1 − observerd's share of the core (goal ≥ 0.99) |\n",
+		fmt.Fprintf(&b, "| 6 | service overhead: bin/observable's requests/s under load, %d pairs of %s segments | %s observed by five observers of all four kinds every %s (observerd: %s of the service's core, RSS %s) | %s alone (observerd frozen) | **%s** observed/alone (pairs: %s); %.3f = 1 − observerd's share of the core (goal ≥ 0.99) |\n",
 			len(o.pairs), whole(r.cfg.loadTime), thousands(obs), whole(o.interval), percent(share),
-			mib(o.daemonRSS), thousands(alone), ratio(obs, alone), q2, q1, q3, 1-share)
+			mib(o.daemonRSS), thousands(alone), ratio(obs, alone), pairVerdict(o.pairs, 0.99), 1-share)
 	}
 	if p := r.plugins; p != nil {
 		fmt.Fprintf(&b, "| 7 | plugin per call: %s through the observer actor (ObserveNow → observation), median of %d rounds of %d | %s (wasm kind) | %s (http kind, `extract: [/backlog]`, same endpoint) | **%s** plugin/built-in |\n",
@@ -290,20 +303,9 @@ func (r *results) markdown() string {
 
 // flags renders the settings of the run as the flags that reproduce it.
 func (c config) flags() string {
-	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-window %s --scale-policies %d --scale-interval %s --scale-window %s --scale-pairs %d --scale-reloads %d --per-observation-window %s",
-		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetWindow,
+	return fmt.Sprintf("--rows %s --events %d --runs %d --window %d --rate %d --outage %s --mem-outage %s --group-time %s --load-time %s --pairs %d --overhead-interval %s --plugin-calls %d --fleet-daemons %d --fleet-join %d --fleet-window %s --scale-policies %d --scale-interval %s --scale-window %s --scale-pairs %d --scale-reloads %d --per-observation-window %s",
+		c.rowsString, c.events, c.runs, c.window, c.rate, c.outage, c.memOutage, c.groupTime, c.loadTime, c.pairs, c.overheadInterval, c.pluginCalls, c.fleetDaemons, c.fleetJoin, c.fleetWindow,
 		c.scalePolicies, c.scaleInterval, c.scaleWindow, c.scalePairs, c.scaleReloads, c.perObsWindow)
-}
-
-// quartiles of the pairs' observed/alone ratios.
-func quartiles(pairs []loadPair) (q1, q2, q3 float64) {
-	rs := make([]float64, len(pairs))
-	for i, p := range pairs {
-		rs[i] = p.ratio()
-	}
-	slices.Sort(rs)
-	at := func(f float64) float64 { return rs[int(f*float64(len(rs)-1)+0.5)] }
-	return at(0.25), at(0.5), at(0.75)
 }
 
 // sumRate is the requests per second over all the pairs' observed (or

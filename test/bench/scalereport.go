@@ -72,9 +72,9 @@ func (s *scaleResult) summary(b *strings.Builder, cfg config) {
 		if len(d.pairs) > 0 && len(base.pairs) > 0 {
 			do, da := sumRate(d.pairs, true), sumRate(d.pairs, false)
 			bo, ba := sumRate(base.pairs, true), sumRate(base.pairs, false)
-			fmt.Fprintf(b, "| 10 | bin/observable's requests/s under load while %s observers observe it, %d pairs of %s segments | %s observed by observerd, %s with it frozen: **%s** | %s observed by the baseline, %s with it frozen: %s | **%s** observed/alone (goal ≥ 0.99) |\n",
-				thousands(float64(s.http)), len(d.pairs), whole(cfg.loadTime), thousands(do), thousands(da), ratio(do, da),
-				thousands(bo), thousands(ba), ratio(bo, ba), ratio(do, da))
+			fmt.Fprintf(b, "| 10 | bin/observable's requests/s under load while %s observers observe it, %d pairs of %s segments | %s observed by observerd, %s with it frozen: **%s** (pairs: %s) | %s observed by the baseline, %s with it frozen: %s (pairs: %s) | **%s** observed/alone (goal ≥ 0.99) |\n",
+				thousands(float64(s.http)), len(d.pairs), whole(cfg.loadTime), thousands(do), thousands(da), ratio(do, da), pairVerdict(d.pairs, 0.99),
+				thousands(bo), thousands(ba), ratio(bo, ba), pairVerdict(base.pairs, 0.99), ratio(do, da))
 		}
 	}
 	if cfg.rows["startup"] {
