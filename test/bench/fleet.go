@@ -752,15 +752,6 @@ func (f *fleetRun) killNode(ctx context.Context) (fleetKill, error) {
 			k.othersTook = append(k.othersTook, t.Sub(killed))
 		}
 	}
-	resumed := f.consumer.resumedAfter()
-	for i, d := range f.daemons {
-		if on[i] {
-			if t, ok := resumed[d.name]; ok {
-				k.resumed = append(k.resumed, t)
-			}
-		}
-	}
-
 	f.say("restarting %s", node.Name())
 	t := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, fleetClusterTimeout)
@@ -770,6 +761,16 @@ func (f *fleetRun) killNode(ctx context.Context) (fleetKill, error) {
 	}
 	k.restartTook = time.Since(t)
 	k.rejoined = f.byNode(f.states(ctx))
+	// Read once the node is back, so that a lagging consumer had time:
+	// each is the receipt of the first event made after the kill.
+	resumed := f.consumer.resumedAfter()
+	for i, d := range f.daemons {
+		if on[i] {
+			if t, ok := resumed[d.name]; ok {
+				k.resumed = append(k.resumed, t)
+			}
+		}
+	}
 	return k, nil
 }
 

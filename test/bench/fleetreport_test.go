@@ -32,3 +32,24 @@ func TestAPhaseIsSaturatedWhenTooFewEventsReachTheConsumer(t *testing.T) {
 		})
 	}
 }
+
+func TestDeliveringAgainSaysWhenTheConsumerLagged(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		resumed []time.Duration
+		says    string
+	}{
+		{"none", nil, "none of the 3 received before the node was back"},
+		{"some", []time.Duration{time.Second}, "1000 ms / 1000 ms / 1000 ms, 1 of 3 received before the node was back"},
+		{"all", []time.Duration{time.Second, time.Second, 2 * time.Second}, "1000 ms / 2000 ms / 2000 ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &fleetKill{onIt: 3, resumed: tc.resumed}
+			got := k.deliveringAgain()
+			assert.Contains(t, got, tc.says)
+			if tc.name == "all" {
+				assert.NotContains(t, got, "of 3")
+			}
+		})
+	}
+}

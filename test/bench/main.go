@@ -173,9 +173,9 @@ type config struct {
 const (
 	defaultEvents    = 20000
 	quickEvents      = 3000
-	defaultOutage    = 20 * time.Second
+	defaultOutage    = 15 * time.Second
 	quickOutage      = 5 * time.Second
-	defaultMemOutage = 30 * time.Second
+	defaultMemOutage = 20 * time.Second
 	quickMemOutage   = 10 * time.Second
 	defaultGroupTime = 2 * time.Second
 	quickGroupTime   = 500 * time.Millisecond
@@ -196,11 +196,11 @@ const (
 	// The scale rows: 10,000 observers (--quick: 1,000).
 	defaultScalePolicies = 100
 	quickScalePolicies   = 10
-	defaultScalePairs    = 8
+	defaultScalePairs    = 6
 	quickScalePairs      = 3
 	quickScaleReloads    = 5
-	defaultPerObsWindow  = 20 * time.Second
-	quickPerObsWindow    = 15 * time.Second
+	defaultPerObsWindow  = 15 * time.Second
+	quickPerObsWindow    = 10 * time.Second
 )
 
 var allRows = []string{"throughput", "outage", "memory", "reload", "overhead", "plugins", "control", "fleet", "manyobservers", "startup", "reloadmany", "perobservation", "pluginfleet", "groupcommit"}
@@ -230,7 +230,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.scaleWindow, "scale-window", 10*time.Second, "measuring window of row 10")
 	fs.IntVar(&c.scalePairs, "scale-pairs", defaultScalePairs, "alone/observed segment pairs in row 10 (--quick: 3)")
 	fs.IntVar(&c.scaleReloads, "scale-reloads", scaleReloads, "policy changes timed in row 12 (--quick: 5)")
-	fs.DurationVar(&c.perObsWindow, "per-observation-window", defaultPerObsWindow, "measuring window of each side of the CPU per observation row (--quick: 15s)")
+	fs.DurationVar(&c.perObsWindow, "per-observation-window", defaultPerObsWindow, "measuring window of each side of the CPU per observation row (--quick: 10s)")
 	fs.StringVar(&c.out, "out", "", "markdown file to write the results into (between its bench markers); empty: print only")
 	fs.StringVar(&c.dir, "dir", "", "working directory for the node and the outboxes (default: a fresh temporary one, removed)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "level of the broker actor's logs on stderr")

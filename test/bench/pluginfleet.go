@@ -48,12 +48,12 @@ type pluginFleetResult struct {
 }
 
 // The row's sizes: a thousand observers every 10 s (100 calls/s), or a
-// hundred with --quick; the window holds two intervals.
+// hundred with --quick; the window is one interval: every observer once.
 const (
 	fleetPlugins      = 1000
 	quickFleetPlugins = 100
 	fleetPluginEvery  = 10 * time.Second
-	fleetPluginWindow = 2 * fleetPluginEvery
+	fleetPluginWindow = fleetPluginEvery
 	fleetPluginStart  = 60 * time.Second // bound on every observer's start
 )
 
