@@ -370,7 +370,20 @@ func (f *fleetRun) measure(ctx context.Context, clients []procfs.Proc, prefix st
 	}
 	p.clientCPU, p.clientRSS = cpu1-cpu0, rss
 	p.brokerCPU, p.brokerRSS = b1-b0, brss
-	// Two CLI calls, each mostly an Erlang VM's boot: at once.
+	// The clients are frozen (SIGSTOP) while the CLI reads the broker:
+	// the window is over, and the broker's memory and connections stay
+	// what they are for the seconds it takes. Each CLI call is mostly an
+	// Erlang VM's boot, which took up to a minute on this machine beside
+	// a hundred running daemons.
+	// Thawed after frozenAtMost at the latest: RabbitMQ closes a
+	// connection after two missed heartbeats (20 s by default).
+	freeze(clients, syscall.SIGSTOP)
+	thaw := time.AfterFunc(frozenAtMost, func() { freeze(clients, syscall.SIGCONT) })
+	defer func() {
+		thaw.Stop()
+		freeze(clients, syscall.SIGCONT)
+	}()
+	// Two CLI calls: at once.
 	var g errgroup.Group
 	g.Go(func() (err error) {
 		p.brokerMemory, err = f.erlangMemory(ctx)
@@ -383,6 +396,17 @@ func (f *fleetRun) measure(ctx context.Context, clients []procfs.Proc, prefix st
 		})
 	}
 	return p, g.Wait()
+}
+
+// frozenAtMost bounds how long measure keeps the clients frozen.
+const frozenAtMost = 10 * time.Second
+
+// freeze sends sig (SIGSTOP, SIGCONT) to procs; one that has exited is
+// left alone.
+func freeze(procs []procfs.Proc, sig syscall.Signal) {
+	for _, p := range procs {
+		_ = syscall.Kill(p.PID, sig)
+	}
 }
 
 // procsUsage sums the CPU time and the RSS of procs.
