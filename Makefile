@@ -132,7 +132,7 @@ lint: ## go mod tidy -diff (both modules), go vet, gofmt and staticcheck (pinned
 	$(GO) tool staticcheck -tags integration ./... $(SDK)
 
 .PHONY: bench
-bench: deps build ## measure the broker actor against baselines on a private TLS RabbitMQ and a three-node cluster (~13 min; BENCH_FLAGS=--quick ~4 min; --rows selects), write docs/benchmarks.md
+bench: deps build ## measure the broker actor against baselines on a private TLS RabbitMQ and a three-node cluster (~10 min; BENCH_FLAGS=--quick ~4 min; --rows selects), write docs/benchmarks.md
 	$(GO) run ./test/bench --out docs/benchmarks.md $(BENCH_FLAGS)
 
 .PHONY: fuzz

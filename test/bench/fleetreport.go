@@ -214,7 +214,7 @@ func (r *fleetResult) details(b *strings.Builder) {
 		fmt.Fprintf(b, "| restart of the node, until the cluster and every queue member are whole again | %s |\n", secs(k.restartTook))
 		fmt.Fprintf(b, "| connections by node with the node back | %s |\n", sortedNodes(k.rejoined))
 		if len(r.fleet) == 2 {
-			fmt.Fprintf(b, "| connections by node once %d more daemons joined | %s |\n", r.daemons, sortedNodes(r.fleet[1].connections))
+			fmt.Fprintf(b, "| connections by node once %d more daemons joined | %s |\n", r.fleet[1].clients-r.fleet[0].clients, sortedNodes(r.fleet[1].connections))
 		}
 		b.WriteString("\nThe kill's time is when a connection of the bench's own to rabbit-1 saw it close (`Cluster.Kill` first syncs the node's metadata, then SIGKILLs it).\n")
 	}

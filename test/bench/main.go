@@ -44,7 +44,7 @@
 //     consumer reads; end-to-end latency, the daemons' CPU and RSS, the
 //     broker's CPU, memory and connections, one node SIGKILLed (how long
 //     the daemons take to reconnect, and where they go) and restarted,
-//     100 more daemons joining, and every sequence checked; against as
+//     20 more daemons joining (--fleet-join), and every sequence checked; against as
 //     many plain amqp091-go publishers with confirms in one process (this
 //     program again, run as "fleet-publishers"), at the same rate;
 //  10. thousands of observers in one daemon (manyobservers, scale.go):

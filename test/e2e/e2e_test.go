@@ -242,7 +242,7 @@ func TestSIGHUPAppliesTheLogLevel(t *testing.T) {
 
 	cfg = strings.Replace(cfg, "confirm_window: 64", "confirm_window: 32", 1)
 	cfg = strings.Replace(cfg, "outbox: {max_bytes: 64MiB}", "outbox: {max_bytes: 32MiB, when_full: block}", 1)
-	moved := freeAddr(t)
+	moved := adminAddr(t)
 	cfg = strings.Replace(cfg, fmt.Sprintf("listen: %q", d.admin), fmt.Sprintf("listen: %q", moved), 1)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o600))
 	p.signal(t, syscall.SIGHUP)

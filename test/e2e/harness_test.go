@@ -70,6 +70,21 @@ func randomName(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
+// adminAddr is a loopback address of its own for a daemon's admin
+// listener: a random address of 127/8 (never 127.0.0.x) on observerd's
+// default port. Why not a free port of 127.0.0.1 (freeAddr): released
+// before the daemon binds it, it may be taken meanwhile, by another
+// test's daemon or by an outgoing connection's ephemeral port, which are
+// all on 127.0.0.1.
+func adminAddr(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 3)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.%d.%d.%d:9464", 1+b[0]%254, b[1], 1+b[2]%254)
+}
+
+// freeAddr is a loopback address nothing listens on, as the test starts.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -242,7 +257,7 @@ func newDaemon(t *testing.T, target string, opts ...daemonOption) *daemon {
 	d := &daemon{dir: t.TempDir(), exchange: randomName("e2e.x."), queue: randomName("e2e-q-"), node: "e2e-node.example"}
 	c := daemonConfig{
 		broker: node, password: node.PasswordFile,
-		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: freeAddr(t),
+		brokerTLS: fmt.Sprintf("{ca_file: %q}", node.CAFile), auth: "plain", admin: adminAddr(t),
 		urls: []string{node.URL()}, urlOrder: "spread", outbox: "{}",
 		limits:    "{min_interval: 10ms, max_requests_per_second: 10000, max_concurrent_requests: 64, max_events_per_second: 100000}",
 		observers: "    - {name: health, kind: http, interval: 200ms, timeout: 150ms, http: {path: /healthz, expect_status: [200]}}\n",
