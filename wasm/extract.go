@@ -3,8 +3,8 @@ package wasm
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
+
+	"github.com/polar/observerd/jsonpointer"
 )
 
 // What HttpRequest.extract may ask, at most: the host decodes the body
@@ -16,17 +16,17 @@ const (
 )
 
 // checkExtract refuses an HttpRequest.extract over its caps, or with a
-// pointer that is not RFC 6901 (neither empty nor starting with "/").
+// pointer that is not RFC 6901.
 func checkExtract(pointers []string) error {
 	if len(pointers) > MaxExtract {
 		return fmt.Errorf("%d pointers, the cap is %d", len(pointers), MaxExtract)
 	}
-	for _, p := range pointers {
-		switch {
-		case len(p) > MaxPointerBytes:
+	for i, p := range pointers {
+		if len(p) > MaxPointerBytes {
 			return fmt.Errorf("a pointer of %d bytes, the cap is %d", len(p), MaxPointerBytes)
-		case p != "" && p[0] != '/':
-			return fmt.Errorf("pointer %q does not start with /", clip(p))
+		}
+		if err := jsonpointer.Check(p); err != nil {
+			return fmt.Errorf("extract[%d]: %w", i, err)
 		}
 	}
 	return nil
@@ -47,7 +47,7 @@ func extractJSON(body []byte, pointers []string) map[string]string {
 	}
 	out := make(map[string]string, len(pointers))
 	for _, p := range pointers {
-		v, ok := locate(doc, p)
+		v, ok := jsonpointer.Find(doc, p)
 		if !ok {
 			continue
 		}
@@ -56,34 +56,4 @@ func extractJSON(body []byte, pointers []string) map[string]string {
 		out[p] = string(b)
 	}
 	return out
-}
-
-// locate follows an RFC 6901 pointer in a document decoded into an any.
-// An array index is only its canonical decimal form (no sign, no leading
-// zero), as the RFC says.
-func locate(doc any, pointer string) (any, bool) {
-	if pointer == "" {
-		return doc, true
-	}
-	for _, tok := range strings.Split(pointer, "/")[1:] {
-		// ~1 before ~0, so that "~01" is "~1", not "/".
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch node := doc.(type) {
-		case map[string]any:
-			v, ok := node[tok]
-			if !ok {
-				return nil, false
-			}
-			doc = v
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(node) || tok != strconv.Itoa(i) {
-				return nil, false
-			}
-			doc = node[i]
-		default:
-			return nil, false
-		}
-	}
-	return doc, true
 }

@@ -257,15 +257,12 @@ func (e *env) fleet(ctx context.Context) (*fleetResult, error) {
 		return nil, err
 	}
 	defer f.consumer.close()
-	svc, target, pidFile, err := e.startObservable(ctx)
+	svc, err := e.startObservable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		_ = svc.Process.Signal(os.Interrupt)
-		_ = svc.Wait()
-	}()
-	f.target, f.pidFile = target, pidFile
+	defer svc.stop()
+	f.target, f.pidFile = svc.target, svc.pidFile
 
 	f.say("the idle cluster, %s", whole(fleetIdle))
 	if res.idle, err = f.measure(ctx, nil, "", fleetIdle); err != nil {

@@ -94,17 +94,15 @@ func (e *env) overhead(ctx context.Context) (*overheadResult, error) {
 			return nil, err
 		}
 	}
-	svc, target, pidFile, err := e.startObservable(ctx)
+	svc, err := e.startObservable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		_ = svc.Process.Signal(os.Interrupt)
-		_ = svc.Wait()
-	}()
-	service, err := procfs.NewProc(svc.Process.Pid)
+	defer svc.stop()
+	target, pidFile := svc.target, svc.pidFile
+	service, err := svc.proc()
 	if err != nil {
-		return nil, fmt.Errorf("read service process: %w", err)
+		return nil, err
 	}
 	res := &overheadResult{interval: e.cfg.overheadInterval}
 	policy := overheadPolicy(target, pidFile, res.interval)
@@ -150,18 +148,23 @@ func (e *env) overhead(ctx context.Context) (*overheadResult, error) {
 		return r, nil
 	}
 	defer func() { _ = d.cmd.Process.Signal(syscall.SIGCONT) }() // a frozen daemon cannot stop
-	e.say("overhead: warm-up, %s of load each way (not counted)", whole(e.cfg.loadTime))
-	for _, observed := range []bool{false, true} {
-		if _, err := segment(observed); err != nil {
-			return nil, err
-		}
+	e.say("overhead: a pair of %s segments to warm up (not counted), then %d pairs, alone (observerd frozen) and observed (every %s by five observers)",
+		whole(e.cfg.loadTime), e.cfg.pairs, whole(res.interval))
+	if res.pairs, err = segmentPairs(e.cfg.pairs, segment); err != nil {
+		return nil, err
 	}
-	e.say("overhead: %d pairs of %s segments, alone (observerd frozen) and observed (every %s by five observers)",
-		e.cfg.pairs, whole(e.cfg.loadTime), whole(res.interval))
-	for i := range e.cfg.pairs {
+	e.say("overhead: observed/alone %s; observerd %s of a core, RSS %s", ratio(sumRate(res.pairs, true), sumRate(res.pairs, false)),
+		percent(res.daemonCPU.Seconds()/res.observedIn.Seconds()), mib(res.daemonRSS))
+	return res, nil
+}
+
+// segmentPairs runs a pair of segments to warm up, then n pairs of one
+// segment alone and one observed. Which side goes first alternates, so
+// that a drift of the machine does not always favour the same one.
+func segmentPairs(n int, segment func(observed bool) (loadRun, error)) ([]loadPair, error) {
+	var pairs []loadPair
+	for i := range n + 1 {
 		var p loadPair
-		// Which side goes first alternates, so that a drift of the machine
-		// does not always favour the same one.
 		for _, observed := range []bool{i%2 == 1, i%2 == 0} {
 			r, err := segment(observed)
 			if err != nil {
@@ -173,11 +176,11 @@ func (e *env) overhead(ctx context.Context) (*overheadResult, error) {
 				p.alone = r
 			}
 		}
-		res.pairs = append(res.pairs, p)
+		if i > 0 { // the first pair warms up
+			pairs = append(pairs, p)
+		}
 	}
-	e.say("overhead: observed/alone %s; observerd %s of a core, RSS %s", ratio(sumRate(res.pairs, true), sumRate(res.pairs, false)),
-		percent(res.daemonCPU.Seconds()/res.observedIn.Seconds()), mib(res.daemonRSS))
-	return res, nil
+	return pairs, nil
 }
 
 func cpuOf(st procfs.ProcStat) time.Duration {
@@ -241,34 +244,59 @@ func generateLoad(ctx context.Context, client *http.Client, target string, d tim
 	return r, nil
 }
 
-// startObservable runs bin/observable on a free port with a pid file.
-func (e *env) startObservable(ctx context.Context) (*exec.Cmd, string, string, error) {
+// observable is a running bin/observable: its URL and pid file.
+type observable struct {
+	cmd     *exec.Cmd
+	target  string
+	pidFile string
+}
+
+// stop interrupts it and waits for it to exit.
+func (o *observable) stop() {
+	_ = o.cmd.Process.Signal(os.Interrupt)
+	_ = o.cmd.Wait()
+}
+
+// proc is its process, for its CPU time.
+func (o *observable) proc() (procfs.Proc, error) {
+	p, err := procfs.NewProc(o.cmd.Process.Pid)
+	if err != nil {
+		return p, fmt.Errorf("read service process: %w", err)
+	}
+	return p, nil
+}
+
+// startObservable runs bin/observable on a free port with a pid file;
+// the caller stops it.
+func (e *env) startObservable(ctx context.Context) (*observable, error) {
 	bin, err := filepath.Abs("bin/observable")
 	if err != nil {
-		return nil, "", "", fmt.Errorf("find bin/observable: %w", err)
+		return nil, fmt.Errorf("find bin/observable: %w", err)
 	}
 	dir, err := os.MkdirTemp(e.work, "observable-")
 	if err != nil {
-		return nil, "", "", fmt.Errorf("create observable dir: %w", err)
+		return nil, fmt.Errorf("create observable dir: %w", err)
 	}
 	ready, pidFile := filepath.Join(dir, "ready"), filepath.Join(dir, "observable.pid")
 	cmd := e.pinning.command(bin, "--listen", "127.0.0.1:0", "--ready-file", ready, "--pid-file", pidFile)
 	if err := cmd.Start(); err != nil {
-		return nil, "", "", fmt.Errorf("start observable (run make build): %w", err)
+		return nil, fmt.Errorf("start observable (run make build): %w", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		addr, err := os.ReadFile(ready)
 		if err == nil && len(addr) > 0 {
-			return cmd, "http://" + strings.TrimSpace(string(addr)), pidFile, nil
+			return &observable{cmd: cmd, target: "http://" + strings.TrimSpace(string(addr)), pidFile: pidFile}, nil
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
-			return nil, "", "", errors.New("start observable: not ready within 10 s")
+			return nil, errors.New("start observable: not ready within 10 s")
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
-			return nil, "", "", err
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, err
 		}
 	}
 }

@@ -86,14 +86,12 @@ spec:
 
 // perObservation runs the row.
 func (e *env) perObservation(ctx context.Context) (*perObservationResult, error) {
-	svc, target, _, err := e.startObservable(ctx)
+	svc, err := e.startObservable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		_ = svc.Process.Signal(os.Interrupt)
-		_ = svc.Wait()
-	}()
+	defer svc.stop()
+	target := svc.target
 	res := &perObservationResult{}
 	e.say("CPU per observation: observerd, %d http observers every %s, %s", perObservers, whole(perInterval), whole(e.cfg.perObsWindow))
 	if res.daemon, err = e.perObservationDaemon(ctx, target); err != nil {

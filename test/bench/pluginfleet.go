@@ -85,14 +85,12 @@ func (e *env) pluginFleet(ctx context.Context) (*pluginFleetResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", res.module, err)
 	}
-	svc, target, _, err := e.startObservable(ctx)
+	svc, err := e.startObservable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		_ = svc.Process.Kill()
-		_ = svc.Wait()
-	}()
+	defer svc.stop()
+	target := svc.target
 
 	text := fleetPolicy(target, res.module, res.observers, res.interval)
 	p, err := policy.Parse("web.yaml", []byte(text), benchEnv(configs.Default().Targets(), filepath.Dir(module), nil))

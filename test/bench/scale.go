@@ -223,17 +223,15 @@ func (e *env) scaleConfig() (interval, window time.Duration, policies int) {
 // the baseline.
 func (e *env) scale(ctx context.Context) (*scaleResult, error) {
 	interval, _, policies := e.scaleConfig()
-	svc, target, pidFile, err := e.startObservable(ctx)
+	svc, err := e.startObservable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		_ = svc.Process.Signal(os.Interrupt)
-		_ = svc.Wait()
-	}()
-	service, err := procfs.NewProc(svc.Process.Pid)
+	defer svc.stop()
+	target, pidFile := svc.target, svc.pidFile
+	service, err := svc.proc()
 	if err != nil {
-		return nil, fmt.Errorf("read service process: %w", err)
+		return nil, err
 	}
 	res := &scaleResult{interval: interval, perPolicy: scalePerPolicy, http: policies * scalePerPolicy}
 	sets := []scalePolicySet{{"http", "scale", policies}}
@@ -422,23 +420,9 @@ func (s *scaleRun) loadPairs(ctx context.Context, observing *os.Process) ([]load
 		}
 		return measureLoad(ctx, client, s.target, s.service, s.e.cfg.loadTime)
 	}
-	var pairs []loadPair
-	for i := range s.e.cfg.scalePairs + 1 {
-		var p loadPair
-		for _, observed := range []bool{i%2 == 1, i%2 == 0} {
-			r, err := segment(observed)
-			if err != nil {
-				return nil, err
-			}
-			if observed {
-				p.observed = r
-			} else {
-				p.alone = r
-			}
-		}
-		if i > 0 { // the first pair warms up
-			pairs = append(pairs, p)
-		}
+	pairs, err := segmentPairs(s.e.cfg.scalePairs, segment)
+	if err != nil {
+		return nil, err
 	}
 	s.e.say("scale: bin/observable observed/alone %s", ratio(sumRate(pairs, true), sumRate(pairs, false)))
 	return pairs, nil

@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/polar/observerd/actors/observer/kinds"
+	"github.com/polar/observerd/jsonpointer"
 	"github.com/polar/observerd/messages"
 )
 
@@ -109,7 +109,7 @@ func extract(body []byte, pointers []string) map[string]string {
 	}
 	out := map[string]string{}
 	for _, p := range pointers {
-		if v, ok := lookup(doc, p); ok {
+		if v, ok := jsonpointer.Find(doc, p); ok {
 			switch x := v.(type) {
 			case string:
 				out[p] = x
@@ -120,31 +120,4 @@ func extract(body []byte, pointers []string) map[string]string {
 		}
 	}
 	return out
-}
-
-func lookup(doc any, pointer string) (any, bool) {
-	if pointer == "" {
-		return doc, true
-	}
-	cur := doc
-	for _, tok := range strings.Split(pointer, "/")[1:] {
-		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
-		switch node := cur.(type) {
-		case map[string]any:
-			v, ok := node[tok]
-			if !ok {
-				return nil, false
-			}
-			cur = v
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(node) {
-				return nil, false
-			}
-			cur = node[i]
-		default:
-			return nil, false
-		}
-	}
-	return cur, true
 }

@@ -1,7 +1,6 @@
 package http
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/polar/observerd/configs/yamldoc"
+	"github.com/polar/observerd/jsonpointer"
 	"github.com/polar/observerd/policy"
 )
 
@@ -107,7 +107,7 @@ func (h *Section) Validate(c *policy.SectionContext) {
 		}
 	}
 	for i, pointer := range h.Extract {
-		if err := checkJSONPointer(pointer); err != nil {
+		if err := jsonpointer.Check(pointer); err != nil {
 			c.Addf(fmt.Sprintf("extract[%d]", i), "%v", err)
 		}
 	}
@@ -134,18 +134,4 @@ func (h *Section) Normalize() {
 		headers[http.CanonicalHeaderKey(name)] = value
 	}
 	h.Headers = headers
-}
-
-// checkJSONPointer checks RFC 6901 syntax: empty (the whole document) or
-// /-separated tokens where ~ is only ever ~0 or ~1.
-func checkJSONPointer(p string) error {
-	if p != "" && !strings.HasPrefix(p, "/") {
-		return errors.New("invalid JSON pointer: it must be empty or begin with /")
-	}
-	for i := 0; i < len(p); i++ {
-		if p[i] == '~' && (i+1 == len(p) || (p[i+1] != '0' && p[i+1] != '1')) {
-			return errors.New("invalid JSON pointer: ~ must be followed by 0 or 1 (~0 is ~, ~1 is /)")
-		}
-	}
-	return nil
 }
